@@ -1,0 +1,312 @@
+//! Typed settings: `config/default.toml`, an optional `--config FILE`, then
+//! `STATEFUL_MCP__SECTION__KEY` environment variables, validated once at start-up.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Every setting of a replica. `config/default.toml` documents each key and its default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP listener and request limits.
+    pub server: ServerSettings,
+    /// Which backend holds sessions and tool state.
+    pub store: StoreSettings,
+    /// The Redis connection shared by every Redis-backed component.
+    pub redis: RedisSettings,
+    /// Session lifetime and limits.
+    pub session: SessionSettings,
+    /// Log format and filter.
+    pub telemetry: TelemetrySettings,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Socket address to listen on.
+    pub bind: SocketAddr,
+    /// Host names (optionally with port) accepted in the `Host` header; empty = rmcp's
+    /// loopback default.
+    #[serde(deserialize_with = "comma_list")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins accepted in the `Origin` header; empty = any origin.
+    #[serde(deserialize_with = "comma_list")]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Replica id used in logs, stats and Redis liveness keys; empty = random.
+    pub replica_id: String,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_timeout_secs: u64,
+    /// SSE keep-alive comment interval.
+    pub sse_keep_alive_secs: u64,
+}
+
+/// Storage backend choice.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    /// `memory` (single replica, nothing to install) or `redis` (any number of replicas).
+    pub backend: Backend,
+}
+
+/// The closed set of state backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process maps: state dies with the process; one replica only.
+    Memory,
+    /// Redis: state shared by every replica.
+    Redis,
+}
+
+/// Redis connection settings, shared by sessions, the event store and the bus.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]` (or `rediss://`).
+    pub url: String,
+    /// Prefix of every key and channel this deployment writes.
+    pub key_prefix: String,
+    /// Largest number of pooled multiplexed connections.
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection.
+    pub pool_wait_timeout_ms: u64,
+    /// How long one command may take before it fails.
+    pub command_timeout_ms: u64,
+    /// How long establishing a connection may take.
+    pub connect_timeout_ms: u64,
+}
+
+/// Session lifetime and limits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionSettings {
+    /// Sliding expiry: a session ends after this many seconds without access.
+    pub timeout_secs: u64,
+    /// Largest total size of a session's `data` values, in bytes.
+    pub max_data_bytes: usize,
+    /// Largest number of live sessions one principal may hold.
+    pub max_sessions_per_principal: usize,
+    /// Entries `history` keeps.
+    pub history_limit: usize,
+    /// Largest length of one `history` entry, in bytes.
+    pub max_history_entry_bytes: usize,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    /// `text` or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// Default `tracing` filter; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that cannot be loaded or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The files or environment could not be parsed into settings.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is out of range.
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key name, e.g. `redis.pool_size`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+impl Settings {
+    /// Loads the built-in defaults, then `file` if given, then `STATEFUL_MCP__*` variables.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key when a value does not parse or is out of range.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not mutate the
+    /// process environment.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let vars: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("STATEFUL_MCP__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("STATEFUL_MCP")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(vars)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        positive("session.timeout_secs", self.session.timeout_secs)?;
+        positive("session.max_data_bytes", self.session.max_data_bytes as u64)?;
+        positive(
+            "session.max_sessions_per_principal",
+            self.session.max_sessions_per_principal as u64,
+        )?;
+        positive("session.history_limit", self.session.history_limit as u64)?;
+        positive(
+            "session.max_history_entry_bytes",
+            self.session.max_history_entry_bytes as u64,
+        )?;
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive("redis.pool_size", self.redis.pool_size as u64)?;
+        positive("redis.pool_wait_timeout_ms", self.redis.pool_wait_timeout_ms)?;
+        positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
+        positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        if self.session.timeout_secs > i64::MAX as u64 / 1000 {
+            return Err(ConfigError::Invalid {
+                key: "session.timeout_secs",
+                reason: "is too large".into(),
+            });
+        }
+        let prefix = &self.redis.key_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::Invalid {
+                key: "redis.key_prefix",
+                reason: "must be non-empty, without spaces or braces".into(),
+            });
+        }
+        if self.store.backend == Backend::Redis {
+            redis::parse_redis_url(&self.redis.url).ok_or_else(|| ConfigError::Invalid {
+                key: "redis.url",
+                reason: format!("`{}` is not a redis:// or rediss:// URL", self.redis.url),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl SessionSettings {
+    /// The sliding expiry as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// Accepts either a TOML array or one comma-separated string (the form environment
+/// variables take).
+fn comma_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Raw::deserialize(de)? {
+        Raw::List(items) => items,
+        Raw::One(joined) => joined.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_defaults_load() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.store.backend, Backend::Memory);
+        assert_eq!(s.session.timeout_secs, 1800);
+        assert!(s.server.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn shipped_files_load() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+            let path = entry.unwrap().path();
+            Settings::load_with_env(Some(&path), env(&[]))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("STATEFUL_MCP__SERVER__BIND", "0.0.0.0:9000"),
+                ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+                ("STATEFUL_MCP__REDIS__URL", "redis://10.0.0.1:6380"),
+                ("STATEFUL_MCP__REDIS__KEY_PREFIX", "tenant-a"),
+                ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "60"),
+                ("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "mcp.example.com, localhost"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind.port(), 9000);
+        assert_eq!(s.store.backend, Backend::Redis);
+        assert_eq!(s.redis.url, "redis://10.0.0.1:6380");
+        assert_eq!(s.redis.key_prefix, "tenant-a");
+        assert_eq!(s.session.timeout_secs, 60);
+        assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "0", "session.timeout_secs"),
+            ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "soon", "timeout_secs"),
+            ("STATEFUL_MCP__STORE__BACKEND", "etcd", "backend"),
+            ("STATEFUL_MCP__SERVER__BIND", "nowhere", "bind"),
+            ("STATEFUL_MCP__REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix"),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load_with_env(None, env(&[(var, value)]))
+                .expect_err(var)
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+}

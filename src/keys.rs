@@ -1,0 +1,86 @@
+//! Every Redis key and pub/sub channel name this crate uses, built in one place.
+//!
+//! Layout (`<p>` is `redis.key_prefix`):
+//!
+//! | key | type | TTL | what |
+//! |---|---|---|---|
+//! | `<p>:{<id>}:session` | hash | session timeout, slid on access | one session record |
+//! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on create | a principal's session ids by creation time |
+//! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
+//! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
+//! | `<p>:{<stream>}:events` | stream | event TTL | SSE events of one response stream |
+//! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
+//! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
+//!
+//! Everything one script touches shares a `{hash tag}`, so the layout works on Redis Cluster.
+
+use std::sync::Arc;
+
+/// Cheap-clone key builder under the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    /// A builder for keys under `prefix` (validated by the configuration loader: no braces).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The hash holding one session record.
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:session", self.prefix)
+    }
+
+    /// The sorted set of one principal's session ids, scored by creation time.
+    pub fn principal_sessions(&self, principal: &str) -> String {
+        format!("{}:{{p:{principal}}}:sessions", self.prefix)
+    }
+
+    /// The sorted set of every session id, scored by creation time.
+    pub fn all_sessions(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    /// The newest access time any replica has flushed.
+    pub fn last_access(&self) -> String {
+        format!("{}:stats:last_access", self.prefix)
+    }
+
+    /// The Redis stream holding the SSE events of one response stream.
+    pub fn event_stream(&self, stream_id: &str) -> String {
+        format!("{}:{{{stream_id}}}:events", self.prefix)
+    }
+
+    /// The stream whose entries wake one replica's blocking event reader.
+    pub fn replica_wake(&self, replica_id: &str) -> String {
+        format!("{}:replica:{replica_id}:wake", self.prefix)
+    }
+
+    /// The pub/sub channel of one bus topic.
+    pub fn bus_channel(&self, topic: &str) -> String {
+        format!("{}:bus:{topic}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn keys_carry_prefix_and_hash_tag() {
+        let k = Keys::new("app");
+        assert_eq!(k.session("abc"), "app:{abc}:session");
+        assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
+        assert_eq!(k.event_stream("s1"), "app:{s1}:events");
+        assert_eq!(k.bus_channel("cache"), "app:bus:cache");
+    }
+}

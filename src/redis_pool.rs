@@ -1,0 +1,229 @@
+//! The Redis connection pool every Redis-backed component shares.
+//!
+//! A deadpool pool of redis-rs multiplexed connections, built with our own manager for
+//! two reasons: deadpool-redis's manager sends a `PING` on every checkout (one more
+//! round trip per request), and it cannot set redis-rs's command and connect timeouts.
+//! Here a checkout costs nothing on a connection that worked, and a connection whose
+//! command failed at the transport level is dropped instead of going back to the pool.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+};
+
+use crate::config::RedisSettings;
+
+/// Failure to get a connection or to run a command.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisPoolError {
+    /// No connection became free, or none could be made, in time.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// A command failed.
+    #[error("redis command failed: {0}")]
+    Command(#[from] RedisError),
+}
+
+/// Cheap-clone handle on the shared pool (clones share the same connections).
+#[derive(Clone)]
+pub struct RedisPool {
+    pool: managed::Pool<Manager>,
+    client: Client,
+    connection_config: AsyncConnectionConfig,
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+/// Snapshot of the pool's occupancy, for metrics and readiness.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    /// Largest number of connections.
+    pub max_size: usize,
+    /// Connections currently open.
+    pub size: usize,
+    /// Open connections not checked out.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+impl RedisPool {
+    /// Builds the pool; connections are opened lazily, so this succeeds while Redis is down.
+    ///
+    /// # Errors
+    /// When the URL is not a valid Redis URL.
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisPoolError> {
+        let client = Client::open(settings.url.as_str())?;
+        let connection_config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(settings.command_timeout_ms)))
+            .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
+        let manager = Manager {
+            client: client.clone(),
+            config: connection_config.clone(),
+        };
+        let wait = Duration::from_millis(settings.pool_wait_timeout_ms);
+        let pool = managed::Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+            .recycle_timeout(Some(wait))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| RedisPoolError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            pool,
+            client,
+            connection_config,
+        })
+    }
+
+    /// Checks out a connection.
+    ///
+    /// # Errors
+    /// [`RedisPoolError::Unavailable`] when none is free or can be opened within the
+    /// configured wait.
+    pub async fn get(&self) -> Result<PooledConnection, RedisPoolError> {
+        self.pool
+            .get()
+            .await
+            .map(|inner| PooledConnection { inner })
+            .map_err(|e| RedisPoolError::Unavailable(e.to_string()))
+    }
+
+    /// Opens a connection outside the pool with no response timeout, for blocking
+    /// reads and subscriptions that must not share a multiplexed pooled connection.
+    ///
+    /// # Errors
+    /// When the connection cannot be established.
+    pub async fn dedicated(&self) -> Result<MultiplexedConnection, RedisError> {
+        let config = self.connection_config.clone().set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The client, for components that open their own special connections (pub/sub).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The connect timeout configured for this pool.
+    pub fn connection_config(&self) -> &AsyncConnectionConfig {
+        &self.connection_config
+    }
+
+    /// `PING` through the pool: what readiness checks.
+    ///
+    /// # Errors
+    /// When no connection can be had or the command fails.
+    pub async fn ping(&self) -> Result<(), RedisPoolError> {
+        let mut conn = self.get().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The pool's occupancy now.
+    pub fn status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+}
+
+/// A pooled connection; use it wherever redis-rs takes a `ConnectionLike`.
+pub struct PooledConnection {
+    inner: managed::Object<Manager>,
+}
+
+impl ConnectionLike for PooledConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.inner.conn.req_packed_command(cmd).await;
+            self.inner.note(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self
+                .inner
+                .conn
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.inner.note(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.conn.get_db()
+    }
+}
+
+/// One pooled connection and whether a transport error has condemned it.
+struct Conn {
+    conn: MultiplexedConnection,
+    broken: AtomicBool,
+}
+
+impl Conn {
+    fn note<T>(&self, result: &Result<T, RedisError>) {
+        if let Err(e) = result
+            && (e.is_unrecoverable_error() || e.is_timeout() || e.is_io_error())
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Manager {
+    client: Client,
+    config: AsyncConnectionConfig,
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Conn, RedisError> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(Conn {
+            conn,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<RedisError> {
+        // A connection that timed out may still deliver the late reply; one that saw an
+        // I/O error is gone. Either way a fresh one is cheaper than guessing.
+        if conn.broken.load(Ordering::Relaxed) {
+            return Err(RecycleError::message("connection saw a transport error"));
+        }
+        Ok(())
+    }
+}

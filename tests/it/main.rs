@@ -1,0 +1,3 @@
+//! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
+
+mod support;
