@@ -1,0 +1,343 @@
+//! The session state layer: create, get (which slides the expiry), update, delete, list a
+//! principal's sessions, and stats, over the memory and the Redis backends with one
+//! behaviour.
+//!
+//! A session is both the state record of the 2026-07-28 handles (`session_create` mints
+//! one) and the state of a 2025-era transport session (same id as `Mcp-Session-Id`, with
+//! the client's `initialize` parameters kept in `transport`), so the two expire together.
+//! Every operation names the caller's principal; a session owned by someone else looks
+//! exactly like an unknown one.
+
+mod memory;
+mod record;
+mod redis;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::Value;
+
+pub use self::memory::MemorySessions;
+pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
+pub use self::redis::RedisSessions;
+use crate::{config::SessionSettings, redis_pool::RedisPoolError};
+
+/// The principal of unauthenticated callers.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Longest accepted data key, in bytes.
+pub const MAX_DATA_KEY_BYTES: usize = 128;
+
+/// What can go wrong with a session operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No live session with this id belongs to the caller (never existed, expired,
+    /// deleted, or owned by another principal).
+    #[error("session `{0}` is unknown or has expired")]
+    NotFound(String),
+    /// The write would take the session's data above its byte limit.
+    #[error("session data would exceed the limit of {limit} bytes")]
+    DataTooLarge {
+        /// The configured `session.max_data_bytes`.
+        limit: usize,
+    },
+    /// The principal already holds the maximum number of live sessions.
+    #[error("principal already holds the maximum of {limit} live sessions; delete one first")]
+    TooManySessions {
+        /// The configured `session.max_sessions_per_principal`.
+        limit: usize,
+    },
+    /// The counter would leave the signed 64-bit range.
+    #[error("counter would overflow the 64-bit integer range")]
+    CounterOverflow,
+    /// A caller-supplied value is unusable (bad key, oversized entry, non-integer counter).
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend is unreachable or failed; the operation may not have happened.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<RedisPoolError> for SessionError {
+    fn from(e: RedisPoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<::redis::ParsingError> for SessionError {
+    fn from(e: ::redis::ParsingError) -> Self {
+        Self::Unavailable(format!("unexpected reply: {e}"))
+    }
+}
+
+impl From<::redis::RedisError> for SessionError {
+    fn from(e: ::redis::RedisError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// Counter operations, applied atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterOp {
+    /// Read the value (0 when unset).
+    Get,
+    /// Add a (possibly negative) amount.
+    Add(i64),
+    /// Set it back to 0.
+    Reset,
+}
+
+/// History operations, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryOp {
+    /// Read the entries, oldest first.
+    List,
+    /// Append an entry, dropping the oldest beyond the limit.
+    Add(String),
+    /// Remove every entry.
+    Clear,
+}
+
+/// What [`Sessions::create`] stores in a new session.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// The id to use; `None` mints one (see [`crate::ids::mint`]).
+    pub id: Option<String>,
+    /// The owning principal.
+    pub principal: String,
+    /// The client's self-description (`clientInfo`), when known.
+    pub client_info: Option<Value>,
+    /// Transport state to restore a 2025-era session on another replica.
+    pub transport: Option<Value>,
+}
+
+/// Totals over every live session of the deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionStats {
+    /// Live sessions.
+    pub total: u64,
+    /// The live session created first.
+    pub oldest: Option<SessionSummary>,
+    /// Newest access to any session, in milliseconds since the Unix epoch. On Redis this
+    /// includes other replicas' accesses up to the maintenance interval ago.
+    pub most_recent_access_ms: Option<i64>,
+}
+
+/// The closed set of backends.
+#[derive(Debug, Clone)]
+enum Backend {
+    Memory(MemorySessions),
+    Redis(RedisSessions),
+}
+
+/// Cheap-clone handle on the session layer (clones share the same backend).
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    backend: Backend,
+    limits: Arc<SessionSettings>,
+}
+
+impl Sessions {
+    /// Sessions held in this process.
+    pub fn memory(limits: SessionSettings) -> Self {
+        Self {
+            backend: Backend::Memory(MemorySessions::new(limits.timeout())),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// Sessions held in Redis, shared by every replica.
+    pub fn redis(store: RedisSessions, limits: SessionSettings) -> Self {
+        Self {
+            backend: Backend::Redis(store),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &SessionSettings {
+        &self.limits
+    }
+
+    /// Creates a session owned by `new.principal`.
+    ///
+    /// # Errors
+    /// [`SessionError::TooManySessions`] at the per-principal limit,
+    /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`].
+    pub async fn create(&self, new: NewSession) -> Result<Session, SessionError> {
+        if let Some(id) = &new.id
+            && !crate::ids::is_well_formed(id)
+        {
+            return Err(SessionError::Invalid("malformed session id".into()));
+        }
+        match &self.backend {
+            Backend::Memory(m) => m.create(new, &self.limits),
+            Backend::Redis(r) => r.create(new, &self.limits).await,
+        }
+    }
+
+    /// Returns the session and slides its expiry.
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`], [`SessionError::Unavailable`].
+    pub async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
+        check_id(id)?;
+        match &self.backend {
+            Backend::Memory(m) => m.get(principal, id),
+            Backend::Redis(r) => r.get(principal, id).await,
+        }
+    }
+
+    /// Slides the expiry and returns the transport state if the session is live.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn touch(&self, principal: &str, id: &str) -> Result<Option<Value>, SessionError> {
+        if !crate::ids::is_well_formed(id) {
+            return Ok(None);
+        }
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.touch(principal, id)),
+            Backend::Redis(r) => r.touch(principal, id).await,
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) one data value.
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`], [`SessionError::DataTooLarge`],
+    /// [`SessionError::Invalid`] for a bad key, [`SessionError::Unavailable`].
+    pub async fn update(
+        &self,
+        principal: &str,
+        id: &str,
+        key: &str,
+        value: Option<&Value>,
+    ) -> Result<(), SessionError> {
+        check_id(id)?;
+        if key.is_empty() || key.len() > MAX_DATA_KEY_BYTES {
+            return Err(SessionError::Invalid(format!(
+                "data keys must be 1 to {MAX_DATA_KEY_BYTES} bytes long"
+            )));
+        }
+        let value = value.map(Value::to_string);
+        match &self.backend {
+            Backend::Memory(m) => m.update(principal, id, key, value, &self.limits),
+            Backend::Redis(r) => r.update(principal, id, key, value, &self.limits).await,
+        }
+    }
+
+    /// Applies a counter operation and returns the new value.
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`], [`SessionError::CounterOverflow`],
+    /// [`SessionError::DataTooLarge`], [`SessionError::Unavailable`].
+    pub async fn counter(
+        &self,
+        principal: &str,
+        id: &str,
+        op: CounterOp,
+    ) -> Result<i64, SessionError> {
+        check_id(id)?;
+        match &self.backend {
+            Backend::Memory(m) => m.counter(principal, id, op, &self.limits),
+            Backend::Redis(r) => r.counter(principal, id, op, &self.limits).await,
+        }
+    }
+
+    /// Applies a history operation and returns the entries after it, oldest first.
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`], [`SessionError::DataTooLarge`],
+    /// [`SessionError::Invalid`] for an oversized entry, [`SessionError::Unavailable`].
+    pub async fn history(
+        &self,
+        principal: &str,
+        id: &str,
+        op: HistoryOp,
+    ) -> Result<Vec<String>, SessionError> {
+        check_id(id)?;
+        if let HistoryOp::Add(entry) = &op
+            && entry.len() > self.limits.max_history_entry_bytes
+        {
+            return Err(SessionError::Invalid(format!(
+                "history entries are limited to {} bytes",
+                self.limits.max_history_entry_bytes
+            )));
+        }
+        match &self.backend {
+            Backend::Memory(m) => m.history(principal, id, op, &self.limits),
+            Backend::Redis(r) => r.history(principal, id, op, &self.limits).await,
+        }
+    }
+
+    /// Deletes the session; `false` when there was none to delete.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
+        if !crate::ids::is_well_formed(id) {
+            return Ok(false);
+        }
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.delete(principal, id)),
+            Backend::Redis(r) => r.delete(principal, id).await,
+        }
+    }
+
+    /// The principal's live sessions, oldest first.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.list(principal)),
+            Backend::Redis(r) => r.list(principal).await,
+        }
+    }
+
+    /// Totals over every live session.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn stats(&self) -> Result<SessionStats, SessionError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stats()),
+            Backend::Redis(r) => r.stats().await,
+        }
+    }
+
+    /// One round of background upkeep: on Redis, flushes this replica's newest access
+    /// time, refreshes index TTLs and prunes expired ids from the indexes; in memory,
+    /// drops expired sessions.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn maintain(&self) -> Result<(), SessionError> {
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.purge_expired();
+                Ok(())
+            }
+            Backend::Redis(r) => r.maintain().await,
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), SessionError> {
+    if crate::ids::is_well_formed(id) {
+        Ok(())
+    } else {
+        Err(SessionError::NotFound(id.chars().take(64).collect()))
+    }
+}
+
+/// Parses stored data values, keeping undecodable ones as strings so a record written by
+/// a newer replica never fails to load.
+fn decode_data(raw: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, Value> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
+            (k, value)
+        })
+        .collect()
+}

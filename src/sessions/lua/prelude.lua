@@ -1,0 +1,30 @@
+-- Shared head of every per-session script. KEYS[1] = session hash, ARGV[1] = caller
+-- principal, ARGV[2] = sliding timeout in ms. Checks the owner, slides the expiry and
+-- defines set_data, which keeps the `bytes` total of data values and enforces its limit.
+local key = KEYS[1]
+local owner = redis.call('HGET', key, 'owner')
+if (not owner) or owner ~= ARGV[1] then
+  return {'unknown'}
+end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+redis.call('HSET', key, 'accessed', now)
+redis.call('PEXPIRE', key, ARGV[2])
+
+-- Sets (value ~= nil) or deletes one data field; false when the limit would be exceeded.
+local function set_data(field, value, max_bytes)
+  local old = redis.call('HSTRLEN', key, field)
+  local bytes = tonumber(redis.call('HGET', key, 'bytes') or '0')
+  local new = 0
+  if value then new = string.len(value) end
+  if new > old and bytes - old + new > max_bytes then
+    return false
+  end
+  if value then
+    redis.call('HSET', key, field, value)
+  else
+    redis.call('HDEL', key, field)
+  end
+  redis.call('HSET', key, 'bytes', bytes - old + new)
+  return true
+end

@@ -1,0 +1,279 @@
+//! The in-process backend: one replica, nothing to install, state lost on restart.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{
+    CounterOp, HistoryOp, NewSession, Session, SessionError, SessionStats, SessionSummary,
+    record::SCHEMA_VERSION,
+};
+use crate::config::SessionSettings;
+
+/// Sessions in a mutex-guarded map; expiry is checked on every access (tokio time, so
+/// tests can pause it) and swept by [`super::Sessions::maintain`].
+#[derive(Debug, Clone)]
+pub struct MemorySessions {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    transport: Option<Value>,
+    expires_at: Instant,
+}
+
+impl Entry {
+    fn data_bytes(&self) -> usize {
+        self.session
+            .data
+            .values()
+            .map(|v| v.to_string().len())
+            .sum()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl MemorySessions {
+    /// An empty store whose sessions expire after `timeout` without access.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            timeout,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock cannot leave a half-written entry (every write is
+        // a single assignment), so a poisoned map is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finds the caller's live session, slides its expiry and hands it to `f`.
+    fn with_live<T>(
+        &self,
+        principal: &str,
+        id: &str,
+        f: impl FnOnce(&mut Entry) -> Result<T, SessionError>,
+    ) -> Result<T, SessionError> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        match map.get_mut(id) {
+            Some(entry) if entry.expires_at > now && entry.session.owner == principal => {
+                entry.expires_at = now + self.timeout;
+                entry.session.last_accessed_ms = now_ms().max(entry.session.created_at_ms);
+                f(entry)
+            }
+            Some(entry) if entry.expires_at <= now => {
+                map.remove(id);
+                Err(SessionError::NotFound(id.to_owned()))
+            }
+            _ => Err(SessionError::NotFound(id.to_owned())),
+        }
+    }
+
+    pub(super) fn create(
+        &self,
+        new: NewSession,
+        limits: &SessionSettings,
+    ) -> Result<Session, SessionError> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, e| e.expires_at > now);
+        let held = map
+            .values()
+            .filter(|e| e.session.owner == new.principal)
+            .count();
+        if held >= limits.max_sessions_per_principal {
+            return Err(SessionError::TooManySessions {
+                limit: limits.max_sessions_per_principal,
+            });
+        }
+        let id = new.id.unwrap_or_else(crate::ids::mint);
+        let created = now_ms();
+        let session = Session {
+            id: id.clone(),
+            owner: new.principal,
+            created_at_ms: created,
+            last_accessed_ms: created,
+            data: Default::default(),
+            client_info: new.client_info,
+            version: SCHEMA_VERSION,
+        };
+        map.insert(
+            id,
+            Entry {
+                session: session.clone(),
+                transport: new.transport,
+                expires_at: now + self.timeout,
+            },
+        );
+        Ok(session)
+    }
+
+    pub(super) fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
+        self.with_live(principal, id, |e| Ok(e.session.clone()))
+    }
+
+    pub(super) fn touch(&self, principal: &str, id: &str) -> Option<Value> {
+        self.with_live(principal, id, |e| {
+            Ok(e.transport.clone().unwrap_or(Value::Null))
+        })
+        .ok()
+    }
+
+    pub(super) fn update(
+        &self,
+        principal: &str,
+        id: &str,
+        key: &str,
+        value: Option<String>,
+        limits: &SessionSettings,
+    ) -> Result<(), SessionError> {
+        self.with_live(principal, id, |e| {
+            let value = value
+                .map(|raw| serde_json::from_str(&raw))
+                .transpose()
+                .map_err(|err| SessionError::Invalid(err.to_string()))?;
+            set_checked(e, key, value, limits.max_data_bytes)
+        })
+    }
+
+    pub(super) fn counter(
+        &self,
+        principal: &str,
+        id: &str,
+        op: CounterOp,
+        limits: &SessionSettings,
+    ) -> Result<i64, SessionError> {
+        self.with_live(principal, id, |e| {
+            let current = match e.session.data.get("counter") {
+                None => 0,
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    SessionError::Invalid("stored counter is not an integer".into())
+                })?,
+            };
+            let next = match op {
+                CounterOp::Get => return Ok(current),
+                CounterOp::Add(n) => current
+                    .checked_add(n)
+                    .ok_or(SessionError::CounterOverflow)?,
+                CounterOp::Reset => 0,
+            };
+            set_checked(e, "counter", Some(next.into()), limits.max_data_bytes)?;
+            Ok(next)
+        })
+    }
+
+    pub(super) fn history(
+        &self,
+        principal: &str,
+        id: &str,
+        op: HistoryOp,
+        limits: &SessionSettings,
+    ) -> Result<Vec<String>, SessionError> {
+        self.with_live(principal, id, |e| {
+            let mut entries: Vec<String> = e
+                .session
+                .data
+                .get("history")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            match op {
+                HistoryOp::List => return Ok(entries),
+                HistoryOp::Add(entry) => {
+                    entries.push(entry);
+                    let excess = entries.len().saturating_sub(limits.history_limit);
+                    entries.drain(..excess);
+                }
+                HistoryOp::Clear => entries.clear(),
+            }
+            let value = (!entries.is_empty()).then(|| Value::from(entries.clone()));
+            set_checked(e, "history", value, limits.max_data_bytes)?;
+            Ok(entries)
+        })
+    }
+
+    pub(super) fn delete(&self, principal: &str, id: &str) -> bool {
+        let mut map = self.lock();
+        let now = Instant::now();
+        match map.get(id) {
+            Some(e) if e.session.owner == principal => {
+                let live = e.expires_at > now;
+                map.remove(id);
+                live
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn list(&self, principal: &str) -> Vec<SessionSummary> {
+        let now = Instant::now();
+        let mut out: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|e| e.expires_at > now && e.session.owner == principal)
+            .map(|e| e.session.summary())
+            .collect();
+        out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        out
+    }
+
+    pub(super) fn stats(&self) -> SessionStats {
+        let now = Instant::now();
+        let map = self.lock();
+        let live = map.values().filter(|e| e.expires_at > now);
+        let mut stats = SessionStats {
+            total: 0,
+            oldest: None,
+            most_recent_access_ms: None,
+        };
+        for e in live {
+            stats.total += 1;
+            let s = &e.session;
+            if stats
+                .oldest
+                .as_ref()
+                .is_none_or(|o| (s.created_at_ms, &s.id) < (o.created_at_ms, &o.id))
+            {
+                stats.oldest = Some(s.summary());
+            }
+            stats.most_recent_access_ms = stats.most_recent_access_ms.max(Some(s.last_accessed_ms));
+        }
+        stats
+    }
+
+    pub(super) fn purge_expired(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, e| e.expires_at > now);
+    }
+}
+
+/// Writes one data value unless that takes the session over its byte limit.
+fn set_checked(
+    e: &mut Entry,
+    key: &str,
+    value: Option<Value>,
+    max_bytes: usize,
+) -> Result<(), SessionError> {
+    let old = e.session.data.get(key).map_or(0, |v| v.to_string().len());
+    let new = value.as_ref().map_or(0, |v| v.to_string().len());
+    if new > old && e.data_bytes() - old + new > max_bytes {
+        return Err(SessionError::DataTooLarge { limit: max_bytes });
+    }
+    match value {
+        Some(v) => e.session.data.insert(key.to_owned(), v),
+        None => e.session.data.remove(key),
+    };
+    Ok(())
+}

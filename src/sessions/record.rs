@@ -1,0 +1,149 @@
+//! The session record and its tolerant decoding from a stored hash.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Schema version written into every record. Readers accept any version: unknown fields
+/// are ignored and missing ones take defaults, so two versions of the server can run side
+/// by side during a rolling deploy.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Prefix of the hash fields that hold data values.
+pub(crate) const DATA_FIELD_PREFIX: &str = "d:";
+
+/// One session as callers see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    /// The unguessable id (also the `Mcp-Session-Id` of a 2025-era transport session).
+    pub id: String,
+    /// The principal that owns it.
+    pub owner: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last access time, milliseconds since the Unix epoch.
+    pub last_accessed_ms: i64,
+    /// JSON values by key.
+    pub data: BTreeMap<String, Value>,
+    /// The client's self-description, when known.
+    pub client_info: Option<Value>,
+    /// Schema version of the stored record.
+    pub version: u32,
+}
+
+/// The identity and times of a session, for listings and stats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    /// The session id.
+    pub id: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last access time, milliseconds since the Unix epoch.
+    pub last_accessed_ms: i64,
+}
+
+impl Session {
+    /// Builds a session from a stored hash; `None` when the hash is empty (no record).
+    pub(crate) fn from_fields(id: &str, mut fields: HashMap<String, String>) -> Option<Self> {
+        if fields.is_empty() {
+            return None;
+        }
+        let int = |fields: &HashMap<String, String>, name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or_default()
+        };
+        let created_at_ms = int(&fields, "created");
+        let last_accessed_ms = int(&fields, "accessed").max(created_at_ms);
+        let version = fields
+            .get("v")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SCHEMA_VERSION);
+        let owner = fields.remove("owner").unwrap_or_default();
+        let client_info = fields
+            .remove("client")
+            .and_then(|raw| serde_json::from_str(&raw).ok());
+        let data = super::decode_data(fields.into_iter().filter_map(|(k, v)| {
+            k.strip_prefix(DATA_FIELD_PREFIX)
+                .map(|key| (key.to_owned(), v))
+        }));
+        Some(Self {
+            id: id.to_owned(),
+            owner,
+            created_at_ms,
+            last_accessed_ms,
+            data,
+            client_info,
+            version,
+        })
+    }
+
+    /// The summary of this session.
+    pub fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            id: self.id.clone(),
+            created_at_ms: self.created_at_ms,
+            last_accessed_ms: self.last_accessed_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_current_records() {
+        let s = Session::from_fields(
+            "id1",
+            fields(&[
+                ("v", "1"),
+                ("owner", "alice"),
+                ("created", "1000"),
+                ("accessed", "2000"),
+                ("client", r#"{"name":"c","version":"1"}"#),
+                ("d:counter", "5"),
+                ("d:history", r#"["a"]"#),
+                ("init", "{}"),
+                ("bytes", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.owner, "alice");
+        assert_eq!(s.last_accessed_ms, 2000);
+        assert_eq!(s.data["counter"], 5);
+        assert_eq!(s.data["history"][0], "a");
+        assert_eq!(s.client_info.unwrap()["name"], "c");
+        assert_eq!(s.data.len(), 2, "only d: fields are data");
+    }
+
+    #[test]
+    fn tolerates_newer_and_partial_records() {
+        let s = Session::from_fields(
+            "id2",
+            fields(&[
+                ("v", "7"),
+                ("owner", "bob"),
+                ("created", "1000"),
+                ("future_field", "x"),
+                ("client", "not json"),
+                ("d:raw", "not json either"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.version, 7);
+        assert_eq!(s.last_accessed_ms, 1000);
+        assert_eq!(s.client_info, None);
+        assert_eq!(s.data["raw"], "not json either");
+        assert!(Session::from_fields("id3", HashMap::new()).is_none());
+    }
+}

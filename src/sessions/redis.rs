@@ -1,0 +1,595 @@
+//! The Redis backend: one hash per session whose TTL is the sliding expiry, changed only
+//! by Lua scripts that check the owner, slide the TTL and apply the operation in one
+//! round trip. Indexes for listing and stats are written on create and delete only,
+//! never on the per-request path; [`RedisSessions::maintain`] keeps them tidy.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::{Script, Value};
+use serde_json::Value as Json;
+
+use super::{
+    CounterOp, HistoryOp, NewSession, Session, SessionError, SessionStats, SessionSummary,
+    record::SCHEMA_VERSION,
+};
+use crate::{config::SessionSettings, keys::Keys, redis_pool::RedisPool};
+
+/// Ids checked per round trip when pruning indexes.
+const PRUNE_BATCH: isize = 500;
+/// Extra lifetime of index keys beyond the session timeout, so an index outlives the
+/// sessions it lists between two maintenance rounds.
+const INDEX_TTL_MARGIN_MS: i64 = 5 * 60 * 1000;
+
+struct Scripts {
+    get: Script,
+    touch: Script,
+    update: Script,
+    counter: Script,
+    history: Script,
+    create: Script,
+    delete: Script,
+    reserve: Script,
+    raise: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let prelude = include_str!("lua/prelude.lua");
+        let with_prelude = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        Self {
+            get: with_prelude(include_str!("lua/get.lua")),
+            touch: with_prelude(include_str!("lua/touch.lua")),
+            update: with_prelude(include_str!("lua/update.lua")),
+            counter: with_prelude(include_str!("lua/counter.lua")),
+            history: with_prelude(include_str!("lua/history.lua")),
+            create: Script::new(include_str!("lua/create.lua")),
+            delete: Script::new(include_str!("lua/delete.lua")),
+            reserve: Script::new(include_str!("lua/reserve.lua")),
+            raise: Script::new(include_str!("lua/raise.lua")),
+        }
+    }
+}
+
+/// Cheap-clone handle on the Redis session store.
+#[derive(Clone)]
+pub struct RedisSessions {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: RedisPool,
+    keys: Keys,
+    timeout_ms: i64,
+    scripts: Scripts,
+    /// Newest access this replica made, flushed to Redis by `maintain` so stats see it
+    /// without a global write on every request.
+    newest_access_ms: AtomicI64,
+    /// Principals active here since the last `maintain`, whose index TTLs it refreshes.
+    active_principals: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.shared.keys.prefix())
+            .finish()
+    }
+}
+
+/// A script's reply: a status word and its values.
+struct Reply {
+    status: String,
+    values: Vec<Value>,
+}
+
+impl Reply {
+    fn parse(v: Value) -> Result<Self, SessionError> {
+        let Value::Array(mut items) = v else {
+            return Err(SessionError::Unavailable(
+                "unexpected script reply shape".into(),
+            ));
+        };
+        if items.is_empty() {
+            return Err(SessionError::Unavailable("empty script reply".into()));
+        }
+        let status = redis::from_redis_value(items.remove(0))?;
+        Ok(Self {
+            status,
+            values: items,
+        })
+    }
+
+    fn string(&mut self, i: usize) -> Result<String, SessionError> {
+        let v = std::mem::replace(&mut self.values[i], Value::Nil);
+        Ok(redis::from_redis_value::<Option<String>>(v)?.unwrap_or_default())
+    }
+}
+
+impl RedisSessions {
+    /// A store on `pool` under `keys`, whose sessions expire after `timeout` without access.
+    pub fn new(pool: RedisPool, keys: Keys, timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool,
+                keys,
+                timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+                scripts: Scripts::new(),
+                newest_access_ms: AtomicI64::new(0),
+                active_principals: Mutex::default(),
+            }),
+        }
+    }
+
+    fn index_ttl_ms(&self) -> i64 {
+        self.shared.timeout_ms.saturating_add(INDEX_TTL_MARGIN_MS)
+    }
+
+    fn note_access(&self, principal: &str) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.shared
+            .newest_access_ms
+            .fetch_max(now, Ordering::Relaxed);
+        let mut active = self
+            .shared
+            .active_principals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !active.contains(principal) {
+            active.insert(principal.to_owned());
+        }
+    }
+
+    /// Runs a prelude script (owner check + touch) and maps the shared statuses.
+    async fn run(
+        &self,
+        script: &Script,
+        principal: &str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<Reply, SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        let mut invocation = script.key(self.shared.keys.session(id));
+        invocation.arg(principal).arg(self.shared.timeout_ms);
+        for a in args {
+            invocation.arg(*a);
+        }
+        let reply = Reply::parse(invocation.invoke_async(&mut conn).await?)?;
+        match reply.status.as_str() {
+            "unknown" => Err(SessionError::NotFound(id.to_owned())),
+            "overflow" => Err(SessionError::CounterOverflow),
+            "not_integer" => Err(SessionError::Invalid(
+                "stored counter is not an integer".into(),
+            )),
+            "ok" => {
+                self.note_access(principal);
+                Ok(reply)
+            }
+            _ => Ok(reply),
+        }
+    }
+
+    pub(super) async fn create(
+        &self,
+        new: NewSession,
+        limits: &SessionSettings,
+    ) -> Result<Session, SessionError> {
+        let id = new.id.unwrap_or_else(crate::ids::mint);
+        let keys = &self.shared.keys;
+        let index = keys.principal_sessions(&new.principal);
+        let limit = limits.max_sessions_per_principal;
+        let mut conn = self.shared.pool.get().await?;
+        let reserve = || {
+            let mut inv = self.shared.scripts.reserve.key(&index);
+            inv.arg(&id).arg(limit).arg(self.index_ttl_ms());
+            inv
+        };
+        let mut reply = Reply::parse(reserve().invoke_async(&mut conn).await?)?;
+        if reply.status == "full" {
+            // The index may still list expired sessions: drop those and try once more.
+            drop(conn);
+            self.live_members(&index, &new.principal).await?;
+            conn = self.shared.pool.get().await?;
+            reply = Reply::parse(reserve().invoke_async(&mut conn).await?)?;
+            if reply.status == "full" {
+                return Err(SessionError::TooManySessions { limit });
+            }
+        }
+        let created = reply.string(0)?;
+        let client = new
+            .client_info
+            .as_ref()
+            .map(Json::to_string)
+            .unwrap_or_default();
+        let transport = new
+            .transport
+            .as_ref()
+            .map(Json::to_string)
+            .unwrap_or_default();
+        let reply = Reply::parse(
+            self.shared
+                .scripts
+                .create
+                .key(keys.session(&id))
+                .arg(self.shared.timeout_ms)
+                .arg(&created)
+                .arg(SCHEMA_VERSION)
+                .arg(&new.principal)
+                .arg(&client)
+                .arg(&transport)
+                .invoke_async(&mut conn)
+                .await?,
+        )?;
+        if reply.status != "ok" {
+            let _: () = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&id)
+                .query_async(&mut conn)
+                .await?;
+            return Err(SessionError::Invalid("session id already in use".into()));
+        }
+        let created_ms: i64 = created.parse().unwrap_or_default();
+        let _: () = redis::pipe()
+            .zadd(keys.all_sessions(), &id, created_ms)
+            .ignore()
+            .pexpire(keys.all_sessions(), self.index_ttl_ms())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        self.note_access(&new.principal);
+        Ok(Session {
+            id,
+            owner: new.principal,
+            created_at_ms: created_ms,
+            last_accessed_ms: created_ms,
+            data: Default::default(),
+            client_info: new.client_info,
+            version: SCHEMA_VERSION,
+        })
+    }
+
+    pub(super) async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
+        let mut reply = self
+            .run(&self.shared.scripts.get, principal, id, &[])
+            .await?;
+        let fields: HashMap<String, String> =
+            redis::from_redis_value(std::mem::replace(&mut reply.values[0], Value::Nil))?;
+        Session::from_fields(id, fields).ok_or_else(|| SessionError::NotFound(id.to_owned()))
+    }
+
+    pub(super) async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+    ) -> Result<Option<Json>, SessionError> {
+        match self
+            .run(&self.shared.scripts.touch, principal, id, &[])
+            .await
+        {
+            Ok(mut reply) => {
+                let raw = reply.string(0)?;
+                Ok(Some(serde_json::from_str(&raw).unwrap_or(Json::Null)))
+            }
+            Err(SessionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn update(
+        &self,
+        principal: &str,
+        id: &str,
+        key: &str,
+        value: Option<String>,
+        limits: &SessionSettings,
+    ) -> Result<(), SessionError> {
+        let field = format!("{}{key}", super::record::DATA_FIELD_PREFIX);
+        let max = limits.max_data_bytes.to_string();
+        let mut args = vec![field.as_str(), max.as_str()];
+        if let Some(v) = &value {
+            args.push(v);
+        }
+        let reply = self
+            .run(&self.shared.scripts.update, principal, id, &args)
+            .await?;
+        too_large(&reply, limits)?;
+        Ok(())
+    }
+
+    pub(super) async fn counter(
+        &self,
+        principal: &str,
+        id: &str,
+        op: CounterOp,
+        limits: &SessionSettings,
+    ) -> Result<i64, SessionError> {
+        let (name, amount) = match op {
+            CounterOp::Get => ("get", 0),
+            CounterOp::Add(n) => ("add", n),
+            CounterOp::Reset => ("reset", 0),
+        };
+        let amount = amount.to_string();
+        let max = limits.max_data_bytes.to_string();
+        let mut reply = self
+            .run(
+                &self.shared.scripts.counter,
+                principal,
+                id,
+                &[name, &amount, &max],
+            )
+            .await?;
+        too_large(&reply, limits)?;
+        reply
+            .string(0)?
+            .parse()
+            .map_err(|_| SessionError::Invalid("stored counter is not an integer".into()))
+    }
+
+    pub(super) async fn history(
+        &self,
+        principal: &str,
+        id: &str,
+        op: HistoryOp,
+        limits: &SessionSettings,
+    ) -> Result<Vec<String>, SessionError> {
+        let (name, entry) = match &op {
+            HistoryOp::List => ("list", ""),
+            HistoryOp::Add(e) => ("add", e.as_str()),
+            HistoryOp::Clear => ("clear", ""),
+        };
+        let keep = limits.history_limit.to_string();
+        let max = limits.max_data_bytes.to_string();
+        let mut reply = self
+            .run(
+                &self.shared.scripts.history,
+                principal,
+                id,
+                &[name, entry, &keep, &max],
+            )
+            .await?;
+        too_large(&reply, limits)?;
+        let raw = reply.string(0)?;
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        // cjson writes an empty array as `{}`; anything unexpected reads as no history.
+        Ok(serde_json::from_str(&raw).unwrap_or_default())
+    }
+
+    pub(super) async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.pool.get().await?;
+        let deleted: i64 = self
+            .shared
+            .scripts
+            .delete
+            .key(keys.session(id))
+            .arg(principal)
+            .invoke_async(&mut conn)
+            .await?;
+        if deleted == 1 {
+            let _: () = redis::pipe()
+                .zrem(keys.principal_sessions(principal), id)
+                .ignore()
+                .zrem(keys.all_sessions(), id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(deleted == 1)
+    }
+
+    pub(super) async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
+        let index = self.shared.keys.principal_sessions(principal);
+        self.live_members(&index, principal).await
+    }
+
+    /// Reads an index's members, returns those whose sessions are live (and owned by
+    /// `principal`, when given), and removes the rest from the index.
+    async fn live_members(
+        &self,
+        index: &str,
+        principal: &str,
+    ) -> Result<Vec<SessionSummary>, SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let (live, dead) = self.check(&mut conn, ids, Some(principal)).await?;
+        if !dead.is_empty() {
+            let _: () = redis::cmd("ZREM")
+                .arg(index)
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(live)
+    }
+
+    /// Splits ids into live sessions (with their times) and dead ids, one pipeline.
+    async fn check(
+        &self,
+        conn: &mut crate::redis_pool::PooledConnection,
+        ids: Vec<String>,
+        owner: Option<&str>,
+    ) -> Result<(Vec<SessionSummary>, Vec<String>), SessionError> {
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.shared.keys.session(id))
+                .arg("owner")
+                .arg("created")
+                .arg("accessed");
+        }
+        let rows: Vec<(Option<String>, Option<i64>, Option<i64>)> = pipe.query_async(conn).await?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (id, (o, created, accessed)) in ids.into_iter().zip(rows) {
+            match o {
+                Some(o) if owner.is_none_or(|p| p == o) => {
+                    let created_at_ms = created.unwrap_or_default();
+                    live.push(SessionSummary {
+                        id,
+                        created_at_ms,
+                        last_accessed_ms: accessed.unwrap_or(created_at_ms),
+                    });
+                }
+                _ => dead.push(id),
+            }
+        }
+        Ok((live, dead))
+    }
+
+    pub(super) async fn stats(&self) -> Result<SessionStats, SessionError> {
+        let index = self.shared.keys.all_sessions();
+        let mut conn = self.shared.pool.get().await?;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now_ms = secs * 1000 + micros / 1000;
+        // A session created within the last timeout cannot have expired (deletes also
+        // remove it from the index), so only older ids need checking.
+        let horizon = now_ms - self.shared.timeout_ms;
+        let recent: u64 = redis::cmd("ZCOUNT")
+            .arg(&index)
+            .arg(format!("({horizon}"))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        let mut total = recent;
+        let mut oldest: Option<SessionSummary> = None;
+        let mut offset = 0;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg("-inf")
+                .arg(horizon)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(PRUNE_BATCH)
+                .query_async(&mut conn)
+                .await?;
+            let fetched = ids.len();
+            let (live, dead) = self.check(&mut conn, ids, None).await?;
+            total += live.len() as u64;
+            if oldest.is_none() {
+                oldest = live.into_iter().next();
+            }
+            if !dead.is_empty() {
+                let _: () = redis::cmd("ZREM")
+                    .arg(&index)
+                    .arg(&dead)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            offset += (fetched - dead.len()) as isize;
+            if (fetched as isize) < PRUNE_BATCH {
+                break;
+            }
+        }
+        if oldest.is_none() && recent > 0 {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(format!("({horizon}"))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            oldest = self.check(&mut conn, ids, None).await?.0.into_iter().next();
+        }
+        let flushed: Option<i64> = redis::cmd("GET")
+            .arg(self.shared.keys.last_access())
+            .query_async(&mut conn)
+            .await?;
+        let local = self.shared.newest_access_ms.load(Ordering::Relaxed);
+        let most_recent_access_ms = flushed.max((local > 0).then_some(local));
+        Ok(SessionStats {
+            total,
+            oldest,
+            most_recent_access_ms: if total == 0 {
+                None
+            } else {
+                most_recent_access_ms
+            },
+        })
+    }
+
+    pub(super) async fn maintain(&self) -> Result<(), SessionError> {
+        let keys = &self.shared.keys;
+        let principals: Vec<String> = std::mem::take(
+            &mut *self
+                .shared
+                .active_principals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        let mut conn = self.shared.pool.get().await?;
+        let newest = self.shared.newest_access_ms.load(Ordering::Relaxed);
+        if newest > 0 {
+            let _: i64 = self
+                .shared
+                .scripts
+                .raise
+                .key(keys.last_access())
+                .arg(newest)
+                .arg(self.shared.timeout_ms)
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        let mut pipe = redis::pipe();
+        pipe.pexpire(keys.all_sessions(), self.index_ttl_ms())
+            .ignore();
+        for p in &principals {
+            pipe.pexpire(keys.principal_sessions(p), self.index_ttl_ms())
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        // Prune one batch of expired ids per round from the global index.
+        let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let horizon = secs * 1000 - self.shared.timeout_ms;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.all_sessions())
+            .arg("-inf")
+            .arg(horizon)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PRUNE_BATCH)
+            .query_async(&mut conn)
+            .await?;
+        let (_, dead) = self.check(&mut conn, ids, None).await?;
+        if !dead.is_empty() {
+            let _: () = redis::cmd("ZREM")
+                .arg(keys.all_sessions())
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn too_large(reply: &Reply, limits: &SessionSettings) -> Result<(), SessionError> {
+    if reply.status == "too_large" {
+        return Err(SessionError::DataTooLarge {
+            limit: limits.max_data_bytes,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! One behavioural suite for the session layer, run against memory and Redis.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stateful_mcp::{
+    config::{SessionSettings, Settings},
+    keys::Keys,
+    redis_pool::RedisPool,
+    sessions::{CounterOp, HistoryOp, NewSession, RedisSessions, SessionError, Sessions},
+};
+
+use crate::support::{RedisServer, unique_prefix};
+
+fn limits(timeout_secs: u64) -> SessionSettings {
+    let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;
+    s.timeout_secs = timeout_secs;
+    s.max_data_bytes = 512;
+    s.max_sessions_per_principal = 3;
+    s.history_limit = 3;
+    s
+}
+
+/// Builds both backends; the Redis one on `redis` with a fresh prefix.
+async fn backends(redis: &RedisServer, timeout_secs: u64) -> Vec<(&'static str, Sessions)> {
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    settings.redis.url = redis.url().to_owned();
+    let pool = RedisPool::new(&settings.redis).unwrap();
+    let keys = Keys::new(&unique_prefix("sessions"));
+    let l = limits(timeout_secs);
+    vec![
+        ("memory", Sessions::memory(l.clone())),
+        (
+            "redis",
+            Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l),
+        ),
+    ]
+}
+
+fn new(principal: &str) -> NewSession {
+    NewSession {
+        principal: principal.into(),
+        client_info: Some(json!({"name": "test-client", "version": "1.0"})),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn create_get_update_delete() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let created = s.create(new("alice")).await.unwrap();
+        assert!(stateful_mcp::ids::is_well_formed(&created.id), "{name}");
+        let got = s.get("alice", &created.id).await.unwrap();
+        assert_eq!(got.owner, "alice", "{name}");
+        assert_eq!(got.client_info, created.client_info, "{name}");
+        assert!(got.last_accessed_ms >= got.created_at_ms, "{name}");
+
+        s.update("alice", &created.id, "colour", Some(&json!({"r": 1})))
+            .await
+            .unwrap();
+        let got = s.get("alice", &created.id).await.unwrap();
+        assert_eq!(got.data["colour"], json!({"r": 1}), "{name}");
+        s.update("alice", &created.id, "colour", None)
+            .await
+            .unwrap();
+        assert!(
+            s.get("alice", &created.id).await.unwrap().data.is_empty(),
+            "{name}"
+        );
+
+        // Another principal sees nothing, and cannot delete it.
+        assert!(matches!(
+            s.get("mallory", &created.id).await,
+            Err(SessionError::NotFound(_))
+        ));
+        assert!(!s.delete("mallory", &created.id).await.unwrap(), "{name}");
+
+        assert!(s.delete("alice", &created.id).await.unwrap(), "{name}");
+        assert!(!s.delete("alice", &created.id).await.unwrap(), "{name}");
+        assert!(
+            matches!(
+                s.get("alice", &created.id).await,
+                Err(SessionError::NotFound(_))
+            ),
+            "{name}"
+        );
+        assert!(matches!(
+            s.get("alice", "not-an-id").await,
+            Err(SessionError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn counter_and_history() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let id = s.create(new("alice")).await.unwrap().id;
+        assert_eq!(s.counter("alice", &id, CounterOp::Get).await.unwrap(), 0);
+        assert_eq!(s.counter("alice", &id, CounterOp::Add(5)).await.unwrap(), 5);
+        assert_eq!(
+            s.counter("alice", &id, CounterOp::Add(-7)).await.unwrap(),
+            -2
+        );
+        assert_eq!(s.counter("alice", &id, CounterOp::Reset).await.unwrap(), 0);
+        s.counter("alice", &id, CounterOp::Add(i64::MAX))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                s.counter("alice", &id, CounterOp::Add(1)).await,
+                Err(SessionError::CounterOverflow)
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            s.counter("alice", &id, CounterOp::Get).await.unwrap(),
+            i64::MAX,
+            "{name}: a failed increment changes nothing"
+        );
+
+        assert!(
+            s.history("alice", &id, HistoryOp::List)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for cmd in ["a", "b", "c", "d/é"] {
+            s.history("alice", &id, HistoryOp::Add(cmd.into()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            s.history("alice", &id, HistoryOp::List).await.unwrap(),
+            ["b", "c", "d/é"],
+            "{name}: keeps the newest `history_limit`"
+        );
+        assert!(
+            s.history("alice", &id, HistoryOp::Clear)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.history("alice", &id, HistoryOp::List)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn limits_are_enforced() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let id = s.create(new("bob")).await.unwrap().id;
+        let big = json!("x".repeat(600));
+        assert!(
+            matches!(
+                s.update("bob", &id, "big", Some(&big)).await,
+                Err(SessionError::DataTooLarge { limit: 512 })
+            ),
+            "{name}"
+        );
+        let half = json!("y".repeat(300));
+        s.update("bob", &id, "one", Some(&half)).await.unwrap();
+        assert!(
+            matches!(
+                s.update("bob", &id, "two", Some(&half)).await,
+                Err(SessionError::DataTooLarge { .. })
+            ),
+            "{name}: the limit counts every value"
+        );
+        // Shrinking a value is always allowed, and frees room.
+        s.update("bob", &id, "one", Some(&json!(1))).await.unwrap();
+        s.update("bob", &id, "two", Some(&half)).await.unwrap();
+
+        s.create(new("bob")).await.unwrap();
+        s.create(new("bob")).await.unwrap();
+        assert!(
+            matches!(
+                s.create(new("bob")).await,
+                Err(SessionError::TooManySessions { limit: 3 })
+            ),
+            "{name}"
+        );
+        // Other principals are not affected, and deleting frees a slot.
+        s.create(new("carol")).await.unwrap();
+        assert!(s.delete("bob", &id).await.unwrap());
+        s.create(new("bob")).await.unwrap();
+        assert_eq!(s.list("bob").await.unwrap().len(), 3, "{name}");
+        assert_eq!(s.list("carol").await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_expire_after_inactivity_and_access_slides_it() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 1).await {
+        let idle = s.create(new("dave")).await.unwrap().id;
+        let busy = s.create(new("dave")).await.unwrap().id;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            s.counter("dave", &busy, CounterOp::Add(1)).await.unwrap();
+        }
+        assert!(
+            matches!(s.get("dave", &idle).await, Err(SessionError::NotFound(_))),
+            "{name}: idle session expired"
+        );
+        assert_eq!(
+            s.counter("dave", &busy, CounterOp::Get).await.unwrap(),
+            3,
+            "{name}: busy session kept its state past the timeout"
+        );
+        let listed: Vec<_> = s
+            .list("dave")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(listed, [busy.clone()], "{name}");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
+        assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn stats_report_total_oldest_and_latest_access() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let empty = s.stats().await.unwrap();
+        assert_eq!(empty.total, 0, "{name}");
+        assert!(empty.oldest.is_none() && empty.most_recent_access_ms.is_none());
+
+        let first = s.create(new("erin")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = s.create(new("frank")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let touched = s.get("erin", &first.id).await.unwrap();
+        s.maintain().await.unwrap();
+
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.total, 2, "{name}");
+        assert_eq!(stats.oldest.unwrap().id, first.id, "{name}");
+        let latest = stats.most_recent_access_ms.unwrap();
+        assert!(latest >= second.created_at_ms, "{name}");
+        assert!(latest >= touched.last_accessed_ms - 1000, "{name}");
+
+        s.delete("erin", &first.id).await.unwrap();
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.total, 1, "{name}");
+        assert_eq!(stats.oldest.unwrap().id, second.id, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn redis_keys_carry_prefix_and_ttl() {
+    let redis = RedisServer::start().await;
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    settings.redis.url = redis.url().to_owned();
+    let prefix = unique_prefix("ttl");
+    let l = limits(60);
+    let s = Sessions::redis(
+        RedisSessions::new(
+            RedisPool::new(&settings.redis).unwrap(),
+            Keys::new(&prefix),
+            l.timeout(),
+        ),
+        l,
+    );
+    let id = s.create(new("gina")).await.unwrap().id;
+    s.counter("gina", &id, CounterOp::Add(1)).await.unwrap();
+    s.history("gina", &id, HistoryOp::Add("x".into()))
+        .await
+        .unwrap();
+    s.maintain().await.unwrap();
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 3, "{keys:?}");
+    for key in keys {
+        assert!(key.starts_with(&format!("{prefix}:")), "{key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no TTL");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_increments_from_two_stores_lose_nothing() {
+    let redis = RedisServer::shared_or_start().await;
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    settings.redis.url = redis.url().to_owned();
+    let keys = Keys::new(&unique_prefix("race"));
+    let l = limits(60);
+    let a = Sessions::redis(
+        RedisSessions::new(
+            RedisPool::new(&settings.redis).unwrap(),
+            keys.clone(),
+            l.timeout(),
+        ),
+        l.clone(),
+    );
+    let b = Sessions::redis(
+        RedisSessions::new(RedisPool::new(&settings.redis).unwrap(), keys, l.timeout()),
+        l,
+    );
+    let id = a.create(new("hal")).await.unwrap().id;
+    let mut tasks = Vec::new();
+    for store in [a.clone(), b.clone()] {
+        for _ in 0..4 {
+            let (store, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    store.counter("hal", &id, CounterOp::Add(1)).await.unwrap();
+                    store
+                        .history("hal", &id, HistoryOp::Add("inc".into()))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(b.counter("hal", &id, CounterOp::Get).await.unwrap(), 400);
+}
