@@ -1,5 +1,9 @@
 pub mod config;
+pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod mcp;
 pub mod redis_pool;
 pub mod sessions;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,540 @@
+//! The tool server: the stateful tools and how each call finds its state session.
+//!
+//! A call names its session with a `session_id` argument (the 2026-07-28 way: a handle
+//! minted by `session_create`). A 2025-era call may omit it and then uses the session
+//! bound to its transport's `Mcp-Session-Id`. State lives in [`Sessions`], never in this
+//! struct, so any replica can serve any call.
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler,
+    handler::server::{common::schema_for_output, router::tool::ToolRouter, wrapper::Parameters},
+    model::{
+        CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig,
+    },
+    schemars::{self, JsonSchema},
+    service::RequestContext,
+    tool, tool_handler, tool_router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sessions::{
+    ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions,
+};
+
+/// The first protocol revision without transport sessions.
+const STATELESS_ERA: &str = "2026-07-28";
+
+/// The MCP server handler. Cheap to clone: the factory builds one per stateless request.
+#[derive(Clone)]
+pub struct StatefulServer {
+    sessions: Sessions,
+    tool_router: Arc<ToolRouter<Self>>,
+}
+
+impl StatefulServer {
+    /// A handler over `sessions`. Build it once and clone it per request.
+    pub fn new(sessions: Sessions) -> Self {
+        Self {
+            sessions,
+            tool_router: Arc::new(Self::tool_router()),
+        }
+    }
+}
+
+/// Where a call's state session came from, which decides how errors read.
+enum Binding {
+    /// An explicit `session_id` handle.
+    Handle(String),
+    /// The session bound to the 2025-era transport's `Mcp-Session-Id`.
+    Transport(String),
+}
+
+impl Binding {
+    fn id(&self) -> &str {
+        match self {
+            Self::Handle(id) | Self::Transport(id) => id,
+        }
+    }
+}
+
+/// `counter` operations.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterOperation {
+    /// Read the value.
+    Get,
+    /// Add `step`.
+    Increment,
+    /// Subtract `step`.
+    Decrement,
+    /// Set it to 0.
+    Reset,
+}
+
+/// `counter` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CounterArgs {
+    /// What to do with the counter.
+    pub operation: CounterOperation,
+    /// Amount for increment and decrement (default 1).
+    #[serde(default = "one")]
+    pub step: i64,
+    /// Session handle from `session_create`. Optional on 2025-era connections, where the
+    /// connection's own session is used.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// `counter` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CounterOutput {
+    /// The session the counter belongs to.
+    pub session_id: String,
+    /// The operation applied.
+    pub operation: CounterOperation,
+    /// The counter's value after it.
+    pub value: i64,
+}
+
+/// `history` operations.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryOperation {
+    /// Show the entries.
+    List,
+    /// Append `command`.
+    Add,
+    /// Remove every entry.
+    Clear,
+}
+
+/// `history` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct HistoryArgs {
+    /// What to do with the history.
+    pub operation: HistoryOperation,
+    /// The entry to append (required for `add`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Session handle from `session_create`; optional on 2025-era connections.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// `history` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HistoryOutput {
+    /// The session the history belongs to.
+    pub session_id: String,
+    /// The operation applied.
+    pub operation: HistoryOperation,
+    /// The entries after it, oldest first.
+    pub entries: Vec<String>,
+}
+
+/// Arguments of tools that only need the session.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SessionArgs {
+    /// Session handle from `session_create`; optional on 2025-era connections.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// `session_info` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionInfoOutput {
+    /// The session id.
+    pub session_id: String,
+    /// Creation time (ISO 8601, UTC).
+    pub created_at: String,
+    /// Last access time (ISO 8601, UTC), this call included.
+    pub last_accessed: String,
+    /// Keys of the values the session holds.
+    pub data_keys: Vec<String>,
+    /// What the client said about itself, when it did.
+    pub client_info: Option<Value>,
+    /// Seconds of inactivity after which the session expires.
+    pub expires_after_secs: u64,
+}
+
+/// `session_create` arguments (none needed).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct CreateArgs {}
+
+/// `session_create` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CreateOutput {
+    /// The new handle: pass it as `session_id` to the stateful tools.
+    pub session_id: String,
+    /// Seconds of inactivity after which the session expires.
+    pub expires_after_secs: u64,
+}
+
+/// `session_delete` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeleteArgs {
+    /// The handle to end.
+    pub session_id: String,
+}
+
+/// `session_delete` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeleteOutput {
+    /// The handle named.
+    pub session_id: String,
+    /// Whether a live session was ended.
+    pub deleted: bool,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A successful result with both a text block and structured content.
+fn reply<T: Serialize>(text: String, structured: &T) -> Result<CallToolResult, McpError> {
+    let value = serde_json::to_value(structured)
+        .map_err(|e| McpError::internal_error(format!("serialize result: {e}"), None))?;
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(value);
+    Ok(result)
+}
+
+/// A tool-level failure the caller can act on.
+fn tool_error(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text.into())])
+}
+
+impl StatefulServer {
+    /// Finds the call's state session: the explicit handle, else (2025-era only) the
+    /// transport session. `Err` is the `isError` result to return.
+    fn bind(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        session_id: Option<String>,
+    ) -> Result<Binding, CallToolResult> {
+        if let Some(id) = session_id {
+            return Ok(Binding::Handle(id));
+        }
+        let stateless = ctx
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= STATELESS_ERA);
+        let transport_id = (!stateless)
+            .then(|| ctx.extensions.get::<http::request::Parts>())
+            .flatten()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        match transport_id {
+            Some(id) => Ok(Binding::Transport(id.to_owned())),
+            None => Err(tool_error(
+                "Missing `session_id`: call the `session_create` tool first and pass the \
+                 `session_id` it returns to this tool.",
+            )),
+        }
+    }
+
+    /// Turns a session error into the `isError` result (caller mistakes) or the JSON-RPC
+    /// error (infrastructure) it deserves.
+    fn failure(binding: &Binding, e: SessionError) -> Result<CallToolResult, McpError> {
+        match e {
+            SessionError::NotFound(_) => Ok(tool_error(match binding {
+                Binding::Handle(id) => format!(
+                    "Session `{id}` is unknown or has expired. Call `session_create` to get a \
+                     new `session_id`."
+                ),
+                Binding::Transport(_) => "This connection's session has expired. Initialize \
+                                          a new MCP session, or call `session_create` and \
+                                          pass its `session_id`."
+                    .to_owned(),
+            })),
+            SessionError::Unavailable(detail) => {
+                tracing::warn!(%detail, "session store unavailable");
+                Err(McpError::internal_error(
+                    "session store unavailable; retry shortly",
+                    None,
+                ))
+            }
+            other => Ok(tool_error(other.to_string())),
+        }
+    }
+
+    /// Runs `op` on the bound session. A 2025-era transport session whose state record
+    /// is missing (created on first use) gets one, and `op` runs again.
+    async fn with_session<T, F, Fut>(
+        &self,
+        binding: &Binding,
+        op: F,
+    ) -> Result<Result<T, CallToolResult>, McpError>
+    where
+        F: Fn(Sessions, String) -> Fut,
+        Fut: Future<Output = Result<T, SessionError>>,
+    {
+        let id = binding.id().to_owned();
+        let mut result = op(self.sessions.clone(), id.clone()).await;
+        if let (Binding::Transport(_), Err(SessionError::NotFound(_))) = (binding, &result)
+            && crate::ids::is_well_formed(&id)
+        {
+            let created = self
+                .sessions
+                .create(NewSession {
+                    id: Some(id.clone()),
+                    principal: ANONYMOUS.into(),
+                    ..Default::default()
+                })
+                .await;
+            if created.is_ok() {
+                result = op(self.sessions.clone(), id).await;
+            }
+        }
+        match result {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => Self::failure(binding, e).map(Err),
+        }
+    }
+}
+
+#[tool_router]
+impl StatefulServer {
+    /// Starts a session and returns its handle.
+    #[tool(
+        description = "Start a new session and return its `session_id` handle. Pass the \
+                       handle to the stateful tools (counter, history, session_info).",
+        output_schema = schema_for_output::<CreateOutput>()
+    )]
+    async fn session_create(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(_): Parameters<CreateArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let client_info = ctx
+            .client_info()
+            .and_then(|info| serde_json::to_value(info).ok());
+        let created = self
+            .sessions
+            .create(NewSession {
+                id: None,
+                principal: ANONYMOUS.into(),
+                client_info,
+                transport: None,
+            })
+            .await;
+        let session = match created {
+            Ok(s) => s,
+            Err(e) => return Self::failure(&Binding::Handle(String::new()), e),
+        };
+        let out = CreateOutput {
+            session_id: session.id,
+            expires_after_secs: self.sessions.limits().timeout_secs,
+        };
+        reply(
+            format!(
+                "Session created: {}. Pass it as `session_id`; it expires after {} s without use.",
+                out.session_id, out.expires_after_secs
+            ),
+            &out,
+        )
+    }
+
+    /// Ends a session.
+    #[tool(
+        description = "End a session created with `session_create`.",
+        output_schema = schema_for_output::<DeleteOutput>()
+    )]
+    async fn session_delete(
+        &self,
+        Parameters(args): Parameters<DeleteArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = Binding::Handle(args.session_id.clone());
+        match self.sessions.delete(ANONYMOUS, &args.session_id).await {
+            Ok(true) => reply(
+                format!("Session {} deleted.", args.session_id),
+                &DeleteOutput {
+                    session_id: args.session_id,
+                    deleted: true,
+                },
+            ),
+            Ok(false) => Self::failure(&binding, SessionError::NotFound(args.session_id)),
+            Err(e) => Self::failure(&binding, e),
+        }
+    }
+
+    /// Reads or changes the session's counter.
+    #[tool(
+        description = "A counter kept in the session: get, increment, decrement or reset it.",
+        output_schema = schema_for_output::<CounterOutput>()
+    )]
+    async fn counter(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<CounterArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let op = match args.operation {
+            CounterOperation::Get => CounterOp::Get,
+            CounterOperation::Increment => CounterOp::Add(args.step),
+            CounterOperation::Decrement => match args.step.checked_neg() {
+                Some(n) => CounterOp::Add(n),
+                None => return Ok(tool_error(SessionError::CounterOverflow.to_string())),
+            },
+            CounterOperation::Reset => CounterOp::Reset,
+        };
+        let value = match self
+            .with_session(&binding, |s, id| async move {
+                s.counter(ANONYMOUS, &id, op).await
+            })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let name = serde_json::to_value(args.operation)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        reply(
+            format!("Counter {name}: {value}"),
+            &CounterOutput {
+                session_id: binding.id().to_owned(),
+                operation: args.operation,
+                value,
+            },
+        )
+    }
+
+    /// Reads or changes the session's command history.
+    #[tool(
+        description = "A command history kept in the session (the last 20 entries): list it, \
+                       add a `command`, or clear it.",
+        output_schema = schema_for_output::<HistoryOutput>()
+    )]
+    async fn history(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<HistoryArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let op = match (args.operation, args.command) {
+            (HistoryOperation::List, _) => HistoryOp::List,
+            (HistoryOperation::Add, Some(cmd)) if !cmd.is_empty() => HistoryOp::Add(cmd),
+            (HistoryOperation::Add, _) => {
+                return Ok(tool_error(
+                    "The `add` operation requires a non-empty `command` argument.",
+                ));
+            }
+            (HistoryOperation::Clear, _) => HistoryOp::Clear,
+        };
+        let text_for_add = match &op {
+            HistoryOp::Add(cmd) => Some(format!("Added to history: {cmd}")),
+            _ => None,
+        };
+        let entries = match self
+            .with_session(&binding, |s, id| {
+                let op = op.clone();
+                async move { s.history(ANONYMOUS, &id, op).await }
+            })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let text = match args.operation {
+            HistoryOperation::Add => text_for_add.unwrap_or_default(),
+            HistoryOperation::Clear => "History cleared".to_owned(),
+            HistoryOperation::List if entries.is_empty() => "No history available".to_owned(),
+            HistoryOperation::List => entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{}. {e}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        reply(
+            text,
+            &HistoryOutput {
+                session_id: binding.id().to_owned(),
+                operation: args.operation,
+                entries,
+            },
+        )
+    }
+
+    /// Describes the session.
+    #[tool(
+        description = "Show the session's id, creation and last access times, data keys and \
+                       client info.",
+        output_schema = schema_for_output::<SessionInfoOutput>()
+    )]
+    async fn session_info(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<SessionArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let session = match self
+            .with_session(&binding, |s, id| async move { s.get(ANONYMOUS, &id).await })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let out = SessionInfoOutput {
+            session_id: session.id,
+            created_at: iso(session.created_at_ms),
+            last_accessed: iso(session.last_accessed_ms),
+            data_keys: session.data.keys().cloned().collect(),
+            client_info: session.client_info,
+            expires_after_secs: self.sessions.limits().timeout_secs,
+        };
+        let client = out
+            .client_info
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), Value::to_string);
+        reply(
+            format!(
+                "Session {}\ncreated_at: {}\nlast_accessed: {}\ndata keys: {}\nclient: {client}",
+                out.session_id,
+                out.created_at,
+                out.last_accessed,
+                if out.data_keys.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    out.data_keys.join(", ")
+                },
+            ),
+            &out,
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for StatefulServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Stateful tools over Redis-backed sessions. Call `session_create` for a \
+                 `session_id` handle and pass it to `counter`, `history` and `session_info`. \
+                 On 2025-era connections the handle is optional: the connection's session is used.",
+            )
+    }
+}

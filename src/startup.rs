@@ -1,0 +1,219 @@
+//! Builds one replica ([`Application::build`]) and runs it until shutdown
+//! ([`Application::run_until_stopped`]).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, SessionConfig,
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{Backend, Settings},
+    keys::Keys,
+    mcp::session_manager::ReplicatedSessionManager,
+    redis_pool::RedisPool,
+    sessions::{RedisSessions, Sessions},
+};
+
+/// How often each replica runs session upkeep ([`Sessions::maintain`]).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Cheap-clone handles shared by every request of one replica.
+#[derive(Clone)]
+pub struct AppState {
+    /// The settings this replica started with.
+    pub settings: Arc<Settings>,
+    /// This replica's id (logs, stats, per-replica Redis keys).
+    pub replica_id: Arc<str>,
+    /// The session layer.
+    pub sessions: Sessions,
+    /// The shared Redis pool, when the backend is Redis.
+    pub redis: Option<RedisPool>,
+    /// Fired when shutdown starts: readiness turns red at once.
+    pub shutdown: CancellationToken,
+    /// Fired to end rmcp's sessions and SSE streams, once in-flight work had its chance.
+    pub mcp_shutdown: CancellationToken,
+}
+
+/// A replica ready to serve: listener bound, background tasks started.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    tracker: TaskTracker,
+}
+
+impl Application {
+    /// Binds the listener and wires every component from `settings`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the Redis settings are unusable. A Redis
+    /// server that is down is not an error: readiness reports it and requests fail fast
+    /// until it is back.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
+            crate::ids::mint()[..12].into()
+        } else {
+            settings.server.replica_id.as_str().into()
+        };
+        let shutdown = CancellationToken::new();
+        let mcp_shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let timeout = settings.session.timeout();
+        let mut local = LocalSessionManager::default();
+        local.session_config = SessionConfig::default();
+        local.session_config.keep_alive = Some(timeout);
+        local.session_config.sse_retry = Some(Duration::from_secs(1));
+        let (sessions, redis, local) = match settings.store.backend {
+            Backend::Memory => (Sessions::memory(settings.session.clone()), None, local),
+            Backend::Redis => {
+                let pool = RedisPool::new(&settings.redis).context("redis.url")?;
+                let keys = Keys::new(&settings.redis.key_prefix);
+                let sessions = Sessions::redis(
+                    RedisSessions::new(pool.clone(), keys, timeout),
+                    settings.session.clone(),
+                );
+                (sessions, Some(pool), local)
+            }
+        };
+        let session_manager = ReplicatedSessionManager::new(local, sessions.clone());
+        let state = AppState {
+            settings: Arc::new(settings),
+            replica_id,
+            sessions,
+            redis,
+            shutdown,
+            mcp_shutdown,
+        };
+        let router = crate::http::router(state.clone(), session_manager);
+        let listener = TcpListener::bind(state.settings.server.bind)
+            .await
+            .with_context(|| format!("server.bind: cannot listen on {}", state.settings.server.bind))?;
+        tracker.spawn(maintenance_loop(
+            state.sessions.clone(),
+            state.shutdown.clone(),
+        ));
+        Ok(Self {
+            listener,
+            router,
+            state,
+            tracker,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// The token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> &str {
+        &self.state.replica_id
+    }
+
+    /// Serves until the shutdown token fires, then drains: stops accepting, lets
+    /// in-flight requests finish for up to `server.shutdown_timeout_secs` (ending SSE
+    /// streams halfway through that window), and stops background tasks.
+    ///
+    /// # Errors
+    /// When the server fails for another reason than shutdown.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            tracker,
+        } = self;
+        let drain = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            replica = %state.replica_id,
+            backend = ?state.settings.store.backend,
+            "serving MCP at /mcp"
+        );
+        // Nagle plus delayed ACKs hold small SSE writes back by ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let shutdown = state.shutdown.clone();
+        let mcp_shutdown = state.mcp_shutdown.clone();
+        tracker.spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain / 2).await;
+            mcp_shutdown.cancel();
+        });
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
+            .into_future();
+        let shutdown = state.shutdown.clone();
+        let hard_stop = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            result = serve => result.context("http server")?,
+            () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
+        }
+        state.mcp_shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        tracing::info!(replica = %state.replica_id, "stopped");
+        Ok(())
+    }
+}
+
+/// Runs [`Sessions::maintain`] every [`MAINTENANCE_INTERVAL`] until `shutdown`.
+async fn maintenance_loop(sessions: Sessions, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = sessions.maintain().await {
+                    tracing::warn!(error = %e, "session maintenance failed");
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

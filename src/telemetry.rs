@@ -1,0 +1,20 @@
+//! The one tracing subscriber of the process: text or JSON lines, filtered by
+//! `RUST_LOG` or `telemetry.filter`.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::{LogFormat, TelemetrySettings};
+
+/// Installs the global subscriber. A second call (tests building several replicas in one
+/// process) is a no-op.
+pub fn init(settings: &TelemetrySettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(settings.filter.as_str()));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match settings.format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+    };
+}
