@@ -5,9 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use rmcp::transport::streamable_http_server::session::local::{
-    LocalSessionManager, SessionConfig,
-};
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -92,7 +90,12 @@ impl Application {
         let router = crate::http::router(state.clone(), session_manager);
         let listener = TcpListener::bind(state.settings.server.bind)
             .await
-            .with_context(|| format!("server.bind: cannot listen on {}", state.settings.server.bind))?;
+            .with_context(|| {
+                format!(
+                    "server.bind: cannot listen on {}",
+                    state.settings.server.bind
+                )
+            })?;
         tracker.spawn(maintenance_loop(
             state.sessions.clone(),
             state.shutdown.clone(),

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::{common::schema_for_output, router::tool::ToolRouter, wrapper::Parameters},
-    model::{
-        CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig,
-    },
+    model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig},
     schemars::{self, JsonSchema},
     service::RequestContext,
     tool, tool_handler, tool_router,
@@ -20,9 +18,7 @@ use rmcp::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sessions::{
-    ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions,
-};
+use crate::sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions};
 
 /// The first protocol revision without transport sessions.
 const STATELESS_ERA: &str = "2026-07-28";

@@ -1,4 +1,6 @@
 //! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
 
+mod cluster;
+mod replicas;
 mod sessions;
 mod support;
