@@ -3,7 +3,15 @@
 
 use std::time::Duration;
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::{
@@ -38,12 +46,58 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
         std::sync::Arc::new(session_manager),
         config,
     );
+    let max_body = settings.max_body_bytes;
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn(store_failure_status))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            jsonrpc_guard(max_body, req, next)
+        }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// Answers malformed JSON-RPC POST bodies the JSON-RPC way (HTTP 400 with a `-32700`
+/// parse error or a `-32600` invalid request naming the problem) and oversized ones with
+/// 413, before rmcp, which would answer both with a bare 415.
+async fn jsonrpc_guard(max_body: usize, request: Request, next: Next) -> Response {
+    let is_json_post = request.method() == http::Method::POST
+        && request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !is_json_post {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Payload Too Large: request bodies are limited to {max_body} bytes"),
+            )
+                .into_response();
+        }
+    };
+    let rejection = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(e) => Some((-32700, format!("Parse error: {e}"))),
+        Ok(value) => serde_json::from_value::<ClientJsonRpcMessage>(value)
+            .err()
+            .map(|e| (-32600, format!("Invalid Request: {e}"))),
+    };
+    if let Some((code, message)) = rejection {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": code, "message": message},
+        });
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn healthz() -> impl IntoResponse {

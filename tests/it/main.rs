@@ -4,3 +4,4 @@ mod cluster;
 mod replicas;
 mod sessions;
 mod support;
+mod bad_input;

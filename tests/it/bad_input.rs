@@ -1,0 +1,171 @@
+//! Bad input gets a clear error and the server keeps serving.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stateful_mcp::config::Settings;
+
+use crate::cluster::Replica;
+
+const V26: &str = "2026-07-28";
+
+async fn memory_replica() -> Replica {
+    let settings = Settings::load_with_env(
+        None,
+        vec![
+            ("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into()),
+            ("STATEFUL_MCP__SERVER__MAX_BODY_BYTES".into(), "4096".into()),
+        ],
+    )
+    .unwrap();
+    Replica::with_settings(settings).await
+}
+
+/// POSTs a 2026-07-28 `tools/call` and returns the status and the JSON-RPC message.
+async fn call_2026(url: &str, tool: &str, args: Value) -> (StatusCode, Value) {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {
+            "name": tool, "arguments": args,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": V26,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}
+            }
+        }
+    });
+    post(url, &body.to_string(), &[("Mcp-Method", "tools/call"), ("Mcp-Name", tool)]).await
+}
+
+async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", V26)
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    // SSE: the JSON-RPC message is the last `data:` line that holds JSON.
+    let message = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .last()
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(json!({"raw": text}));
+    (status, message)
+}
+
+fn tool_text(msg: &Value) -> String {
+    msg["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn still_serves(url: &str) {
+    let (status, msg) = call_2026(url, "session_create", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(msg["result"]["isError"], false, "{msg}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_parse_error() {
+    let replica = memory_replica().await;
+    let (status, msg) = post(&replica.url(), r#"{"jsonrpc":"2.0","id":1,"method":"#, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(msg["error"]["code"], -32700, "{msg}");
+    let (status, msg) = post(&replica.url(), r#"{"hello":"world"}"#, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(msg["error"]["code"], -32600, "{msg}");
+    still_serves(&replica.url()).await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let replica = memory_replica().await;
+    let huge = "x".repeat(10_000);
+    let (status, msg) =
+        call_2026(&replica.url(), "history", json!({"operation": "add", "command": huge})).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{msg}");
+    assert!(msg["raw"].as_str().unwrap().contains("4096"), "{msg}");
+    still_serves(&replica.url()).await;
+}
+
+#[tokio::test]
+async fn wrong_arguments_and_unknown_names_are_explained() {
+    let replica = memory_replica().await;
+    let url = replica.url();
+    let (_, created) = call_2026(&url, "session_create", json!({})).await;
+    let id = created["result"]["structuredContent"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (_, msg) = call_2026(&url, "counter", json!({"operation": "multiply", "session_id": id})).await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(tool_text(&msg).contains("unknown variant `multiply`"), "{msg}");
+
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "increment", "step": "two", "session_id": id}),
+    )
+    .await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(tool_text(&msg).contains("invalid type"), "{msg}");
+
+    let (_, msg) = call_2026(&url, "history", json!({"operation": "add", "session_id": id})).await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(tool_text(&msg).contains("requires a non-empty `command`"), "{msg}");
+
+    let (_, msg) = call_2026(&url, "no_such_tool", json!({})).await;
+    assert!(msg["error"]["code"].is_i64(), "{msg}");
+    assert!(msg["error"]["message"].as_str().unwrap().contains("tool"), "{msg}");
+
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "get", "session_id": "0123456789abcdef0123456789abcdef01234567"}),
+    )
+    .await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(tool_text(&msg).contains("unknown or has expired"), "{msg}");
+    assert!(tool_text(&msg).contains("session_create"), "{msg}");
+
+    let (_, msg) = call_2026(&url, "counter", json!({"operation": "get", "session_id": "../../etc"})).await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "increment", "step": i64::MAX, "session_id": id}),
+    )
+    .await;
+    assert_eq!(msg["result"]["isError"], false, "{msg}");
+    let (_, msg) = call_2026(&url, "counter", json!({"operation": "increment", "session_id": id})).await;
+    assert!(tool_text(&msg).contains("overflow"), "{msg}");
+    let (_, msg) = call_2026(&url, "counter", json!({"operation": "get", "session_id": id})).await;
+    assert_eq!(msg["result"]["structuredContent"]["value"], i64::MAX, "{msg}");
+    still_serves(&url).await;
+}
+
+#[tokio::test]
+async fn foreign_hosts_are_refused() {
+    let replica = memory_replica().await;
+    let resp = reqwest::Client::new()
+        .post(replica.url())
+        .header("Host", "evil.example")
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    still_serves(&replica.url()).await;
+}
