@@ -33,7 +33,12 @@ async fn call_2026(url: &str, tool: &str, args: Value) -> (StatusCode, Value) {
             }
         }
     });
-    post(url, &body.to_string(), &[("Mcp-Method", "tools/call"), ("Mcp-Name", tool)]).await
+    post(
+        url,
+        &body.to_string(),
+        &[("Mcp-Method", "tools/call"), ("Mcp-Name", tool)],
+    )
+    .await
 }
 
 async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -89,8 +94,12 @@ async fn malformed_json_is_a_parse_error() {
 async fn oversized_bodies_are_refused() {
     let replica = memory_replica().await;
     let huge = "x".repeat(10_000);
-    let (status, msg) =
-        call_2026(&replica.url(), "history", json!({"operation": "add", "command": huge})).await;
+    let (status, msg) = call_2026(
+        &replica.url(),
+        "history",
+        json!({"operation": "add", "command": huge}),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{msg}");
     assert!(msg["raw"].as_str().unwrap().contains("4096"), "{msg}");
     still_serves(&replica.url()).await;
@@ -106,9 +115,17 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
         .unwrap()
         .to_owned();
 
-    let (_, msg) = call_2026(&url, "counter", json!({"operation": "multiply", "session_id": id})).await;
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "multiply", "session_id": id}),
+    )
+    .await;
     assert_eq!(msg["result"]["isError"], true, "{msg}");
-    assert!(tool_text(&msg).contains("unknown variant `multiply`"), "{msg}");
+    assert!(
+        tool_text(&msg).contains("unknown variant `multiply`"),
+        "{msg}"
+    );
 
     let (_, msg) = call_2026(
         &url,
@@ -119,13 +136,24 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
     assert_eq!(msg["result"]["isError"], true, "{msg}");
     assert!(tool_text(&msg).contains("invalid type"), "{msg}");
 
-    let (_, msg) = call_2026(&url, "history", json!({"operation": "add", "session_id": id})).await;
+    let (_, msg) = call_2026(
+        &url,
+        "history",
+        json!({"operation": "add", "session_id": id}),
+    )
+    .await;
     assert_eq!(msg["result"]["isError"], true, "{msg}");
-    assert!(tool_text(&msg).contains("requires a non-empty `command`"), "{msg}");
+    assert!(
+        tool_text(&msg).contains("requires a non-empty `command`"),
+        "{msg}"
+    );
 
     let (_, msg) = call_2026(&url, "no_such_tool", json!({})).await;
     assert!(msg["error"]["code"].is_i64(), "{msg}");
-    assert!(msg["error"]["message"].as_str().unwrap().contains("tool"), "{msg}");
+    assert!(
+        msg["error"]["message"].as_str().unwrap().contains("tool"),
+        "{msg}"
+    );
 
     let (_, msg) = call_2026(
         &url,
@@ -137,7 +165,12 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
     assert!(tool_text(&msg).contains("unknown or has expired"), "{msg}");
     assert!(tool_text(&msg).contains("session_create"), "{msg}");
 
-    let (_, msg) = call_2026(&url, "counter", json!({"operation": "get", "session_id": "../../etc"})).await;
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "get", "session_id": "../../etc"}),
+    )
+    .await;
     assert_eq!(msg["result"]["isError"], true, "{msg}");
 
     let (_, msg) = call_2026(
@@ -147,10 +180,24 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
     )
     .await;
     assert_eq!(msg["result"]["isError"], false, "{msg}");
-    let (_, msg) = call_2026(&url, "counter", json!({"operation": "increment", "session_id": id})).await;
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "increment", "session_id": id}),
+    )
+    .await;
     assert!(tool_text(&msg).contains("overflow"), "{msg}");
-    let (_, msg) = call_2026(&url, "counter", json!({"operation": "get", "session_id": id})).await;
-    assert_eq!(msg["result"]["structuredContent"]["value"], i64::MAX, "{msg}");
+    let (_, msg) = call_2026(
+        &url,
+        "counter",
+        json!({"operation": "get", "session_id": id}),
+    )
+    .await;
+    assert_eq!(
+        msg["result"]["structuredContent"]["value"],
+        i64::MAX,
+        "{msg}"
+    );
     still_serves(&url).await;
 }
 

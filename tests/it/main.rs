@@ -1,7 +1,8 @@
 //! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
 
+mod bad_input;
 mod cluster;
+mod outage;
 mod replicas;
 mod sessions;
 mod support;
-mod bad_input;
