@@ -89,6 +89,8 @@ pub struct SessionSettings {
     pub history_limit: usize,
     /// Largest length of one `history` entry, in bytes.
     pub max_history_entry_bytes: usize,
+    /// Seconds between two rounds of session upkeep on each replica.
+    pub maintenance_interval_secs: u64,
 }
 
 /// Logging settings.
@@ -186,6 +188,10 @@ impl Settings {
         positive(
             "session.max_history_entry_bytes",
             self.session.max_history_entry_bytes as u64,
+        )?;
+        positive(
+            "session.maintenance_interval_secs",
+            self.session.maintenance_interval_secs,
         )?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;

@@ -17,9 +17,6 @@ use crate::{
     sessions::{RedisSessions, Sessions},
 };
 
-/// How often each replica runs session upkeep ([`Sessions::maintain`]).
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Cheap-clone handles shared by every request of one replica.
 #[derive(Clone)]
 pub struct AppState {
@@ -98,6 +95,7 @@ impl Application {
             })?;
         tracker.spawn(maintenance_loop(
             state.sessions.clone(),
+            Duration::from_secs(state.settings.session.maintenance_interval_secs),
             state.shutdown.clone(),
         ));
         Ok(Self {
@@ -183,9 +181,9 @@ impl Application {
     }
 }
 
-/// Runs [`Sessions::maintain`] every [`MAINTENANCE_INTERVAL`] until `shutdown`.
-async fn maintenance_loop(sessions: Sessions, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+/// Runs [`Sessions::maintain`] every `interval` until `shutdown`.
+async fn maintenance_loop(sessions: Sessions, interval: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -4,5 +4,6 @@ mod bad_input;
 mod cluster;
 mod outage;
 mod replicas;
+mod round_trips;
 mod sessions;
 mod support;
