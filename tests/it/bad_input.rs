@@ -57,9 +57,9 @@ async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, V
     // SSE: the JSON-RPC message is the last `data:` line that holds JSON.
     let message = text
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .last()
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .or_else(|| serde_json::from_str(&text).ok())
         .unwrap_or(json!({"raw": text}));
     (status, message)

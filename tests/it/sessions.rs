@@ -221,7 +221,7 @@ async fn sessions_expire_after_inactivity_and_access_slides_it() {
             .into_iter()
             .map(|x| x.id)
             .collect();
-        assert_eq!(listed, [busy.clone()], "{name}");
+        assert_eq!(listed, std::slice::from_ref(&busy), "{name}");
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
         assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
