@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod ids;

@@ -1,0 +1,2 @@
+//! The two-level cache (work in progress).
+pub mod l1;
