@@ -1,2 +1,495 @@
-//! The two-level cache (work in progress).
+//! The two-level cache: a fast in-process L1 on every replica over a shared Redis L2,
+//! kept coherent by invalidations on the pub/sub bus.
+//!
+//! - Reads go L1 → L2 → loader and fill the levels above on the way back.
+//! - Writes and deletes go to both levels and publish an invalidation that every other
+//!   replica applies to its L1. A replica that may have missed messages clears its L1;
+//!   `cache.l1_max_ttl_ms` bounds staleness if a message is lost. A fill that raced an
+//!   invalidation is refused ([`l1::L1::fill`]), so it cannot reinstall an old value.
+//! - `clear` bumps a generation counter in Redis: O(1), Cluster-safe, only this
+//!   cache's keys, never `FLUSHDB`.
+//! - `get_or_load` runs the loader once per key even when many requests miss together:
+//!   one flight per key on a replica, and a short Redis lock across replicas.
+//! - When Redis is slow or down, `get` answers from L1 (an expired entry within the
+//!   fail-safe grace too) and counts the error; L2 comes back by itself.
+//!
+//! The cache knows nothing of MCP; tools use it through [`CacheManager`].
+
 pub mod l1;
+mod l2;
+mod stats;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+pub use self::stats::CacheStats;
+use self::{
+    l1::{L1, L1Limits, Lookup},
+    l2::L2,
+    stats::Counters,
+};
+use crate::{
+    bus::{Bus, BusHandler, BusMessage},
+    config::CacheSettings,
+    keys::Keys,
+    redis_pool::{RedisPool, RedisPoolError},
+};
+
+/// The bus topic of cache invalidations.
+pub const BUS_TOPIC: &str = "cache";
+/// How often a replica waiting for another replica's load looks for the result.
+const LOAD_POLL: Duration = Duration::from_millis(20);
+
+/// What can go wrong with a cache operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    /// Redis could not be reached and L1 had nothing usable.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+    /// The loader of `get_or_load` failed.
+    #[error("loading the value failed: {0}")]
+    Load(String),
+    /// A TTL of zero or above `cache.max_ttl_secs`.
+    #[error("cache TTL must be between 1 ms and {max_secs} s")]
+    InvalidTtl {
+        /// The configured `cache.max_ttl_secs`.
+        max_secs: u64,
+    },
+}
+
+impl From<RedisPoolError> for CacheError {
+    fn from(e: RedisPoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// An invalidation on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Invalidation {
+    /// One key changed or went away.
+    Key { key: String },
+    /// Everything went away; entries now live under `generation`.
+    Clear { generation: u64 },
+}
+
+/// Cheap-clone handle on one replica's cache.
+#[derive(Clone)]
+pub struct CacheManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    l1: L1,
+    l2: Option<L2>,
+    bus: Option<Bus>,
+    counters: Counters,
+    replica_id: Arc<str>,
+    default_ttl: Duration,
+    max_ttl: Duration,
+    lock_ttl: Duration,
+    inflight: Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
+}
+
+impl std::fmt::Debug for CacheManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheManager")
+            .field("replica_id", &self.shared.replica_id)
+            .field("l2", &self.shared.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheManager {
+    /// A cache of replica `replica_id`. With `l2` (a pool and the key builder) entries
+    /// are shared through Redis; with `bus` the replicas' L1s are kept coherent. Without
+    /// L2 the cache is one process's L1 and `l1_max_ttl_ms` does not apply (there is no
+    /// other replica to be stale against).
+    pub fn new(
+        settings: &CacheSettings,
+        replica_id: &str,
+        l2: Option<(RedisPool, Keys)>,
+        bus: Option<Bus>,
+    ) -> Self {
+        let max_ttl = Duration::from_secs(settings.max_ttl_secs);
+        let l1_max_ttl = if l2.is_some() {
+            Duration::from_millis(settings.l1_max_ttl_ms)
+        } else {
+            max_ttl
+        };
+        let l1 = L1::new(L1Limits {
+            max_entries: settings.l1_max_entries,
+            max_bytes: settings.l1_max_bytes,
+            max_ttl: l1_max_ttl,
+            grace: Duration::from_secs(settings.fail_safe_grace_secs),
+        });
+        let shared = Arc::new(Shared {
+            l1,
+            l2: l2.map(|(pool, keys)| L2::new(pool, keys, max_ttl)),
+            bus: bus.clone(),
+            counters: Counters::default(),
+            replica_id: replica_id.into(),
+            default_ttl: Duration::from_secs(settings.default_ttl_secs),
+            max_ttl,
+            lock_ttl: Duration::from_millis(settings.load_lock_ttl_ms),
+            inflight: Mutex::default(),
+        });
+        if let Some(bus) = bus {
+            bus.subscribe(
+                BUS_TOPIC,
+                Arc::new(Invalidator {
+                    shared: Arc::downgrade(&shared),
+                }),
+            );
+        }
+        Self { shared }
+    }
+
+    /// The TTL used when a writer names none (`cache.default_ttl_secs`).
+    pub fn default_ttl(&self) -> Duration {
+        self.shared.default_ttl
+    }
+
+    fn check_ttl(&self, ttl: Duration) -> Result<Duration, CacheError> {
+        if ttl.is_zero() || ttl > self.shared.max_ttl {
+            return Err(CacheError::InvalidTtl {
+                max_secs: self.shared.max_ttl.as_secs(),
+            });
+        }
+        Ok(ttl)
+    }
+
+    /// Reads `key`: L1, then Redis (filling L1).
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis fails and L1 has nothing, not even an
+    /// entry within the fail-safe grace.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let s = &self.shared;
+        let stale = match s.l1.get(key) {
+            Lookup::Fresh(v) => {
+                Counters::bump(&s.counters.hits_l1);
+                return Ok(Some(v));
+            }
+            Lookup::Stale(v) => Some(v),
+            Lookup::Miss => None,
+        };
+        let Some(l2) = &s.l2 else {
+            Counters::bump(&s.counters.misses);
+            return Ok(None);
+        };
+        let epoch = s.l1.epoch();
+        match l2.get(key).await {
+            Ok(Some((value, ttl))) => {
+                Counters::bump(&s.counters.hits_l2);
+                s.l1.fill(key, value.clone(), ttl, epoch);
+                Ok(Some(value))
+            }
+            Ok(None) => {
+                Counters::bump(&s.counters.misses);
+                Ok(None)
+            }
+            Err(e) => {
+                Counters::bump(&s.counters.errors);
+                match stale {
+                    Some(value) => {
+                        tracing::debug!(key, error = %e, "cache L2 failed; serving stale L1");
+                        Counters::bump(&s.counters.hits_l1);
+                        Counters::bump(&s.counters.stale_hits);
+                        Ok(Some(value))
+                    }
+                    None => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Writes `key` to both levels for `ttl` (default: `cache.default_ttl_secs`) and
+    /// tells the other replicas.
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidTtl`]; [`CacheError::Unavailable`] when Redis fails (L1 then
+    /// drops the key rather than keep a value other replicas do not see).
+    pub async fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        let ttl = self.check_ttl(ttl.unwrap_or(self.shared.default_ttl))?;
+        let s = &self.shared;
+        if let Some(l2) = &s.l2
+            && let Err(e) = l2.set(key, &value, ttl).await
+        {
+            Counters::bump(&s.counters.errors);
+            s.l1.invalidate(key);
+            return Err(e.into());
+        }
+        s.l1.put(key, value, ttl);
+        Counters::bump(&s.counters.sets);
+        self.announce(Invalidation::Key {
+            key: key.to_owned(),
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Deletes `key` from both levels and tells the other replicas.
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis fails.
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let s = &self.shared;
+        s.l1.invalidate(key);
+        if let Some(l2) = &s.l2
+            && let Err(e) = l2.delete(key).await
+        {
+            Counters::bump(&s.counters.errors);
+            return Err(e.into());
+        }
+        Counters::bump(&s.counters.deletes);
+        self.announce(Invalidation::Key {
+            key: key.to_owned(),
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Empties this cache on every replica (only this cache's keys: it starts a new
+    /// generation in Redis).
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis fails.
+    pub async fn clear(&self) -> Result<(), CacheError> {
+        let s = &self.shared;
+        s.l1.clear();
+        let Some(l2) = &s.l2 else {
+            return Ok(());
+        };
+        let generation = l2.clear().await.inspect_err(|_| {
+            Counters::bump(&s.counters.errors);
+        })?;
+        self.announce(Invalidation::Clear { generation }).await;
+        Ok(())
+    }
+
+    /// Reads `key`, or runs `loader` once (across concurrent callers on this replica and,
+    /// through a short Redis lock, across replicas), stores its value for `ttl` and
+    /// returns it.
+    ///
+    /// # Errors
+    /// [`CacheError::Load`] when the loader fails; [`CacheError::InvalidTtl`]. When Redis
+    /// is down the loader still runs and its value is kept in L1 only.
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let ttl = self.check_ttl(ttl.unwrap_or(self.shared.default_ttl))?;
+        if let Ok(Some(value)) = self.get(key).await {
+            return Ok(value);
+        }
+        let cell = {
+            let mut inflight = self.inflight();
+            inflight.entry(key.to_owned()).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| self.load(key, ttl, loader))
+            .await
+            .cloned();
+        let mut inflight = self.inflight();
+        if inflight.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            inflight.remove(key);
+        }
+        result
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Bytes>>>> {
+        self.shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The miss path of `get_or_load`, run by one caller per key on this replica.
+    async fn load<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let s = &self.shared;
+        let run = |loader: F| async move {
+            Counters::bump(&s.counters.loader_calls);
+            loader().await.map_err(|e| CacheError::Load(e.to_string()))
+        };
+        let Some(l2) = &s.l2 else {
+            let value = run(loader).await?;
+            self.set(key, value.clone(), Some(ttl)).await?;
+            return Ok(value);
+        };
+        let token = crate::ids::mint();
+        match l2.try_lock(key, &token, s.lock_ttl).await {
+            Ok(true) => {
+                // Another replica may have stored it between our miss and our lock.
+                let epoch = s.l1.epoch();
+                if let Ok(Some((value, remaining))) = l2.get(key).await {
+                    s.l1.fill(key, value.clone(), remaining, epoch);
+                    let _ = l2.unlock(key, &token).await;
+                    return Ok(value);
+                }
+                let loaded = run(loader).await;
+                if let Ok(value) = &loaded {
+                    self.store_loaded(key, value.clone(), ttl).await;
+                }
+                if let Err(e) = l2.unlock(key, &token).await {
+                    tracing::debug!(key, error = %e, "cache load lock not released; it expires");
+                }
+                loaded
+            }
+            Ok(false) => {
+                // Another replica is loading: wait for its value, up to the lock's TTL.
+                let deadline = tokio::time::Instant::now() + s.lock_ttl;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(LOAD_POLL).await;
+                    let epoch = s.l1.epoch();
+                    match l2.get(key).await {
+                        Ok(Some((value, remaining))) => {
+                            s.l1.fill(key, value.clone(), remaining, epoch);
+                            return Ok(value);
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            Counters::bump(&s.counters.errors);
+                            break;
+                        }
+                    }
+                }
+                let value = run(loader).await?;
+                self.store_loaded(key, value.clone(), ttl).await;
+                Ok(value)
+            }
+            Err(e) => {
+                Counters::bump(&s.counters.errors);
+                tracing::debug!(key, error = %e, "cache L2 unavailable; loading without lock");
+                let value = run(loader).await?;
+                s.l1.put(key, value.clone(), ttl);
+                Ok(value)
+            }
+        }
+    }
+
+    /// Stores a freshly loaded value; a Redis failure keeps it in L1 only.
+    async fn store_loaded(&self, key: &str, value: Bytes, ttl: Duration) {
+        if self.set(key, value.clone(), Some(ttl)).await.is_err() {
+            self.shared.l1.put(key, value, ttl);
+        }
+    }
+
+    async fn announce(&self, message: Invalidation) {
+        let Some(bus) = &self.shared.bus else {
+            return;
+        };
+        let Ok(payload) = serde_json::to_vec(&message) else {
+            return;
+        };
+        match bus.publish(BUS_TOPIC, &payload).await {
+            Ok(()) => Counters::bump(&self.shared.counters.invalidations_sent),
+            Err(e) => {
+                // Other replicas then see the old value for at most `l1_max_ttl_ms`.
+                Counters::bump(&self.shared.counters.errors);
+                tracing::warn!(error = %e, "cache invalidation not published");
+            }
+        }
+    }
+
+    /// This replica's figures.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.shared;
+        let limits = s.l1.limits();
+        s.counters.snapshot(
+            &s.replica_id,
+            s.l1.usage(),
+            (limits.max_entries, limits.max_bytes),
+        )
+    }
+
+    /// One round of upkeep: refreshes the generation counter's TTL and, if a `clear`
+    /// message was missed, notices the new generation and clears L1.
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis fails.
+    pub async fn maintain(&self) -> Result<(), CacheError> {
+        let Some(l2) = &self.shared.l2 else {
+            return Ok(());
+        };
+        let before = l2.generation().await.ok();
+        let now = l2.refresh_generation().await?;
+        if before.is_some_and(|b| b != now) {
+            self.shared.l1.clear();
+        }
+        Ok(())
+    }
+
+    /// The pool behind L2, if any (for raw-`GET` comparisons in benchmarks).
+    pub fn l2_pool(&self) -> Option<&RedisPool> {
+        self.shared.l2.as_ref().map(L2::pool)
+    }
+}
+
+/// Applies other replicas' invalidations to this replica's L1.
+struct Invalidator {
+    shared: Weak<Shared>,
+}
+
+impl BusHandler for Invalidator {
+    fn on_message(&self, msg: BusMessage) {
+        if msg.is_own() {
+            return;
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        match serde_json::from_slice::<Invalidation>(&msg.payload) {
+            Ok(Invalidation::Key { key }) => shared.l1.invalidate(&key),
+            Ok(Invalidation::Clear { generation }) => {
+                shared.l1.clear();
+                if let Some(l2) = &shared.l2 {
+                    l2.adopt_generation(generation);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(origin = %msg.origin, error = %e, "unreadable cache invalidation");
+                return;
+            }
+        }
+        Counters::bump(&shared.counters.invalidations_received);
+    }
+
+    fn on_gap(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.l1.clear();
+            if let Some(l2) = &shared.l2 {
+                l2.forget_generation();
+            }
+        }
+    }
+}

@@ -16,8 +16,33 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Session lifetime and limits.
     pub session: SessionSettings,
+    /// The two-level cache.
+    pub cache: CacheSettings,
     /// Log format and filter.
     pub telemetry: TelemetrySettings,
+}
+
+/// Two-level cache settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    /// Most entries in each replica's in-process L1.
+    pub l1_max_entries: u64,
+    /// Most bytes of values in each replica's L1.
+    pub l1_max_bytes: u64,
+    /// Longest time an L1 entry is served without going back to Redis: the bound on
+    /// cross-replica staleness when an invalidation message is lost.
+    pub l1_max_ttl_ms: u64,
+    /// TTL of entries whose writer names none.
+    pub default_ttl_secs: u64,
+    /// Longest TTL accepted.
+    pub max_ttl_secs: u64,
+    /// How long after expiry an L1 entry may still be served while Redis is unreachable.
+    pub fail_safe_grace_secs: u64,
+    /// How long one replica may hold the lock to load a missing entry.
+    pub load_lock_ttl_ms: u64,
+    /// Redis for the cache's L2; empty = `redis.url`. Lets operators give the cache an
+    /// evicting memory policy while session state stays on a `noeviction` server.
+    pub redis_url: String,
 }
 
 /// HTTP listener settings.
@@ -193,6 +218,30 @@ impl Settings {
             "session.maintenance_interval_secs",
             self.session.maintenance_interval_secs,
         )?;
+        positive("cache.l1_max_entries", self.cache.l1_max_entries)?;
+        positive("cache.l1_max_bytes", self.cache.l1_max_bytes)?;
+        positive("cache.l1_max_ttl_ms", self.cache.l1_max_ttl_ms)?;
+        positive("cache.default_ttl_secs", self.cache.default_ttl_secs)?;
+        positive("cache.max_ttl_secs", self.cache.max_ttl_secs)?;
+        positive("cache.load_lock_ttl_ms", self.cache.load_lock_ttl_ms)?;
+        if self.cache.default_ttl_secs > self.cache.max_ttl_secs {
+            return Err(ConfigError::Invalid {
+                key: "cache.default_ttl_secs",
+                reason: "must not exceed cache.max_ttl_secs".into(),
+            });
+        }
+        if self.store.backend == Backend::Redis
+            && !self.cache.redis_url.is_empty()
+            && redis::parse_redis_url(&self.cache.redis_url).is_none()
+        {
+            return Err(ConfigError::Invalid {
+                key: "cache.redis_url",
+                reason: format!(
+                    "`{}` is not a redis:// or rediss:// URL",
+                    self.cache.redis_url
+                ),
+            });
+        }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;
         positive(

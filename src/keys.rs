@@ -10,6 +10,9 @@
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<stream>}:events` | stream | event TTL | SSE events of one response stream |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
+//! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
+//! | `<p>:cache:<gen>:<key>` | string | the entry's TTL | one cache entry |
+//! | `<p>:cache:lock:<gen>:<key>` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
 //! Everything one script touches shares a `{hash tag}`, so the layout works on Redis Cluster.
@@ -63,6 +66,21 @@ impl Keys {
     /// The stream whose entries wake one replica's blocking event reader.
     pub fn replica_wake(&self, replica_id: &str) -> String {
         format!("{}:replica:{replica_id}:wake", self.prefix)
+    }
+
+    /// The cache generation counter; bumping it empties the cache in O(1).
+    pub fn cache_generation(&self) -> String {
+        format!("{}:cache:gen", self.prefix)
+    }
+
+    /// One cache entry of generation `generation`.
+    pub fn cache_entry(&self, generation: u64, key: &str) -> String {
+        format!("{}:cache:{generation}:{key}", self.prefix)
+    }
+
+    /// The lock that lets one replica load a missing cache entry while others wait.
+    pub fn cache_lock(&self, generation: u64, key: &str) -> String {
+        format!("{}:cache:lock:{generation}:{key}", self.prefix)
     }
 
     /// The pub/sub channel of one bus topic.

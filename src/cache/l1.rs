@@ -248,7 +248,11 @@ mod tests {
     fn byte_size_is_bounded() {
         let l1 = L1::new(limits());
         for i in 0..10 {
-            l1.put(&format!("k{i}"), Bytes::from(vec![b'x'; 190]), Duration::from_secs(5));
+            l1.put(
+                &format!("k{i}"),
+                Bytes::from(vec![b'x'; 190]),
+                Duration::from_secs(5),
+            );
         }
         let (entries, bytes) = l1.usage();
         assert!(bytes <= 400, "{bytes} bytes");
@@ -267,7 +271,10 @@ mod tests {
         l1.usage();
         l1.put("e", b("x"), Duration::from_secs(5));
         l1.usage();
-        assert!(matches!(l1.get("a"), Lookup::Fresh(_)), "recently used survives");
+        assert!(
+            matches!(l1.get("a"), Lookup::Fresh(_)),
+            "recently used survives"
+        );
         assert_eq!(l1.get("b"), Lookup::Miss, "least recently used evicted");
         assert!(matches!(l1.get("e"), Lookup::Fresh(_)));
     }

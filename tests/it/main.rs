@@ -1,6 +1,7 @@
 //! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
 
 mod bad_input;
+mod cache;
 mod cluster;
 mod outage;
 mod replicas;

@@ -1,0 +1,225 @@
+//! The two-level cache on real Redis: seed behaviours, coherence across two replicas,
+//! one loader for a cold key, and Redis dying under it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use stateful_mcp::{
+    bus::Bus,
+    cache::{CacheError, CacheManager},
+    config::{CacheSettings, Settings},
+    keys::Keys,
+    redis_pool::RedisPool,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::support::{RedisServer, unique_prefix};
+
+fn settings() -> CacheSettings {
+    let mut s = Settings::load_with_env(None, Vec::new()).unwrap().cache;
+    s.l1_max_ttl_ms = 60_000;
+    s
+}
+
+/// One replica's cache (with its own pool and bus) on `redis` under `prefix`.
+struct Node {
+    cache: CacheManager,
+    bus: Bus,
+    _token: tokio_util::sync::DropGuard,
+}
+
+async fn node(redis: &RedisServer, prefix: &str, replica: &str, cache: &CacheSettings) -> Node {
+    let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
+    s.redis.url = redis.url().to_owned();
+    s.redis.command_timeout_ms = 300;
+    let pool = RedisPool::new(&s.redis).unwrap();
+    let keys = Keys::new(prefix);
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let bus = Bus::start(pool.clone(), keys.clone(), replica, token.clone(), &tracker);
+    let cache = CacheManager::new(cache, replica, Some((pool, keys)), Some(bus.clone()));
+    wait_for(|| bus.is_subscribed("cache")).await;
+    Node {
+        cache,
+        bus,
+        _token: token.drop_guard(),
+    }
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("condition reached in time");
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[tokio::test]
+async fn seed_behaviours_in_memory_and_on_redis() {
+    let redis = RedisServer::shared_or_start().await;
+    let memory = CacheManager::new(&settings(), "solo", None, None);
+    let shared = node(&redis, &unique_prefix("cache-seed"), "r1", &settings()).await;
+    for (name, cache) in [("memory", &memory), ("redis", &shared.cache)] {
+        cache.set("k", b("v"), None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap(), Some(b("v")), "{name}");
+        assert_eq!(cache.get("missing").await.unwrap(), None, "{name}");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1), "{name}");
+        assert!((stats.hit_rate - 0.5).abs() < 1e-9, "{name}");
+        assert_eq!(stats.l1_entries, 1, "{name}");
+
+        cache
+            .set("short", b("x"), Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert!(cache.get("short").await.unwrap().is_some(), "{name}");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(cache.get("short").await.unwrap(), None, "{name}: expired");
+
+        cache.delete("k").await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap(), None, "{name}");
+        cache.set("a", b("1"), None).await.unwrap();
+        cache.clear().await.unwrap();
+        assert_eq!(cache.get("a").await.unwrap(), None, "{name}: cleared");
+        assert!(matches!(
+            cache.set("k", b("v"), Some(Duration::ZERO)).await,
+            Err(CacheError::InvalidTtl { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn writes_on_one_replica_are_never_served_stale_by_another() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("cache-coherence");
+    let a = node(&redis, &prefix, "a", &settings()).await;
+    let b_ = node(&redis, &prefix, "b", &settings()).await;
+
+    a.cache.set("user:1", b("alice"), None).await.unwrap();
+    assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alice")));
+    assert_eq!(b_.cache.stats().hits_l2, 1);
+    // Now in B's L1: a second read does not touch Redis.
+    assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alice")));
+    assert_eq!(b_.cache.stats().hits_l1, 1);
+
+    a.cache.set("user:1", b("alicia"), None).await.unwrap();
+    wait_for(|| b_.cache.stats().invalidations_received >= 1).await;
+    assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alicia")));
+
+    a.cache.delete("user:1").await.unwrap();
+    wait_for(|| b_.cache.stats().invalidations_received >= 2).await;
+    assert_eq!(b_.cache.get("user:1").await.unwrap(), None);
+
+    b_.cache.set("user:2", b("bob"), None).await.unwrap();
+    assert_eq!(a.cache.get("user:2").await.unwrap(), Some(b("bob")));
+    b_.cache.clear().await.unwrap();
+    wait_for(|| a.cache.stats().invalidations_received >= 2).await;
+    assert_eq!(a.cache.get("user:2").await.unwrap(), None);
+
+    let (sa, sb) = (a.cache.stats(), b_.cache.stats());
+    assert_eq!((sa.replica_id.as_str(), sb.replica_id.as_str()), ("a", "b"));
+    assert_eq!((sa.sets, sa.deletes, sa.invalidations_sent), (1 + 1, 1, 3));
+    assert_eq!((sb.sets, sb.invalidations_sent), (1, 2));
+}
+
+#[tokio::test]
+async fn a_cold_key_is_loaded_once_across_replicas_and_callers() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("cache-stampede");
+    let a = node(&redis, &prefix, "a", &settings()).await;
+    let b_ = node(&redis, &prefix, "b", &settings()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for cache in [a.cache.clone(), b_.cache.clone()] {
+        for _ in 0..8 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load("report", None, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, std::convert::Infallible>(b("expensive"))
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), b("expensive"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "loader ran once in all");
+    assert_eq!(
+        a.cache.stats().loader_calls + b_.cache.stats().loader_calls,
+        1
+    );
+
+    let failing = a
+        .cache
+        .get_or_load("broken", None, || async {
+            Err::<Bytes, _>("backend said no")
+        })
+        .await;
+    assert!(matches!(failing, Err(CacheError::Load(m)) if m.contains("backend said no")));
+}
+
+#[tokio::test]
+async fn l1_answers_while_redis_is_down_and_l2_comes_back() {
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix("cache-outage");
+    let mut cfg = settings();
+    cfg.l1_max_ttl_ms = 200;
+    cfg.fail_safe_grace_secs = 60;
+    let a = node(&redis, &prefix, "a", &cfg).await;
+
+    a.cache.set("fresh", b("1"), None).await.unwrap();
+    a.cache.set("aging", b("2"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await; // "aging" is now stale in L1
+    a.cache.set("fresh", b("1"), None).await.unwrap();
+    redis.kill();
+
+    assert_eq!(a.cache.get("fresh").await.unwrap(), Some(b("1")));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        a.cache.get("aging").await.unwrap(),
+        Some(b("2")),
+        "stale within grace"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        a.cache.get("never-seen").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    let stats = a.cache.stats();
+    assert!(stats.errors >= 2, "{stats:?}");
+    assert_eq!(stats.stale_hits, 1);
+
+    redis.restart().await;
+    wait_for(|| a.bus.is_connected()).await;
+    // The reconnect may have cleared L1 (messages may have been missed); L2 works again.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while a.cache.set("after", b("3"), None).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let b_ = node(&redis, &prefix, "b", &cfg).await;
+    assert_eq!(b_.cache.get("after").await.unwrap(), Some(b("3")));
+}
