@@ -36,6 +36,8 @@ pub struct RedisPool {
     pool: managed::Pool<Manager>,
     client: Client,
     connection_config: AsyncConnectionConfig,
+    command_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -66,9 +68,11 @@ impl RedisPool {
     /// When the URL is not a valid Redis URL.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisPoolError> {
         let client = Client::open(settings.url.as_str())?;
+        let command_timeout = Duration::from_millis(settings.command_timeout_ms);
+        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let connection_config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(Duration::from_millis(settings.command_timeout_ms)))
-            .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
+            .set_response_timeout(Some(command_timeout))
+            .set_connection_timeout(Some(connect_timeout));
         let manager = Manager {
             client: client.clone(),
             config: connection_config.clone(),
@@ -86,6 +90,8 @@ impl RedisPool {
             pool,
             client,
             connection_config,
+            command_timeout,
+            connect_timeout,
         })
     }
 
@@ -124,6 +130,17 @@ impl RedisPool {
         &self.connection_config
     }
 
+    /// How long one command may take on a pooled connection (`redis.command_timeout_ms`).
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// How long establishing a connection may take (`redis.connect_timeout_ms`); also the
+    /// bound for connections redis-rs opens without a timeout of its own (pub/sub).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// `PING` through the pool: what readiness checks.
     ///
     /// # Errors
@@ -143,6 +160,45 @@ impl RedisPool {
             available: s.available,
             waiting: s.waiting,
         }
+    }
+}
+
+/// Capped exponential backoff with jitter, for background loops that keep a dedicated
+/// connection and must retry forever without hammering a Redis that is down.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min` and doubles up to `max` (`max` below `min` is raised to `min`).
+    pub fn new(min: Duration, max: Duration) -> Self {
+        let min = min.max(Duration::from_millis(1));
+        Self {
+            min,
+            max: max.max(min),
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one.
+    ///
+    /// The delay is spread over ±20% so replicas that lost Redis at the same moment do
+    /// not reconnect in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // A failed entropy read only costs the spread, never the retry.
+        let spread = getrandom::u32().unwrap_or(u32::MAX / 2);
+        let factor = 0.8 + 0.4 * (f64::from(spread) / f64::from(u32::MAX));
+        base.mul_f64(factor)
+    }
+
+    /// Back to the minimum delay, after a connection worked again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
     }
 }
 
@@ -203,6 +259,7 @@ struct Manager {
     config: AsyncConnectionConfig,
 }
 
+
 impl managed::Manager for Manager {
     type Type = Conn;
     type Error = RedisError;
@@ -225,5 +282,23 @@ impl managed::Manager for Manager {
             return Err(RecycleError::message("connection saw a transport error"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(100), ms(1000));
+        let delays: Vec<Duration> = (0..6).map(|_| backoff.next_delay()).collect();
+        let bases = [100, 200, 400, 800, 1000, 1000];
+        for (delay, base) in delays.iter().zip(bases) {
+            assert!(*delay >= ms(base * 8 / 10) && *delay <= ms(base * 12 / 10), "{delay:?} vs {base}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= ms(120));
     }
 }
