@@ -1,0 +1,2 @@
+//! MCP layer.
+pub mod event_store;
