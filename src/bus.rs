@@ -26,10 +26,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use redis::{
-    Msg, RedisError, Value,
-    aio::PubSubSink,
-};
+use redis::{Msg, RedisError, Value, aio::PubSubSink};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -391,7 +388,12 @@ impl Shared {
             tracing::warn!(replica = %self.origin, topic, "bus message without a valid envelope");
             return;
         };
-        let handlers = self.state().handlers.get(topic).cloned().unwrap_or_default();
+        let handlers = self
+            .state()
+            .handlers
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
         for handler in handlers {
             let msg = BusMessage::new(
                 topic.clone(),

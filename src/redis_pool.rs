@@ -259,7 +259,6 @@ struct Manager {
     config: AsyncConnectionConfig,
 }
 
-
 impl managed::Manager for Manager {
     type Type = Conn;
     type Error = RedisError;
@@ -296,7 +295,10 @@ mod tests {
         let delays: Vec<Duration> = (0..6).map(|_| backoff.next_delay()).collect();
         let bases = [100, 200, 400, 800, 1000, 1000];
         for (delay, base) in delays.iter().zip(bases) {
-            assert!(*delay >= ms(base * 8 / 10) && *delay <= ms(base * 12 / 10), "{delay:?} vs {base}");
+            assert!(
+                *delay >= ms(base * 8 / 10) && *delay <= ms(base * 12 / 10),
+                "{delay:?} vs {base}"
+            );
         }
         backoff.reset();
         assert!(backoff.next_delay() <= ms(120));
