@@ -189,7 +189,10 @@ impl Settings {
         )?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;
-        positive("redis.pool_wait_timeout_ms", self.redis.pool_wait_timeout_ms)?;
+        positive(
+            "redis.pool_wait_timeout_ms",
+            self.redis.pool_wait_timeout_ms,
+        )?;
         positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
         positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
         if self.session.timeout_secs > i64::MAX as u64 / 1000 {
@@ -281,7 +284,10 @@ mod tests {
                 ("STATEFUL_MCP__REDIS__URL", "redis://10.0.0.1:6380"),
                 ("STATEFUL_MCP__REDIS__KEY_PREFIX", "tenant-a"),
                 ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "60"),
-                ("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "mcp.example.com, localhost"),
+                (
+                    "STATEFUL_MCP__SERVER__ALLOWED_HOSTS",
+                    "mcp.example.com, localhost",
+                ),
             ]),
         )
         .unwrap();
@@ -296,11 +302,23 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "0", "session.timeout_secs"),
-            ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "soon", "timeout_secs"),
+            (
+                "STATEFUL_MCP__SESSION__TIMEOUT_SECS",
+                "0",
+                "session.timeout_secs",
+            ),
+            (
+                "STATEFUL_MCP__SESSION__TIMEOUT_SECS",
+                "soon",
+                "timeout_secs",
+            ),
             ("STATEFUL_MCP__STORE__BACKEND", "etcd", "backend"),
             ("STATEFUL_MCP__SERVER__BIND", "nowhere", "bind"),
-            ("STATEFUL_MCP__REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix"),
+            (
+                "STATEFUL_MCP__REDIS__KEY_PREFIX",
+                "a{b}",
+                "redis.key_prefix",
+            ),
         ];
         for (var, value, key) in cases {
             let err = Settings::load_with_env(None, env(&[(var, value)]))

@@ -14,10 +14,12 @@ const ID_BYTES: usize = 20;
 pub fn mint() -> String {
     let mut bytes = [0u8; ID_BYTES];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    bytes.iter().fold(String::with_capacity(ID_BYTES * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(ID_BYTES * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Whether `id` has the shape [`mint`] produces; anything else is rejected before it
