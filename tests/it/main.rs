@@ -1,8 +1,10 @@
 //! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
 
 mod bad_input;
+mod bus;
 mod cache;
 mod cluster;
+mod event_store;
 mod outage;
 mod replicas;
 mod round_trips;

@@ -1,0 +1,505 @@
+//! The Redis Streams event store: storing, replaying, following streams written by
+//! another replica, one reader connection for many followers, and recovery after a crash.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::join_all};
+use rmcp::{
+    model::ServerJsonRpcMessage,
+    transport::streamable_http_server::session::{EventStore, EventStream, ServerSseMessage},
+};
+use serde_json::json;
+use stateful_mcp::{
+    config::RedisSettings,
+    keys::Keys,
+    mcp::event_store::{EventStoreSettings, RedisEventStore, RedisEventStoreError},
+    redis_pool::RedisPool,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::support::{RedisServer, unique_prefix};
+
+const WAIT: Duration = Duration::from_secs(10);
+const TTL: Duration = Duration::from_secs(60);
+
+/// One replica's event store with the background machinery it runs on.
+struct Replica {
+    store: Arc<RedisEventStore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Replica {
+    fn start(url: &str, prefix: &str, replica_id: &str, pool_size: usize) -> Self {
+        let pool = RedisPool::new(&RedisSettings {
+            url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+            pool_size,
+            pool_wait_timeout_ms: 5000,
+            command_timeout_ms: 1000,
+            connect_timeout_ms: 1000,
+        })
+        .expect("valid settings");
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let settings = EventStoreSettings {
+            ttl: TTL,
+            max_len: 1000,
+            block: Duration::from_secs(2),
+            follow_idle_timeout: Duration::from_secs(20),
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        };
+        let store = RedisEventStore::start(
+            pool,
+            Keys::new(prefix),
+            replica_id,
+            settings,
+            shutdown.clone(),
+            &tracker,
+        );
+        Self {
+            store,
+            shutdown,
+            tracker,
+        }
+    }
+
+    async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> String {
+        self.store
+            .store_event(stream_id, event)
+            .await
+            .expect("event stored")
+    }
+
+    async fn replay(&self, after: &str) -> EventStream {
+        self.store
+            .replay_events_after(after)
+            .await
+            .expect("replay starts")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(WAIT, self.tracker.wait())
+            .await
+            .expect("the reader stops on shutdown");
+    }
+}
+
+fn notification(progress: u32) -> ServerSseMessage {
+    message(json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": { "progressToken": "tok", "progress": progress }
+    }))
+}
+
+fn response(id: u32) -> ServerSseMessage {
+    message(json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "result": { "content": [{ "type": "text", "text": "done" }], "isError": false }
+    }))
+}
+
+fn message(value: serde_json::Value) -> ServerSseMessage {
+    let message: ServerJsonRpcMessage =
+        serde_json::from_value(value).expect("a valid server message");
+    ServerSseMessage::from_message(message)
+}
+
+fn json_of(event: &ServerSseMessage) -> Option<serde_json::Value> {
+    event
+        .message
+        .as_deref()
+        .map(|m| serde_json::to_value(m).expect("serialisable"))
+}
+
+/// The next event, within the test's bound.
+async fn next(stream: &mut EventStream) -> Option<ServerSseMessage> {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the stream yields or ends in time")
+}
+
+/// Everything left in a stream that must end by itself.
+async fn drain(stream: EventStream) -> Vec<ServerSseMessage> {
+    tokio::time::timeout(WAIT, stream.collect())
+        .await
+        .expect("the stream ends by itself")
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+fn stream_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn replay_returns_later_events_with_their_ids_and_ends_after_the_response() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-replay");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let stream = stream_id();
+
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(3)))
+        .await;
+    let mut with_retry = notification(1);
+    with_retry.retry = Some(Duration::from_millis(2500));
+    let progress = a.store(&stream, &with_retry).await;
+    let done = a.store(&stream, &response(7)).await;
+    assert!(primed.starts_with(&format!("{stream}/")), "{primed}");
+    assert!(primed != progress && progress != done);
+
+    let events = drain(a.replay(&primed).await).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event_id.as_deref(), Some(progress.as_str()));
+    assert_eq!(json_of(&events[0]), json_of(&with_retry));
+    assert_eq!(events[0].retry, Some(Duration::from_millis(2500)));
+    assert_eq!(events[1].event_id.as_deref(), Some(done.as_str()));
+    assert_eq!(json_of(&events[1]), json_of(&response(7)));
+    assert_eq!(events[1].retry, None);
+
+    let events = drain(a.replay(&progress).await).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_id.as_deref(), Some(done.as_str()));
+
+    assert!(
+        drain(a.replay(&done).await).await.is_empty(),
+        "after the final response nothing follows"
+    );
+    assert_eq!(a.store.follower_count(), 0);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn another_replica_follows_the_stream_until_the_final_response() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-follow");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let stream = stream_id();
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+    let first = a.store(&stream, &notification(1)).await;
+
+    let mut resumed = b.replay(&primed).await;
+    let got = next(&mut resumed).await.expect("the stored event");
+    assert_eq!(got.event_id.as_deref(), Some(first.as_str()));
+    assert_eq!(b.store.follower_count(), 1);
+
+    // A writes the rest of the response later; B's stream delivers it as it comes.
+    let second = a.store(&stream, &notification(2)).await;
+    let got = next(&mut resumed).await.expect("the live notification");
+    assert_eq!(got.event_id.as_deref(), Some(second.as_str()));
+    assert_eq!(json_of(&got), json_of(&notification(2)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let done = a.store(&stream, &response(1)).await;
+    let got = next(&mut resumed).await.expect("the final response");
+    assert_eq!(got.event_id.as_deref(), Some(done.as_str()));
+    assert_eq!(json_of(&got), json_of(&response(1)));
+    assert!(
+        next(&mut resumed).await.is_none(),
+        "the stream ends after it"
+    );
+    wait_until("B's follower is gone", || b.store.follower_count() == 0).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-common");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let stream = format!("{}:common", stream_id());
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+
+    let mut resumed = b.replay(&primed).await;
+    // A response on the standalone stream does not end it.
+    let reply = a.store(&stream, &response(3)).await;
+    let later = a.store(&stream, &notification(9)).await;
+    assert_eq!(
+        next(&mut resumed).await.and_then(|e| e.event_id),
+        Some(reply)
+    );
+    assert_eq!(
+        next(&mut resumed).await.and_then(|e| e.event_id),
+        Some(later)
+    );
+    assert_eq!(b.store.follower_count(), 1);
+    drop(resumed);
+    assert_eq!(
+        b.store.follower_count(),
+        0,
+        "dropping the stream unregisters it"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn many_followers_share_one_reader_connection() {
+    let server = RedisServer::start().await;
+    let prefix = unique_prefix("es-many");
+    let b = Replica::start(server.url(), &prefix, "replica-b", 1);
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let mut probe = server.conn().await;
+    let clients = |list: &str| list.lines().filter(|l| !l.trim().is_empty()).count();
+
+    let streams: Vec<String> = (0..10).map(|_| stream_id()).collect();
+    let mut primed = Vec::new();
+    for stream in &streams {
+        primed.push(
+            a.store(stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+                .await,
+        );
+    }
+    let mut followers = vec![b.replay(&primed[0]).await];
+    wait_until("B's reader is connected", || b.store.is_reader_connected()).await;
+    let before: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
+
+    // Two followers per stream, resumed concurrently.
+    let more = join_all(
+        primed
+            .iter()
+            .chain(&primed)
+            .skip(1)
+            .map(|id| b.store.replay_events_after(id)),
+    )
+    .await;
+    for follower in more {
+        followers.push(follower.expect("replay starts"));
+    }
+    assert_eq!(followers.len(), 20);
+    assert_eq!(b.store.follower_count(), 20);
+    let after: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
+    assert_eq!(
+        clients(&after),
+        clients(&before),
+        "followers open no connections:\n{before}\n---\n{after}"
+    );
+    let blocked = after.lines().filter(|l| l.contains("cmd=xread")).count();
+    assert_eq!(blocked, 2, "one blocking reader per replica:\n{after}");
+
+    let mut done = Vec::new();
+    for stream in &streams {
+        done.push(a.store(stream, &response(1)).await);
+    }
+    let results = join_all(followers.into_iter().map(drain)).await;
+    for (i, events) in results.iter().enumerate() {
+        let ids: Vec<_> = events.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, [Some(done[i % 10].clone())], "follower {i}");
+    }
+    assert_eq!(b.store.follower_count(), 0);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_event_ids_are_errors() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-bad-ids");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let stream = stream_id();
+    a.store(&stream, &notification(1)).await;
+    let last = a.store(&stream, &notification(2)).await;
+    let (_, entry) = last.split_once('/').unwrap();
+    let (ms, seq) = entry.split_once('-').unwrap();
+    let never_issued = format!("{stream}/{ms}-{}", seq.parse::<u64>().unwrap() + 5);
+
+    for id in ["", "garbage", "abc/", "abc/1", "abc/1-x", "abc/1-0/2-0"] {
+        let error = a.store.replay(id).await.err().expect(id);
+        assert!(
+            matches!(error, RedisEventStoreError::MalformedEventId(_)),
+            "{id}: {error}"
+        );
+    }
+    for id in ["/1-0", "a{b}/1-0", "a b/1-0", "../x/1-0"] {
+        assert!(a.store.replay(id).await.is_err(), "{id}");
+    }
+    for id in [format!("{}/1-0", stream_id()), never_issued] {
+        let error = a.store.replay(&id).await.err().expect(&id);
+        assert!(
+            matches!(error, RedisEventStoreError::UnknownEvent(_)),
+            "{id}: {error}"
+        );
+    }
+    // Through rmcp's trait the errors arrive boxed, still without a panic.
+    assert!(a.store.replay_events_after("nope").await.is_err());
+    let error = a
+        .store
+        .store_event("bad{stream}", &notification(1))
+        .await
+        .expect_err("a stream id that cannot be keyed");
+    assert!(error.to_string().contains("invalid stream id"), "{error}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn every_key_has_the_prefix_and_a_ttl() {
+    let server = RedisServer::start().await;
+    let prefix = unique_prefix("es-keys");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let stream = stream_id();
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+    // Following makes the replica write its wake stream too.
+    let follower = a.replay(&primed).await;
+    a.store(&stream, &response(1)).await;
+    assert_eq!(drain(follower).await.len(), 1);
+
+    let mut conn = server.conn().await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    let mut expected = vec![
+        format!("{prefix}:{{{stream}}}:events"),
+        format!("{prefix}:replica:replica-a:wake"),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key}: {ttl}");
+        if key.ends_with(":events") {
+            assert!(ttl <= TTL.as_millis() as i64, "{key}: {ttl}");
+        }
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn the_reader_recovers_after_a_redis_crash() {
+    let mut server = RedisServer::start().await;
+    let prefix = unique_prefix("es-crash");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let stream = stream_id();
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+    let mut resumed = b.replay(&primed).await;
+    wait_until("B's reader is connected", || b.store.is_reader_connected()).await;
+
+    server.kill();
+    wait_until("B's reader notices the crash", || {
+        !b.store.is_reader_connected()
+    })
+    .await;
+    server.restart().await;
+    wait_until("B's reader reconnects", || b.store.is_reader_connected()).await;
+
+    // The restarted server lost the stream; the response A writes now starts it afresh
+    // with later ids, and the follower still gets it.
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            match a.store.store_event(&stream, &response(1)).await {
+                Ok(id) => break id,
+                Err(error) => {
+                    eprintln!("store failed, retrying: {error}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("A stores again once Redis is back");
+    let got = next(&mut resumed).await.expect("the final response");
+    assert_eq!(got.event_id, Some(done));
+    assert!(next(&mut resumed).await.is_none());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_followed_streams() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-shutdown");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let stream = format!("{}:common", stream_id());
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+    let follower = a.replay(&primed).await;
+    let store = Arc::clone(&a.store);
+    a.stop().await;
+    assert!(drain(follower).await.is_empty());
+    assert_eq!(store.follower_count(), 0);
+    // After shutdown a replay returns what is stored and does not follow.
+    let after = store.replay(&primed).await.expect("replay");
+    assert!(drain(after).await.is_empty());
+}
+
+#[tokio::test]
+async fn long_streams_are_replayed_and_followed_in_pages() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-long");
+    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let stream = stream_id();
+    let primed = a
+        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(a.store(&stream, &notification(i)).await);
+    }
+    let resumed = b.replay(&primed).await;
+    let consumer = tokio::spawn(drain(resumed));
+    for i in 300..500 {
+        ids.push(a.store(&stream, &notification(i)).await);
+    }
+    ids.push(a.store(&stream, &response(1)).await);
+
+    let events = consumer.await.expect("the consumer finishes");
+    let got: Vec<String> = events.iter().filter_map(|e| e.event_id.clone()).collect();
+    assert_eq!(
+        got, ids,
+        "every event once, in order, ending with the response"
+    );
+    a.stop().await;
+    b.stop().await;
+}
