@@ -18,8 +18,22 @@ pub struct Settings {
     pub session: SessionSettings,
     /// The two-level cache.
     pub cache: CacheSettings,
+    /// Resumable SSE event streams (2025-era `Last-Event-ID`).
+    pub events: EventSettings,
     /// Log format and filter.
     pub telemetry: TelemetrySettings,
+}
+
+/// Settings of the Redis event store behind `Last-Event-ID` resumption.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    /// Seconds a stream's events are kept after its last event.
+    pub ttl_secs: u64,
+    /// Events kept per stream (approximately: Redis trims whole nodes).
+    pub max_len: usize,
+    /// Seconds a resumed stream waits for its next event before it ends (the client can
+    /// resume again).
+    pub follow_idle_timeout_secs: u64,
 }
 
 /// Two-level cache settings.
@@ -217,6 +231,12 @@ impl Settings {
         positive(
             "session.maintenance_interval_secs",
             self.session.maintenance_interval_secs,
+        )?;
+        positive("events.ttl_secs", self.events.ttl_secs)?;
+        positive("events.max_len", self.events.max_len as u64)?;
+        positive(
+            "events.follow_idle_timeout_secs",
+            self.events.follow_idle_timeout_secs,
         )?;
         positive("cache.l1_max_entries", self.cache.l1_max_entries)?;
         positive("cache.l1_max_bytes", self.cache.l1_max_bytes)?;

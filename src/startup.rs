@@ -10,8 +10,11 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    bus::Bus,
+    cache::CacheManager,
     config::{Backend, Settings},
     keys::Keys,
+    mcp::event_store::{EventStoreSettings, RedisEventStore},
     mcp::session_manager::ReplicatedSessionManager,
     redis_pool::RedisPool,
     sessions::{RedisSessions, Sessions},
@@ -32,6 +35,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Fired to end rmcp's sessions and SSE streams, once in-flight work had its chance.
     pub mcp_shutdown: CancellationToken,
+    /// The two-level cache.
+    pub cache: CacheManager,
+    /// The pub/sub bus, when the backend is Redis.
+    pub bus: Option<Bus>,
 }
 
 /// A replica ready to serve: listener bound, background tasks started.
@@ -40,6 +47,8 @@ pub struct Application {
     router: axum::Router,
     state: AppState,
     tracker: TaskTracker,
+    /// Stops background tasks (bus, event reader, upkeep) once the HTTP server is done.
+    background: CancellationToken,
 }
 
 impl Application {
@@ -57,22 +66,65 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
         let mcp_shutdown = CancellationToken::new();
+        let background = CancellationToken::new();
         let tracker = TaskTracker::new();
         let timeout = settings.session.timeout();
         let mut local = LocalSessionManager::default();
         local.session_config = SessionConfig::default();
         local.session_config.keep_alive = Some(timeout);
         local.session_config.sse_retry = Some(Duration::from_secs(1));
-        let (sessions, redis, local) = match settings.store.backend {
-            Backend::Memory => (Sessions::memory(settings.session.clone()), None, local),
+        let (sessions, redis, bus, cache, local) = match settings.store.backend {
+            Backend::Memory => (
+                Sessions::memory(settings.session.clone()),
+                None,
+                None,
+                CacheManager::new(&settings.cache, &replica_id, None, None),
+                local,
+            ),
             Backend::Redis => {
                 let pool = RedisPool::new(&settings.redis).context("redis.url")?;
                 let keys = Keys::new(&settings.redis.key_prefix);
                 let sessions = Sessions::redis(
-                    RedisSessions::new(pool.clone(), keys, timeout),
+                    RedisSessions::new(pool.clone(), keys.clone(), timeout),
                     settings.session.clone(),
                 );
-                (sessions, Some(pool), local)
+                let bus = Bus::start(
+                    pool.clone(),
+                    keys.clone(),
+                    replica_id.to_string(),
+                    background.clone(),
+                    &tracker,
+                );
+                let events = RedisEventStore::start(
+                    pool.clone(),
+                    keys.clone(),
+                    replica_id.to_string(),
+                    EventStoreSettings {
+                        ttl: Duration::from_secs(settings.events.ttl_secs),
+                        max_len: settings.events.max_len,
+                        follow_idle_timeout: Duration::from_secs(
+                            settings.events.follow_idle_timeout_secs,
+                        ),
+                        ..EventStoreSettings::default()
+                    },
+                    background.clone(),
+                    &tracker,
+                );
+                let cache_pool = if settings.cache.redis_url.is_empty() {
+                    pool.clone()
+                } else {
+                    let mut cache_redis = settings.redis.clone();
+                    cache_redis.url = settings.cache.redis_url.clone();
+                    RedisPool::new(&cache_redis).context("cache.redis_url")?
+                };
+                let cache = CacheManager::new(
+                    &settings.cache,
+                    &replica_id,
+                    Some((cache_pool, keys)),
+                    Some(bus.clone()),
+                );
+                let local = local.with_event_store(events);
+                (sessions, Some(pool), Some(bus), cache, local)
             }
         };
         let session_manager = ReplicatedSessionManager::new(local, sessions.clone());
@@ -83,6 +135,8 @@ impl Application {
             redis,
             shutdown,
             mcp_shutdown,
+            cache,
+            bus,
         };
         let router = crate::http::router(state.clone(), session_manager);
         let listener = TcpListener::bind(state.settings.server.bind)
@@ -94,15 +148,16 @@ impl Application {
                 )
             })?;
         tracker.spawn(maintenance_loop(
-            state.sessions.clone(),
+            state.clone(),
             Duration::from_secs(state.settings.session.maintenance_interval_secs),
-            state.shutdown.clone(),
+            background.clone(),
         ));
         Ok(Self {
             listener,
             router,
             state,
             tracker,
+            background,
         })
     }
 
@@ -135,6 +190,7 @@ impl Application {
             router,
             state,
             tracker,
+            background,
         } = self;
         let drain = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
         tracing::info!(
@@ -169,6 +225,7 @@ impl Application {
             () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         state.mcp_shutdown.cancel();
+        background.cancel();
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
             .await
@@ -181,16 +238,19 @@ impl Application {
     }
 }
 
-/// Runs [`Sessions::maintain`] every `interval` until `shutdown`.
-async fn maintenance_loop(sessions: Sessions, interval: Duration, shutdown: CancellationToken) {
+/// Runs session and cache upkeep every `interval` until `shutdown`.
+async fn maintenance_loop(state: AppState, interval: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = sessions.maintain().await {
+                if let Err(e) = state.sessions.maintain().await {
                     tracing::warn!(error = %e, "session maintenance failed");
+                }
+                if let Err(e) = state.cache.maintain().await {
+                    tracing::warn!(error = %e, "cache maintenance failed");
                 }
             }
         }
