@@ -53,15 +53,23 @@ pub enum CacheError {
     /// Redis could not be reached and L1 had nothing usable.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
-    /// The loader of `get_or_load` failed.
-    #[error("loading the value failed: {0}")]
-    Load(String),
     /// A TTL of zero or above `cache.max_ttl_secs`.
     #[error("cache TTL must be between 1 ms and {max_secs} s")]
     InvalidTtl {
         /// The configured `cache.max_ttl_secs`.
         max_secs: u64,
     },
+}
+
+/// Why [`CacheManager::get_or_load`] returned no value.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError<E> {
+    /// The loader failed; its error is returned as is and nothing was cached.
+    #[error("loader failed: {0}")]
+    Loader(E),
+    /// The cache refused the call (an invalid TTL).
+    #[error(transparent)]
+    Cache(CacheError),
 }
 
 impl From<RedisPoolError> for CacheError {
@@ -284,21 +292,26 @@ impl CacheManager {
     /// through a short Redis lock, across replicas), stores its value for `ttl` and
     /// returns it.
     ///
+    /// Callers that wait for another caller's load on this replica and see it fail run
+    /// their own loader.
+    ///
     /// # Errors
-    /// [`CacheError::Load`] when the loader fails; [`CacheError::InvalidTtl`]. When Redis
-    /// is down the loader still runs and its value is kept in L1 only.
+    /// [`LoadError::Loader`] with the loader's own error; [`LoadError::Cache`] for an
+    /// invalid TTL. When Redis is down the loader still runs and its value is kept in L1
+    /// only.
     pub async fn get_or_load<F, Fut, E>(
         &self,
         key: &str,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<Bytes, CacheError>
+    ) -> Result<Bytes, LoadError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
-        E: std::fmt::Display,
     {
-        let ttl = self.check_ttl(ttl.unwrap_or(self.shared.default_ttl))?;
+        let ttl = self
+            .check_ttl(ttl.unwrap_or(self.shared.default_ttl))
+            .map_err(LoadError::Cache)?;
         if let Ok(Some(value)) = self.get(key).await {
             return Ok(value);
         }
@@ -330,20 +343,19 @@ impl CacheManager {
         key: &str,
         ttl: Duration,
         loader: F,
-    ) -> Result<Bytes, CacheError>
+    ) -> Result<Bytes, LoadError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
-        E: std::fmt::Display,
     {
         let s = &self.shared;
         let run = |loader: F| async move {
             Counters::bump(&s.counters.loader_calls);
-            loader().await.map_err(|e| CacheError::Load(e.to_string()))
+            loader().await.map_err(LoadError::Loader)
         };
         let Some(l2) = &s.l2 else {
             let value = run(loader).await?;
-            self.set(key, value.clone(), Some(ttl)).await?;
+            self.store_loaded(key, value.clone(), ttl).await;
             return Ok(value);
         };
         let token = crate::ids::mint();

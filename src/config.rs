@@ -20,8 +20,21 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Resumable SSE event streams (2025-era `Last-Event-ID`).
     pub events: EventSettings,
+    /// Tool limits and caching.
+    pub tools: ToolSettings,
     /// Log format and filter.
     pub telemetry: TelemetrySettings,
+}
+
+/// Tool limits and result caching.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolSettings {
+    /// Largest `limit` the `prime_count` tool accepts.
+    pub prime_count_max_limit: u64,
+    /// Seconds a `prime_count` result is served from the cache (public scope).
+    pub prime_count_cache_ttl_secs: u64,
+    /// Seconds clients may cache the tool list (the 2026-07-28 `ttlMs` hint).
+    pub list_ttl_secs: u64,
 }
 
 /// Settings of the Redis event store behind `Last-Event-ID` resumption.
@@ -232,6 +245,16 @@ impl Settings {
             "session.maintenance_interval_secs",
             self.session.maintenance_interval_secs,
         )?;
+        positive(
+            "tools.prime_count_max_limit",
+            self.tools.prime_count_max_limit,
+        )?;
+        if self.tools.prime_count_cache_ttl_secs > self.cache.max_ttl_secs {
+            return Err(ConfigError::Invalid {
+                key: "tools.prime_count_cache_ttl_secs",
+                reason: "must not exceed cache.max_ttl_secs".into(),
+            });
+        }
         positive("events.ttl_secs", self.events.ttl_secs)?;
         positive("events.max_len", self.events.max_len as u64)?;
         positive(

@@ -19,6 +19,7 @@ use crate::{
         server::StatefulServer,
         session_manager::{ReplicatedSessionManager, store_failure_status},
     },
+    metrics::Metrics,
     startup::AppState,
 };
 
@@ -40,20 +41,27 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
         config = config.with_allowed_origins(settings.allowed_origins.clone());
     }
     config.session_store = Some(std::sync::Arc::new(session_manager.restore_store()));
-    let server = StatefulServer::new(state.sessions.clone());
+    let server = StatefulServer::new(
+        state.sessions.clone(),
+        state.cache.clone(),
+        state.metrics.clone(),
+        state.settings.tools.clone(),
+    );
     let mcp = StreamableHttpService::new(
         move || Ok(server.clone()),
         std::sync::Arc::new(session_manager),
         config,
     );
     let max_body = settings.max_body_bytes;
+    let metrics = state.metrics.clone();
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn(store_failure_status))
         .layer(axum::middleware::from_fn(move |req, next| {
-            jsonrpc_guard(max_body, req, next)
+            jsonrpc_guard(max_body, metrics.clone(), req, next)
         }))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -61,7 +69,13 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
 /// Answers malformed JSON-RPC POST bodies the JSON-RPC way (HTTP 400 with a `-32700`
 /// parse error or a `-32600` invalid request naming the problem) and oversized ones with
 /// 413, before rmcp, which would answer both with a bare 415.
-async fn jsonrpc_guard(max_body: usize, request: Request, next: Next) -> Response {
+async fn jsonrpc_guard(
+    max_body: usize,
+    metrics: Metrics,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
     let is_json_post = request.method() == http::Method::POST
         && request
             .headers()
@@ -82,11 +96,19 @@ async fn jsonrpc_guard(max_body: usize, request: Request, next: Next) -> Respons
                 .into_response();
         }
     };
+    let mut method = String::from("invalid");
     let rejection = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Err(e) => Some((-32700, format!("Parse error: {e}"))),
-        Ok(value) => serde_json::from_value::<ClientJsonRpcMessage>(value)
-            .err()
-            .map(|e| (-32600, format!("Invalid Request: {e}"))),
+        Ok(value) => {
+            method = match value.get("method").and_then(|m| m.as_str()) {
+                Some(m) if m.len() <= 64 => m.to_owned(),
+                Some(_) => "invalid".to_owned(),
+                None => "response".to_owned(),
+            };
+            serde_json::from_value::<ClientJsonRpcMessage>(value)
+                .err()
+                .map(|e| (-32600, format!("Invalid Request: {e}")))
+        }
     };
     if let Some((code, message)) = rejection {
         let body = serde_json::json!({
@@ -94,10 +116,32 @@ async fn jsonrpc_guard(max_body: usize, request: Request, next: Next) -> Respons
             "id": null,
             "error": {"code": code, "message": message},
         });
+        metrics.observe_request("invalid", started);
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    metrics.observe_request(&method, started);
+    response
+}
+
+/// `/metrics`: refreshes the figures that need Redis (bounded by the readiness
+/// timeout), then renders everything in the Prometheus text format.
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(Ok(stats)) = tokio::time::timeout(READINESS_TIMEOUT, state.sessions.stats()).await {
+        state
+            .metrics
+            .sessions_active
+            .set(i64::try_from(stats.total).unwrap_or(i64::MAX));
+    }
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -33,6 +33,8 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod mcp;
+pub mod metrics;
+pub mod primes;
 pub mod redis_pool;
 pub mod sessions;
 pub mod startup;

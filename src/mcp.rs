@@ -10,3 +10,4 @@ pub mod event_store;
 pub mod server;
 pub mod session_manager;
 pub mod session_store;
+pub mod tool_cache;

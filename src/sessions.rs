@@ -308,16 +308,13 @@ impl Sessions {
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
     /// time, refreshes index TTLs and prunes expired ids from the indexes; in memory,
-    /// drops expired sessions.
+    /// drops expired sessions. Returns how many expired sessions it removed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
-    pub async fn maintain(&self) -> Result<(), SessionError> {
+    pub async fn maintain(&self) -> Result<u64, SessionError> {
         match &self.backend {
-            Backend::Memory(m) => {
-                m.purge_expired();
-                Ok(())
-            }
+            Backend::Memory(m) => Ok(m.purge_expired()),
             Backend::Redis(r) => r.maintain().await,
         }
     }

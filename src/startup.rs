@@ -16,6 +16,7 @@ use crate::{
     keys::Keys,
     mcp::event_store::{EventStoreSettings, RedisEventStore},
     mcp::session_manager::ReplicatedSessionManager,
+    metrics::Metrics,
     redis_pool::RedisPool,
     sessions::{RedisSessions, Sessions},
 };
@@ -39,6 +40,8 @@ pub struct AppState {
     pub cache: CacheManager,
     /// The pub/sub bus, when the backend is Redis.
     pub bus: Option<Bus>,
+    /// This replica's metrics.
+    pub metrics: Metrics,
 }
 
 /// A replica ready to serve: listener bound, background tasks started.
@@ -127,7 +130,17 @@ impl Application {
                 (sessions, Some(pool), Some(bus), cache, local)
             }
         };
-        let session_manager = ReplicatedSessionManager::new(local, sessions.clone());
+        let metrics = Metrics::new(
+            &replica_id,
+            match settings.store.backend {
+                Backend::Memory => "memory",
+                Backend::Redis => "redis",
+            },
+            redis.clone(),
+            cache.clone(),
+        );
+        let session_manager =
+            ReplicatedSessionManager::new(local, sessions.clone()).with_metrics(metrics.clone());
         let state = AppState {
             settings: Arc::new(settings),
             replica_id,
@@ -137,6 +150,7 @@ impl Application {
             mcp_shutdown,
             cache,
             bus,
+            metrics,
         };
         let router = crate::http::router(state.clone(), session_manager);
         let listener = TcpListener::bind(state.settings.server.bind)
@@ -246,8 +260,14 @@ async fn maintenance_loop(state: AppState, interval: Duration, shutdown: Cancell
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = state.sessions.maintain().await {
-                    tracing::warn!(error = %e, "session maintenance failed");
+                match state.sessions.maintain().await {
+                    Ok(expired) => {
+                        state.metrics.sessions_expired.inc_by(expired);
+                    }
+                    Err(e) => {
+                        state.metrics.store_error("sessions");
+                        tracing::warn!(error = %e, "session maintenance failed");
+                    }
                 }
                 if let Err(e) = state.cache.maintain().await {
                     tracing::warn!(error = %e, "cache maintenance failed");

@@ -5,20 +5,34 @@
 //! bound to its transport's `Mcp-Session-Id`. State lives in [`Sessions`], never in this
 //! struct, so any replica can serve any call.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
-    handler::server::{common::schema_for_output, router::tool::ToolRouter, wrapper::Parameters},
-    model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig},
+    handler::server::{
+        common::schema_for_output, router::tool::ToolRouter, tool::ToolCallContext,
+        wrapper::Parameters,
+    },
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
+        ResultType, ServerCapabilities, ServerConfig, Tool,
+    },
     schemars::{self, JsonSchema},
     service::RequestContext,
-    tool, tool_handler, tool_router,
+    tool, tool_router,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions};
+use super::tool_cache::{self, CachePolicy, Scope};
+use crate::{
+    cache::{CacheManager, CacheStats, LoadError},
+    config::ToolSettings,
+    metrics::Metrics,
+    primes,
+    sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions},
+};
 
 /// The first protocol revision without transport sessions.
 const STATELESS_ERA: &str = "2026-07-28";
@@ -27,15 +41,38 @@ const STATELESS_ERA: &str = "2026-07-28";
 #[derive(Clone)]
 pub struct StatefulServer {
     sessions: Sessions,
+    cache: CacheManager,
+    metrics: Metrics,
+    tools: Arc<ToolSettings>,
     tool_router: Arc<ToolRouter<Self>>,
+    cache_policies: Arc<HashMap<&'static str, CachePolicy>>,
 }
 
 impl StatefulServer {
-    /// A handler over `sessions`. Build it once and clone it per request.
-    pub fn new(sessions: Sessions) -> Self {
+    /// A handler over the replica's components. Build it once and clone it per request.
+    pub fn new(
+        sessions: Sessions,
+        cache: CacheManager,
+        metrics: Metrics,
+        tools: ToolSettings,
+    ) -> Self {
+        let mut cache_policies = HashMap::new();
+        if tools.prime_count_cache_ttl_secs > 0 {
+            cache_policies.insert(
+                "prime_count",
+                CachePolicy {
+                    ttl: Duration::from_secs(tools.prime_count_cache_ttl_secs),
+                    scope: Scope::Public,
+                },
+            );
+        }
         Self {
             sessions,
+            cache,
+            metrics,
+            tools: Arc::new(tools),
             tool_router: Arc::new(Self::tool_router()),
+            cache_policies: Arc::new(cache_policies),
         }
     }
 }
@@ -189,6 +226,24 @@ pub struct DeleteOutput {
     pub deleted: bool,
 }
 
+/// `prime_count` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PrimeCountArgs {
+    /// Count the primes strictly below this number.
+    pub limit: u64,
+}
+
+/// `prime_count` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PrimeCountOutput {
+    /// The limit asked for.
+    pub limit: u64,
+    /// How many primes are below it.
+    pub count: u64,
+    /// The largest of them, if any.
+    pub largest: Option<u64>,
+}
+
 fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -239,7 +294,7 @@ impl StatefulServer {
 
     /// Turns a session error into the `isError` result (caller mistakes) or the JSON-RPC
     /// error (infrastructure) it deserves.
-    fn failure(binding: &Binding, e: SessionError) -> Result<CallToolResult, McpError> {
+    fn failure(&self, binding: &Binding, e: SessionError) -> Result<CallToolResult, McpError> {
         match e {
             SessionError::NotFound(_) => Ok(tool_error(match binding {
                 Binding::Handle(id) => format!(
@@ -252,6 +307,7 @@ impl StatefulServer {
                     .to_owned(),
             })),
             SessionError::Unavailable(detail) => {
+                self.metrics.store_error("sessions");
                 tracing::warn!(%detail, "session store unavailable");
                 Err(McpError::internal_error(
                     "session store unavailable; retry shortly",
@@ -292,7 +348,7 @@ impl StatefulServer {
         }
         match result {
             Ok(v) => Ok(Ok(v)),
-            Err(e) => Self::failure(binding, e).map(Err),
+            Err(e) => self.failure(binding, e).map(Err),
         }
     }
 }
@@ -323,8 +379,11 @@ impl StatefulServer {
             })
             .await;
         let session = match created {
-            Ok(s) => s,
-            Err(e) => return Self::failure(&Binding::Handle(String::new()), e),
+            Ok(s) => {
+                self.metrics.sessions_created.inc();
+                s
+            }
+            Err(e) => return self.failure(&Binding::Handle(String::new()), e),
         };
         let out = CreateOutput {
             session_id: session.id,
@@ -357,8 +416,8 @@ impl StatefulServer {
                     deleted: true,
                 },
             ),
-            Ok(false) => Self::failure(&binding, SessionError::NotFound(args.session_id)),
-            Err(e) => Self::failure(&binding, e),
+            Ok(false) => self.failure(&binding, SessionError::NotFound(args.session_id)),
+            Err(e) => self.failure(&binding, e),
         }
     }
 
@@ -517,10 +576,228 @@ impl StatefulServer {
             &out,
         )
     }
+
+    /// Counts primes with a segmented sieve.
+    #[tool(
+        description = "Count the primes below `limit` (a segmented sieve of Eratosthenes). \
+                       Reports progress when the request carries a progress token. Results \
+                       are cached for every caller.",
+        output_schema = schema_for_output::<PrimeCountOutput>()
+    )]
+    async fn prime_count(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<PrimeCountArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let max = self.tools.prime_count_max_limit;
+        if args.limit > max {
+            return Ok(tool_error(format!(
+                "`limit` must be at most {max} (got {})",
+                args.limit
+            )));
+        }
+        let token = ctx.meta.get_progress_token();
+        let peer = ctx.peer.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+        // Progress goes out on its own task so the sieve never waits on the client.
+        let forward = token.map(|token| {
+            tokio::spawn(async move {
+                while let Some((done, total)) = rx.recv().await {
+                    let param = ProgressNotificationParam::new(token.clone(), done as f64)
+                        .with_total(total as f64);
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let result = primes::count_primes(args.limit, 10, |done, total| {
+            let _ = tx.send((done, total));
+        })
+        .await;
+        drop(tx);
+        if let Some(forward) = forward {
+            let _ = forward.await;
+        }
+        let out = PrimeCountOutput {
+            limit: args.limit,
+            count: result.count,
+            largest: result.largest,
+        };
+        let largest = out
+            .largest
+            .map_or_else(|| "none".to_owned(), |p| p.to_string());
+        reply(
+            format!(
+                "There are {} primes below {}; the largest is {largest}.",
+                out.count, out.limit
+            ),
+            &out,
+        )
+    }
+
+    /// This replica's cache figures.
+    #[tool(
+        description = "Show this replica's cache statistics: hits, misses, hit rate, hits per \
+                       level, loader calls, errors, L1 usage and invalidations.",
+        output_schema = schema_for_output::<CacheStats>()
+    )]
+    async fn cache_stats(&self) -> Result<CallToolResult, McpError> {
+        let s = self.cache.stats();
+        reply(
+            format!(
+                "Cache stats of replica {}: hits {} (L1 {}, L2 {}), misses {}, hit rate {:.1}%, \
+                 sets {}, deletes {}, loader calls {}, errors {}, L1 {}/{} entries, {}/{} bytes, \
+                 invalidations sent {} received {}",
+                s.replica_id,
+                s.hits,
+                s.hits_l1,
+                s.hits_l2,
+                s.misses,
+                s.hit_rate * 100.0,
+                s.sets,
+                s.deletes,
+                s.loader_calls,
+                s.errors,
+                s.l1_entries,
+                s.l1_max_entries,
+                s.l1_bytes,
+                s.l1_max_bytes,
+                s.invalidations_sent,
+                s.invalidations_received,
+            ),
+            &s,
+        )
+    }
 }
 
-#[tool_handler(router = self.tool_router)]
+/// Why a tool result was not cached.
+enum Uncacheable {
+    /// A result that is not a plain success (`isError`, input required, task).
+    Response(CallToolResponse),
+    /// A JSON-RPC error.
+    Error(McpError),
+}
+
+impl StatefulServer {
+    async fn route(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
+    /// The owner of a cached result under `scope`, or `None` when the call has no
+    /// session to scope it to (it then runs uncached).
+    fn scope_owner(
+        &self,
+        scope: Scope,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<String> {
+        match scope {
+            Scope::Public => Some("public".to_owned()),
+            Scope::Principal => Some(format!("p:{ANONYMOUS}")),
+            Scope::Session => {
+                let explicit = request
+                    .arguments
+                    .as_ref()
+                    .and_then(|a| a.get("session_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.bind(context, explicit)
+                    .ok()
+                    .map(|b| format!("s:{}", b.id()))
+            }
+        }
+    }
+
+    /// Serves a cacheable tool's call from the cache, or runs it (once per key across
+    /// replicas) and caches a successful result.
+    async fn call_cached(
+        &self,
+        policy: CachePolicy,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Some(owner) = self.scope_owner(policy.scope, &request, &context) else {
+            return self.route(request, context).await;
+        };
+        let key = tool_cache::key(&request.name, &owner, request.arguments.as_ref());
+        let loaded = self
+            .cache
+            .get_or_load(&key, Some(policy.ttl), || async {
+                match self.route(request, context).await {
+                    Ok(CallToolResponse::Complete(result)) if result.is_error != Some(true) => {
+                        serde_json::to_vec(&result)
+                            .map(bytes::Bytes::from)
+                            .map_err(|e| {
+                                Uncacheable::Error(McpError::internal_error(
+                                    format!("serialize result: {e}"),
+                                    None,
+                                ))
+                            })
+                    }
+                    Ok(other) => Err(Uncacheable::Response(other)),
+                    Err(e) => Err(Uncacheable::Error(e)),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(bytes) => serde_json::from_slice::<CallToolResult>(&bytes)
+                .map(CallToolResponse::Complete)
+                .map_err(|e| {
+                    McpError::internal_error(format!("cached result unreadable: {e}"), None)
+                }),
+            Err(LoadError::Loader(Uncacheable::Response(response))) => Ok(response),
+            Err(LoadError::Loader(Uncacheable::Error(e))) => Err(e),
+            Err(LoadError::Cache(e)) => Err(McpError::internal_error(e.to_string(), None)),
+        }
+    }
+}
+
 impl ServerHandler for StatefulServer {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let timer = self.metrics.tool_call(&request.name);
+        let result = match self.cache_policies.get(request.name.as_ref()) {
+            Some(policy) => self.call_cached(*policy, request, context).await,
+            None => self.route(request, context).await,
+        };
+        timer.finish(match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        });
+        result
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let hints = context
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+        let mut result = ListToolsResult::with_all_items(self.tool_router.list_all());
+        result.result_type = Some(ResultType::COMPLETE);
+        if hints {
+            result.ttl_ms = Some(self.tools.list_ttl_secs.saturating_mul(1000));
+            result.cache_scope = Some(rmcp::model::CacheScope::Public);
+        }
+        Ok(result)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_router.get(name).cloned()
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(

@@ -31,7 +31,10 @@ use rmcp::{
     },
 };
 
-use crate::sessions::{ANONYMOUS, NewSession, SessionError, Sessions};
+use crate::{
+    metrics::Metrics,
+    sessions::{ANONYMOUS, NewSession, SessionError, Sessions},
+};
 
 tokio::task_local! {
     /// Set by [`store_failure_status`] around each request; raised when the session
@@ -61,12 +64,23 @@ pub enum ReplicatedSessionError {
 pub struct ReplicatedSessionManager {
     local: LocalSessionManager,
     sessions: Sessions,
+    metrics: Option<Metrics>,
 }
 
 impl ReplicatedSessionManager {
     /// Wraps `local` (configure its keep-alive and event store before) over `sessions`.
     pub fn new(local: LocalSessionManager, sessions: Sessions) -> Self {
-        Self { local, sessions }
+        Self {
+            local,
+            sessions,
+            metrics: None,
+        }
+    }
+
+    /// Counts created sessions and store failures in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The `SessionStore` rmcp should use for restores with this manager.
@@ -74,8 +88,11 @@ impl ReplicatedSessionManager {
         super::session_store::TransportStore::restore_only(self.sessions.clone())
     }
 
-    fn store_error(e: SessionError) -> ReplicatedSessionError {
+    fn store_error(&self, e: SessionError) -> ReplicatedSessionError {
         flag_store_failure();
+        if let Some(m) = &self.metrics {
+            m.store_error("transport");
+        }
         ReplicatedSessionError::Store(e)
     }
 }
@@ -131,7 +148,10 @@ impl SessionManager for ReplicatedSessionManager {
         if let Err(e) = persisted {
             tracing::warn!(session_id = %id, error = %e, "could not persist new session");
             let _ = self.local.close_session(id).await;
-            return Err(Self::store_error(e));
+            return Err(self.store_error(e));
+        }
+        if let Some(m) = &self.metrics {
+            m.sessions_created.inc();
         }
         Ok(response)
     }
@@ -147,7 +167,7 @@ impl SessionManager for ReplicatedSessionManager {
                 let _ = self.local.close_session(id).await;
                 Ok(false)
             }
-            Err(e) => Err(Self::store_error(e)),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 

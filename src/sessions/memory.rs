@@ -253,9 +253,12 @@ impl MemorySessions {
         stats
     }
 
-    pub(super) fn purge_expired(&self) {
+    pub(super) fn purge_expired(&self) -> u64 {
         let now = Instant::now();
-        self.lock().retain(|_, e| e.expires_at > now);
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, e| e.expires_at > now);
+        (before - map.len()) as u64
     }
 }
 

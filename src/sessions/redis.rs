@@ -528,7 +528,7 @@ impl RedisSessions {
         })
     }
 
-    pub(super) async fn maintain(&self) -> Result<(), SessionError> {
+    pub(super) async fn maintain(&self) -> Result<u64, SessionError> {
         let keys = &self.shared.keys;
         let principals: Vec<String> = std::mem::take(
             &mut *self
@@ -575,13 +575,16 @@ impl RedisSessions {
             .await?;
         let (_, dead) = self.check(&mut conn, ids, None).await?;
         if !dead.is_empty() {
-            let _: () = redis::cmd("ZREM")
+            // ZREM counts only what it removed, so replicas pruning at once do not
+            // count an expiry twice.
+            let removed: u64 = redis::cmd("ZREM")
                 .arg(keys.all_sessions())
                 .arg(&dead)
                 .query_async(&mut conn)
                 .await?;
+            return Ok(removed);
         }
-        Ok(())
+        Ok(0)
     }
 }
 

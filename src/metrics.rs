@@ -1,0 +1,378 @@
+//! Prometheus metrics of one replica, served at `/metrics` in the text format.
+//!
+//! Every series carries the `replica` label. Request counts and latencies by MCP method
+//! are taken where the JSON-RPC body is parsed (latency to the response head: for a
+//! streamed response that is when the stream starts); tool latencies are measured around
+//! the tool call itself, and a call whose future is dropped before it finishes (the client
+//! went away) counts as `cancelled`.
+
+use std::{sync::Arc, time::Instant};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::Registry,
+};
+
+use crate::{cache::CacheManager, redis_pool::RedisPool};
+
+/// Labels of per-method series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The JSON-RPC method (`tools/call`, `initialize`, …).
+    pub method: String,
+}
+
+/// Labels of per-tool latency series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// The tool name.
+    pub tool: String,
+}
+
+/// Labels of per-tool call counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolOutcomeLabels {
+    /// The tool name.
+    pub tool: String,
+    /// `ok`, `tool_error` (an `isError` result), `error` (a JSON-RPC error) or
+    /// `cancelled`.
+    pub outcome: &'static str,
+}
+
+/// Labels of error counts by component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// `sessions`, `transport`, …
+    pub component: &'static str,
+}
+
+/// The metrics of one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<MethodLabels, Counter>,
+    request_seconds: Family<MethodLabels, Histogram>,
+    tool_calls: Family<ToolOutcomeLabels, Counter>,
+    tool_seconds: Family<ToolLabels, Histogram>,
+    /// Live sessions of the deployment, refreshed at each scrape.
+    pub sessions_active: Gauge,
+    /// Sessions this replica created.
+    pub sessions_created: Counter,
+    /// Expired sessions this replica removed from the session index.
+    pub sessions_expired: Counter,
+    store_errors: Family<ComponentLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// A registry for replica `replica_id`, reading pool and cache figures at each scrape.
+    pub fn new(
+        replica_id: &str,
+        backend: &str,
+        pool: Option<RedisPool>,
+        cache: CacheManager,
+    ) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "stateful_mcp",
+            [("replica".into(), replica_id.to_owned().into())].into_iter(),
+        );
+        let requests = Family::<MethodLabels, Counter>::default();
+        let request_seconds =
+            Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let tool_calls = Family::<ToolOutcomeLabels, Counter>::default();
+        let tool_seconds =
+            Family::<ToolLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let sessions_active = Gauge::default();
+        let sessions_created = Counter::default();
+        let sessions_expired = Counter::default();
+        let store_errors = Family::<ComponentLabels, Counter>::default();
+        registry.register(
+            "mcp_requests",
+            "JSON-RPC requests received, by method",
+            requests.clone(),
+        );
+        registry.register(
+            "mcp_request_duration_seconds",
+            "Time from request to response head, by JSON-RPC method",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "tool_calls",
+            "Tool calls by tool and outcome",
+            tool_calls.clone(),
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Tool call latency, by tool",
+            tool_seconds.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Live sessions of the deployment (read at scrape time)",
+            sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_created",
+            "Sessions created by this replica",
+            sessions_created.clone(),
+        );
+        registry.register(
+            "sessions_expired",
+            "Expired sessions this replica removed from the session index",
+            sessions_expired.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed state-store operations, by component",
+            store_errors.clone(),
+        );
+        registry.register(
+            "build",
+            "Version and backend of this replica",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("backend", backend.to_owned()),
+            ]),
+        );
+        registry.register_collector(Box::new(Figures { pool, cache }));
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            request_seconds,
+            tool_calls,
+            tool_seconds,
+            sessions_active,
+            sessions_created,
+            sessions_expired,
+            store_errors,
+        }
+    }
+
+    /// Counts one request of `method` that took `started.elapsed()` to its response head.
+    pub fn observe_request(&self, method: &str, started: Instant) {
+        let labels = MethodLabels {
+            method: method.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Starts timing a call of `tool`; see [`ToolCallTimer`].
+    pub fn tool_call(&self, tool: &str) -> ToolCallTimer {
+        ToolCallTimer {
+            metrics: self.clone(),
+            tool: tool.to_owned(),
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// Counts a failed state-store operation.
+    pub fn store_error(&self, component: &'static str) {
+        self.store_errors
+            .get_or_create(&ComponentLabels { component })
+            .inc();
+    }
+
+    /// Calls of `tool` that ended with `outcome` so far.
+    pub fn tool_calls(&self, tool: &str, outcome: &'static str) -> u64 {
+        self.tool_calls
+            .get_or_create(&ToolOutcomeLabels {
+                tool: tool.to_owned(),
+                outcome,
+            })
+            .get()
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Times one tool call; dropped unfinished (the request was cancelled), it counts as
+/// `cancelled`.
+pub struct ToolCallTimer {
+    metrics: Metrics,
+    tool: String,
+    started: Instant,
+    finished: bool,
+}
+
+impl ToolCallTimer {
+    /// Records the call's outcome and latency.
+    pub fn finish(mut self, outcome: &'static str) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: &'static str) {
+        self.finished = true;
+        self.metrics
+            .tool_calls
+            .get_or_create(&ToolOutcomeLabels {
+                tool: self.tool.clone(),
+                outcome,
+            })
+            .inc();
+        self.metrics
+            .tool_seconds
+            .get_or_create(&ToolLabels {
+                tool: self.tool.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for ToolCallTimer {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record("cancelled");
+        }
+    }
+}
+
+/// Figures read from other components at scrape time.
+#[derive(Debug)]
+struct Figures {
+    pool: Option<RedisPool>,
+    cache: CacheManager,
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        if let Some(pool) = &self.pool {
+            let s = pool.status();
+            gauge(
+                &mut enc,
+                "redis_pool_max_size",
+                "Largest pool size",
+                s.max_size as f64,
+            )?;
+            gauge(
+                &mut enc,
+                "redis_pool_size",
+                "Open pooled connections",
+                s.size as f64,
+            )?;
+            gauge(
+                &mut enc,
+                "redis_pool_available",
+                "Idle pooled connections",
+                s.available as f64,
+            )?;
+            gauge(
+                &mut enc,
+                "redis_pool_waiting",
+                "Requests waiting for a connection",
+                s.waiting as f64,
+            )?;
+        }
+        let c = self.cache.stats();
+        counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;
+        counter(
+            &mut enc,
+            "cache_misses",
+            "Cache lookups that found nothing",
+            c.misses,
+        )?;
+        counter(
+            &mut enc,
+            "cache_hits_l1",
+            "Cache hits answered by L1",
+            c.hits_l1,
+        )?;
+        counter(
+            &mut enc,
+            "cache_hits_l2",
+            "Cache hits answered by Redis",
+            c.hits_l2,
+        )?;
+        counter(
+            &mut enc,
+            "cache_stale_hits",
+            "Expired L1 entries served while Redis was unreachable",
+            c.stale_hits,
+        )?;
+        counter(&mut enc, "cache_sets", "Cache writes", c.sets)?;
+        counter(&mut enc, "cache_deletes", "Cache deletes", c.deletes)?;
+        counter(
+            &mut enc,
+            "cache_loader_calls",
+            "Loader runs",
+            c.loader_calls,
+        )?;
+        counter(&mut enc, "cache_errors", "Cache Redis errors", c.errors)?;
+        counter(
+            &mut enc,
+            "cache_invalidations_sent",
+            "Invalidations published",
+            c.invalidations_sent,
+        )?;
+        counter(
+            &mut enc,
+            "cache_invalidations_received",
+            "Invalidations applied from other replicas",
+            c.invalidations_received,
+        )?;
+        gauge(
+            &mut enc,
+            "cache_hit_rate",
+            "hits / (hits + misses)",
+            c.hit_rate,
+        )?;
+        gauge(
+            &mut enc,
+            "cache_l1_entries",
+            "L1 entries",
+            c.l1_entries as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "cache_l1_max_entries",
+            "L1 entry limit",
+            c.l1_max_entries as f64,
+        )?;
+        gauge(&mut enc, "cache_l1_bytes", "L1 bytes", c.l1_bytes as f64)?;
+        gauge(
+            &mut enc,
+            "cache_l1_max_bytes",
+            "L1 byte limit",
+            c.l1_max_bytes as f64,
+        )?;
+        Ok(())
+    }
+}
