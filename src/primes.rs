@@ -91,7 +91,12 @@ mod tests {
     use super::*;
 
     fn naive(limit: u64) -> PrimeCount {
-        let is_prime = |n: u64| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d));
+        let is_prime = |n: u64| {
+            n >= 2
+                && (2..)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
+        };
         let primes: Vec<u64> = (0..limit).filter(|&n| is_prime(n)).collect();
         PrimeCount {
             count: primes.len() as u64,

@@ -765,9 +765,23 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let timer = self.metrics.tool_call(&request.name);
-        let result = match self.cache_policies.get(request.name.as_ref()) {
-            Some(policy) => self.call_cached(*policy, request, context).await,
-            None => self.route(request, context).await,
+        // rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28
+        // client dropping its response stream) through the token; dropping the call
+        // future at its next await point is what actually stops the work.
+        let cancelled = context.ct.clone();
+        let call = async {
+            match self.cache_policies.get(request.name.as_ref()) {
+                Some(policy) => self.call_cached(*policy, request, context).await,
+                None => self.route(request, context).await,
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            () = cancelled.cancelled() => {
+                // `timer` is dropped unfinished: counted as cancelled.
+                return Err(McpError::internal_error("request cancelled", None));
+            }
+            result = call => result,
         };
         timer.finish(match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",

@@ -9,4 +9,5 @@ mod outage;
 mod replicas;
 mod round_trips;
 mod sessions;
+mod streams;
 mod support;
