@@ -93,17 +93,17 @@ impl Binding {
     }
 }
 
-/// `counter` operations.
+/// `counter` operations: `get` reads the value, `increment` adds `step`, `decrement`
+/// subtracts it, `reset` sets the counter to 0. (Variants carry no docs of their own so
+/// the schema is a plain `enum` of strings, which every client understands.)
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+#[allow(missing_docs)]
 pub enum CounterOperation {
-    /// Read the value.
     Get,
-    /// Add `step`.
     Increment,
-    /// Subtract `step`.
     Decrement,
-    /// Set it to 0.
     Reset,
 }
 
@@ -136,15 +136,15 @@ pub struct CounterOutput {
     pub value: i64,
 }
 
-/// `history` operations.
+/// `history` operations: `list` shows the entries, `add` appends `command`, `clear`
+/// removes every entry.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+#[allow(missing_docs)]
 pub enum HistoryOperation {
-    /// Show the entries.
     List,
-    /// Append `command`.
     Add,
-    /// Remove every entry.
     Clear,
 }
 

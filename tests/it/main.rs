@@ -11,3 +11,4 @@ mod round_trips;
 mod sessions;
 mod streams;
 mod support;
+mod tool_cache;

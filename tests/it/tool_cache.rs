@@ -1,0 +1,77 @@
+//! Tool-result caching across replicas, and the 2026-07-28 cache hints.
+
+use serde_json::json;
+
+use crate::{
+    cluster::{Replica, call, stateless_client, structured, text},
+    support::{RedisServer, unique_prefix},
+};
+
+#[tokio::test]
+async fn a_cacheable_result_computed_on_one_replica_is_served_by_another() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("toolcache");
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let (ca, cb) = (
+        stateless_client(&a.url()).await,
+        stateless_client(&b.url()).await,
+    );
+
+    let first = call(&ca, "prime_count", json!({"limit": 1_000_000})).await;
+    assert_eq!(structured(&first)["count"], 78_498, "{}", text(&first));
+    assert_eq!(structured(&first)["largest"], 999_983);
+    let stats_a = structured(&call(&ca, "cache_stats", json!({})).await);
+    assert_eq!(stats_a["loader_calls"], 1, "{stats_a}");
+    assert_eq!(stats_a["sets"], 1, "{stats_a}");
+
+    let second = call(&cb, "prime_count", json!({"limit": 1_000_000})).await;
+    assert_eq!(text(&second), text(&first));
+    let stats_b = structured(&call(&cb, "cache_stats", json!({})).await);
+    assert_eq!(stats_b["replica_id"].as_str().unwrap().len(), 12);
+    assert_ne!(stats_b["replica_id"], stats_a["replica_id"]);
+    assert_eq!(stats_b["loader_calls"], 0, "{stats_b}");
+    assert_eq!(stats_b["hits_l2"], 1, "{stats_b}");
+
+    // Errors are not cached: the tool runs again and the cache is not written.
+    for _ in 0..2 {
+        let err = call(&ca, "prime_count", json!({"limit": 9_000_000_000u64})).await;
+        assert_eq!(err.is_error, Some(true));
+        assert!(text(&err).contains("at most"), "{}", text(&err));
+    }
+    let stats_a = structured(&call(&ca, "cache_stats", json!({})).await);
+    assert_eq!(stats_a["loader_calls"], 3, "{stats_a}");
+    assert_eq!(stats_a["sets"], 1, "{stats_a}");
+}
+
+#[tokio::test]
+async fn the_tool_list_carries_cache_hints_for_2026_clients() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("hints"), &[]).await;
+    let client = stateless_client(&replica.url()).await;
+    let list = client.list_tools(None).await.unwrap();
+    assert_eq!(list.ttl_ms, Some(300_000));
+    assert_eq!(list.cache_scope, Some(rmcp::model::CacheScope::Public));
+    let mut names: Vec<_> = list.tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cache_stats",
+            "counter",
+            "history",
+            "prime_count",
+            "session_create",
+            "session_delete",
+            "session_info"
+        ]
+    );
+    let counter = list.tools.iter().find(|t| t.name == "counter").unwrap();
+    let schema = serde_json::to_value(&counter.input_schema).unwrap();
+    assert_eq!(
+        schema["properties"]["operation"]["enum"],
+        json!(["get", "increment", "decrement", "reset"]),
+        "{schema}"
+    );
+    assert!(counter.output_schema.is_some());
+}
