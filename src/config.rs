@@ -40,6 +40,9 @@ pub struct ToolSettings {
 /// Settings of the Redis event store behind `Last-Event-ID` resumption.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventSettings {
+    /// Whether 2025-era response streams are stored for `Last-Event-ID` resumption (on
+    /// the Redis backend). Off saves one Redis round trip per SSE event.
+    pub enabled: bool,
     /// Seconds a stream's events are kept after its last event.
     pub ttl_secs: u64,
     /// Events kept per stream (approximately: Redis trims whole nodes).

@@ -98,21 +98,25 @@ impl Application {
                     background.clone(),
                     &tracker,
                 );
-                let events = RedisEventStore::start(
-                    pool.clone(),
-                    keys.clone(),
-                    replica_id.to_string(),
-                    EventStoreSettings {
-                        ttl: Duration::from_secs(settings.events.ttl_secs),
-                        max_len: settings.events.max_len,
-                        follow_idle_timeout: Duration::from_secs(
-                            settings.events.follow_idle_timeout_secs,
-                        ),
-                        ..EventStoreSettings::default()
-                    },
-                    background.clone(),
-                    &tracker,
-                );
+                let local = if settings.events.enabled {
+                    local.with_event_store(RedisEventStore::start(
+                        pool.clone(),
+                        keys.clone(),
+                        replica_id.to_string(),
+                        EventStoreSettings {
+                            ttl: Duration::from_secs(settings.events.ttl_secs),
+                            max_len: settings.events.max_len,
+                            follow_idle_timeout: Duration::from_secs(
+                                settings.events.follow_idle_timeout_secs,
+                            ),
+                            ..EventStoreSettings::default()
+                        },
+                        background.clone(),
+                        &tracker,
+                    ))
+                } else {
+                    local
+                };
                 let cache_pool = if settings.cache.redis_url.is_empty() {
                     pool.clone()
                 } else {
@@ -126,7 +130,6 @@ impl Application {
                     Some((cache_pool, keys)),
                     Some(bus.clone()),
                 );
-                let local = local.with_event_store(events);
                 (sessions, Some(pool), Some(bus), cache, local)
             }
         };

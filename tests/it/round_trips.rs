@@ -71,3 +71,85 @@ async fn a_2026_tool_call_costs_one_round_trip() {
         assert!(seen[0].contains("EVAL"), "{tool}: {seen:#?}");
     }
 }
+
+/// POSTs one message of a 2025-11-25 session and reads the whole response.
+async fn legacy_post(
+    url: &str,
+    session: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(id) = session {
+        req = req.header("Mcp-Session-Id", id);
+    }
+    req.send().await.unwrap()
+}
+
+async fn legacy_round_trips(events: &str) -> Vec<String> {
+    let redis = RedisServer::start().await;
+    let replica = Replica::start(
+        redis.url(),
+        &unique_prefix("rtt-legacy"),
+        &[
+            ("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600"),
+            ("STATEFUL_MCP__EVENTS__ENABLED", events),
+        ],
+    )
+    .await;
+    let url = replica.url();
+    let init = legacy_post(
+        &url,
+        None,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "rtt", "version": "1"}}}),
+    )
+    .await;
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    init.text().await.unwrap();
+    legacy_post(
+        &url,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let increment = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {"operation": "increment"}}});
+    // Warm up: the first call of each script loads it.
+    let body = legacy_post(&url, Some(&session), increment.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("Counter increment: 1"), "{body}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client_commands(&redis, async {
+        let body = legacy_post(&url, Some(&session), increment.clone())
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("Counter increment: 2"), "{body}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_legacy_tool_call_costs_two_round_trips_plus_one_per_stored_event() {
+    // Without the event store: the session touch (which also finds out whether the
+    // session expired) and the tool's script.
+    let seen = legacy_round_trips("false").await;
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert!(seen.iter().all(|l| l.contains("EVALSHA")), "{seen:#?}");
+    // With it: the stream's priming event and the response are stored too.
+    let seen = legacy_round_trips("true").await;
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+}
