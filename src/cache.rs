@@ -359,25 +359,31 @@ impl CacheManager {
             return Ok(value);
         };
         let token = crate::ids::mint();
-        match l2.try_lock(key, &token, s.lock_ttl).await {
-            Ok(true) => {
-                // Another replica may have stored it between our miss and our lock.
-                let epoch = s.l1.epoch();
-                if let Ok(Some((value, remaining))) = l2.get(key).await {
-                    s.l1.fill(key, value.clone(), remaining, epoch);
-                    let _ = l2.unlock(key, &token).await;
-                    return Ok(value);
-                }
-                let loaded = run(loader).await;
-                if let Ok(value) = &loaded {
-                    self.store_loaded(key, value.clone(), ttl).await;
-                }
-                if let Err(e) = l2.unlock(key, &token).await {
-                    tracing::debug!(key, error = %e, "cache load lock not released; it expires");
-                }
-                loaded
+        let epoch = s.l1.epoch();
+        match l2.lock_and_get(key, &token, s.lock_ttl).await {
+            // Stored meanwhile by another caller: no load needed.
+            Ok((_, Some((value, remaining)))) => {
+                s.l1.fill(key, value.clone(), remaining, epoch);
+                Ok(value)
             }
-            Ok(false) => {
+            Ok((true, None)) => {
+                let value = run(loader).await?;
+                // The value was absent, so no replica holds it in L1 beyond what
+                // `l1_max_ttl_ms` bounds: storing needs no invalidation broadcast.
+                match l2.store_and_unlock(key, &token, &value, ttl).await {
+                    Ok(()) => {
+                        Counters::bump(&s.counters.sets);
+                        s.l1.put(key, value.clone(), ttl);
+                    }
+                    Err(e) => {
+                        Counters::bump(&s.counters.errors);
+                        tracing::debug!(key, error = %e, "loaded value kept in L1 only");
+                        s.l1.put(key, value.clone(), ttl);
+                    }
+                }
+                Ok(value)
+            }
+            Ok((false, None)) => {
                 // Another replica is loading: wait for its value, up to the lock's TTL.
                 let deadline = tokio::time::Instant::now() + s.lock_ttl;
                 while tokio::time::Instant::now() < deadline {
@@ -431,6 +437,12 @@ impl CacheManager {
                 tracing::warn!(error = %e, "cache invalidation not published");
             }
         }
+    }
+
+    /// Drops this replica's L1 copy of `key` only: the next read goes to Redis. Other
+    /// replicas and L2 are untouched (use [`CacheManager::delete`] to remove a value).
+    pub fn evict_local(&self, key: &str) {
+        self.shared.l1.invalidate(key);
     }
 
     /// This replica's figures.

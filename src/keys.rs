@@ -11,8 +11,8 @@
 //! | `<p>:{<stream>}:events` | stream | event TTL | SSE events of one response stream |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
-//! | `<p>:cache:<gen>:<key>` | string | the entry's TTL | one cache entry |
-//! | `<p>:cache:lock:<gen>:<key>` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
+//! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
+//! | `<p>:cache:lock:{<gen>:<key>}` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
 //! Everything one script touches shares a `{hash tag}`, so the layout works on Redis Cluster.
@@ -73,19 +73,29 @@ impl Keys {
         format!("{}:cache:gen", self.prefix)
     }
 
-    /// One cache entry of generation `generation`.
+    /// One cache entry of generation `generation`. The `{hash tag}` covers generation and
+    /// key, so an entry and its load lock share a Cluster slot.
     pub fn cache_entry(&self, generation: u64, key: &str) -> String {
-        format!("{}:cache:{generation}:{key}", self.prefix)
+        format!("{}:cache:{{{generation}:{}}}", self.prefix, tag_safe(key))
     }
 
     /// The lock that lets one replica load a missing cache entry while others wait.
     pub fn cache_lock(&self, generation: u64, key: &str) -> String {
-        format!("{}:cache:lock:{generation}:{key}", self.prefix)
+        format!("{}:cache:lock:{{{generation}:{}}}", self.prefix, tag_safe(key))
     }
 
     /// The pub/sub channel of one bus topic.
     pub fn bus_channel(&self, topic: &str) -> String {
         format!("{}:bus:{topic}", self.prefix)
+    }
+}
+
+/// A caller-chosen key with braces replaced, so it cannot end the `{hash tag}` early.
+fn tag_safe(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains(['{', '}']) {
+        key.replace('{', "%7B").replace('}', "%7D").into()
+    } else {
+        key.into()
     }
 }
 
@@ -100,5 +110,8 @@ mod tests {
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
         assert_eq!(k.event_stream("s1"), "app:{s1}:events");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
+        assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
+        assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");
+        assert_eq!(k.cache_entry(0, "a}b{"), "app:cache:{0:a%7Db%7B}");
     }
 }

@@ -224,10 +224,13 @@ impl Application {
         });
         let shutdown = state.shutdown.clone();
         let mcp_shutdown = state.mcp_shutdown.clone();
+        let stopped = background.clone();
         tracker.spawn(async move {
             shutdown.cancelled().await;
-            tokio::time::sleep(drain / 2).await;
-            mcp_shutdown.cancel();
+            tokio::select! {
+                () = tokio::time::sleep(drain / 2) => mcp_shutdown.cancel(),
+                () = stopped.cancelled() => {}
+            }
         });
         let serve = axum::serve(listener, router)
             .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())

@@ -25,7 +25,8 @@ pub(crate) struct L2 {
     /// TTL of the generation key: longer than any entry lives, so an expired counter
     /// cannot bring back entries of an old generation.
     generation_ttl_ms: u64,
-    unlock: Script,
+    lock_and_get: Script,
+    store_and_unlock: Script,
 }
 
 impl L2 {
@@ -35,9 +36,20 @@ impl L2 {
             keys,
             generation: AtomicU64::new(UNKNOWN),
             generation_ttl_ms: u64::try_from(max_ttl.as_millis() * 2).unwrap_or(u64::MAX),
-            unlock: Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                 return redis.call('DEL', KEYS[1]) else return 0 end",
+            // KEYS: lock, entry. ARGV: token, lock ttl ms. Takes the lock, and whether or
+            // not it did, returns the entry as it is now (someone may have just stored it).
+            lock_and_get: Script::new(
+                "local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) \
+                 local v = redis.call('GET', KEYS[2]) \
+                 if v then return {taken and 1 or 0, v, redis.call('PTTL', KEYS[2])} end \
+                 return {taken and 1 or 0}",
+            ),
+            // KEYS: lock, entry. ARGV: token, value, ttl ms. Stores the loaded value and
+            // releases the lock if this loader still holds it.
+            store_and_unlock: Script::new(
+                "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) \
+                 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+                 return 1",
             ),
         }
     }
@@ -117,7 +129,7 @@ impl L2 {
             .arg(self.keys.cache_entry(generation, key))
             .arg(value)
             .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(millis(ttl).max(1))
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
@@ -150,35 +162,61 @@ impl L2 {
         Ok(generation)
     }
 
-    /// Tries to take the load lock of `key` for `ttl`.
-    pub(crate) async fn try_lock(
+    /// Tries to take the load lock of `key` for `ttl`, and reads the entry in the same
+    /// round trip: `(taken, entry)`.
+    pub(crate) async fn lock_and_get(
         &self,
         key: &str,
         token: &str,
         ttl: Duration,
-    ) -> Result<bool, RedisPoolError> {
+    ) -> Result<(bool, Option<(Bytes, Duration)>), RedisPoolError> {
         let generation = self.generation().await?;
         let mut conn = self.pool.get().await?;
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.keys.cache_lock(generation, key))
+        let reply: Vec<redis::Value> = self
+            .lock_and_get
+            .key(self.keys.cache_lock(generation, key))
+            .key(self.keys.cache_entry(generation, key))
             .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .query_async(&mut conn)
+            .arg(millis(ttl))
+            .invoke_async(&mut conn)
             .await?;
-        Ok(taken.is_some())
+        let mut items = reply.into_iter();
+        let taken = matches!(items.next(), Some(redis::Value::Int(1)));
+        let entry = match (items.next(), items.next()) {
+            (Some(value), Some(redis::Value::Int(pttl))) => {
+                let value: Vec<u8> = redis::from_redis_value(value)
+                    .map_err(|e| RedisPoolError::Command(e.into()))?;
+                let ttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
+                Some((Bytes::from(value), ttl))
+            }
+            _ => None,
+        };
+        Ok((taken, entry))
     }
 
-    /// Releases the load lock if this holder still has it.
-    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<(), RedisPoolError> {
+    /// Stores a loaded value and releases the load lock if `token` still holds it, in
+    /// one round trip.
+    pub(crate) async fn store_and_unlock(
+        &self,
+        key: &str,
+        token: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), RedisPoolError> {
         let generation = self.generation().await?;
         let mut conn = self.pool.get().await?;
-        self.unlock
+        self.store_and_unlock
             .key(self.keys.cache_lock(generation, key))
+            .key(self.keys.cache_entry(generation, key))
             .arg(token)
+            .arg(value)
+            .arg(millis(ttl).max(1))
             .invoke_async::<i64>(&mut conn)
             .await?;
         Ok(())
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
