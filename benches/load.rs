@@ -128,33 +128,41 @@ async fn stateless_scenarios(urls: &[String]) {
     ];
     let (_, body) = post(&client, &urls[0], &headers, &create).await;
     let id = body.split("\"session_id\":\"").nth(1).unwrap()[..40].to_owned();
-    run("2026-07-28 counter increment", urls, move |client, url, _| {
-        let id = id.clone();
-        async move {
-            let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+    run(
+        "2026-07-28 counter increment",
+        urls,
+        move |client, url, _| {
+            let id = id.clone();
+            async move {
+                let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
                 "name": "counter", "arguments": {"operation": "increment", "session_id": id},
                 "_meta": meta()}});
+                let headers = [
+                    ("MCP-Protocol-Version", "2026-07-28"),
+                    ("Mcp-Method", "tools/call"),
+                    ("Mcp-Name", "counter"),
+                ];
+                let (_, text) = post(&client, &url, &headers, &body).await;
+                assert!(text.contains("Counter increment"), "{text}");
+            }
+        },
+    )
+    .await;
+    run(
+        "2026-07-28 prime_count (cached result)",
+        urls,
+        |client, url, _| async move {
+            let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "prime_count", "arguments": {"limit": 10_000_000}, "_meta": meta()}});
             let headers = [
                 ("MCP-Protocol-Version", "2026-07-28"),
                 ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "counter"),
+                ("Mcp-Name", "prime_count"),
             ];
             let (_, text) = post(&client, &url, &headers, &body).await;
-            assert!(text.contains("Counter increment"), "{text}");
-        }
-    })
-    .await;
-    run("2026-07-28 prime_count (cached result)", urls, |client, url, _| async move {
-        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-            "name": "prime_count", "arguments": {"limit": 10_000_000}, "_meta": meta()}});
-        let headers = [
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", "prime_count"),
-        ];
-        let (_, text) = post(&client, &url, &headers, &body).await;
-        assert!(text.contains("664579"), "{text}");
-    })
+            assert!(text.contains("664579"), "{text}");
+        },
+    )
     .await;
 }
 
@@ -172,7 +180,10 @@ async fn legacy_scenario(name: &str, urls: &[String]) {
         post(
             &client,
             &urls[0],
-            &[("Mcp-Session-Id", &session), ("MCP-Protocol-Version", "2025-11-25")],
+            &[
+                ("Mcp-Session-Id", &session),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
             &note,
         )
         .await;
@@ -186,7 +197,10 @@ async fn legacy_scenario(name: &str, urls: &[String]) {
             let (_, text) = post(
                 &client,
                 &url,
-                &[("Mcp-Session-Id", &session), ("MCP-Protocol-Version", "2025-11-25")],
+                &[
+                    ("Mcp-Session-Id", &session),
+                    ("MCP-Protocol-Version", "2025-11-25"),
+                ],
                 &body,
             )
             .await;
@@ -208,7 +222,13 @@ async fn memory_per_session(redis_url: &str, urls: &[String]) {
             .parse()
             .unwrap()
     };
-    let before = used(redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap());
+    let before = used(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -239,7 +259,13 @@ async fn memory_per_session(redis_url: &str, urls: &[String]) {
     for t in tasks {
         t.await.unwrap();
     }
-    let after = used(redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap());
+    let after = used(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+    );
     let created = (SESSIONS / CLIENTS) * CLIENTS;
     println!(
         "Redis memory per session (with a counter, indexes included): {} bytes ({created} sessions)",
@@ -252,13 +278,22 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let redis = support::Redis::start();
-        println!("{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin");
+        println!(
+            "{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin"
+        );
         let with_events = cluster(&redis.url, "load-a", true).await;
         stateless_scenarios(&with_events.urls).await;
-        legacy_scenario("2025-11-25 counter increment (event store on)", &with_events.urls).await;
+        legacy_scenario(
+            "2025-11-25 counter increment (event store on)",
+            &with_events.urls,
+        )
+        .await;
         let without_events = cluster(&redis.url, "load-b", false).await;
-        legacy_scenario("2025-11-25 counter increment (event store off)", &without_events.urls)
-            .await;
+        legacy_scenario(
+            "2025-11-25 counter increment (event store off)",
+            &without_events.urls,
+        )
+        .await;
         memory_per_session(&redis.url, &with_events.urls).await;
     });
 }

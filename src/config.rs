@@ -117,7 +117,7 @@ pub enum Backend {
 /// Redis connection settings, shared by sessions, the event store and the bus.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
-    /// `redis://host:port[/db]` (or `rediss://`).
+    /// `redis://[:password@]host:port[/db]`.
     pub url: String,
     /// Prefix of every key and channel this deployment writes.
     pub key_prefix: String,
@@ -276,17 +276,8 @@ impl Settings {
                 reason: "must not exceed cache.max_ttl_secs".into(),
             });
         }
-        if self.store.backend == Backend::Redis
-            && !self.cache.redis_url.is_empty()
-            && redis::parse_redis_url(&self.cache.redis_url).is_none()
-        {
-            return Err(ConfigError::Invalid {
-                key: "cache.redis_url",
-                reason: format!(
-                    "`{}` is not a redis:// or rediss:// URL",
-                    self.cache.redis_url
-                ),
-            });
+        if self.store.backend == Backend::Redis && !self.cache.redis_url.is_empty() {
+            check_redis_url("cache.redis_url", &self.cache.redis_url)?;
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;
@@ -310,13 +301,30 @@ impl Settings {
             });
         }
         if self.store.backend == Backend::Redis {
-            redis::parse_redis_url(&self.redis.url).ok_or_else(|| ConfigError::Invalid {
-                key: "redis.url",
-                reason: format!("`{}` is not a redis:// or rediss:// URL", self.redis.url),
-            })?;
+            check_redis_url("redis.url", &self.redis.url)?;
         }
         Ok(())
     }
+}
+
+/// A plain `redis://` URL. TLS (`rediss://`) is refused at start-up with a clear line
+/// rather than at the first connection: this build links no TLS stack.
+fn check_redis_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("rediss://") {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "rediss:// (TLS) is not supported by this build; reach a TLS Redis \
+                     through a local TLS proxy and give its redis:// address"
+                .into(),
+        });
+    }
+    if redis::parse_redis_url(url).is_none() || !url.starts_with("redis://") {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("`{url}` is not a redis:// URL"),
+        });
+    }
+    Ok(())
 }
 
 impl SessionSettings {
@@ -398,6 +406,20 @@ mod tests {
         assert_eq!(s.redis.key_prefix, "tenant-a");
         assert_eq!(s.session.timeout_secs, 60);
         assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
+    }
+
+    #[test]
+    fn tls_redis_urls_are_refused_at_start_up() {
+        let err = Settings::load_with_env(
+            None,
+            env(&[
+                ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+                ("STATEFUL_MCP__REDIS__URL", "rediss://cache.example:6380"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("redis.url") && err.contains("TLS"), "{err}");
     }
 
     #[test]

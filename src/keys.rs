@@ -81,7 +81,11 @@ impl Keys {
 
     /// The lock that lets one replica load a missing cache entry while others wait.
     pub fn cache_lock(&self, generation: u64, key: &str) -> String {
-        format!("{}:cache:lock:{{{generation}:{}}}", self.prefix, tag_safe(key))
+        format!(
+            "{}:cache:lock:{{{generation}:{}}}",
+            self.prefix,
+            tag_safe(key)
+        )
     }
 
     /// The pub/sub channel of one bus topic.
