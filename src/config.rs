@@ -91,7 +91,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Replica id used in logs, stats and Redis liveness keys; empty = random.
     pub replica_id: String,
-    /// How long in-flight requests may run after a shutdown signal.
+    /// How long the replica keeps serving after a shutdown signal, with readiness red,
+    /// before it stops accepting (the balancer's time to notice).
+    pub prestop_delay_secs: u64,
+    /// How long in-flight requests may run once the replica stops accepting.
     pub shutdown_timeout_secs: u64,
     /// SSE keep-alive comment interval.
     pub sse_keep_alive_secs: u64,

@@ -43,6 +43,7 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
     config.session_store = Some(std::sync::Arc::new(session_manager.restore_store()));
     let server = StatefulServer::new(
         state.sessions.clone(),
+        state.calls.clone(),
         state.cache.clone(),
         state.metrics.clone(),
         state.settings.tools.clone(),

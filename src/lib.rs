@@ -32,6 +32,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod primes;

@@ -4,7 +4,6 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -14,12 +13,17 @@ use crate::{
     cache::CacheManager,
     config::{Backend, Settings},
     keys::Keys,
+    listener::DrainingListener,
     mcp::event_store::{EventStoreSettings, RedisEventStore},
     mcp::session_manager::ReplicatedSessionManager,
     metrics::Metrics,
     redis_pool::RedisPool,
     sessions::{RedisSessions, Sessions},
 };
+
+/// How long the last responses get to leave their streams once in-flight calls are done,
+/// before rmcp's token ends every stream.
+const RESPONSE_SETTLE: Duration = Duration::from_millis(250);
 
 /// Cheap-clone handles shared by every request of one replica.
 #[derive(Clone)]
@@ -42,6 +46,8 @@ pub struct AppState {
     pub bus: Option<Bus>,
     /// This replica's metrics.
     pub metrics: Metrics,
+    /// In-flight tool calls, which a drain waits for.
+    pub calls: TaskTracker,
 }
 
 /// A replica ready to serve: listener bound, background tasks started.
@@ -154,6 +160,7 @@ impl Application {
             cache,
             bus,
             metrics,
+            calls: TaskTracker::new(),
         };
         let router = crate::http::router(state.clone(), session_manager);
         let listener = TcpListener::bind(state.settings.server.bind)
@@ -195,9 +202,19 @@ impl Application {
         &self.state.replica_id
     }
 
-    /// Serves until the shutdown token fires, then drains: stops accepting, lets
-    /// in-flight requests finish for up to `server.shutdown_timeout_secs` (ending SSE
-    /// streams halfway through that window), and stops background tasks.
+    /// Serves until the shutdown token fires, then drains in this order:
+    ///
+    /// 1. readiness turns red at once (`/readyz` answers 503);
+    /// 2. the replica keeps serving for `server.prestop_delay_secs` (the balancer's time
+    ///    to notice);
+    /// 3. it stops accepting: connections already queued in the listen backlog are still
+    ///    accepted and served, then the listener closes (new connections are refused,
+    ///    which a balancer retries elsewhere), and idle keep-alive connections close;
+    /// 4. in-flight tool calls finish, within `server.shutdown_timeout_secs`;
+    /// 5. rmcp's cancellation token ends the remaining SSE streams and sessions;
+    /// 6. background tasks stop and the call returns `Ok` (the binary exits 0).
+    ///
+    /// A hard timeout of prestop delay + drain timeout bounds the whole drain.
     ///
     /// # Errors
     /// When the server fails for another reason than shutdown.
@@ -209,6 +226,7 @@ impl Application {
             tracker,
             background,
         } = self;
+        let prestop = Duration::from_secs(state.settings.server.prestop_delay_secs);
         let drain = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -216,32 +234,42 @@ impl Application {
             backend = ?state.settings.store.backend,
             "serving MCP at /mcp"
         );
-        // Nagle plus delayed ACKs hold small SSE writes back by ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let shutdown = state.shutdown.clone();
-        let mcp_shutdown = state.mcp_shutdown.clone();
-        let stopped = background.clone();
-        tracker.spawn(async move {
-            shutdown.cancelled().await;
-            tokio::select! {
-                () = tokio::time::sleep(drain / 2) => mcp_shutdown.cancel(),
-                () = stopped.cancelled() => {}
-            }
-        });
+        let stop_accepting = CancellationToken::new();
+        let backlog_drained = CancellationToken::new();
+        let listener =
+            DrainingListener::new(listener, stop_accepting.clone(), backlog_drained.clone());
         let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(backlog_drained.clone().cancelled_owned())
             .into_future();
-        let shutdown = state.shutdown.clone();
-        let hard_stop = async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(drain).await;
+
+        let steps = {
+            let state = state.clone();
+            async move {
+                state.shutdown.cancelled().await;
+                tracing::info!(replica = %state.replica_id, ?prestop, "draining: readiness is red");
+                tokio::time::sleep(prestop).await;
+                stop_accepting.cancel();
+                backlog_drained.cancelled().await;
+                tracing::info!(replica = %state.replica_id, "draining: listener closed");
+                state.calls.close();
+                state.calls.wait().await;
+                // Let the last responses leave their streams before the token ends them.
+                tokio::time::sleep(RESPONSE_SETTLE).await;
+                tracing::info!(replica = %state.replica_id, "draining: ending SSE streams");
+                state.mcp_shutdown.cancel();
+                std::future::pending::<()>().await;
+            }
+        };
+        let hard_stop = {
+            let shutdown = state.shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(prestop + drain).await;
+            }
         };
         tokio::select! {
             result = serve => result.context("http server")?,
+            () = steps => unreachable!("the drain steps never finish on their own"),
             () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         state.mcp_shutdown.cancel();

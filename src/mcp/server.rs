@@ -24,6 +24,7 @@ use rmcp::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 
 use super::tool_cache::{self, CachePolicy, Scope};
 use crate::{
@@ -41,6 +42,7 @@ const STATELESS_ERA: &str = "2026-07-28";
 #[derive(Clone)]
 pub struct StatefulServer {
     sessions: Sessions,
+    calls: TaskTracker,
     cache: CacheManager,
     metrics: Metrics,
     tools: Arc<ToolSettings>,
@@ -52,6 +54,7 @@ impl StatefulServer {
     /// A handler over the replica's components. Build it once and clone it per request.
     pub fn new(
         sessions: Sessions,
+        calls: TaskTracker,
         cache: CacheManager,
         metrics: Metrics,
         tools: ToolSettings,
@@ -68,6 +71,7 @@ impl StatefulServer {
         }
         Self {
             sessions,
+            calls,
             cache,
             metrics,
             tools: Arc::new(tools),
@@ -775,6 +779,8 @@ impl ServerHandler for StatefulServer {
                 None => self.route(request, context).await,
             }
         };
+        // Tracked so a draining replica waits for the call before ending its stream.
+        let call = self.calls.track_future(call);
         let result = tokio::select! {
             biased;
             () = cancelled.cancelled() => {
