@@ -96,6 +96,10 @@ pub struct ServerSettings {
     pub prestop_delay_secs: u64,
     /// How long in-flight requests may run once the replica stops accepting.
     pub shutdown_timeout_secs: u64,
+    /// How long a draining replica keeps serving its open connections (answering with
+    /// `Connection: close`) before closing idle ones; longer than the balancer's
+    /// upstream keep-alive timeout.
+    pub keepalive_drain_secs: u64,
     /// SSE keep-alive comment interval.
     pub sse_keep_alive_secs: u64,
 }
@@ -281,6 +285,12 @@ impl Settings {
         }
         if self.store.backend == Backend::Redis && !self.cache.redis_url.is_empty() {
             check_redis_url("cache.redis_url", &self.cache.redis_url)?;
+        }
+        if self.server.keepalive_drain_secs >= self.server.shutdown_timeout_secs {
+            return Err(ConfigError::Invalid {
+                key: "server.keepalive_drain_secs",
+                reason: "must be shorter than server.shutdown_timeout_secs".into(),
+            });
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;

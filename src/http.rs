@@ -64,7 +64,28 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_when_draining,
+        ))
         .with_state(state)
+}
+
+/// While draining, asks every client to close its connection after this response, so
+/// balancers stop reusing connections to a replica that is going away.
+async fn close_when_draining(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if state.shutdown.is_cancelled() {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Answers malformed JSON-RPC POST bodies the JSON-RPC way (HTTP 400 with a `-32700`

@@ -204,17 +204,22 @@ impl Application {
 
     /// Serves until the shutdown token fires, then drains in this order:
     ///
-    /// 1. readiness turns red at once (`/readyz` answers 503);
+    /// 1. readiness turns red at once (`/readyz` answers 503), and every response from
+    ///    now on carries `Connection: close`, so clients and balancers stop reusing
+    ///    their connections to this replica;
     /// 2. the replica keeps serving for `server.prestop_delay_secs` (the balancer's time
     ///    to notice);
     /// 3. it stops accepting: connections already queued in the listen backlog are still
     ///    accepted and served, then the listener closes (new connections are refused,
-    ///    which a balancer retries elsewhere), and idle keep-alive connections close;
-    /// 4. in-flight tool calls finish, within `server.shutdown_timeout_secs`;
-    /// 5. rmcp's cancellation token ends the remaining SSE streams and sessions;
+    ///    which a balancer retries elsewhere);
+    /// 4. open connections go on being served for `server.keepalive_drain_secs`, so a
+    ///    balancer closes its idle keep-alive connections itself instead of racing a
+    ///    close from this side with a new request; then idle connections close;
+    /// 5. in-flight tool calls finish, then rmcp's cancellation token ends the remaining
+    ///    SSE streams and sessions, and the last connections close;
     /// 6. background tasks stop and the call returns `Ok` (the binary exits 0).
     ///
-    /// A hard timeout of prestop delay + drain timeout bounds the whole drain.
+    /// A hard timeout of prestop delay + `server.shutdown_timeout_secs` bounds the drain.
     ///
     /// # Errors
     /// When the server fails for another reason than shutdown.
@@ -234,12 +239,14 @@ impl Application {
             backend = ?state.settings.store.backend,
             "serving MCP at /mcp"
         );
+        let keepalive_drain = Duration::from_secs(state.settings.server.keepalive_drain_secs);
         let stop_accepting = CancellationToken::new();
         let backlog_drained = CancellationToken::new();
+        let close_connections = CancellationToken::new();
         let listener =
-            DrainingListener::new(listener, stop_accepting.clone(), backlog_drained.clone());
+            DrainingListener::new(listener, stop_accepting.clone(), backlog_drained.clone())?;
         let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(backlog_drained.clone().cancelled_owned())
+            .with_graceful_shutdown(close_connections.clone().cancelled_owned())
             .into_future();
 
         let steps = {
@@ -251,6 +258,10 @@ impl Application {
                 stop_accepting.cancel();
                 backlog_drained.cancelled().await;
                 tracing::info!(replica = %state.replica_id, "draining: listener closed");
+                // Open connections keep being served (each response says
+                // `Connection: close`) until the balancer has closed its idle ones.
+                tokio::time::sleep(keepalive_drain).await;
+                close_connections.cancel();
                 state.calls.close();
                 state.calls.wait().await;
                 // Let the last responses leave their streams before the token ends them.

@@ -4,6 +4,7 @@ mod bad_input;
 mod bus;
 mod cache;
 mod cluster;
+mod drain;
 mod event_store;
 mod outage;
 mod replicas;
