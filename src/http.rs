@@ -13,6 +13,7 @@ use axum::{
 };
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tracing::Instrument;
 
 use crate::{
     mcp::{
@@ -21,6 +22,7 @@ use crate::{
     },
     metrics::Metrics,
     startup::AppState,
+    telemetry::RequestId,
 };
 
 /// How long readiness waits for Redis before answering "not ready".
@@ -68,7 +70,49 @@ pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Rou
             state.clone(),
             close_when_draining,
         ))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Gives every request an id and a span (request id, method, path, MCP session), so
+/// each log line of the request carries them, and logs its outcome.
+async fn request_span(mut request: Request, next: Next) -> Response {
+    let id = RequestId::from_header(
+        request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mcp_session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::ids::is_well_formed(v))
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id.0,
+        http_method = %request.method(),
+        path = %request.uri().path(),
+        mcp_session_id = %mcp_session,
+        mcp_method = tracing::field::Empty,
+        session_id = tracing::field::Empty,
+    );
+    request.extensions_mut().insert(id.clone());
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request answered"
+        );
+    });
+    if let Ok(value) = http::HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// While draining, asks every client to close its connection after this response, so
@@ -127,6 +171,15 @@ async fn jsonrpc_guard(
                 Some(_) => "invalid".to_owned(),
                 None => "response".to_owned(),
             };
+            let span = tracing::Span::current();
+            span.record("mcp_method", method.as_str());
+            if let Some(handle) = value
+                .pointer("/params/arguments/session_id")
+                .and_then(|v| v.as_str())
+                .filter(|v| crate::ids::is_well_formed(v))
+            {
+                span.record("session_id", handle);
+            }
             serde_json::from_value::<ClientJsonRpcMessage>(value)
                 .err()
                 .map(|e| (-32600, format!("Invalid Request: {e}")))

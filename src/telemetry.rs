@@ -23,3 +23,23 @@ pub fn init(settings: &TelemetrySettings) {
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };
 }
+
+/// The id of one HTTP request: the caller's `x-request-id` when it is a short visible
+/// ASCII string, else minted here. Put in the request's extensions so tool handlers can
+/// log it; echoed in the `x-request-id` response header.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// Takes the caller's id if usable, else mints one.
+    pub fn from_header(value: Option<&str>) -> Self {
+        match value {
+            Some(v)
+                if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Self(v.to_owned())
+            }
+            _ => Self(crate::ids::mint()[..16].to_owned()),
+        }
+    }
+}

@@ -33,6 +33,7 @@ use crate::{
     metrics::Metrics,
     primes,
     sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError, Sessions},
+    telemetry::RequestId,
 };
 
 /// The first protocol revision without transport sessions.
@@ -769,6 +770,32 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let timer = self.metrics.tool_call(&request.name);
+        let parts = context.extensions.get::<http::request::Parts>();
+        let request_id = parts
+            .and_then(|p| p.extensions.get::<RequestId>())
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let session_id = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("session_id"))
+            .and_then(Value::as_str)
+            .or_else(|| {
+                parts
+                    .and_then(|p| p.headers.get("mcp-session-id"))
+                    .and_then(|v| v.to_str().ok())
+            })
+            .filter(|id| crate::ids::is_well_formed(id))
+            .unwrap_or_default()
+            .to_owned();
+        // rmcp runs handlers on tasks of its own, outside the HTTP request's span.
+        let span = tracing::info_span!(
+            "tool",
+            request_id = %request_id,
+            tool = %request.name,
+            session_id = %session_id,
+        );
+        let started = std::time::Instant::now();
         // rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28
         // client dropping its response stream) through the token; dropping the call
         // future at its next await point is what actually stops the work.
@@ -789,11 +816,19 @@ impl ServerHandler for StatefulServer {
             }
             result = call => result,
         };
-        timer.finish(match &result {
+        let outcome = match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
             Ok(_) => "ok",
             Err(_) => "error",
+        };
+        span.in_scope(|| {
+            tracing::info!(
+                outcome,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "tool call"
+            );
         });
+        timer.finish(outcome);
         result
     }
 
