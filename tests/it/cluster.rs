@@ -52,6 +52,11 @@ impl Replica {
                 "STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS".to_owned(),
                 "2".to_owned(),
             ),
+            // No balancer keeps idle connections to these replicas.
+            (
+                "STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS".to_owned(),
+                "0".to_owned(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Self::with_settings(Settings::load_with_env(None, env).unwrap()).await
