@@ -6,6 +6,7 @@ mod cache;
 mod cluster;
 mod drain;
 mod event_store;
+mod metrics;
 mod outage;
 mod replicas;
 mod round_trips;

@@ -1,0 +1,124 @@
+//! `/metrics`: Prometheus text with the replica label, request and tool figures, sessions,
+//! pool and cache.
+
+use serde_json::json;
+
+use crate::{
+    cluster::{Replica, call, stateless_client, structured},
+    support::{RedisServer, unique_prefix},
+};
+
+/// The value of the first series whose line contains every one of `parts`.
+fn value(text: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_report_requests_tools_sessions_pool_and_cache() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(
+        redis.url(),
+        &unique_prefix("metrics"),
+        &[("STATEFUL_MCP__SERVER__REPLICA_ID", "replica-m")],
+    )
+    .await;
+    let client = stateless_client(&replica.url()).await;
+    let created = call(&client, "session_create", json!({})).await;
+    let id = structured(&created)["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        call(
+            &client,
+            "counter",
+            json!({"operation": "increment", "session_id": id}),
+        )
+        .await;
+    }
+    call(
+        &client,
+        "counter",
+        json!({"operation": "bogus", "session_id": id}),
+    )
+    .await;
+    call(&client, "prime_count", json!({"limit": 1000})).await;
+
+    let response = reqwest::get(format!("http://{}/metrics", replica.addr))
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics")
+    );
+    let text = response.text().await.unwrap();
+    let replica_label = "replica=\"replica-m\"";
+    assert_eq!(
+        value(
+            &text,
+            &[
+                "stateful_mcp_tool_calls_total{",
+                replica_label,
+                "tool=\"counter\"",
+                "outcome=\"ok\""
+            ]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &[
+                "stateful_mcp_tool_calls_total{",
+                "tool=\"counter\"",
+                "outcome=\"tool_error\""
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            &["stateful_mcp_mcp_requests_total{", "method=\"tools/call\""]
+        )
+        .unwrap()
+            >= 6.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            &[
+                "stateful_mcp_tool_call_duration_seconds_count{",
+                "tool=\"counter\""
+            ]
+        )
+        .unwrap()
+            >= 4.0
+    );
+    assert_eq!(
+        value(&text, &["stateful_mcp_sessions_active{"]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, &["stateful_mcp_sessions_created_total{"]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value(&text, &["stateful_mcp_redis_pool_max_size{"]).unwrap() >= 1.0);
+    assert_eq!(
+        value(&text, &["stateful_mcp_cache_sets_total{"]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("stateful_mcp_build_info{"), "{text}");
+    assert!(text.contains("backend=\"redis\""), "{text}");
+}
