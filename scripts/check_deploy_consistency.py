@@ -7,6 +7,7 @@ per check and exits non-zero when any fails. Each check names the files it relat
   and every listed file exists;
 - the nginx upstream lists exactly the compose replica services;
 - nginx's client_max_body_size equals server.max_body_bytes of config/default.toml;
+- nginx's upstream keepalive_timeout is shorter than server.keepalive_drain_secs;
 - shutdown timing: Kubernetes' terminationGracePeriodSeconds and Compose's
   stop_grace_period exceed preStop sleep + server.prestop_delay_secs +
   server.shutdown_timeout_secs, so a replica is never killed mid-drain;
@@ -109,6 +110,16 @@ def main() -> int:
         limit is not None and nginx_size(limit.group(1)) == max_body,
         f"deploy/nginx.conf client_max_body_size = server.max_body_bytes ({max_body})",
         f"{limit.group(1) if limit else 'unset'}",
+    )
+
+    # --- keep-alive: nginx closes idle upstream connections before a draining replica
+    # would (closing from the replica's side races nginx's next request on them)
+    keepalive = re.search(r"keepalive_timeout\s+(\S+);", upstream.group(1))
+    drain_keepalive = server_defaults["keepalive_drain_secs"]
+    check(
+        keepalive is not None and seconds(keepalive.group(1)) < drain_keepalive,
+        f"deploy/nginx.conf upstream keepalive_timeout < server.keepalive_drain_secs ({drain_keepalive})",
+        f"{keepalive.group(1) if keepalive else 'unset (nginx default 60s)'}",
     )
 
     # --- Kubernetes shutdown timing
