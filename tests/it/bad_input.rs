@@ -4,9 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stateful_mcp::config::Settings;
 
-use crate::cluster::Replica;
-
-const V26: &str = "2026-07-28";
+use crate::cluster::{Replica, read_reply, tools_call_2026};
 
 async fn memory_replica() -> Replica {
     let settings = Settings::load_with_env(
@@ -22,47 +20,25 @@ async fn memory_replica() -> Replica {
 
 /// POSTs a 2026-07-28 `tools/call` and returns the status and the JSON-RPC message.
 async fn call_2026(url: &str, tool: &str, args: Value) -> (StatusCode, Value) {
-    let body = json!({
-        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {
-            "name": tool, "arguments": args,
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": V26,
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}
-            }
-        }
-    });
-    post(
-        url,
-        &body.to_string(),
-        &[("Mcp-Method", "tools/call"), ("Mcp-Name", tool)],
-    )
-    .await
+    let response = tools_call_2026(&reqwest::Client::new(), url, tool, args)
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await
 }
 
-async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
+/// POSTs `body` as it is, with 2026-07-28 headers.
+async fn post(url: &str, body: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
         .post(url)
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", V26)
-        .body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    // SSE: the JSON-RPC message is the last `data:` line that holds JSON.
-    let message = text
-        .lines()
-        .rev()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .or_else(|| serde_json::from_str(&text).ok())
-        .unwrap_or(json!({"raw": text}));
-    (status, message)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await
 }
 
 fn tool_text(msg: &Value) -> String {
@@ -81,10 +57,10 @@ async fn still_serves(url: &str) {
 #[tokio::test]
 async fn malformed_json_is_a_parse_error() {
     let replica = memory_replica().await;
-    let (status, msg) = post(&replica.url(), r#"{"jsonrpc":"2.0","id":1,"method":"#, &[]).await;
+    let (status, msg) = post(&replica.url(), r#"{"jsonrpc":"2.0","id":1,"method":"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(msg["error"]["code"], -32700, "{msg}");
-    let (status, msg) = post(&replica.url(), r#"{"hello":"world"}"#, &[]).await;
+    let (status, msg) = post(&replica.url(), r#"{"hello":"world"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(msg["error"]["code"], -32600, "{msg}");
     still_serves(&replica.url()).await;

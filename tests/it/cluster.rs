@@ -220,3 +220,85 @@ pub fn text(result: &CallToolResult) -> String {
 pub fn structured(result: &CallToolResult) -> Value {
     result.structured_content.clone().unwrap_or(json!(null))
 }
+
+/// The per-request `_meta` of a 2026-07-28 request.
+pub fn meta_2026() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"}
+    })
+}
+
+/// A JSON POST to `/mcp` that accepts both reply forms.
+pub fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(body.to_string())
+}
+
+/// A raw 2026-07-28 `tools/call` (body `_meta` and the standard headers), ready to send.
+pub fn tools_call_2026(
+    client: &reqwest::Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+) -> reqwest::RequestBuilder {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": args, "_meta": meta_2026()}});
+    post_json(client, url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", tool)
+}
+
+/// The status and JSON-RPC message of a reply: the last JSON `data:` line of an SSE body,
+/// or a JSON body, or `{"raw": text}`.
+pub async fn read_reply(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let message = text
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(json!({"raw": text}));
+    (status, message)
+}
+
+/// Initializes a 2025-11-25 session by hand (no client library) and returns its id.
+pub async fn legacy_session(url: &str) -> String {
+    let client = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}});
+    let response = post_json(&client, url, &init).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.text().await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = legacy_post(&client, url, &id, &initialized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    id
+}
+
+/// A POST in the 2025-11-25 session `session`.
+pub fn legacy_post(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    post_json(client, url, body)
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+}

@@ -16,7 +16,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    cluster::{Replica, call, legacy_client, text},
+    cluster::{Replica, call, legacy_client, read_reply, text, tools_call_2026},
     support::{RedisServer, free_port, unique_prefix},
 };
 
@@ -129,14 +129,6 @@ impl Drop for Nginx {
     }
 }
 
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "drain", "version": "1"}
-    })
-}
-
 /// One 2026-07-28 `tools/call` over `client`; `Err` describes any failure.
 async fn call_2026(
     client: &reqwest::Client,
@@ -144,33 +136,16 @@ async fn call_2026(
     tool: &str,
     args: Value,
 ) -> Result<Value, String> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": tool, "arguments": args, "_meta": meta()}});
-    let response = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", "2026-07-28")
-        .header("Mcp-Method", "tools/call")
-        .header("Mcp-Name", tool)
-        .body(body.to_string())
+    let response = tools_call_2026(client, url, tool, args)
         .send()
         .await
         .map_err(|e| format!("send: {e}"))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| format!("body: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("HTTP {status}: {text}"));
-    }
-    let message: Value = text
-        .lines()
-        .rev()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .find_map(|d| serde_json::from_str(d.trim()).ok())
-        .ok_or_else(|| format!("no JSON-RPC message in {text:?}"))?;
-    match message.get("result") {
-        Some(result) if result["isError"] != true => Ok(result["structuredContent"].clone()),
-        _ => Err(format!("error reply: {message}")),
+    match read_reply(response).await {
+        (status, message) if status.is_success() => match message.get("result") {
+            Some(result) if result["isError"] != true => Ok(result["structuredContent"].clone()),
+            _ => Err(format!("error reply: {message}")),
+        },
+        (status, message) => Err(format!("HTTP {status}: {message}")),
     }
 }
 

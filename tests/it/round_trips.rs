@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    cluster::{Replica, call, stateless_client, structured},
+    cluster::{Replica, call, legacy_post, legacy_session, stateless_client, structured},
     support::{RedisServer, unique_prefix},
 };
 
@@ -72,24 +72,6 @@ async fn a_2026_tool_call_costs_one_round_trip() {
     }
 }
 
-/// POSTs one message of a 2025-11-25 session and reads the whole response.
-async fn legacy_post(
-    url: &str,
-    session: Option<&str>,
-    body: serde_json::Value,
-) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", "2025-11-25")
-        .body(body.to_string());
-    if let Some(id) = session {
-        req = req.header("Mcp-Session-Id", id);
-    }
-    req.send().await.unwrap()
-}
-
 async fn legacy_round_trips(events: &str) -> Vec<String> {
     let redis = RedisServer::start().await;
     let replica = Replica::start(
@@ -102,38 +84,25 @@ async fn legacy_round_trips(events: &str) -> Vec<String> {
     )
     .await;
     let url = replica.url();
-    let init = legacy_post(
-        &url,
-        None,
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "rtt", "version": "1"}}}),
-    )
-    .await;
-    let session = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    init.text().await.unwrap();
-    legacy_post(
-        &url,
-        Some(&session),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
+    let session = legacy_session(&url).await;
+    let http = reqwest::Client::new();
     let increment = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "counter", "arguments": {"operation": "increment"}}});
     // Warm up: the first call of each script loads it.
-    let body = legacy_post(&url, Some(&session), increment.clone())
+    let body = legacy_post(&http, &url, &session, &increment)
+        .send()
         .await
+        .unwrap()
         .text()
         .await
         .unwrap();
     assert!(body.contains("Counter increment: 1"), "{body}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     client_commands(&redis, async {
-        let body = legacy_post(&url, Some(&session), increment.clone())
+        let body = legacy_post(&http, &url, &session, &increment)
+            .send()
             .await
+            .unwrap()
             .text()
             .await
             .unwrap();

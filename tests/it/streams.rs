@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::{
-    cluster::Replica,
+    cluster::{Replica, legacy_session, post_json},
     support::{RedisServer, unique_prefix},
 };
 
@@ -64,41 +64,7 @@ impl EventReader {
 }
 
 fn post(url: &str, body: Value) -> reqwest::RequestBuilder {
-    reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .body(body.to_string())
-}
-
-/// Initializes a 2025-11-25 session by hand and returns its id.
-async fn legacy_session(url: &str) -> String {
-    let response = post(
-        url,
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "resumer", "version": "1"}}}),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert!(response.status().is_success());
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = response.text().await;
-    let response = post(
-        url,
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .header("Mcp-Session-Id", &id)
-    .header("MCP-Protocol-Version", "2025-11-25")
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 202);
-    id
+    post_json(&reqwest::Client::new(), url, &body)
 }
 
 fn is_progress(event: &Event) -> bool {
