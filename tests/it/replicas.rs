@@ -4,7 +4,10 @@
 use serde_json::json;
 
 use crate::{
-    cluster::{Replica, RoundRobin, call, legacy_client, stateless_client, structured, text},
+    cluster::{
+        Replica, RoundRobin, call, legacy_client, legacy_post, legacy_session, stateless_client,
+        structured, text,
+    },
     support::{RedisServer, unique_prefix},
 };
 
@@ -156,4 +159,41 @@ async fn four_clients_times_250_increments_end_at_exactly_1000() {
     assert_eq!(structured(&r)["value"], 1000);
     let served = lb.served();
     assert!(served.iter().all(|&n| n > 200), "{served:?}");
+}
+
+#[tokio::test]
+async fn a_legacy_session_deleted_on_one_replica_or_expired_is_gone_everywhere() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-end");
+    let a = Replica::start(redis.url(), &prefix, &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")]).await;
+    let b = Replica::start(redis.url(), &prefix, &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")]).await;
+    let http = reqwest::Client::new();
+    let ping = json!({"jsonrpc": "2.0", "id": 5, "method": "ping"});
+
+    // DELETE on B ends the session A created (and still holds in memory).
+    let session = legacy_session(&a.url()).await;
+    let ok = legacy_post(&http, &a.url(), &session, &ping).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let deleted = http
+        .delete(b.url())
+        .header("Mcp-Session-Id", &session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    for url in [a.url(), b.url()] {
+        let gone = legacy_post(&http, &url, &session, &ping).send().await.unwrap();
+        assert_eq!(gone.status(), 404, "{url}");
+    }
+
+    // Without traffic for longer than the timeout, the session expires on every replica.
+    let session = legacy_session(&a.url()).await;
+    let ok = legacy_post(&http, &b.url(), &session, &ping).send().await.unwrap();
+    assert_eq!(ok.status(), 200, "restored on B");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for url in [a.url(), b.url()] {
+        let gone = legacy_post(&http, &url, &session, &ping).send().await.unwrap();
+        assert_eq!(gone.status(), 404, "{url}");
+    }
 }
