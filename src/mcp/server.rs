@@ -14,9 +14,11 @@ use rmcp::{
         wrapper::Parameters,
     },
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
-        ResultType, ServerCapabilities, ServerConfig, Tool,
+        CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+        Implementation, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+        PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
+        ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, Tool,
     },
     schemars::{self, JsonSchema},
     service::RequestContext,
@@ -676,6 +678,16 @@ impl StatefulServer {
     }
 }
 
+/// The URI prefix of the `primes_below` resources.
+const PRIMES_URI: &str = "primes://below/";
+
+/// Whether the caller speaks a revision with SEP-2549 cache hints.
+fn supports_cache_hints(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+}
+
 /// Why a tool result was not cached.
 enum Uncacheable {
     /// A result that is not a plain success (`isError`, input required, task).
@@ -837,14 +849,12 @@ impl ServerHandler for StatefulServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let hints = context
-            .protocol_version()
-            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
         let mut result = ListToolsResult::with_all_items(self.tool_router.list_all());
         result.result_type = Some(ResultType::COMPLETE);
-        if hints {
+        if supports_cache_hints(&context) {
+            // The tool list is the same for every caller and changes only with a deploy.
             result.ttl_ms = Some(self.tools.list_ttl_secs.saturating_mul(1000));
-            result.cache_scope = Some(rmcp::model::CacheScope::Public);
+            result.cache_scope = Some(CacheScope::Public);
         }
         Ok(result)
     }
@@ -853,16 +863,109 @@ impl ServerHandler for StatefulServer {
         self.tool_router.get(name).cloned()
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let mut result = ListResourcesResult::with_all_items(Vec::new());
+        if supports_cache_hints(&context) {
+            result.ttl_ms = Some(self.tools.list_ttl_secs.saturating_mul(1000));
+            result.cache_scope = Some(CacheScope::Public);
+        }
+        Ok(result)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let template = ResourceTemplate::new(format!("{PRIMES_URI}{{limit}}"), "primes_below")
+            .with_title("Primes below a limit")
+            .with_description(
+                "The number of primes below `limit` and the largest of them, as JSON \
+                 (the prime_count tool's answer, from the same cache).",
+            )
+            .with_mime_type("application/json");
+        let mut result = ListResourceTemplatesResult::with_all_items(vec![template]);
+        if supports_cache_hints(&context) {
+            result.ttl_ms = Some(self.tools.list_ttl_secs.saturating_mul(1000));
+            result.cache_scope = Some(CacheScope::Public);
+        }
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = request.uri;
+        let Some(limit) = uri
+            .strip_prefix(PRIMES_URI)
+            .and_then(|l| l.parse::<u64>().ok())
+        else {
+            return Err(McpError::resource_not_found(
+                format!("unknown resource `{uri}`; resources look like {PRIMES_URI}<limit>"),
+                None,
+            ));
+        };
+        let max = self.tools.prime_count_max_limit;
+        if limit > max {
+            return Err(McpError::invalid_params(
+                format!("`limit` must be at most {max} (got {limit})"),
+                None,
+            ));
+        }
+        let compute = || async move {
+            let r = primes::count_primes(limit, 1, |_, _| {}).await;
+            let out = PrimeCountOutput {
+                limit,
+                count: r.count,
+                largest: r.largest,
+            };
+            serde_json::to_vec(&out).map(bytes::Bytes::from)
+        };
+        let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
+        let json = if ttl.is_zero() {
+            compute().await.map_err(LoadError::Loader)
+        } else {
+            self.cache
+                .get_or_load(&format!("resource:primes:{limit}"), Some(ttl), compute)
+                .await
+        }
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let text = String::from_utf8_lossy(&json).into_owned();
+        let mut result = ReadResourceResult::new(vec![ResourceContents::TextResourceContents {
+            uri,
+            mime_type: Some("application/json".into()),
+            text,
+            meta: None,
+        }]);
+        if supports_cache_hints(&context) {
+            // From the same setting as the prime_count tool's result cache.
+            result.ttl_ms = Some(ttl.as_millis().try_into().unwrap_or(u64::MAX));
+            result.cache_scope = Some(CacheScope::Public);
+        }
+        Ok(ReadResourceResponse::Complete(result))
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "Stateful tools over Redis-backed sessions. Call `session_create` for a \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Stateful tools over Redis-backed sessions. Call `session_create` for a \
                  `session_id` handle and pass it to `counter`, `history` and `session_info`. \
                  On 2025-era connections the handle is optional: the connection's session is used.",
-            )
+        )
     }
 }

@@ -165,14 +165,27 @@ async fn four_clients_times_250_increments_end_at_exactly_1000() {
 async fn a_legacy_session_deleted_on_one_replica_or_expired_is_gone_everywhere() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-end");
-    let a = Replica::start(redis.url(), &prefix, &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")]).await;
-    let b = Replica::start(redis.url(), &prefix, &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")]).await;
+    let a = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let b = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "1")],
+    )
+    .await;
     let http = reqwest::Client::new();
     let ping = json!({"jsonrpc": "2.0", "id": 5, "method": "ping"});
 
     // DELETE on B ends the session A created (and still holds in memory).
     let session = legacy_session(&a.url()).await;
-    let ok = legacy_post(&http, &a.url(), &session, &ping).send().await.unwrap();
+    let ok = legacy_post(&http, &a.url(), &session, &ping)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let deleted = http
         .delete(b.url())
@@ -183,17 +196,26 @@ async fn a_legacy_session_deleted_on_one_replica_or_expired_is_gone_everywhere()
         .unwrap();
     assert!(deleted.status().is_success(), "{}", deleted.status());
     for url in [a.url(), b.url()] {
-        let gone = legacy_post(&http, &url, &session, &ping).send().await.unwrap();
+        let gone = legacy_post(&http, &url, &session, &ping)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(gone.status(), 404, "{url}");
     }
 
     // Without traffic for longer than the timeout, the session expires on every replica.
     let session = legacy_session(&a.url()).await;
-    let ok = legacy_post(&http, &b.url(), &session, &ping).send().await.unwrap();
+    let ok = legacy_post(&http, &b.url(), &session, &ping)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "restored on B");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     for url in [a.url(), b.url()] {
-        let gone = legacy_post(&http, &url, &session, &ping).send().await.unwrap();
+        let gone = legacy_post(&http, &url, &session, &ping)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(gone.status(), 404, "{url}");
     }
 }

@@ -1,5 +1,6 @@
 //! Tool-result caching across replicas, and the 2026-07-28 cache hints.
 
+use rmcp::model::ReadResourceRequestParams;
 use serde_json::json;
 
 use crate::{
@@ -74,4 +75,63 @@ async fn the_tool_list_carries_cache_hints_for_2026_clients() {
         "{schema}"
     );
     assert!(counter.output_schema.is_some());
+}
+
+#[tokio::test]
+async fn resource_reads_are_cached_and_carry_the_same_hints() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("resource");
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let (ca, cb) = (
+        stateless_client(&a.url()).await,
+        stateless_client(&b.url()).await,
+    );
+
+    let templates = ca.list_resource_templates(None).await.unwrap();
+    assert_eq!(
+        templates.resource_templates[0].uri_template,
+        "primes://below/{limit}"
+    );
+    assert_eq!(templates.ttl_ms, Some(300_000));
+
+    let first = ca
+        .read_resource(ReadResourceRequestParams::new("primes://below/100"))
+        .await
+        .unwrap();
+    assert_eq!(first.ttl_ms, Some(3_600_000), "the prime_count cache TTL");
+    assert_eq!(first.cache_scope, Some(rmcp::model::CacheScope::Public));
+    let rmcp::model::ResourceContents::TextResourceContents {
+        text, mime_type, ..
+    } = &first.contents[0]
+    else {
+        panic!("text contents expected");
+    };
+    assert_eq!(mime_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        (body["count"].as_u64(), body["largest"].as_u64()),
+        (Some(25), Some(97))
+    );
+
+    let again = cb
+        .read_resource(ReadResourceRequestParams::new("primes://below/100"))
+        .await
+        .unwrap();
+    assert_eq!(again.contents, first.contents);
+    let stats_b = structured(&call(&cb, "cache_stats", json!({})).await);
+    assert_eq!(
+        (
+            stats_b["hits_l2"].as_u64(),
+            stats_b["loader_calls"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+
+    let unknown = ca
+        .read_resource(ReadResourceRequestParams::new("primes://above/3"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown resource"), "{unknown}");
 }
