@@ -1,0 +1,512 @@
+//! The tools: their typed arguments (schemas generated with schemars, operations as
+//! enums) and structured outputs, and what each does with the call's session.
+
+use rmcp::{
+    ErrorData as McpError, RoleServer,
+    handler::server::{common::schema_for_output, wrapper::Parameters},
+    model::{CallToolResult, ContentBlock, ProgressNotificationParam},
+    schemars::{self, JsonSchema},
+    service::RequestContext,
+    tool, tool_router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Binding, StatefulServer};
+use crate::{
+    cache::CacheStats,
+    primes,
+    sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError},
+};
+
+/// `counter` operations: `get` reads the value, `increment` adds `step`, `decrement`
+/// subtracts it, `reset` sets the counter to 0. (Variants carry no docs of their own so
+/// the schema is a plain `enum` of strings, which every client understands.)
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+#[allow(missing_docs)]
+pub enum CounterOperation {
+    Get,
+    Increment,
+    Decrement,
+    Reset,
+}
+
+/// `counter` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CounterArgs {
+    /// What to do with the counter.
+    pub operation: CounterOperation,
+    /// Amount for increment and decrement (default 1).
+    #[serde(default = "one")]
+    pub step: i64,
+    /// Session handle from `session_create`. Optional on 2025-era connections, where the
+    /// connection's own session is used.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// `counter` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CounterOutput {
+    /// The session the counter belongs to.
+    pub session_id: String,
+    /// The operation applied.
+    pub operation: CounterOperation,
+    /// The counter's value after it.
+    pub value: i64,
+}
+
+/// `history` operations: `list` shows the entries, `add` appends `command`, `clear`
+/// removes every entry.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+#[allow(missing_docs)]
+pub enum HistoryOperation {
+    List,
+    Add,
+    Clear,
+}
+
+/// `history` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct HistoryArgs {
+    /// What to do with the history.
+    pub operation: HistoryOperation,
+    /// The entry to append (required for `add`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Session handle from `session_create`; optional on 2025-era connections.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// `history` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HistoryOutput {
+    /// The session the history belongs to.
+    pub session_id: String,
+    /// The operation applied.
+    pub operation: HistoryOperation,
+    /// The entries after it, oldest first.
+    pub entries: Vec<String>,
+}
+
+/// Arguments of tools that only need the session.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SessionArgs {
+    /// Session handle from `session_create`; optional on 2025-era connections.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// `session_info` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionInfoOutput {
+    /// The session id.
+    pub session_id: String,
+    /// Creation time (ISO 8601, UTC).
+    pub created_at: String,
+    /// Last access time (ISO 8601, UTC), this call included.
+    pub last_accessed: String,
+    /// Keys of the values the session holds.
+    pub data_keys: Vec<String>,
+    /// What the client said about itself, when it did.
+    pub client_info: Option<Value>,
+    /// Seconds of inactivity after which the session expires.
+    pub expires_after_secs: u64,
+}
+
+/// `session_create` arguments (none needed).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct CreateArgs {}
+
+/// `session_create` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CreateOutput {
+    /// The new handle: pass it as `session_id` to the stateful tools.
+    pub session_id: String,
+    /// Seconds of inactivity after which the session expires.
+    pub expires_after_secs: u64,
+}
+
+/// `session_delete` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeleteArgs {
+    /// The handle to end.
+    pub session_id: String,
+}
+
+/// `session_delete` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeleteOutput {
+    /// The handle named.
+    pub session_id: String,
+    /// Whether a live session was ended.
+    pub deleted: bool,
+}
+
+/// `prime_count` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PrimeCountArgs {
+    /// Count the primes strictly below this number.
+    pub limit: u64,
+}
+
+/// `prime_count` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PrimeCountOutput {
+    /// The limit asked for.
+    pub limit: u64,
+    /// How many primes are below it.
+    pub count: u64,
+    /// The largest of them, if any.
+    pub largest: Option<u64>,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A successful result with both a text block and structured content.
+pub(super) fn reply<T: Serialize>(
+    text: String,
+    structured: &T,
+) -> Result<CallToolResult, McpError> {
+    let value = serde_json::to_value(structured)
+        .map_err(|e| McpError::internal_error(format!("serialize result: {e}"), None))?;
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(value);
+    Ok(result)
+}
+
+/// A tool-level failure the caller can act on.
+pub(super) fn tool_error(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text.into())])
+}
+
+#[tool_router(vis = "pub(super)")]
+impl StatefulServer {
+    /// Starts a session and returns its handle.
+    #[tool(
+        description = "Start a new session and return its `session_id` handle. Pass the \
+                       handle to the stateful tools (counter, history, session_info).",
+        output_schema = schema_for_output::<CreateOutput>()
+    )]
+    async fn session_create(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(_): Parameters<CreateArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let client_info = ctx
+            .client_info()
+            .and_then(|info| serde_json::to_value(info).ok());
+        let created = self
+            .sessions
+            .create(NewSession {
+                id: None,
+                principal: ANONYMOUS.into(),
+                client_info,
+                transport: None,
+            })
+            .await;
+        let session = match created {
+            Ok(s) => {
+                self.metrics.sessions_created.inc();
+                s
+            }
+            Err(e) => return self.failure(&Binding::Handle(String::new()), e),
+        };
+        let out = CreateOutput {
+            session_id: session.id,
+            expires_after_secs: self.sessions.limits().timeout_secs,
+        };
+        reply(
+            format!(
+                "Session created: {}. Pass it as `session_id`; it expires after {} s without use.",
+                out.session_id, out.expires_after_secs
+            ),
+            &out,
+        )
+    }
+
+    /// Ends a session.
+    #[tool(
+        description = "End a session created with `session_create`.",
+        output_schema = schema_for_output::<DeleteOutput>()
+    )]
+    async fn session_delete(
+        &self,
+        Parameters(args): Parameters<DeleteArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = Binding::Handle(args.session_id.clone());
+        match self.sessions.delete(ANONYMOUS, &args.session_id).await {
+            Ok(true) => reply(
+                format!("Session {} deleted.", args.session_id),
+                &DeleteOutput {
+                    session_id: args.session_id,
+                    deleted: true,
+                },
+            ),
+            Ok(false) => self.failure(&binding, SessionError::NotFound(args.session_id)),
+            Err(e) => self.failure(&binding, e),
+        }
+    }
+
+    /// Reads or changes the session's counter.
+    #[tool(
+        description = "A counter kept in the session: get, increment, decrement or reset it.",
+        output_schema = schema_for_output::<CounterOutput>()
+    )]
+    async fn counter(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<CounterArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let op = match args.operation {
+            CounterOperation::Get => CounterOp::Get,
+            CounterOperation::Increment => CounterOp::Add(args.step),
+            CounterOperation::Decrement => match args.step.checked_neg() {
+                Some(n) => CounterOp::Add(n),
+                None => return Ok(tool_error(SessionError::CounterOverflow.to_string())),
+            },
+            CounterOperation::Reset => CounterOp::Reset,
+        };
+        let value = match self
+            .with_session(&binding, |s, id| async move {
+                s.counter(ANONYMOUS, &id, op).await
+            })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let name = serde_json::to_value(args.operation)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        reply(
+            format!("Counter {name}: {value}"),
+            &CounterOutput {
+                session_id: binding.id().to_owned(),
+                operation: args.operation,
+                value,
+            },
+        )
+    }
+
+    /// Reads or changes the session's command history.
+    #[tool(
+        description = "A command history kept in the session (the last 20 entries): list it, \
+                       add a `command`, or clear it.",
+        output_schema = schema_for_output::<HistoryOutput>()
+    )]
+    async fn history(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<HistoryArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let op = match (args.operation, args.command) {
+            (HistoryOperation::List, _) => HistoryOp::List,
+            (HistoryOperation::Add, Some(cmd)) if !cmd.is_empty() => HistoryOp::Add(cmd),
+            (HistoryOperation::Add, _) => {
+                return Ok(tool_error(
+                    "The `add` operation requires a non-empty `command` argument.",
+                ));
+            }
+            (HistoryOperation::Clear, _) => HistoryOp::Clear,
+        };
+        let text_for_add = match &op {
+            HistoryOp::Add(cmd) => Some(format!("Added to history: {cmd}")),
+            _ => None,
+        };
+        let entries = match self
+            .with_session(&binding, |s, id| {
+                let op = op.clone();
+                async move { s.history(ANONYMOUS, &id, op).await }
+            })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let text = match args.operation {
+            HistoryOperation::Add => text_for_add.unwrap_or_default(),
+            HistoryOperation::Clear => "History cleared".to_owned(),
+            HistoryOperation::List if entries.is_empty() => "No history available".to_owned(),
+            HistoryOperation::List => entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{}. {e}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        reply(
+            text,
+            &HistoryOutput {
+                session_id: binding.id().to_owned(),
+                operation: args.operation,
+                entries,
+            },
+        )
+    }
+
+    /// Describes the session.
+    #[tool(
+        description = "Show the session's id, creation and last access times, data keys and \
+                       client info.",
+        output_schema = schema_for_output::<SessionInfoOutput>()
+    )]
+    async fn session_info(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<SessionArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let binding = match self.bind(&ctx, args.session_id) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let session = match self
+            .with_session(&binding, |s, id| async move { s.get(ANONYMOUS, &id).await })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(e),
+        };
+        let out = SessionInfoOutput {
+            session_id: session.id,
+            created_at: iso(session.created_at_ms),
+            last_accessed: iso(session.last_accessed_ms),
+            data_keys: session.data.keys().cloned().collect(),
+            client_info: session.client_info,
+            expires_after_secs: self.sessions.limits().timeout_secs,
+        };
+        let client = out
+            .client_info
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), Value::to_string);
+        reply(
+            format!(
+                "Session {}\ncreated_at: {}\nlast_accessed: {}\ndata keys: {}\nclient: {client}",
+                out.session_id,
+                out.created_at,
+                out.last_accessed,
+                if out.data_keys.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    out.data_keys.join(", ")
+                },
+            ),
+            &out,
+        )
+    }
+
+    /// Counts primes with a segmented sieve.
+    #[tool(
+        description = "Count the primes below `limit` (a segmented sieve of Eratosthenes). \
+                       Reports progress when the request carries a progress token. Results \
+                       are cached for every caller.",
+        output_schema = schema_for_output::<PrimeCountOutput>()
+    )]
+    async fn prime_count(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<PrimeCountArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let max = self.tools.prime_count_max_limit;
+        if args.limit > max {
+            return Ok(tool_error(format!(
+                "`limit` must be at most {max} (got {})",
+                args.limit
+            )));
+        }
+        let token = ctx.meta.get_progress_token();
+        let peer = ctx.peer.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+        // Progress goes out on its own task so the sieve never waits on the client.
+        let forward = token.map(|token| {
+            tokio::spawn(async move {
+                while let Some((done, total)) = rx.recv().await {
+                    let param = ProgressNotificationParam::new(token.clone(), done as f64)
+                        .with_total(total as f64);
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let result = primes::count_primes(args.limit, 10, |done, total| {
+            let _ = tx.send((done, total));
+        })
+        .await;
+        drop(tx);
+        if let Some(forward) = forward {
+            let _ = forward.await;
+        }
+        let out = PrimeCountOutput {
+            limit: args.limit,
+            count: result.count,
+            largest: result.largest,
+        };
+        let largest = out
+            .largest
+            .map_or_else(|| "none".to_owned(), |p| p.to_string());
+        reply(
+            format!(
+                "There are {} primes below {}; the largest is {largest}.",
+                out.count, out.limit
+            ),
+            &out,
+        )
+    }
+
+    /// This replica's cache figures.
+    #[tool(
+        description = "Show this replica's cache statistics: hits, misses, hit rate, hits per \
+                       level, loader calls, errors, L1 usage and invalidations.",
+        output_schema = schema_for_output::<CacheStats>()
+    )]
+    async fn cache_stats(&self) -> Result<CallToolResult, McpError> {
+        let s = self.cache.stats();
+        reply(
+            format!(
+                "Cache stats of replica {}: hits {} (L1 {}, L2 {}), misses {}, hit rate {:.1}%, \
+                 sets {}, deletes {}, loader calls {}, errors {}, L1 {}/{} entries, {}/{} bytes, \
+                 invalidations sent {} received {}",
+                s.replica_id,
+                s.hits,
+                s.hits_l1,
+                s.hits_l2,
+                s.misses,
+                s.hit_rate * 100.0,
+                s.sets,
+                s.deletes,
+                s.loader_calls,
+                s.errors,
+                s.l1_entries,
+                s.l1_max_entries,
+                s.l1_bytes,
+                s.l1_max_bytes,
+                s.invalidations_sent,
+                s.invalidations_received,
+            ),
+            &s,
+        )
+    }
+}
