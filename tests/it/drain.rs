@@ -268,3 +268,53 @@ async fn replicas_restart_under_load_without_failed_or_repeated_calls() {
     assert!(legacy_done > 20, "{legacy_done}");
     assert_eq!(legacy_last, format!("Counter get: {legacy_done}"));
 }
+
+#[tokio::test]
+async fn the_binary_drains_on_sigterm_and_exits_zero() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+        .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", "1")
+        .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "1")
+        .env("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "5")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the binary did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // During the pre-stop delay the replica still answers (on a new connection, too), with
+    // readiness red and a request to close the connection.
+    let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert_eq!(readyz.headers()["connection"], "close");
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "kept serving through the pre-stop delay"
+    );
+    let refused = reqwest::get(format!("{base}/healthz")).await;
+    assert!(refused.is_err(), "the listener is closed");
+}
