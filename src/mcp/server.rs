@@ -293,6 +293,13 @@ impl ServerHandler for StatefulServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if self.tool_router.get(&request.name).is_none() {
+            let name: String = request.name.chars().take(64).collect();
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{name}`; tools/list shows the available tools"),
+                None,
+            ));
+        }
         let timer = self.metrics.tool_call(&request.name);
         let parts = context.extensions.get::<http::request::Parts>();
         let request_id = parts

@@ -125,9 +125,12 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
     );
 
     let (_, msg) = call_2026(&url, "no_such_tool", json!({})).await;
-    assert!(msg["error"]["code"].is_i64(), "{msg}");
+    assert_eq!(msg["error"]["code"], -32602, "{msg}");
     assert!(
-        msg["error"]["message"].as_str().unwrap().contains("tool"),
+        msg["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `no_such_tool`"),
         "{msg}"
     );
 
