@@ -4,18 +4,15 @@
 //! What it adds to the local manager:
 //! - session ids with 160 random bits from the OS CSPRNG (rmcp's UUIDv4 has 122);
 //! - the session is persisted before `initialize` is answered, and a failed write is a
-//!   503 (see [`store_failure_status`]), so no client holds a session other replicas
-//!   cannot restore;
+//!   503 (a session limit, a 429; see [`store_failure_status`]), so no client holds a
+//!   session other replicas cannot restore;
 //! - every request slides the stored session's expiry and finds out whether it has
 //!   expired (then the local copy is closed and the client gets 404, as the spec asks);
 //! - the event store is used for 2025-era streams only: [`SessionManager::event_store`]
 //!   returns `None`, so rmcp's 2026-07-28 path never persists a response stream and a
 //!   dropped response still cancels its handler.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::{extract::Request, middleware::Next, response::IntoResponse, response::Response};
 use futures::Stream;
@@ -36,14 +33,26 @@ use crate::{
     sessions::{ANONYMOUS, NewSession, SessionError, Sessions},
 };
 
-tokio::task_local! {
-    /// Set by [`store_failure_status`] around each request; raised when the session
-    /// store failed, so the response becomes a 503 instead of rmcp's generic 500.
-    static STORE_FAILED: Arc<AtomicBool>;
+/// Why the session layer refused a request, for the HTTP status that replaces rmcp's
+/// generic 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The store is unreachable: 503, retry.
+    Unavailable,
+    /// The principal holds the maximum number of sessions: 429.
+    TooManySessions,
 }
 
-fn flag_store_failure() {
-    let _ = STORE_FAILED.try_with(|f| f.store(true, Ordering::Relaxed));
+tokio::task_local! {
+    /// Set by [`store_failure_status`] around each request; filled when the session
+    /// layer refused it, so the response can say why.
+    static REFUSAL: Arc<Mutex<Option<Refusal>>>;
+}
+
+fn flag(refusal: Refusal) {
+    let _ = REFUSAL.try_with(|r| {
+        *r.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+    });
 }
 
 /// Errors of [`ReplicatedSessionManager`].
@@ -89,9 +98,13 @@ impl ReplicatedSessionManager {
     }
 
     fn store_error(&self, e: SessionError) -> ReplicatedSessionError {
-        flag_store_failure();
-        if let Some(m) = &self.metrics {
-            m.store_error("transport");
+        if let SessionError::TooManySessions { .. } = e {
+            flag(Refusal::TooManySessions);
+        } else {
+            flag(Refusal::Unavailable);
+            if let Some(m) = &self.metrics {
+                m.store_error("transport");
+            }
         }
         ReplicatedSessionError::Store(e)
     }
@@ -221,18 +234,27 @@ impl SessionManager for ReplicatedSessionManager {
     }
 }
 
-/// axum middleware for `/mcp`: turns a request that failed because the session store
-/// was unreachable into `503 Service Unavailable` with `Retry-After`.
+/// axum middleware for `/mcp`: turns a request the session layer refused into a status
+/// that says why, instead of rmcp's generic 500: `503 Service Unavailable` with
+/// `Retry-After` when the session store is unreachable, `429 Too Many Requests` when
+/// the principal already holds the maximum number of sessions.
 pub async fn store_failure_status(request: Request, next: Next) -> Response {
-    let flag = Arc::new(AtomicBool::new(false));
-    let response = STORE_FAILED.scope(flag.clone(), next.run(request)).await;
-    if flag.load(Ordering::Relaxed) {
-        return (
+    let refusal = Arc::new(Mutex::new(None));
+    let response = REFUSAL.scope(refusal.clone(), next.run(request)).await;
+    let refused = *refusal.lock().unwrap_or_else(|e| e.into_inner());
+    match refused {
+        Some(Refusal::Unavailable) => (
             http::StatusCode::SERVICE_UNAVAILABLE,
             [(http::header::RETRY_AFTER, "1")],
             "Service Unavailable: the session store is unreachable; retry shortly",
         )
-            .into_response();
+            .into_response(),
+        Some(Refusal::TooManySessions) => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests: the maximum number of live sessions is reached; end one \
+             (HTTP DELETE) or wait for one to expire",
+        )
+            .into_response(),
+        None => response,
     }
-    response
 }

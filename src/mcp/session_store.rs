@@ -28,9 +28,9 @@ impl TransportStore {
     }
 
     /// A store for [`super::session_manager::ReplicatedSessionManager`], which persists
-    /// the session itself before answering `initialize` (so a failed write becomes a 503
-    /// instead of rmcp's logged-and-ignored error); rmcp's own `store` call is then
-    /// redundant and skipped.
+    /// the session itself before answering `initialize` (so a refused write becomes a
+    /// 503 or a 429 instead of rmcp's logged-and-ignored error); rmcp's own `store` call
+    /// is then redundant and skipped.
     pub(crate) fn restore_only(sessions: Sessions) -> Self {
         Self {
             sessions,

@@ -195,3 +195,42 @@ async fn foreign_hosts_are_refused() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     still_serves(&replica.url()).await;
 }
+
+#[tokio::test]
+async fn sessions_beyond_the_limit_are_refused_with_429() {
+    let settings = Settings::load_with_env(
+        None,
+        vec![
+            ("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into()),
+            (
+                "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL".into(),
+                "1".into(),
+            ),
+        ],
+    )
+    .unwrap();
+    let replica = Replica::with_settings(settings).await;
+    crate::cluster::legacy_session(&replica.url()).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "second", "version": "1"}}});
+    let refused = crate::cluster::post_json(&reqwest::Client::new(), &replica.url(), &init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("maximum number of live sessions")
+    );
+    // 2026-07-28 handles count against the same limit and say so in the tool result.
+    let (_, msg) = call_2026(&replica.url(), "session_create", json!({})).await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(
+        tool_text(&msg).contains("maximum of 1 live sessions"),
+        "{msg}"
+    );
+}
