@@ -125,11 +125,6 @@ impl RedisPool {
         &self.client
     }
 
-    /// The connect timeout configured for this pool.
-    pub fn connection_config(&self) -> &AsyncConnectionConfig {
-        &self.connection_config
-    }
-
     /// How long one command may take on a pooled connection (`redis.command_timeout_ms`).
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
