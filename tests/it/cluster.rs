@@ -302,3 +302,13 @@ pub fn legacy_post(
         .header("Mcp-Session-Id", session)
         .header("MCP-Protocol-Version", "2025-11-25")
 }
+
+/// Calls `session_create` and returns the new handle.
+pub async fn create_handle(client: &Client) -> String {
+    let created = call(client, "session_create", json!({})).await;
+    assert_ne!(created.is_error, Some(true), "{}", text(&created));
+    structured(&created)["session_id"]
+        .as_str()
+        .expect("session_create returns a session_id")
+        .to_owned()
+}

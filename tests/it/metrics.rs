@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::{
-    cluster::{Replica, call, stateless_client, structured},
+    cluster::{Replica, call, create_handle, stateless_client},
     support::{RedisServer, unique_prefix},
 };
 
@@ -26,11 +26,7 @@ async fn metrics_report_requests_tools_sessions_pool_and_cache() {
     )
     .await;
     let client = stateless_client(&replica.url()).await;
-    let created = call(&client, "session_create", json!({})).await;
-    let id = structured(&created)["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_handle(&client).await;
     for _ in 0..3 {
         call(
             &client,

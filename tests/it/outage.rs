@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::{
-    cluster::{Replica, call, legacy_client, stateless_client, structured, text},
+    cluster::{Replica, call, create_handle, legacy_client, stateless_client, structured, text},
     support::{RedisServer, unique_prefix},
 };
 
@@ -23,11 +23,7 @@ async fn requests_fail_fast_while_redis_is_down_and_recover_after() {
     let mut redis = RedisServer::start().await;
     let replica = Replica::start(redis.url(), &unique_prefix("outage"), &[]).await;
     let client = stateless_client(&replica.url()).await;
-    let created = call(&client, "session_create", json!({})).await;
-    let id = structured(&created)["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_handle(&client).await;
     call(
         &client,
         "counter",

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use crate::{
     cluster::{
-        Replica, RoundRobin, call, legacy_client, legacy_post, legacy_session, stateless_client,
-        structured, text,
+        Replica, RoundRobin, call, create_handle, legacy_client, legacy_post, legacy_session,
+        stateless_client, structured, text,
     },
     support::{RedisServer, unique_prefix},
 };
@@ -124,11 +124,7 @@ async fn four_clients_times_250_increments_end_at_exactly_1000() {
     let prefix = unique_prefix("count");
     let (_replicas, lb) = three_replicas(&redis, &prefix).await;
     let owner = stateless_client(&lb.url()).await;
-    let created = call(&owner, "session_create", json!({})).await;
-    let id = structured(&created)["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_handle(&owner).await;
 
     let mut tasks = Vec::new();
     for _ in 0..4 {

@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    cluster::{Replica, call, legacy_post, legacy_session, stateless_client, structured},
+    cluster::{Replica, call, create_handle, legacy_post, legacy_session, stateless_client},
     support::{RedisServer, unique_prefix},
 };
 
@@ -40,11 +40,7 @@ async fn a_2026_tool_call_costs_one_round_trip() {
     )
     .await;
     let client = stateless_client(&replica.url()).await;
-    let created = call(&client, "session_create", json!({})).await;
-    let id = structured(&created)["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_handle(&client).await;
     let calls = [
         (
             "counter",
