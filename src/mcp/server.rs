@@ -16,7 +16,8 @@ use rmcp::{
         CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
         ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-        ResourceContents, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, Tool,
+        Resource, ResourceContents, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig,
+        Tool,
     },
     service::RequestContext,
 };
@@ -387,7 +388,12 @@ impl ServerHandler for StatefulServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let mut result = ListResourcesResult::with_all_items(Vec::new());
+        // One concrete member of the `primes_below` template, so a client can read a
+        // resource without knowing the template.
+        let example = Resource::new(format!("{PRIMES_URI}1000000"), "primes_below_1000000")
+            .with_title("Primes below one million")
+            .with_mime_type("application/json");
+        let mut result = ListResourcesResult::with_all_items(vec![example]);
         if supports_cache_hints(&context) {
             result.ttl_ms = Some(self.tools.list_ttl_secs.saturating_mul(1000));
             result.cache_scope = Some(CacheScope::Public);
