@@ -94,6 +94,9 @@ async fn resource_reads_are_cached_and_carry_the_same_hints() {
         "primes://below/{limit}"
     );
     assert_eq!(templates.ttl_ms, Some(300_000));
+    let listed = ca.list_resources(None).await.unwrap();
+    assert_eq!(listed.resources[0].uri, "primes://below/1000000");
+    assert_eq!(listed.cache_scope, Some(rmcp::model::CacheScope::Public));
 
     let first = ca
         .read_resource(ReadResourceRequestParams::new("primes://below/100"))
