@@ -269,21 +269,10 @@ impl Shared {
                 .connection(&shutdown, &mut established_before, &mut backoff)
                 .await;
             self.mark_disconnected();
-            let error = match outcome {
-                Ok(()) => break,
-                Err(error) => error,
-            };
-            let delay = backoff.next_delay();
-            tracing::warn!(
-                replica = %self.origin,
-                error = %error,
-                retry_in_ms = delay.as_millis() as u64,
-                "bus subscriber lost Redis; reconnecting"
-            );
-            if shutdown
-                .run_until_cancelled(tokio::time::sleep(delay))
+            let Err(error) = outcome else { break };
+            if !backoff
+                .wait_to_reconnect("bus subscriber", &self.origin, &error, &shutdown)
                 .await
-                .is_none()
             {
                 break;
             }

@@ -195,6 +195,30 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = self.min;
     }
+
+    /// After a background loop lost its connection: logs why, as `task` of `replica`,
+    /// and waits out the next delay. `false` when `shutdown` fired meanwhile (the loop
+    /// should end instead of reconnecting).
+    pub async fn wait_to_reconnect(
+        &mut self,
+        task: &str,
+        replica: &str,
+        error: &(dyn std::fmt::Display + Sync),
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let delay = self.next_delay();
+        tracing::warn!(
+            task,
+            replica,
+            error = %error,
+            retry_in_ms = delay.as_millis() as u64,
+            "lost Redis; reconnecting"
+        );
+        shutdown
+            .run_until_cancelled(tokio::time::sleep(delay))
+            .await
+            .is_some()
+    }
 }
 
 /// A pooled connection; use it wherever redis-rs takes a `ConnectionLike`.

@@ -649,21 +649,10 @@ impl Shared {
         loop {
             let outcome = self.reader_connection(&shutdown, &mut backoff).await;
             self.reader_connected.store(false, Ordering::Release);
-            let error = match outcome {
-                Ok(()) => break,
-                Err(error) => error,
-            };
-            let delay = backoff.next_delay();
-            tracing::warn!(
-                replica = %self.replica_id,
-                error = %error,
-                retry_in_ms = delay.as_millis() as u64,
-                "event stream reader lost Redis; reconnecting"
-            );
-            if shutdown
-                .run_until_cancelled(tokio::time::sleep(delay))
+            let Err(error) = outcome else { break };
+            if !backoff
+                .wait_to_reconnect("event stream reader", &self.replica_id, &error, &shutdown)
                 .await
-                .is_none()
             {
                 break;
             }
