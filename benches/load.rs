@@ -76,6 +76,27 @@ async fn post(
     (session, resp.text().await.unwrap())
 }
 
+/// One 2026-07-28 `tools/call`; returns the reply body.
+async fn call_2026(client: &reqwest::Client, url: &str, tool: &str, args: Value) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": args, "_meta": meta()}});
+    let headers = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", tool),
+    ];
+    post(client, url, &headers, &body).await.1
+}
+
+/// Creates a session handle with `session_create`.
+async fn create_handle(client: &reqwest::Client, url: &str) -> String {
+    let body = call_2026(client, url, "session_create", json!({})).await;
+    body.split("\"session_id\":\"")
+        .nth(1)
+        .expect("a session_id")[..40]
+        .to_owned()
+}
+
 fn report(name: &str, mut latencies: Vec<Duration>, wall: Duration) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
@@ -118,31 +139,15 @@ where
 }
 
 async fn stateless_scenarios(urls: &[String]) {
-    let client = reqwest::Client::new();
-    let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "session_create", "arguments": {}, "_meta": meta()}});
-    let headers = [
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", "session_create"),
-    ];
-    let (_, body) = post(&client, &urls[0], &headers, &create).await;
-    let id = body.split("\"session_id\":\"").nth(1).unwrap()[..40].to_owned();
+    let id = create_handle(&reqwest::Client::new(), &urls[0]).await;
     run(
         "2026-07-28 counter increment",
         urls,
         move |client, url, _| {
             let id = id.clone();
             async move {
-                let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-                "name": "counter", "arguments": {"operation": "increment", "session_id": id},
-                "_meta": meta()}});
-                let headers = [
-                    ("MCP-Protocol-Version", "2026-07-28"),
-                    ("Mcp-Method", "tools/call"),
-                    ("Mcp-Name", "counter"),
-                ];
-                let (_, text) = post(&client, &url, &headers, &body).await;
+                let args = json!({"operation": "increment", "session_id": id});
+                let text = call_2026(&client, &url, "counter", args).await;
                 assert!(text.contains("Counter increment"), "{text}");
             }
         },
@@ -152,14 +157,8 @@ async fn stateless_scenarios(urls: &[String]) {
         "2026-07-28 prime_count (cached result)",
         urls,
         |client, url, _| async move {
-            let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-            "name": "prime_count", "arguments": {"limit": 10_000_000}, "_meta": meta()}});
-            let headers = [
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "prime_count"),
-            ];
-            let (_, text) = post(&client, &url, &headers, &body).await;
+            let args = json!({"limit": 10_000_000});
+            let text = call_2026(&client, &url, "prime_count", args).await;
             assert!(text.contains("664579"), "{text}");
         },
     )
@@ -235,24 +234,9 @@ async fn memory_per_session(redis_url: &str, urls: &[String]) {
         let (http, url) = (http.clone(), urls[c % urls.len()].clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..SESSIONS / CLIENTS {
-                let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-                    "name": "session_create", "arguments": {}, "_meta": meta()}});
-                let headers = [
-                    ("MCP-Protocol-Version", "2026-07-28"),
-                    ("Mcp-Method", "tools/call"),
-                    ("Mcp-Name", "session_create"),
-                ];
-                let (_, body) = post(&http, &url, &headers, &create).await;
-                let id = body.split("\"session_id\":\"").nth(1).unwrap()[..40].to_owned();
-                let inc = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-                    "name": "counter", "arguments": {"operation": "increment", "session_id": id},
-                    "_meta": meta()}});
-                let headers = [
-                    ("MCP-Protocol-Version", "2026-07-28"),
-                    ("Mcp-Method", "tools/call"),
-                    ("Mcp-Name", "counter"),
-                ];
-                post(&http, &url, &headers, &inc).await;
+                let id = create_handle(&http, &url).await;
+                let args = json!({"operation": "increment", "session_id": id});
+                call_2026(&http, &url, "counter", args).await;
             }
         }));
     }

@@ -28,16 +28,9 @@ struct Entry {
     session: Session,
     transport: Option<Value>,
     expires_at: Instant,
-}
-
-impl Entry {
-    fn data_bytes(&self) -> usize {
-        self.session
-            .data
-            .values()
-            .map(|v| v.to_string().len())
-            .sum()
-    }
+    /// Serialized size of the data values, kept up to date by `set_checked` so a write
+    /// does not re-serialize the whole session.
+    data_bytes: usize,
 }
 
 fn now_ms() -> i64 {
@@ -116,6 +109,7 @@ impl MemorySessions {
                 session: session.clone(),
                 transport: new.transport,
                 expires_at: now + self.timeout,
+                data_bytes: 0,
             },
         );
         Ok(session)
@@ -271,9 +265,10 @@ fn set_checked(
 ) -> Result<(), SessionError> {
     let old = e.session.data.get(key).map_or(0, |v| v.to_string().len());
     let new = value.as_ref().map_or(0, |v| v.to_string().len());
-    if new > old && e.data_bytes() - old + new > max_bytes {
+    if new > old && e.data_bytes - old + new > max_bytes {
         return Err(SessionError::DataTooLarge { limit: max_bytes });
     }
+    e.data_bytes = e.data_bytes - old + new;
     match value {
         Some(v) => e.session.data.insert(key.to_owned(), v),
         None => e.session.data.remove(key),
