@@ -151,15 +151,17 @@ impl MemorySessions {
         limits: &SessionSettings,
     ) -> Result<i64, SessionError> {
         self.with_live(principal, id, |e| {
-            let current = match e.session.data.get("counter") {
-                None => 0,
+            // Reset needs no current value: it is how a caller recovers a counter that
+            // holds something other than an integer.
+            let current = || match e.session.data.get("counter") {
+                None => Ok(0),
                 Some(v) => v.as_i64().ok_or_else(|| {
                     SessionError::Invalid("stored counter is not an integer".into())
-                })?,
+                }),
             };
             let next = match op {
-                CounterOp::Get => return Ok(current),
-                CounterOp::Add(n) => current
+                CounterOp::Get => return current(),
+                CounterOp::Add(n) => current()?
                     .checked_add(n)
                     .ok_or(SessionError::CounterOverflow)?,
                 CounterOp::Reset => 0,

@@ -120,6 +120,19 @@ async fn counter_and_history() {
             "{name}: a failed increment changes nothing"
         );
 
+        // A counter overwritten with a non-integer is reported, not coerced.
+        s.update("alice", &id, "counter", Some(&json!("seven")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                s.counter("alice", &id, CounterOp::Add(1)).await,
+                Err(SessionError::Invalid(m)) if m.contains("not an integer")
+            ),
+            "{name}"
+        );
+        s.counter("alice", &id, CounterOp::Reset).await.unwrap();
+
         assert!(
             s.history("alice", &id, HistoryOp::List)
                 .await
