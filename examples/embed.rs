@@ -8,7 +8,7 @@
 //! Its one tool, `visits`, counts calls per session: with a `session_id` from
 //! `open_session` (2026-07-28 clients), or per `Mcp-Session-Id` (2025-era clients).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use rmcp::{
     ErrorData, ServerHandler,
@@ -17,22 +17,14 @@ use rmcp::{
     schemars::{self, JsonSchema},
     service::RequestContext,
     tool, tool_handler, tool_router,
-    transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    },
 };
 use serde::Deserialize;
 use stateful_mcp::{
-    config::Settings,
-    keys::Keys,
-    mcp::{
-        event_store::{EventStoreSettings, RedisEventStore},
-        session_manager::{ReplicatedSessionManager, store_failure_status},
-    },
-    redis_pool::RedisPool,
-    sessions::{ANONYMOUS, CounterOp, NewSession, RedisSessions, Sessions},
+    config::{Backend, Settings},
+    mcp::{binding::transport_session, endpoint_with},
+    sessions::{ANONYMOUS, CounterOp, NewSession, Sessions},
+    state::AppState,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 #[derive(Clone)]
 struct Visits {
@@ -67,13 +59,8 @@ impl Visits {
         ctx: RequestContext<rmcp::RoleServer>,
         Parameters(args): Parameters<VisitArgs>,
     ) -> Result<String, ErrorData> {
-        let transport = ctx
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let Some(id) = args.session_id.or(transport) else {
+        // The connection's session, once the edge has confirmed it for this request.
+        let Some(id) = args.session_id.or_else(|| transport_session(&ctx)) else {
             return Err(ErrorData::invalid_params("call open_session first", None));
         };
         let n = self
@@ -98,56 +85,33 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".into());
     let mut settings = Settings::load(None)?;
+    settings.store.backend = Backend::Redis;
     if let Ok(url) = std::env::var("REDIS_URL") {
         settings.redis.url = url;
     }
     settings.redis.key_prefix = "embed-example".into();
 
-    let pool = RedisPool::new(&settings.redis)?;
-    let keys = Keys::new(&settings.redis.key_prefix);
-    let timeout = Duration::from_secs(settings.session.timeout_secs);
-    let sessions = Sessions::redis(
-        RedisSessions::new(pool.clone(), keys.clone(), timeout),
-        settings.session.clone(),
-    );
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let events = RedisEventStore::start(
-        pool,
-        keys,
-        stateful_mcp::ids::mint(),
-        EventStoreSettings::default(),
-        shutdown.clone(),
-        &tracker,
-    );
-
-    // rmcp's local session manager, wrapped so 2025-era sessions survive on any replica
-    // and 2026-07-28 requests never use the event store.
-    let manager = ReplicatedSessionManager::new(
-        LocalSessionManager::default().with_event_store(events),
-        sessions.clone(),
-    );
-    let mut config =
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    config.session_store = Some(Arc::new(manager.restore_store()));
+    // Pool, sessions, bus and cache from the settings; then the whole transport
+    // (edge, 2025-era sessions restorable on any replica, resumable streams) around
+    // this handler.
+    let state = AppState::build(settings)?;
     let server = Visits {
-        sessions,
+        sessions: state.sessions.clone(),
         tool_router: Arc::new(Visits::tool_router()),
     };
-    let service = StreamableHttpService::new(move || Ok(server.clone()), Arc::new(manager), config);
-    let app = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn(store_failure_status));
+    let app =
+        axum::Router::new().nest_service("/mcp", endpoint_with(&state, move || server.clone()));
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     println!("embed example serving http://{bind}/mcp");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
         })
         .await?;
-    tracker.close();
-    tracker.wait().await;
+    state.mcp_shutdown.cancel();
+    state.background.cancel();
+    state.tasks.close();
+    state.tasks.wait().await;
     Ok(())
 }

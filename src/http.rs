@@ -1,5 +1,6 @@
-//! The HTTP surface: `/mcp` (rmcp's Streamable HTTP service), `/healthz` (liveness, no
-//! Redis) and `/readyz` (Redis reachable when the backend is Redis, and not draining).
+//! The HTTP surface: `/mcp` (mounted from [`crate::mcp::endpoint`]), `/healthz`
+//! (liveness, no Redis), `/readyz` (Redis reachable when the backend is Redis, and not
+//! draining) and `/metrics`; request ids and spans; `Connection: close` while draining.
 
 use std::time::Duration;
 
@@ -11,58 +12,18 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use rmcp::model::ClientJsonRpcMessage;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tracing::Instrument;
 
-use crate::{
-    mcp::{
-        server::StatefulServer,
-        session_manager::{ReplicatedSessionManager, store_failure_status},
-    },
-    metrics::Metrics,
-    startup::AppState,
-    telemetry::RequestId,
-};
+use crate::{state::AppState, telemetry::RequestId};
 
 /// How long readiness waits for Redis before answering "not ready".
 const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Builds the router of one replica.
-pub fn router(state: AppState, session_manager: ReplicatedSessionManager) -> Router {
-    let settings = &state.settings.server;
-    let mut config = StreamableHttpServerConfig::default()
-        .with_sse_keep_alive(Some(Duration::from_secs(settings.sse_keep_alive_secs)))
-        .with_max_request_body_bytes(settings.max_body_bytes)
-        .with_cancellation_token(state.mcp_shutdown.clone());
-    config.sse_retry = Some(Duration::from_secs(1));
-    if !settings.allowed_hosts.is_empty() {
-        config = config.with_allowed_hosts(settings.allowed_hosts.clone());
-    }
-    if !settings.allowed_origins.is_empty() {
-        config = config.with_allowed_origins(settings.allowed_origins.clone());
-    }
-    config.session_store = Some(std::sync::Arc::new(session_manager.restore_store()));
-    let server = StatefulServer::new(
-        state.sessions.clone(),
-        state.calls.clone(),
-        state.cache.clone(),
-        state.metrics.clone(),
-        state.settings.tools.clone(),
-    );
-    let mcp = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        std::sync::Arc::new(session_manager),
-        config,
-    );
-    let max_body = settings.max_body_bytes;
-    let metrics = state.metrics.clone();
+/// Builds the router of one replica: `/mcp` from [`crate::mcp::endpoint`], the health
+/// endpoints, the drain's `Connection: close`, and a span per request.
+pub fn router(state: AppState) -> Router {
     Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn(store_failure_status))
-        .layer(axum::middleware::from_fn(move |req, next| {
-            jsonrpc_guard(max_body, metrics.clone(), req, next)
-        }))
+        .nest_service("/mcp", crate::mcp::endpoint(&state))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz))
@@ -129,75 +90,6 @@ async fn close_when_draining(
             http::HeaderValue::from_static("close"),
         );
     }
-    response
-}
-
-/// Answers malformed JSON-RPC POST bodies the JSON-RPC way (HTTP 400 with a `-32700`
-/// parse error or a `-32600` invalid request naming the problem) and oversized ones with
-/// 413, before rmcp, which would answer both with a bare 415.
-async fn jsonrpc_guard(
-    max_body: usize,
-    metrics: Metrics,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = std::time::Instant::now();
-    let is_json_post = request.method() == http::Method::POST
-        && request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !is_json_post {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Payload Too Large: request bodies are limited to {max_body} bytes"),
-            )
-                .into_response();
-        }
-    };
-    let mut method = String::from("invalid");
-    let rejection = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Err(e) => Some((-32700, format!("Parse error: {e}"))),
-        Ok(value) => {
-            method = match value.get("method").and_then(|m| m.as_str()) {
-                Some(m) if m.len() <= 64 => m.to_owned(),
-                Some(_) => "invalid".to_owned(),
-                None => "response".to_owned(),
-            };
-            let span = tracing::Span::current();
-            span.record("mcp_method", method.as_str());
-            if let Some(handle) = value
-                .pointer("/params/arguments/session_id")
-                .and_then(|v| v.as_str())
-                .filter(|v| crate::ids::is_well_formed(v))
-            {
-                span.record("session_id", handle);
-            }
-            serde_json::from_value::<ClientJsonRpcMessage>(value)
-                .err()
-                .map(|e| (-32600, format!("Invalid Request: {e}")))
-        }
-    };
-    if let Some((code, message)) = rejection {
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": {"code": code, "message": message},
-        });
-        metrics.observe_request("invalid", started);
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    }
-    let response = next
-        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await;
-    metrics.observe_request(&method, started);
     response
 }
 

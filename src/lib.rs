@@ -39,4 +39,5 @@ pub mod primes;
 pub mod redis_pool;
 pub mod sessions;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

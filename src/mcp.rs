@@ -1,13 +1,116 @@
 //! The MCP layer: the only part of the crate that speaks rmcp.
 //!
-//! - [`server`]: the tool handler ([`server::StatefulServer`]).
-//! - [`session_manager`]: wraps rmcp's `LocalSessionManager` so 2025-era transport
-//!   sessions can be served by any replica.
-//! - [`session_store`]: rmcp's `SessionStore` over [`crate::sessions::Sessions`].
-//! - [`event_store`]: rmcp's `EventStore` on Redis Streams, for `Last-Event-ID`.
+//! [`endpoint`] (or [`endpoint_with`], for another rmcp handler) builds the whole
+//! Streamable HTTP service of `/mcp` from the replica's [`AppState`]:
+//!
+//! - [`edge`]: the middleware every request passes first; it reads the body once into
+//!   an [`envelope::Envelope`], labels metrics and logs, confirms 2025-era transport
+//!   sessions, and turns every refusal into one [`edge::EdgeError`];
+//! - rmcp's `StreamableHttpService` (Host/Origin checks, protocol eras, SSE) over
+//!   [`session_manager`] (rmcp's local manager, made safe behind a round-robin
+//!   balancer), [`session_store`] (restores on any replica) and [`event_store`]
+//!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
+//! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
+//!   binds to in [`binding`] and the resources in [`resources`].
 
+pub mod binding;
+pub mod edge;
+pub mod envelope;
 pub mod event_store;
+pub mod resources;
 pub mod server;
 pub mod session_manager;
 pub mod session_store;
-pub mod tool_cache;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use rmcp::{
+    ServerHandler,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+        session::local::{LocalSessionManager, SessionConfig},
+    },
+};
+
+use self::{
+    edge::Edge,
+    event_store::{EventStoreSettings, RedisEventStore},
+    server::StatefulServer,
+    session_manager::ReplicatedSessionManager,
+    session_store::TransportStore,
+};
+use crate::state::AppState;
+
+/// The `/mcp` service with this crate's tools and resources; mount it with
+/// `Router::nest_service("/mcp", endpoint(&state))`.
+pub fn endpoint(state: &AppState) -> Router {
+    let server = StatefulServer::new(state);
+    endpoint_with(state, move || server.clone())
+}
+
+/// The `/mcp` service for the handlers `factory` makes, over the replica's sessions,
+/// stores and metrics: 2025-era sessions persisted before `initialize` is answered and
+/// restored on any replica, response streams resumable on any replica (Redis backend,
+/// `events.enabled`), every request through the [`edge`].
+///
+/// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
+/// it cheap (clone a prebuilt handler). With the Redis backend this starts the event
+/// store's reader on [`AppState::tasks`], stopped by [`AppState::background`].
+pub fn endpoint_with<H, F>(state: &AppState, factory: F) -> Router
+where
+    H: ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    let settings = &state.settings;
+    let mut local = LocalSessionManager::default();
+    local.session_config = SessionConfig::default();
+    local.session_config.keep_alive = Some(settings.session.timeout());
+    local.session_config.sse_retry = Some(Duration::from_secs(1));
+    let local = match &state.redis {
+        Some(pool) if settings.events.enabled => local.with_event_store(RedisEventStore::start(
+            pool.clone(),
+            state.keys.clone(),
+            state.replica_id.to_string(),
+            EventStoreSettings {
+                ttl: Duration::from_secs(settings.events.ttl_secs),
+                max_len: settings.events.max_len,
+                follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
+                ..EventStoreSettings::default()
+            },
+            state.background.clone(),
+            &state.tasks,
+        )),
+        _ => local,
+    };
+    let manager = Arc::new(ReplicatedSessionManager::new(
+        local,
+        state.sessions.clone(),
+        state.metrics.clone(),
+    ));
+
+    let server = &settings.server;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_sse_keep_alive(Some(Duration::from_secs(server.sse_keep_alive_secs)))
+        .with_sse_retry(Some(Duration::from_secs(1)))
+        .with_max_request_body_bytes(server.max_body_bytes)
+        .with_cancellation_token(state.mcp_shutdown.clone());
+    if !server.allowed_hosts.is_empty() {
+        config = config.with_allowed_hosts(server.allowed_hosts.clone());
+    }
+    if !server.allowed_origins.is_empty() {
+        config = config.with_allowed_origins(server.allowed_origins.clone());
+    }
+    config.session_store = Some(Arc::new(TransportStore::new(state.sessions.clone())));
+    let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);
+
+    let edge = Edge {
+        sessions: state.sessions.clone(),
+        metrics: state.metrics.clone(),
+        manager,
+        max_body: server.max_body_bytes,
+    };
+    Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(edge, edge::edge))
+}

@@ -1,6 +1,14 @@
 //! Counting primes with a segmented sieve of Eratosthenes: real, CPU-bound work whose
 //! result is worth caching. It yields to the runtime between segments, so a caller that
 //! stops polling (a cancelled request) stops the work, and it reports progress.
+//! [`cached`] serves one result per limit to every caller, through the shared cache.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheError, CacheManager, LoadError};
 
 /// Numbers sieved per segment (odd numbers only, one byte each: 32 KiB fits L1 caches).
 const SEGMENT: u64 = 32 * 1024;
@@ -84,6 +92,57 @@ pub async fn count_primes(
     }
     progress(odd_total, odd_total);
     PrimeCount { count, largest }
+}
+
+/// The primes below a limit, as cached and served: `{limit, count, largest}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimesBelow {
+    /// The limit asked for.
+    pub limit: u64,
+    /// How many primes are below it.
+    pub count: u64,
+    /// The largest of them, if any.
+    pub largest: Option<u64>,
+}
+
+/// The primes below `limit` with their JSON encoding, from the cache entry every caller
+/// shares (`primes:below:<limit>`, kept for `ttl`); on a miss they are counted once
+/// across callers and replicas, reporting `progress` as [`count_primes`] does. A zero
+/// `ttl` counts without the cache.
+///
+/// # Errors
+/// [`CacheError`] when the cache refuses the TTL or holds an unreadable entry. An
+/// unreachable Redis is no error: the result is then computed and kept in L1.
+pub async fn cached(
+    cache: &CacheManager,
+    limit: u64,
+    ttl: Duration,
+    steps: u64,
+    progress: impl FnMut(u64, u64),
+) -> Result<(PrimesBelow, Bytes), CacheError> {
+    let compute = || async move {
+        let r = count_primes(limit, steps, progress).await;
+        let value = PrimesBelow {
+            limit,
+            count: r.count,
+            largest: r.largest,
+        };
+        serde_json::to_vec(&value).map(Bytes::from)
+    };
+    let json = if ttl.is_zero() {
+        compute().await.map_err(LoadError::Loader)
+    } else {
+        cache
+            .get_or_load(&format!("primes:below:{limit}"), Some(ttl), compute)
+            .await
+    };
+    let unreadable = |e: serde_json::Error| CacheError::Unavailable(format!("primes entry: {e}"));
+    let json = json.map_err(|e| match e {
+        LoadError::Loader(e) => unreadable(e),
+        LoadError::Cache(e) => e,
+    })?;
+    let value = serde_json::from_slice(&json).map_err(unreadable)?;
+    Ok((value, json))
 }
 
 #[cfg(test)]

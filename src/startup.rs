@@ -1,63 +1,23 @@
 //! Builds one replica ([`Application::build`]) and runs it until shutdown
 //! ([`Application::run_until_stopped`]).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
-use crate::{
-    bus::Bus,
-    cache::CacheManager,
-    config::{Backend, Settings},
-    keys::Keys,
-    listener::DrainingListener,
-    mcp::event_store::{EventStoreSettings, RedisEventStore},
-    mcp::session_manager::ReplicatedSessionManager,
-    metrics::Metrics,
-    redis_pool::RedisPool,
-    sessions::{RedisSessions, Sessions},
-};
+use crate::{config::Settings, listener::DrainingListener, state::AppState};
 
 /// How long the last responses get to leave their streams once in-flight calls are done,
 /// before rmcp's token ends every stream.
 const RESPONSE_SETTLE: Duration = Duration::from_millis(250);
-
-/// Cheap-clone handles shared by every request of one replica.
-#[derive(Clone)]
-pub struct AppState {
-    /// The settings this replica started with.
-    pub settings: Arc<Settings>,
-    /// This replica's id (logs, stats, per-replica Redis keys).
-    pub replica_id: Arc<str>,
-    /// The session layer.
-    pub sessions: Sessions,
-    /// The shared Redis pool, when the backend is Redis.
-    pub redis: Option<RedisPool>,
-    /// Fired when shutdown starts: readiness turns red at once.
-    pub shutdown: CancellationToken,
-    /// Fired to end rmcp's sessions and SSE streams, once in-flight work had its chance.
-    pub mcp_shutdown: CancellationToken,
-    /// The two-level cache.
-    pub cache: CacheManager,
-    /// The pub/sub bus, when the backend is Redis.
-    pub bus: Option<Bus>,
-    /// This replica's metrics.
-    pub metrics: Metrics,
-    /// In-flight tool calls, which a drain waits for.
-    pub calls: TaskTracker,
-}
 
 /// A replica ready to serve: listener bound, background tasks started.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
-    tracker: TaskTracker,
-    /// Stops background tasks (bus, event reader, upkeep) once the HTTP server is done.
-    background: CancellationToken,
 }
 
 impl Application {
@@ -68,101 +28,8 @@ impl Application {
     /// server that is down is not an error: readiness reports it and requests fail fast
     /// until it is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
-            crate::ids::mint()[..12].into()
-        } else {
-            settings.server.replica_id.as_str().into()
-        };
-        let shutdown = CancellationToken::new();
-        let mcp_shutdown = CancellationToken::new();
-        let background = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let timeout = settings.session.timeout();
-        let mut local = LocalSessionManager::default();
-        local.session_config = SessionConfig::default();
-        local.session_config.keep_alive = Some(timeout);
-        local.session_config.sse_retry = Some(Duration::from_secs(1));
-        let (sessions, redis, bus, cache, local) = match settings.store.backend {
-            Backend::Memory => (
-                Sessions::memory(settings.session.clone()),
-                None,
-                None,
-                CacheManager::new(&settings.cache, &replica_id, None, None),
-                local,
-            ),
-            Backend::Redis => {
-                let pool = RedisPool::new(&settings.redis).context("redis.url")?;
-                let keys = Keys::new(&settings.redis.key_prefix);
-                let sessions = Sessions::redis(
-                    RedisSessions::new(pool.clone(), keys.clone(), timeout),
-                    settings.session.clone(),
-                );
-                let bus = Bus::start(
-                    pool.clone(),
-                    keys.clone(),
-                    replica_id.to_string(),
-                    background.clone(),
-                    &tracker,
-                );
-                let local = if settings.events.enabled {
-                    local.with_event_store(RedisEventStore::start(
-                        pool.clone(),
-                        keys.clone(),
-                        replica_id.to_string(),
-                        EventStoreSettings {
-                            ttl: Duration::from_secs(settings.events.ttl_secs),
-                            max_len: settings.events.max_len,
-                            follow_idle_timeout: Duration::from_secs(
-                                settings.events.follow_idle_timeout_secs,
-                            ),
-                            ..EventStoreSettings::default()
-                        },
-                        background.clone(),
-                        &tracker,
-                    ))
-                } else {
-                    local
-                };
-                let cache_pool = if settings.cache.redis_url.is_empty() {
-                    pool.clone()
-                } else {
-                    let mut cache_redis = settings.redis.clone();
-                    cache_redis.url = settings.cache.redis_url.clone();
-                    RedisPool::new(&cache_redis).context("cache.redis_url")?
-                };
-                let cache = CacheManager::new(
-                    &settings.cache,
-                    &replica_id,
-                    Some((cache_pool, keys)),
-                    Some(bus.clone()),
-                );
-                (sessions, Some(pool), Some(bus), cache, local)
-            }
-        };
-        let metrics = Metrics::new(
-            &replica_id,
-            match settings.store.backend {
-                Backend::Memory => "memory",
-                Backend::Redis => "redis",
-            },
-            redis.clone(),
-            cache.clone(),
-        );
-        let session_manager =
-            ReplicatedSessionManager::new(local, sessions.clone()).with_metrics(metrics.clone());
-        let state = AppState {
-            settings: Arc::new(settings),
-            replica_id,
-            sessions,
-            redis,
-            shutdown,
-            mcp_shutdown,
-            cache,
-            bus,
-            metrics,
-            calls: TaskTracker::new(),
-        };
-        let router = crate::http::router(state.clone(), session_manager);
+        let state = AppState::build(settings)?;
+        let router = crate::http::router(state.clone());
         let listener = TcpListener::bind(state.settings.server.bind)
             .await
             .with_context(|| {
@@ -171,17 +38,15 @@ impl Application {
                     state.settings.server.bind
                 )
             })?;
-        tracker.spawn(maintenance_loop(
+        state.tasks.spawn(maintenance_loop(
             state.clone(),
             Duration::from_secs(state.settings.session.maintenance_interval_secs),
-            background.clone(),
+            state.background.clone(),
         ));
         Ok(Self {
             listener,
             router,
             state,
-            tracker,
-            background,
         })
     }
 
@@ -228,8 +93,6 @@ impl Application {
             listener,
             router,
             state,
-            tracker,
-            background,
         } = self;
         let prestop = Duration::from_secs(state.settings.server.prestop_delay_secs);
         let drain = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
@@ -284,9 +147,9 @@ impl Application {
             () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         state.mcp_shutdown.cancel();
-        background.cancel();
-        tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        state.background.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
             .await
             .is_err()
         {

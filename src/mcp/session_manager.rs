@@ -4,17 +4,17 @@
 //! What it adds to the local manager:
 //! - session ids with 160 random bits from the OS CSPRNG (rmcp's UUIDv4 has 122);
 //! - the session is persisted before `initialize` is answered, and a failed write is a
-//!   503 (a session limit, a 429; see [`store_failure_status`]), so no client holds a
-//!   session other replicas cannot restore;
-//! - every request slides the stored session's expiry and finds out whether it has
-//!   expired (then the local copy is closed and the client gets 404, as the spec asks);
+//!   503 (a session limit, a 429), reported to the edge through the request's
+//!   [`RefusalSlot`], so no client holds a session other replicas cannot restore;
+//! - it never touches the store in [`SessionManager::has_session`] (rmcp gives it no
+//!   request there): the edge slides the stored session's expiry on every request and
+//!   closes the local copy of one that expired elsewhere ([`ReplicatedSessionManager::close_local`]);
 //! - the event store is used for 2025-era streams only: [`SessionManager::event_store`]
 //!   returns `None`, so rmcp's 2026-07-28 path never persists a response stream and a
 //!   dropped response still cancels its handler.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::{extract::Request, middleware::Next, response::IntoResponse, response::Response};
 use futures::Stream;
 use rmcp::{
     model::{ClientJsonRpcMessage, ClientRequest, GetExtensions, ServerJsonRpcMessage},
@@ -28,32 +28,11 @@ use rmcp::{
     },
 };
 
+use super::edge::{EdgeError, RefusalSlot};
 use crate::{
     metrics::Metrics,
     sessions::{ANONYMOUS, NewSession, SessionError, Sessions},
 };
-
-/// Why the session layer refused a request, for the HTTP status that replaces rmcp's
-/// generic 500.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// The store is unreachable: 503, retry.
-    Unavailable,
-    /// The principal holds the maximum number of sessions: 429.
-    TooManySessions,
-}
-
-tokio::task_local! {
-    /// Set by [`store_failure_status`] around each request; filled when the session
-    /// layer refused it, so the response can say why.
-    static REFUSAL: Arc<Mutex<Option<Refusal>>>;
-}
-
-fn flag(refusal: Refusal) {
-    let _ = REFUSAL.try_with(|r| {
-        *r.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
-    });
-}
 
 /// Errors of [`ReplicatedSessionManager`].
 #[derive(Debug, thiserror::Error)]
@@ -70,41 +49,37 @@ pub enum ReplicatedSessionError {
 }
 
 /// A `SessionManager` over rmcp's `LocalSessionManager` and the shared [`Sessions`].
-pub struct ReplicatedSessionManager {
+pub(crate) struct ReplicatedSessionManager {
     local: LocalSessionManager,
     sessions: Sessions,
-    metrics: Option<Metrics>,
+    metrics: Metrics,
 }
 
 impl ReplicatedSessionManager {
     /// Wraps `local` (configure its keep-alive and event store before) over `sessions`.
-    pub fn new(local: LocalSessionManager, sessions: Sessions) -> Self {
+    pub(crate) fn new(local: LocalSessionManager, sessions: Sessions, metrics: Metrics) -> Self {
         Self {
             local,
             sessions,
-            metrics: None,
+            metrics,
         }
     }
 
-    /// Counts created sessions and store failures in `metrics`.
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = Some(metrics);
-        self
+    /// Closes this replica's copy of session `id`, if it has one.
+    pub(crate) async fn close_local(&self, id: &str) {
+        let _ = self.local.close_session(&SessionId::from(id)).await;
     }
 
-    /// The `SessionStore` rmcp should use for restores with this manager.
-    pub fn restore_store(&self) -> super::session_store::TransportStore {
-        super::session_store::TransportStore::restore_only(self.sessions.clone())
-    }
-
-    fn store_error(&self, e: SessionError) -> ReplicatedSessionError {
-        if let SessionError::TooManySessions { .. } = e {
-            flag(Refusal::TooManySessions);
+    /// Reports `e` to the edge through the request's slot.
+    fn refuse(&self, slot: Option<RefusalSlot>, e: SessionError) -> ReplicatedSessionError {
+        let refusal = if let SessionError::TooManySessions { .. } = e {
+            EdgeError::TooManySessions
         } else {
-            flag(Refusal::Unavailable);
-            if let Some(m) = &self.metrics {
-                m.store_error("transport");
-            }
+            self.metrics.store_error("transport");
+            EdgeError::Unavailable
+        };
+        if let Some(slot) = slot {
+            slot.set(refusal);
         }
         ReplicatedSessionError::Store(e)
     }
@@ -145,6 +120,15 @@ impl SessionManager for ReplicatedSessionManager {
             }
             _ => None,
         };
+        let slot = match &message {
+            ClientJsonRpcMessage::Request(req) => req
+                .request
+                .extensions()
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<RefusalSlot>())
+                .cloned(),
+            _ => None,
+        };
         let response = self.local.initialize_session(id, message).await?;
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
@@ -159,29 +143,17 @@ impl SessionManager for ReplicatedSessionManager {
             })
             .await;
         if let Err(e) = persisted {
-            tracing::warn!(session_id = %id, error = %e, "could not persist new session");
+            tracing::warn!(error = %e, "could not persist new session");
             let _ = self.local.close_session(id).await;
-            return Err(self.store_error(e));
+            return Err(self.refuse(slot, e));
         }
-        if let Some(m) = &self.metrics {
-            m.sessions_created.inc();
-        }
+        self.metrics.sessions_created.inc();
         Ok(response)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        if !self.local.has_session(id).await? {
-            return Ok(false);
-        }
-        match self.sessions.touch(ANONYMOUS, id).await {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => {
-                // Expired or deleted elsewhere: drop the local copy so the client gets 404.
-                let _ = self.local.close_session(id).await;
-                Ok(false)
-            }
-            Err(e) => Err(self.store_error(e)),
-        }
+        // The edge already confirmed the stored session for this request.
+        Ok(self.local.has_session(id).await?)
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
@@ -231,30 +203,5 @@ impl SessionManager for ReplicatedSessionManager {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
-    }
-}
-
-/// axum middleware for `/mcp`: turns a request the session layer refused into a status
-/// that says why, instead of rmcp's generic 500: `503 Service Unavailable` with
-/// `Retry-After` when the session store is unreachable, `429 Too Many Requests` when
-/// the principal already holds the maximum number of sessions.
-pub async fn store_failure_status(request: Request, next: Next) -> Response {
-    let refusal = Arc::new(Mutex::new(None));
-    let response = REFUSAL.scope(refusal.clone(), next.run(request)).await;
-    let refused = *refusal.lock().unwrap_or_else(|e| e.into_inner());
-    match refused {
-        Some(Refusal::Unavailable) => (
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            [(http::header::RETRY_AFTER, "1")],
-            "Service Unavailable: the session store is unreachable; retry shortly",
-        )
-            .into_response(),
-        Some(Refusal::TooManySessions) => (
-            http::StatusCode::TOO_MANY_REQUESTS,
-            "Too Many Requests: the maximum number of live sessions is reached; end one \
-             (HTTP DELETE) or wait for one to expire",
-        )
-            .into_response(),
-        None => response,
     }
 }

@@ -8,34 +8,23 @@ use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
 };
 
-use crate::sessions::{ANONYMOUS, NewSession, SessionError, Sessions};
+use crate::sessions::{ANONYMOUS, Sessions};
 
-/// [`SessionStore`] backed by [`Sessions`] (memory or Redis).
+/// [`SessionStore`] backed by [`Sessions`] (memory or Redis), for restores.
+///
+/// It never writes: [`super::session_manager::ReplicatedSessionManager`] persists the
+/// session itself before answering `initialize`, so a refused write becomes a 503 or a
+/// 429 instead of rmcp's logged-and-ignored error, and rmcp's own `store` call after the
+/// handshake is redundant.
 #[derive(Debug, Clone)]
-pub struct TransportStore {
+pub(crate) struct TransportStore {
     sessions: Sessions,
-    write_on_store: bool,
 }
 
 impl TransportStore {
-    /// A store that writes on [`SessionStore::store`], for plain rmcp servers that
-    /// pass it as `StreamableHttpServerConfig::session_store`.
-    pub fn new(sessions: Sessions) -> Self {
-        Self {
-            sessions,
-            write_on_store: true,
-        }
-    }
-
-    /// A store for [`super::session_manager::ReplicatedSessionManager`], which persists
-    /// the session itself before answering `initialize` (so a refused write becomes a
-    /// 503 or a 429 instead of rmcp's logged-and-ignored error); rmcp's own `store` call
-    /// is then redundant and skipped.
-    pub(crate) fn restore_only(sessions: Sessions) -> Self {
-        Self {
-            sessions,
-            write_on_store: false,
-        }
+    /// A store over `sessions`.
+    pub(crate) fn new(sessions: Sessions) -> Self {
+        Self { sessions }
     }
 }
 
@@ -58,25 +47,8 @@ impl SessionStore for TransportStore {
         }
     }
 
-    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        if !self.write_on_store {
-            return Ok(());
-        }
-        let params = &state.initialize_params;
-        let created = self
-            .sessions
-            .create(NewSession {
-                id: Some(session_id.to_owned()),
-                principal: ANONYMOUS.into(),
-                client_info: serde_json::to_value(&params.client_info).ok(),
-                transport: Some(serde_json::to_value(params)?),
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(SessionError::Invalid(_)) if crate::ids::is_well_formed(session_id) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+    async fn store(&self, _: &str, _: &SessionState) -> Result<(), SessionStoreError> {
+        Ok(())
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {

@@ -34,15 +34,33 @@ async fn a_cacheable_result_computed_on_one_replica_is_served_by_another() {
     assert_eq!(stats_b["loader_calls"], 0, "{stats_b}");
     assert_eq!(stats_b["hits_l2"], 1, "{stats_b}");
 
-    // Errors are not cached: the tool runs again and the cache is not written.
+    // A refused limit never reaches the cache: no lookup, no load, nothing written.
+    let misses = stats_a["misses"].as_u64().unwrap();
     for _ in 0..2 {
         let err = call(&ca, "prime_count", json!({"limit": 9_000_000_000u64})).await;
         assert_eq!(err.is_error, Some(true));
         assert!(text(&err).contains("at most"), "{}", text(&err));
     }
     let stats_a = structured(&call(&ca, "cache_stats", json!({})).await);
-    assert_eq!(stats_a["loader_calls"], 3, "{stats_a}");
+    assert_eq!(stats_a["loader_calls"], 1, "{stats_a}");
     assert_eq!(stats_a["sets"], 1, "{stats_a}");
+    assert_eq!(stats_a["misses"].as_u64(), Some(misses), "{stats_a}");
+
+    // The tool and the resource share one entry per limit.
+    let read = ca
+        .read_resource(ReadResourceRequestParams::new("primes://below/1000000"))
+        .await
+        .unwrap();
+    let rmcp::model::ResourceContents::TextResourceContents { text: body, .. } = &read.contents[0]
+    else {
+        panic!("text contents expected");
+    };
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap(),
+        structured(&first)
+    );
+    let stats_a = structured(&call(&ca, "cache_stats", json!({})).await);
+    assert_eq!(stats_a["loader_calls"], 1, "{stats_a}");
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The tools: their typed arguments (schemas generated with schemars, operations as
 //! enums) and structured outputs, and what each does with the call's session.
 
+use std::time::Duration;
+
 use rmcp::{
     ErrorData as McpError, RoleServer,
     handler::server::{common::schema_for_output, wrapper::Parameters},
@@ -12,12 +14,16 @@ use rmcp::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Binding, StatefulServer};
+use super::StatefulServer;
 use crate::{
     cache::CacheStats,
+    mcp::binding::{Binding, ToolFailure},
     primes,
     sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError},
 };
+
+/// What every tool returns: a result, an `isError` result, or a JSON-RPC error.
+type ToolResult = Result<CallToolResult, ToolFailure>;
 
 /// `counter` operations: `get` reads the value, `increment` adds `step`, `decrement`
 /// subtracts it, `reset` sets the counter to 0. (Variants carry no docs of their own so
@@ -177,10 +183,7 @@ fn iso(ms: i64) -> String {
 }
 
 /// A successful result with both a text block and structured content.
-pub(super) fn reply<T: Serialize>(
-    text: String,
-    structured: &T,
-) -> Result<CallToolResult, McpError> {
+fn reply<T: Serialize>(text: String, structured: &T) -> ToolResult {
     let value = serde_json::to_value(structured)
         .map_err(|e| McpError::internal_error(format!("serialize result: {e}"), None))?;
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
@@ -188,9 +191,16 @@ pub(super) fn reply<T: Serialize>(
     Ok(result)
 }
 
-/// A tool-level failure the caller can act on.
-pub(super) fn tool_error(text: impl Into<String>) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(text.into())])
+impl StatefulServer {
+    /// Awaits a session operation on `binding`'s session, phrasing its failure for the
+    /// caller.
+    async fn in_session<T>(
+        &self,
+        binding: &Binding,
+        op: impl Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, ToolFailure> {
+        op.await.map_err(|e| binding.failure(e, &self.metrics))
+    }
 }
 
 #[tool_router(vis = "pub(super)")]
@@ -205,7 +215,7 @@ impl StatefulServer {
         &self,
         ctx: RequestContext<RoleServer>,
         Parameters(_): Parameters<CreateArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> ToolResult {
         let client_info = ctx
             .client_info()
             .and_then(|info| serde_json::to_value(info).ok());
@@ -218,13 +228,8 @@ impl StatefulServer {
                 transport: None,
             })
             .await;
-        let session = match created {
-            Ok(s) => {
-                self.metrics.sessions_created.inc();
-                s
-            }
-            Err(e) => return self.failure(&Binding::Handle(String::new()), e),
-        };
+        let session = created.map_err(|e| ToolFailure::from_session(e, &self.metrics))?;
+        self.metrics.sessions_created.inc();
         let out = CreateOutput {
             session_id: session.id,
             expires_after_secs: self.sessions.limits().timeout_secs,
@@ -243,22 +248,25 @@ impl StatefulServer {
         description = "End a session created with `session_create`.",
         output_schema = schema_for_output::<DeleteOutput>()
     )]
-    async fn session_delete(
-        &self,
-        Parameters(args): Parameters<DeleteArgs>,
-    ) -> Result<CallToolResult, McpError> {
-        let binding = Binding::Handle(args.session_id.clone());
-        match self.sessions.delete(ANONYMOUS, &args.session_id).await {
-            Ok(true) => reply(
-                format!("Session {} deleted.", args.session_id),
-                &DeleteOutput {
-                    session_id: args.session_id,
-                    deleted: true,
-                },
-            ),
-            Ok(false) => self.failure(&binding, SessionError::NotFound(args.session_id)),
-            Err(e) => self.failure(&binding, e),
+    async fn session_delete(&self, Parameters(args): Parameters<DeleteArgs>) -> ToolResult {
+        let binding = Binding::Handle(args.session_id);
+        let deleted = self
+            .in_session(&binding, self.sessions.delete(ANONYMOUS, binding.id()))
+            .await?;
+        if !deleted {
+            let id = binding.id().to_owned();
+            return Err(binding.failure(SessionError::NotFound(id), &self.metrics));
         }
+        let Binding::Handle(session_id) = binding else {
+            unreachable!("built as a handle above")
+        };
+        reply(
+            format!("Session {session_id} deleted."),
+            &DeleteOutput {
+                session_id,
+                deleted: true,
+            },
+        )
     }
 
     /// Reads or changes the session's counter.
@@ -270,29 +278,21 @@ impl StatefulServer {
         &self,
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<CounterArgs>,
-    ) -> Result<CallToolResult, McpError> {
-        let binding = match self.bind(&ctx, args.session_id) {
-            Ok(b) => b,
-            Err(e) => return Ok(e),
-        };
+    ) -> ToolResult {
+        let binding = Binding::of(&ctx, args.session_id)?;
         let op = match args.operation {
             CounterOperation::Get => CounterOp::Get,
             CounterOperation::Increment => CounterOp::Add(args.step),
-            CounterOperation::Decrement => match args.step.checked_neg() {
-                Some(n) => CounterOp::Add(n),
-                None => return Ok(tool_error(SessionError::CounterOverflow.to_string())),
-            },
+            CounterOperation::Decrement => {
+                CounterOp::Add(args.step.checked_neg().ok_or_else(|| {
+                    ToolFailure::Refused(SessionError::CounterOverflow.to_string())
+                })?)
+            }
             CounterOperation::Reset => CounterOp::Reset,
         };
-        let value = match self
-            .with_session(&binding, |s, id| async move {
-                s.counter(ANONYMOUS, &id, op).await
-            })
-            .await?
-        {
-            Ok(v) => v,
-            Err(e) => return Ok(e),
-        };
+        let value = self
+            .in_session(&binding, self.sessions.counter(ANONYMOUS, binding.id(), op))
+            .await?;
         let name = serde_json::to_value(args.operation)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -317,17 +317,14 @@ impl StatefulServer {
         &self,
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<HistoryArgs>,
-    ) -> Result<CallToolResult, McpError> {
-        let binding = match self.bind(&ctx, args.session_id) {
-            Ok(b) => b,
-            Err(e) => return Ok(e),
-        };
+    ) -> ToolResult {
+        let binding = Binding::of(&ctx, args.session_id)?;
         let op = match (args.operation, args.command) {
             (HistoryOperation::List, _) => HistoryOp::List,
             (HistoryOperation::Add, Some(cmd)) if !cmd.is_empty() => HistoryOp::Add(cmd),
             (HistoryOperation::Add, _) => {
-                return Ok(tool_error(
-                    "The `add` operation requires a non-empty `command` argument.",
+                return Err(ToolFailure::Refused(
+                    "The `add` operation requires a non-empty `command` argument.".to_owned(),
                 ));
             }
             (HistoryOperation::Clear, _) => HistoryOp::Clear,
@@ -336,16 +333,9 @@ impl StatefulServer {
             HistoryOp::Add(cmd) => Some(format!("Added to history: {cmd}")),
             _ => None,
         };
-        let entries = match self
-            .with_session(&binding, |s, id| {
-                let op = op.clone();
-                async move { s.history(ANONYMOUS, &id, op).await }
-            })
-            .await?
-        {
-            Ok(v) => v,
-            Err(e) => return Ok(e),
-        };
+        let entries = self
+            .in_session(&binding, self.sessions.history(ANONYMOUS, binding.id(), op))
+            .await?;
         let text = match args.operation {
             HistoryOperation::Add => text_for_add.unwrap_or_default(),
             HistoryOperation::Clear => "History cleared".to_owned(),
@@ -377,18 +367,11 @@ impl StatefulServer {
         &self,
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<SessionArgs>,
-    ) -> Result<CallToolResult, McpError> {
-        let binding = match self.bind(&ctx, args.session_id) {
-            Ok(b) => b,
-            Err(e) => return Ok(e),
-        };
-        let session = match self
-            .with_session(&binding, |s, id| async move { s.get(ANONYMOUS, &id).await })
-            .await?
-        {
-            Ok(v) => v,
-            Err(e) => return Ok(e),
-        };
+    ) -> ToolResult {
+        let binding = Binding::of(&ctx, args.session_id)?;
+        let session = self
+            .in_session(&binding, self.sessions.get(ANONYMOUS, binding.id()))
+            .await?;
         let out = SessionInfoOutput {
             session_id: session.id,
             created_at: iso(session.created_at_ms),
@@ -428,10 +411,10 @@ impl StatefulServer {
         &self,
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<PrimeCountArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> ToolResult {
         let max = self.tools.prime_count_max_limit;
         if args.limit > max {
-            return Ok(tool_error(format!(
+            return Err(ToolFailure::Refused(format!(
                 "`limit` must be at most {max} (got {})",
                 args.limit
             )));
@@ -451,18 +434,19 @@ impl StatefulServer {
                 }
             })
         });
-        let result = primes::count_primes(args.limit, 10, |done, total| {
+        let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
+        let counted = primes::cached(&self.cache, args.limit, ttl, 10, move |done, total| {
             let _ = tx.send((done, total));
         })
         .await;
-        drop(tx);
         if let Some(forward) = forward {
             let _ = forward.await;
         }
+        let (counted, _) = counted.map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let out = PrimeCountOutput {
-            limit: args.limit,
-            count: result.count,
-            largest: result.largest,
+            limit: counted.limit,
+            count: counted.count,
+            largest: counted.largest,
         };
         let largest = out
             .largest
@@ -482,7 +466,7 @@ impl StatefulServer {
                        level, loader calls, errors, L1 usage and invalidations.",
         output_schema = schema_for_output::<CacheStats>()
     )]
-    async fn cache_stats(&self) -> Result<CallToolResult, McpError> {
+    async fn cache_stats(&self) -> ToolResult {
         let s = self.cache.stats();
         reply(
             format!(

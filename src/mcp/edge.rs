@@ -1,0 +1,272 @@
+//! The edge of `/mcp`: the one place every request passes before rmcp sees it.
+//!
+//! For each request it
+//! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
+//!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
+//!    JSON-RPC message; rmcp would answer both with a bare 415);
+//! 2. labels metrics and the request's log span from the envelope (known methods only);
+//! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
+//!    round trip: slides its expiry and finds out whether it still exists) and marks the
+//!    request with the [`TransportSession`] the tools may bind to; an expired or deleted
+//!    session gets 404 on every replica, an unreachable store 503 with `Retry-After`;
+//! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
+//!    session manager reports why it refused an `initialize` (rmcp itself would turn
+//!    that into a bare 500), and answers 429 or 503 from it.
+//!
+//! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
+//! JSON-RPC ones, to a JSON-RPC error body.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, Method, StatusCode, header};
+use rmcp::ErrorData as McpError;
+
+use super::{envelope::Envelope, session_manager::ReplicatedSessionManager};
+use crate::{
+    metrics::Metrics,
+    sessions::{ANONYMOUS, Sessions},
+};
+
+/// The header of the 2025-era transport session.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// The header of the protocol revision.
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// Why the edge (or the session layer behind it) refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// The body is not JSON: 400, JSON-RPC `-32700`.
+    #[error("Parse error: {0}")]
+    Parse(String),
+    /// The body is JSON but not a JSON-RPC message rmcp accepts: 400, `-32600`.
+    #[error("Invalid Request: {0}")]
+    InvalidRequest(String),
+    /// The body is larger than allowed: 413.
+    #[error("Payload Too Large: request bodies are limited to {limit} bytes")]
+    TooLarge {
+        /// `server.max_body_bytes`.
+        limit: usize,
+    },
+    /// The named transport session does not exist (any more): 404.
+    #[error("Not Found: Session not found")]
+    SessionNotFound,
+    /// The principal holds the maximum number of sessions: 429.
+    #[error(
+        "Too Many Requests: the maximum number of live sessions is reached; end one \
+         (HTTP DELETE) or wait for one to expire"
+    )]
+    TooManySessions,
+    /// The session store is unreachable: 503 with `Retry-After`.
+    #[error("Service Unavailable: the session store is unreachable; retry shortly")]
+    Unavailable,
+}
+
+impl EdgeError {
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Parse(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON-RPC error code, for the refusals JSON-RPC defines.
+    pub fn jsonrpc_code(&self) -> Option<i32> {
+        match self {
+            Self::Parse(_) => Some(-32700),
+            Self::InvalidRequest(_) => Some(-32600),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = match self.jsonrpc_code() {
+            Some(code) => {
+                let body = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": null,
+                    "error": {"code": code, "message": self.to_string()},
+                });
+                (status, axum::Json(body)).into_response()
+            }
+            None => (status, self.to_string()).into_response(),
+        };
+        if matches!(self, Self::Unavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<EdgeError> for McpError {
+    /// The same refusal inside a request rmcp already accepted (a tool call).
+    fn from(e: EdgeError) -> Self {
+        match e {
+            EdgeError::Unavailable => {
+                McpError::internal_error("session store unavailable; retry shortly", None)
+            }
+            other => McpError::invalid_request(other.to_string(), None),
+        }
+    }
+}
+
+/// A 2025-era transport session the edge found alive for this request. Only a request
+/// that carries it may act on its connection's session: an `Mcp-Session-Id` header on
+/// its own is never trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportSession(pub String);
+
+/// Where the session manager, deep inside rmcp, leaves the reason it refused this
+/// request. rmcp copies the request's `http::request::Parts` (extensions included)
+/// into the `initialize` message it hands the manager, and clones share the slot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RefusalSlot(Arc<OnceLock<EdgeError>>);
+
+impl RefusalSlot {
+    /// Records `refusal` (the first one wins).
+    pub(crate) fn set(&self, refusal: EdgeError) {
+        let _ = self.0.set(refusal);
+    }
+
+    fn take(&self) -> Option<EdgeError> {
+        self.0.get().cloned()
+    }
+}
+
+/// What the edge middleware works with; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Edge {
+    pub(crate) sessions: Sessions,
+    pub(crate) metrics: Metrics,
+    pub(crate) manager: Arc<ReplicatedSessionManager>,
+    pub(crate) max_body: usize,
+}
+
+/// The edge middleware; see the module docs.
+pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let header_version = parts
+        .headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let json_post = parts.method == Method::POST && is_json(&parts.headers);
+    let (envelope, body) = if json_post {
+        let bytes = match axum::body::to_bytes(body, edge.max_body).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let limit = edge.max_body;
+                return edge.refuse(EdgeError::TooLarge { limit }, Some("invalid"), started);
+            }
+        };
+        match Envelope::parse(&bytes, header_version.as_deref()) {
+            Ok(envelope) => (envelope, Body::from(bytes)),
+            Err(e) => return edge.refuse(e, Some("invalid"), started),
+        }
+    } else {
+        (Envelope::from_headers(header_version.as_deref()), body)
+    };
+    // Only JSON-RPC POSTs are counted by method; GET and DELETE carry none.
+    let label = json_post.then(|| envelope.method_label());
+    let span = tracing::Span::current();
+    if let Some(label) = label {
+        span.record("mcp_method", label);
+    }
+    if let Some(handle) = &envelope.handle {
+        span.record("session_id", handle.as_str());
+    }
+
+    let session = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = session
+        && envelope.legacy
+        && parts.method != Method::DELETE
+    {
+        match edge.check_session(&id).await {
+            Ok(()) => {
+                parts.extensions.insert(TransportSession(id));
+            }
+            Err(e) => return edge.refuse(e, label, started),
+        }
+    }
+
+    let slot = RefusalSlot::default();
+    parts.extensions.insert(slot.clone());
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(refusal) = slot.take() {
+        return edge.refuse(refusal, label, started);
+    }
+    if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // The content type was right, so rmcp could not read the message itself.
+        let detail = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        return edge.refuse(EdgeError::InvalidRequest(detail), Some("invalid"), started);
+    }
+    if let Some(label) = label {
+        edge.metrics.observe_request(label, started);
+    }
+    response
+}
+
+impl Edge {
+    /// Slides the stored session's expiry and confirms it still exists; a local copy
+    /// of a session that expired or was deleted elsewhere is closed.
+    async fn check_session(&self, id: &str) -> Result<(), EdgeError> {
+        if !crate::ids::is_well_formed(id) {
+            return Err(EdgeError::SessionNotFound);
+        }
+        match self.sessions.touch(ANONYMOUS, id).await {
+            Ok(Some(transport)) if !transport.is_null() => Ok(()),
+            // A 2026-07-28 handle is not a transport session.
+            Ok(_) => {
+                self.manager.close_local(id).await;
+                Err(EdgeError::SessionNotFound)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable");
+                self.metrics.store_error("transport");
+                Err(EdgeError::Unavailable)
+            }
+        }
+    }
+
+    /// Answers `error`; a refused JSON-RPC POST is counted as `invalid` (the body was
+    /// unusable) or under its method.
+    fn refuse(&self, error: EdgeError, label: Option<&'static str>, started: Instant) -> Response {
+        if let Some(label) = label {
+            self.metrics.observe_request(label, started);
+        }
+        error.into_response()
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}

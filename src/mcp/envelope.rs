@@ -1,0 +1,451 @@
+//! [`Envelope`]: what the edge needs to know of a request (method, id, protocol era,
+//! session, tool), read from the body in one pass before rmcp parses it for itself.
+//!
+//! The body is deserialized once into borrowed, lenient shapes: values the edge does
+//! not need are skipped without being built, and a field of an unexpected type is
+//! recorded as such instead of failing the whole request (rmcp and the tools give those
+//! their own, more precise errors).
+
+use std::{borrow::Cow, fmt};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
+
+use super::edge::EdgeError;
+
+/// The first protocol revision without `initialize` and transport sessions.
+pub const STATELESS_ERA: &str = "2026-07-28";
+/// The revision a request without any version signal speaks.
+const DEFAULT_ERA: &str = "2025-03-26";
+/// Longest string the edge keeps from a body (method, tool name, version); longer ones
+/// are treated as absent or unknown.
+const MAX_FIELD: usize = 128;
+
+/// The methods of the MCP revisions this server speaks. Only these become metric labels.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "subscriptions/listen",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/update",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// What one request is, as far as the edge is concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The JSON-RPC method, for requests and notifications.
+    pub method: Option<String>,
+    /// Whether the message carries an `id` (a request, or a response to the server).
+    pub has_id: bool,
+    /// Whether the request follows the session-based (2025-era) lifecycle, classified
+    /// the way rmcp routes it: `initialize` always; otherwise unless `_meta` carries the
+    /// per-request protocol signals or the version (body, else header) is 2026-07-28 or
+    /// later.
+    pub legacy: bool,
+    /// `params.name` (the tool of a `tools/call`).
+    pub tool: Option<String>,
+    /// `params.arguments.session_id` (a 2026-07-28 handle), when it is a string.
+    pub handle: Option<String>,
+}
+
+impl Envelope {
+    /// The envelope of a request without a body (GET, DELETE): only headers speak.
+    pub fn from_headers(header_version: Option<&str>) -> Self {
+        Self {
+            legacy: header_version.unwrap_or(DEFAULT_ERA) < STATELESS_ERA,
+            ..Self::default()
+        }
+    }
+
+    /// Reads a POST body.
+    ///
+    /// # Errors
+    /// [`EdgeError::Parse`] when the body is not JSON, [`EdgeError::InvalidRequest`]
+    /// when it is JSON but not a JSON-RPC 2.0 message.
+    pub fn parse(body: &[u8], header_version: Option<&str>) -> Result<Self, EdgeError> {
+        let wire: Wire<'_> = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                EdgeError::InvalidRequest(format!("not a JSON-RPC message: {e}"))
+            } else {
+                EdgeError::Parse(e.to_string())
+            }
+        })?;
+        if wire.jsonrpc.as_str() != Some("2.0") {
+            return Err(EdgeError::InvalidRequest(
+                "`jsonrpc` must be \"2.0\"".to_owned(),
+            ));
+        }
+        let method = match wire.method {
+            Shape::Absent => None,
+            Shape::Str(m) if m.len() <= MAX_FIELD => Some(m.into_owned()),
+            _ => {
+                return Err(EdgeError::InvalidRequest(
+                    "`method` must be a short string".to_owned(),
+                ));
+            }
+        };
+        let has_id = !matches!(wire.id, Shape::Absent);
+        if method.is_none() && !(has_id && (wire.result || wire.error)) {
+            return Err(EdgeError::InvalidRequest(
+                "a message needs a `method`, or an `id` with a `result` or an `error`".to_owned(),
+            ));
+        }
+        let params = wire.params.unwrap_or_default();
+        let meta = params.meta.unwrap_or_default();
+        let legacy = if method.as_deref() == Some("initialize") {
+            true
+        } else {
+            let per_request = matches!(meta.protocol_version, Shape::Str(_))
+                && matches!(meta.client_capabilities, Shape::Object);
+            let version = meta
+                .protocol_version
+                .as_str()
+                .or(header_version)
+                .unwrap_or(DEFAULT_ERA);
+            !per_request && version < STATELESS_ERA
+        };
+        let short = |s: Shape<'_>| {
+            s.as_str()
+                .filter(|s| s.len() <= MAX_FIELD)
+                .map(str::to_owned)
+        };
+        Ok(Self {
+            method,
+            has_id,
+            legacy,
+            tool: short(params.name),
+            handle: params
+                .arguments
+                .and_then(|a| short(a.session_id))
+                .filter(|h| crate::ids::is_well_formed(h)),
+        })
+    }
+
+    /// The metric label of this request: a known MCP method, `other` for any other
+    /// method, `response` for a client's answer to a server request. Never a string the
+    /// client chose.
+    pub fn method_label(&self) -> &'static str {
+        match &self.method {
+            Some(m) => KNOWN_METHODS
+                .iter()
+                .find(|k| **k == m.as_str())
+                .copied()
+                .unwrap_or("other"),
+            None if self.has_id => "response",
+            None => "other",
+        }
+    }
+}
+
+/// The top level of a JSON-RPC message, borrowed from the body.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Shape<'a>,
+    #[serde(default, borrow)]
+    method: Shape<'a>,
+    #[serde(default, borrow)]
+    id: Shape<'a>,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+    #[serde(default, borrow, deserialize_with = "object_or_none")]
+    params: Option<Params<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct Params<'a> {
+    #[serde(default, borrow)]
+    name: Shape<'a>,
+    #[serde(default, borrow, deserialize_with = "object_or_none")]
+    arguments: Option<Arguments<'a>>,
+    #[serde(rename = "_meta", default, borrow, deserialize_with = "object_or_none")]
+    meta: Option<Meta<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct Arguments<'a> {
+    #[serde(default, borrow)]
+    session_id: Shape<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Meta<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", default, borrow)]
+    protocol_version: Shape<'a>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", default, borrow)]
+    client_capabilities: Shape<'a>,
+}
+
+/// A JSON value seen only for its shape: strings are kept (borrowed when unescaped),
+/// everything else is consumed without being built.
+#[derive(Debug, Default)]
+enum Shape<'a> {
+    /// The field was not there.
+    #[default]
+    Absent,
+    /// A string.
+    Str(Cow<'a, str>),
+    /// An object.
+    Object,
+    /// `null`, a number, a boolean or an array.
+    Other,
+}
+
+impl Shape<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Shape::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Shape<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shape<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Shape::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Shape::Object)
+    }
+}
+
+/// `true` when the field is present, whatever its value.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// The object's fields when the value is an object; `None` (consumed) otherwise, so a
+/// `params` of the wrong type is rmcp's to refuse with its own message.
+fn object_or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer.deserialize_any(ObjectOrNone(std::marker::PhantomData))
+}
+
+struct ObjectOrNone<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOrNone<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Envelope, EdgeError> {
+        Envelope::parse(body.as_bytes(), None)
+    }
+
+    #[test]
+    fn a_2026_tool_call_is_stateless_and_names_its_tool_and_handle() {
+        let handle = crate::ids::mint();
+        let env = parse(&format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"counter",
+            "arguments":{{"operation":"get","session_id":"{handle}","deep":[{{"a":[1,2]}}]}},
+            "_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(env.method.as_deref(), Some("tools/call"));
+        assert!(env.has_id);
+        assert!(!env.legacy);
+        assert_eq!(env.tool.as_deref(), Some("counter"));
+        assert_eq!(env.handle.as_deref(), Some(handle.as_str()));
+        assert_eq!(env.method_label(), "tools/call");
+    }
+
+    #[test]
+    fn the_era_follows_rmcp_routing() {
+        let legacy = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert!(parse(legacy).unwrap().legacy);
+        assert!(
+            !Envelope::parse(legacy.as_bytes(), Some("2026-07-28"))
+                .unwrap()
+                .legacy
+        );
+        // `initialize` is legacy whatever the header says.
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+        assert!(
+            Envelope::parse(init.as_bytes(), Some("2026-07-28"))
+                .unwrap()
+                .legacy
+        );
+        // Per-request signals route statelessly even when they name a 2025 version.
+        let meta = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{
+            "io.modelcontextprotocol/protocolVersion":"2025-11-25",
+            "io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        assert!(!parse(meta).unwrap().legacy);
+        assert!(Envelope::from_headers(None).legacy);
+        assert!(!Envelope::from_headers(Some("2026-07-28")).legacy);
+    }
+
+    #[test]
+    fn malformed_bodies_are_parse_errors_and_other_json_is_an_invalid_request() {
+        for body in [r#"{"jsonrpc":"2.0","id":1,"method":"#, "", "{} x", "nope"] {
+            assert!(matches!(parse(body), Err(EdgeError::Parse(_))), "{body}");
+        }
+        for body in [
+            r#"{"hello":"world"}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            r#""ping""#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+        ] {
+            assert!(
+                matches!(parse(body), Err(EdgeError::InvalidRequest(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_of_unexpected_types_are_left_to_rmcp_and_the_tools() {
+        let env = parse(
+            r#"{"jsonrpc":"2.0","id":"x","method":"tools/call",
+            "params":{"name":5,"arguments":{"session_id":{"x":1}}}}"#,
+        )
+        .unwrap();
+        assert_eq!((env.tool, env.handle), (None, None));
+        let env = parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1,2]}"#).unwrap();
+        assert_eq!(env.method.as_deref(), Some("ping"));
+        // A handle that is not one of ours is not recorded.
+        let env = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
+            "params":{"name":"counter","arguments":{"session_id":"aaaa"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(env.handle, None);
+    }
+
+    #[test]
+    fn only_known_methods_become_labels() {
+        let label = |body: &str| parse(body).unwrap().method_label();
+        assert_eq!(label(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), "ping");
+        assert_eq!(
+            label("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\\n# EOF\"}"),
+            "other"
+        );
+        assert_eq!(label(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), "response");
+        assert_eq!(
+            label(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            "notifications/initialized"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! [`AppState`]: the cheap handles one replica shares between its requests and its
+//! background tasks, built once from the settings.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    bus::Bus,
+    cache::CacheManager,
+    config::{Backend, Settings},
+    keys::Keys,
+    metrics::Metrics,
+    redis_pool::RedisPool,
+    sessions::{RedisSessions, Sessions},
+};
+
+/// Cheap-clone handles shared by every request of one replica.
+///
+/// Build it with [`AppState::build`]; [`crate::mcp::endpoint`] turns it into the `/mcp`
+/// service. Clones are shallow: every field is a handle on shared state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The settings this replica started with.
+    pub settings: Arc<Settings>,
+    /// This replica's id (logs, stats, per-replica Redis keys).
+    pub replica_id: Arc<str>,
+    /// The session layer.
+    pub sessions: Sessions,
+    /// The shared Redis pool, when the backend is Redis.
+    pub redis: Option<RedisPool>,
+    /// Key names under the configured prefix.
+    pub keys: Keys,
+    /// Fired when shutdown starts: readiness turns red at once.
+    pub shutdown: CancellationToken,
+    /// Fired to end rmcp's sessions and SSE streams, once in-flight work had its chance.
+    pub mcp_shutdown: CancellationToken,
+    /// The two-level cache.
+    pub cache: CacheManager,
+    /// The pub/sub bus, when the backend is Redis.
+    pub bus: Option<Bus>,
+    /// This replica's metrics.
+    pub metrics: Metrics,
+    /// In-flight tool calls, which a drain waits for.
+    pub calls: TaskTracker,
+    /// Fired once the HTTP server is done, to stop the background tasks.
+    pub background: CancellationToken,
+    /// Background tasks (bus, event reader, upkeep), awaited at the end of a shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// Wires the components `settings` ask for and starts their background tasks on
+    /// [`AppState::tasks`] (stopped by [`AppState::background`]).
+    ///
+    /// # Errors
+    /// When the Redis settings are unusable. A Redis server that is down is not an
+    /// error: readiness reports it and requests fail fast until it is back.
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
+            crate::ids::mint()[..12].into()
+        } else {
+            settings.server.replica_id.as_str().into()
+        };
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let keys = Keys::new(&settings.redis.key_prefix);
+        let timeout: Duration = settings.session.timeout();
+        let (sessions, redis, bus, cache) = match settings.store.backend {
+            Backend::Memory => (
+                Sessions::memory(settings.session.clone()),
+                None,
+                None,
+                CacheManager::new(&settings.cache, &replica_id, None, None),
+            ),
+            Backend::Redis => {
+                let pool = RedisPool::new(&settings.redis).context("redis.url")?;
+                let sessions = Sessions::redis(
+                    RedisSessions::new(pool.clone(), keys.clone(), timeout),
+                    settings.session.clone(),
+                );
+                let bus = Bus::start(
+                    pool.clone(),
+                    keys.clone(),
+                    replica_id.to_string(),
+                    background.clone(),
+                    &tasks,
+                );
+                let cache_pool = if settings.cache.redis_url.is_empty() {
+                    pool.clone()
+                } else {
+                    let mut cache_redis = settings.redis.clone();
+                    cache_redis.url = settings.cache.redis_url.clone();
+                    RedisPool::new(&cache_redis).context("cache.redis_url")?
+                };
+                let cache = CacheManager::new(
+                    &settings.cache,
+                    &replica_id,
+                    Some((cache_pool, keys.clone())),
+                    Some(bus.clone()),
+                );
+                (sessions, Some(pool), Some(bus), cache)
+            }
+        };
+        let metrics = Metrics::new(
+            &replica_id,
+            match settings.store.backend {
+                Backend::Memory => "memory",
+                Backend::Redis => "redis",
+            },
+            redis.clone(),
+            cache.clone(),
+        );
+        Ok(Self {
+            settings: Arc::new(settings),
+            replica_id,
+            sessions,
+            redis,
+            keys,
+            shutdown: CancellationToken::new(),
+            mcp_shutdown: CancellationToken::new(),
+            cache,
+            bus,
+            metrics,
+            calls: TaskTracker::new(),
+            background,
+            tasks,
+        })
+    }
+}
