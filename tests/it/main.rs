@@ -5,6 +5,7 @@ mod bus;
 mod cache;
 mod cluster;
 mod drain;
+mod edge;
 mod event_store;
 mod metrics;
 mod outage;

@@ -1,0 +1,131 @@
+//! The `/mcp` edge: what it takes from a request (method labels, transport sessions)
+//! and what it refuses, tested through real HTTP on a memory-backend replica.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stateful_mcp::config::Settings;
+
+use crate::cluster::{Replica, legacy_session, post_json, read_reply};
+
+async fn memory_replica() -> Replica {
+    let settings = Settings::load_with_env(
+        None,
+        vec![("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into())],
+    )
+    .unwrap();
+    Replica::with_settings(settings).await
+}
+
+/// The `text` of a tool result's first content block.
+fn tool_text(msg: &Value) -> String {
+    msg["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn method_names_a_client_chooses_never_become_metric_labels() {
+    let replica = memory_replica().await;
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let body = json!({"jsonrpc": "2.0", "id": i,
+            "method": format!("x{i}\"}} 1\n# EOF\nevil_metric{{a=\"")});
+        let _ = post_json(&http, &replica.url(), &body)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Refused for its Host, and still counted under a fixed label.
+    let refused = post_json(
+        &http,
+        &replica.url(),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "evil/method"}),
+    )
+    .header("Host", "evil.example")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let text = reqwest::get(format!("http://{}/metrics", replica.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(!text.contains("evil"), "{text}");
+    let other = text
+        .lines()
+        .find(|l| {
+            l.starts_with("stateful_mcp_mcp_requests_total") && l.contains("method=\"other\"")
+        })
+        .unwrap_or_else(|| panic!("no `other` series: {text}"));
+    assert!(other.ends_with(" 21"), "{other}");
+}
+
+#[tokio::test]
+async fn a_session_header_on_a_stateless_call_binds_nothing() {
+    let replica = memory_replica().await;
+    let http = reqwest::Client::new();
+    // Per-request protocol signals route the call statelessly, whatever version they
+    // name; the client-chosen `Mcp-Session-Id` must not become a session.
+    let forged = "a".repeat(40);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "counter", "arguments": {"operation": "increment"},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2025-11-25",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}});
+    for _ in 0..2 {
+        let response = post_json(&http, &replica.url(), &call)
+            .header("Mcp-Session-Id", &forged)
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .send()
+            .await
+            .unwrap();
+        let (status, msg) = read_reply(response).await;
+        assert_eq!(status, StatusCode::OK, "{msg}");
+        assert_eq!(msg["result"]["isError"], true, "{msg}");
+        assert!(tool_text(&msg).contains("Missing `session_id`"), "{msg}");
+    }
+    // Nor can the forged id be used as a handle afterwards.
+    let as_handle = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "counter", "arguments": {"operation": "get", "session_id": forged},
+        "_meta": crate::cluster::meta_2026()}});
+    let response = post_json(&http, &replica.url(), &as_handle)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", "counter")
+        .send()
+        .await
+        .unwrap();
+    let (_, msg) = read_reply(response).await;
+    assert!(tool_text(&msg).contains("unknown or has expired"), "{msg}");
+}
+
+#[tokio::test]
+async fn messages_rmcp_cannot_read_are_invalid_requests_and_unknown_sessions_404() {
+    let replica = memory_replica().await;
+    let http = reqwest::Client::new();
+    let session = legacy_session(&replica.url()).await;
+    // JSON-RPC in shape, but an id that is neither a number nor a string.
+    let body = json!({"jsonrpc": "2.0", "id": {"n": 1}, "method": "ping"});
+    let response = crate::cluster::legacy_post(&http, &replica.url(), &session, &body)
+        .send()
+        .await
+        .unwrap();
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    assert_eq!(msg["error"]["code"], -32600, "{msg}");
+
+    for unknown in ["not-a-session-id".to_owned(), stateful_mcp::ids::mint()] {
+        let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+        let response = crate::cluster::legacy_post(&http, &replica.url(), &unknown, &ping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{unknown}");
+    }
+}
