@@ -10,7 +10,7 @@ use stateful_mcp::{
     sessions::{CounterOp, HistoryOp, NewSession, RedisSessions, SessionError, Sessions},
 };
 
-use crate::support::{RedisServer, unique_prefix};
+use crate::support::redis_server::{RedisServer, unique_prefix};
 
 fn limits(timeout_secs: u64) -> SessionSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;
@@ -21,19 +21,18 @@ fn limits(timeout_secs: u64) -> SessionSettings {
     s
 }
 
+/// The Redis backend on `pool` under `keys`.
+fn on_redis(pool: RedisPool, keys: Keys, timeout_secs: u64) -> Sessions {
+    let l = limits(timeout_secs);
+    Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l)
+}
+
 /// Builds both backends; the Redis one on `redis` with a fresh prefix.
 async fn backends(redis: &RedisServer, timeout_secs: u64) -> Vec<(&'static str, Sessions)> {
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
-    let pool = RedisPool::new(&settings.redis).unwrap();
     let keys = Keys::new(&unique_prefix("sessions"));
-    let l = limits(timeout_secs);
     vec![
-        ("memory", Sessions::memory(l.clone())),
-        (
-            "redis",
-            Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l),
-        ),
+        ("memory", Sessions::memory(limits(timeout_secs))),
+        ("redis", on_redis(redis.pool(), keys, timeout_secs)),
     ]
 }
 
@@ -273,18 +272,8 @@ async fn stats_report_total_oldest_and_latest_access() {
 #[tokio::test]
 async fn redis_keys_carry_prefix_and_ttl() {
     let redis = RedisServer::start().await;
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
     let prefix = unique_prefix("ttl");
-    let l = limits(60);
-    let s = Sessions::redis(
-        RedisSessions::new(
-            RedisPool::new(&settings.redis).unwrap(),
-            Keys::new(&prefix),
-            l.timeout(),
-        ),
-        l,
-    );
+    let s = on_redis(redis.pool(), Keys::new(&prefix), 60);
     let id = s.create(new("gina")).await.unwrap().id;
     s.counter("gina", &id, CounterOp::Add(1)).await.unwrap();
     s.history("gina", &id, HistoryOp::Add("x".into()))
@@ -312,22 +301,9 @@ async fn redis_keys_carry_prefix_and_ttl() {
 #[tokio::test]
 async fn concurrent_increments_from_two_stores_lose_nothing() {
     let redis = RedisServer::shared_or_start().await;
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
     let keys = Keys::new(&unique_prefix("race"));
-    let l = limits(60);
-    let a = Sessions::redis(
-        RedisSessions::new(
-            RedisPool::new(&settings.redis).unwrap(),
-            keys.clone(),
-            l.timeout(),
-        ),
-        l.clone(),
-    );
-    let b = Sessions::redis(
-        RedisSessions::new(RedisPool::new(&settings.redis).unwrap(), keys, l.timeout()),
-        l,
-    );
+    let a = on_redis(redis.pool(), keys.clone(), 60);
+    let b = on_redis(redis.pool(), keys, 60);
     let id = a.create(new("hal")).await.unwrap().id;
     let mut tasks = Vec::new();
     for store in [a.clone(), b.clone()] {

@@ -7,9 +7,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::{
-    cluster::{Replica, legacy_session, post_json},
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    http::{legacy_session, post_json},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
+    wait::wait_until,
 };
 
 /// One server-sent event.
@@ -148,7 +150,7 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
 }
 
 async fn cancelled_calls(replica: &Replica, tool: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", replica.addr))
+    let text = reqwest::get(replica.endpoint("/metrics"))
         .await
         .unwrap()
         .text()
@@ -196,11 +198,9 @@ async fn a_dropped_2026_stream_cancels_its_handler() {
     }
     assert_eq!(cancelled_calls(&replica, "prime_count").await, 0);
     drop(events);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while cancelled_calls(&replica, "prime_count").await == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the handler was cancelled when its stream was dropped");
+    wait_until(
+        "the handler is cancelled with its dropped stream",
+        async || cancelled_calls(&replica, "prime_count").await > 0,
+    )
+    .await;
 }
