@@ -74,38 +74,48 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-#[tokio::test]
-async fn seed_behaviours_in_memory_and_on_redis() {
-    let redis = RedisServer::shared_or_start().await;
+/// The seed behaviours of one cache called `name`; `pass` lets time go by.
+async fn seed_behaviours(name: &str, cache: &CacheManager, pass: impl AsyncFn(Duration)) {
+    cache.set("k", b("v"), None).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap(), Some(b("v")), "{name}");
+    assert_eq!(cache.get("missing").await.unwrap(), None, "{name}");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1), "{name}");
+    assert!((stats.hit_rate - 0.5).abs() < 1e-9, "{name}");
+    assert_eq!(stats.l1_entries, 1, "{name}");
+
+    cache
+        .set("short", b("x"), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(cache.get("short").await.unwrap().is_some(), "{name}");
+    pass(Duration::from_millis(450)).await;
+    assert_eq!(cache.get("short").await.unwrap(), None, "{name}: expired");
+
+    cache.delete("k").await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap(), None, "{name}");
+    cache.set("a", b("1"), None).await.unwrap();
+    cache.clear().await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap(), None, "{name}: cleared");
+    assert!(matches!(
+        cache.set("k", b("v"), Some(Duration::ZERO)).await,
+        Err(CacheError::InvalidTtl { .. })
+    ));
+}
+
+// The memory cache's L1 keeps tokio time and does no I/O, so its expiry runs on paused
+// time; on Redis the L2 expires keys on the server's clock, which only real time moves.
+#[tokio::test(start_paused = true)]
+async fn seed_behaviours_in_memory() {
     let memory = CacheManager::new(&settings(), "solo", None, None);
+    seed_behaviours("memory", &memory, tokio::time::advance).await;
+}
+
+#[tokio::test]
+async fn seed_behaviours_on_redis() {
+    let redis = RedisServer::shared_or_start().await;
     let shared = CacheNode::start(&redis, &unique_prefix("cache-seed"), "r1", &settings()).await;
-    for (name, cache) in [("memory", &memory), ("redis", &shared.cache)] {
-        cache.set("k", b("v"), None).await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap(), Some(b("v")), "{name}");
-        assert_eq!(cache.get("missing").await.unwrap(), None, "{name}");
-        let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1), "{name}");
-        assert!((stats.hit_rate - 0.5).abs() < 1e-9, "{name}");
-        assert_eq!(stats.l1_entries, 1, "{name}");
-
-        cache
-            .set("short", b("x"), Some(Duration::from_millis(300)))
-            .await
-            .unwrap();
-        assert!(cache.get("short").await.unwrap().is_some(), "{name}");
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(cache.get("short").await.unwrap(), None, "{name}: expired");
-
-        cache.delete("k").await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap(), None, "{name}");
-        cache.set("a", b("1"), None).await.unwrap();
-        cache.clear().await.unwrap();
-        assert_eq!(cache.get("a").await.unwrap(), None, "{name}: cleared");
-        assert!(matches!(
-            cache.set("k", b("v"), Some(Duration::ZERO)).await,
-            Err(CacheError::InvalidTtl { .. })
-        ));
-    }
+    seed_behaviours("redis", &shared.cache, tokio::time::sleep).await;
 }
 
 #[tokio::test]
