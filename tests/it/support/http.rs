@@ -29,8 +29,20 @@ pub fn post_json(client: &Client, url: &str, body: &Value) -> RequestBuilder {
 
 /// A raw 2026-07-28 `tools/call` (body `_meta` and the standard headers), ready to send.
 pub fn tools_call_2026(client: &Client, url: &str, tool: &str, args: Value) -> RequestBuilder {
+    tools_call_2026_with_meta(client, url, tool, args, meta_2026())
+}
+
+/// [`tools_call_2026`] with the body `_meta` given, e.g. [`meta_2026`] plus a
+/// `progressToken`.
+pub fn tools_call_2026_with_meta(
+    client: &Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+    meta: Value,
+) -> RequestBuilder {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": tool, "arguments": args, "_meta": meta_2026()}});
+        "params": {"name": tool, "arguments": args, "_meta": meta}});
     post_json(client, url, &body)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "tools/call")
