@@ -57,6 +57,12 @@ impl EventStoreNode {
             .expect("event stored")
     }
 
+    /// Stores the priming event (a one-second retry) a response stream starts with.
+    async fn prime(&self, stream_id: &str) -> String {
+        self.store(stream_id, &ServerSseMessage::retry(Duration::from_secs(1)))
+            .await
+    }
+
     async fn replay(&self, after: &str) -> EventStream {
         self.store
             .replay_events_after(after)
@@ -157,9 +163,7 @@ async fn another_replica_follows_the_stream_until_the_final_response() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let first = a.store(&stream, &notification(1)).await;
 
     let mut resumed = b.replay(&primed).await;
@@ -196,9 +200,7 @@ async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = format!("{}:common", stream_id());
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
 
     let mut resumed = b.replay(&primed).await;
     // A response on the standalone stream does not end it.
@@ -235,10 +237,7 @@ async fn many_followers_share_one_reader_connection() {
     let streams: Vec<String> = (0..10).map(|_| stream_id()).collect();
     let mut primed = Vec::new();
     for stream in &streams {
-        primed.push(
-            a.store(stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-                .await,
-        );
+        primed.push(a.prime(stream).await);
     }
     let mut followers = vec![b.replay(&primed[0]).await];
     wait_until("B's reader is connected", async || {
@@ -338,9 +337,7 @@ async fn every_key_has_the_prefix_and_a_ttl() {
     let prefix = unique_prefix("es-keys");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     // Following makes the replica write its wake stream too.
     let follower = a.replay(&primed).await;
     a.store(&stream, &response(1)).await;
@@ -391,9 +388,7 @@ async fn the_reader_recovers_after_a_redis_crash() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let mut resumed = b.replay(&primed).await;
     wait_until("B's reader is connected", async || {
         b.store.is_reader_connected()
@@ -430,9 +425,7 @@ async fn shutdown_ends_followed_streams() {
     let prefix = unique_prefix("es-shutdown");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = format!("{}:common", stream_id());
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let follower = a.replay(&primed).await;
     let store = Arc::clone(&a.store);
     a.stop().await;
@@ -450,9 +443,7 @@ async fn long_streams_are_replayed_and_followed_in_pages() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let mut ids = Vec::new();
     for i in 0..300 {
         ids.push(a.store(&stream, &notification(i)).await);
