@@ -144,24 +144,25 @@ async fn legacy_scenario(name: &str, urls: &[String]) {
     .await;
 }
 
+/// Bytes Redis uses (`used_memory` of `INFO memory`).
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 async fn memory_per_session(redis: &RedisServer, urls: &[String]) {
     const SESSIONS: usize = 5_000;
     let mut conn = redis.conn().await;
-    let used = |info: String| -> i64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let before = used(
-        redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
-            .await
-            .unwrap(),
-    );
+    let before = used_memory(&mut conn).await;
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -177,13 +178,7 @@ async fn memory_per_session(redis: &RedisServer, urls: &[String]) {
     for t in tasks {
         t.await.unwrap();
     }
-    let after = used(
-        redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
-            .await
-            .unwrap(),
-    );
+    let after = used_memory(&mut conn).await;
     let created = (SESSIONS / CLIENTS) * CLIENTS;
     println!(
         "Redis memory per session (with a counter, indexes included): {} bytes ({created} sessions)",
