@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench cache` (starts its own redis-server, or uses `REDIS_URL`).
 
-#[path = "support.rs"]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::{
@@ -21,8 +21,8 @@ use stateful_mcp::{
     },
     config::Settings,
     keys::Keys,
-    redis_pool::RedisPool,
 };
+use support::redis_server::RedisServer;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -30,10 +30,9 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let redis = support::Redis::start();
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url.clone();
-    let pool = rt.block_on(async { RedisPool::new(&settings.redis).unwrap() });
+    let redis = rt.block_on(RedisServer::shared_or_start());
+    let settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    let pool = rt.block_on(async { redis.pool() });
     let keys = Keys::new("bench");
     let value = Bytes::from(vec![b'x'; 256]);
 

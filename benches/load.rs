@@ -5,96 +5,54 @@
 //! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`).
 //! Loopback only; every scenario is bounded by its call count.
 
-#[path = "support.rs"]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stateful_mcp::{config::Settings, startup::Application};
+
+use support::{
+    http::{call_2026, create_handle, legacy_post, legacy_session},
+    redis_server::RedisServer,
+    replica::Replica,
+};
 
 const CLIENTS: usize = 16;
 const CALLS_PER_CLIENT: usize = 250;
 
+/// Replicas serving the benchmark, and their MCP endpoints.
 struct Cluster {
+    _replicas: Vec<Replica>,
     urls: Vec<String>,
 }
 
+/// Three replicas on `redis_url` under `prefix`, with the event store on or off.
 async fn cluster(redis_url: &str, prefix: &str, events: bool) -> Cluster {
-    let mut urls = Vec::new();
-    for _ in 0..3 {
-        let settings = Settings::load_with_env(
-            None,
-            vec![
-                ("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into()),
-                ("STATEFUL_MCP__STORE__BACKEND".into(), "redis".into()),
-                ("STATEFUL_MCP__REDIS__URL".into(), redis_url.into()),
-                ("STATEFUL_MCP__REDIS__KEY_PREFIX".into(), prefix.into()),
-                ("STATEFUL_MCP__EVENTS__ENABLED".into(), events.to_string()),
-                ("STATEFUL_MCP__TELEMETRY__FILTER".into(), "warn".into()),
-                (
-                    "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL".into(),
-                    "100000".into(),
-                ),
-            ],
-        )
-        .unwrap();
-        let app = Application::build(settings).await.unwrap();
-        urls.push(format!("http://{}/mcp", app.local_addr()));
-        tokio::spawn(app.run_until_stopped());
-    }
-    Cluster { urls }
-}
-
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "load", "version": "1"}
-    })
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> (Option<String>, String) {
-    let mut req = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let session = resp
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (session, resp.text().await.unwrap())
-}
-
-/// One 2026-07-28 `tools/call`; returns the reply body.
-async fn call_2026(client: &reqwest::Client, url: &str, tool: &str, args: Value) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": tool, "arguments": args, "_meta": meta()}});
-    let headers = [
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", tool),
+    let events = events.to_string();
+    let env = [
+        ("STATEFUL_MCP__EVENTS__ENABLED", events.as_str()),
+        ("STATEFUL_MCP__TELEMETRY__FILTER", "warn"),
+        (
+            "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
+            "100000",
+        ),
     ];
-    post(client, url, &headers, &body).await.1
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(redis_url, prefix, &env).await);
+    }
+    Cluster {
+        urls: replicas.iter().map(Replica::url).collect(),
+        _replicas: replicas,
+    }
 }
 
-/// Creates a session handle with `session_create`.
-async fn create_handle(client: &reqwest::Client, url: &str) -> String {
-    let body = call_2026(client, url, "session_create", json!({})).await;
-    body.split("\"session_id\":\"")
-        .nth(1)
-        .expect("a session_id")[..40]
-        .to_owned()
+/// One 2026-07-28 `tools/call` that must succeed; returns its structured content.
+async fn call_ok(client: &reqwest::Client, url: &str, tool: &str, args: Value) -> Value {
+    call_2026(client, url, tool, args)
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
 
 fn report(name: &str, mut latencies: Vec<Duration>, wall: Duration) {
@@ -147,8 +105,7 @@ async fn stateless_scenarios(urls: &[String]) {
             let id = id.clone();
             async move {
                 let args = json!({"operation": "increment", "session_id": id});
-                let text = call_2026(&client, &url, "counter", args).await;
-                assert!(text.contains("Counter increment"), "{text}");
+                call_ok(&client, &url, "counter", args).await;
             }
         },
     )
@@ -158,8 +115,8 @@ async fn stateless_scenarios(urls: &[String]) {
         urls,
         |client, url, _| async move {
             let args = json!({"limit": 10_000_000});
-            let text = call_2026(&client, &url, "prime_count", args).await;
-            assert!(text.contains("664579"), "{text}");
+            let result = call_ok(&client, &url, "prime_count", args).await;
+            assert_eq!(result["count"], 664_579, "{result}");
         },
     )
     .await;
@@ -167,67 +124,45 @@ async fn stateless_scenarios(urls: &[String]) {
 
 async fn legacy_scenario(name: &str, urls: &[String]) {
     // One 2025-11-25 session per client, initialized on the first replica.
-    let client = reqwest::Client::new();
     let mut sessions = Vec::new();
     for _ in 0..CLIENTS {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "load", "version": "1"}}});
-        let (session, _) = post(&client, &urls[0], &[], &init).await;
-        let session = session.unwrap();
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        post(
-            &client,
-            &urls[0],
-            &[
-                ("Mcp-Session-Id", &session),
-                ("MCP-Protocol-Version", "2025-11-25"),
-            ],
-            &note,
-        )
-        .await;
-        sessions.push(session);
+        sessions.push(legacy_session(&urls[0]).await);
     }
     run(name, urls, move |client, url, c| {
         let session = sessions[c].clone();
         async move {
             let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
                 "name": "counter", "arguments": {"operation": "increment"}}});
-            let (_, text) = post(
-                &client,
-                &url,
-                &[
-                    ("Mcp-Session-Id", &session),
-                    ("MCP-Protocol-Version", "2025-11-25"),
-                ],
-                &body,
-            )
-            .await;
+            let response = legacy_post(&client, &url, &session, &body)
+                .send()
+                .await
+                .unwrap();
+            let text = response.text().await.unwrap();
             assert!(text.contains("Counter increment"), "{text}");
         }
     })
     .await;
 }
 
-async fn memory_per_session(redis_url: &str, urls: &[String]) {
+/// Bytes Redis uses (`used_memory` of `INFO memory`).
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn memory_per_session(redis: &RedisServer, urls: &[String]) {
     const SESSIONS: usize = 5_000;
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let used = |info: String| -> i64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let before = used(
-        redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
-            .await
-            .unwrap(),
-    );
+    let mut conn = redis.conn().await;
+    let before = used_memory(&mut conn).await;
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -236,20 +171,14 @@ async fn memory_per_session(redis_url: &str, urls: &[String]) {
             for _ in 0..SESSIONS / CLIENTS {
                 let id = create_handle(&http, &url).await;
                 let args = json!({"operation": "increment", "session_id": id});
-                call_2026(&http, &url, "counter", args).await;
+                call_ok(&http, &url, "counter", args).await;
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let after = used(
-        redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
-            .await
-            .unwrap(),
-    );
+    let after = used_memory(&mut conn).await;
     let created = (SESSIONS / CLIENTS) * CLIENTS;
     println!(
         "Redis memory per session (with a counter, indexes included): {} bytes ({created} sessions)",
@@ -261,23 +190,23 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument (a filter) is ignored.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let redis = support::Redis::start();
+        let redis = RedisServer::shared_or_start().await;
         println!(
             "{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin"
         );
-        let with_events = cluster(&redis.url, "load-a", true).await;
+        let with_events = cluster(redis.url(), "load-a", true).await;
         stateless_scenarios(&with_events.urls).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store on)",
             &with_events.urls,
         )
         .await;
-        let without_events = cluster(&redis.url, "load-b", false).await;
+        let without_events = cluster(redis.url(), "load-b", false).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store off)",
             &without_events.urls,
         )
         .await;
-        memory_per_session(&redis.url, &with_events.urls).await;
+        memory_per_session(&redis, &with_events.urls).await;
     });
 }

@@ -2,20 +2,15 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stateful_mcp::config::Settings;
 
-use crate::cluster::{Replica, read_reply, tools_call_2026};
+use crate::support::{
+    http::{initialize_2025, legacy_session, post_body, post_json, read_reply, tools_call_2026},
+    replica::Replica,
+};
 
+/// A memory-backed replica that takes bodies of at most 4096 bytes.
 async fn memory_replica() -> Replica {
-    let settings = Settings::load_with_env(
-        None,
-        vec![
-            ("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into()),
-            ("STATEFUL_MCP__SERVER__MAX_BODY_BYTES".into(), "4096".into()),
-        ],
-    )
-    .unwrap();
-    Replica::with_settings(settings).await
+    Replica::memory(&[("STATEFUL_MCP__SERVER__MAX_BODY_BYTES", "4096")]).await
 }
 
 /// POSTs a 2026-07-28 `tools/call` and returns the status and the JSON-RPC message.
@@ -29,12 +24,8 @@ async fn call_2026(url: &str, tool: &str, args: Value) -> (StatusCode, Value) {
 
 /// POSTs `body` as it is, with 2026-07-28 headers.
 async fn post(url: &str, body: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
+    let response = post_body(&reqwest::Client::new(), url, body.to_owned())
         .header("MCP-Protocol-Version", "2026-07-28")
-        .body(body.to_owned())
         .send()
         .await
         .unwrap();
@@ -183,12 +174,9 @@ async fn wrong_arguments_and_unknown_names_are_explained() {
 #[tokio::test]
 async fn foreign_hosts_are_refused() {
     let replica = memory_replica().await;
-    let resp = reqwest::Client::new()
-        .post(replica.url())
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let resp = post_body(&reqwest::Client::new(), &replica.url(), ping)
         .header("Host", "evil.example")
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
         .send()
         .await
         .unwrap();
@@ -198,23 +186,11 @@ async fn foreign_hosts_are_refused() {
 
 #[tokio::test]
 async fn sessions_beyond_the_limit_are_refused_with_429() {
-    let settings = Settings::load_with_env(
-        None,
-        vec![
-            ("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into()),
-            (
-                "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL".into(),
-                "1".into(),
-            ),
-        ],
-    )
-    .unwrap();
-    let replica = Replica::with_settings(settings).await;
-    crate::cluster::legacy_session(&replica.url()).await;
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "second", "version": "1"}}});
-    let refused = crate::cluster::post_json(&reqwest::Client::new(), &replica.url(), &init)
+    let replica =
+        Replica::memory(&[("STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL", "1")]).await;
+    legacy_session(&replica.url()).await;
+    let init = initialize_2025("second");
+    let refused = post_json(&reqwest::Client::new(), &replica.url(), &init)
         .send()
         .await
         .unwrap();

@@ -9,18 +9,14 @@ use std::{
     time::Duration,
 };
 
-use stateful_mcp::{
-    bus::{Bus, BusHandler, BusMessage, BusOptions},
-    config::RedisSettings,
-    keys::Keys,
-    redis_pool::RedisPool,
-};
+use stateful_mcp::bus::{Bus, BusHandler, BusMessage, BusOptions};
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::support::{RedisServer, unique_prefix};
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::{
+    node::{NodeBase, quick_settings},
+    redis_server::{RedisServer, unique_prefix},
+    wait::{retry, wait_until, within},
+};
 
 /// Records what a handler is given.
 struct Recorder {
@@ -63,82 +59,50 @@ impl BusHandler for Panicker {
     fn on_gap(&self) {}
 }
 
-/// One replica's bus with the background machinery it runs on.
-struct Replica {
+/// One replica's bus, on the pool and background machinery of its own node.
+struct BusNode {
     bus: Bus,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    base: NodeBase,
 }
 
-impl Replica {
-    fn start(url: &str, prefix: &str, replica_id: &str) -> Self {
-        let pool = RedisPool::new(&RedisSettings {
-            url: url.to_owned(),
-            key_prefix: prefix.to_owned(),
-            pool_size: 4,
-            pool_wait_timeout_ms: 2000,
-            command_timeout_ms: 1000,
-            connect_timeout_ms: 1000,
-        })
-        .expect("valid settings");
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
+impl BusNode {
+    fn start(server: &RedisServer, prefix: &str, replica_id: &str) -> Self {
+        let base = NodeBase::new(quick_settings(server, 4, Duration::from_secs(2)), prefix);
         let options = BusOptions {
             health_check_interval: Duration::from_millis(100),
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
         };
         let bus = Bus::start_with_options(
-            pool,
-            Keys::new(prefix),
+            base.pool.clone(),
+            base.keys.clone(),
             replica_id,
             options,
-            shutdown.clone(),
-            &tracker,
+            base.shutdown.clone(),
+            &base.tracker,
         );
-        Self {
-            bus,
-            shutdown,
-            tracker,
-        }
+        Self { bus, base }
     }
 
     /// Publishes, retrying while the pool replaces connections a server restart broke.
     async fn publish(&self, topic: &str, payload: &[u8]) {
-        tokio::time::timeout(WAIT, async {
-            while let Err(error) = self.bus.publish(topic, payload).await {
-                eprintln!("publish failed, retrying: {error}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        retry("publish succeeds once Redis is back", async || {
+            self.bus.publish(topic, payload).await
         })
-        .await
-        .expect("publish succeeds once Redis is back");
+        .await;
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        tokio::time::timeout(WAIT, self.tracker.wait())
-            .await
-            .expect("the subscriber task stops on shutdown");
+        self.base
+            .stop("the subscriber task stops on shutdown")
+            .await;
         assert!(!self.bus.is_connected());
     }
 }
 
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
-}
-
 async fn next(rx: &mut mpsc::UnboundedReceiver<BusMessage>) -> BusMessage {
-    tokio::time::timeout(WAIT, rx.recv())
+    within("a message arrives", rx.recv())
         .await
-        .expect("a message arrives in time")
         .expect("the handler is alive")
 }
 
@@ -146,13 +110,13 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<BusMessage>) -> BusMessage {
 async fn publish_reaches_every_replica_with_its_origin() {
     let server = RedisServer::start().await;
     let prefix = unique_prefix("bus-origin");
-    let a = Replica::start(server.url(), &prefix, "replica-a");
-    let b = Replica::start(server.url(), &prefix, "replica-b");
+    let a = BusNode::start(&server, &prefix, "replica-a");
+    let b = BusNode::start(&server, &prefix, "replica-b");
     let (on_a, mut a_rx) = Recorder::new();
     let (on_b, mut b_rx) = Recorder::new();
     a.bus.subscribe("cache", on_a.clone());
     b.bus.subscribe("cache", on_b.clone());
-    wait_until("both replicas subscribed", || {
+    wait_until("both replicas subscribed", async || {
         a.bus.is_subscribed("cache") && b.bus.is_subscribed("cache")
     })
     .await;
@@ -189,16 +153,16 @@ async fn subscribing_before_redis_is_up_works_once_it_is() {
     let mut server = RedisServer::start().await;
     server.kill();
     let prefix = unique_prefix("bus-early");
-    let b = Replica::start(server.url(), &prefix, "replica-b");
+    let b = BusNode::start(&server, &prefix, "replica-b");
     let (on_b, mut b_rx) = Recorder::new();
     b.bus.subscribe("cache", on_b.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!b.bus.is_connected(), "nothing to connect to yet");
 
     server.restart().await;
-    wait_until("the bus connects by itself", || b.bus.is_connected()).await;
+    wait_until("the bus connects by itself", async || b.bus.is_connected()).await;
     assert!(b.bus.is_subscribed("cache"));
-    let a = Replica::start(server.url(), &prefix, "replica-a");
+    let a = BusNode::start(&server, &prefix, "replica-a");
     a.publish("cache", b"hello").await;
     let got = next(&mut b_rx).await;
     assert_eq!(
@@ -214,21 +178,21 @@ async fn subscribing_before_redis_is_up_works_once_it_is() {
 async fn bus_reconnects_after_a_redis_crash_and_reports_the_gap() {
     let mut server = RedisServer::start().await;
     let prefix = unique_prefix("bus-restart");
-    let a = Replica::start(server.url(), &prefix, "replica-a");
-    let b = Replica::start(server.url(), &prefix, "replica-b");
+    let a = BusNode::start(&server, &prefix, "replica-a");
+    let b = BusNode::start(&server, &prefix, "replica-b");
     let (on_b, mut b_rx) = Recorder::new();
     b.bus.subscribe("cache", on_b.clone());
-    wait_until("B subscribed", || b.bus.is_connected()).await;
+    wait_until("B subscribed", async || b.bus.is_connected()).await;
     a.publish("cache", b"before").await;
     assert_eq!(next(&mut b_rx).await.payload, b"before");
 
     server.kill();
-    wait_until("B notices the crash", || !b.bus.is_connected()).await;
+    wait_until("B notices the crash", async || !b.bus.is_connected()).await;
     assert!(!b.bus.is_subscribed("cache"));
 
     server.restart().await;
-    wait_until("B reconnects", || b.bus.is_connected()).await;
-    wait_until("B reports one gap", || on_b.gaps() == 1).await;
+    wait_until("B reconnects", async || b.bus.is_connected()).await;
+    wait_until("B reports one gap", async || on_b.gaps() == 1).await;
     a.publish("cache", b"after").await;
     let got = next(&mut b_rx).await;
     assert_eq!(
@@ -244,13 +208,13 @@ async fn bus_reconnects_after_a_redis_crash_and_reports_the_gap() {
 async fn topics_added_while_connected_are_subscribed_and_a_panicking_handler_is_contained() {
     let server = RedisServer::start().await;
     let prefix = unique_prefix("bus-late");
-    let b = Replica::start(server.url(), &prefix, "replica-b");
-    wait_until("B connects with no topics", || b.bus.is_connected()).await;
+    let b = BusNode::start(&server, &prefix, "replica-b");
+    wait_until("B connects with no topics", async || b.bus.is_connected()).await;
 
     let (on_b, mut b_rx) = Recorder::new();
     b.bus.subscribe("late", Arc::new(Panicker));
     b.bus.subscribe("late", on_b.clone());
-    wait_until("the late topic is subscribed", || {
+    wait_until("the late topic is subscribed", async || {
         b.bus.is_subscribed("late")
     })
     .await;
@@ -267,10 +231,10 @@ async fn topics_added_while_connected_are_subscribed_and_a_panicking_handler_is_
 async fn health_checks_keep_a_quiet_connection() {
     let server = RedisServer::start().await;
     let prefix = unique_prefix("bus-quiet");
-    let b = Replica::start(server.url(), &prefix, "replica-b");
+    let b = BusNode::start(&server, &prefix, "replica-b");
     let (on_b, mut b_rx) = Recorder::new();
     b.bus.subscribe("cache", on_b.clone());
-    wait_until("B subscribed", || b.bus.is_connected()).await;
+    wait_until("B subscribed", async || b.bus.is_connected()).await;
     // Several health-check PINGs go over the subscribed connection meanwhile; none may
     // be mistaken for a failure.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -14,12 +14,13 @@ use stateful_mcp::{
     bus::Bus,
     cache::{CacheError, CacheManager, LoadError},
     config::{CacheSettings, Settings},
-    keys::Keys,
-    redis_pool::RedisPool,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::support::{RedisServer, unique_prefix};
+use crate::support::{
+    node::NodeBase,
+    redis_server::{RedisServer, unique_prefix},
+    wait::{retry, wait_until},
+};
 
 fn settings() -> CacheSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().cache;
@@ -28,84 +29,101 @@ fn settings() -> CacheSettings {
 }
 
 /// One replica's cache (with its own pool and bus) on `redis` under `prefix`.
-struct Node {
+struct CacheNode {
     cache: CacheManager,
     bus: Bus,
-    _token: tokio_util::sync::DropGuard,
+    _base: NodeBase,
 }
 
-async fn node(redis: &RedisServer, prefix: &str, replica: &str, cache: &CacheSettings) -> Node {
-    let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
-    s.redis.url = redis.url().to_owned();
-    s.redis.command_timeout_ms = 300;
-    let pool = RedisPool::new(&s.redis).unwrap();
-    let keys = Keys::new(prefix);
-    let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let bus = Bus::start(pool.clone(), keys.clone(), replica, token.clone(), &tracker);
-    let cache = CacheManager::new(cache, replica, Some((pool, keys)), Some(bus.clone()));
-    wait_for(|| bus.is_subscribed("cache")).await;
-    Node {
-        cache,
-        bus,
-        _token: token.drop_guard(),
-    }
-}
-
-async fn wait_for(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+impl CacheNode {
+    async fn start(
+        redis: &RedisServer,
+        prefix: &str,
+        replica: &str,
+        cache: &CacheSettings,
+    ) -> Self {
+        let mut settings = redis.settings();
+        settings.command_timeout_ms = 300;
+        let base = NodeBase::new(settings, prefix);
+        let bus = Bus::start(
+            base.pool.clone(),
+            base.keys.clone(),
+            replica,
+            base.shutdown.clone(),
+            &base.tracker,
+        );
+        let cache = CacheManager::new(
+            cache,
+            replica,
+            Some((base.pool.clone(), base.keys.clone())),
+            Some(bus.clone()),
+        );
+        wait_until("the cache's bus is subscribed", async || {
+            bus.is_subscribed("cache")
+        })
+        .await;
+        Self {
+            cache,
+            bus,
+            _base: base,
         }
-    })
-    .await
-    .expect("condition reached in time");
+    }
 }
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-#[tokio::test]
-async fn seed_behaviours_in_memory_and_on_redis() {
-    let redis = RedisServer::shared_or_start().await;
+/// The seed behaviours of one cache called `name`; `pass` lets time go by.
+async fn seed_behaviours(name: &str, cache: &CacheManager, pass: impl AsyncFn(Duration)) {
+    cache.set("k", b("v"), None).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap(), Some(b("v")), "{name}");
+    assert_eq!(cache.get("missing").await.unwrap(), None, "{name}");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1), "{name}");
+    assert!((stats.hit_rate - 0.5).abs() < 1e-9, "{name}");
+    assert_eq!(stats.l1_entries, 1, "{name}");
+
+    cache
+        .set("short", b("x"), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(cache.get("short").await.unwrap().is_some(), "{name}");
+    pass(Duration::from_millis(450)).await;
+    assert_eq!(cache.get("short").await.unwrap(), None, "{name}: expired");
+
+    cache.delete("k").await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap(), None, "{name}");
+    cache.set("a", b("1"), None).await.unwrap();
+    cache.clear().await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap(), None, "{name}: cleared");
+    assert!(matches!(
+        cache.set("k", b("v"), Some(Duration::ZERO)).await,
+        Err(CacheError::InvalidTtl { .. })
+    ));
+}
+
+// The memory cache's L1 keeps tokio time and does no I/O, so its expiry runs on paused
+// time; on Redis the L2 expires keys on the server's clock, which only real time moves.
+#[tokio::test(start_paused = true)]
+async fn seed_behaviours_in_memory() {
     let memory = CacheManager::new(&settings(), "solo", None, None);
-    let shared = node(&redis, &unique_prefix("cache-seed"), "r1", &settings()).await;
-    for (name, cache) in [("memory", &memory), ("redis", &shared.cache)] {
-        cache.set("k", b("v"), None).await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap(), Some(b("v")), "{name}");
-        assert_eq!(cache.get("missing").await.unwrap(), None, "{name}");
-        let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1), "{name}");
-        assert!((stats.hit_rate - 0.5).abs() < 1e-9, "{name}");
-        assert_eq!(stats.l1_entries, 1, "{name}");
+    seed_behaviours("memory", &memory, tokio::time::advance).await;
+}
 
-        cache
-            .set("short", b("x"), Some(Duration::from_millis(300)))
-            .await
-            .unwrap();
-        assert!(cache.get("short").await.unwrap().is_some(), "{name}");
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(cache.get("short").await.unwrap(), None, "{name}: expired");
-
-        cache.delete("k").await.unwrap();
-        assert_eq!(cache.get("k").await.unwrap(), None, "{name}");
-        cache.set("a", b("1"), None).await.unwrap();
-        cache.clear().await.unwrap();
-        assert_eq!(cache.get("a").await.unwrap(), None, "{name}: cleared");
-        assert!(matches!(
-            cache.set("k", b("v"), Some(Duration::ZERO)).await,
-            Err(CacheError::InvalidTtl { .. })
-        ));
-    }
+#[tokio::test]
+async fn seed_behaviours_on_redis() {
+    let redis = RedisServer::shared_or_start().await;
+    let shared = CacheNode::start(&redis, &unique_prefix("cache-seed"), "r1", &settings()).await;
+    seed_behaviours("redis", &shared.cache, tokio::time::sleep).await;
 }
 
 #[tokio::test]
 async fn writes_on_one_replica_are_never_served_stale_by_another() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("cache-coherence");
-    let a = node(&redis, &prefix, "a", &settings()).await;
-    let b_ = node(&redis, &prefix, "b", &settings()).await;
+    let a = CacheNode::start(&redis, &prefix, "a", &settings()).await;
+    let b_ = CacheNode::start(&redis, &prefix, "b", &settings()).await;
 
     a.cache.set("user:1", b("alice"), None).await.unwrap();
     assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alice")));
@@ -115,17 +133,26 @@ async fn writes_on_one_replica_are_never_served_stale_by_another() {
     assert_eq!(b_.cache.stats().hits_l1, 1);
 
     a.cache.set("user:1", b("alicia"), None).await.unwrap();
-    wait_for(|| b_.cache.stats().invalidations_received >= 1).await;
+    wait_until("B hears of the first write", async || {
+        b_.cache.stats().invalidations_received >= 1
+    })
+    .await;
     assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alicia")));
 
     a.cache.delete("user:1").await.unwrap();
-    wait_for(|| b_.cache.stats().invalidations_received >= 2).await;
+    wait_until("B hears of the delete", async || {
+        b_.cache.stats().invalidations_received >= 2
+    })
+    .await;
     assert_eq!(b_.cache.get("user:1").await.unwrap(), None);
 
     b_.cache.set("user:2", b("bob"), None).await.unwrap();
     assert_eq!(a.cache.get("user:2").await.unwrap(), Some(b("bob")));
     b_.cache.clear().await.unwrap();
-    wait_for(|| a.cache.stats().invalidations_received >= 2).await;
+    wait_until("A hears of the clear", async || {
+        a.cache.stats().invalidations_received >= 2
+    })
+    .await;
     assert_eq!(a.cache.get("user:2").await.unwrap(), None);
 
     let (sa, sb) = (a.cache.stats(), b_.cache.stats());
@@ -138,8 +165,8 @@ async fn writes_on_one_replica_are_never_served_stale_by_another() {
 async fn a_cold_key_is_loaded_once_across_replicas_and_callers() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("cache-stampede");
-    let a = node(&redis, &prefix, "a", &settings()).await;
-    let b_ = node(&redis, &prefix, "b", &settings()).await;
+    let a = CacheNode::start(&redis, &prefix, "a", &settings()).await;
+    let b_ = CacheNode::start(&redis, &prefix, "b", &settings()).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for cache in [a.cache.clone(), b_.cache.clone()] {
@@ -182,7 +209,7 @@ async fn l1_answers_while_redis_is_down_and_l2_comes_back() {
     let mut cfg = settings();
     cfg.l1_max_ttl_ms = 200;
     cfg.fail_safe_grace_secs = 60;
-    let a = node(&redis, &prefix, "a", &cfg).await;
+    let a = CacheNode::start(&redis, &prefix, "a", &cfg).await;
 
     a.cache.set("fresh", b("1"), None).await.unwrap();
     a.cache.set("aging", b("2"), None).await.unwrap();
@@ -211,15 +238,12 @@ async fn l1_answers_while_redis_is_down_and_l2_comes_back() {
     assert_eq!(stats.stale_hits, 1);
 
     redis.restart().await;
-    wait_for(|| a.bus.is_connected()).await;
+    wait_until("the bus reconnects", async || a.bus.is_connected()).await;
     // The reconnect may have cleared L1 (messages may have been missed); L2 works again.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while a.cache.set("after", b("3"), None).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    retry("L2 takes writes again", async || {
+        a.cache.set("after", b("3"), None).await
     })
-    .await
-    .unwrap();
-    let b_ = node(&redis, &prefix, "b", &cfg).await;
+    .await;
+    let b_ = CacheNode::start(&redis, &prefix, "b", &cfg).await;
     assert_eq!(b_.cache.get("after").await.unwrap(), Some(b("3")));
 }

@@ -13,11 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{
-    cluster::{Replica, call, legacy_client, read_reply, text, tools_call_2026},
-    support::{RedisServer, free_port, unique_prefix},
+use crate::support::{
+    client::{call, legacy_client, text, try_call},
+    http::{call_2026, create_handle},
+    redis_server::{RedisServer, free_port, unique_prefix},
+    replica::Replica,
+    wait::{retry, wait_until},
 };
 
 /// An nginx master process with its own prefix directory, stopped on drop.
@@ -105,15 +108,13 @@ http {{
     }
 
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reqwest::get(format!("http://127.0.0.1:{}/healthz", self.port))
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "nginx did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let healthz = format!("http://127.0.0.1:{}/healthz", self.port);
+        wait_until("nginx comes up", async || {
+            reqwest::get(&healthz)
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
     }
 }
 
@@ -126,26 +127,6 @@ impl Drop for Nginx {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One 2026-07-28 `tools/call` over `client`; `Err` describes any failure.
-async fn call_2026(
-    client: &reqwest::Client,
-    url: &str,
-    tool: &str,
-    args: Value,
-) -> Result<Value, String> {
-    let response = tools_call_2026(client, url, tool, args)
-        .send()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    match read_reply(response).await {
-        (status, message) if status.is_success() => match message.get("result") {
-            Some(result) if result["isError"] != true => Ok(result["structuredContent"].clone()),
-            _ => Err(format!("error reply: {message}")),
-        },
-        (status, message) => Err(format!("HTTP {status}: {message}")),
     }
 }
 
@@ -175,12 +156,7 @@ async fn replicas_restart_under_load_without_failed_or_repeated_calls() {
     let url = nginx.url();
 
     let http = reqwest::Client::new();
-    let handle = call_2026(&http, &url, "session_create", json!({}))
-        .await
-        .unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let handle = create_handle(&http, &url).await;
     let legacy = legacy_client(&url).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -211,14 +187,7 @@ async fn replicas_restart_under_load_without_failed_or_repeated_calls() {
         let mut done = 0u64;
         let mut failures = Vec::new();
         while !legacy_stop.load(Ordering::Relaxed) {
-            let args = json!({"operation": "increment"})
-                .as_object()
-                .cloned()
-                .unwrap();
-            match legacy
-                .call_tool(rmcp::model::CallToolRequestParams::new("counter").with_arguments(args))
-                .await
-            {
+            match try_call(&legacy, "counter", json!({"operation": "increment"})).await {
                 Ok(r) if r.is_error != Some(true) => done += 1,
                 Ok(r) => failures.push(text(&r)),
                 Err(e) => failures.push(e.to_string()),
@@ -284,11 +253,10 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the binary did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    retry("the binary starts", async || {
+        http.get(format!("{base}/readyz")).send().await
+    })
+    .await;
     let started = Instant::now();
     let pid = child.id().to_string();
     assert!(

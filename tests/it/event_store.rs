@@ -9,39 +9,28 @@ use rmcp::{
     transport::streamable_http_server::session::{EventStore, EventStream, ServerSseMessage},
 };
 use serde_json::json;
-use stateful_mcp::{
-    config::RedisSettings,
-    keys::Keys,
-    mcp::event_store::{EventStoreSettings, RedisEventStore, RedisEventStoreError},
-    redis_pool::RedisPool,
+use stateful_mcp::mcp::event_store::{EventStoreSettings, RedisEventStore, RedisEventStoreError};
+
+use crate::support::{
+    node::{NodeBase, quick_settings},
+    redis_server::{RedisServer, unique_prefix},
+    wait::{retry, wait_until, within},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::support::{RedisServer, unique_prefix};
-
-const WAIT: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_secs(60);
 
-/// One replica's event store with the background machinery it runs on.
-struct Replica {
+/// One replica's event store, on the pool and background machinery of its own node.
+struct EventStoreNode {
     store: Arc<RedisEventStore>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    base: NodeBase,
 }
 
-impl Replica {
-    fn start(url: &str, prefix: &str, replica_id: &str, pool_size: usize) -> Self {
-        let pool = RedisPool::new(&RedisSettings {
-            url: url.to_owned(),
-            key_prefix: prefix.to_owned(),
-            pool_size,
-            pool_wait_timeout_ms: 5000,
-            command_timeout_ms: 1000,
-            connect_timeout_ms: 1000,
-        })
-        .expect("valid settings");
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
+impl EventStoreNode {
+    fn start(server: &RedisServer, prefix: &str, replica_id: &str, pool_size: usize) -> Self {
+        let base = NodeBase::new(
+            quick_settings(server, pool_size, Duration::from_secs(5)),
+            prefix,
+        );
         let settings = EventStoreSettings {
             ttl: TTL,
             max_len: 1000,
@@ -51,18 +40,14 @@ impl Replica {
             max_backoff: Duration::from_millis(200),
         };
         let store = RedisEventStore::start(
-            pool,
-            Keys::new(prefix),
+            base.pool.clone(),
+            base.keys.clone(),
             replica_id,
             settings,
-            shutdown.clone(),
-            &tracker,
+            base.shutdown.clone(),
+            &base.tracker,
         );
-        Self {
-            store,
-            shutdown,
-            tracker,
-        }
+        Self { store, base }
     }
 
     async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> String {
@@ -70,6 +55,12 @@ impl Replica {
             .store_event(stream_id, event)
             .await
             .expect("event stored")
+    }
+
+    /// Stores the priming event (a one-second retry) a response stream starts with.
+    async fn prime(&self, stream_id: &str) -> String {
+        self.store(stream_id, &ServerSseMessage::retry(Duration::from_secs(1)))
+            .await
     }
 
     async fn replay(&self, after: &str) -> EventStream {
@@ -80,11 +71,7 @@ impl Replica {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        tokio::time::timeout(WAIT, self.tracker.wait())
-            .await
-            .expect("the reader stops on shutdown");
+        self.base.stop("the reader stops on shutdown").await;
     }
 }
 
@@ -119,26 +106,12 @@ fn json_of(event: &ServerSseMessage) -> Option<serde_json::Value> {
 
 /// The next event, within the test's bound.
 async fn next(stream: &mut EventStream) -> Option<ServerSseMessage> {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("the stream yields or ends in time")
+    within("the stream yields or ends", stream.next()).await
 }
 
 /// Everything left in a stream that must end by itself.
 async fn drain(stream: EventStream) -> Vec<ServerSseMessage> {
-    tokio::time::timeout(WAIT, stream.collect())
-        .await
-        .expect("the stream ends by itself")
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    within("the stream ends by itself", stream.collect()).await
 }
 
 fn stream_id() -> String {
@@ -149,7 +122,7 @@ fn stream_id() -> String {
 async fn replay_returns_later_events_with_their_ids_and_ends_after_the_response() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-replay");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = stream_id();
 
     let primed = a
@@ -187,12 +160,10 @@ async fn replay_returns_later_events_with_their_ids_and_ends_after_the_response(
 async fn another_replica_follows_the_stream_until_the_final_response() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-follow");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
-    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let first = a.store(&stream, &notification(1)).await;
 
     let mut resumed = b.replay(&primed).await;
@@ -214,7 +185,10 @@ async fn another_replica_follows_the_stream_until_the_final_response() {
         next(&mut resumed).await.is_none(),
         "the stream ends after it"
     );
-    wait_until("B's follower is gone", || b.store.follower_count() == 0).await;
+    wait_until("B's follower is gone", async || {
+        b.store.follower_count() == 0
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
@@ -223,12 +197,10 @@ async fn another_replica_follows_the_stream_until_the_final_response() {
 async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-common");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
-    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = format!("{}:common", stream_id());
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
 
     let mut resumed = b.replay(&primed).await;
     // A response on the standalone stream does not end it.
@@ -257,21 +229,21 @@ async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
 async fn many_followers_share_one_reader_connection() {
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-many");
-    let b = Replica::start(server.url(), &prefix, "replica-b", 1);
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 1);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let mut probe = server.conn().await;
     let clients = |list: &str| list.lines().filter(|l| !l.trim().is_empty()).count();
 
     let streams: Vec<String> = (0..10).map(|_| stream_id()).collect();
     let mut primed = Vec::new();
     for stream in &streams {
-        primed.push(
-            a.store(stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-                .await,
-        );
+        primed.push(a.prime(stream).await);
     }
     let mut followers = vec![b.replay(&primed[0]).await];
-    wait_until("B's reader is connected", || b.store.is_reader_connected()).await;
+    wait_until("B's reader is connected", async || {
+        b.store.is_reader_connected()
+    })
+    .await;
     let before: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut probe)
@@ -323,7 +295,7 @@ async fn many_followers_share_one_reader_connection() {
 async fn malformed_and_unknown_event_ids_are_errors() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-bad-ids");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = stream_id();
     a.store(&stream, &notification(1)).await;
     let last = a.store(&stream, &notification(2)).await;
@@ -363,11 +335,9 @@ async fn malformed_and_unknown_event_ids_are_errors() {
 async fn every_key_has_the_prefix_and_a_ttl() {
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-keys");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     // Following makes the replica write its wake stream too.
     let follower = a.replay(&primed).await;
     a.store(&stream, &response(1)).await;
@@ -415,38 +385,33 @@ async fn every_key_has_the_prefix_and_a_ttl() {
 async fn the_reader_recovers_after_a_redis_crash() {
     let mut server = RedisServer::start().await;
     let prefix = unique_prefix("es-crash");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
-    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let mut resumed = b.replay(&primed).await;
-    wait_until("B's reader is connected", || b.store.is_reader_connected()).await;
+    wait_until("B's reader is connected", async || {
+        b.store.is_reader_connected()
+    })
+    .await;
 
     server.kill();
-    wait_until("B's reader notices the crash", || {
+    wait_until("B's reader notices the crash", async || {
         !b.store.is_reader_connected()
     })
     .await;
     server.restart().await;
-    wait_until("B's reader reconnects", || b.store.is_reader_connected()).await;
+    wait_until("B's reader reconnects", async || {
+        b.store.is_reader_connected()
+    })
+    .await;
 
     // The restarted server lost the stream; the response A writes now starts it afresh
     // with later ids, and the follower still gets it.
-    let done = tokio::time::timeout(WAIT, async {
-        loop {
-            match a.store.store_event(&stream, &response(1)).await {
-                Ok(id) => break id,
-                Err(error) => {
-                    eprintln!("store failed, retrying: {error}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+    let done = retry("A stores again once Redis is back", async || {
+        a.store.store_event(&stream, &response(1)).await
     })
-    .await
-    .expect("A stores again once Redis is back");
+    .await;
     let got = next(&mut resumed).await.expect("the final response");
     assert_eq!(got.event_id, Some(done));
     assert!(next(&mut resumed).await.is_none());
@@ -458,11 +423,9 @@ async fn the_reader_recovers_after_a_redis_crash() {
 async fn shutdown_ends_followed_streams() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-shutdown");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = format!("{}:common", stream_id());
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let follower = a.replay(&primed).await;
     let store = Arc::clone(&a.store);
     a.stop().await;
@@ -477,12 +440,10 @@ async fn shutdown_ends_followed_streams() {
 async fn long_streams_are_replayed_and_followed_in_pages() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-long");
-    let a = Replica::start(server.url(), &prefix, "replica-a", 4);
-    let b = Replica::start(server.url(), &prefix, "replica-b", 4);
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a
-        .store(&stream, &ServerSseMessage::retry(Duration::from_secs(1)))
-        .await;
+    let primed = a.prime(&stream).await;
     let mut ids = Vec::new();
     for i in 0..300 {
         ids.push(a.store(&stream, &notification(i)).await);

@@ -3,7 +3,6 @@
 mod bad_input;
 mod bus;
 mod cache;
-mod cluster;
 mod drain;
 mod edge;
 mod event_store;

@@ -3,9 +3,10 @@
 
 use serde_json::json;
 
-use crate::{
-    cluster::{Replica, call, create_handle, stateless_client},
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    client::{call, create_handle, stateless_client},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
 };
 
 /// The value of the first series whose line contains every one of `parts`.
@@ -43,9 +44,7 @@ async fn metrics_report_requests_tools_sessions_pool_and_cache() {
     .await;
     call(&client, "prime_count", json!({"limit": 1000})).await;
 
-    let response = reqwest::get(format!("http://{}/metrics", replica.addr))
-        .await
-        .unwrap();
+    let response = reqwest::get(replica.endpoint("/metrics")).await.unwrap();
     assert!(
         response.headers()["content-type"]
             .to_str()

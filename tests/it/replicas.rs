@@ -3,12 +3,11 @@
 
 use serde_json::json;
 
-use crate::{
-    cluster::{
-        Replica, RoundRobin, call, create_handle, legacy_client, legacy_post, legacy_session,
-        stateless_client, structured, text,
-    },
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    client::{call, create_handle, legacy_client, stateless_client, structured, text},
+    http::{legacy_post, legacy_session},
+    redis_server::{RedisServer, unique_prefix},
+    replica::{Replica, RoundRobin},
 };
 
 async fn three_replicas(redis: &RedisServer, prefix: &str) -> (Vec<Replica>, RoundRobin) {

@@ -5,9 +5,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::{
-    cluster::{Replica, call, create_handle, legacy_post, legacy_session, stateless_client},
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    client::{call, create_handle, stateless_client},
+    http::{legacy_post, legacy_session},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
 };
 
 /// Commands clients sent (not those scripts ran) while `f` ran.

@@ -10,7 +10,7 @@ use stateful_mcp::{
     sessions::{CounterOp, HistoryOp, NewSession, RedisSessions, SessionError, Sessions},
 };
 
-use crate::support::{RedisServer, unique_prefix};
+use crate::support::redis_server::{RedisServer, unique_prefix};
 
 fn limits(timeout_secs: u64) -> SessionSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;
@@ -21,19 +21,18 @@ fn limits(timeout_secs: u64) -> SessionSettings {
     s
 }
 
+/// The Redis backend on `pool` under `keys`.
+fn on_redis(pool: RedisPool, keys: Keys, timeout_secs: u64) -> Sessions {
+    let l = limits(timeout_secs);
+    Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l)
+}
+
 /// Builds both backends; the Redis one on `redis` with a fresh prefix.
 async fn backends(redis: &RedisServer, timeout_secs: u64) -> Vec<(&'static str, Sessions)> {
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
-    let pool = RedisPool::new(&settings.redis).unwrap();
     let keys = Keys::new(&unique_prefix("sessions"));
-    let l = limits(timeout_secs);
     vec![
-        ("memory", Sessions::memory(l.clone())),
-        (
-            "redis",
-            Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l),
-        ),
+        ("memory", Sessions::memory(limits(timeout_secs))),
+        ("redis", on_redis(redis.pool(), keys, timeout_secs)),
     ]
 }
 
@@ -208,37 +207,49 @@ async fn limits_are_enforced() {
     }
 }
 
-#[tokio::test]
-async fn sessions_expire_after_inactivity_and_access_slides_it() {
-    let redis = RedisServer::shared_or_start().await;
-    for (name, s) in backends(&redis, 1).await {
-        let idle = s.create(new("dave")).await.unwrap().id;
-        let busy = s.create(new("dave")).await.unwrap().id;
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            s.counter("dave", &busy, CounterOp::Add(1)).await.unwrap();
-        }
-        assert!(
-            matches!(s.get("dave", &idle).await, Err(SessionError::NotFound(_))),
-            "{name}: idle session expired"
-        );
-        assert_eq!(
-            s.counter("dave", &busy, CounterOp::Get).await.unwrap(),
-            3,
-            "{name}: busy session kept its state past the timeout"
-        );
-        let listed: Vec<_> = s
-            .list("dave")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|x| x.id)
-            .collect();
-        assert_eq!(listed, std::slice::from_ref(&busy), "{name}");
-        tokio::time::sleep(Duration::from_millis(1300)).await;
-        assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
-        assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
+/// Idle sessions expire after the one-second timeout and access slides it, on the backend
+/// `s` called `name`; `pass` lets time go by.
+async fn expiry_and_sliding(name: &str, s: Sessions, pass: impl AsyncFn(Duration)) {
+    let idle = s.create(new("dave")).await.unwrap().id;
+    let busy = s.create(new("dave")).await.unwrap().id;
+    for _ in 0..3 {
+        pass(Duration::from_millis(400)).await;
+        s.counter("dave", &busy, CounterOp::Add(1)).await.unwrap();
     }
+    assert!(
+        matches!(s.get("dave", &idle).await, Err(SessionError::NotFound(_))),
+        "{name}: idle session expired"
+    );
+    assert_eq!(
+        s.counter("dave", &busy, CounterOp::Get).await.unwrap(),
+        3,
+        "{name}: busy session kept its state past the timeout"
+    );
+    let listed: Vec<_> = s
+        .list("dave")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&busy), "{name}");
+    pass(Duration::from_millis(1300)).await;
+    assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
+    assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
+}
+
+// The memory backend keeps tokio time, so it expires on paused time (and does no I/O that
+// auto-advance could race); Redis expires keys on its own clock.
+#[tokio::test(start_paused = true)]
+async fn sessions_expire_after_inactivity_and_access_slides_it_in_memory() {
+    expiry_and_sliding("memory", Sessions::memory(limits(1)), tokio::time::advance).await;
+}
+
+#[tokio::test]
+async fn sessions_expire_after_inactivity_and_access_slides_it_on_redis() {
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("sessions"));
+    expiry_and_sliding("redis", on_redis(redis.pool(), keys, 1), tokio::time::sleep).await;
 }
 
 #[tokio::test]
@@ -273,18 +284,8 @@ async fn stats_report_total_oldest_and_latest_access() {
 #[tokio::test]
 async fn redis_keys_carry_prefix_and_ttl() {
     let redis = RedisServer::start().await;
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
     let prefix = unique_prefix("ttl");
-    let l = limits(60);
-    let s = Sessions::redis(
-        RedisSessions::new(
-            RedisPool::new(&settings.redis).unwrap(),
-            Keys::new(&prefix),
-            l.timeout(),
-        ),
-        l,
-    );
+    let s = on_redis(redis.pool(), Keys::new(&prefix), 60);
     let id = s.create(new("gina")).await.unwrap().id;
     s.counter("gina", &id, CounterOp::Add(1)).await.unwrap();
     s.history("gina", &id, HistoryOp::Add("x".into()))
@@ -312,22 +313,9 @@ async fn redis_keys_carry_prefix_and_ttl() {
 #[tokio::test]
 async fn concurrent_increments_from_two_stores_lose_nothing() {
     let redis = RedisServer::shared_or_start().await;
-    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    settings.redis.url = redis.url().to_owned();
     let keys = Keys::new(&unique_prefix("race"));
-    let l = limits(60);
-    let a = Sessions::redis(
-        RedisSessions::new(
-            RedisPool::new(&settings.redis).unwrap(),
-            keys.clone(),
-            l.timeout(),
-        ),
-        l.clone(),
-    );
-    let b = Sessions::redis(
-        RedisSessions::new(RedisPool::new(&settings.redis).unwrap(), keys, l.timeout()),
-        l,
-    );
+    let a = on_redis(redis.pool(), keys.clone(), 60);
+    let b = on_redis(redis.pool(), keys, 60);
     let id = a.create(new("hal")).await.unwrap().id;
     let mut tasks = Vec::new();
     for store in [a.clone(), b.clone()] {

@@ -7,9 +7,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::{
-    cluster::{Replica, legacy_session, post_json},
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    http::{legacy_post, legacy_session, meta_2026, tools_call_2026_with_meta},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
+    wait::wait_until,
 };
 
 /// One server-sent event.
@@ -63,10 +65,6 @@ impl EventReader {
     }
 }
 
-fn post(url: &str, body: Value) -> reqwest::RequestBuilder {
-    post_json(&reqwest::Client::new(), url, &body)
-}
-
 fn is_progress(event: &Event) -> bool {
     event
         .data
@@ -83,17 +81,13 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
     let session = legacy_session(&a.url()).await;
 
     let limit = 60_000_000u64;
-    let response = post(
-        &a.url(),
-        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-            "name": "prime_count", "arguments": {"limit": limit},
-            "_meta": {"progressToken": "p1"}}}),
-    )
-    .header("Mcp-Session-Id", &session)
-    .header("MCP-Protocol-Version", "2025-11-25")
-    .send()
-    .await
-    .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "prime_count", "arguments": {"limit": limit},
+        "_meta": {"progressToken": "p1"}}});
+    let response = legacy_post(&reqwest::Client::new(), &a.url(), &session, &call)
+        .send()
+        .await
+        .unwrap();
     let mut events = EventReader::new(response);
     let mut last_id = None;
     // Read up to the first progress notification, then drop the connection.
@@ -148,7 +142,7 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
 }
 
 async fn cancelled_calls(replica: &Replica, tool: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", replica.addr))
+    let text = reqwest::get(replica.endpoint("/metrics"))
         .await
         .unwrap()
         .text()
@@ -170,19 +164,15 @@ async fn a_dropped_2026_stream_cancels_its_handler() {
     // The Redis backend attaches the event store to 2025-era sessions; the 2026-07-28
     // path must not use it.
     let replica = Replica::start(redis.url(), &unique_prefix("cancel"), &[]).await;
-    let response = post(
+    let mut meta = meta_2026();
+    meta["progressToken"] = json!("c1");
+    let response = tools_call_2026_with_meta(
+        &reqwest::Client::new(),
         &replica.url(),
-        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "prime_count", "arguments": {"limit": 2_000_000_000u64},
-            "_meta": {
-                "progressToken": "c1",
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "dropper", "version": "1"}}}}),
+        "prime_count",
+        json!({"limit": 2_000_000_000u64}),
+        meta,
     )
-    .header("MCP-Protocol-Version", "2026-07-28")
-    .header("Mcp-Method", "tools/call")
-    .header("Mcp-Name", "prime_count")
     .send()
     .await
     .unwrap();
@@ -196,11 +186,9 @@ async fn a_dropped_2026_stream_cancels_its_handler() {
     }
     assert_eq!(cancelled_calls(&replica, "prime_count").await, 0);
     drop(events);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while cancelled_calls(&replica, "prime_count").await == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the handler was cancelled when its stream was dropped");
+    wait_until(
+        "the handler is cancelled with its dropped stream",
+        async || cancelled_calls(&replica, "prime_count").await > 0,
+    )
+    .await;
 }

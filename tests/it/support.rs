@@ -1,146 +1,28 @@
-//! Test harness: private `redis-server` processes on free ports, unique key prefixes.
+//! The test harness: one set of helpers for the integration tests and for the benchmarks,
+//! which load this file with `#[path]`.
+//!
+//! - [`redis_server`]: private `redis-server` processes on free ports, and unique key prefixes;
+//! - [`replica`]: app replicas on port 0 and a round-robin TCP hop in front of them;
+//! - [`node`]: what a test node of one Redis-backed component (bus, event store, cache)
+//!   runs on;
+//! - [`client`]: rmcp clients of both protocol eras and readers of their results;
+//! - [`http`]: raw HTTP requests, for what a client library would not send;
+//! - [`wait`]: the one way to wait: poll until a deadline, or bound a future by it.
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
-};
+// The integration tests and each benchmark use a different subset of these helpers.
+#![allow(dead_code)]
 
-/// A `redis-server` owned by one test: started on a free loopback port, killed on drop.
-/// With `REDIS_URL` set, tests that do not inject faults use that server instead.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    url: String,
-}
-
-impl RedisServer {
-    /// Starts a private server (never the shared one on 6379).
-    pub async fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("smcp-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        server.spawn().await;
-        server
-    }
-
-    /// A server for tests that only need *a* Redis: `REDIS_URL` when the user set it,
-    /// else a private one.
-    pub async fn shared_or_start() -> Self {
-        match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => Self {
-                child: None,
-                port: 0,
-                dir: PathBuf::new(),
-                url,
-            },
-            _ => Self::start().await,
-        }
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(redis_server_binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir.to_str().unwrap(),
-                "--maxmemory-policy",
-                "noeviction",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(client) = redis::Client::open(self.url.as_str())
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Kills the process (as a crash would).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port (data is gone: persistence is off).
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-
-    /// A plain connection for assertions on raw keys.
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        if !self.dir.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn redis_server_binary() -> String {
-    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A key prefix no other test uses.
-pub fn unique_prefix(test: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "t-{test}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+// A file loaded with `#[path]` (as the benchmarks load this one) looks for its children as
+// a `mod.rs` would, beside itself; explicit paths find them in `support/` for every target.
+#[path = "support/client.rs"]
+pub mod client;
+#[path = "support/http.rs"]
+pub mod http;
+#[path = "support/node.rs"]
+pub mod node;
+#[path = "support/redis_server.rs"]
+pub mod redis_server;
+#[path = "support/replica.rs"]
+pub mod replica;
+#[path = "support/wait.rs"]
+pub mod wait;

@@ -3,9 +3,10 @@
 use rmcp::model::ReadResourceRequestParams;
 use serde_json::json;
 
-use crate::{
-    cluster::{Replica, call, stateless_client, structured, text},
-    support::{RedisServer, unique_prefix},
+use crate::support::{
+    client::{call, stateless_client, structured, text},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
 };
 
 #[tokio::test]

@@ -1,0 +1,132 @@
+//! Raw HTTP for what a client library would not send: hand-built 2026-07-28 calls and
+//! 2025-11-25 sessions, odd bodies and headers, and a reader for either reply form.
+
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+/// The per-request `_meta` of a 2026-07-28 request.
+pub fn meta_2026() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"}
+    })
+}
+
+/// A POST of `body` as it is to `/mcp`, accepting both reply forms.
+pub fn post_body(client: &Client, url: &str, body: impl Into<reqwest::Body>) -> RequestBuilder {
+    client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(body)
+}
+
+/// A JSON POST to `/mcp` that accepts both reply forms.
+pub fn post_json(client: &Client, url: &str, body: &Value) -> RequestBuilder {
+    post_body(client, url, body.to_string())
+}
+
+/// A raw 2026-07-28 `tools/call` (body `_meta` and the standard headers), ready to send.
+pub fn tools_call_2026(client: &Client, url: &str, tool: &str, args: Value) -> RequestBuilder {
+    tools_call_2026_with_meta(client, url, tool, args, meta_2026())
+}
+
+/// [`tools_call_2026`] with the body `_meta` given, e.g. [`meta_2026`] plus a
+/// `progressToken`.
+pub fn tools_call_2026_with_meta(
+    client: &Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+    meta: Value,
+) -> RequestBuilder {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": args, "_meta": meta}});
+    post_json(client, url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", tool)
+}
+
+/// The status and JSON-RPC message of a reply: the last JSON `data:` line of an SSE body,
+/// or a JSON body, or `{"raw": text}`.
+pub async fn read_reply(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let message = text
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(json!({"raw": text}));
+    (status, message)
+}
+
+/// One 2026-07-28 `tools/call`: the structured content of a successful result; `Err`
+/// describes any failure (transport, HTTP status, JSON-RPC error or tool error).
+pub async fn call_2026(
+    client: &Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+) -> Result<Value, String> {
+    let response = tools_call_2026(client, url, tool, args)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    match read_reply(response).await {
+        (status, message) if status.is_success() => match message.get("result") {
+            Some(result) if result["isError"] != true => Ok(result["structuredContent"].clone()),
+            _ => Err(format!("error reply: {message}")),
+        },
+        (status, message) => Err(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// Calls `session_create` over raw 2026-07-28 HTTP and returns the new handle.
+pub async fn create_handle(client: &Client, url: &str) -> String {
+    call_2026(client, url, "session_create", json!({}))
+        .await
+        .unwrap()["session_id"]
+        .as_str()
+        .expect("session_create returns a session_id")
+        .to_owned()
+}
+
+/// A 2025-11-25 `initialize` request from a client called `client_name`.
+pub fn initialize_2025(client_name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": client_name, "version": "1"}}})
+}
+
+/// Initializes a 2025-11-25 session by hand (no client library) and returns its id.
+pub async fn legacy_session(url: &str) -> String {
+    let client = Client::new();
+    let response = post_json(&client, url, &initialize_2025("raw-test"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.text().await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = legacy_post(&client, url, &id, &initialized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    id
+}
+
+/// A POST in the 2025-11-25 session `session`.
+pub fn legacy_post(client: &Client, url: &str, session: &str, body: &Value) -> RequestBuilder {
+    post_json(client, url, body)
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+}

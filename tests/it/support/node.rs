@@ -1,0 +1,60 @@
+//! What a test node of one Redis-backed component (the bus, the event store, the cache)
+//! runs on: its own pool, keys under the test's prefix, and the shutdown token and task
+//! tracker its background tasks run on — the part of a replica such a test needs.
+
+use std::time::Duration;
+
+use stateful_mcp::{config::RedisSettings, keys::Keys, redis_pool::RedisPool};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{redis_server::RedisServer, wait::within};
+
+/// A pool, keys and background machinery; dropping it cancels the background tasks.
+pub struct NodeBase {
+    pub pool: RedisPool,
+    pub keys: Keys,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl NodeBase {
+    /// A pool with `redis` settings and keys under `prefix`, with nothing running yet.
+    pub fn new(mut redis: RedisSettings, prefix: &str) -> Self {
+        redis.key_prefix = prefix.to_owned();
+        Self {
+            pool: RedisPool::new(&redis).expect("valid settings"),
+            keys: Keys::new(prefix),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Cancels the background tasks and waits until `what` (they) have stopped.
+    pub async fn stop(&self, what: &str) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        within(what, self.tracker.wait()).await;
+    }
+}
+
+impl Drop for NodeBase {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings for a pool of `pool_size` on `server` that notices a dead server quickly:
+/// one second to connect or to run a command, `pool_wait` for a free connection.
+pub fn quick_settings(
+    server: &RedisServer,
+    pool_size: usize,
+    pool_wait: Duration,
+) -> RedisSettings {
+    RedisSettings {
+        pool_size,
+        pool_wait_timeout_ms: pool_wait.as_millis() as u64,
+        command_timeout_ms: 1000,
+        connect_timeout_ms: 1000,
+        ..server.settings()
+    }
+}

@@ -1,0 +1,162 @@
+//! Private `redis-server` processes on free loopback ports (killed and restarted for fault
+//! injection), pools on them, and a key prefix per test.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use stateful_mcp::{
+    config::{RedisSettings, Settings},
+    redis_pool::RedisPool,
+};
+
+use super::wait::wait_until;
+
+/// A `redis-server` owned by one test: started on a free loopback port, killed on drop.
+/// With `REDIS_URL` set, tests that do not inject faults use that server instead.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    url: String,
+}
+
+impl RedisServer {
+    /// Starts a private server (never the shared one on 6379).
+    pub async fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("smcp-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A server for tests that only need *a* Redis: `REDIS_URL` when the user set it,
+    /// else a private one.
+    pub async fn shared_or_start() -> Self {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => Self {
+                child: None,
+                port: 0,
+                dir: PathBuf::new(),
+                url,
+            },
+            _ => Self::start().await,
+        }
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(redis_server_binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir.to_str().unwrap(),
+                "--maxmemory-policy",
+                "noeviction",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        wait_until("redis-server answers PING", async || {
+            ping(&self.url).await.is_ok()
+        })
+        .await;
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The shipped Redis settings, pointed at this server.
+    pub fn settings(&self) -> RedisSettings {
+        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().redis;
+        settings.url = self.url.clone();
+        settings
+    }
+
+    /// A pool on this server with the shipped settings.
+    pub fn pool(&self) -> RedisPool {
+        RedisPool::new(&self.settings()).unwrap()
+    }
+
+    /// Kills the process (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (data is gone: persistence is off).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A plain connection for assertions on raw keys.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+async fn ping(url: &str) -> redis::RedisResult<String> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("PING").query_async(&mut conn).await
+}
+
+fn redis_server_binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t-{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,165 @@
+//! App replicas (`Application::build` on port 0, stopped gracefully) on the memory or the
+//! Redis backend, and a round-robin TCP hop in front of several of them.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use stateful_mcp::{config::Settings, startup::Application};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::wait::within;
+
+/// One running replica, asked to stop when dropped.
+pub struct Replica {
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Replica {
+    /// Starts a replica with the Redis backend on `redis_url` under `prefix`;
+    /// `extra` are further `STATEFUL_MCP__*` overrides.
+    pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        let mut env = vec![
+            ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+            ("STATEFUL_MCP__REDIS__URL", redis_url),
+            ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
+        ];
+        env.extend_from_slice(extra);
+        Self::with_env(&env).await
+    }
+
+    /// Starts a replica with the memory backend; `extra` are `STATEFUL_MCP__*` overrides.
+    pub async fn memory(extra: &[(&str, &str)]) -> Self {
+        let mut env = vec![("STATEFUL_MCP__STORE__BACKEND", "memory")];
+        env.extend_from_slice(extra);
+        Self::with_env(&env).await
+    }
+
+    /// Starts a replica on a loopback port with a short drain, then `overrides`.
+    async fn with_env(overrides: &[(&str, &str)]) -> Self {
+        let base = [
+            ("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0"),
+            ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "2"),
+            // No balancer keeps idle connections to these replicas.
+            ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0"),
+        ];
+        let env: Vec<_> = base
+            .iter()
+            .chain(overrides)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::with_settings(Settings::load_with_env(None, env).unwrap()).await
+    }
+
+    /// Starts a replica from explicit settings.
+    pub async fn with_settings(settings: Settings) -> Self {
+        let app = Application::build(settings).await.unwrap();
+        let addr = app.local_addr();
+        let token = app.shutdown_token();
+        let task = tokio::spawn(app.run_until_stopped());
+        Self {
+            addr,
+            token,
+            task: Some(task),
+        }
+    }
+
+    /// The MCP endpoint.
+    pub fn url(&self) -> String {
+        self.endpoint("/mcp")
+    }
+
+    /// The URL of `path` (`/readyz`, `/metrics`, ...) on this replica.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Graceful stop; returns once the replica has exited.
+    pub async fn stop(&mut self) {
+        self.token.cancel();
+        if let Some(task) = self.task.take() {
+            within("the replica stops within its drain timeout", task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// A round-robin TCP hop: each new connection goes to the next upstream that accepts
+/// it (like nginx with `proxy_next_upstream error`). Counts connections per upstream.
+pub struct RoundRobin {
+    pub addr: SocketAddr,
+    pub served: Arc<Vec<AtomicUsize>>,
+    task: JoinHandle<()>,
+}
+
+impl RoundRobin {
+    /// Listens on a loopback port and forwards to `upstreams` in turn.
+    pub async fn start(upstreams: Vec<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served: Arc<Vec<AtomicUsize>> =
+            Arc::new(upstreams.iter().map(|_| AtomicUsize::new(0)).collect());
+        let counters = served.clone();
+        let task = tokio::spawn(async move {
+            let next = AtomicUsize::new(0);
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let start = next.fetch_add(1, Ordering::Relaxed);
+                let mut chosen = None;
+                for i in 0..upstreams.len() {
+                    let idx = (start + i) % upstreams.len();
+                    if let Ok(out) = tokio::net::TcpStream::connect(upstreams[idx]).await {
+                        chosen = Some((idx, out));
+                        break;
+                    }
+                }
+                let Some((idx, mut outbound)) = chosen else {
+                    continue;
+                };
+                counters[idx].fetch_add(1, Ordering::Relaxed);
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Self { addr, served, task }
+    }
+
+    /// The MCP endpoint behind the hop.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// Connections forwarded so far, per upstream.
+    pub fn served(&self) -> Vec<usize> {
+        self.served
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
