@@ -160,11 +160,6 @@ impl CacheManager {
         Self { shared }
     }
 
-    /// The TTL used when a writer names none (`cache.default_ttl_secs`).
-    pub fn default_ttl(&self) -> Duration {
-        self.shared.default_ttl
-    }
-
     fn check_ttl(&self, ttl: Duration) -> Result<Duration, CacheError> {
         if ttl.is_zero() || ttl > self.shared.max_ttl {
             return Err(CacheError::InvalidTtl {
@@ -471,11 +466,6 @@ impl CacheManager {
             self.shared.l1.clear();
         }
         Ok(())
-    }
-
-    /// The pool behind L2, if any (for raw-`GET` comparisons in benchmarks).
-    pub fn l2_pool(&self) -> Option<&RedisPool> {
-        self.shared.l2.as_ref().map(L2::pool)
     }
 }
 

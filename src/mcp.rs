@@ -15,12 +15,12 @@
 
 pub mod binding;
 pub mod edge;
-pub mod envelope;
+mod envelope;
 pub mod event_store;
-pub mod resources;
+mod resources;
 pub mod server;
-pub mod session_manager;
-pub mod session_store;
+mod session_manager;
+mod session_store;
 
 use std::{sync::Arc, time::Duration};
 

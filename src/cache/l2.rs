@@ -54,10 +54,6 @@ impl L2 {
         }
     }
 
-    pub(crate) fn pool(&self) -> &RedisPool {
-        &self.pool
-    }
-
     /// The current generation, read from Redis on first use and after a gap.
     pub(crate) async fn generation(&self) -> Result<u64, RedisPoolError> {
         let known = self.generation.load(Ordering::Acquire);

@@ -3,17 +3,14 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stateful_mcp::config::Settings;
 
-use crate::cluster::{Replica, legacy_session, post_json, read_reply};
+use crate::support::{
+    http::{legacy_post, legacy_session, meta_2026, post_json, read_reply},
+    replica::Replica,
+};
 
 async fn memory_replica() -> Replica {
-    let settings = Settings::load_with_env(
-        None,
-        vec![("STATEFUL_MCP__SERVER__BIND".into(), "127.0.0.1:0".into())],
-    )
-    .unwrap();
-    Replica::with_settings(settings).await
+    Replica::memory(&[]).await
 }
 
 /// The `text` of a tool result's first content block.
@@ -93,7 +90,7 @@ async fn a_session_header_on_a_stateless_call_binds_nothing() {
     // Nor can the forged id be used as a handle afterwards.
     let as_handle = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "counter", "arguments": {"operation": "get", "session_id": forged},
-        "_meta": crate::cluster::meta_2026()}});
+        "_meta": meta_2026()}});
     let response = post_json(&http, &replica.url(), &as_handle)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "tools/call")
@@ -112,7 +109,7 @@ async fn messages_rmcp_cannot_read_are_invalid_requests_and_unknown_sessions_404
     let session = legacy_session(&replica.url()).await;
     // JSON-RPC in shape, but an id that is neither a number nor a string.
     let body = json!({"jsonrpc": "2.0", "id": {"n": 1}, "method": "ping"});
-    let response = crate::cluster::legacy_post(&http, &replica.url(), &session, &body)
+    let response = legacy_post(&http, &replica.url(), &session, &body)
         .send()
         .await
         .unwrap();
@@ -122,7 +119,7 @@ async fn messages_rmcp_cannot_read_are_invalid_requests_and_unknown_sessions_404
 
     for unknown in ["not-a-session-id".to_owned(), stateful_mcp::ids::mint()] {
         let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
-        let response = crate::cluster::legacy_post(&http, &replica.url(), &unknown, &ping)
+        let response = legacy_post(&http, &replica.url(), &unknown, &ping)
             .send()
             .await
             .unwrap();
