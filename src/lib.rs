@@ -5,24 +5,40 @@
 //! round-robin load balancer can send any request to any replica.
 //!
 //! ## Layout
+//! Dependencies point one way: HTTP → MCP → tools → domain → storage.
 //! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment).
-//! - [`startup`]: builds the [`startup::Application`] (router, listener, background tasks)
-//!   and runs it until a shutdown signal.
-//! - [`http`]: `/healthz`, `/readyz` and the mounting of `/mcp`.
-//! - [`mcp`]: everything that speaks MCP through rmcp: the tool server, the legacy
-//!   session manager wrapper, rmcp's `SessionStore` and `EventStore` on Redis.
-//! - [`sessions`]: the session state layer (create, get, update, delete, list, stats)
-//!   over the memory and Redis backends.
+//! - [`telemetry`]: the tracing subscriber and request ids.
+//! - [`state`]: [`state::AppState`], the replica's cheap handles (settings, pool, sessions,
+//!   cache, bus, metrics, shutdown tokens, task trackers), built once from the settings.
+//! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
+//!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
+//!   that lets a drain serve what the backlog already holds.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
+//! - [`mcp`]: everything that speaks rmcp. [`mcp::endpoint`] builds `/mcp`: the edge
+//!   ([`mcp::edge`]), rmcp's Streamable HTTP service over our session manager, session
+//!   store and Redis event store ([`mcp::event_store`]), and the handler
+//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources.
+//! - [`sessions`]: the session state layer (create, get, update, counter, history,
+//!   delete, list, stats) over the memory and Redis backends, one Lua script per
+//!   operation on Redis.
+//! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
+//!   bus); [`primes`]: the CPU-bound computation it serves.
+//! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
+//! - [`metrics`]: the Prometheus registry of the replica.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
 //! - [`ids`]: unguessable ids for sessions and handles.
 //!
 //! ## A request's path
-//! axum accepts the connection (TCP_NODELAY) → rmcp's `StreamableHttpService` at `/mcp`
-//! validates Host/Origin/body size and picks the protocol era → for 2025-era requests our
-//! [`mcp::session_manager::ReplicatedSessionManager`] finds (or restores from Redis) the
-//! transport session → the tool handler in [`mcp::server`] resolves the state session
-//! (explicit `session_id` handle, or the transport's `Mcp-Session-Id`) → one Redis script
-//! in [`sessions`] checks the owner, slides the expiry and applies the operation.
+//! axum accepts the connection (TCP_NODELAY) → [`http`] gives it an id and a span →
+//! the [`mcp::edge`] reads the body once into an envelope (method, id, era, tool,
+//! handle), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
+//! touches the stored transport session (404 when gone, 503 when the store is down) →
+//! rmcp's `StreamableHttpService` validates Host/Origin and the protocol headers and
+//! picks the era; 2025-era requests reach their session through our session manager
+//! (restored from the store on any replica) → the handler in [`mcp::server`] times and
+//! tracks the tool call → the tool binds its state session ([`mcp::binding`]: the
+//! `session_id` handle, or the session the edge confirmed) → one Redis script in
+//! [`sessions`] checks the owner, slides the expiry and applies the operation.
 
 #![warn(missing_docs)]
 

@@ -4,14 +4,14 @@
 //! Streamable HTTP service of `/mcp` from the replica's [`AppState`]:
 //!
 //! - [`edge`]: the middleware every request passes first; it reads the body once into
-//!   an [`envelope::Envelope`], labels metrics and logs, confirms 2025-era transport
+//!   an envelope (`envelope.rs`), labels metrics and logs, confirms 2025-era transport
 //!   sessions, and turns every refusal into one [`edge::EdgeError`];
 //! - rmcp's `StreamableHttpService` (Host/Origin checks, protocol eras, SSE) over
-//!   [`session_manager`] (rmcp's local manager, made safe behind a round-robin
-//!   balancer), [`session_store`] (restores on any replica) and [`event_store`]
+//!   `session_manager.rs` (rmcp's local manager, made safe behind a round-robin
+//!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
 //!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in [`resources`].
+//!   binds to in [`binding`] and the resources in `resources.rs`.
 
 pub mod binding;
 pub mod edge;
