@@ -84,7 +84,8 @@ pub struct ServerSettings {
     /// loopback default.
     #[serde(deserialize_with = "comma_list")]
     pub allowed_hosts: Vec<String>,
-    /// Origins accepted in the `Origin` header; empty = any origin.
+    /// Origins accepted in the `Origin` header (loopback by default); empty = none.
+    /// Requests without an `Origin` header are not affected.
     #[serde(deserialize_with = "comma_list")]
     pub allowed_origins: Vec<String>,
     /// Largest accepted request body in bytes (413 above it).
@@ -259,6 +260,14 @@ impl Settings {
             "tools.prime_count_max_limit",
             self.tools.prime_count_max_limit,
         )?;
+        if self.tools.prime_count_max_limit > MAX_PRIME_LIMIT {
+            return Err(ConfigError::Invalid {
+                key: "tools.prime_count_max_limit",
+                reason: format!(
+                    "must be at most {MAX_PRIME_LIMIT} (a sieve that size takes minutes of CPU)"
+                ),
+            });
+        }
         if self.tools.prime_count_cache_ttl_secs > self.cache.max_ttl_secs {
             return Err(ConfigError::Invalid {
                 key: "tools.prime_count_cache_ttl_secs",
@@ -293,6 +302,10 @@ impl Settings {
             });
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive(
+            "server.sse_keep_alive_secs",
+            self.server.sse_keep_alive_secs,
+        )?;
         positive("redis.pool_size", self.redis.pool_size as u64)?;
         positive(
             "redis.pool_wait_timeout_ms",
@@ -319,6 +332,10 @@ impl Settings {
         Ok(())
     }
 }
+
+/// The largest `tools.prime_count_max_limit` accepted: about 100 s of one core, and a
+/// base-prime table of a few hundred KiB.
+const MAX_PRIME_LIMIT: u64 = 100_000_000_000;
 
 /// A plain `redis://` URL. TLS (`rediss://`) is refused at start-up with a clear line
 /// rather than at the first connection: this build links no TLS stack.
@@ -385,6 +402,11 @@ mod tests {
         assert_eq!(s.store.backend, Backend::Memory);
         assert_eq!(s.session.timeout_secs, 1800);
         assert!(s.server.allowed_hosts.is_empty());
+        assert!(
+            s.server
+                .allowed_origins
+                .contains(&"http://127.0.0.1:*".to_owned())
+        );
     }
 
     #[test]
@@ -449,6 +471,16 @@ mod tests {
                 "timeout_secs",
             ),
             ("STATEFUL_MCP__STORE__BACKEND", "etcd", "backend"),
+            (
+                "STATEFUL_MCP__SERVER__SSE_KEEP_ALIVE_SECS",
+                "0",
+                "server.sse_keep_alive_secs",
+            ),
+            (
+                "STATEFUL_MCP__TOOLS__PRIME_COUNT_MAX_LIMIT",
+                "18446744073709551615",
+                "tools.prime_count_max_limit",
+            ),
             ("STATEFUL_MCP__SERVER__BIND", "nowhere", "bind"),
             (
                 "STATEFUL_MCP__REDIS__KEY_PREFIX",

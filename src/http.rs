@@ -124,10 +124,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     match tokio::time::timeout(READINESS_TIMEOUT, pool.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready".to_owned()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "redis: no answer within 1s".to_owned(),
-        ),
+        Ok(Err(e)) => {
+            // The detail is for the logs: it can name hosts and users.
+            tracing::warn!(error = %e, "not ready: redis unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis unreachable".to_owned(),
+            )
+        }
+        Err(_) => {
+            tracing::warn!("not ready: redis did not answer within 1s");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis unreachable".to_owned(),
+            )
+        }
     }
 }

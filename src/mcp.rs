@@ -98,8 +98,11 @@ where
     if !server.allowed_hosts.is_empty() {
         config = config.with_allowed_hosts(server.allowed_hosts.clone());
     }
-    if !server.allowed_origins.is_empty() {
-        config = config.with_allowed_origins(server.allowed_origins.clone());
+    // Origin is always checked (the spec requires it): an empty list accepts no
+    // browser origin at all, rather than every one.
+    config = config.with_allowed_origins(server.allowed_origins.clone());
+    if server.allowed_origins.is_empty() {
+        config = config.enforce_origin_validation();
     }
     config.session_store = Some(Arc::new(TransportStore::new(state.sessions.clone())));
     let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);

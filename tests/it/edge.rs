@@ -126,3 +126,28 @@ async fn messages_rmcp_cannot_read_are_invalid_requests_and_unknown_sessions_404
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{unknown}");
     }
 }
+
+#[tokio::test]
+async fn origins_are_checked_by_default_and_loopback_pages_are_accepted() {
+    let replica = memory_replica().await;
+    let http = reqwest::Client::new();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": meta_2026()}});
+    let status = |origin: Option<String>| {
+        let mut request = post_json(&http, &replica.url(), &list)
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .header("Mcp-Method", "tools/list");
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        status(Some("http://evil.example".into())).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(status(Some("null".into())).await, StatusCode::FORBIDDEN);
+    let local = format!("http://127.0.0.1:{}", replica.addr.port());
+    assert_eq!(status(Some(local)).await, StatusCode::OK);
+    assert_eq!(status(None).await, StatusCode::OK);
+}

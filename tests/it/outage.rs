@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::{
     client::{call, create_handle, legacy_client, stateless_client, text, try_call},
-    http::{initialize_2025, post_json},
+    http::{initialize_2025, legacy_post, legacy_session, post_json},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
     wait::wait_until,
@@ -92,4 +92,33 @@ async fn a_legacy_initialize_is_refused_with_503_while_redis_is_down() {
     let client = legacy_client(&replica.url()).await;
     let r = call(&client, "counter", json!({"operation": "increment"})).await;
     assert_eq!(text(&r), "Counter increment: 1");
+}
+
+#[tokio::test]
+async fn a_replica_that_must_restore_a_session_answers_503_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix("outage-restore");
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let session = legacy_session(&a.url()).await;
+    redis.kill();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for replica in [&a, &b] {
+        let resp = legacy_post(&reqwest::Client::new(), &replica.url(), &session, &ping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("retry shortly"), "{body}");
+        assert!(
+            !body.to_lowercase().contains("redis"),
+            "internal detail: {body}"
+        );
+    }
+    let ready = reqwest::get(b.endpoint("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = ready.text().await.unwrap();
+    assert_eq!(body, "redis unreachable", "no raw error: {body}");
 }
