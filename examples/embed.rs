@@ -21,8 +21,11 @@ use rmcp::{
 use serde::Deserialize;
 use stateful_mcp::{
     config::{Backend, Settings},
-    mcp::{binding::transport_session, endpoint_with},
-    sessions::{ANONYMOUS, CounterOp, NewSession, Sessions},
+    mcp::{
+        binding::{caller, transport_session},
+        endpoint_with,
+    },
+    sessions::{CounterOp, NewSession, Sessions},
     state::AppState,
 };
 
@@ -41,11 +44,15 @@ struct VisitArgs {
 #[tool_router]
 impl Visits {
     #[tool(description = "Open a session and return its handle.")]
-    async fn open_session(&self) -> Result<String, ErrorData> {
+    async fn open_session(
+        &self,
+        ctx: RequestContext<rmcp::RoleServer>,
+    ) -> Result<String, ErrorData> {
         let session = self
             .sessions
             .create(NewSession {
-                principal: ANONYMOUS.into(),
+                // The caller the edge authenticated (`anonymous` with auth off).
+                principal: caller(&ctx).as_str().to_owned(),
                 ..Default::default()
             })
             .await
@@ -65,7 +72,7 @@ impl Visits {
         };
         let n = self
             .sessions
-            .counter(ANONYMOUS, &id, CounterOp::Add(1))
+            .counter(caller(&ctx).as_str(), &id, CounterOp::Add(1))
             .await
             .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
         Ok(format!("visit number {n}"))

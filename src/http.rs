@@ -27,6 +27,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             close_when_draining,
@@ -109,6 +117,14 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// RFC 9728 protected-resource metadata (404 while authentication is off).
+async fn resource_metadata(State(state): State<AppState>) -> Response {
+    match state.auth.metadata() {
+        Some(metadata) => axum::Json(metadata.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

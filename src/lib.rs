@@ -8,6 +8,8 @@
 //! Dependencies point one way: HTTP → MCP → tools → domain → storage.
 //! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment).
 //! - [`telemetry`]: the tracing subscriber and request ids.
+//! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
+//!   RFC 9728 metadata.
 //! - [`state`]: [`state::AppState`], the replica's cheap handles (settings, pool, sessions,
 //!   cache, bus, metrics, shutdown tokens, task trackers), built once from the settings.
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
@@ -42,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod config;

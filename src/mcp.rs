@@ -38,7 +38,7 @@ use self::{
     event_store::{EventStoreSettings, RedisEventStore},
     server::StatefulServer,
     session_manager::ReplicatedSessionManager,
-    session_store::TransportStore,
+    session_store::{Restores, TransportStore},
 };
 use crate::state::AppState;
 
@@ -104,13 +104,16 @@ where
     if server.allowed_origins.is_empty() {
         config = config.enforce_origin_validation();
     }
-    config.session_store = Some(Arc::new(TransportStore::new(state.sessions.clone())));
+    let restores = Restores::default();
+    config.session_store = Some(Arc::new(TransportStore::new(restores.clone())));
     let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);
 
     let edge = Edge {
+        auth: state.auth.clone(),
         sessions: state.sessions.clone(),
         metrics: state.metrics.clone(),
         manager,
+        restores,
         max_body: server.max_body_bytes,
     };
     Router::new()

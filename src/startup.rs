@@ -160,7 +160,8 @@ impl Application {
     }
 }
 
-/// Runs session and cache upkeep every `interval` until `shutdown`.
+/// Runs session and cache upkeep, and re-reads changed key files, every `interval`
+/// until `shutdown`.
 async fn maintenance_loop(state: AppState, interval: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,6 +180,11 @@ async fn maintenance_loop(state: AppState, interval: Duration, shutdown: Cancell
                 }
                 if let Err(e) = state.cache.maintain().await {
                     tracing::warn!(error = %e, "cache maintenance failed");
+                }
+                match state.auth.reload() {
+                    Ok(true) => tracing::info!("authentication keys reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "authentication keys unchanged: the new file is unusable"),
                 }
             }
         }

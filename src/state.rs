@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    auth::Authenticator,
     bus::Bus,
     cache::CacheManager,
     config::{Backend, Settings},
@@ -42,6 +43,8 @@ pub struct AppState {
     pub bus: Option<Bus>,
     /// This replica's metrics.
     pub metrics: Metrics,
+    /// Authenticates the callers of `/mcp`.
+    pub auth: Arc<Authenticator>,
     /// In-flight tool calls, which a drain waits for.
     pub calls: TaskTracker,
     /// Fired once the HTTP server is done, to stop the background tasks.
@@ -55,7 +58,8 @@ impl AppState {
     /// [`AppState::tasks`] (stopped by [`AppState::background`]).
     ///
     /// # Errors
-    /// When the Redis settings are unusable. A Redis server that is down is not an
+    /// When the Redis settings are unusable or an authentication key file cannot be
+    /// read. A Redis server that is down is not an
     /// error: readiness reports it and requests fail fast until it is back.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
@@ -63,6 +67,7 @@ impl AppState {
         } else {
             settings.server.replica_id.as_str().into()
         };
+        let auth = Arc::new(Authenticator::from_settings(&settings.auth).context("auth")?);
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         let keys = Keys::new(&settings.redis.key_prefix);
@@ -123,6 +128,7 @@ impl AppState {
             cache,
             bus,
             metrics,
+            auth,
             calls: TaskTracker::new(),
             background,
             tasks,

@@ -14,16 +14,23 @@ use rmcp::{
 };
 
 use super::edge::{EdgeError, TransportSession};
-use crate::{metrics::Metrics, sessions::SessionError};
+use crate::{auth::Principal, metrics::Metrics, sessions::SessionError};
 
-/// The state session of one call, and where its id came from (which decides how
-/// errors read).
+/// The state session of one call: its id, where the id came from (which decides how
+/// errors read), and the caller it must belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Binding {
+pub(crate) struct Binding {
+    id: String,
+    source: Source,
+    principal: Principal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
     /// An explicit `session_id` handle.
-    Handle(String),
+    Handle,
     /// The 2025-era connection's own session, confirmed by the edge.
-    Transport(String),
+    Transport,
 }
 
 impl Binding {
@@ -35,42 +42,71 @@ impl Binding {
         ctx: &RequestContext<RoleServer>,
         explicit: Option<String>,
     ) -> Result<Self, ToolFailure> {
+        let principal = caller(ctx);
         if let Some(id) = explicit {
-            return Ok(Self::Handle(id));
+            return Ok(Self::handle(id, principal));
         }
-        transport_session(ctx).map(Self::Transport).ok_or_else(|| {
+        let id = transport_session(ctx).ok_or_else(|| {
             ToolFailure::Refused(
                 "Missing `session_id`: call the `session_create` tool first and pass the \
                  `session_id` it returns to this tool."
                     .to_owned(),
             )
+        })?;
+        Ok(Self {
+            id,
+            source: Source::Transport,
+            principal,
         })
+    }
+
+    /// An explicit handle of `principal`.
+    pub(crate) fn handle(id: String, principal: Principal) -> Self {
+        Self {
+            id,
+            source: Source::Handle,
+            principal,
+        }
     }
 
     /// The session id.
     pub(crate) fn id(&self) -> &str {
-        match self {
-            Self::Handle(id) | Self::Transport(id) => id,
-        }
+        &self.id
+    }
+
+    /// The principal the session must belong to.
+    pub(crate) fn principal(&self) -> &str {
+        self.principal.as_str()
     }
 
     /// Turns a session error into what the caller should see: an `isError` result for
-    /// the caller's mistakes, a JSON-RPC error for the infrastructure's.
+    /// the caller's mistakes, a JSON-RPC error for the infrastructure's. Another
+    /// principal's session reads exactly as an unknown one.
     pub(crate) fn failure(&self, e: SessionError, metrics: &Metrics) -> ToolFailure {
         match e {
-            SessionError::NotFound(_) => ToolFailure::Refused(match self {
-                Self::Handle(id) => format!(
-                    "Session `{id}` is unknown or has expired. Call `session_create` to get a \
-                     new `session_id`."
+            SessionError::NotFound(_) => ToolFailure::Refused(match self.source {
+                Source::Handle => format!(
+                    "Session `{}` is unknown or has expired. Call `session_create` to get a \
+                     new `session_id`.",
+                    self.id
                 ),
-                Self::Transport(_) => "This connection's session has expired. Initialize a \
-                                       new MCP session, or call `session_create` and pass \
-                                       its `session_id`."
+                Source::Transport => "This connection's session has expired. Initialize a \
+                                      new MCP session, or call `session_create` and pass \
+                                      its `session_id`."
                     .to_owned(),
             }),
             other => ToolFailure::from_session(other, metrics),
         }
     }
+}
+
+/// The authenticated caller of the request (the edge puts it there before rmcp runs).
+pub fn caller(ctx: &RequestContext<RoleServer>) -> Principal {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
+        .unwrap_or_else(Principal::anonymous)
 }
 
 /// The 2025-era transport session the edge confirmed for this request, if any: what a

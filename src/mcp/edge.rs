@@ -1,6 +1,8 @@
 //! The edge of `/mcp`: the one place every request passes before rmcp sees it.
 //!
 //! For each request it
+//! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
+//!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
 //! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
@@ -8,7 +10,9 @@
 //! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
 //!    round trip: slides its expiry and finds out whether it still exists) and marks the
 //!    request with the [`TransportSession`] the tools may bind to; an expired or deleted
-//!    session gets 404 on every replica, an unreachable store 503 with `Retry-After`;
+//!    session, or one of another principal, gets 404 on every replica, an unreachable
+//!    store 503 with `Retry-After`; a DELETE removes the stored session here, for its
+//!    owner only;
 //! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
 //!    that into a bare 500), and answers 429 or 503 from it.
@@ -30,10 +34,13 @@ use axum::{
 use http::{HeaderValue, Method, StatusCode, header};
 use rmcp::ErrorData as McpError;
 
-use super::{envelope::Envelope, session_manager::ReplicatedSessionManager};
+use super::{
+    envelope::Envelope, session_manager::ReplicatedSessionManager, session_store::Restores,
+};
 use crate::{
+    auth::{Authenticator, Principal},
     metrics::Metrics,
-    sessions::{ANONYMOUS, Sessions},
+    sessions::Sessions,
 };
 
 /// The header of the 2025-era transport session.
@@ -44,6 +51,12 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Why the edge (or the session layer behind it) refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EdgeError {
+    /// No valid bearer token: 401 with the challenge.
+    #[error("Unauthorized: a valid bearer token is required")]
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: Option<HeaderValue>,
+    },
     /// The body is not JSON: 400, JSON-RPC `-32700`.
     #[error("Parse error: {0}")]
     Parse(String),
@@ -74,6 +87,7 @@ impl EdgeError {
     /// The HTTP status of this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Parse(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
@@ -106,10 +120,20 @@ impl IntoResponse for EdgeError {
             }
             None => (status, self.to_string()).into_response(),
         };
-        if matches!(self, Self::Unavailable) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::Unavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized {
+                challenge: Some(challenge),
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            _ => {}
         }
         response
     }
@@ -153,9 +177,11 @@ impl RefusalSlot {
 /// What the edge middleware works with; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Edge {
+    pub(crate) auth: Arc<Authenticator>,
     pub(crate) sessions: Sessions,
     pub(crate) metrics: Metrics,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
+    pub(crate) restores: Restores,
     pub(crate) max_body: usize,
 }
 
@@ -163,6 +189,14 @@ pub(crate) struct Edge {
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let principal = match edge.auth.authenticate(&parts.headers) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(error = %e, "unauthenticated request refused");
+            let challenge = edge.auth.challenge().cloned();
+            return edge.refuse(EdgeError::Unauthorized { challenge }, None, started);
+        }
+    };
     let header_version = parts
         .headers
         .get(VERSION_HEADER)
@@ -201,15 +235,20 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         .map(str::to_owned);
     if let Some(id) = session
         && envelope.legacy
-        && parts.method != Method::DELETE
     {
-        match edge.check_session(&id).await {
+        let checked = if parts.method == Method::DELETE {
+            edge.delete_session(&principal, &id).await
+        } else {
+            edge.check_session(&principal, &id).await
+        };
+        match checked {
             Ok(()) => {
                 parts.extensions.insert(TransportSession(id));
             }
             Err(e) => return edge.refuse(e, label, started),
         }
     }
+    parts.extensions.insert(principal);
 
     let slot = RefusalSlot::default();
     parts.extensions.insert(slot.clone());
@@ -232,25 +271,49 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
 }
 
 impl Edge {
-    /// Slides the stored session's expiry and confirms it still exists; a local copy
-    /// of a session that expired or was deleted elsewhere is closed.
-    async fn check_session(&self, id: &str) -> Result<(), EdgeError> {
+    /// Slides the stored session's expiry and confirms it still exists and belongs to
+    /// `principal`; a local copy of a session that expired or was deleted elsewhere is
+    /// closed. A session this replica does not hold yet is offered to rmcp's restore
+    /// with the state the touch returned, so the restore costs no second round trip and
+    /// never reads a session the edge did not confirm for its caller.
+    async fn check_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        match self.sessions.touch(ANONYMOUS, id).await {
-            Ok(Some(transport)) if !transport.is_null() => Ok(()),
-            // A 2026-07-28 handle is not a transport session.
+        match self.sessions.touch(principal.as_str(), id).await {
+            Ok(Some(transport)) if !transport.is_null() => {
+                if !self.manager.has_local(id).await {
+                    self.restores.offer(id, transport);
+                }
+                Ok(())
+            }
+            // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
+            // not a transport session).
             Ok(_) => {
                 self.manager.close_local(id).await;
                 Err(EdgeError::SessionNotFound)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "session store unavailable");
-                self.metrics.store_error("transport");
-                Err(EdgeError::Unavailable)
-            }
+            Err(e) => Err(self.unavailable(e)),
         }
+    }
+
+    /// Ends `principal`'s stored session `id` (an HTTP DELETE); rmcp then closes the
+    /// local worker.
+    async fn delete_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
+        if !crate::ids::is_well_formed(id) {
+            return Err(EdgeError::SessionNotFound);
+        }
+        match self.sessions.delete(principal.as_str(), id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EdgeError::SessionNotFound),
+            Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
+    fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
+        tracing::warn!(error = %e, "session store unavailable");
+        self.metrics.store_error("transport");
+        EdgeError::Unavailable
     }
 
     /// Answers `error`; a refused JSON-RPC POST is counted as `invalid` (the body was

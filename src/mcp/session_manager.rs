@@ -30,8 +30,9 @@ use rmcp::{
 
 use super::edge::{EdgeError, RefusalSlot};
 use crate::{
+    auth::Principal,
     metrics::Metrics,
-    sessions::{ANONYMOUS, NewSession, SessionError, Sessions},
+    sessions::{NewSession, SessionError, Sessions},
 };
 
 /// Errors of [`ReplicatedSessionManager`].
@@ -63,6 +64,14 @@ impl ReplicatedSessionManager {
             sessions,
             metrics,
         }
+    }
+
+    /// Whether this replica holds a worker for session `id`.
+    pub(crate) async fn has_local(&self, id: &str) -> bool {
+        self.local
+            .has_session(&SessionId::from(id))
+            .await
+            .unwrap_or(false)
     }
 
     /// Closes this replica's copy of session `id`, if it has one.
@@ -120,15 +129,8 @@ impl SessionManager for ReplicatedSessionManager {
             }
             _ => None,
         };
-        let slot = match &message {
-            ClientJsonRpcMessage::Request(req) => req
-                .request
-                .extensions()
-                .get::<http::request::Parts>()
-                .and_then(|parts| parts.extensions.get::<RefusalSlot>())
-                .cloned(),
-            _ => None,
-        };
+        let slot = from_request::<RefusalSlot>(&message);
+        let principal = from_request::<Principal>(&message);
         let response = self.local.initialize_session(id, message).await?;
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
@@ -137,7 +139,11 @@ impl SessionManager for ReplicatedSessionManager {
             .sessions
             .create(NewSession {
                 id: Some(id.to_string()),
-                principal: ANONYMOUS.into(),
+                // The edge authenticates every request before rmcp sees it.
+                principal: principal
+                    .unwrap_or_else(Principal::anonymous)
+                    .as_str()
+                    .to_owned(),
                 client_info: serde_json::to_value(&params.client_info).ok(),
                 transport: serde_json::to_value(&params).ok(),
             })
@@ -203,5 +209,19 @@ impl SessionManager for ReplicatedSessionManager {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
+    }
+}
+
+/// A value the edge put in the extensions of the HTTP request behind `message` (rmcp
+/// copies the request's `http::request::Parts` into the message).
+fn from_request<T: Clone + Send + Sync + 'static>(message: &ClientJsonRpcMessage) -> Option<T> {
+    match message {
+        ClientJsonRpcMessage::Request(req) => req
+            .request
+            .extensions()
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<T>())
+            .cloned(),
+        _ => None,
     }
 }

@@ -1,47 +1,82 @@
-//! rmcp's `SessionStore` over the session layer, so a 2025-era transport session
-//! initialized on one replica can be restored on any other.
+//! rmcp's `SessionStore` for restores: a 2025-era transport session initialized on one
+//! replica is restored on any other, from the state the edge read for the caller.
 //!
 //! The client's `initialize` parameters are kept in the session record itself, so the
-//! transport session and its state expire together, and every `load` slides both.
+//! transport session and its state expire together. rmcp's `load` gets only a session
+//! id, no request: so the edge, which has just touched the session for its owner,
+//! offers the state here ([`Restores::offer`]) and `load` takes it. A session the edge
+//! did not confirm for this request's caller is never restored.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
 };
+use serde_json::Value;
 
-use crate::sessions::{ANONYMOUS, Sessions};
+/// How long an offered state waits for rmcp's restore (which follows at once).
+const OFFER_TTL: Duration = Duration::from_secs(10);
+/// Most offers held at once; beyond it an offer is dropped (the restore then answers
+/// 404 and the client starts a new session) rather than memory growing.
+const MAX_OFFERS: usize = 10_000;
 
-/// [`SessionStore`] backed by [`Sessions`] (memory or Redis), for restores.
+/// Transport states the edge confirmed, waiting for rmcp to restore them here.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Restores(Arc<Mutex<HashMap<String, (Value, Instant)>>>);
+
+impl Restores {
+    /// Offers session `id`'s stored transport state for a restore.
+    pub(crate) fn offer(&self, id: &str, transport: Value) {
+        let mut offers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if offers.len() >= MAX_OFFERS / 2 {
+            offers.retain(|_, (_, at)| now.duration_since(*at) < OFFER_TTL);
+        }
+        if offers.len() < MAX_OFFERS {
+            offers.insert(id.to_owned(), (transport, now));
+        }
+    }
+
+    fn take(&self, id: &str) -> Option<Value> {
+        let mut offers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        offers
+            .remove(id)
+            .filter(|(_, at)| at.elapsed() < OFFER_TTL)
+            .map(|(transport, _)| transport)
+    }
+}
+
+/// [`SessionStore`] over the [`Restores`] the edge offers.
 ///
-/// It never writes: [`super::session_manager::ReplicatedSessionManager`] persists the
-/// session itself before answering `initialize`, so a refused write becomes a 503 or a
-/// 429 instead of rmcp's logged-and-ignored error, and rmcp's own `store` call after the
-/// handshake is redundant.
+/// It never writes: the session manager persists the session itself before answering
+/// `initialize` (so a refused write becomes a 503 or a 429 instead of rmcp's
+/// logged-and-ignored error), and the edge ends it on an HTTP DELETE, for its owner only.
 #[derive(Debug, Clone)]
 pub(crate) struct TransportStore {
-    sessions: Sessions,
+    restores: Restores,
 }
 
 impl TransportStore {
-    /// A store over `sessions`.
-    pub(crate) fn new(sessions: Sessions) -> Self {
-        Self { sessions }
+    /// A store that restores what the edge offers in `restores`.
+    pub(crate) fn new(restores: Restores) -> Self {
+        Self { restores }
     }
 }
 
 #[async_trait::async_trait]
 impl SessionStore for TransportStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        let Some(transport) = self.sessions.touch(ANONYMOUS, session_id).await? else {
+        let Some(transport) = self.restores.take(session_id) else {
             return Ok(None);
         };
-        // A 2026-07-28 handle has no transport state: it is not a transport session id.
-        if transport.is_null() {
-            return Ok(None);
-        }
         match serde_json::from_value(transport) {
             Ok(params) => Ok(Some(SessionState::new(params))),
             Err(e) => {
-                tracing::warn!(session_id, error = %e, "undecodable transport state");
+                tracing::warn!(error = %e, "undecodable transport state");
                 Ok(None)
             }
         }
@@ -51,8 +86,21 @@ impl SessionStore for TransportStore {
         Ok(())
     }
 
-    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
-        self.sessions.delete(ANONYMOUS, session_id).await?;
+    async fn delete(&self, _: &str) -> Result<(), SessionStoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_is_taken_once() {
+        let restores = Restores::default();
+        restores.offer("a", serde_json::json!({"x": 1}));
+        assert_eq!(restores.take("a"), Some(serde_json::json!({"x": 1})));
+        assert_eq!(restores.take("a"), None);
+        assert_eq!(restores.take("b"), None);
     }
 }

@@ -4,7 +4,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    http::{initialize_2025, legacy_session, post_body, post_json, read_reply, tools_call_2026},
+    http::{
+        initialize_2025, legacy_session, post_body, post_json, read_reply, tool_text,
+        tools_call_2026,
+    },
     replica::Replica,
 };
 
@@ -30,13 +33,6 @@ async fn post(url: &str, body: &str) -> (StatusCode, Value) {
         .await
         .unwrap();
     read_reply(response).await
-}
-
-fn tool_text(msg: &Value) -> String {
-    msg["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 async fn still_serves(url: &str) {

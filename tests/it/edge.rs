@@ -2,23 +2,15 @@
 //! and what it refuses, tested through real HTTP on a memory-backend replica.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{
-    http::{legacy_post, legacy_session, meta_2026, post_json, read_reply},
+    http::{legacy_post, legacy_session, meta_2026, post_json, read_reply, tool_text},
     replica::Replica,
 };
 
 async fn memory_replica() -> Replica {
     Replica::memory(&[]).await
-}
-
-/// The `text` of a tool result's first content block.
-fn tool_text(msg: &Value) -> String {
-    msg["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Integration tests: real `redis-server` processes, real replicas, real MCP clients.
 
+mod auth;
 mod bad_input;
 mod bus;
 mod cache;

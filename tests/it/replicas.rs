@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::support::{
     client::{call, create_handle, legacy_client, stateless_client, structured, text},
-    http::{legacy_post, legacy_session},
+    http::{legacy_delete, legacy_post, legacy_session},
     redis_server::{RedisServer, unique_prefix},
     replica::{Replica, RoundRobin},
 };
@@ -182,10 +182,7 @@ async fn a_legacy_session_deleted_on_one_replica_or_expired_is_gone_everywhere()
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let deleted = http
-        .delete(b.url())
-        .header("Mcp-Session-Id", &session)
-        .header("MCP-Protocol-Version", "2025-11-25")
+    let deleted = legacy_delete(&http, &b.url(), &session)
         .send()
         .await
         .unwrap();

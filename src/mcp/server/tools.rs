@@ -17,9 +17,9 @@ use serde_json::Value;
 use super::StatefulServer;
 use crate::{
     cache::CacheStats,
-    mcp::binding::{Binding, ToolFailure},
+    mcp::binding::{Binding, ToolFailure, caller},
     primes,
-    sessions::{ANONYMOUS, CounterOp, HistoryOp, NewSession, SessionError},
+    sessions::{CounterOp, HistoryOp, NewSession, SessionError},
 };
 
 /// What every tool returns: a result, an `isError` result, or a JSON-RPC error.
@@ -223,7 +223,7 @@ impl StatefulServer {
             .sessions
             .create(NewSession {
                 id: None,
-                principal: ANONYMOUS.into(),
+                principal: caller(&ctx).as_str().to_owned(),
                 client_info,
                 transport: None,
             })
@@ -248,22 +248,26 @@ impl StatefulServer {
         description = "End a session created with `session_create`.",
         output_schema = schema_for_output::<DeleteOutput>()
     )]
-    async fn session_delete(&self, Parameters(args): Parameters<DeleteArgs>) -> ToolResult {
-        let binding = Binding::Handle(args.session_id);
+    async fn session_delete(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<DeleteArgs>,
+    ) -> ToolResult {
+        let binding = Binding::handle(args.session_id, caller(&ctx));
         let deleted = self
-            .in_session(&binding, self.sessions.delete(ANONYMOUS, binding.id()))
+            .in_session(
+                &binding,
+                self.sessions.delete(binding.principal(), binding.id()),
+            )
             .await?;
         if !deleted {
             let id = binding.id().to_owned();
             return Err(binding.failure(SessionError::NotFound(id), &self.metrics));
         }
-        let Binding::Handle(session_id) = binding else {
-            unreachable!("built as a handle above")
-        };
         reply(
-            format!("Session {session_id} deleted."),
+            format!("Session {} deleted.", binding.id()),
             &DeleteOutput {
-                session_id,
+                session_id: binding.id().to_owned(),
                 deleted: true,
             },
         )
@@ -291,7 +295,10 @@ impl StatefulServer {
             CounterOperation::Reset => CounterOp::Reset,
         };
         let value = self
-            .in_session(&binding, self.sessions.counter(ANONYMOUS, binding.id(), op))
+            .in_session(
+                &binding,
+                self.sessions.counter(binding.principal(), binding.id(), op),
+            )
             .await?;
         let name = serde_json::to_value(args.operation)
             .ok()
@@ -334,7 +341,10 @@ impl StatefulServer {
             _ => None,
         };
         let entries = self
-            .in_session(&binding, self.sessions.history(ANONYMOUS, binding.id(), op))
+            .in_session(
+                &binding,
+                self.sessions.history(binding.principal(), binding.id(), op),
+            )
             .await?;
         let text = match args.operation {
             HistoryOperation::Add => text_for_add.unwrap_or_default(),
@@ -370,7 +380,10 @@ impl StatefulServer {
     ) -> ToolResult {
         let binding = Binding::of(&ctx, args.session_id)?;
         let session = self
-            .in_session(&binding, self.sessions.get(ANONYMOUS, binding.id()))
+            .in_session(
+                &binding,
+                self.sessions.get(binding.principal(), binding.id()),
+            )
             .await?;
         let out = SessionInfoOutput {
             session_id: session.id,

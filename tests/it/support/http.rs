@@ -64,6 +64,14 @@ pub async fn read_reply(response: reqwest::Response) -> (StatusCode, Value) {
     (status, message)
 }
 
+/// The text of the first content block of a raw reply's tool result.
+pub fn tool_text(msg: &Value) -> String {
+    msg["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One 2026-07-28 `tools/call`: the structured content of a successful result; `Err`
 /// describes any failure (transport, HTTP status, JSON-RPC error or tool error).
 pub async fn call_2026(
@@ -102,9 +110,24 @@ pub fn initialize_2025(client_name: &str) -> Value {
         "clientInfo": {"name": client_name, "version": "1"}}})
 }
 
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub fn bearer_client(token: &str) -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    Client::builder().default_headers(headers).build().unwrap()
+}
+
 /// Initializes a 2025-11-25 session by hand (no client library) and returns its id.
 pub async fn legacy_session(url: &str) -> String {
-    let client = Client::new();
+    legacy_session_with(&Client::new(), url).await
+}
+
+/// [`legacy_session`] with `client` (e.g. a [`bearer_client`]).
+pub async fn legacy_session_with(client: &Client, url: &str) -> String {
+    let client = client.clone();
     let response = post_json(&client, url, &initialize_2025("raw-test"))
         .send()
         .await
@@ -122,6 +145,14 @@ pub async fn legacy_session(url: &str) -> String {
         .unwrap();
     assert_eq!(response.status(), 202);
     id
+}
+
+/// An HTTP DELETE of the 2025-11-25 session `session`.
+pub fn legacy_delete(client: &Client, url: &str, session: &str) -> RequestBuilder {
+    client
+        .delete(url)
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
 }
 
 /// A POST in the 2025-11-25 session `session`.

@@ -1,0 +1,396 @@
+//! Authentication and principals: bearer API keys and JWTs, the 401 challenge and the
+//! RFC 9728 metadata, and every stored thing bound to its principal on every replica.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::{
+    http::{
+        bearer_client, call_2026, create_handle, legacy_delete, legacy_post, legacy_session_with,
+        read_reply, tool_text, tools_call_2026,
+    },
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
+    wait::wait_until,
+};
+
+const RESOURCE: &str = "http://127.0.0.1/mcp";
+
+/// A private directory for one test's key files, removed on drop.
+struct KeyDir(PathBuf);
+
+impl KeyDir {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_prefix(test));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        // Write then rename, as a deployment would swap a file.
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn api_keys_file(dir: &KeyDir, keys: &[(&str, &str)]) -> PathBuf {
+    let lines: String = keys
+        .iter()
+        .map(|(principal, key)| format!("{principal} {:x}\n", Sha256::digest(key.as_bytes())))
+        .collect();
+    dir.write("api-keys", &format!("# principal sha256(key)\n{lines}"))
+}
+
+fn api_key_env(path: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("STATEFUL_MCP__AUTH__MODE", "api_keys".into()),
+        (
+            "STATEFUL_MCP__AUTH__API_KEYS_FILE",
+            path.to_str().unwrap().into(),
+        ),
+        ("STATEFUL_MCP__AUTH__RESOURCE", RESOURCE.into()),
+        (
+            "STATEFUL_MCP__AUTH__AUTHORIZATION_SERVERS",
+            "https://auth.example".into(),
+        ),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn without_a_valid_key_the_answer_is_401_with_the_metadata_challenge() {
+    let dir = KeyDir::new("auth-401");
+    let env = api_key_env(&api_keys_file(&dir, &[("alice", "key-a")]));
+    let replica = Replica::memory(&as_refs(&env)).await;
+
+    for client in [reqwest::Client::new(), bearer_client("not-a-key")] {
+        let response = tools_call_2026(&client, &replica.url(), "session_create", json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource/mcp\""
+        );
+    }
+    // A key in the query or a cookie is no token.
+    let response = reqwest::Client::new()
+        .get(format!("{}?access_token=key-a", replica.url()))
+        .header("Cookie", "token=key-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let metadata: Value = reqwest::get(replica.endpoint(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(metadata["resource"], RESOURCE);
+        assert_eq!(
+            metadata["authorization_servers"],
+            json!(["https://auth.example"])
+        );
+        assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
+    }
+    // Health endpoints need no token.
+    let health = reqwest::get(replica.endpoint("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let alice = bearer_client("key-a");
+    let handle = create_handle(&alice, &replica.url()).await;
+    let value = call_2026(
+        &alice,
+        &replica.url(),
+        "counter",
+        json!({"operation": "increment", "session_id": handle}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(value["value"], 1);
+}
+
+#[tokio::test]
+async fn another_principal_gets_the_answer_an_unknown_id_gets_on_every_replica() {
+    let dir = KeyDir::new("auth-bind");
+    let env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("auth-bind");
+    let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let b = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+
+    // 2026-07-28 handles.
+    let handle = create_handle(&alice, &a.url()).await;
+    let unknown = stateful_mcp::ids::mint();
+    for id in [&handle, &unknown] {
+        let (_, msg) = read_reply(
+            tools_call_2026(
+                &bob,
+                &b.url(),
+                "counter",
+                json!({"operation": "increment", "session_id": id}),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(msg["result"]["isError"], true, "{msg}");
+        assert_eq!(
+            tool_text(&msg).replace(id.as_str(), "<id>"),
+            "Session `<id>` is unknown or has expired. Call `session_create` to get a new \
+             `session_id`."
+        );
+        let deleted = call_2026(&bob, &a.url(), "session_delete", json!({"session_id": id})).await;
+        assert!(deleted.unwrap_err().contains("unknown or has expired"));
+    }
+    let value = call_2026(
+        &alice,
+        &b.url(),
+        "counter",
+        json!({"operation": "increment", "session_id": handle}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(value["value"], 1, "bob's attempts changed nothing");
+
+    // 2025-era transport sessions: bob's requests with alice's session id are 404 on the
+    // replica that holds it and on one that would restore it, and his DELETE too.
+    let session = legacy_session_with(&alice, &a.url()).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for replica in [&a, &b] {
+        let response = legacy_post(&bob, &replica.url(), &session, &ping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let response = legacy_delete(&bob, &replica.url(), &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    // Alice's session is intact, and restores on the other replica for her.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {"operation": "increment"}}});
+    for (replica, expected) in [(&b, 1), (&a, 2)] {
+        let (status, msg) = read_reply(
+            legacy_post(&alice, &replica.url(), &session, &call)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{msg}");
+        assert_eq!(
+            msg["result"]["structuredContent"]["value"], expected,
+            "{msg}"
+        );
+    }
+    let response = legacy_delete(&alice, &b.url(), &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let response = legacy_post(&alice, &a.url(), &session, &ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn session_caps_are_per_principal() {
+    let dir = KeyDir::new("auth-cap");
+    let mut env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    env.push((
+        "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
+        "2".into(),
+    ));
+    let replica = Replica::memory(&as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+    for _ in 0..2 {
+        create_handle(&alice, &replica.url()).await;
+    }
+    let refused = call_2026(&alice, &replica.url(), "session_create", json!({})).await;
+    assert!(
+        refused.unwrap_err().contains("maximum of 2 live sessions"),
+        "alice is at her cap"
+    );
+    create_handle(&bob, &replica.url()).await;
+    legacy_session_with(&bob, &replica.url()).await;
+}
+
+/// An Ed25519 signing key from a fixed seed, its JWK (with `kid`) and a token signer.
+struct JwtIssuer {
+    kid: String,
+    key: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl JwtIssuer {
+    fn new(kid: &str, seed: u8) -> Self {
+        let signing = SigningKey::from_bytes(&[seed; 32]);
+        // PKCS #8 v1 of an Ed25519 seed: a fixed 16-byte prefix (RFC 8410), then the seed.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&[seed; 32]);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(signing.verifying_key().as_bytes());
+        Self {
+            kid: kid.into(),
+            key: jsonwebtoken::EncodingKey::from_ed_der(&der),
+            jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig"}),
+        }
+    }
+
+    /// A token with `claims` over the defaults (valid for an hour, `iss`, `aud`, `sub`).
+    fn token(&self, claims: Value) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut all = json!({"iss": "https://issuer.example", "aud": "stateful-mcp",
+            "sub": "alice", "exp": now + 3600, "iat": now});
+        all.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().unwrap().clone());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &all, &self.key).unwrap()
+    }
+}
+
+fn jwks(issuers: &[&JwtIssuer]) -> String {
+    json!({"keys": issuers.iter().map(|i| i.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+async fn status_with(replica: &Replica, token: &str) -> StatusCode {
+    let response = tools_call_2026(
+        &bearer_client(token),
+        &replica.url(),
+        "session_create",
+        json!({}),
+    )
+    .send()
+    .await
+    .unwrap();
+    response.status()
+}
+
+#[tokio::test]
+async fn jwts_are_checked_for_signature_issuer_audience_and_time_and_keys_reload() {
+    let dir = KeyDir::new("auth-jwt");
+    let (old, new) = (JwtIssuer::new("k1", 7), JwtIssuer::new("k2", 9));
+    let jwks_path = dir.write("jwks.json", &jwks(&[&old]));
+    let env = [
+        ("STATEFUL_MCP__AUTH__MODE", "jwt".to_owned()),
+        (
+            "STATEFUL_MCP__AUTH__JWKS_FILE",
+            jwks_path.to_str().unwrap().into(),
+        ),
+        (
+            "STATEFUL_MCP__AUTH__ISSUER",
+            "https://issuer.example".into(),
+        ),
+        ("STATEFUL_MCP__AUTH__AUDIENCE", "stateful-mcp".into()),
+        ("STATEFUL_MCP__AUTH__RESOURCE", RESOURCE.into()),
+        (
+            "STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS",
+            "1".into(),
+        ),
+    ];
+    let replica = Replica::memory(&as_refs(&env)).await;
+
+    assert_eq!(
+        status_with(&replica, &old.token(json!({}))).await,
+        StatusCode::OK
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (what, token) in [
+        (
+            "wrong audience",
+            old.token(json!({"aud": "another-service"})),
+        ),
+        (
+            "wrong issuer",
+            old.token(json!({"iss": "https://evil.example"})),
+        ),
+        ("expired", old.token(json!({"exp": now - 600}))),
+        ("not yet valid", old.token(json!({"nbf": now + 600}))),
+        ("unusable subject", old.token(json!({"sub": "a b"}))),
+        ("unknown key", new.token(json!({}))),
+        ("tampered", {
+            let t = old.token(json!({}));
+            let (head, sig) = t.rsplit_once('.').unwrap();
+            format!("{head}.{}", sig.chars().rev().collect::<String>())
+        }),
+    ] {
+        assert_eq!(
+            status_with(&replica, &token).await,
+            StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
+    }
+
+    // The principal is `sub`: a handle of alice's is unknown to bob.
+    let alice = bearer_client(&old.token(json!({})));
+    let handle = create_handle(&alice, &replica.url()).await;
+    let bob = bearer_client(&old.token(json!({"sub": "bob"})));
+    let err = call_2026(
+        &bob,
+        &replica.url(),
+        "session_info",
+        json!({"session_id": handle}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("unknown or has expired"), "{err}");
+
+    // Key rotation: the file is re-read when it changes.
+    dir.write("jwks.json", &jwks(&[&new]));
+    wait_until("the rotated key is accepted", async || {
+        status_with(&replica, &new.token(json!({}))).await == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        status_with(&replica, &old.token(json!({}))).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
