@@ -57,8 +57,8 @@ async fn request_span(mut request: Request, next: Next) -> Response {
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| crate::ids::is_well_formed(v))
-        .unwrap_or_default()
-        .to_owned();
+        .map(crate::ids::fingerprint)
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         request_id = %id.0,

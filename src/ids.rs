@@ -28,9 +28,32 @@ pub fn is_well_formed(id: &str) -> bool {
     id.len() == ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// What logs and metrics say instead of an id: the first 12 hex digits of its SHA-256.
+/// Enough to follow one session through the logs, useless for presenting it (an id is
+/// a bearer credential for its state).
+pub fn fingerprint(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes()).iter().take(6).fold(
+        String::with_capacity(12),
+        |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_stable_short_and_reveal_nothing_of_the_id() {
+        let id = mint();
+        assert_eq!(fingerprint(&id), fingerprint(&id));
+        assert_eq!(fingerprint(&id).len(), 12);
+        assert!(!id.contains(&fingerprint(&id)));
+        assert_ne!(fingerprint(&id), fingerprint(&mint()));
+    }
 
     #[test]
     fn minted_ids_are_well_formed_and_distinct() {

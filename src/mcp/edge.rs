@@ -225,7 +225,7 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         span.record("mcp_method", label);
     }
     if let Some(handle) = &envelope.handle {
-        span.record("session_id", handle.as_str());
+        span.record("session_id", crate::ids::fingerprint(handle));
     }
 
     let session = parts

@@ -97,6 +97,7 @@ impl ServerHandler for StatefulServer {
             .filter(|id| crate::ids::is_well_formed(id))
             .map(str::to_owned)
             .or_else(|| transport_session(&context))
+            .map(|id| crate::ids::fingerprint(&id))
             .unwrap_or_default();
         // rmcp runs handlers on tasks of its own, outside the HTTP request's span.
         let span = tracing::info_span!(

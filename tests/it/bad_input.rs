@@ -206,3 +206,31 @@ async fn sessions_beyond_the_limit_are_refused_with_429() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn deeply_nested_bodies_are_refused_and_the_server_survives() {
+    let replica = memory_replica().await;
+    for depth in [200, 1_500] {
+        let args = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"counter","arguments":{{"operation":"get","x":{args}}}}}}}"#
+        );
+        let response = post_body(&reqwest::Client::new(), &replica.url(), body)
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .send()
+            .await
+            .unwrap();
+        let (status, msg) = read_reply(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+        // Valid JSON, but deeper than any MCP message: an invalid request.
+        assert_eq!(msg["error"]["code"], -32600, "{msg}");
+        assert!(
+            msg["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("recursion limit"),
+            "{msg}"
+        );
+    }
+    still_serves(&replica.url()).await;
+}

@@ -143,3 +143,87 @@ async fn origins_are_checked_by_default_and_loopback_pages_are_accepted() {
     assert_eq!(status(Some(local)).await, StatusCode::OK);
     assert_eq!(status(None).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn logs_carry_session_fingerprints_never_the_ids() {
+    use std::{
+        io::Read,
+        process::{Command, Stdio},
+    };
+
+    use crate::support::{
+        http::{call_2026, create_handle},
+        redis_server::free_port,
+        wait::retry,
+    };
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+        .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0")
+        .env("STATEFUL_MCP__TELEMETRY__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let http = reqwest::Client::new();
+    retry("the binary starts", async || {
+        http.get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+    })
+    .await;
+    let handle = create_handle(&http, &url).await;
+    call_2026(
+        &http,
+        &url,
+        "counter",
+        json!({"operation": "increment", "session_id": handle}),
+    )
+    .await
+    .unwrap();
+    let session = legacy_session(&url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {"operation": "increment"}}});
+    let response = legacy_post(&http, &url, &session, &call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = response.text().await;
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut logs = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        (status, logs)
+    })
+    .await
+    .unwrap();
+    let (status, logs) = status;
+    assert!(status.success(), "{status:?}");
+    for id in [&handle, &session] {
+        assert!(!logs.contains(id.as_str()), "an id in the logs:\n{logs}");
+        let tag = stateful_mcp::ids::fingerprint(id);
+        assert!(
+            logs.contains(&tag),
+            "no fingerprint {tag} in the logs:\n{logs}"
+        );
+    }
+}
