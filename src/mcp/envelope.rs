@@ -448,4 +448,21 @@ mod tests {
             "notifications/initialized"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_are_refused_and_labels_stay_known(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            header in proptest::option::of("[0-9-]{0,12}"),
+        ) {
+            if let Ok(env) = Envelope::parse(&body, header.as_deref()) {
+                let label = env.method_label();
+                proptest::prop_assert!(
+                    KNOWN_METHODS.contains(&label) || label == "other" || label == "response"
+                );
+                proptest::prop_assert!(env.handle.iter().all(|h| crate::ids::is_well_formed(h)));
+                proptest::prop_assert!(env.tool.iter().all(|t| t.len() <= MAX_FIELD));
+            }
+        }
+    }
 }
