@@ -160,8 +160,11 @@ pub enum Backend {
 /// Redis connection settings, shared by sessions, the event store and the bus.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// For `rediss://`: a PEM file of the CA certificates to trust instead of the
+    /// system's; empty = the system's roots.
+    pub tls_ca_file: std::path::PathBuf,
     /// Prefix of every key and channel this deployment writes.
     pub key_prefix: String,
     /// Largest number of pooled multiplexed connections.
@@ -404,21 +407,13 @@ impl AuthSettings {
 /// base-prime table of a few hundred KiB.
 const MAX_PRIME_LIMIT: u64 = 100_000_000_000;
 
-/// A plain `redis://` URL. TLS (`rediss://`) is refused at start-up with a clear line
-/// rather than at the first connection: this build links no TLS stack.
+/// A `redis://` or `rediss://` (TLS) URL.
 fn check_redis_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("rediss://") {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !scheme_ok || redis::parse_redis_url(url).is_none() {
         return Err(ConfigError::Invalid {
             key,
-            reason: "rediss:// (TLS) is not supported by this build; reach a TLS Redis \
-                     through a local TLS proxy and give its redis:// address"
-                .into(),
-        });
-    }
-    if redis::parse_redis_url(url).is_none() || !url.starts_with("redis://") {
-        return Err(ConfigError::Invalid {
-            key,
-            reason: format!("`{url}` is not a redis:// URL"),
+            reason: "not a redis:// or rediss:// URL".to_owned(),
         });
     }
     Ok(())
@@ -511,17 +506,32 @@ mod tests {
     }
 
     #[test]
-    fn tls_redis_urls_are_refused_at_start_up() {
+    fn redis_urls_are_checked_without_echoing_credentials() {
         let err = Settings::load_with_env(
             None,
             env(&[
                 ("STATEFUL_MCP__STORE__BACKEND", "redis"),
-                ("STATEFUL_MCP__REDIS__URL", "rediss://cache.example:6380"),
+                (
+                    "STATEFUL_MCP__REDIS__URL",
+                    "http://app:s3cret@cache.example:6380",
+                ),
             ]),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("redis.url") && err.contains("TLS"), "{err}");
+        assert!(err.contains("redis.url"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        Settings::load_with_env(
+            None,
+            env(&[
+                ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+                (
+                    "STATEFUL_MCP__REDIS__URL",
+                    "rediss://app:pw@cache.example:6380",
+                ),
+            ]),
+        )
+        .unwrap();
     }
 
     #[test]

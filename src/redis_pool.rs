@@ -48,6 +48,31 @@ impl std::fmt::Debug for RedisPool {
     }
 }
 
+/// The client of `settings.url`: TLS for `rediss://`, trusting `tls_ca_file` when set.
+fn client(settings: &RedisSettings) -> Result<Client, RedisPoolError> {
+    if !settings.url.starts_with("rediss://") {
+        return Ok(Client::open(settings.url.as_str())?);
+    }
+    // rustls needs one process-wide crypto provider; keep one already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if settings.tls_ca_file.as_os_str().is_empty() {
+        return Ok(Client::open(settings.url.as_str())?);
+    }
+    let root_cert = std::fs::read(&settings.tls_ca_file).map_err(|e| {
+        RedisPoolError::Unavailable(format!(
+            "redis.tls_ca_file {}: {e}",
+            settings.tls_ca_file.display()
+        ))
+    })?;
+    Ok(Client::build_with_tls(
+        settings.url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        },
+    )?)
+}
+
 /// Snapshot of the pool's occupancy, for metrics and readiness.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolStatus {
@@ -65,9 +90,9 @@ impl RedisPool {
     /// Builds the pool; connections are opened lazily, so this succeeds while Redis is down.
     ///
     /// # Errors
-    /// When the URL is not a valid Redis URL.
+    /// When the URL is not a valid Redis URL, or `redis.tls_ca_file` cannot be read.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisPoolError> {
-        let client = Client::open(settings.url.as_str())?;
+        let client = client(settings)?;
         let command_timeout = Duration::from_millis(settings.command_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let connection_config = AsyncConnectionConfig::new()

@@ -19,13 +19,13 @@ use crate::support::{
 };
 
 /// Records what a handler is given.
-struct Recorder {
+pub(crate) struct Recorder {
     messages: mpsc::UnboundedSender<BusMessage>,
     gaps: AtomicUsize,
 }
 
 impl Recorder {
-    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<BusMessage>) {
+    pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<BusMessage>) {
         let (messages, rx) = mpsc::unbounded_channel();
         let recorder = Arc::new(Self {
             messages,
@@ -60,13 +60,13 @@ impl BusHandler for Panicker {
 }
 
 /// One replica's bus, on the pool and background machinery of its own node.
-struct BusNode {
-    bus: Bus,
+pub(crate) struct BusNode {
+    pub(crate) bus: Bus,
     base: NodeBase,
 }
 
 impl BusNode {
-    fn start(server: &RedisServer, prefix: &str, replica_id: &str) -> Self {
+    pub(crate) fn start(server: &RedisServer, prefix: &str, replica_id: &str) -> Self {
         let base = NodeBase::new(quick_settings(server, 4, Duration::from_secs(2)), prefix);
         let options = BusOptions {
             health_check_interval: Duration::from_millis(100),
@@ -85,7 +85,7 @@ impl BusNode {
     }
 
     /// Publishes, retrying while the pool replaces connections a server restart broke.
-    async fn publish(&self, topic: &str, payload: &[u8]) {
+    pub(crate) async fn publish(&self, topic: &str, payload: &[u8]) {
         retry("publish succeeds once Redis is back", async || {
             self.bus.publish(topic, payload).await
         })
@@ -100,7 +100,7 @@ impl BusNode {
     }
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<BusMessage>) -> BusMessage {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<BusMessage>) -> BusMessage {
     within("a message arrives", rx.recv())
         .await
         .expect("the handler is alive")

@@ -10,6 +10,7 @@ mod edge;
 mod event_store;
 mod metrics;
 mod outage;
+mod redis_tls;
 mod replicas;
 mod round_trips;
 mod sessions;

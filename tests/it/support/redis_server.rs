@@ -22,6 +22,10 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     url: String,
+    /// Arguments after the defaults (TLS, ACL users).
+    extra_args: Vec<String>,
+    /// The CA to trust for `rediss://`.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -35,6 +39,112 @@ impl RedisServer {
             port,
             dir,
             url: format!("redis://127.0.0.1:{port}"),
+            extra_args: Vec::new(),
+            tls_ca: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts a private server that speaks only TLS (a CA and a server certificate made
+    /// with `openssl` for this test) and knows one ACL user, `app` with password `pw`,
+    /// limited to the keys and channels under `prefix` and denied `@dangerous` commands;
+    /// the `default` user is off. [`RedisServer::url`] carries the credentials.
+    pub async fn start_tls_acl(prefix: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("smcp-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            &file("ca.key"),
+            "-out",
+            &file("ca.crt"),
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &file("server.key"),
+            "-out",
+            &file("server.csr"),
+        ]);
+        std::fs::write(file("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &file("server.csr"),
+            "-CA",
+            &file("ca.crt"),
+            "-CAkey",
+            &file("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &file("san.ext"),
+            "-out",
+            &file("server.crt"),
+        ]);
+        let extra_args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("server.crt"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "app",
+            "on",
+            ">pw",
+            &format!("~{prefix}:*"),
+            &format!("&{prefix}:*"),
+            "+@all",
+            "-@dangerous",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut server = Self {
+            child: None,
+            port,
+            url: format!("rediss://app:pw@127.0.0.1:{port}"),
+            tls_ca: Some(dir.join("ca.crt")),
+            dir,
+            extra_args,
         };
         server.spawn().await;
         server
@@ -49,6 +159,8 @@ impl RedisServer {
                 port: 0,
                 dir: PathBuf::new(),
                 url,
+                extra_args: Vec::new(),
+                tls_ca: None,
             },
             _ => Self::start().await,
         }
@@ -70,13 +182,15 @@ impl RedisServer {
                 "--maxmemory-policy",
                 "noeviction",
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
         self.child = Some(child);
+        let pool = self.pool();
         wait_until("redis-server answers PING", async || {
-            ping(&self.url).await.is_ok()
+            pool.ping().await.is_ok()
         })
         .await;
     }
@@ -86,10 +200,18 @@ impl RedisServer {
         &self.url
     }
 
+    /// The CA file to trust, for a server from [`RedisServer::start_tls_acl`].
+    pub fn tls_ca(&self) -> Option<&std::path::Path> {
+        self.tls_ca.as_deref()
+    }
+
     /// The shipped Redis settings, pointed at this server.
     pub fn settings(&self) -> RedisSettings {
         let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().redis;
         settings.url = self.url.clone();
+        if let Some(ca) = &self.tls_ca {
+            settings.tls_ca_file = ca.clone();
+        }
         settings
     }
 
@@ -129,13 +251,6 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-async fn ping(url: &str) -> redis::RedisResult<String> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    redis::cmd("PING").query_async(&mut conn).await
 }
 
 fn redis_server_binary() -> String {
