@@ -8,7 +8,7 @@
 //! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on create | a principal's session ids by creation time |
 //! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
-//! | `<p>:{<stream>}:events` | stream | event TTL | SSE events of one response stream |
+//! | `<p>:{<stream>}:events` | stream | event TTL; short once a request's response is in | SSE events of one response stream |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |

@@ -74,6 +74,7 @@ where
             state.replica_id.to_string(),
             EventStoreSettings {
                 ttl: Duration::from_secs(settings.events.ttl_secs),
+                completed_ttl: Duration::from_secs(settings.events.completed_ttl_secs),
                 max_len: settings.events.max_len,
                 follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
                 ..EventStoreSettings::default()

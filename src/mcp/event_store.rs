@@ -9,6 +9,11 @@
 //! - **Storing** is one script per event: `XADD` with an approximate `MAXLEN`, then
 //!   `PEXPIRE`, so the event is committed (and bounded in time and size) before its id
 //!   goes to the client.
+//! - **Retention** follows open streams, not calls: every event keeps its stream for
+//!   [`EventStoreSettings::ttl`], but the final response of a request stream shortens
+//!   that to [`EventStoreSettings::completed_ttl`] in the same script, so a finished
+//!   call leaves its events only for the short window in which a client that lost the
+//!   response resumes. The standalone stream has no final event and keeps the long TTL.
 //! - **Replaying** returns the stored events after the given id and then keeps following
 //!   the stream until its final JSON-RPC response or error arrives, whichever replica
 //!   writes it. The standalone stream (`<session>:common`) has no final event: it is
@@ -88,6 +93,11 @@ pub struct EventStoreSettings {
     /// How long a stream is kept after its last event (refreshed by every event): the
     /// window in which a client can resume it.
     pub ttl: Duration,
+    /// How long a request stream is kept once its final response is stored: the window
+    /// in which a client that lost the response can still resume. Redis retains finished
+    /// streams for this long, so their memory scales with the call rate times this
+    /// window; at most [`Self::ttl`].
+    pub completed_ttl: Duration,
     /// Approximate largest number of events kept per stream (Redis trims whole nodes, so
     /// a stream may hold somewhat more); older events can no longer be replayed.
     pub max_len: usize,
@@ -108,6 +118,7 @@ impl Default for EventStoreSettings {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(15 * 60),
+            completed_ttl: Duration::from_secs(60),
             max_len: 1000,
             block: Duration::from_secs(5),
             follow_idle_timeout: Duration::from_secs(120),
@@ -202,6 +213,7 @@ impl RedisEventStore {
         event: &ServerSseMessage,
     ) -> Result<EventId, RedisEventStoreError> {
         check_stream_id(stream_id)?;
+        let request_stream = !stream_id.ends_with(COMMON_SUFFIX);
         let (kind, message) = match event.message.as_deref() {
             None => (KIND_BARE, String::new()),
             Some(message) => (
@@ -218,6 +230,13 @@ impl RedisEventStore {
             .map(|retry| retry.as_millis().to_string())
             .unwrap_or_default();
         let settings = &self.shared.settings;
+        // Nothing follows a request's final response: only a client that lost it will
+        // read the stream again, so it need not outlive the short window.
+        let ttl = if kind == KIND_FINAL && request_stream {
+            settings.completed_ttl.min(settings.ttl)
+        } else {
+            settings.ttl
+        };
         let mut conn = self.shared.pool.get().await?;
         let entry: String = self
             .store_script
@@ -226,7 +245,7 @@ impl RedisEventStore {
             .arg(kind)
             .arg(message)
             .arg(retry)
-            .arg(duration_ms(settings.ttl))
+            .arg(duration_ms(ttl))
             .invoke_async(&mut conn)
             .await?;
         Ok(format!("{stream_id}{SEPARATOR}{entry}"))

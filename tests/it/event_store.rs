@@ -18,6 +18,7 @@ use crate::support::{
 };
 
 const TTL: Duration = Duration::from_secs(60);
+const COMPLETED_TTL: Duration = Duration::from_secs(5);
 
 /// One replica's event store, on the pool and background machinery of its own node.
 struct EventStoreNode {
@@ -33,6 +34,7 @@ impl EventStoreNode {
         );
         let settings = EventStoreSettings {
             ttl: TTL,
+            completed_ttl: COMPLETED_TTL,
             max_len: 1000,
             block: Duration::from_secs(2),
             follow_idle_timeout: Duration::from_secs(20),
@@ -343,24 +345,7 @@ async fn every_key_has_the_prefix_and_a_ttl() {
     a.store(&stream, &response(1)).await;
     assert_eq!(drain(follower).await.len(), 1);
 
-    let mut conn = server.conn().await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(100)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort();
+    let keys = server.keys("*").await;
     let mut expected = vec![
         format!("{prefix}:{{{stream}}}:events"),
         format!("{prefix}:replica:replica-a:wake"),
@@ -368,16 +353,53 @@ async fn every_key_has_the_prefix_and_a_ttl() {
     expected.sort();
     assert_eq!(keys, expected);
     for key in &keys {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = server.pttl(key).await;
         assert!(ttl > 0, "{key}: {ttl}");
         if key.ends_with(":events") {
             assert!(ttl <= TTL.as_millis() as i64, "{key}: {ttl}");
         }
     }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn finished_request_streams_are_kept_only_for_the_short_window() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-retention");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let key = |stream: &str| a.base.keys.event_stream(stream);
+    let mut finished = Vec::new();
+    for i in 0..20 {
+        let stream = stream_id();
+        let primed = a.prime(&stream).await;
+        a.store(&stream, &notification(i)).await;
+        a.store(&stream, &response(i)).await;
+        finished.push((stream, primed));
+    }
+    let open = stream_id();
+    a.prime(&open).await;
+    a.store(&open, &notification(1)).await;
+    // A response on the standalone stream does not end it.
+    let standalone = format!("{}:common", stream_id());
+    a.prime(&standalone).await;
+    a.store(&standalone, &response(1)).await;
+
+    for (stream, _) in &finished {
+        let ttl = server.pttl(&key(stream)).await;
+        assert!(
+            0 < ttl && ttl <= COMPLETED_TTL.as_millis() as i64,
+            "{stream}: {ttl}"
+        );
+    }
+    for stream in [&open, &standalone] {
+        let ttl = server.pttl(&key(stream)).await;
+        assert!(ttl > COMPLETED_TTL.as_millis() as i64, "{stream}: {ttl}");
+    }
+    // Within the window a client that lost the response still gets it.
+    let (_, primed) = &finished[0];
+    let events = drain(a.replay(primed).await).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(json_of(&events[1]), json_of(&response(0)));
     a.stop().await;
 }
 

@@ -141,6 +141,38 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
     );
 }
 
+#[tokio::test]
+async fn finished_calls_leave_their_streams_for_the_short_window_only() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("retention");
+    let replica = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "30")],
+    )
+    .await;
+    let session = legacy_session(&replica.url()).await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let call = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "counter", "arguments": {"operation": "increment"}}});
+        let body = legacy_post(&http, &replica.url(), &session, &call)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("Counter increment"), "{body}");
+    }
+    let streams = redis.keys(&format!("{prefix}:*events*")).await;
+    assert!(streams.len() >= 10, "{streams:?}");
+    for key in streams {
+        let ttl = redis.pttl(&key).await;
+        assert!(0 < ttl && ttl <= 30_000, "{key}: {ttl}");
+    }
+}
+
 async fn cancelled_calls(replica: &Replica, tool: &str) -> u64 {
     let text = reqwest::get(replica.endpoint("/metrics"))
         .await
