@@ -1,6 +1,7 @@
 //! Load benchmark: three replicas on one Redis (in this process), clients spread over
 //! them round-robin, a fixed number of calls per scenario; prints throughput and
-//! latency percentiles, and Redis memory per session.
+//! latency percentiles, Redis memory per session, and the Redis memory finished 2025-era
+//! calls leave behind.
 //!
 //! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`).
 //! Loopback only; every scenario is bounded by its call count.
@@ -27,10 +28,11 @@ struct Cluster {
     urls: Vec<String>,
 }
 
-/// Three replicas on `redis_url` under `prefix`, with the event store on or off.
-async fn cluster(redis_url: &str, prefix: &str, events: bool) -> Cluster {
+/// Three replicas on `redis_url` under `prefix`, with the event store on or off and the
+/// `extra` settings (environment overrides).
+async fn cluster(redis_url: &str, prefix: &str, events: bool, extra: &[(&str, &str)]) -> Cluster {
     let events = events.to_string();
-    let env = [
+    let mut env = vec![
         ("STATEFUL_MCP__EVENTS__ENABLED", events.as_str()),
         ("STATEFUL_MCP__TELEMETRY__FILTER", "warn"),
         (
@@ -38,6 +40,7 @@ async fn cluster(redis_url: &str, prefix: &str, events: bool) -> Cluster {
             "100000",
         ),
     ];
+    env.extend_from_slice(extra);
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Replica::start(redis_url, prefix, &env).await);
@@ -186,6 +189,35 @@ async fn memory_per_session(redis: &RedisServer, urls: &[String]) {
     );
 }
 
+/// Redis memory that finished 2025-11-25 calls leave behind, per 1,000 calls: right after
+/// the calls and once `wait` has passed, with request streams kept `completed_ttl_secs`
+/// after their response (on a private Redis, so no other scenario's keys expire meanwhile).
+async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
+    let redis = RedisServer::start().await;
+    let ttl = completed_ttl_secs.to_string();
+    let cluster = cluster(
+        redis.url(),
+        "load-retention",
+        true,
+        &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", ttl.as_str())],
+    )
+    .await;
+    let mut conn = redis.conn().await;
+    let before = used_memory(&mut conn).await;
+    let name = format!("2025-11-25 counter (completed_ttl_secs = {completed_ttl_secs})");
+    legacy_scenario(&name, &cluster.urls).await;
+    let after_calls = used_memory(&mut conn).await;
+    tokio::time::sleep(wait).await;
+    let after_wait = used_memory(&mut conn).await;
+    let per_thousand = |bytes: i64| bytes * 1000 / (CLIENTS * CALLS_PER_CLIENT) as i64;
+    println!(
+        "  Redis growth per 1,000 calls: {} bytes right after, {} bytes {} s later",
+        per_thousand(after_calls - before),
+        per_thousand(after_wait - before),
+        wait.as_secs()
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument (a filter) is ignored.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -194,19 +226,23 @@ fn main() {
         println!(
             "{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin"
         );
-        let with_events = cluster(redis.url(), "load-a", true).await;
+        let with_events = cluster(redis.url(), "load-a", true, &[]).await;
         stateless_scenarios(&with_events.urls).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store on)",
             &with_events.urls,
         )
         .await;
-        let without_events = cluster(redis.url(), "load-b", false).await;
+        let without_events = cluster(redis.url(), "load-b", false, &[]).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store off)",
             &without_events.urls,
         )
         .await;
         memory_per_session(&redis, &with_events.urls).await;
+        // Every request stream kept `events.ttl_secs` (the store before the completed-stream
+        // window), then a 2 s window, each measured 5 s after its calls.
+        memory_per_legacy_calls(900, Duration::from_secs(5)).await;
+        memory_per_legacy_calls(2, Duration::from_secs(5)).await;
     });
 }

@@ -80,6 +80,9 @@ pub struct EventSettings {
     pub enabled: bool,
     /// Seconds a stream's events are kept after its last event.
     pub ttl_secs: u64,
+    /// Seconds a request stream is kept once its final response is stored: the window
+    /// in which a client that lost the response can resume (at most `ttl_secs`).
+    pub completed_ttl_secs: u64,
     /// Events kept per stream (approximately: Redis trims whole nodes).
     pub max_len: usize,
     /// Seconds a resumed stream waits for its next event before it ends (the client can
@@ -313,6 +316,13 @@ impl Settings {
             });
         }
         positive("events.ttl_secs", self.events.ttl_secs)?;
+        positive("events.completed_ttl_secs", self.events.completed_ttl_secs)?;
+        if self.events.completed_ttl_secs > self.events.ttl_secs {
+            return Err(ConfigError::Invalid {
+                key: "events.completed_ttl_secs",
+                reason: "must not exceed events.ttl_secs".into(),
+            });
+        }
         positive("events.max_len", self.events.max_len as u64)?;
         positive(
             "events.follow_idle_timeout_secs",
@@ -559,6 +569,16 @@ mod tests {
                 "tools.prime_count_max_limit",
             ),
             ("STATEFUL_MCP__SERVER__BIND", "nowhere", "bind"),
+            (
+                "STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS",
+                "0",
+                "events.completed_ttl_secs",
+            ),
+            (
+                "STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS",
+                "901",
+                "events.completed_ttl_secs",
+            ),
             (
                 "STATEFUL_MCP__REDIS__KEY_PREFIX",
                 "a{b}",

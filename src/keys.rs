@@ -8,7 +8,7 @@
 //! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on create | a principal's session ids by creation time |
 //! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
-//! | `<p>:{<stream>}:events` | stream | event TTL | SSE events of one response stream |
+//! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
@@ -58,9 +58,11 @@ impl Keys {
         format!("{}:stats:last_access", self.prefix)
     }
 
-    /// The Redis stream holding the SSE events of one response stream.
-    pub fn event_stream(&self, stream_id: &str) -> String {
-        format!("{}:{{{stream_id}}}:events", self.prefix)
+    /// The Redis stream holding the SSE events of response stream `stream_id` of session
+    /// `session_id`: the session is part of the key, so a stream is only ever found from
+    /// its own session. The `{hash tag}` is the session's, like its record's.
+    pub fn event_stream(&self, session_id: &str, stream_id: &str) -> String {
+        format!("{}:{{{session_id}}}:events:{stream_id}", self.prefix)
     }
 
     /// The stream whose entries wake one replica's blocking event reader.
@@ -112,7 +114,7 @@ mod tests {
         let k = Keys::new("app");
         assert_eq!(k.session("abc"), "app:{abc}:session");
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
-        assert_eq!(k.event_stream("s1"), "app:{s1}:events");
+        assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");

@@ -28,8 +28,7 @@ use axum::Router;
 use rmcp::{
     ServerHandler,
     transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService,
-        session::local::{LocalSessionManager, SessionConfig},
+        StreamableHttpServerConfig, StreamableHttpService, session::local::SessionConfig,
     },
 };
 
@@ -63,17 +62,17 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     let settings = &state.settings;
-    let mut local = LocalSessionManager::default();
-    local.session_config = SessionConfig::default();
-    local.session_config.keep_alive = Some(settings.session.timeout());
-    local.session_config.sse_retry = Some(Duration::from_secs(1));
-    let local = match &state.redis {
-        Some(pool) if settings.events.enabled => local.with_event_store(RedisEventStore::start(
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = Some(settings.session.timeout());
+    session_config.sse_retry = Some(Duration::from_secs(1));
+    let events = match &state.redis {
+        Some(pool) if settings.events.enabled => Some(RedisEventStore::start(
             pool.clone(),
             state.keys.clone(),
             state.replica_id.to_string(),
             EventStoreSettings {
                 ttl: Duration::from_secs(settings.events.ttl_secs),
+                completed_ttl: Duration::from_secs(settings.events.completed_ttl_secs),
                 max_len: settings.events.max_len,
                 follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
                 ..EventStoreSettings::default()
@@ -81,10 +80,11 @@ where
             state.background.clone(),
             &state.tasks,
         )),
-        _ => local,
+        _ => None,
     };
     let manager = Arc::new(ReplicatedSessionManager::new(
-        local,
+        session_config,
+        events,
         state.sessions.clone(),
         state.metrics.clone(),
     ));

@@ -1,14 +1,26 @@
 //! rmcp's [`EventStore`] on Redis Streams: every SSE event of a response stream is an
-//! entry of `<prefix>:{<stream_id>}:events`, so a client can resume on any replica.
+//! entry of `<prefix>:{<session_id>}:events:<stream_id>`, so a client can resume on any
+//! replica, and only from its own session.
 //!
+//! - **Sessions**: rmcp tells a store the stream of an event but not its session (request
+//!   streams have random ids; only the standalone stream is `<session>:common`), so each
+//!   session gets its own [`SessionEvents`] ([`RedisEventStore::for_session`]), which puts
+//!   the session into every key it writes and reads. An event id presented with another
+//!   session's `Mcp-Session-Id` names a key that does not exist: it is an unknown event,
+//!   and replays nothing.
 //! - **Event ids** are `<stream_id>/<entry-id>` (`entry-id` is Redis's `<ms>-<seq>`): the
-//!   stream is found from the id alone, and ids are unique because entry ids are unique
-//!   within a stream and stream ids are unique. Stream ids may only use
-//!   `[A-Za-z0-9_.:-]`, so the `/` separator is unambiguous and a stream id can never
-//!   break out of its key's `{hash tag}`.
+//!   stream is found from the id and the caller's session, and ids are unique because
+//!   entry ids are unique within a stream and stream ids are unique. Stream and session
+//!   ids may only use `[A-Za-z0-9_.:-]`, so the `/` separator is unambiguous and neither
+//!   can break out of its key's `{hash tag}`.
 //! - **Storing** is one script per event: `XADD` with an approximate `MAXLEN`, then
 //!   `PEXPIRE`, so the event is committed (and bounded in time and size) before its id
 //!   goes to the client.
+//! - **Retention** follows open streams, not calls: every event keeps its stream for
+//!   [`EventStoreSettings::ttl`], but the final response of a request stream shortens
+//!   that to [`EventStoreSettings::completed_ttl`] in the same script, so a finished
+//!   call leaves its events only for the short window in which a client that lost the
+//!   response resumes. The standalone stream has no final event and keeps the long TTL.
 //! - **Replaying** returns the stored events after the given id and then keeps following
 //!   the stream until its final JSON-RPC response or error arrives, whichever replica
 //!   writes it. The standalone stream (`<session>:common`) has no final event: it is
@@ -52,8 +64,9 @@ use crate::{
 
 /// Separates the stream id from the Redis entry id in an event id.
 const SEPARATOR: char = '/';
-/// Longest stream id accepted; rmcp's are UUIDs or `<session id>:common`.
-const MAX_STREAM_ID_LEN: usize = 200;
+/// Longest stream or session id accepted; rmcp's stream ids are UUIDs or
+/// `<session id>:common`, our session ids 40 characters.
+const MAX_ID_LEN: usize = 200;
 /// Suffix rmcp gives the standalone (GET) stream of a session.
 const COMMON_SUFFIX: &str = ":common";
 /// Entries read per `XRANGE` page while replaying and per key per `XREAD`.
@@ -88,6 +101,11 @@ pub struct EventStoreSettings {
     /// How long a stream is kept after its last event (refreshed by every event): the
     /// window in which a client can resume it.
     pub ttl: Duration,
+    /// How long a request stream is kept once its final response is stored: the window
+    /// in which a client that lost the response can still resume. Redis retains finished
+    /// streams for this long, so their memory scales with the call rate times this
+    /// window; at most [`Self::ttl`].
+    pub completed_ttl: Duration,
     /// Approximate largest number of events kept per stream (Redis trims whole nodes, so
     /// a stream may hold somewhat more); older events can no longer be replayed.
     pub max_len: usize,
@@ -108,6 +126,7 @@ impl Default for EventStoreSettings {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(15 * 60),
+            completed_ttl: Duration::from_secs(60),
             max_len: 1000,
             block: Duration::from_secs(5),
             follow_idle_timeout: Duration::from_secs(120),
@@ -126,6 +145,9 @@ pub enum RedisEventStoreError {
     /// The stream id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
     #[error("invalid stream id `{0}`")]
     InvalidStreamId(String),
+    /// The session id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid session id `{0}`")]
+    InvalidSessionId(String),
     /// No such event: its stream expired or never held it.
     #[error("unknown event id `{0}`")]
     UnknownEvent(String),
@@ -143,7 +165,8 @@ impl From<RedisError> for RedisEventStoreError {
     }
 }
 
-/// Redis Streams backed [`EventStore`] shared by every session of a replica.
+/// The Redis Streams event store shared by every session of a replica; rmcp reaches it
+/// through each session's [`SessionEvents`].
 pub struct RedisEventStore {
     shared: Arc<Shared>,
     store_script: redis::Script,
@@ -190,18 +213,32 @@ impl RedisEventStore {
         })
     }
 
-    /// Persists `event` in stream `stream_id` and returns its event id.
+    /// The event store of session `session_id`, for rmcp's local session manager of
+    /// that session.
+    pub fn for_session(self: &Arc<Self>, session_id: impl Into<Arc<str>>) -> SessionEvents {
+        SessionEvents {
+            store: Arc::clone(self),
+            session_id: session_id.into(),
+        }
+    }
+
+    /// Persists `event` in stream `stream_id` of session `session_id` and returns its
+    /// event id.
     ///
     /// # Errors
-    /// [`RedisEventStoreError::InvalidStreamId`] for a stream id this store cannot key,
+    /// [`RedisEventStoreError::InvalidStreamId`] or
+    /// [`RedisEventStoreError::InvalidSessionId`] for an id this store cannot key,
     /// [`RedisEventStoreError::Encode`] when the message does not serialise, or
     /// [`RedisEventStoreError::Redis`] when the event could not be committed.
     pub async fn append(
         &self,
+        session_id: &str,
         stream_id: &str,
         event: &ServerSseMessage,
     ) -> Result<EventId, RedisEventStoreError> {
         check_stream_id(stream_id)?;
+        check_session_id(session_id)?;
+        let request_stream = !stream_id.ends_with(COMMON_SUFFIX);
         let (kind, message) = match event.message.as_deref() {
             None => (KIND_BARE, String::new()),
             Some(message) => (
@@ -218,32 +255,46 @@ impl RedisEventStore {
             .map(|retry| retry.as_millis().to_string())
             .unwrap_or_default();
         let settings = &self.shared.settings;
+        // Nothing follows a request's final response: only a client that lost it will
+        // read the stream again, so it need not outlive the short window.
+        let ttl = if kind == KIND_FINAL && request_stream {
+            settings.completed_ttl.min(settings.ttl)
+        } else {
+            settings.ttl
+        };
         let mut conn = self.shared.pool.get().await?;
         let entry: String = self
             .store_script
-            .key(self.shared.keys.event_stream(stream_id))
+            .key(self.shared.keys.event_stream(session_id, stream_id))
             .arg(settings.max_len.max(1))
             .arg(kind)
             .arg(message)
             .arg(retry)
-            .arg(duration_ms(settings.ttl))
+            .arg(duration_ms(ttl))
             .invoke_async(&mut conn)
             .await?;
         Ok(format!("{stream_id}{SEPARATOR}{entry}"))
     }
 
-    /// The events of the stream after `last_event_id`, then (unless the stream already
-    /// ended) the events appended later by any replica, until the final response, the
-    /// idle bound, the consumer dropping the stream or shutdown.
+    /// The events of session `session_id`'s stream after `last_event_id`, then (unless
+    /// the stream already ended) the events appended later by any replica, until the
+    /// final response, the idle bound, the consumer dropping the stream or shutdown.
     ///
     /// # Errors
-    /// [`RedisEventStoreError::MalformedEventId`] or
-    /// [`RedisEventStoreError::InvalidStreamId`] for an id this store did not issue,
-    /// [`RedisEventStoreError::UnknownEvent`] when the stream expired or never held the
-    /// event, [`RedisEventStoreError::Redis`] when Redis cannot be read.
-    pub async fn replay(&self, last_event_id: &str) -> Result<EventStream, RedisEventStoreError> {
+    /// [`RedisEventStoreError::MalformedEventId`],
+    /// [`RedisEventStoreError::InvalidStreamId`] or
+    /// [`RedisEventStoreError::InvalidSessionId`] for an id this store did not issue,
+    /// [`RedisEventStoreError::UnknownEvent`] when the stream expired, never held the
+    /// event or belongs to another session, [`RedisEventStoreError::Redis`] when Redis
+    /// cannot be read.
+    pub async fn replay(
+        &self,
+        session_id: &str,
+        last_event_id: &str,
+    ) -> Result<EventStream, RedisEventStoreError> {
         let (stream_id, after) = parse_event_id(last_event_id)?;
-        let key = self.shared.keys.event_stream(stream_id);
+        check_session_id(session_id)?;
+        let key = self.shared.keys.event_stream(session_id, stream_id);
         let ends_on_final = !stream_id.ends_with(COMMON_SUFFIX);
         let mut conn = self.shared.pool.get().await?;
 
@@ -398,21 +449,41 @@ impl RedisEventStore {
     }
 }
 
+/// One session's view of the [`RedisEventStore`]: the [`EventStore`] rmcp's local
+/// session manager of that session writes to and resumes from. Only this session's
+/// streams can be replayed through it.
+#[derive(Clone)]
+pub struct SessionEvents {
+    store: Arc<RedisEventStore>,
+    session_id: Arc<str>,
+}
+
+impl std::fmt::Debug for SessionEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEvents")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
 #[async_trait::async_trait]
-impl EventStore for RedisEventStore {
+impl EventStore for SessionEvents {
     async fn store_event(
         &self,
         stream_id: &str,
         event: &ServerSseMessage,
     ) -> Result<EventId, EventStoreError> {
-        Ok(self.append(stream_id, event).await?)
+        Ok(self
+            .store
+            .append(&self.session_id, stream_id, event)
+            .await?)
     }
 
     async fn replay_events_after(
         &self,
         last_event_id: &str,
     ) -> Result<EventStream, EventStoreError> {
-        Ok(self.replay(last_event_id).await?)
+        Ok(self.store.replay(&self.session_id, last_event_id).await?)
     }
 }
 
@@ -456,16 +527,30 @@ impl std::fmt::Display for EntryId {
     }
 }
 
-fn check_stream_id(stream_id: &str) -> Result<(), RedisEventStoreError> {
-    let valid = !stream_id.is_empty()
-        && stream_id.len() <= MAX_STREAM_ID_LEN
-        && stream_id
+/// Whether `id` can be part of a key: `[A-Za-z0-9_.:-]`, 1 to [`MAX_ID_LEN`] characters.
+fn is_keyable(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if valid {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn check_stream_id(stream_id: &str) -> Result<(), RedisEventStoreError> {
+    if is_keyable(stream_id) {
         Ok(())
     } else {
         Err(RedisEventStoreError::InvalidStreamId(stream_id.to_owned()))
+    }
+}
+
+fn check_session_id(session_id: &str) -> Result<(), RedisEventStoreError> {
+    if is_keyable(session_id) {
+        Ok(())
+    } else {
+        Err(RedisEventStoreError::InvalidSessionId(
+            session_id.to_owned(),
+        ))
     }
 }
 
@@ -844,7 +929,7 @@ mod tests {
         ] {
             assert!(parse_event_id(id).is_err(), "{id}");
         }
-        assert!(parse_event_id(&format!("{}/1-0", "a".repeat(MAX_STREAM_ID_LEN + 1))).is_err());
+        assert!(parse_event_id(&format!("{}/1-0", "a".repeat(MAX_ID_LEN + 1))).is_err());
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //!   closes the local copy of one that expired elsewhere ([`ReplicatedSessionManager::close_local`]);
 //! - the event store is used for 2025-era streams only: [`SessionManager::event_store`]
 //!   returns `None`, so rmcp's 2026-07-28 path never persists a response stream and a
-//!   dropped response still cancels its handler.
+//!   dropped response still cancels its handler;
+//! - each session runs in its own `LocalSessionManager` whose event store is bound to
+//!   that session ([`RedisEventStore::for_session`]): rmcp names only the stream when it
+//!   stores an event and resumes whatever stream a `Last-Event-ID` names, so a store
+//!   shared by all sessions could not tell whose stream a client asks for.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use rmcp::{
     model::{ClientJsonRpcMessage, ClientRequest, GetExtensions, ServerJsonRpcMessage},
     transport::{
@@ -23,12 +27,21 @@ use rmcp::{
         streamable_http_server::session::{
             EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
             SessionRestoreMarker,
-            local::{LocalSessionManager, LocalSessionManagerError, LocalSessionWorker},
+            local::{
+                EventId as LocalEventId, LocalSessionHandle, LocalSessionManager,
+                LocalSessionManagerError, LocalSessionWorker, SessionConfig,
+                SessionError as WorkerError,
+            },
         },
     },
 };
 
-use super::edge::{EdgeError, RefusalSlot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{
+    edge::{EdgeError, RefusalSlot},
+    event_store::{RedisEventStore, RedisEventStoreError},
+};
 use crate::{
     auth::Principal,
     metrics::Metrics,
@@ -47,20 +60,44 @@ pub enum ReplicatedSessionError {
     /// The local manager refused to create a session under our id.
     #[error("could not create a local session")]
     Create,
+    /// A stream could not be resumed from the event store (rmcp then answers with an
+    /// empty stream).
+    #[error(transparent)]
+    Events(#[from] RedisEventStoreError),
 }
 
-/// A `SessionManager` over rmcp's `LocalSessionManager` and the shared [`Sessions`].
+impl From<WorkerError> for ReplicatedSessionError {
+    fn from(error: WorkerError) -> Self {
+        Self::Local(error.into())
+    }
+}
+
+/// A `SessionManager` over one rmcp `LocalSessionManager` per session and the shared
+/// [`Sessions`].
 pub(crate) struct ReplicatedSessionManager {
-    local: LocalSessionManager,
+    /// The sessions this replica serves, each in a local manager of its own (see the
+    /// module docs for why).
+    locals: tokio::sync::RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
+    config: SessionConfig,
+    /// `None` without the Redis backend or with `events.enabled = false`.
+    events: Option<Arc<RedisEventStore>>,
     sessions: Sessions,
     metrics: Metrics,
 }
 
 impl ReplicatedSessionManager {
-    /// Wraps `local` (configure its keep-alive and event store before) over `sessions`.
-    pub(crate) fn new(local: LocalSessionManager, sessions: Sessions, metrics: Metrics) -> Self {
+    /// Serves sessions with `config` (keep-alive, retry), their streams stored in
+    /// `events` when given, over the shared `sessions`.
+    pub(crate) fn new(
+        config: SessionConfig,
+        events: Option<Arc<RedisEventStore>>,
+        sessions: Sessions,
+        metrics: Metrics,
+    ) -> Self {
         Self {
-            local,
+            locals: tokio::sync::RwLock::default(),
+            config,
+            events,
             sessions,
             metrics,
         }
@@ -68,15 +105,35 @@ impl ReplicatedSessionManager {
 
     /// Whether this replica holds a worker for session `id`.
     pub(crate) async fn has_local(&self, id: &str) -> bool {
-        self.local
-            .has_session(&SessionId::from(id))
-            .await
-            .unwrap_or(false)
+        self.locals.read().await.contains_key(&SessionId::from(id))
     }
 
     /// Closes this replica's copy of session `id`, if it has one.
     pub(crate) async fn close_local(&self, id: &str) {
-        let _ = self.local.close_session(&SessionId::from(id)).await;
+        let _ = self.close_session(&SessionId::from(id)).await;
+    }
+
+    /// The local manager of session `id`, cloned out so no lock is held while the
+    /// session's worker answers.
+    async fn local(
+        &self,
+        id: &SessionId,
+    ) -> Result<Arc<LocalSessionManager>, ReplicatedSessionError> {
+        self.locals
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    }
+
+    /// The worker handle of session `id`, for the calls that return a stream: a stream
+    /// from a local manager's method borrows that manager, one built on the handle's
+    /// receiver owns all it needs.
+    async fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle, ReplicatedSessionError> {
+        let local = self.local(id).await?;
+        let handle = local.sessions.read().await.get(id).cloned();
+        handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
     }
 
     /// Reports `e` to the edge through the request's slot.
@@ -102,7 +159,7 @@ impl SessionManager for ReplicatedSessionManager {
         let id: SessionId = crate::ids::mint().into();
         // `restore_session` is the local manager's way to create a session under an id
         // chosen by the caller.
-        match self.local.restore_session(id.clone()).await? {
+        match self.restore_session(id.clone()).await? {
             RestoreOutcome::Restored(transport) => Ok((id, transport)),
             _ => Err(ReplicatedSessionError::Create),
         }
@@ -131,7 +188,8 @@ impl SessionManager for ReplicatedSessionManager {
         };
         let slot = from_request::<RefusalSlot>(&message);
         let principal = from_request::<Principal>(&message);
-        let response = self.local.initialize_session(id, message).await?;
+        let local = self.local(id).await?;
+        let response = local.initialize_session(id, message).await?;
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
         };
@@ -150,7 +208,7 @@ impl SessionManager for ReplicatedSessionManager {
             .await;
         if let Err(e) = persisted {
             tracing::warn!(error = %e, "could not persist new session");
-            let _ = self.local.close_session(id).await;
+            let _ = self.close_session(id).await;
             return Err(self.refuse(slot, e));
         }
         self.metrics.sessions_created.inc();
@@ -159,14 +217,18 @@ impl SessionManager for ReplicatedSessionManager {
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
         // The edge already confirmed the stored session for this request.
-        Ok(self.local.has_session(id).await?)
+        Ok(self.locals.read().await.contains_key(id))
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         // Local only: rmcp also calls this when a session worker idles out here, while
         // other replicas may still be serving the session. An HTTP DELETE removes the
         // stored record through the `SessionStore`.
-        Ok(self.local.close_session(id).await?)
+        let local = self.locals.write().await.remove(id);
+        match local {
+            Some(local) => Ok(local.close_session(id).await?),
+            None => Ok(()),
+        }
     }
 
     async fn create_stream(
@@ -174,7 +236,12 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.create_stream(id, message).await?)
+        let handle = self.handle(id).await?;
+        let receiver = handle.establish_request_wise_channel().await?;
+        handle
+            .push_message(message, receiver.http_request_id)
+            .await?;
+        Ok(ReceiverStream::new(receiver.inner))
     }
 
     async fn accept_message(
@@ -182,14 +249,15 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        Ok(self.local.accept_message(id, message).await?)
+        Ok(self.local(id).await?.accept_message(id, message).await?)
     }
 
     async fn create_standalone_stream(
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.create_standalone_stream(id).await?)
+        let receiver = self.handle(id).await?.establish_common_channel().await?;
+        Ok(ReceiverStream::new(receiver.inner))
     }
 
     async fn resume(
@@ -197,14 +265,35 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.resume(id, last_event_id).await?)
+        if let Some(events) = &self.events {
+            // The session is part of every stream's key: another session's event id is
+            // an unknown one, and rmcp answers it with an empty stream.
+            return Ok(events.replay(id, &last_event_id).await?.left_stream());
+        }
+        let last_event_id: LocalEventId = last_event_id
+            .parse()
+            .map_err(LocalSessionManagerError::from)?;
+        let receiver = self.handle(id).await?.resume(last_event_id).await?;
+        Ok(ReceiverStream::new(receiver.inner).right_stream())
     }
 
     async fn restore_session(
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        Ok(self.local.restore_session(id).await?)
+        let mut locals = self.locals.write().await;
+        if locals.contains_key(&id) {
+            // A concurrent request already restored this session.
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let mut local = LocalSessionManager::default();
+        local.session_config = self.config.clone();
+        if let Some(events) = &self.events {
+            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
+        }
+        let outcome = local.restore_session(id.clone()).await?;
+        locals.insert(id, Arc::new(local));
+        Ok(outcome)
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {

@@ -1,5 +1,6 @@
 //! The Redis Streams event store: storing, replaying, following streams written by
-//! another replica, one reader connection for many followers, and recovery after a crash.
+//! another replica, one reader connection for many followers, recovery after a crash,
+//! the short retention of finished streams, and streams replayed only by their session.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +10,9 @@ use rmcp::{
     transport::streamable_http_server::session::{EventStore, EventStream, ServerSseMessage},
 };
 use serde_json::json;
-use stateful_mcp::mcp::event_store::{EventStoreSettings, RedisEventStore, RedisEventStoreError};
+use stateful_mcp::mcp::event_store::{
+    EventStoreSettings, RedisEventStore, RedisEventStoreError, SessionEvents,
+};
 
 use crate::support::{
     node::{NodeBase, quick_settings},
@@ -18,10 +21,15 @@ use crate::support::{
 };
 
 const TTL: Duration = Duration::from_secs(60);
+const COMPLETED_TTL: Duration = Duration::from_secs(5);
+/// The session whose streams the tests store, unless a test says otherwise.
+const SESSION: &str = "session-a";
 
 /// One replica's event store, on the pool and background machinery of its own node.
 struct EventStoreNode {
     store: Arc<RedisEventStore>,
+    /// What rmcp sees of the store for session [`SESSION`].
+    events: SessionEvents,
     base: NodeBase,
 }
 
@@ -33,6 +41,7 @@ impl EventStoreNode {
         );
         let settings = EventStoreSettings {
             ttl: TTL,
+            completed_ttl: COMPLETED_TTL,
             max_len: 1000,
             block: Duration::from_secs(2),
             follow_idle_timeout: Duration::from_secs(20),
@@ -47,11 +56,16 @@ impl EventStoreNode {
             base.shutdown.clone(),
             &base.tracker,
         );
-        Self { store, base }
+        let events = store.for_session(SESSION);
+        Self {
+            store,
+            events,
+            base,
+        }
     }
 
     async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> String {
-        self.store
+        self.events
             .store_event(stream_id, event)
             .await
             .expect("event stored")
@@ -64,7 +78,7 @@ impl EventStoreNode {
     }
 
     async fn replay(&self, after: &str) -> EventStream {
-        self.store
+        self.events
             .replay_events_after(after)
             .await
             .expect("replay starts")
@@ -256,7 +270,7 @@ async fn many_followers_share_one_reader_connection() {
             .iter()
             .chain(&primed)
             .skip(1)
-            .map(|id| b.store.replay_events_after(id)),
+            .map(|id| b.events.replay_events_after(id)),
     )
     .await;
     for follower in more {
@@ -304,26 +318,26 @@ async fn malformed_and_unknown_event_ids_are_errors() {
     let never_issued = format!("{stream}/{ms}-{}", seq.parse::<u64>().unwrap() + 5);
 
     for id in ["", "garbage", "abc/", "abc/1", "abc/1-x", "abc/1-0/2-0"] {
-        let error = a.store.replay(id).await.err().expect(id);
+        let error = a.store.replay(SESSION, id).await.err().expect(id);
         assert!(
             matches!(error, RedisEventStoreError::MalformedEventId(_)),
             "{id}: {error}"
         );
     }
     for id in ["/1-0", "a{b}/1-0", "a b/1-0", "../x/1-0"] {
-        assert!(a.store.replay(id).await.is_err(), "{id}");
+        assert!(a.store.replay(SESSION, id).await.is_err(), "{id}");
     }
     for id in [format!("{}/1-0", stream_id()), never_issued] {
-        let error = a.store.replay(&id).await.err().expect(&id);
+        let error = a.store.replay(SESSION, &id).await.err().expect(&id);
         assert!(
             matches!(error, RedisEventStoreError::UnknownEvent(_)),
             "{id}: {error}"
         );
     }
     // Through rmcp's trait the errors arrive boxed, still without a panic.
-    assert!(a.store.replay_events_after("nope").await.is_err());
+    assert!(a.events.replay_events_after("nope").await.is_err());
     let error = a
-        .store
+        .events
         .store_event("bad{stream}", &notification(1))
         .await
         .expect_err("a stream id that cannot be keyed");
@@ -343,40 +357,97 @@ async fn every_key_has_the_prefix_and_a_ttl() {
     a.store(&stream, &response(1)).await;
     assert_eq!(drain(follower).await.len(), 1);
 
-    let mut conn = server.conn().await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(100)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort();
+    let keys = server.keys("*").await;
     let mut expected = vec![
-        format!("{prefix}:{{{stream}}}:events"),
+        format!("{prefix}:{{{SESSION}}}:events:{stream}"),
         format!("{prefix}:replica:replica-a:wake"),
     ];
     expected.sort();
     assert_eq!(keys, expected);
     for key in &keys {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = server.pttl(key).await;
         assert!(ttl > 0, "{key}: {ttl}");
-        if key.ends_with(":events") {
+        if key.contains(":events:") {
             assert!(ttl <= TTL.as_millis() as i64, "{key}: {ttl}");
         }
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn finished_request_streams_are_kept_only_for_the_short_window() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-retention");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let key = |stream: &str| a.base.keys.event_stream(SESSION, stream);
+    let mut finished = Vec::new();
+    for i in 0..20 {
+        let stream = stream_id();
+        let primed = a.prime(&stream).await;
+        a.store(&stream, &notification(i)).await;
+        a.store(&stream, &response(i)).await;
+        finished.push((stream, primed));
+    }
+    let open = stream_id();
+    a.prime(&open).await;
+    a.store(&open, &notification(1)).await;
+    // A response on the standalone stream does not end it.
+    let standalone = format!("{}:common", stream_id());
+    a.prime(&standalone).await;
+    a.store(&standalone, &response(1)).await;
+
+    for (stream, _) in &finished {
+        let ttl = server.pttl(&key(stream)).await;
+        assert!(
+            0 < ttl && ttl <= COMPLETED_TTL.as_millis() as i64,
+            "{stream}: {ttl}"
+        );
+    }
+    for stream in [&open, &standalone] {
+        let ttl = server.pttl(&key(stream)).await;
+        assert!(ttl > COMPLETED_TTL.as_millis() as i64, "{stream}: {ttl}");
+    }
+    // Within the window a client that lost the response still gets it.
+    let (_, primed) = &finished[0];
+    let events = drain(a.replay(primed).await).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(json_of(&events[1]), json_of(&response(0)));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_is_replayed_only_for_its_own_session() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-owner");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let other = a.store.for_session("session-b");
+    let request = stream_id();
+    let primed = a.prime(&request).await;
+    a.store(&request, &response(1)).await;
+    let standalone = format!("{SESSION}:common");
+    let common_primed = a.prime(&standalone).await;
+    a.store(&standalone, &notification(1)).await;
+
+    // Its own session replays both.
+    assert_eq!(drain(a.replay(&primed).await).await.len(), 1);
+    let mut own = a.replay(&common_primed).await;
+    assert!(next(&mut own).await.is_some());
+    drop(own);
+    for id in [&primed, &common_primed] {
+        let error = a.store.replay("session-b", id).await.err().expect(id);
+        assert!(
+            matches!(error, RedisEventStoreError::UnknownEvent(_)),
+            "{id}: {error}"
+        );
+        assert!(other.replay_events_after(id).await.is_err(), "{id}");
+    }
+    assert_eq!(a.store.follower_count(), 0, "nothing follows for session B");
+    for session in ["", "a{b}", "a b"] {
+        let error = a.store.replay(session, &primed).await.err().expect(session);
+        assert!(
+            matches!(error, RedisEventStoreError::InvalidSessionId(_)),
+            "{session}: {error}"
+        );
     }
     a.stop().await;
 }
@@ -409,7 +480,7 @@ async fn the_reader_recovers_after_a_redis_crash() {
     // The restarted server lost the stream; the response A writes now starts it afresh
     // with later ids, and the follower still gets it.
     let done = retry("A stores again once Redis is back", async || {
-        a.store.store_event(&stream, &response(1)).await
+        a.events.store_event(&stream, &response(1)).await
     })
     .await;
     let got = next(&mut resumed).await.expect("the final response");
@@ -432,7 +503,7 @@ async fn shutdown_ends_followed_streams() {
     assert!(drain(follower).await.is_empty());
     assert_eq!(store.follower_count(), 0);
     // After shutdown a replay returns what is stored and does not follow.
-    let after = store.replay(&primed).await.expect("replay");
+    let after = store.replay(SESSION, &primed).await.expect("replay");
     assert!(drain(after).await.is_empty());
 }
 

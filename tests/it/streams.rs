@@ -1,6 +1,7 @@
 //! Response streams: a 2025-era stream interrupted on one replica resumes on another with
-//! `Last-Event-ID` and gets its final response; a 2026-07-28 stream that the client drops
-//! cancels its handler.
+//! `Last-Event-ID` and gets its final response, but only for its own session, and a
+//! finished one is kept only briefly; a 2026-07-28 stream that the client drops cancels
+//! its handler.
 
 use std::time::Duration;
 
@@ -65,6 +66,19 @@ impl EventReader {
     }
 }
 
+/// A 2025-11-25 GET that resumes `session`'s stream after `last_event_id`.
+async fn resume(url: &str, session: &str, last_event_id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .header("Accept", "text/event-stream")
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("Last-Event-ID", last_event_id)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn is_progress(event: &Event) -> bool {
     event
         .data
@@ -109,15 +123,7 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
     drop(events);
     let last_id = last_id.expect("events carry ids");
 
-    let response = reqwest::Client::new()
-        .get(b.url())
-        .header("Accept", "text/event-stream")
-        .header("Mcp-Session-Id", &session)
-        .header("MCP-Protocol-Version", "2025-11-25")
-        .header("Last-Event-ID", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let response = resume(&b.url(), &session, &last_id).await;
     assert!(response.status().is_success(), "{}", response.status());
     let mut events = EventReader::new(response);
     let mut progress_after_resume = 0;
@@ -139,6 +145,76 @@ async fn a_stream_interrupted_on_one_replica_resumes_on_another() {
         progress_after_resume >= 1,
         "the resumed stream kept following the handler"
     );
+}
+
+#[tokio::test]
+async fn another_sessions_event_id_replays_nothing() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("resume-owner");
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let session_a = legacy_session(&a.url()).await;
+    let session_b = legacy_session(&a.url()).await;
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "counter", "arguments": {"operation": "increment"}}});
+    let response = legacy_post(&reqwest::Client::new(), &a.url(), &session_a, &call)
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader::new(response);
+    let primed = events
+        .next()
+        .await
+        .and_then(|e| e.id)
+        .expect("the priming event has an id");
+    while events.next().await.is_some() {}
+
+    // Session A resumes after its priming event on any replica and gets its response.
+    let mut own = EventReader::new(resume(&b.url(), &session_a, &primed).await);
+    let replayed = own.next().await.and_then(|e| e.data).expect("the response");
+    assert_eq!(replayed["id"], 3, "{replayed}");
+    assert!(own.next().await.is_none());
+
+    // Session B, with the same id, gets what an unknown id gets: an empty 200 stream.
+    for replica in [&a, &b] {
+        let response = resume(&replica.url(), &session_b, &primed).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let mut foreign = EventReader::new(response);
+        let event = foreign.next().await;
+        assert!(event.is_none(), "session B replayed {event:?}");
+    }
+}
+
+#[tokio::test]
+async fn finished_calls_leave_their_streams_for_the_short_window_only() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("retention");
+    let replica = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "30")],
+    )
+    .await;
+    let session = legacy_session(&replica.url()).await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let call = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "counter", "arguments": {"operation": "increment"}}});
+        let body = legacy_post(&http, &replica.url(), &session, &call)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("Counter increment"), "{body}");
+    }
+    let streams = redis.keys(&format!("{prefix}:*events*")).await;
+    assert!(streams.len() >= 10, "{streams:?}");
+    for key in streams {
+        let ttl = redis.pttl(&key).await;
+        assert!(0 < ttl && ttl <= 30_000, "{key}: {ttl}");
+    }
 }
 
 async fn cancelled_calls(replica: &Replica, tool: &str) -> u64 {

@@ -242,6 +242,41 @@ impl RedisServer {
             .await
             .unwrap()
     }
+
+    /// Every key matching `pattern` (a `SCAN MATCH` glob), sorted.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.conn().await;
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The remaining time to live of `key` in milliseconds (`PTTL`: -1 without one, -2
+    /// when it does not exist).
+    pub async fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for RedisServer {
