@@ -11,7 +11,7 @@
 //!    session gets 404 on every replica, an unreachable store 503 with `Retry-After`;
 //! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
-//!    that into a bare 500), and answers 429 or 503 from it.
+//!    that into a bare 500), and answers 400, 429 or 503 from it.
 //!
 //! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
 //! JSON-RPC ones, to a JSON-RPC error body.
@@ -65,6 +65,16 @@ pub enum EdgeError {
          (HTTP DELETE) or wait for one to expire"
     )]
     TooManySessions,
+    /// The `initialize` parameters (with `clientInfo`) are larger than a session may
+    /// keep: 400, JSON-RPC `-32602`.
+    #[error(
+        "Invalid params: the client's initialize parameters and clientInfo are limited \
+         to {limit} bytes"
+    )]
+    ClientMetadataTooLarge {
+        /// `session.max_client_metadata_bytes`.
+        limit: usize,
+    },
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
@@ -74,7 +84,9 @@ impl EdgeError {
     /// The HTTP status of this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Parse(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Parse(_) | Self::InvalidRequest(_) | Self::ClientMetadataTooLarge { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
@@ -87,6 +99,7 @@ impl EdgeError {
         match self {
             Self::Parse(_) => Some(-32700),
             Self::InvalidRequest(_) => Some(-32600),
+            Self::ClientMetadataTooLarge { .. } => Some(-32602),
             _ => None,
         }
     }

@@ -16,6 +16,7 @@ fn limits(timeout_secs: u64) -> SessionSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;
     s.timeout_secs = timeout_secs;
     s.max_data_bytes = 512;
+    s.max_client_metadata_bytes = 256;
     s.max_sessions_per_principal = 3;
     s.history_limit = 3;
     s
@@ -204,6 +205,67 @@ async fn limits_are_enforced() {
         s.create(new("bob")).await.unwrap();
         assert_eq!(s.list("bob").await.unwrap().len(), 3, "{name}");
         assert_eq!(s.list("carol").await.unwrap().len(), 1, "{name}");
+    }
+}
+
+/// Keys under `prefix` on `redis`.
+async fn keys_under(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn oversized_client_metadata_is_refused_and_nothing_is_stored() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("metadata");
+    let backends = [
+        ("memory", Sessions::memory(limits(60))),
+        ("redis", on_redis(redis.pool(), Keys::new(&prefix), 60)),
+    ];
+    for (name, s) in backends {
+        let refused = [
+            // The clientInfo alone is too large,
+            NewSession {
+                client_info: Some(json!({"name": "x".repeat(300)})),
+                ..new("ivy")
+            },
+            // and so is the sum of two parts that each fit (`{"n":"…"}` is 8 + 150 bytes).
+            NewSession {
+                client_info: Some(json!({"n": "c".repeat(150)})),
+                transport: Some(json!({"n": "t".repeat(150)})),
+                ..new("ivy")
+            },
+        ];
+        for offered in refused {
+            assert!(
+                matches!(
+                    s.create(offered).await,
+                    Err(SessionError::ClientMetadataTooLarge { size, limit: 256 }) if size > 256
+                ),
+                "{name}"
+            );
+        }
+        assert!(s.list("ivy").await.unwrap().is_empty(), "{name}");
+        assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
+        if name == "redis" {
+            assert_eq!(keys_under(&redis, &prefix).await, Vec::<String>::new());
+        }
+        // Exactly at the limit is accepted (`{"n":"…"}` is 8 bytes around the string).
+        let fits = NewSession {
+            client_info: Some(json!({"n": "c".repeat(120)})),
+            transport: Some(json!({"n": "t".repeat(120)})),
+            ..new("ivy")
+        };
+        let created = s.create(fits).await.unwrap();
+        let got = s.get("ivy", &created.id).await.unwrap();
+        assert_eq!(
+            got.client_info,
+            Some(json!({"n": "c".repeat(120)})),
+            "{name}"
+        );
     }
 }
 
