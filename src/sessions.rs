@@ -332,8 +332,9 @@ impl Sessions {
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
-    /// time, refreshes index TTLs and prunes expired ids from the indexes; in memory,
-    /// drops expired sessions. Returns how many expired sessions it removed.
+    /// time, refreshes the TTL of the index of all sessions and prunes expired ids from it
+    /// (principals' indexes are kept by the scripts themselves); in memory, drops expired
+    /// sessions. Returns how many expired sessions it removed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].

@@ -295,6 +295,17 @@ async fn expiry_and_sliding(name: &str, s: Sessions, pass: impl AsyncFn(Duration
         .map(|x| x.id)
         .collect();
     assert_eq!(listed, std::slice::from_ref(&busy), "{name}");
+    // At the cap of 3 the idle session's slot is free again, while the busy one, created
+    // more than a timeout ago but used since, still counts.
+    s.create(new("dave")).await.unwrap();
+    s.create(new("dave")).await.unwrap();
+    assert!(
+        matches!(
+            s.create(new("dave")).await,
+            Err(SessionError::TooManySessions { limit: 3 })
+        ),
+        "{name}: a session kept alive counts against the cap"
+    );
     pass(Duration::from_millis(1300)).await;
     assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
     assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
@@ -398,4 +409,57 @@ async fn concurrent_increments_from_two_stores_lose_nothing() {
         t.await.unwrap();
     }
     assert_eq!(b.counter("hal", &id, CounterOp::Get).await.unwrap(), 400);
+}
+
+/// Creates sessions for `principal` from 2 × 12 tasks spread over `stores`, and checks
+/// that exactly `expected` succeed and all of them are listed.
+async fn race_to_the_cap(stores: &[Sessions], principal: &str, expected: usize) {
+    let mut tasks = Vec::new();
+    for store in stores {
+        for _ in 0..12 {
+            let (store, principal) = (store.clone(), principal.to_owned());
+            tasks.push(tokio::spawn(
+                async move { store.create(new(&principal)).await },
+            ));
+        }
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(SessionError::TooManySessions { limit: 3 }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, expected, "{principal}");
+    assert_eq!(
+        stores[0].list(principal).await.unwrap().len(),
+        3,
+        "{principal}"
+    );
+    assert!(matches!(
+        stores[1].create(new(principal)).await,
+        Err(SessionError::TooManySessions { limit: 3 })
+    ));
+}
+
+#[tokio::test]
+async fn the_cap_holds_exactly_under_concurrent_creates_from_two_stores() {
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("cap"));
+    let a = on_redis(redis.pool(), keys.clone(), 1);
+    let b = on_redis(redis.pool(), keys, 1);
+    let stores = [a.clone(), b.clone()];
+    for round in 0..10 {
+        race_to_the_cap(&stores, &format!("ivan{round}"), 3).await;
+    }
+    // A principal whose index lists three sessions that have expired since gets exactly
+    // their three slots back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    race_to_the_cap(&stores, "ivan0", 3).await;
+    assert_eq!(
+        a.stats().await.unwrap().total,
+        3,
+        "every live session is indexed"
+    );
 }
