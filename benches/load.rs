@@ -3,7 +3,8 @@
 //! latency percentiles, Redis memory per session, and the Redis memory finished 2025-era
 //! calls leave behind.
 //!
-//! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`).
+//! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`);
+//! `cargo bench --bench load -- at-the-cap` runs only the session cap scenario.
 //! Loopback only; every scenario is bounded by its call count.
 
 #[path = "../tests/it/support.rs"]
@@ -28,17 +29,21 @@ struct Cluster {
     urls: Vec<String>,
 }
 
-/// Three replicas on `redis_url` under `prefix`, with the event store on or off and the
-/// `extra` settings (environment overrides).
-async fn cluster(redis_url: &str, prefix: &str, events: bool, extra: &[(&str, &str)]) -> Cluster {
+/// Three replicas on `redis_url` under `prefix`, with the event store on or off, at most
+/// `cap` live sessions per principal, and the `extra` settings (environment overrides).
+async fn cluster(
+    redis_url: &str,
+    prefix: &str,
+    events: bool,
+    cap: usize,
+    extra: &[(&str, &str)],
+) -> Cluster {
     let events = events.to_string();
+    let cap = cap.to_string();
     let mut env = vec![
         ("STATEFUL_MCP__EVENTS__ENABLED", events.as_str()),
         ("STATEFUL_MCP__TELEMETRY__FILTER", "warn"),
-        (
-            "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
-            "100000",
-        ),
+        ("STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL", &cap),
     ];
     env.extend_from_slice(extra);
     let mut replicas = Vec::new();
@@ -76,14 +81,23 @@ where
     F: Fn(reqwest::Client, String, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    run_n(name, urls, CALLS_PER_CLIENT, call).await;
+}
+
+/// Runs `CLIENTS` tasks of `calls` calls made by `call(client, url, i)`.
+async fn run_n<F, Fut>(name: &str, urls: &[String], calls: usize, call: F)
+where
+    F: Fn(reqwest::Client, String, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let (urls, call) = (urls.to_vec(), call.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut latencies = Vec::with_capacity(CALLS_PER_CLIENT);
-            for i in 0..CALLS_PER_CLIENT {
+            let mut latencies = Vec::with_capacity(calls);
+            for i in 0..calls {
                 let url = urls[(c + i) % urls.len()].clone();
                 let t = Instant::now();
                 call(client.clone(), url, c).await;
@@ -199,6 +213,7 @@ async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
         redis.url(),
         "load-retention",
         true,
+        100_000,
         &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", ttl.as_str())],
     )
     .await;
@@ -218,22 +233,94 @@ async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
     );
 }
 
+/// Resident memory of this process (the benchmark and its replicas), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// `session_create` from a principal that already holds `session.max_sessions_per_principal`
+/// live sessions: every call is refused, so it measures what counting the cap costs.
+async fn creates_at_the_cap(redis_url: &str) {
+    const CAP: usize = 10_000;
+    const CALLS: usize = 25;
+    const _: () = assert!(
+        CAP.is_multiple_of(CLIENTS),
+        "the clients fill the cap exactly"
+    );
+    let at_cap = cluster(redis_url, "load-c", false, CAP, &[]).await;
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, url) = (http.clone(), at_cap.urls[c % at_cap.urls.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..CAP / CLIENTS {
+                create_handle(&http, &url).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = rss_mib();
+    // A refusal the replica could not decide in time (its Redis command timed out) is
+    // counted, not fatal, so a slow count shows up in the figures instead of a panic.
+    let unavailable = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = unavailable.clone();
+    run_n(
+        "2026-07-28 session_create at the cap (refused)",
+        &at_cap.urls,
+        CALLS,
+        move |client, url, _| {
+            let unavailable = counted.clone();
+            async move {
+                let refused = call_2026(&client, &url, "session_create", json!({})).await;
+                let error = refused.expect_err("the principal is at the cap");
+                if error.contains("session store unavailable") {
+                    unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    assert!(error.contains("maximum of"), "{error}");
+                }
+            }
+        },
+    )
+    .await;
+    println!(
+        "{} of {} answered \"store unavailable\" instead of the refusal; RSS of benchmark \
+         and replicas: {before:.0} MiB before, {:.0} MiB after",
+        unavailable.load(std::sync::atomic::Ordering::Relaxed),
+        CLIENTS * CALLS,
+        rss_mib(),
+    );
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument (a filter) is ignored.
+    // `cargo bench` passes `--bench`; `at-the-cap` runs that scenario alone, and any
+    // other argument (a filter) is ignored.
+    let only_cap = std::env::args().any(|a| a == "at-the-cap");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let redis = RedisServer::shared_or_start().await;
+        if only_cap {
+            creates_at_the_cap(redis.url()).await;
+            return;
+        }
         println!(
             "{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin"
         );
-        let with_events = cluster(redis.url(), "load-a", true, &[]).await;
+        let with_events = cluster(redis.url(), "load-a", true, 100_000, &[]).await;
         stateless_scenarios(&with_events.urls).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store on)",
             &with_events.urls,
         )
         .await;
-        let without_events = cluster(redis.url(), "load-b", false, &[]).await;
+        let without_events = cluster(redis.url(), "load-b", false, 100_000, &[]).await;
         legacy_scenario(
             "2025-11-25 counter increment (event store off)",
             &without_events.urls,
@@ -244,5 +331,6 @@ fn main() {
         // window), then a 2 s window, each measured 5 s after its calls.
         memory_per_legacy_calls(900, Duration::from_secs(5)).await;
         memory_per_legacy_calls(2, Duration::from_secs(5)).await;
+        creates_at_the_cap(redis.url()).await;
     });
 }

@@ -187,6 +187,9 @@ pub struct SessionSettings {
     pub timeout_secs: u64,
     /// Largest total size of a session's `data` values, in bytes.
     pub max_data_bytes: usize,
+    /// Largest total size, in bytes, of what a session stores about its client: the
+    /// `clientInfo` and the 2025-era `initialize` parameters, serialized as stored.
+    pub max_client_metadata_bytes: usize,
     /// Largest number of live sessions one principal may hold.
     pub max_sessions_per_principal: usize,
     /// Entries `history` keeps.
@@ -284,6 +287,10 @@ impl Settings {
         }
         positive("session.timeout_secs", self.session.timeout_secs)?;
         positive("session.max_data_bytes", self.session.max_data_bytes as u64)?;
+        positive(
+            "session.max_client_metadata_bytes",
+            self.session.max_client_metadata_bytes as u64,
+        )?;
         positive(
             "session.max_sessions_per_principal",
             self.session.max_sessions_per_principal as u64,

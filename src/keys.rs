@@ -5,7 +5,7 @@
 //! | key | type | TTL | what |
 //! |---|---|---|---|
 //! | `<p>:{<id>}:session` | hash | session timeout, slid on access | one session record |
-//! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on create | a principal's session ids by creation time |
+//! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on every access | a principal's session ids by last access |
 //! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
@@ -15,7 +15,10 @@
 //! | `<p>:cache:lock:{<gen>:<key>}` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
-//! Everything one script touches shares a `{hash tag}`, so the layout works on Redis Cluster.
+//! Everything one script touches shares a `{hash tag}`, with one exception: the session
+//! scripts touch a session and its owner's index (`{<id>}` and `{p:<principal>}`), so the
+//! index stays scored by last access in the same round trip. On Redis Cluster the session
+//! key would have to carry its owner's tag instead.
 
 use std::sync::Arc;
 
@@ -43,7 +46,7 @@ impl Keys {
         format!("{}:{{{id}}}:session", self.prefix)
     }
 
-    /// The sorted set of one principal's session ids, scored by creation time.
+    /// The sorted set of one principal's session ids, scored by last access.
     pub fn principal_sessions(&self, principal: &str) -> String {
         format!("{}:{{p:{principal}}}:sessions", self.prefix)
     }

@@ -40,6 +40,18 @@ pub enum SessionError {
         /// The configured `session.max_data_bytes`.
         limit: usize,
     },
+    /// What the session would store about its client (`clientInfo` and the `initialize`
+    /// parameters) is larger than allowed; nothing was stored.
+    #[error(
+        "client metadata (clientInfo and initialize parameters) of {size} bytes exceeds \
+         the limit of {limit} bytes"
+    )]
+    ClientMetadataTooLarge {
+        /// The serialized size of the metadata offered.
+        size: usize,
+        /// The configured `session.max_client_metadata_bytes`.
+        limit: usize,
+    },
     /// The principal already holds the maximum number of live sessions.
     #[error("principal already holds the maximum of {limit} live sessions; delete one first")]
     TooManySessions {
@@ -162,12 +174,25 @@ impl Sessions {
     ///
     /// # Errors
     /// [`SessionError::TooManySessions`] at the per-principal limit,
+    /// [`SessionError::ClientMetadataTooLarge`] when `client_info` and `transport`
+    /// together exceed `session.max_client_metadata_bytes`,
     /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`].
     pub async fn create(&self, new: NewSession) -> Result<Session, SessionError> {
         if let Some(id) = &new.id
             && !crate::ids::is_well_formed(id)
         {
             return Err(SessionError::Invalid("malformed session id".into()));
+        }
+        // Checked here, before either backend stores anything: the metadata never changes
+        // after creation, so this one check bounds it for the session's whole life.
+        let size = [&new.client_info, &new.transport]
+            .into_iter()
+            .flatten()
+            .map(json_len)
+            .sum();
+        let limit = self.limits.max_client_metadata_bytes;
+        if size > limit {
+            return Err(SessionError::ClientMetadataTooLarge { size, limit });
         }
         match &self.backend {
             Backend::Memory(m) => m.create(new, &self.limits),
@@ -307,8 +332,9 @@ impl Sessions {
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
-    /// time, refreshes index TTLs and prunes expired ids from the indexes; in memory,
-    /// drops expired sessions. Returns how many expired sessions it removed.
+    /// time, refreshes the TTL of the index of all sessions and prunes expired ids from it
+    /// (principals' indexes are kept by the scripts themselves); in memory, drops expired
+    /// sessions. Returns how many expired sessions it removed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
@@ -326,6 +352,25 @@ fn check_id(id: &str) -> Result<(), SessionError> {
     } else {
         Err(SessionError::NotFound(id.chars().take(64).collect()))
     }
+}
+
+/// The length of `value` serialized as compact JSON (as both backends store it), counted
+/// without building the string.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Parses stored data values, keeping undecodable ones as strings so a record written by

@@ -15,7 +15,7 @@
 //!    owner only;
 //! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
-//!    that into a bare 500), and answers 429 or 503 from it.
+//!    that into a bare 500), and answers 400, 429 or 503 from it.
 //!
 //! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
 //! JSON-RPC ones, to a JSON-RPC error body.
@@ -78,6 +78,16 @@ pub enum EdgeError {
          (HTTP DELETE) or wait for one to expire"
     )]
     TooManySessions,
+    /// The `initialize` parameters (with `clientInfo`) are larger than a session may
+    /// keep: 400, JSON-RPC `-32602`.
+    #[error(
+        "Invalid params: the client's initialize parameters and clientInfo are limited \
+         to {limit} bytes"
+    )]
+    ClientMetadataTooLarge {
+        /// `session.max_client_metadata_bytes`.
+        limit: usize,
+    },
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
@@ -88,7 +98,9 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Parse(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Parse(_) | Self::InvalidRequest(_) | Self::ClientMetadataTooLarge { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
@@ -101,6 +113,7 @@ impl EdgeError {
         match self {
             Self::Parse(_) => Some(-32700),
             Self::InvalidRequest(_) => Some(-32600),
+            Self::ClientMetadataTooLarge { .. } => Some(-32602),
             _ => None,
         }
     }

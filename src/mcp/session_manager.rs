@@ -4,7 +4,7 @@
 //! What it adds to the local manager:
 //! - session ids with 160 random bits from the OS CSPRNG (rmcp's UUIDv4 has 122);
 //! - the session is persisted before `initialize` is answered, and a failed write is a
-//!   503 (a session limit, a 429), reported to the edge through the request's
+//!   503 (a session limit, a 429; oversized client metadata, a 400), reported to the edge through the request's
 //!   [`RefusalSlot`], so no client holds a session other replicas cannot restore;
 //! - it never touches the store in [`SessionManager::has_session`] (rmcp gives it no
 //!   request there): the edge slides the stored session's expiry on every request and
@@ -138,11 +138,15 @@ impl ReplicatedSessionManager {
 
     /// Reports `e` to the edge through the request's slot.
     fn refuse(&self, slot: Option<RefusalSlot>, e: SessionError) -> ReplicatedSessionError {
-        let refusal = if let SessionError::TooManySessions { .. } = e {
-            EdgeError::TooManySessions
-        } else {
-            self.metrics.store_error("transport");
-            EdgeError::Unavailable
+        let refusal = match e {
+            SessionError::TooManySessions { .. } => EdgeError::TooManySessions,
+            SessionError::ClientMetadataTooLarge { limit, .. } => {
+                EdgeError::ClientMetadataTooLarge { limit }
+            }
+            _ => {
+                self.metrics.store_error("transport");
+                EdgeError::Unavailable
+            }
         };
         if let Some(slot) = slot {
             slot.set(refusal);

@@ -1,7 +1,7 @@
 //! The in-process backend: one replica, nothing to install, state lost on restart.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -19,8 +19,50 @@ use crate::config::SessionSettings;
 /// tests can pause it) and swept by [`super::Sessions::maintain`].
 #[derive(Debug, Clone)]
 pub struct MemorySessions {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    inner: Arc<Mutex<Inner>>,
     timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, Entry>,
+    /// Each principal's session ids ordered by expiry, as the Redis backend orders its
+    /// index by last access: a create drops the expired ones from the front and counts
+    /// the rest, without looking at other sessions.
+    by_principal: HashMap<String, BTreeSet<(Instant, String)>>,
+}
+
+impl Inner {
+    /// Removes session `id` (if any) from the map and from its owner's index.
+    fn remove(&mut self, id: &str) {
+        if let Some(e) = self.sessions.remove(id) {
+            self.unindex(&e.session.owner, e.expires_at, id);
+        }
+    }
+
+    fn unindex(&mut self, owner: &str, expires_at: Instant, id: &str) {
+        if let Some(index) = self.by_principal.get_mut(owner) {
+            index.remove(&(expires_at, id.to_owned()));
+            if index.is_empty() {
+                self.by_principal.remove(owner);
+            }
+        }
+    }
+
+    /// Drops the principal's expired sessions and returns how many live ones it holds.
+    fn live_count(&mut self, principal: &str, now: Instant) -> usize {
+        let Some(index) = self.by_principal.get_mut(principal) else {
+            return 0;
+        };
+        while let Some((expires_at, _)) = index.first()
+            && *expires_at <= now
+        {
+            if let Some((_, id)) = index.pop_first() {
+                self.sessions.remove(&id);
+            }
+        }
+        index.len()
+    }
 }
 
 #[derive(Debug)]
@@ -46,9 +88,10 @@ impl MemorySessions {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock cannot leave a half-written entry (every write is
-        // a single assignment), so a poisoned map is still consistent.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written entry or an index out
+        // of step with the map (nothing that can panic runs between their writes), so a
+        // poisoned lock still guards consistent state.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -59,16 +102,22 @@ impl MemorySessions {
         id: &str,
         f: impl FnOnce(&mut Entry) -> Result<T, SessionError>,
     ) -> Result<T, SessionError> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
         let now = Instant::now();
-        match map.get_mut(id) {
+        match inner.sessions.get_mut(id) {
             Some(entry) if entry.expires_at > now && entry.session.owner == principal => {
-                entry.expires_at = now + self.timeout;
+                let expires_at = now + self.timeout;
+                if let Some(index) = inner.by_principal.get_mut(principal) {
+                    index.remove(&(entry.expires_at, id.to_owned()));
+                    index.insert((expires_at, id.to_owned()));
+                }
+                entry.expires_at = expires_at;
                 entry.session.last_accessed_ms = now_ms().max(entry.session.created_at_ms);
                 f(entry)
             }
             Some(entry) if entry.expires_at <= now => {
-                map.remove(id);
+                inner.remove(id);
                 Err(SessionError::NotFound(id.to_owned()))
             }
             _ => Err(SessionError::NotFound(id.to_owned())),
@@ -80,19 +129,21 @@ impl MemorySessions {
         new: NewSession,
         limits: &SessionSettings,
     ) -> Result<Session, SessionError> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
         let now = Instant::now();
-        map.retain(|_, e| e.expires_at > now);
-        let held = map
-            .values()
-            .filter(|e| e.session.owner == new.principal)
-            .count();
-        if held >= limits.max_sessions_per_principal {
+        if inner.live_count(&new.principal, now) >= limits.max_sessions_per_principal {
             return Err(SessionError::TooManySessions {
                 limit: limits.max_sessions_per_principal,
             });
         }
         let id = new.id.unwrap_or_else(crate::ids::mint);
+        match inner.sessions.get(&id) {
+            Some(e) if e.expires_at > now => {
+                return Err(SessionError::Invalid("session id already in use".into()));
+            }
+            Some(_) => inner.remove(&id),
+            None => {}
+        }
         let created = now_ms();
         let session = Session {
             id: id.clone(),
@@ -103,12 +154,18 @@ impl MemorySessions {
             client_info: new.client_info,
             version: SCHEMA_VERSION,
         };
-        map.insert(
+        let expires_at = now + self.timeout;
+        inner
+            .by_principal
+            .entry(session.owner.clone())
+            .or_default()
+            .insert((expires_at, id.clone()));
+        inner.sessions.insert(
             id,
             Entry {
                 session: session.clone(),
                 transport: new.transport,
-                expires_at: now + self.timeout,
+                expires_at,
                 data_bytes: 0,
             },
         );
@@ -201,12 +258,12 @@ impl MemorySessions {
     }
 
     pub(super) fn delete(&self, principal: &str, id: &str) -> bool {
-        let mut map = self.lock();
+        let mut inner = self.lock();
         let now = Instant::now();
-        match map.get(id) {
+        match inner.sessions.get(id) {
             Some(e) if e.session.owner == principal => {
                 let live = e.expires_at > now;
-                map.remove(id);
+                inner.remove(id);
                 live
             }
             _ => false,
@@ -215,10 +272,14 @@ impl MemorySessions {
 
     pub(super) fn list(&self, principal: &str) -> Vec<SessionSummary> {
         let now = Instant::now();
-        let mut out: Vec<_> = self
-            .lock()
-            .values()
-            .filter(|e| e.expires_at > now && e.session.owner == principal)
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .by_principal
+            .get(principal)
+            .into_iter()
+            .flatten()
+            .filter(|(expires_at, _)| *expires_at > now)
+            .filter_map(|(_, id)| inner.sessions.get(id))
             .map(|e| e.session.summary())
             .collect();
         out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
@@ -227,8 +288,8 @@ impl MemorySessions {
 
     pub(super) fn stats(&self) -> SessionStats {
         let now = Instant::now();
-        let map = self.lock();
-        let live = map.values().filter(|e| e.expires_at > now);
+        let inner = self.lock();
+        let live = inner.sessions.values().filter(|e| e.expires_at > now);
         let mut stats = SessionStats {
             total: 0,
             oldest: None,
@@ -251,10 +312,14 @@ impl MemorySessions {
 
     pub(super) fn purge_expired(&self) -> u64 {
         let now = Instant::now();
-        let mut map = self.lock();
-        let before = map.len();
-        map.retain(|_, e| e.expires_at > now);
-        (before - map.len()) as u64
+        let mut inner = self.lock();
+        let before = inner.sessions.len();
+        inner.sessions.retain(|_, e| e.expires_at > now);
+        inner.by_principal.retain(|_, index| {
+            index.retain(|(expires_at, _)| *expires_at > now);
+            !index.is_empty()
+        });
+        (before - inner.sessions.len()) as u64
     }
 }
 

@@ -1,12 +1,18 @@
 //! The Redis backend: one hash per session whose TTL is the sliding expiry, changed only
 //! by Lua scripts that check the owner, slide the TTL and apply the operation in one
-//! round trip. Indexes for listing and stats are written on create and delete only,
-//! never on the per-request path; [`RedisSessions::maintain`] keeps them tidy.
+//! round trip.
+//!
+//! Each principal's index scores its sessions by last access: every script that slides a
+//! session's expiry also moves its index entry (same round trip), so the create script
+//! counts the principal's live sessions against the cap by dropping the entries older
+//! than the timeout and taking `ZCARD`, without reading any session. The index of all
+//! sessions (stats) is written on create and delete only; [`RedisSessions::maintain`]
+//! keeps it tidy.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicI64, Ordering},
     },
     time::Duration,
@@ -35,7 +41,6 @@ struct Scripts {
     history: Script,
     create: Script,
     delete: Script,
-    reserve: Script,
     raise: Script,
 }
 
@@ -51,7 +56,6 @@ impl Scripts {
             history: with_prelude(include_str!("lua/history.lua")),
             create: Script::new(include_str!("lua/create.lua")),
             delete: Script::new(include_str!("lua/delete.lua")),
-            reserve: Script::new(include_str!("lua/reserve.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),
         }
     }
@@ -71,8 +75,6 @@ struct Shared {
     /// Newest access this replica made, flushed to Redis by `maintain` so stats see it
     /// without a global write on every request.
     newest_access_ms: AtomicI64,
-    /// Principals active here since the last `maintain`, whose index TTLs it refreshes.
-    active_principals: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -122,7 +124,6 @@ impl RedisSessions {
                 timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
                 scripts: Scripts::new(),
                 newest_access_ms: AtomicI64::new(0),
-                active_principals: Mutex::default(),
             }),
         }
     }
@@ -131,22 +132,15 @@ impl RedisSessions {
         self.shared.timeout_ms.saturating_add(INDEX_TTL_MARGIN_MS)
     }
 
-    fn note_access(&self, principal: &str) {
+    fn note_access(&self) {
         let now = chrono::Utc::now().timestamp_millis();
         self.shared
             .newest_access_ms
             .fetch_max(now, Ordering::Relaxed);
-        let mut active = self
-            .shared
-            .active_principals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !active.contains(principal) {
-            active.insert(principal.to_owned());
-        }
     }
 
-    /// Runs a prelude script (owner check + touch) and maps the shared statuses.
+    /// Runs a prelude script (owner check, touch, index score) and maps the shared
+    /// statuses.
     async fn run(
         &self,
         script: &Script,
@@ -155,8 +149,14 @@ impl RedisSessions {
         args: &[&str],
     ) -> Result<Reply, SessionError> {
         let mut conn = self.shared.pool.get().await?;
-        let mut invocation = script.key(self.shared.keys.session(id));
-        invocation.arg(principal).arg(self.shared.timeout_ms);
+        let keys = &self.shared.keys;
+        let mut invocation = script.key(keys.session(id));
+        invocation
+            .key(keys.principal_sessions(principal))
+            .arg(principal)
+            .arg(self.shared.timeout_ms)
+            .arg(self.index_ttl_ms())
+            .arg(id);
         for a in args {
             invocation.arg(*a);
         }
@@ -168,7 +168,7 @@ impl RedisSessions {
                 "stored counter is not an integer".into(),
             )),
             "ok" => {
-                self.note_access(principal);
+                self.note_access();
                 Ok(reply)
             }
             _ => Ok(reply),
@@ -182,26 +182,7 @@ impl RedisSessions {
     ) -> Result<Session, SessionError> {
         let id = new.id.unwrap_or_else(crate::ids::mint);
         let keys = &self.shared.keys;
-        let index = keys.principal_sessions(&new.principal);
         let limit = limits.max_sessions_per_principal;
-        let mut conn = self.shared.pool.get().await?;
-        let reserve = || {
-            let mut inv = self.shared.scripts.reserve.key(&index);
-            inv.arg(&id).arg(limit).arg(self.index_ttl_ms());
-            inv
-        };
-        let mut reply = Reply::parse(reserve().invoke_async(&mut conn).await?)?;
-        if reply.status == "full" {
-            // The index may still list expired sessions: drop those and try once more.
-            drop(conn);
-            self.live_members(&index, &new.principal).await?;
-            conn = self.shared.pool.get().await?;
-            reply = Reply::parse(reserve().invoke_async(&mut conn).await?)?;
-            if reply.status == "full" {
-                return Err(SessionError::TooManySessions { limit });
-            }
-        }
-        let created = reply.string(0)?;
         let client = new
             .client_info
             .as_ref()
@@ -212,13 +193,18 @@ impl RedisSessions {
             .as_ref()
             .map(Json::to_string)
             .unwrap_or_default();
-        let reply = Reply::parse(
+        let mut conn = self.shared.pool.get().await?;
+        let mut reply = Reply::parse(
             self.shared
                 .scripts
                 .create
+                .key(keys.principal_sessions(&new.principal))
                 .key(keys.session(&id))
+                .key(keys.all_sessions())
+                .arg(&id)
+                .arg(limit)
                 .arg(self.shared.timeout_ms)
-                .arg(&created)
+                .arg(self.index_ttl_ms())
                 .arg(SCHEMA_VERSION)
                 .arg(&new.principal)
                 .arg(&client)
@@ -226,23 +212,13 @@ impl RedisSessions {
                 .invoke_async(&mut conn)
                 .await?,
         )?;
-        if reply.status != "ok" {
-            let _: () = redis::cmd("ZREM")
-                .arg(&index)
-                .arg(&id)
-                .query_async(&mut conn)
-                .await?;
-            return Err(SessionError::Invalid("session id already in use".into()));
+        match reply.status.as_str() {
+            "ok" => {}
+            "full" => return Err(SessionError::TooManySessions { limit }),
+            _ => return Err(SessionError::Invalid("session id already in use".into())),
         }
-        let created_ms: i64 = created.parse().unwrap_or_default();
-        let _: () = redis::pipe()
-            .zadd(keys.all_sessions(), &id, created_ms)
-            .ignore()
-            .pexpire(keys.all_sessions(), self.index_ttl_ms())
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        self.note_access(&new.principal);
+        let created_ms: i64 = reply.string(0)?.parse().unwrap_or_default();
+        self.note_access();
         Ok(Session {
             id,
             owner: new.principal,
@@ -370,48 +346,36 @@ impl RedisSessions {
             .scripts
             .delete
             .key(keys.session(id))
+            .key(keys.principal_sessions(principal))
+            .key(keys.all_sessions())
             .arg(principal)
+            .arg(id)
             .invoke_async(&mut conn)
             .await?;
-        if deleted == 1 {
-            let _: () = redis::pipe()
-                .zrem(keys.principal_sessions(principal), id)
-                .ignore()
-                .zrem(keys.all_sessions(), id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-        }
         Ok(deleted == 1)
     }
 
+    /// The principal's live sessions, oldest first; ids of expired ones are removed from
+    /// its index on the way.
     pub(super) async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
         let index = self.shared.keys.principal_sessions(principal);
-        self.live_members(&index, principal).await
-    }
-
-    /// Reads an index's members, returns those whose sessions are live (and owned by
-    /// `principal`, when given), and removes the rest from the index.
-    async fn live_members(
-        &self,
-        index: &str,
-        principal: &str,
-    ) -> Result<Vec<SessionSummary>, SessionError> {
         let mut conn = self.shared.pool.get().await?;
         let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(index)
+            .arg(&index)
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await?;
-        let (live, dead) = self.check(&mut conn, ids, Some(principal)).await?;
+        let (mut live, dead) = self.check(&mut conn, ids, Some(principal)).await?;
         if !dead.is_empty() {
             let _: () = redis::cmd("ZREM")
-                .arg(index)
+                .arg(&index)
                 .arg(&dead)
                 .query_async(&mut conn)
                 .await?;
         }
+        // The index is ordered by last access.
+        live.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         Ok(live)
     }
 
@@ -530,15 +494,6 @@ impl RedisSessions {
 
     pub(super) async fn maintain(&self) -> Result<u64, SessionError> {
         let keys = &self.shared.keys;
-        let principals: Vec<String> = std::mem::take(
-            &mut *self
-                .shared
-                .active_principals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
-        .into_iter()
-        .collect();
         let mut conn = self.shared.pool.get().await?;
         let newest = self.shared.newest_access_ms.load(Ordering::Relaxed);
         if newest > 0 {
@@ -552,14 +507,13 @@ impl RedisSessions {
                 .invoke_async(&mut conn)
                 .await?;
         }
-        let mut pipe = redis::pipe();
-        pipe.pexpire(keys.all_sessions(), self.index_ttl_ms())
-            .ignore();
-        for p in &principals {
-            pipe.pexpire(keys.principal_sessions(p), self.index_ttl_ms())
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut conn).await?;
+        // Principals' indexes need no refresh here: every access to one of their
+        // sessions refreshes them.
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(keys.all_sessions())
+            .arg(self.index_ttl_ms())
+            .query_async(&mut conn)
+            .await?;
         // Prune one batch of expired ids per round from the global index.
         let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let horizon = secs * 1000 - self.shared.timeout_ms;

@@ -5,9 +5,10 @@ use serde_json::{Value, json};
 
 use crate::support::{
     http::{
-        initialize_2025, legacy_session, post_body, post_json, read_reply, tool_text,
-        tools_call_2026,
+        initialize_2025, legacy_session, meta_2026, post_body, post_json, read_reply, tool_text,
+        tools_call_2026, tools_call_2026_with_meta,
     },
+    redis_server::{RedisServer, unique_prefix},
     replica::Replica,
 };
 
@@ -233,4 +234,69 @@ async fn deeply_nested_bodies_are_refused_and_the_server_survives() {
         );
     }
     still_serves(&replica.url()).await;
+}
+
+#[tokio::test]
+async fn oversized_client_metadata_is_refused_and_not_stored() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("metadata-edge");
+    let replica = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__SESSION__MAX_CLIENT_METADATA_BYTES", "1024")],
+    )
+    .await;
+    let url = replica.url();
+    let stored_sessions = || async {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*:session"))
+            .query_async(&mut redis.conn().await)
+            .await
+            .unwrap();
+        keys.len()
+    };
+
+    // A 2025-era `initialize` whose clientInfo is too large: 400 with -32602, no session.
+    let mut init = initialize_2025("big");
+    init["params"]["clientInfo"]["description"] = json!("d".repeat(2000));
+    let response = post_json(&reqwest::Client::new(), &url, &init)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    assert_eq!(msg["error"]["code"], -32602, "{msg}");
+    assert!(
+        msg["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1024 bytes"),
+        "{msg}"
+    );
+    assert_eq!(stored_sessions().await, 0);
+
+    // A 2026-07-28 `session_create` whose clientInfo is too large: an error result.
+    let mut meta = meta_2026();
+    meta["io.modelcontextprotocol/clientInfo"]["description"] = json!("d".repeat(2000));
+    let response = tools_call_2026_with_meta(
+        &reqwest::Client::new(),
+        &url,
+        "session_create",
+        json!({}),
+        meta,
+    )
+    .send()
+    .await
+    .unwrap();
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(tool_text(&msg).contains("limit of 1024 bytes"), "{msg}");
+    assert_eq!(stored_sessions().await, 0);
+
+    // Ordinary clients are not affected.
+    legacy_session(&url).await;
+    still_serves(&url).await;
+    assert_eq!(stored_sessions().await, 2);
 }

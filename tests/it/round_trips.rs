@@ -31,16 +31,21 @@ async fn client_commands<F: Future<Output = ()>>(redis: &RedisServer, f: F) -> V
     seen
 }
 
-#[tokio::test]
-async fn a_2026_tool_call_costs_one_round_trip() {
-    let redis = RedisServer::start().await;
-    // A long maintenance interval keeps upkeep out of the measured window.
-    let replica = Replica::start(
+/// A replica on `redis` whose long maintenance interval keeps upkeep out of the measured
+/// window.
+async fn replica_without_upkeep(redis: &RedisServer) -> Replica {
+    Replica::start(
         redis.url(),
         &unique_prefix("rtt"),
         &[("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600")],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_2026_tool_call_costs_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let replica = replica_without_upkeep(&redis).await;
     let client = stateless_client(&replica.url()).await;
     let id = create_handle(&client).await;
     let calls = [
@@ -68,6 +73,22 @@ async fn a_2026_tool_call_costs_one_round_trip() {
         assert_eq!(seen.len(), 1, "{tool}: {seen:#?}");
         assert!(seen[0].contains("EVAL"), "{tool}: {seen:#?}");
     }
+}
+
+#[tokio::test]
+async fn a_session_create_costs_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let replica = replica_without_upkeep(&redis).await;
+    let client = stateless_client(&replica.url()).await;
+    // The first create on a server also loads its script.
+    create_handle(&client).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = client_commands(&redis, async {
+        create_handle(&client).await;
+    })
+    .await;
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].contains("EVAL"), "{seen:#?}");
 }
 
 async fn legacy_round_trips(events: &str) -> Vec<String> {

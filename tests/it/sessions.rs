@@ -16,6 +16,7 @@ fn limits(timeout_secs: u64) -> SessionSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;
     s.timeout_secs = timeout_secs;
     s.max_data_bytes = 512;
+    s.max_client_metadata_bytes = 256;
     s.max_sessions_per_principal = 3;
     s.history_limit = 3;
     s
@@ -207,6 +208,67 @@ async fn limits_are_enforced() {
     }
 }
 
+/// Keys under `prefix` on `redis`.
+async fn keys_under(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn oversized_client_metadata_is_refused_and_nothing_is_stored() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("metadata");
+    let backends = [
+        ("memory", Sessions::memory(limits(60))),
+        ("redis", on_redis(redis.pool(), Keys::new(&prefix), 60)),
+    ];
+    for (name, s) in backends {
+        let refused = [
+            // The clientInfo alone is too large,
+            NewSession {
+                client_info: Some(json!({"name": "x".repeat(300)})),
+                ..new("ivy")
+            },
+            // and so is the sum of two parts that each fit (`{"n":"…"}` is 8 + 150 bytes).
+            NewSession {
+                client_info: Some(json!({"n": "c".repeat(150)})),
+                transport: Some(json!({"n": "t".repeat(150)})),
+                ..new("ivy")
+            },
+        ];
+        for offered in refused {
+            assert!(
+                matches!(
+                    s.create(offered).await,
+                    Err(SessionError::ClientMetadataTooLarge { size, limit: 256 }) if size > 256
+                ),
+                "{name}"
+            );
+        }
+        assert!(s.list("ivy").await.unwrap().is_empty(), "{name}");
+        assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
+        if name == "redis" {
+            assert_eq!(keys_under(&redis, &prefix).await, Vec::<String>::new());
+        }
+        // Exactly at the limit is accepted (`{"n":"…"}` is 8 bytes around the string).
+        let fits = NewSession {
+            client_info: Some(json!({"n": "c".repeat(120)})),
+            transport: Some(json!({"n": "t".repeat(120)})),
+            ..new("ivy")
+        };
+        let created = s.create(fits).await.unwrap();
+        let got = s.get("ivy", &created.id).await.unwrap();
+        assert_eq!(
+            got.client_info,
+            Some(json!({"n": "c".repeat(120)})),
+            "{name}"
+        );
+    }
+}
+
 /// Idle sessions expire after the one-second timeout and access slides it, on the backend
 /// `s` called `name`; `pass` lets time go by.
 async fn expiry_and_sliding(name: &str, s: Sessions, pass: impl AsyncFn(Duration)) {
@@ -233,6 +295,17 @@ async fn expiry_and_sliding(name: &str, s: Sessions, pass: impl AsyncFn(Duration
         .map(|x| x.id)
         .collect();
     assert_eq!(listed, std::slice::from_ref(&busy), "{name}");
+    // At the cap of 3 the idle session's slot is free again, while the busy one, created
+    // more than a timeout ago but used since, still counts.
+    s.create(new("dave")).await.unwrap();
+    s.create(new("dave")).await.unwrap();
+    assert!(
+        matches!(
+            s.create(new("dave")).await,
+            Err(SessionError::TooManySessions { limit: 3 })
+        ),
+        "{name}: a session kept alive counts against the cap"
+    );
     pass(Duration::from_millis(1300)).await;
     assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
     assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
@@ -336,4 +409,57 @@ async fn concurrent_increments_from_two_stores_lose_nothing() {
         t.await.unwrap();
     }
     assert_eq!(b.counter("hal", &id, CounterOp::Get).await.unwrap(), 400);
+}
+
+/// Creates sessions for `principal` from 2 × 12 tasks spread over `stores`, and checks
+/// that exactly `expected` succeed and all of them are listed.
+async fn race_to_the_cap(stores: &[Sessions], principal: &str, expected: usize) {
+    let mut tasks = Vec::new();
+    for store in stores {
+        for _ in 0..12 {
+            let (store, principal) = (store.clone(), principal.to_owned());
+            tasks.push(tokio::spawn(
+                async move { store.create(new(&principal)).await },
+            ));
+        }
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(SessionError::TooManySessions { limit: 3 }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, expected, "{principal}");
+    assert_eq!(
+        stores[0].list(principal).await.unwrap().len(),
+        3,
+        "{principal}"
+    );
+    assert!(matches!(
+        stores[1].create(new(principal)).await,
+        Err(SessionError::TooManySessions { limit: 3 })
+    ));
+}
+
+#[tokio::test]
+async fn the_cap_holds_exactly_under_concurrent_creates_from_two_stores() {
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("cap"));
+    let a = on_redis(redis.pool(), keys.clone(), 1);
+    let b = on_redis(redis.pool(), keys, 1);
+    let stores = [a.clone(), b.clone()];
+    for round in 0..10 {
+        race_to_the_cap(&stores, &format!("ivan{round}"), 3).await;
+    }
+    // A principal whose index lists three sessions that have expired since gets exactly
+    // their three slots back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    race_to_the_cap(&stores, "ivan0", 3).await;
+    assert_eq!(
+        a.stats().await.unwrap().total,
+        3,
+        "every live session is indexed"
+    );
 }

@@ -1,9 +1,26 @@
--- KEYS[1] = session hash. ARGV: ttl ms, created ms, schema version, owner, client info
--- JSON ('' = none), transport JSON ('' = none). Fails with 'exists' rather than overwrite.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'owner', ARGV[4], 'created', ARGV[2],
-  'accessed', ARGV[2], 'bytes', 0)
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'client', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'init', ARGV[6]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return {'ok'}
+-- KEYS[1] = the owner's session index, KEYS[2] = session hash, KEYS[3] = index of all
+-- sessions. ARGV: id, per-principal limit, session ttl ms, index ttl ms, schema version,
+-- owner, client info JSON ('' = none), transport JSON ('' = none).
+-- Counts the owner's live sessions and creates the session unless that reaches the limit,
+-- atomically. An index entry's score is its session's last access (the prelude keeps it
+-- current), so the entries older than the timeout are exactly the expired sessions: they
+-- are dropped first, O(log n + expired), and ZCARD counts the rest.
+-- Replies 'full', 'exists' (never overwrites) or {'ok', creation time in ms}.
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+-- A key expires once its TTL has passed (not at the instant it ends): keep the boundary.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf',
+  '(' .. string.format('%.0f', now_ms - tonumber(ARGV[3])))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return {'full'} end
+redis.call('HSET', KEYS[2], 'v', ARGV[5], 'owner', ARGV[6], 'created', now,
+  'accessed', now, 'bytes', 0)
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'client', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'init', ARGV[8]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {'ok', now}

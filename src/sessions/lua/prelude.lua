@@ -1,6 +1,9 @@
--- Shared head of every per-session script. KEYS[1] = session hash, ARGV[1] = caller
--- principal, ARGV[2] = sliding timeout in ms. Checks the owner, slides the expiry and
--- defines set_data, which keeps the `bytes` total of data values and enforces its limit.
+-- Shared head of every per-session script. KEYS[1] = session hash, KEYS[2] = the caller's
+-- session index; ARGV[1] = caller principal, ARGV[2] = sliding timeout in ms, ARGV[3] =
+-- index TTL in ms, ARGV[4] = session id; the operation's own arguments follow. Checks the
+-- owner, slides the expiry, records the access as the session's score in its owner's
+-- index (create.lua counts live sessions by that score) and defines set_data, which keeps
+-- the `bytes` total of data values and enforces its limit.
 local key = KEYS[1]
 local owner = redis.call('HGET', key, 'owner')
 if (not owner) or owner ~= ARGV[1] then
@@ -10,6 +13,10 @@ local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 redis.call('HSET', key, 'accessed', now)
 redis.call('PEXPIRE', key, ARGV[2])
+-- ZADD without XX: a session missing from the index (pruned by a replica that did not
+-- keep scores current) is listed and counted again from its next access.
+redis.call('ZADD', KEYS[2], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 
 -- Sets (value ~= nil) or deletes one data field; false when the limit would be exceeded.
 local function set_data(field, value, max_bytes)
