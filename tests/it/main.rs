@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod bus;
 mod cache;
+mod cpu;
 mod drain;
 mod edge;
 mod event_store;
