@@ -9,30 +9,32 @@
 //! - `clear` bumps a generation counter in Redis: O(1), Cluster-safe, only this
 //!   cache's keys, never `FLUSHDB`.
 //! - `get_or_load` runs the loader once per key even when many requests miss together:
-//!   one flight per key on a replica, and a short Redis lock across replicas.
+//!   one flight per key on a replica ([`flight`]), and a short Redis lock across replicas.
+//!   A load that fails or is cancelled releases the lock and leaves its flight, so the
+//!   next caller on any replica loads at once.
 //! - When Redis is slow or down, `get` answers from L1 (an expired entry within the
 //!   fail-safe grace too) and counts the error; L2 comes back by itself.
 //!
 //! The cache knows nothing of MCP; tools use it through [`CacheManager`].
 
+mod flight;
 pub mod l1;
 mod l2;
 mod stats;
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 pub use self::stats::CacheStats;
 use self::{
+    flight::Flights,
     l1::{L1, L1Limits, Lookup},
-    l2::L2,
+    l2::{Attempt, L2, LoadLock},
     stats::Counters,
 };
 use crate::{
@@ -96,14 +98,16 @@ pub struct CacheManager {
 
 struct Shared {
     l1: L1,
-    l2: Option<L2>,
+    /// Shared with the load locks, which release themselves on a spawned task when a
+    /// load is dropped.
+    l2: Option<Arc<L2>>,
     bus: Option<Bus>,
     counters: Counters,
     replica_id: Arc<str>,
     default_ttl: Duration,
     max_ttl: Duration,
     lock_ttl: Duration,
-    inflight: Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
+    flights: Flights,
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -140,14 +144,14 @@ impl CacheManager {
         });
         let shared = Arc::new(Shared {
             l1,
-            l2: l2.map(|(pool, keys)| L2::new(pool, keys, max_ttl)),
+            l2: l2.map(|(pool, keys)| Arc::new(L2::new(pool, keys, max_ttl))),
             bus: bus.clone(),
             counters: Counters::default(),
             replica_id: replica_id.into(),
             default_ttl: Duration::from_secs(settings.default_ttl_secs),
             max_ttl,
             lock_ttl: Duration::from_millis(settings.load_lock_ttl_ms),
-            inflight: Mutex::default(),
+            flights: Flights::default(),
         });
         if let Some(bus) = bus {
             bus.subscribe(
@@ -287,13 +291,18 @@ impl CacheManager {
     /// through a short Redis lock, across replicas), stores its value for `ttl` and
     /// returns it.
     ///
-    /// Callers that wait for another caller's load on this replica and see it fail run
-    /// their own loader.
+    /// Callers that wait for another caller's load and see it fail or go away take over:
+    /// on this replica the next waiter runs its own loader; across replicas a waiter takes
+    /// the released lock.
     ///
     /// # Errors
     /// [`LoadError::Loader`] with the loader's own error; [`LoadError::Cache`] for an
     /// invalid TTL. When Redis is down the loader still runs and its value is kept in L1
     /// only.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the load: the loader is dropped, this caller leaves the
+    /// key's flight and a Redis lock it holds is released on a spawned task.
     pub async fn get_or_load<F, Fut, E>(
         &self,
         key: &str,
@@ -310,26 +319,12 @@ impl CacheManager {
         if let Ok(Some(value)) = self.get(key).await {
             return Ok(value);
         }
-        let cell = {
-            let mut inflight = self.inflight();
-            inflight.entry(key.to_owned()).or_default().clone()
-        };
-        let result = cell
+        let ticket = self.shared.flights.join(key);
+        ticket
+            .cell()
             .get_or_try_init(|| self.load(key, ttl, loader))
             .await
-            .cloned();
-        let mut inflight = self.inflight();
-        if inflight.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            inflight.remove(key);
-        }
-        result
-    }
-
-    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Bytes>>>> {
-        self.shared
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .cloned()
     }
 
     /// The miss path of `get_or_load`, run by one caller per key on this replica.
@@ -353,59 +348,62 @@ impl CacheManager {
             self.store_loaded(key, value.clone(), ttl).await;
             return Ok(value);
         };
-        let token = crate::ids::mint();
-        let epoch = s.l1.epoch();
-        match l2.lock_and_get(key, &token, s.lock_ttl).await {
-            // Stored meanwhile by another caller: no load needed.
-            Ok((_, Some((value, remaining)))) => {
-                s.l1.fill(key, value.clone(), remaining, epoch);
-                Ok(value)
-            }
-            Ok((true, None)) => {
-                let value = run(loader).await?;
-                // The value was absent, so no replica holds it in L1 beyond what
-                // `l1_max_ttl_ms` bounds: storing needs no invalidation broadcast.
-                match l2.store_and_unlock(key, &token, &value, ttl).await {
-                    Ok(()) => {
-                        Counters::bump(&s.counters.sets);
-                        s.l1.put(key, value.clone(), ttl);
-                    }
-                    Err(e) => {
-                        Counters::bump(&s.counters.errors);
-                        tracing::debug!(key, error = %e, "loaded value kept in L1 only");
-                        s.l1.put(key, value.clone(), ttl);
-                    }
-                }
-                Ok(value)
-            }
-            Ok((false, None)) => {
-                // Another replica is loading: wait for its value, up to the lock's TTL.
-                let deadline = tokio::time::Instant::now() + s.lock_ttl;
-                while tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(LOAD_POLL).await;
-                    let epoch = s.l1.epoch();
-                    match l2.get(key).await {
-                        Ok(Some((value, remaining))) => {
-                            s.l1.fill(key, value.clone(), remaining, epoch);
-                            return Ok(value);
-                        }
-                        Ok(None) => {}
-                        Err(_) => {
-                            Counters::bump(&s.counters.errors);
-                            break;
-                        }
-                    }
-                }
+        let lock = match self.await_lock(l2, key).await {
+            Ok(LockWait::Stored(value)) => return Ok(value),
+            Ok(LockWait::Taken(lock)) => lock,
+            Ok(LockWait::TimedOut) => {
                 let value = run(loader).await?;
                 self.store_loaded(key, value.clone(), ttl).await;
-                Ok(value)
+                return Ok(value);
             }
             Err(e) => {
                 Counters::bump(&s.counters.errors);
                 tracing::debug!(key, error = %e, "cache L2 unavailable; loading without lock");
                 let value = run(loader).await?;
                 s.l1.put(key, value.clone(), ttl);
-                Ok(value)
+                return Ok(value);
+            }
+        };
+        let value = match run(loader).await {
+            Ok(value) => value,
+            Err(e) => {
+                if lock.release().await.is_err() {
+                    Counters::bump(&s.counters.errors);
+                }
+                return Err(e);
+            }
+        };
+        // The value was absent, so no replica holds it in L1 beyond what
+        // `l1_max_ttl_ms` bounds: storing needs no invalidation broadcast.
+        match lock.store(&value, ttl).await {
+            Ok(()) => Counters::bump(&s.counters.sets),
+            Err(e) => {
+                Counters::bump(&s.counters.errors);
+                tracing::debug!(key, error = %e, "loaded value kept in L1 only");
+            }
+        }
+        s.l1.put(key, value.clone(), ttl);
+        Ok(value)
+    }
+
+    /// Takes the load lock of `key`, or waits (up to the lock's TTL) for the replica that
+    /// holds it to store the value; a lock released without a value is taken over.
+    async fn await_lock(&self, l2: &Arc<L2>, key: &str) -> Result<LockWait, CacheError> {
+        let s = &self.shared;
+        let mut lock = l2.load_lock(key).await?;
+        let deadline = tokio::time::Instant::now() + s.lock_ttl;
+        loop {
+            let epoch = s.l1.epoch();
+            match lock.try_take(s.lock_ttl).await? {
+                Attempt::Stored(value, remaining) => {
+                    s.l1.fill(key, value.clone(), remaining, epoch);
+                    return Ok(LockWait::Stored(value));
+                }
+                Attempt::Taken => return Ok(LockWait::Taken(lock)),
+                Attempt::Busy if tokio::time::Instant::now() >= deadline => {
+                    return Ok(LockWait::TimedOut);
+                }
+                Attempt::Busy => tokio::time::sleep(LOAD_POLL).await,
             }
         }
     }
@@ -469,6 +467,16 @@ impl CacheManager {
     }
 }
 
+/// How waiting for the load lock of a key ended.
+enum LockWait {
+    /// Another loader stored the value.
+    Stored(Bytes),
+    /// The lock is ours: load.
+    Taken(LoadLock),
+    /// Another loader held the lock for its whole TTL without storing anything.
+    TimedOut,
+}
+
 /// Applies other replicas' invalidations to this replica's L1.
 struct Invalidator {
     shared: Weak<Shared>,
@@ -505,5 +513,67 @@ impl BusHandler for Invalidator {
                 l2.forget_generation();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use super::*;
+    use crate::config::Settings;
+
+    fn memory_cache() -> CacheManager {
+        let settings = Settings::load_with_env(None, Vec::new()).unwrap().cache;
+        CacheManager::new(&settings, "solo", None, None)
+    }
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_load_leaves_no_flight_behind() {
+        let cache = memory_cache();
+        for key in ["a", "b", "c"] {
+            let load = cache.get_or_load(key, None, pending::<Result<Bytes, ()>>);
+            let cancelled = tokio::time::timeout(Duration::from_millis(10), load).await;
+            assert!(cancelled.is_err(), "the loader never finishes");
+        }
+        assert_eq!(cache.shared.flights.len(), 0);
+        let failed = cache
+            .get_or_load("d", None, || async { Err::<Bytes, _>("no") })
+            .await;
+        assert!(matches!(failed, Err(LoadError::Loader("no"))));
+        assert_eq!(cache.shared.flights.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_takes_over_from_a_cancelled_leader() {
+        let cache = memory_cache();
+        let leader = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_load("k", None, pending::<Result<Bytes, ()>>)
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_load("k", None, || async { Ok::<_, ()>(b("from the waiter")) })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(cache.shared.flights.len(), 1);
+        assert!(!waiter.is_finished(), "the waiter waits for the leader");
+        leader.abort();
+        assert_eq!(waiter.await.unwrap().unwrap(), b("from the waiter"));
+        assert_eq!(cache.shared.flights.len(), 0);
+        assert_eq!(cache.stats().loader_calls, 2);
     }
 }

@@ -70,6 +70,23 @@ pub struct ToolSettings {
     pub prime_count_cache_ttl_secs: u64,
     /// Seconds clients may cache the tool list (the 2026-07-28 `ttlMs` hint).
     pub list_ttl_secs: u64,
+    /// Most CPU-heavy computations (prime sieves) running at once on a replica, on
+    /// blocking threads; 0 = the number of cores minus one, at least 1. Read it with
+    /// [`ToolSettings::cpu_jobs`].
+    pub cpu_concurrency: usize,
+}
+
+impl ToolSettings {
+    /// The effective `cpu_concurrency`: the setting, or for 0 the number of cores minus
+    /// one (at least 1), leaving a core to the async workers.
+    pub fn cpu_jobs(&self) -> usize {
+        if self.cpu_concurrency > 0 {
+            return self.cpu_concurrency;
+        }
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1)
+    }
 }
 
 /// Settings of the Redis event store behind `Last-Event-ID` resumption.
@@ -316,6 +333,15 @@ impl Settings {
                 ),
             });
         }
+        if self.tools.cpu_concurrency > MAX_CPU_CONCURRENCY {
+            return Err(ConfigError::Invalid {
+                key: "tools.cpu_concurrency",
+                reason: format!(
+                    "must be at most {MAX_CPU_CONCURRENCY} (the runtime's blocking threads); \
+                     0 = cores minus one"
+                ),
+            });
+        }
         if self.tools.prime_count_cache_ttl_secs > self.cache.max_ttl_secs {
             return Err(ConfigError::Invalid {
                 key: "tools.prime_count_cache_ttl_secs",
@@ -420,6 +446,10 @@ impl AuthSettings {
     }
 }
 
+/// The largest `tools.cpu_concurrency` accepted: tokio's default number of blocking
+/// threads, so every permit can have a thread.
+pub const MAX_CPU_CONCURRENCY: usize = 512;
+
 /// The largest `tools.prime_count_max_limit` accepted: about 100 s of one core, and a
 /// base-prime table of a few hundred KiB.
 const MAX_PRIME_LIMIT: u64 = 100_000_000_000;
@@ -480,6 +510,8 @@ mod tests {
         assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(s.store.backend, Backend::Memory);
         assert_eq!(s.session.timeout_secs, 1800);
+        assert_eq!(s.tools.cpu_concurrency, 0);
+        assert!((1..=MAX_CPU_CONCURRENCY).contains(&s.tools.cpu_jobs()));
         assert!(s.server.allowed_hosts.is_empty());
         assert!(
             s.server
@@ -585,6 +617,11 @@ mod tests {
                 "STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS",
                 "901",
                 "events.completed_ttl_secs",
+            ),
+            (
+                "STATEFUL_MCP__TOOLS__CPU_CONCURRENCY",
+                "513",
+                "tools.cpu_concurrency",
             ),
             (
                 "STATEFUL_MCP__REDIS__KEY_PREFIX",

@@ -24,7 +24,8 @@
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis.
 //! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
-//!   bus); [`primes`]: the CPU-bound computation it serves.
+//!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
+//!   (blocking threads, a concurrency limit, cancellation between segments).
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`metrics`]: the Prometheus registry of the replica.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
@@ -48,6 +49,7 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod config;
+pub mod cpu;
 pub mod http;
 pub mod ids;
 pub mod keys;

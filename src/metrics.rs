@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{cache::CacheManager, redis_pool::RedisPool};
+use crate::{cache::CacheManager, cpu::CpuPool, redis_pool::RedisPool};
 
 /// Labels of per-method series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,12 +83,14 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading pool and cache figures at each scrape.
+    /// A registry for replica `replica_id`, reading Redis pool, cache and CPU pool
+    /// figures at each scrape.
     pub fn new(
         replica_id: &str,
         backend: &str,
         pool: Option<RedisPool>,
         cache: CacheManager,
+        cpu: CpuPool,
     ) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "stateful_mcp",
@@ -152,7 +154,7 @@ impl Metrics {
                 ("backend", backend.to_owned()),
             ]),
         );
-        registry.register_collector(Box::new(Figures { pool, cache }));
+        registry.register_collector(Box::new(Figures { pool, cache, cpu }));
         Self {
             registry: Arc::new(registry),
             requests,
@@ -260,6 +262,7 @@ impl Drop for ToolCallTimer {
 struct Figures {
     pool: Option<RedisPool>,
     cache: CacheManager,
+    cpu: CpuPool,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -301,6 +304,25 @@ impl Collector for Figures {
                 s.waiting as f64,
             )?;
         }
+        let cpu = self.cpu.stats();
+        gauge(
+            &mut enc,
+            "cpu_jobs_limit",
+            "Most CPU-heavy computations running at once (tools.cpu_concurrency)",
+            cpu.limit as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "cpu_jobs_running",
+            "CPU-heavy computations running (a cancelled one until it stops)",
+            cpu.running as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "cpu_jobs_waiting",
+            "Callers waiting for a CPU permit",
+            cpu.waiting as f64,
+        )?;
         let c = self.cache.stats();
         counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;
         counter(

@@ -1,14 +1,39 @@
 //! Counting primes with a segmented sieve of Eratosthenes: real, CPU-bound work whose
-//! result is worth caching. It yields to the runtime between segments, so a caller that
-//! stops polling (a cancelled request) stops the work, and it reports progress.
-//! [`cached`] serves one result per limit to every caller, through the shared cache.
+//! result is worth caching. [`count_primes`] is the plain computation: it reports
+//! progress and checks a stop flag between segments. [`cached`] serves one result per
+//! limit to every caller through the shared cache, and counts on a miss on the
+//! [`CpuPool`] (off the async workers, under its limit), so a cancelled request stops
+//! the sieve within one segment.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheError, CacheManager, LoadError};
+use crate::{
+    cache::{CacheError, CacheManager, LoadError},
+    cpu::{CpuError, CpuPool},
+};
+
+/// Why [`cached`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PrimesError {
+    /// The cache refused the TTL.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The sieve failed on the CPU pool.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// The sieve was stopped before it finished.
+    #[error("the count was stopped")]
+    Stopped,
+    /// The cached entry is not `{limit, count, largest}`.
+    #[error("unreadable primes entry: {0}")]
+    Unreadable(#[from] serde_json::Error),
+}
 
 /// Numbers sieved per segment (odd numbers only, one byte each: 32 KiB fits L1 caches).
 const SEGMENT: u64 = 32 * 1024;
@@ -23,17 +48,21 @@ pub struct PrimeCount {
 }
 
 /// Counts the primes below `limit`, calling `progress(done, total)` about every
-/// `1/steps` of the work.
-pub async fn count_primes(
+/// `1/steps` of the work; `None` when `stop` was raised (it is read between segments).
+///
+/// This is seconds of CPU for large limits and never yields: run it on a blocking thread
+/// ([`CpuPool`]), never on an async worker.
+pub fn count_primes(
     limit: u64,
     steps: u64,
     mut progress: impl FnMut(u64, u64),
-) -> PrimeCount {
+    stop: &AtomicBool,
+) -> Option<PrimeCount> {
     if limit <= 2 {
-        return PrimeCount {
+        return Some(PrimeCount {
             count: 0,
             largest: None,
-        };
+        });
     }
     // Odd base primes up to sqrt(limit), by a simple sieve.
     let root = limit.isqrt() + 1;
@@ -60,6 +89,9 @@ pub async fn count_primes(
     let mut sieve = vec![true; SEGMENT as usize];
     let mut lo = 0u64;
     while lo < odd_total {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         let hi = (lo + SEGMENT).min(odd_total);
         let len = (hi - lo) as usize;
         sieve[..len].fill(true);
@@ -88,10 +120,9 @@ pub async fn count_primes(
             progress(lo, odd_total);
             next_report += report_every;
         }
-        tokio::task::yield_now().await;
     }
     progress(odd_total, odd_total);
-    PrimeCount { count, largest }
+    Some(PrimeCount { count, largest })
 }
 
 /// The primes below a limit, as cached and served: `{limit, count, largest}`.
@@ -107,41 +138,59 @@ pub struct PrimesBelow {
 
 /// The primes below `limit` with their JSON encoding, from the cache entry every caller
 /// shares (`primes:below:<limit>`, kept for `ttl`); on a miss they are counted once
-/// across callers and replicas, reporting `progress` as [`count_primes`] does. A zero
-/// `ttl` counts without the cache.
+/// across callers and replicas on `cpu`, reporting `progress` as [`count_primes`] does.
+/// A zero `ttl` counts without the cache.
+///
+/// The cache's load lock is taken before the CPU permit: the lock says "this key is being
+/// counted", so other callers of the same limit anywhere wait for this count instead of
+/// queueing for permits of their own, and a permit is only ever taken by a caller that
+/// really counts (a cache hit never waits for one, and no permit sits idle while its
+/// holder waits for another replica's count). The permit is held for the sieve only,
+/// not while the result is stored.
 ///
 /// # Errors
-/// [`CacheError`] when the cache refuses the TTL or holds an unreadable entry. An
-/// unreachable Redis is no error: the result is then computed and kept in L1.
+/// [`PrimesError`] when the cache refuses the TTL or holds an unreadable entry, or the
+/// sieve fails. An unreachable Redis is no error: the result is then computed and kept
+/// in L1.
+///
+/// # Cancel safety
+/// Dropping the future stops the sieve within one segment and releases the cache's load
+/// lock.
 pub async fn cached(
     cache: &CacheManager,
+    cpu: &CpuPool,
     limit: u64,
     ttl: Duration,
     steps: u64,
-    progress: impl FnMut(u64, u64),
-) -> Result<(PrimesBelow, Bytes), CacheError> {
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(PrimesBelow, Bytes), PrimesError> {
     let compute = || async move {
-        let r = count_primes(limit, steps, progress).await;
+        let counted = cpu
+            .run(
+                move |job| count_primes(limit, steps, |d, t| job.report((d, t)), job.stop_flag()),
+                |(done, total)| progress(done, total),
+            )
+            .await?;
+        let r = counted.ok_or(PrimesError::Stopped)?;
         let value = PrimesBelow {
             limit,
             count: r.count,
             largest: r.largest,
         };
-        serde_json::to_vec(&value).map(Bytes::from)
+        Ok::<_, PrimesError>(Bytes::from(serde_json::to_vec(&value)?))
     };
     let json = if ttl.is_zero() {
-        compute().await.map_err(LoadError::Loader)
+        compute().await?
     } else {
         cache
             .get_or_load(&format!("primes:below:{limit}"), Some(ttl), compute)
             .await
+            .map_err(|e| match e {
+                LoadError::Loader(e) => e,
+                LoadError::Cache(e) => e.into(),
+            })?
     };
-    let unreadable = |e: serde_json::Error| CacheError::Unavailable(format!("primes entry: {e}"));
-    let json = json.map_err(|e| match e {
-        LoadError::Loader(e) => unreadable(e),
-        LoadError::Cache(e) => e,
-    })?;
-    let value = serde_json::from_slice(&json).map_err(unreadable)?;
+    let value = serde_json::from_slice(&json)?;
     Ok((value, json))
 }
 
@@ -163,27 +212,77 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn matches_trial_division_around_segment_edges() {
+    fn go() -> AtomicBool {
+        AtomicBool::new(false)
+    }
+
+    #[test]
+    fn matches_trial_division_around_segment_edges() {
         for limit in [
             0, 1, 2, 3, 4, 5, 10, 100, 65_535, 65_536, 65_537, 65_539, 200_003,
         ] {
             assert_eq!(
-                count_primes(limit, 10, |_, _| {}).await,
-                naive(limit),
+                count_primes(limit, 10, |_, _| {}, &go()),
+                Some(naive(limit)),
                 "limit {limit}"
             );
         }
     }
 
-    #[tokio::test]
-    async fn known_counts_and_progress() {
+    #[test]
+    fn known_counts_and_progress() {
         let mut reports = Vec::new();
-        let r = count_primes(10_000_000, 4, |done, total| reports.push((done, total))).await;
+        let r = count_primes(
+            10_000_000,
+            4,
+            |done, total| reports.push((done, total)),
+            &go(),
+        )
+        .unwrap();
         assert_eq!(r.count, 664_579);
         assert_eq!(r.largest, Some(9_999_991));
         assert!(reports.len() >= 4, "{reports:?}");
         assert!(reports.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(reports.last().unwrap().0, reports.last().unwrap().1);
+    }
+
+    #[test]
+    fn a_raised_stop_flag_ends_the_sieve_at_the_next_segment() {
+        let stop = go();
+        let mut reports = 0;
+        let r = count_primes(
+            2_000_000_000,
+            1_000,
+            |_, _| {
+                reports += 1;
+                stop.store(true, Ordering::Relaxed);
+            },
+            &stop,
+        );
+        assert_eq!((r, reports), (None, 1));
+    }
+
+    #[tokio::test]
+    async fn cached_counts_on_the_cpu_pool_with_progress() {
+        let settings = crate::config::Settings::load_with_env(None, Vec::new()).unwrap();
+        let cache = CacheManager::new(&settings.cache, "solo", None, None);
+        let cpu = CpuPool::new(1);
+        let mut reports = Vec::new();
+        let (value, json) = cached(
+            &cache,
+            &cpu,
+            1_000_000,
+            Duration::from_secs(60),
+            4,
+            |d, t| {
+                reports.push((d, t));
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((value.count, value.largest), (78_498, Some(999_983)));
+        assert_eq!(serde_json::from_slice::<PrimesBelow>(&json).unwrap(), value);
+        assert!(reports.len() >= 4, "{reports:?}");
+        assert_eq!(cpu.stats().running, 0);
     }
 }

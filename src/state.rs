@@ -11,6 +11,7 @@ use crate::{
     bus::Bus,
     cache::CacheManager,
     config::{Backend, Settings},
+    cpu::CpuPool,
     keys::Keys,
     metrics::Metrics,
     redis_pool::RedisPool,
@@ -39,6 +40,8 @@ pub struct AppState {
     pub mcp_shutdown: CancellationToken,
     /// The two-level cache.
     pub cache: CacheManager,
+    /// Where CPU-heavy tool work runs, under `tools.cpu_concurrency`.
+    pub cpu: CpuPool,
     /// The pub/sub bus, when the backend is Redis.
     pub bus: Option<Bus>,
     /// This replica's metrics.
@@ -108,6 +111,7 @@ impl AppState {
                 (sessions, Some(pool), Some(bus), cache)
             }
         };
+        let cpu = CpuPool::new(settings.tools.cpu_jobs());
         let metrics = Metrics::new(
             &replica_id,
             match settings.store.backend {
@@ -116,6 +120,7 @@ impl AppState {
             },
             redis.clone(),
             cache.clone(),
+            cpu.clone(),
         );
         Ok(Self {
             settings: Arc::new(settings),
@@ -126,6 +131,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             mcp_shutdown: CancellationToken::new(),
             cache,
+            cpu,
             bus,
             metrics,
             auth,

@@ -1,9 +1,13 @@
 //! The shared second level in Redis: one string per entry under the current cache
 //! generation, a TTL on every key, and the short lock that lets one replica load a
-//! missing entry while the others wait.
+//! missing entry while the others wait ([`LoadLock`]: released when the load fails or is
+//! dropped, so nobody waits out its TTL).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,6 +31,7 @@ pub(crate) struct L2 {
     generation_ttl_ms: u64,
     lock_and_get: Script,
     store_and_unlock: Script,
+    unlock: Script,
 }
 
 impl L2 {
@@ -36,12 +41,13 @@ impl L2 {
             keys,
             generation: AtomicU64::new(UNKNOWN),
             generation_ttl_ms: u64::try_from(max_ttl.as_millis() * 2).unwrap_or(u64::MAX),
-            // KEYS: lock, entry. ARGV: token, lock ttl ms. Takes the lock, and whether or
-            // not it did, returns the entry as it is now (someone may have just stored it).
+            // KEYS: lock, entry. ARGV: token, lock ttl ms. Returns the entry if someone
+            // has stored it; otherwise tries to take the lock (a lock taken beside an
+            // entry would only make the next load after its expiry wait).
             lock_and_get: Script::new(
-                "local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) \
-                 local v = redis.call('GET', KEYS[2]) \
-                 if v then return {taken and 1 or 0, v, redis.call('PTTL', KEYS[2])} end \
+                "local v = redis.call('GET', KEYS[2]) \
+                 if v then return {0, v, redis.call('PTTL', KEYS[2])} end \
+                 local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) \
                  return {taken and 1 or 0}",
             ),
             // KEYS: lock, entry. ARGV: token, value, ttl ms. Stores the loaded value and
@@ -49,6 +55,11 @@ impl L2 {
             store_and_unlock: Script::new(
                 "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) \
                  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+                 return 1",
+            ),
+            // KEYS: lock. ARGV: token. Releases the lock if this loader still holds it.
+            unlock: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
                  return 1",
             ),
         }
@@ -158,59 +169,144 @@ impl L2 {
         Ok(generation)
     }
 
-    /// Tries to take the load lock of `key` for `ttl`, and reads the entry in the same
-    /// round trip: `(taken, entry)`.
-    pub(crate) async fn lock_and_get(
-        &self,
-        key: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<(bool, Option<(Bytes, Duration)>), RedisPoolError> {
+    /// A load lock on `key` under the current generation, not taken yet.
+    pub(crate) async fn load_lock(self: &Arc<Self>, key: &str) -> Result<LoadLock, RedisPoolError> {
         let generation = self.generation().await?;
-        let mut conn = self.pool.get().await?;
+        Ok(LoadLock {
+            l2: self.clone(),
+            lock: self.keys.cache_lock(generation, key),
+            entry: self.keys.cache_entry(generation, key),
+            token: crate::ids::mint(),
+            maybe_held: false,
+        })
+    }
+}
+
+/// What [`LoadLock::try_take`] found.
+pub(crate) enum Attempt {
+    /// The entry is stored, with its remaining TTL: no load needed.
+    Stored(Bytes, Duration),
+    /// The entry is absent and the lock is now ours: load it.
+    Taken,
+    /// The entry is absent and another loader holds the lock.
+    Busy,
+}
+
+/// The load lock of one entry, bound to the generation it was made under and to a token
+/// of its own, so a release only ever deletes a lock this loader holds.
+///
+/// Finish a load with [`LoadLock::store`] or give up with [`LoadLock::release`]. A lock
+/// dropped while it may be held (the load was cancelled) is released on a spawned task,
+/// since `Drop` cannot wait for Redis.
+pub(crate) struct LoadLock {
+    l2: Arc<L2>,
+    lock: String,
+    entry: String,
+    token: String,
+    /// Set from just before a take attempt until a store or release completes: a take
+    /// dropped mid-round-trip may have succeeded on the server.
+    maybe_held: bool,
+}
+
+impl LoadLock {
+    /// Reads the entry and, when it is absent, tries to take the lock for `ttl`, in one
+    /// round trip.
+    ///
+    /// # Errors
+    /// [`RedisPoolError`] when Redis fails.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the lock taken on the server; dropping the
+    /// `LoadLock` then releases it.
+    pub(crate) async fn try_take(&mut self, ttl: Duration) -> Result<Attempt, RedisPoolError> {
+        self.maybe_held = true;
+        let mut conn = self.l2.pool.get().await?;
         let reply: Vec<redis::Value> = self
+            .l2
             .lock_and_get
-            .key(self.keys.cache_lock(generation, key))
-            .key(self.keys.cache_entry(generation, key))
-            .arg(token)
+            .key(&self.lock)
+            .key(&self.entry)
+            .arg(&self.token)
             .arg(millis(ttl))
             .invoke_async(&mut conn)
             .await?;
         let mut items = reply.into_iter();
         let taken = matches!(items.next(), Some(redis::Value::Int(1)));
-        let entry = match (items.next(), items.next()) {
+        self.maybe_held = taken;
+        match (items.next(), items.next()) {
             (Some(value), Some(redis::Value::Int(pttl))) => {
                 let value: Vec<u8> = redis::from_redis_value(value)
                     .map_err(|e| RedisPoolError::Command(e.into()))?;
                 let ttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-                Some((Bytes::from(value), ttl))
+                Ok(Attempt::Stored(Bytes::from(value), ttl))
             }
-            _ => None,
-        };
-        Ok((taken, entry))
+            _ if taken => Ok(Attempt::Taken),
+            _ => Ok(Attempt::Busy),
+        }
     }
 
-    /// Stores a loaded value and releases the load lock if `token` still holds it, in
+    /// Stores the loaded value for `ttl` and releases the lock if it is still ours, in
     /// one round trip.
-    pub(crate) async fn store_and_unlock(
-        &self,
-        key: &str,
-        token: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<(), RedisPoolError> {
-        let generation = self.generation().await?;
-        let mut conn = self.pool.get().await?;
-        self.store_and_unlock
-            .key(self.keys.cache_lock(generation, key))
-            .key(self.keys.cache_entry(generation, key))
-            .arg(token)
+    ///
+    /// # Errors
+    /// [`RedisPoolError`] when Redis fails (the lock then expires by its TTL).
+    pub(crate) async fn store(mut self, value: &[u8], ttl: Duration) -> Result<(), RedisPoolError> {
+        let mut conn = self.l2.pool.get().await?;
+        self.l2
+            .store_and_unlock
+            .key(&self.lock)
+            .key(&self.entry)
+            .arg(&self.token)
             .arg(value)
             .arg(millis(ttl).max(1))
             .invoke_async::<i64>(&mut conn)
             .await?;
+        self.maybe_held = false;
         Ok(())
     }
+
+    /// Releases the lock if it is still ours, so the next loader on any replica need not
+    /// wait out its TTL.
+    ///
+    /// # Errors
+    /// [`RedisPoolError`] when Redis fails (the lock then expires by its TTL).
+    pub(crate) async fn release(mut self) -> Result<(), RedisPoolError> {
+        unlock(&self.l2, &self.lock, &self.token).await?;
+        self.maybe_held = false;
+        Ok(())
+    }
+}
+
+impl Drop for LoadLock {
+    fn drop(&mut self) {
+        if !self.maybe_held {
+            return;
+        }
+        // Outside a runtime (a process shutting down) the lock expires by its TTL.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (l2, lock, token) = (
+            self.l2.clone(),
+            std::mem::take(&mut self.lock),
+            std::mem::take(&mut self.token),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = unlock(&l2, &lock, &token).await {
+                tracing::debug!(error = %e, "cache load lock left to expire");
+            }
+        });
+    }
+}
+
+async fn unlock(l2: &L2, lock: &str, token: &str) -> Result<(), RedisPoolError> {
+    let mut conn = l2.pool.get().await?;
+    l2.unlock
+        .key(lock)
+        .arg(token)
+        .invoke_async::<i64>(&mut conn)
+        .await?;
+    Ok(())
 }
 
 fn millis(d: Duration) -> u64 {

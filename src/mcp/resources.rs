@@ -12,7 +12,7 @@ use rmcp::{
     },
 };
 
-use crate::{cache::CacheManager, config::ToolSettings, primes};
+use crate::{cache::CacheManager, config::ToolSettings, cpu::CpuPool, primes};
 
 /// The URI prefix of the `primes_below` resources.
 const PRIMES_URI: &str = "primes://below/";
@@ -21,13 +21,14 @@ const PRIMES_URI: &str = "primes://below/";
 #[derive(Clone)]
 pub(crate) struct Resources {
     cache: CacheManager,
+    cpu: CpuPool,
     tools: Arc<ToolSettings>,
 }
 
 impl Resources {
-    /// Resources served from `cache` under the tools' limits and TTLs.
-    pub(crate) fn new(cache: CacheManager, tools: Arc<ToolSettings>) -> Self {
-        Self { cache, tools }
+    /// Resources served from `cache` (computed on `cpu`) under the tools' limits and TTLs.
+    pub(crate) fn new(cache: CacheManager, cpu: CpuPool, tools: Arc<ToolSettings>) -> Self {
+        Self { cache, cpu, tools }
     }
 
     /// The concrete resources: one member of the template, so a client can read a
@@ -88,7 +89,7 @@ impl Resources {
             ));
         }
         let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
-        let (_, json) = primes::cached(&self.cache, limit, ttl, 1, |_, _| {})
+        let (_, json) = primes::cached(&self.cache, &self.cpu, limit, ttl, 1, |_, _| {})
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let mut result = ReadResourceResult::new(vec![ResourceContents::TextResourceContents {

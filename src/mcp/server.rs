@@ -30,7 +30,7 @@ pub use self::tools::{
 };
 use super::{binding::transport_session, resources::Resources};
 use crate::{
-    cache::CacheManager, config::ToolSettings, metrics::Metrics, sessions::Sessions,
+    cache::CacheManager, config::ToolSettings, cpu::CpuPool, metrics::Metrics, sessions::Sessions,
     state::AppState, telemetry::RequestId,
 };
 
@@ -40,6 +40,7 @@ pub struct StatefulServer {
     sessions: Sessions,
     calls: TaskTracker,
     cache: CacheManager,
+    cpu: CpuPool,
     metrics: Metrics,
     tools: Arc<ToolSettings>,
     resources: Resources,
@@ -54,8 +55,9 @@ impl StatefulServer {
             sessions: state.sessions.clone(),
             calls: state.calls.clone(),
             cache: state.cache.clone(),
+            cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
-            resources: Resources::new(state.cache.clone(), tools.clone()),
+            resources: Resources::new(state.cache.clone(), state.cpu.clone(), tools.clone()),
             tools,
             tool_router: Arc::new(Self::tool_router()),
         }

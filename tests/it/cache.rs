@@ -1,5 +1,6 @@
 //! The two-level cache on real Redis: seed behaviours, coherence across two replicas,
-//! one loader for a cold key, and Redis dying under it.
+//! one loader for a cold key, a failed or cancelled load that frees its key at once for
+//! every replica, and Redis dying under it.
 
 use std::{
     sync::{
@@ -10,6 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use redis::AsyncCommands;
 use stateful_mcp::{
     bus::Bus,
     cache::{CacheError, CacheManager, LoadError},
@@ -19,7 +21,7 @@ use stateful_mcp::{
 use crate::support::{
     node::NodeBase,
     redis_server::{RedisServer, unique_prefix},
-    wait::{retry, wait_until},
+    wait::{retry, wait_until, within},
 };
 
 fn settings() -> CacheSettings {
@@ -32,7 +34,7 @@ fn settings() -> CacheSettings {
 struct CacheNode {
     cache: CacheManager,
     bus: Bus,
-    _base: NodeBase,
+    base: NodeBase,
 }
 
 impl CacheNode {
@@ -62,11 +64,15 @@ impl CacheNode {
             bus.is_subscribed("cache")
         })
         .await;
-        Self {
-            cache,
-            bus,
-            _base: base,
-        }
+        Self { cache, bus, base }
+    }
+
+    /// Whether the Redis load lock of `key` exists.
+    async fn lock_exists(&self, redis: &RedisServer, key: &str) -> bool {
+        let keys = &self.base.keys;
+        let mut conn = redis.conn().await;
+        let generation: u64 = conn.get(keys.cache_generation()).await.unwrap();
+        conn.exists(keys.cache_lock(generation, key)).await.unwrap()
     }
 }
 
@@ -200,6 +206,79 @@ async fn a_cold_key_is_loaded_once_across_replicas_and_callers() {
         })
         .await;
     assert!(matches!(failing, Err(LoadError::Loader("backend said no"))));
+}
+
+/// Two replicas' caches whose load lock would outlive every wait of a test: a load that
+/// had to wait for it could not finish in time.
+async fn replicas_with_a_long_lock(redis: &RedisServer, test: &str) -> (CacheNode, CacheNode) {
+    let mut cfg = settings();
+    cfg.load_lock_ttl_ms = 600_000;
+    let prefix = unique_prefix(test);
+    (
+        CacheNode::start(redis, &prefix, "a", &cfg).await,
+        CacheNode::start(redis, &prefix, "b", &cfg).await,
+    )
+}
+
+/// Loads `key` on `node` with a loader that records that it ran.
+async fn load_recorded(node: &CacheNode, key: &str) -> (Bytes, bool) {
+    let ran = AtomicUsize::new(0);
+    let value = within(
+        "a load after the lock's release",
+        node.cache.get_or_load(key, None, || async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(b("fresh"))
+        }),
+    )
+    .await
+    .unwrap();
+    (value, ran.load(Ordering::SeqCst) == 1)
+}
+
+#[tokio::test]
+async fn a_failed_load_releases_its_lock_for_every_replica() {
+    let redis = RedisServer::shared_or_start().await;
+    let (a, b_) = replicas_with_a_long_lock(&redis, "cache-failed-load").await;
+
+    let failing = a
+        .cache
+        .get_or_load("report", None, || async {
+            Err::<Bytes, _>("backend said no")
+        })
+        .await;
+    assert!(matches!(failing, Err(LoadError::Loader("backend said no"))));
+    assert!(!a.lock_exists(&redis, "report").await, "released at once");
+
+    assert_eq!(load_recorded(&b_, "report").await, (b("fresh"), true));
+    assert_eq!(b_.cache.stats().loader_calls, 1);
+    assert!(!b_.lock_exists(&redis, "report").await);
+}
+
+#[tokio::test]
+async fn a_cancelled_load_releases_its_lock_for_every_replica() {
+    let redis = RedisServer::shared_or_start().await;
+    let (a, b_) = replicas_with_a_long_lock(&redis, "cache-cancelled-load").await;
+
+    let started = tokio::sync::Notify::new();
+    let load = a.cache.get_or_load("report", None, || async {
+        started.notify_one();
+        std::future::pending::<Result<Bytes, std::convert::Infallible>>().await
+    });
+    // The load is dropped as soon as its loader runs, as a cancelled request drops it.
+    tokio::select! {
+        _ = load => panic!("the loader never finishes"),
+        () = started.notified() => {}
+    }
+    wait_until("the dropped load's lock is released", async || {
+        !a.lock_exists(&redis, "report").await
+    })
+    .await;
+
+    assert_eq!(load_recorded(&b_, "report").await, (b("fresh"), true));
+    assert_eq!(
+        (a.cache.stats().loader_calls, b_.cache.stats().loader_calls),
+        (1, 1)
+    );
 }
 
 #[tokio::test]

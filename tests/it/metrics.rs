@@ -6,16 +6,8 @@ use serde_json::json;
 use crate::support::{
     client::{call, create_handle, stateless_client},
     redis_server::{RedisServer, unique_prefix},
-    replica::Replica,
+    replica::{Replica, metric_value as value},
 };
-
-/// The value of the first series whose line contains every one of `parts`.
-fn value(text: &str, parts: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 #[tokio::test]
 async fn metrics_report_requests_tools_sessions_pool_and_cache() {

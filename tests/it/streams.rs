@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{
-    http::{legacy_post, legacy_session, meta_2026, tools_call_2026_with_meta},
+    http::{legacy_post, legacy_session, prime_count_2026_with_progress},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
     wait::wait_until,
@@ -240,14 +240,11 @@ async fn a_dropped_2026_stream_cancels_its_handler() {
     // The Redis backend attaches the event store to 2025-era sessions; the 2026-07-28
     // path must not use it.
     let replica = Replica::start(redis.url(), &unique_prefix("cancel"), &[]).await;
-    let mut meta = meta_2026();
-    meta["progressToken"] = json!("c1");
-    let response = tools_call_2026_with_meta(
+    let response = prime_count_2026_with_progress(
         &reqwest::Client::new(),
         &replica.url(),
-        "prime_count",
-        json!({"limit": 2_000_000_000u64}),
-        meta,
+        2_000_000_000,
+        "c1",
     )
     .send()
     .await

@@ -448,9 +448,16 @@ impl StatefulServer {
             })
         });
         let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
-        let counted = primes::cached(&self.cache, args.limit, ttl, 10, move |done, total| {
-            let _ = tx.send((done, total));
-        })
+        let counted = primes::cached(
+            &self.cache,
+            &self.cpu,
+            args.limit,
+            ttl,
+            10,
+            move |done, total| {
+                let _ = tx.send((done, total));
+            },
+        )
         .await;
         if let Some(forward) = forward {
             let _ = forward.await;

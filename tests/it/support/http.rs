@@ -49,6 +49,20 @@ pub fn tools_call_2026_with_meta(
         .header("Mcp-Name", tool)
 }
 
+/// A raw 2026-07-28 `prime_count` call for `limit` with the progress token `token`: the
+/// progress keeps its response stream writing, so a dropped stream is noticed and
+/// cancels the call.
+pub fn prime_count_2026_with_progress(
+    client: &Client,
+    url: &str,
+    limit: u64,
+    token: &str,
+) -> RequestBuilder {
+    let mut meta = meta_2026();
+    meta["progressToken"] = json!(token);
+    tools_call_2026_with_meta(client, url, "prime_count", json!({"limit": limit}), meta)
+}
+
 /// The status and JSON-RPC message of a reply: the last JSON `data:` line of an SSE body,
 /// or a JSON body, or `{"raw": text}`.
 pub async fn read_reply(response: reqwest::Response) -> (StatusCode, Value) {

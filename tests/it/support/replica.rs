@@ -81,6 +81,17 @@ impl Replica {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The value of the first `/metrics` series whose line contains every one of `parts`.
+    pub async fn metric(&self, parts: &[&str]) -> Option<f64> {
+        let text = reqwest::get(self.endpoint("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metric_value(&text, parts)
+    }
+
     /// Graceful stop; returns once the replica has exited.
     pub async fn stop(&mut self) {
         self.token.cancel();
@@ -97,6 +108,15 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.token.cancel();
     }
+}
+
+/// The value of the first series of the Prometheus `text` whose line contains every one
+/// of `parts`.
+pub fn metric_value(text: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A round-robin TCP hop: each new connection goes to the next upstream that accepts

@@ -1,0 +1,278 @@
+//! The CPU pool: CPU-heavy work (the prime sieve) runs on tokio's blocking threads, off
+//! the async workers that serve every other request, at most `tools.cpu_concurrency`
+//! jobs at a time.
+//!
+//! A job reports progress through a channel that the caller's task drains, so the
+//! caller's callback runs on the async side. Dropping the caller's future (a client
+//! cancels) raises the job's stop flag; a job checks it between steps, so it ends within
+//! one step and its permit goes back to the pool then, not before: the CPU is busy until
+//! the job notices.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Why a job returned nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CpuError {
+    /// The job panicked or could not be started.
+    #[error("the computation failed: {0}")]
+    Failed(String),
+}
+
+/// Cheap-clone handle on one replica's CPU pool (clones share the permits).
+#[derive(Clone, Debug)]
+pub struct CpuPool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    /// Callers waiting for a permit.
+    waiting: AtomicUsize,
+}
+
+/// A snapshot of the pool: its limit and how many jobs run and wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CpuStats {
+    /// Most jobs running at once.
+    pub limit: usize,
+    /// Jobs running now (a cancelled job counts until it has stopped).
+    pub running: usize,
+    /// Callers waiting for a permit.
+    pub waiting: usize,
+}
+
+/// What a running job sees of its caller: whether to stop, and where to report progress.
+#[derive(Debug)]
+pub struct Job<P> {
+    stop: Arc<AtomicBool>,
+    progress: mpsc::UnboundedSender<P>,
+}
+
+impl<P> Job<P> {
+    /// Raised when the caller went away: the job should return as soon as it can.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    /// Sends `progress` to the caller's callback (dropped if the caller went away).
+    pub fn report(&self, progress: P) {
+        let _ = self.progress.send(progress);
+    }
+}
+
+/// Raises a job's stop flag when the caller's future is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts a caller as waiting until it has a permit or went away.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl CpuPool {
+    /// A pool running at most `limit` jobs at once (at least one).
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(limit)),
+                limit,
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a permit is free, calling `on_progress`
+    /// here with what the job reports, and returns the job's result.
+    ///
+    /// # Errors
+    /// [`CpuError::Failed`] when the job panicked.
+    ///
+    /// # Cancel safety
+    /// Dropping the future gives up a place in the queue at once, or raises the running
+    /// job's stop flag; the job's permit is returned when the job has returned.
+    pub async fn run<T, P>(
+        &self,
+        work: impl FnOnce(&Job<P>) -> T + Send + 'static,
+        mut on_progress: impl FnMut(P),
+    ) -> Result<T, CpuError>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+    {
+        let permit = {
+            let _waiting = Waiting::new(&self.shared.waiting);
+            self.shared
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| CpuError::Failed(e.to_string()))?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        let (progress, mut reports) = mpsc::unbounded_channel();
+        let job = Job { stop, progress };
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&job)
+        });
+        loop {
+            tokio::select! {
+                biased;
+                Some(report) = reports.recv() => on_progress(report),
+                joined = &mut handle => {
+                    // Reports sent just before the job returned still reach the caller.
+                    while let Ok(report) = reports.try_recv() {
+                        on_progress(report);
+                    }
+                    return joined.map_err(|e| CpuError::Failed(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The pool's figures now.
+    pub fn stats(&self) -> CpuStats {
+        let s = &self.shared;
+        CpuStats {
+            limit: s.limit,
+            running: s.limit.saturating_sub(s.permits.available_permits()),
+            waiting: s.waiting.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A job that reports once, then spins until it is told to stop.
+    fn until_stopped(job: &Job<()>) -> bool {
+        job.report(());
+        while !job.stop_flag().load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("not within 10 s: {what}"))
+    }
+
+    #[tokio::test]
+    async fn progress_reaches_the_caller_and_the_result_comes_back() {
+        let pool = CpuPool::new(2);
+        let mut seen = Vec::new();
+        let result = pool
+            .run(
+                |job| {
+                    for i in 0..5 {
+                        job.report(i);
+                    }
+                    "done"
+                },
+                |i| seen.push(i),
+            )
+            .await
+            .unwrap();
+        assert_eq!((result, seen), ("done", vec![0, 1, 2, 3, 4]));
+        assert_eq!(pool.stats().running, 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_caller_stops_its_job_and_frees_the_permit() {
+        let pool = CpuPool::new(1);
+        let (started, mut has_started) = mpsc::unbounded_channel();
+        let first = pool.run(until_stopped, move |()| {
+            let _ = started.send(());
+        });
+        // Dropped once the job runs, as a cancelled request drops it.
+        tokio::select! {
+            _ = first => panic!("the job runs until stopped"),
+            _ = has_started.recv() => {}
+        }
+        let second = pool.run(|_: &Job<()>| "second", |()| {});
+        assert_eq!(
+            bounded("the next job runs", second).await.unwrap(),
+            "second"
+        );
+        assert_eq!(
+            pool.stats(),
+            CpuStats {
+                limit: 1,
+                running: 0,
+                waiting: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn callers_beyond_the_limit_wait_and_a_panicking_job_is_an_error() {
+        let pool = CpuPool::new(1);
+        let (started, mut has_started) = mpsc::unbounded_channel();
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(until_stopped, move |()| {
+                    let _ = started.send(());
+                })
+                .await
+            }
+        });
+        bounded("the first job starts", has_started.recv()).await;
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|_: &Job<()>| 1, |()| {}).await }
+        });
+        while pool.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            pool.stats(),
+            CpuStats {
+                limit: 1,
+                running: 1,
+                waiting: 1
+            }
+        );
+        running.abort();
+        assert_eq!(
+            bounded("the queued job runs", queued)
+                .await
+                .unwrap()
+                .unwrap(),
+            1
+        );
+        let panicked = pool.run(|_: &Job<()>| panic!("boom"), |()| {}).await;
+        assert!(matches!(panicked, Err(CpuError::Failed(_))));
+    }
+}
