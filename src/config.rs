@@ -215,6 +215,9 @@ pub struct SessionSettings {
     pub max_history_entry_bytes: usize,
     /// Seconds between two rounds of session upkeep on each replica.
     pub maintenance_interval_secs: u64,
+    /// How long the first result of a call with an `idempotencyKey` is kept, so a retry
+    /// with the same key gets it back instead of applying the change again.
+    pub idempotency_ttl_secs: u64,
 }
 
 /// Logging settings.
@@ -320,6 +323,10 @@ impl Settings {
         positive(
             "session.maintenance_interval_secs",
             self.session.maintenance_interval_secs,
+        )?;
+        positive(
+            "session.idempotency_ttl_secs",
+            self.session.idempotency_ttl_secs,
         )?;
         positive(
             "tools.prime_count_max_limit",

@@ -41,6 +41,13 @@ impl Keys {
         &self.prefix
     }
 
+    /// The first result of an idempotent call on session `id` (`digest` names the caller,
+    /// the tool and its key); in the session's hash slot, so one script reads and writes
+    /// both.
+    pub fn idempotency(&self, id: &str, digest: &str) -> String {
+        format!("{}:{{{id}}}:idem:{digest}", self.prefix)
+    }
+
     /// The hash holding one session record.
     pub fn session(&self, id: &str) -> String {
         format!("{}:{{{id}}}:session", self.prefix)

@@ -64,9 +64,30 @@ pub enum SessionError {
     /// A caller-supplied value is unusable (bad key, oversized entry, non-integer counter).
     #[error("{0}")]
     Invalid(String),
-    /// The backend is unreachable or failed; the operation may not have happened.
+    /// The backend is unreachable or refused the operation before running it: nothing
+    /// happened.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The operation was sent but no answer came back in time: it may or may not have
+    /// been applied. Retrying it with the same [`Retry`] applies it at most once.
+    #[error("session store did not answer in time: {0}")]
+    OutcomeUnknown(String),
+    /// The [`Retry`] key was already used for a request with other arguments.
+    #[error("the idempotency key was already used with other arguments")]
+    RetryConflict,
+}
+
+/// What makes a change idempotent: a digest naming the caller, the tool and the caller's
+/// idempotency key, and a fingerprint of the request's arguments. The first result under
+/// `key` is kept for `session.idempotency_ttl_secs` with the session; a retry under the
+/// same key gets it back without a second change, and one with another fingerprint is a
+/// [`SessionError::RetryConflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Digest of (principal, tool, idempotency key): hex, key-safe.
+    pub key: String,
+    /// Digest of the request's arguments.
+    pub fingerprint: String,
 }
 
 impl From<RedisPoolError> for SessionError {
@@ -83,7 +104,13 @@ impl From<::redis::ParsingError> for SessionError {
 
 impl From<::redis::RedisError> for SessionError {
     fn from(e: ::redis::RedisError) -> Self {
-        Self::Unavailable(e.to_string())
+        // Sent but unanswered (a timeout, or the connection lost under it): the script
+        // may have run.
+        if e.is_timeout() || e.is_connection_dropped() {
+            Self::OutcomeUnknown(e.to_string())
+        } else {
+            Self::Unavailable(e.to_string())
+        }
     }
 }
 
@@ -262,10 +289,24 @@ impl Sessions {
         id: &str,
         op: CounterOp,
     ) -> Result<i64, SessionError> {
+        self.counter_once(principal, id, op, None).await
+    }
+
+    /// [`Sessions::counter`], applied at most once per `retry` key.
+    ///
+    /// # Errors
+    /// As [`Sessions::counter`], and [`SessionError::RetryConflict`].
+    pub async fn counter_once(
+        &self,
+        principal: &str,
+        id: &str,
+        op: CounterOp,
+        retry: Option<&Retry>,
+    ) -> Result<i64, SessionError> {
         check_id(id)?;
         match &self.backend {
-            Backend::Memory(m) => m.counter(principal, id, op, &self.limits),
-            Backend::Redis(r) => r.counter(principal, id, op, &self.limits).await,
+            Backend::Memory(m) => m.counter(principal, id, op, retry, &self.limits),
+            Backend::Redis(r) => r.counter(principal, id, op, retry, &self.limits).await,
         }
     }
 
@@ -280,6 +321,20 @@ impl Sessions {
         id: &str,
         op: HistoryOp,
     ) -> Result<Vec<String>, SessionError> {
+        self.history_once(principal, id, op, None).await
+    }
+
+    /// [`Sessions::history`], applied at most once per `retry` key.
+    ///
+    /// # Errors
+    /// As [`Sessions::history`], and [`SessionError::RetryConflict`].
+    pub async fn history_once(
+        &self,
+        principal: &str,
+        id: &str,
+        op: HistoryOp,
+        retry: Option<&Retry>,
+    ) -> Result<Vec<String>, SessionError> {
         check_id(id)?;
         if let HistoryOp::Add(entry) = &op
             && entry.len() > self.limits.max_history_entry_bytes
@@ -290,8 +345,8 @@ impl Sessions {
             )));
         }
         match &self.backend {
-            Backend::Memory(m) => m.history(principal, id, op, &self.limits),
-            Backend::Redis(r) => r.history(principal, id, op, &self.limits).await,
+            Backend::Memory(m) => m.history(principal, id, op, retry, &self.limits),
+            Backend::Redis(r) => r.history(principal, id, op, retry, &self.limits).await,
         }
     }
 

@@ -13,8 +13,15 @@ use rmcp::{
     service::RequestContext,
 };
 
-use super::edge::{EdgeError, TransportSession};
-use crate::{auth::Principal, metrics::Metrics, sessions::SessionError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::edge::{EdgeError, IdempotencyKey, TransportSession};
+use crate::{
+    auth::Principal,
+    metrics::Metrics,
+    sessions::{Retry, SessionError},
+};
 
 /// The state session of one call: its id, where the id came from (which decides how
 /// errors read), and the caller it must belong to.
@@ -100,6 +107,43 @@ impl Binding {
     }
 }
 
+/// The [`Retry`] of a call to `tool` with `args` on `binding`'s session, when the client
+/// sent an `idempotencyKey`: the key is scoped to the caller and the tool, and the
+/// arguments' fingerprint tells a retry from a reuse of the key.
+pub(crate) fn retry_of<A: Serialize>(
+    ctx: &RequestContext<RoleServer>,
+    binding: &Binding,
+    tool: &str,
+    args: &A,
+) -> Option<Retry> {
+    let key = ctx
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<IdempotencyKey>())?;
+    let hex = |digest: &[u8]| {
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let scope = Sha256::new()
+        .chain_update(binding.principal())
+        .chain_update([0])
+        .chain_update(tool)
+        .chain_update([0])
+        .chain_update(&key.0)
+        .finalize();
+    // Typed arguments serialize their fields in declaration order: equal arguments give
+    // equal fingerprints whatever order the client wrote them in.
+    let fingerprint = Sha256::new()
+        .chain_update(serde_json::to_vec(args).unwrap_or_default())
+        .finalize();
+    Some(Retry {
+        key: hex(&scope),
+        fingerprint: hex(&fingerprint),
+    })
+}
+
 /// The authenticated caller of the request (the edge puts it there before rmcp runs).
 pub fn caller(ctx: &RequestContext<RoleServer>) -> Principal {
     ctx.extensions
@@ -131,6 +175,21 @@ impl ToolFailure {
     /// A session error with no binding to phrase it by (e.g. creating a session).
     pub(crate) fn from_session(e: SessionError, metrics: &Metrics) -> Self {
         match e {
+            SessionError::OutcomeUnknown(detail) => {
+                metrics.store_error("sessions");
+                tracing::warn!(%detail, "session store did not answer in time");
+                Self::Internal(McpError::internal_error(
+                    "session store unavailable, outcome unknown: no answer came back in \
+                     time, so the change may or may not have been applied; retry with the \
+                     same `idempotencyKey` to apply it exactly once",
+                    None,
+                ))
+            }
+            SessionError::RetryConflict => Self::Refused(
+                "This `idempotencyKey` was already used for a call with other arguments; \
+                 use a new key for a new request."
+                    .to_owned(),
+            ),
             SessionError::Unavailable(detail) => {
                 metrics.store_error("sessions");
                 tracing::warn!(%detail, "session store unavailable");

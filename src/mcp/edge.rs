@@ -78,6 +78,10 @@ pub enum EdgeError {
          (HTTP DELETE) or wait for one to expire"
     )]
     TooManySessions,
+    /// `params.idempotencyKey` is not a string of 1 to 255 characters: 400, JSON-RPC
+    /// `-32602`.
+    #[error("Invalid params: `idempotencyKey` must be a string of 1 to 255 characters")]
+    InvalidIdempotencyKey,
     /// The `initialize` parameters (with `clientInfo`) are larger than a session may
     /// keep: 400, JSON-RPC `-32602`.
     #[error(
@@ -98,9 +102,10 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Parse(_) | Self::InvalidRequest(_) | Self::ClientMetadataTooLarge { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Parse(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidIdempotencyKey
+            | Self::ClientMetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
@@ -113,7 +118,7 @@ impl EdgeError {
         match self {
             Self::Parse(_) => Some(-32700),
             Self::InvalidRequest(_) => Some(-32600),
-            Self::ClientMetadataTooLarge { .. } => Some(-32602),
+            Self::ClientMetadataTooLarge { .. } | Self::InvalidIdempotencyKey => Some(-32602),
             _ => None,
         }
     }
@@ -163,6 +168,11 @@ impl From<EdgeError> for McpError {
         }
     }
 }
+
+/// The `idempotencyKey` of a `tools/call` (SEP-3182). rmcp keeps no unknown params
+/// field, so the edge lifts it out of the body for the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub String);
 
 /// A 2025-era transport session the edge found alive for this request. Only a request
 /// that carries it may act on its connection's session: an `Mcp-Session-Id` header on
@@ -262,6 +272,9 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         }
     }
     parts.extensions.insert(principal);
+    if let Some(key) = envelope.idempotency_key {
+        parts.extensions.insert(IdempotencyKey(key));
+    }
 
     let slot = RefusalSlot::default();
     parts.extensions.insert(slot.clone());

@@ -23,6 +23,9 @@ const DEFAULT_ERA: &str = "2025-03-26";
 /// are treated as absent or unknown.
 const MAX_FIELD: usize = 128;
 
+/// Longest `idempotencyKey`, in characters.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
 /// The methods of the MCP revisions this server speaks. Only these become metric labels.
 const KNOWN_METHODS: &[&str] = &[
     "initialize",
@@ -68,6 +71,8 @@ pub struct Envelope {
     pub tool: Option<String>,
     /// `params.arguments.session_id` (a 2026-07-28 handle), when it is a string.
     pub handle: Option<String>,
+    /// `params.idempotencyKey` of a `tools/call` (SEP-3182).
+    pub idempotency_key: Option<String>,
 }
 
 impl Envelope {
@@ -113,6 +118,13 @@ impl Envelope {
             ));
         }
         let params = wire.params.unwrap_or_default();
+        let idempotency_key = match params.idempotency_key {
+            Shape::Absent => None,
+            Shape::Str(k) if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.chars().count()) => {
+                Some(k.into_owned())
+            }
+            _ => return Err(EdgeError::InvalidIdempotencyKey),
+        };
         let meta = params.meta.unwrap_or_default();
         let legacy = if method.as_deref() == Some("initialize") {
             true
@@ -140,6 +152,7 @@ impl Envelope {
                 .arguments
                 .and_then(|a| short(a.session_id))
                 .filter(|h| crate::ids::is_well_formed(h)),
+            idempotency_key,
         })
     }
 
@@ -180,6 +193,8 @@ struct Wire<'a> {
 struct Params<'a> {
     #[serde(default, borrow)]
     name: Shape<'a>,
+    #[serde(rename = "idempotencyKey", default, borrow)]
+    idempotency_key: Shape<'a>,
     #[serde(default, borrow, deserialize_with = "object_or_none")]
     arguments: Option<Arguments<'a>>,
     #[serde(rename = "_meta", default, borrow, deserialize_with = "object_or_none")]

@@ -188,20 +188,30 @@ impl ServerHandler for StatefulServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_resources()
-                .build(),
-        )
-        .with_server_info(Implementation::new(
-            env!("CARGO_PKG_NAME"),
-            env!("CARGO_PKG_VERSION"),
-        ))
-        .with_instructions(
-            "Stateful tools over Redis-backed sessions. Call `session_create` for a \
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .build();
+        // SEP-3182: `tools/call` takes an `idempotencyKey`; rmcp's tools capability has
+        // no field for it yet, so it is announced among the experimental capabilities.
+        let retention = self.sessions.limits().idempotency_ttl_secs;
+        let idempotency = serde_json::json!({"retentionSecs": retention});
+        capabilities.experimental = Some(
+            [(
+                "tools.idempotency".to_owned(),
+                idempotency.as_object().cloned().unwrap_or_default(),
+            )]
+            .into(),
+        );
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new(
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Stateful tools over Redis-backed sessions. Call `session_create` for a \
                  `session_id` handle and pass it to `counter`, `history` and `session_info`. \
                  On 2025-era connections the handle is optional: the connection's session is used.",
-        )
+            )
     }
 }

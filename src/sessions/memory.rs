@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{
-    CounterOp, HistoryOp, NewSession, Session, SessionError, SessionStats, SessionSummary,
+    CounterOp, HistoryOp, NewSession, Retry, Session, SessionError, SessionStats, SessionSummary,
     record::SCHEMA_VERSION,
 };
 use crate::config::SessionSettings;
@@ -73,6 +73,51 @@ struct Entry {
     /// Serialized size of the data values, kept up to date by `set_checked` so a write
     /// does not re-serialize the whole session.
     data_bytes: usize,
+    /// First replies of idempotent calls by retry key: fingerprint, reply, expiry.
+    retries: HashMap<String, (String, Value, Instant)>,
+}
+
+/// Most idempotent replies one session keeps; beyond it the one closest to expiry goes.
+const MAX_RETRIES_PER_SESSION: usize = 1024;
+
+/// Runs `op` on `e` at most once per `retry` key (see [`super::Retry`]).
+fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
+    e: &mut Entry,
+    retry: Option<&Retry>,
+    ttl: std::time::Duration,
+    op: impl FnOnce(&mut Entry) -> Result<T, SessionError>,
+) -> Result<T, SessionError> {
+    let Some(retry) = retry else {
+        return op(e);
+    };
+    let now = Instant::now();
+    if let Some((fingerprint, reply, expires)) = e.retries.get(&retry.key)
+        && *expires > now
+    {
+        if *fingerprint != retry.fingerprint {
+            return Err(SessionError::RetryConflict);
+        }
+        return serde_json::from_value(reply.clone())
+            .map_err(|err| SessionError::Invalid(format!("kept reply unreadable: {err}")));
+    }
+    let result = op(e)?;
+    e.retries.retain(|_, (_, _, expires)| *expires > now);
+    if e.retries.len() >= MAX_RETRIES_PER_SESSION
+        && let Some(oldest) = e
+            .retries
+            .iter()
+            .min_by_key(|(_, (_, _, expires))| *expires)
+            .map(|(k, _)| k.clone())
+    {
+        e.retries.remove(&oldest);
+    }
+    let reply = serde_json::to_value(&result)
+        .map_err(|err| SessionError::Invalid(format!("reply not keepable: {err}")))?;
+    e.retries.insert(
+        retry.key.clone(),
+        (retry.fingerprint.clone(), reply, now + ttl),
+    );
+    Ok(result)
 }
 
 fn now_ms() -> i64 {
@@ -167,6 +212,7 @@ impl MemorySessions {
                 transport: new.transport,
                 expires_at,
                 data_bytes: 0,
+                retries: HashMap::new(),
             },
         );
         Ok(session)
@@ -205,26 +251,30 @@ impl MemorySessions {
         principal: &str,
         id: &str,
         op: CounterOp,
+        retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<i64, SessionError> {
+        let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
         self.with_live(principal, id, |e| {
-            // Reset needs no current value: it is how a caller recovers a counter that
-            // holds something other than an integer.
-            let current = || match e.session.data.get("counter") {
-                None => Ok(0),
-                Some(v) => v.as_i64().ok_or_else(|| {
-                    SessionError::Invalid("stored counter is not an integer".into())
-                }),
-            };
-            let next = match op {
-                CounterOp::Get => return current(),
-                CounterOp::Add(n) => current()?
-                    .checked_add(n)
-                    .ok_or(SessionError::CounterOverflow)?,
-                CounterOp::Reset => 0,
-            };
-            set_checked(e, "counter", Some(next.into()), limits.max_data_bytes)?;
-            Ok(next)
+            once(e, retry, ttl, |e| {
+                // Reset needs no current value: it is how a caller recovers a counter that
+                // holds something other than an integer.
+                let current = || match e.session.data.get("counter") {
+                    None => Ok(0),
+                    Some(v) => v.as_i64().ok_or_else(|| {
+                        SessionError::Invalid("stored counter is not an integer".into())
+                    }),
+                };
+                let next = match op {
+                    CounterOp::Get => return current(),
+                    CounterOp::Add(n) => current()?
+                        .checked_add(n)
+                        .ok_or(SessionError::CounterOverflow)?,
+                    CounterOp::Reset => 0,
+                };
+                set_checked(e, "counter", Some(next.into()), limits.max_data_bytes)?;
+                Ok(next)
+            })
         })
     }
 
@@ -233,27 +283,31 @@ impl MemorySessions {
         principal: &str,
         id: &str,
         op: HistoryOp,
+        retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<Vec<String>, SessionError> {
+        let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
         self.with_live(principal, id, |e| {
-            let mut entries: Vec<String> = e
-                .session
-                .data
-                .get("history")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            match op {
-                HistoryOp::List => return Ok(entries),
-                HistoryOp::Add(entry) => {
-                    entries.push(entry);
-                    let excess = entries.len().saturating_sub(limits.history_limit);
-                    entries.drain(..excess);
+            once(e, retry, ttl, |e| {
+                let mut entries: Vec<String> = e
+                    .session
+                    .data
+                    .get("history")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                match op {
+                    HistoryOp::List => return Ok(entries),
+                    HistoryOp::Add(entry) => {
+                        entries.push(entry);
+                        let excess = entries.len().saturating_sub(limits.history_limit);
+                        entries.drain(..excess);
+                    }
+                    HistoryOp::Clear => entries.clear(),
                 }
-                HistoryOp::Clear => entries.clear(),
-            }
-            let value = (!entries.is_empty()).then(|| Value::from(entries.clone()));
-            set_checked(e, "history", value, limits.max_data_bytes)?;
-            Ok(entries)
+                let value = (!entries.is_empty()).then(|| Value::from(entries.clone()));
+                set_checked(e, "history", value, limits.max_data_bytes)?;
+                Ok(entries)
+            })
         })
     }
 

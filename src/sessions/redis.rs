@@ -22,7 +22,7 @@ use redis::{Script, Value};
 use serde_json::Value as Json;
 
 use super::{
-    CounterOp, HistoryOp, NewSession, Session, SessionError, SessionStats, SessionSummary,
+    CounterOp, HistoryOp, NewSession, Retry, Session, SessionError, SessionStats, SessionSummary,
     record::SCHEMA_VERSION,
 };
 use crate::{config::SessionSettings, keys::Keys, redis_pool::RedisPool};
@@ -47,7 +47,13 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         let prelude = include_str!("lua/prelude.lua");
-        let with_prelude = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        // The operation runs as a function so the prelude's `finish` can keep its reply
+        // for idempotent retries.
+        let with_prelude = |body: &str| {
+            Script::new(&format!(
+                "{prelude}\nlocal function operation()\n{body}\nend\nreturn finish(operation())"
+            ))
+        };
         Self {
             get: with_prelude(include_str!("lua/get.lua")),
             touch: with_prelude(include_str!("lua/touch.lua")),
@@ -148,6 +154,19 @@ impl RedisSessions {
         id: &str,
         args: &[&str],
     ) -> Result<Reply, SessionError> {
+        self.run_once(script, principal, id, args, None).await
+    }
+
+    /// [`RedisSessions::run`] with an optional idempotent retry: `retry` = the key and
+    /// how long its first reply is kept.
+    async fn run_once(
+        &self,
+        script: &Script,
+        principal: &str,
+        id: &str,
+        args: &[&str],
+        retry: Option<(&Retry, u64)>,
+    ) -> Result<Reply, SessionError> {
         let mut conn = self.shared.pool.get().await?;
         let keys = &self.shared.keys;
         let mut invocation = script.key(keys.session(id));
@@ -160,9 +179,16 @@ impl RedisSessions {
         for a in args {
             invocation.arg(*a);
         }
+        if let Some((retry, ttl_secs)) = retry {
+            invocation
+                .key(keys.idempotency(id, &retry.key))
+                .arg(&retry.fingerprint)
+                .arg(ttl_secs.saturating_mul(1000));
+        }
         let reply = Reply::parse(invocation.invoke_async(&mut conn).await?)?;
         match reply.status.as_str() {
             "unknown" => Err(SessionError::NotFound(id.to_owned())),
+            "retry_conflict" => Err(SessionError::RetryConflict),
             "overflow" => Err(SessionError::CounterOverflow),
             "not_integer" => Err(SessionError::Invalid(
                 "stored counter is not an integer".into(),
@@ -283,6 +309,7 @@ impl RedisSessions {
         principal: &str,
         id: &str,
         op: CounterOp,
+        retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<i64, SessionError> {
         let (name, amount) = match op {
@@ -293,11 +320,12 @@ impl RedisSessions {
         let amount = amount.to_string();
         let max = limits.max_data_bytes.to_string();
         let mut reply = self
-            .run(
+            .run_once(
                 &self.shared.scripts.counter,
                 principal,
                 id,
                 &[name, &amount, &max],
+                retry.map(|r| (r, limits.idempotency_ttl_secs)),
             )
             .await?;
         too_large(&reply, limits)?;
@@ -312,6 +340,7 @@ impl RedisSessions {
         principal: &str,
         id: &str,
         op: HistoryOp,
+        retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<Vec<String>, SessionError> {
         let (name, entry) = match &op {
@@ -322,11 +351,12 @@ impl RedisSessions {
         let keep = limits.history_limit.to_string();
         let max = limits.max_data_bytes.to_string();
         let mut reply = self
-            .run(
+            .run_once(
                 &self.shared.scripts.history,
                 principal,
                 id,
                 &[name, entry, &keep, &max],
+                retry.map(|r| (r, limits.idempotency_ttl_secs)),
             )
             .await?;
         too_large(&reply, limits)?;

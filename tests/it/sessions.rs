@@ -463,3 +463,65 @@ async fn the_cap_holds_exactly_under_concurrent_creates_from_two_stores() {
         "every live session is indexed"
     );
 }
+
+#[tokio::test]
+async fn a_retry_under_the_same_key_changes_nothing_and_gets_the_first_reply() {
+    use stateful_mcp::sessions::{CounterOp, HistoryOp, Retry, SessionError};
+
+    let retry = |key: &str, fingerprint: &str| Retry {
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+    };
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let id = s.create(new("alice")).await.unwrap().id;
+        let add = |r: Retry| {
+            let (s, id) = (s.clone(), id.clone());
+            async move {
+                s.counter_once("alice", &id, CounterOp::Add(5), Some(&r))
+                    .await
+            }
+        };
+        assert_eq!(add(retry("k1", "a")).await.unwrap(), 5, "{name}");
+        assert_eq!(
+            add(retry("k1", "a")).await.unwrap(),
+            5,
+            "{name}: the first reply"
+        );
+        assert!(
+            matches!(
+                add(retry("k1", "b")).await,
+                Err(SessionError::RetryConflict)
+            ),
+            "{name}: the key with other arguments"
+        );
+        assert_eq!(
+            add(retry("k2", "a")).await.unwrap(),
+            10,
+            "{name}: a new key"
+        );
+        assert_eq!(
+            s.counter("alice", &id, CounterOp::Get).await.unwrap(),
+            10,
+            "{name}"
+        );
+        let entry = |r: Retry| {
+            let (s, id) = (s.clone(), id.clone());
+            async move {
+                s.history_once("alice", &id, HistoryOp::Add("ls".into()), Some(&r))
+                    .await
+            }
+        };
+        entry(retry("h1", "x")).await.unwrap();
+        assert_eq!(entry(retry("h1", "x")).await.unwrap(), ["ls"], "{name}");
+        // Another principal's retry under the same key is no retry of alice's call.
+        assert!(
+            matches!(
+                s.counter_once("bob", &id, CounterOp::Add(1), Some(&retry("k1", "a")))
+                    .await,
+                Err(SessionError::NotFound(_))
+            ),
+            "{name}"
+        );
+    }
+}

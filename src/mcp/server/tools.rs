@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::StatefulServer;
 use crate::{
     cache::CacheStats,
-    mcp::binding::{Binding, ToolFailure, caller},
+    mcp::binding::{Binding, ToolFailure, caller, retry_of},
     primes,
     sessions::{CounterOp, HistoryOp, NewSession, SessionError},
 };
@@ -40,7 +40,7 @@ pub enum CounterOperation {
 }
 
 /// `counter` arguments.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct CounterArgs {
     /// What to do with the counter.
     pub operation: CounterOperation,
@@ -81,7 +81,7 @@ pub enum HistoryOperation {
 }
 
 /// `history` arguments.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct HistoryArgs {
     /// What to do with the history.
     pub operation: HistoryOperation,
@@ -283,7 +283,8 @@ impl StatefulServer {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<CounterArgs>,
     ) -> ToolResult {
-        let binding = Binding::of(&ctx, args.session_id)?;
+        let binding = Binding::of(&ctx, args.session_id.clone())?;
+        let retry = retry_of(&ctx, &binding, "counter", &args);
         let op = match args.operation {
             CounterOperation::Get => CounterOp::Get,
             CounterOperation::Increment => CounterOp::Add(args.step),
@@ -297,7 +298,8 @@ impl StatefulServer {
         let value = self
             .in_session(
                 &binding,
-                self.sessions.counter(binding.principal(), binding.id(), op),
+                self.sessions
+                    .counter_once(binding.principal(), binding.id(), op, retry.as_ref()),
             )
             .await?;
         let name = serde_json::to_value(args.operation)
@@ -325,7 +327,8 @@ impl StatefulServer {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<HistoryArgs>,
     ) -> ToolResult {
-        let binding = Binding::of(&ctx, args.session_id)?;
+        let binding = Binding::of(&ctx, args.session_id.clone())?;
+        let retry = retry_of(&ctx, &binding, "history", &args);
         let op = match (args.operation, args.command) {
             (HistoryOperation::List, _) => HistoryOp::List,
             (HistoryOperation::Add, Some(cmd)) if !cmd.is_empty() => HistoryOp::Add(cmd),
@@ -343,7 +346,8 @@ impl StatefulServer {
         let entries = self
             .in_session(
                 &binding,
-                self.sessions.history(binding.principal(), binding.id(), op),
+                self.sessions
+                    .history_once(binding.principal(), binding.id(), op, retry.as_ref()),
             )
             .await?;
         let text = match args.operation {

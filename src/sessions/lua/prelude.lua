@@ -3,7 +3,9 @@
 -- index TTL in ms, ARGV[4] = session id; the operation's own arguments follow. Checks the
 -- owner, slides the expiry, records the access as the session's score in its owner's
 -- index (create.lua counts live sessions by that score) and defines set_data, which keeps
--- the `bytes` total of data values and enforces its limit.
+-- the `bytes` total of data values and enforces its limit. An idempotent call adds
+-- KEYS[3] (its record, in the session's slot) and, after the operation's arguments,
+-- ARGV[#ARGV - 1] = the request's fingerprint and ARGV[#ARGV] = how long to keep it (ms).
 local key = KEYS[1]
 local owner = redis.call('HGET', key, 'owner')
 if (not owner) or owner ~= ARGV[1] then
@@ -34,4 +36,23 @@ local function set_data(field, value, max_bytes)
   end
   redis.call('HSET', key, 'bytes', bytes - old + new)
   return true
+end
+
+-- An idempotent retry gets the first reply back and changes nothing; a key reused with
+-- other arguments is refused. `finish` keeps the reply of a call that succeeded.
+local idem = KEYS[3]
+local fingerprint = idem and ARGV[#ARGV - 1]
+if idem then
+  local prior = redis.call('GET', idem)
+  if prior then
+    local record = cjson.decode(prior)
+    if record.f ~= fingerprint then return {'retry_conflict'} end
+    return record.r
+  end
+end
+local function finish(reply)
+  if idem and reply[1] == 'ok' then
+    redis.call('SET', idem, cjson.encode({f = fingerprint, r = reply}), 'PX', ARGV[#ARGV])
+  end
+  return reply
 end

@@ -220,6 +220,28 @@ impl RedisServer {
         RedisPool::new(&self.settings()).unwrap()
     }
 
+    /// Stops the process with SIGSTOP (a hung server: connections stay open, nothing is
+    /// answered) until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a [`RedisServer::pause`]d process; it then answers what it queued.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a private server")
+            .id()
+            .to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills the process (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,119 @@
+//! Exactly-once retries: a `tools/call` with an `idempotencyKey` is applied once, on any
+//! replica, and a call whose outcome is unknown (the store did not answer in time) says
+//! so and can be retried safely.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{
+    http::{create_handle, initialize_2025, meta_2026, post_json, read_reply},
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
+};
+
+/// A 2026-07-28 `tools/call` of `tool` with `args` and the `idempotencyKey` `key`.
+async fn call_with_key(url: &str, tool: &str, args: Value, key: Value) -> (StatusCode, Value) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": args, "_meta": meta_2026(), "idempotencyKey": key}});
+    let response = post_json(&reqwest::Client::new(), url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", tool)
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await
+}
+
+fn value(msg: &Value) -> Value {
+    msg["result"]["structuredContent"]["value"].clone()
+}
+
+#[tokio::test]
+async fn a_retried_call_is_applied_once_on_any_replica() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("idempotency");
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let handle = create_handle(&reqwest::Client::new(), &a.url()).await;
+    let increment = json!({"operation": "increment", "step": 3, "session_id": handle});
+
+    for replica in [&a, &b, &a] {
+        let (_, msg) =
+            call_with_key(&replica.url(), "counter", increment.clone(), json!("k1")).await;
+        assert_eq!(value(&msg), 3, "{msg}");
+    }
+    let (_, msg) = call_with_key(
+        &b.url(),
+        "counter",
+        json!({"operation": "increment", "step": 4, "session_id": handle}),
+        json!("k1"),
+    )
+    .await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    assert!(
+        msg["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("already used for a call with other arguments"),
+        "{msg}"
+    );
+    let (_, msg) = call_with_key(&b.url(), "counter", increment.clone(), json!("k2")).await;
+    assert_eq!(value(&msg), 6, "a new key is a new call: {msg}");
+
+    for bad in [json!(""), json!("x".repeat(256)), json!(7)] {
+        let (status, msg) = call_with_key(&a.url(), "counter", increment.clone(), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+        assert_eq!(msg["error"]["code"], -32602, "{msg}");
+    }
+
+    // The server announces it.
+    let response = post_json(&reqwest::Client::new(), &a.url(), &initialize_2025("probe"))
+        .send()
+        .await
+        .unwrap();
+    let (_, init) = read_reply(response).await;
+    assert_eq!(
+        init["result"]["capabilities"]["experimental"]["tools.idempotency"]["retentionSecs"], 600,
+        "{init}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_call_reports_an_unknown_outcome_and_its_retry_applies_once() {
+    let redis = RedisServer::start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("unknown-outcome"), &[]).await;
+    let handle = create_handle(&reqwest::Client::new(), &replica.url()).await;
+    let increment = json!({"operation": "increment", "session_id": handle});
+
+    redis.pause();
+    let (_, msg) = call_with_key(&replica.url(), "counter", increment.clone(), json!("u1")).await;
+    redis.resume();
+    let message = msg["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("outcome unknown"), "{msg}");
+    assert!(message.contains("idempotencyKey"), "{msg}");
+
+    // Redis ran the queued increment once it resumed; the retry must not add another.
+    let retried = crate::support::wait::retry("the retry is answered", async || {
+        let (_, msg) =
+            call_with_key(&replica.url(), "counter", increment.clone(), json!("u1")).await;
+        if msg["result"].is_object() {
+            Ok(msg)
+        } else {
+            Err(msg.to_string())
+        }
+    })
+    .await;
+    assert_eq!(value(&retried), 1, "{retried}");
+    let (_, msg) = call_with_key(
+        &replica.url(),
+        "counter",
+        json!({"operation": "get", "session_id": handle}),
+        json!("g1"),
+    )
+    .await;
+    assert_eq!(value(&msg), 1, "{msg}");
+}
