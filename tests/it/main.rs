@@ -9,6 +9,7 @@ mod decode;
 mod drain;
 mod edge;
 mod event_store;
+mod faults;
 mod metrics;
 mod outage;
 mod redis_tls;
