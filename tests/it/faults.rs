@@ -34,6 +34,10 @@ const HANG: Duration = Duration::from_secs(5);
 /// How long each scenario keeps Redis sick while it probes the replica.
 const SICK: Duration = Duration::from_millis(2500);
 
+/// Loops of each kind of request while Redis is sick: enough that more requests than
+/// the pool has connections contend for them.
+const LOOPS_PER_PROBE: usize = 3;
+
 /// Largest number of open connections one replica may hold to Redis: its pool
 /// (`redis.pool_size`, 16 by default) and a few dedicated ones (bus, blocking reads).
 const MAX_CONNECTIONS_PER_REPLICA: usize = 16 + 4;
@@ -153,7 +157,7 @@ impl SickReport {
     }
 }
 
-/// Every kind of request a replica serves, each in its own loop until `until`, each
+/// Every kind of request a replica serves, each in [`LOOPS_PER_PROBE`] loops until `until`, each
 /// answer checked: red readiness, a "retry shortly" for stateful calls (2026-07-28 tool
 /// calls, 2025-11-25 requests and initializations), metrics and liveness still served.
 async fn probe_while_sick(
@@ -173,7 +177,7 @@ async fn probe_while_sick(
         "/metrics",
         "/healthz",
     ];
-    let loops = probes.map(|probe| {
+    let loops = probes.repeat(LOOPS_PER_PROBE).into_iter().map(|probe| {
         let (http, mcp) = (http.clone(), mcp.clone());
         async move {
             let mut report = SickReport::default();
