@@ -381,9 +381,17 @@ async fn a_frozen_redis() {
 }
 
 #[tokio::test]
-async fn a_slow_network_to_redis() {
+async fn a_network_to_redis_slower_than_the_connect_timeout() {
     let delay = Duration::from_millis(1000);
-    survive("delay", Fault::Network(Mode::Delay(delay)), false).await;
+    survive("delay 1000ms", Fault::Network(Mode::Delay(delay)), false).await;
+}
+
+/// Connections open in time, and then every command times out: the slowest case, a
+/// checkout's wait and connect followed by a command's timeout.
+#[tokio::test]
+async fn a_network_to_redis_slower_than_the_command_timeout() {
+    let delay = Duration::from_millis(300);
+    survive("delay 300ms", Fault::Network(Mode::Delay(delay)), false).await;
 }
 
 #[tokio::test]
