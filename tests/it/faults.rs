@@ -273,7 +273,7 @@ async fn increment(http: &Client, mcp: &str, handle: &str) -> Result<i64, String
 /// connections and tasks.
 async fn survive(name: &str, fault: Fault, persistent: bool) {
     let mut sick = SickRedis::start(fault, persistent).await;
-    let replica = Replica::start(&sick.url(), &unique_prefix("faults"), &[]).await;
+    let mut replica = Replica::start(&sick.url(), &unique_prefix("faults"), &[]).await;
     let http = Client::new();
     let mcp = replica.url();
     let handle = create_handle(&http, &mcp).await;
@@ -354,6 +354,8 @@ async fn survive(name: &str, fault: Fault, persistent: bool) {
     })
     .await;
 
+    // Its server task ends without an error or a panic.
+    replica.stop().await;
     eprintln!(
         "fault {name}: {} answers while sick, worst {:?} ({:?}); ready {:?} and first \
          stateful call {:?} after Redis returned",
