@@ -189,7 +189,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Largest number of pooled multiplexed connections.
     pub pool_size: usize,
-    /// How long a request waits for a pooled connection.
+    /// How long a request waits for a free pooled connection; waiting and connecting
+    /// together take at most the longer of this and `connect_timeout_ms`.
     pub pool_wait_timeout_ms: u64,
     /// How long one command may take before it fails.
     pub command_timeout_ms: u64,

@@ -5,6 +5,10 @@
 //! round trip per request), and it cannot set redis-rs's command and connect timeouts.
 //! Here a checkout costs nothing on a connection that worked, and a connection whose
 //! command failed at the transport level is dropped instead of going back to the pool.
+//!
+//! deadpool bounds the wait for a free slot and the opening of a connection separately,
+//! so a checkout that got its slot just before the wait ran out could then spend the
+//! whole connect timeout too; [`RedisPool::get`] bounds the checkout as a whole.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -38,6 +42,8 @@ pub struct RedisPool {
     connection_config: AsyncConnectionConfig,
     command_timeout: Duration,
     connect_timeout: Duration,
+    /// The most a checkout may take, waiting and connecting together.
+    checkout_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -117,20 +123,29 @@ impl RedisPool {
             connection_config,
             command_timeout,
             connect_timeout,
+            checkout_timeout: wait.max(connect_timeout),
         })
     }
 
-    /// Checks out a connection.
+    /// Checks out a connection, within the longer of `redis.pool_wait_timeout_ms` and
+    /// `redis.connect_timeout_ms` in all, so a request that needs Redis answers within
+    /// that plus `redis.command_timeout_ms` per command.
     ///
     /// # Errors
-    /// [`RedisPoolError::Unavailable`] when none is free or can be opened within the
-    /// configured wait.
+    /// [`RedisPoolError::Unavailable`] when none is free or can be opened in time.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a connection being opened for a cancelled checkout is dropped and
+    /// its slot freed.
     pub async fn get(&self) -> Result<PooledConnection, RedisPoolError> {
-        self.pool
-            .get()
-            .await
-            .map(|inner| PooledConnection { inner })
-            .map_err(|e| RedisPoolError::Unavailable(e.to_string()))
+        match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
+            Ok(Ok(inner)) => Ok(PooledConnection { inner }),
+            Ok(Err(e)) => Err(RedisPoolError::Unavailable(e.to_string())),
+            Err(_) => Err(RedisPoolError::Unavailable(format!(
+                "no connection within {:?}",
+                self.checkout_timeout
+            ))),
+        }
     }
 
     /// Opens a connection outside the pool with no response timeout, for blocking
@@ -331,6 +346,38 @@ impl managed::Manager for Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkout that gets its slot late in its wait still ends within the longer of
+    /// the wait and the connect timeout, on a server that accepts connections and never
+    /// answers (as a frozen Redis does).
+    #[tokio::test(start_paused = true)]
+    async fn a_checkout_ends_within_the_longer_of_its_wait_and_connect_timeouts() {
+        // Bound and never accepted: connects complete in the kernel, nothing answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = RedisSettings {
+            url: format!("redis://{}", silent.local_addr().unwrap()),
+            tls_ca_file: Default::default(),
+            key_prefix: "t".into(),
+            pool_size: 1,
+            pool_wait_timeout_ms: 500,
+            command_timeout_ms: 500,
+            connect_timeout_ms: 1000,
+        };
+        let pool = RedisPool::new(&settings).unwrap();
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Gets the slot the first checkout frees at 1 s (after a 400 ms wait), then would
+        // spend the whole connect timeout on a connection of its own.
+        let started = tokio::time::Instant::now();
+        let second = pool.get().await;
+        let took = started.elapsed();
+        assert!(second.is_err());
+        assert!(!first.await.unwrap());
+        assert!(took <= Duration::from_millis(1000), "{took:?}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {

@@ -9,6 +9,7 @@ mod decode;
 mod drain;
 mod edge;
 mod event_store;
+mod faults;
 mod idempotency;
 mod metrics;
 mod outage;

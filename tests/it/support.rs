@@ -7,6 +7,7 @@
 //!   runs on;
 //! - [`client`]: rmcp clients of both protocol eras and readers of their results;
 //! - [`http`]: raw HTTP requests, for what a client library would not send;
+//! - [`proxy`]: a TCP proxy in front of a Redis that delays, blackholes or resets;
 //! - [`wait`]: the one way to wait: poll until a deadline, or bound a future by it.
 
 // The integration tests and each benchmark use a different subset of these helpers.
@@ -20,6 +21,8 @@ pub mod client;
 pub mod http;
 #[path = "support/node.rs"]
 pub mod node;
+#[path = "support/proxy.rs"]
+pub mod proxy;
 #[path = "support/redis_server.rs"]
 pub mod redis_server;
 #[path = "support/replica.rs"]

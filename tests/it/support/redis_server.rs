@@ -26,11 +26,25 @@ pub struct RedisServer {
     extra_args: Vec<String>,
     /// The CA to trust for `rediss://`.
     tls_ca: Option<PathBuf>,
+    /// Whether every write goes to an append-only file in `dir` before it is
+    /// acknowledged, so a restart keeps the data.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts a private server (never the shared one on 6379).
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Starts a private server that writes every change to its append-only file before
+    /// acknowledging it (`--appendonly yes --appendfsync always`), so a kill and a
+    /// [`RedisServer::restart`] lose no acknowledged write.
+    pub async fn start_persistent() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("smcp-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -41,6 +55,7 @@ impl RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             extra_args: Vec::new(),
             tls_ca: None,
+            persistent,
         };
         server.spawn().await;
         server
@@ -145,6 +160,7 @@ impl RedisServer {
             tls_ca: Some(dir.join("ca.crt")),
             dir,
             extra_args,
+            persistent: false,
         };
         server.spawn().await;
         server
@@ -161,12 +177,18 @@ impl RedisServer {
                 url,
                 extra_args: Vec::new(),
                 tls_ca: None,
+                persistent: false,
             },
             _ => Self::start().await,
         }
     }
 
     async fn spawn(&mut self) {
+        let persistence: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new(redis_server_binary())
             .args([
                 "--port",
@@ -175,13 +197,12 @@ impl RedisServer {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
                 "--dir",
                 self.dir.to_str().unwrap(),
                 "--maxmemory-policy",
                 "noeviction",
             ])
+            .args(persistence)
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -220,28 +241,6 @@ impl RedisServer {
         RedisPool::new(&self.settings()).unwrap()
     }
 
-    /// Stops the process with SIGSTOP (a hung server: connections stay open, nothing is
-    /// answered) until [`RedisServer::resume`].
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Resumes a [`RedisServer::pause`]d process; it then answers what it queued.
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .expect("a private server")
-            .id()
-            .to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
     /// Kills the process (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -250,10 +249,35 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (data is gone: persistence is off).
+    /// Starts it again on the same port, with the data of its append-only file when it
+    /// is [persistent](RedisServer::start_persistent), else empty.
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
+    }
+
+    /// Freezes the process (`SIGSTOP`): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [paused](RedisServer::pause) process run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a private, running server");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// A plain connection for assertions on raw keys.
