@@ -11,8 +11,8 @@
 //!    round trip: slides its expiry and finds out whether it still exists) and marks the
 //!    request with the [`TransportSession`] the tools may bind to; an expired or deleted
 //!    session, or one of another principal, gets 404 on every replica, an unreachable
-//!    store 503 with `Retry-After`; a DELETE removes the stored session here, for its
-//!    owner only;
+//!    store 503 with `Retry-After`; a DELETE rmcp accepted removes the stored session
+//!    here, for its owner only;
 //! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
 //!    that into a bare 500), and answers 400, 429 or 503 from it.
@@ -256,21 +256,22 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // The session this request may act on: confirmed for its caller before rmcp runs,
+    // and for a DELETE removed from the store only after rmcp accepted the request
+    // (its Host and Origin checks come first).
+    let mut confirmed = None;
     if let Some(id) = session
         && envelope.legacy
     {
-        let checked = if parts.method == Method::DELETE {
-            edge.delete_session(&principal, &id).await
-        } else {
-            edge.check_session(&principal, &id).await
-        };
-        match checked {
-            Ok(()) => {
-                parts.extensions.insert(TransportSession(id));
-            }
-            Err(e) => return edge.refuse(e, label, started),
+        if let Err(e) = edge.check_session(&principal, &id).await {
+            return edge.refuse(e, label, started);
         }
+        parts.extensions.insert(TransportSession(id.clone()));
+        confirmed = Some(id);
     }
+    let deleting = (parts.method == Method::DELETE)
+        .then(|| confirmed.map(|id| (principal.clone(), id)))
+        .flatten();
     parts.extensions.insert(principal);
     if let Some(key) = envelope.idempotency_key {
         parts.extensions.insert(IdempotencyKey(key));
@@ -281,6 +282,12 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     let response = next.run(Request::from_parts(parts, body)).await;
     if let Some(refusal) = slot.take() {
         return edge.refuse(refusal, label, started);
+    }
+    if let Some((principal, id)) = deleting
+        && response.status().is_success()
+        && let Err(e) = edge.delete_session(&principal, &id).await
+    {
+        return edge.refuse(e, label, started);
     }
     if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         // The content type was right, so rmcp could not read the message itself.
@@ -323,8 +330,8 @@ impl Edge {
         }
     }
 
-    /// Ends `principal`'s stored session `id` (an HTTP DELETE); rmcp then closes the
-    /// local worker.
+    /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
+    /// closed the local worker).
     async fn delete_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);

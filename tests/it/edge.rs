@@ -227,3 +227,22 @@ async fn logs_carry_session_fingerprints_never_the_ids() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_delete_refused_for_its_host_leaves_the_session_alive() {
+    let replica = memory_replica().await;
+    let http = reqwest::Client::new();
+    let session = legacy_session(&replica.url()).await;
+    let refused = crate::support::http::legacy_delete(&http, &replica.url(), &session)
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let alive = legacy_post(&http, &replica.url(), &session, &ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), StatusCode::OK);
+}
