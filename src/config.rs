@@ -26,6 +26,30 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Who may call, and how callers prove it.
     pub auth: AuthSettings,
+    /// Requests per principal, shared by every replica.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Per-principal request rate limits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per principal across all replicas; 0 = no limit.
+    pub requests_per_sec: u32,
+    /// Requests a principal may make at once above the sustained rate.
+    pub burst: u32,
+    /// What a request gets when the limiter's Redis cannot be reached: `open` (served)
+    /// or `closed` (503).
+    pub on_redis_error: FailMode,
+}
+
+/// Whether requests pass or fail when a check cannot be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Serve the request.
+    Open,
+    /// Refuse the request.
+    Closed,
 }
 
 /// How callers authenticate.
@@ -417,6 +441,9 @@ impl Settings {
         }
         if self.store.backend == Backend::Redis {
             check_redis_url("redis.url", &self.redis.url)?;
+        }
+        if self.rate_limit.requests_per_sec > 0 {
+            positive("rate_limit.burst", u64::from(self.rate_limit.burst))?;
         }
         self.auth.validate()
     }

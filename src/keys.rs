@@ -58,6 +58,11 @@ impl Keys {
         format!("{}:{{p:{principal}}}:sessions", self.prefix)
     }
 
+    /// One principal's request budget (rate limiting), in the slot of its session index.
+    pub fn rate_limit(&self, principal: &str) -> String {
+        format!("{}:{{p:{principal}}}:rate", self.prefix)
+    }
+
     /// The sorted set of every session id, scored by creation time.
     pub fn all_sessions(&self) -> String {
         format!("{}:sessions", self.prefix)

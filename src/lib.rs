@@ -27,6 +27,7 @@
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
+//! - [`rate_limit`]: per-principal request budgets shared through Redis.
 //! - [`metrics`]: the Prometheus registry of the replica.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
 //! - [`ids`]: unguessable ids for sessions and handles.
@@ -57,6 +58,7 @@ pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod primes;
+pub mod rate_limit;
 pub mod redis_pool;
 pub mod sessions;
 pub mod startup;

@@ -110,6 +110,7 @@ where
 
     let edge = Edge {
         auth: state.auth.clone(),
+        rate_limit: state.rate_limit.clone(),
         sessions: state.sessions.clone(),
         metrics: state.metrics.clone(),
         manager,

@@ -14,6 +14,7 @@ use crate::{
     cpu::CpuPool,
     keys::Keys,
     metrics::Metrics,
+    rate_limit::RateLimiter,
     redis_pool::RedisPool,
     sessions::{RedisSessions, Sessions},
 };
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Authenticates the callers of `/mcp`.
     pub auth: Arc<Authenticator>,
+    /// Per-principal request budgets.
+    pub rate_limit: RateLimiter,
     /// In-flight tool calls, which a drain waits for.
     pub calls: TaskTracker,
     /// Fired once the HTTP server is done, to stop the background tasks.
@@ -122,6 +125,10 @@ impl AppState {
             cache.clone(),
             cpu.clone(),
         );
+        let rate_limit = RateLimiter::new(
+            &settings.rate_limit,
+            redis.clone().map(|pool| (pool, keys.clone())),
+        );
         Ok(Self {
             settings: Arc::new(settings),
             replica_id,
@@ -135,6 +142,7 @@ impl AppState {
             bus,
             metrics,
             auth,
+            rate_limit,
             calls: TaskTracker::new(),
             background,
             tasks,

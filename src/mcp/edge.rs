@@ -2,7 +2,8 @@
 //!
 //! For each request it
 //! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
-//!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
+//!    RFC 9728 metadata), spends one token of its rate limit (429 with `Retry-After`)
+//!    and puts its [`Principal`] in the request's extensions;
 //! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
@@ -40,6 +41,7 @@ use super::{
 use crate::{
     auth::{Authenticator, Principal},
     metrics::Metrics,
+    rate_limit::{RateLimitError, RateLimiter},
     sessions::Sessions,
 };
 
@@ -92,6 +94,14 @@ pub enum EdgeError {
         /// `session.max_client_metadata_bytes`.
         limit: usize,
     },
+    /// The principal spent its request budget: 429 with `Retry-After`.
+    #[error(
+        "Too Many Requests: the request rate limit is reached; retry after {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// Whole seconds until a request is allowed again.
+        retry_after_secs: u64,
+    },
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
@@ -108,7 +118,7 @@ impl EdgeError {
             | Self::ClientMetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
-            Self::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManySessions | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -143,6 +153,11 @@ impl IntoResponse for EdgeError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             Self::Unauthorized {
                 challenge: Some(challenge),
@@ -201,6 +216,7 @@ impl RefusalSlot {
 #[derive(Clone)]
 pub(crate) struct Edge {
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) rate_limit: RateLimiter,
     pub(crate) sessions: Sessions,
     pub(crate) metrics: Metrics,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
@@ -220,6 +236,16 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             return edge.refuse(EdgeError::Unauthorized { challenge }, None, started);
         }
     };
+    match edge.rate_limit.check(principal.as_str()).await {
+        Ok(()) => {}
+        Err(RateLimitError::Limited(wait)) => {
+            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, None, started);
+        }
+        Err(RateLimitError::Unavailable) => {
+            return edge.refuse(EdgeError::Unavailable, None, started);
+        }
+    }
     let header_version = parts
         .headers
         .get(VERSION_HEADER)

@@ -22,10 +22,10 @@ use crate::support::{
 const RESOURCE: &str = "http://127.0.0.1/mcp";
 
 /// A private directory for one test's key files, removed on drop.
-struct KeyDir(PathBuf);
+pub(crate) struct KeyDir(PathBuf);
 
 impl KeyDir {
-    fn new(test: &str) -> Self {
+    pub(crate) fn new(test: &str) -> Self {
         let dir = std::env::temp_dir().join(unique_prefix(test));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -47,7 +47,7 @@ impl Drop for KeyDir {
     }
 }
 
-fn api_keys_file(dir: &KeyDir, keys: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn api_keys_file(dir: &KeyDir, keys: &[(&str, &str)]) -> PathBuf {
     let lines: String = keys
         .iter()
         .map(|(principal, key)| format!("{principal} {:x}\n", Sha256::digest(key.as_bytes())))
@@ -55,7 +55,7 @@ fn api_keys_file(dir: &KeyDir, keys: &[(&str, &str)]) -> PathBuf {
     dir.write("api-keys", &format!("# principal sha256(key)\n{lines}"))
 }
 
-fn api_key_env(path: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn api_key_env(path: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("STATEFUL_MCP__AUTH__MODE", "api_keys".into()),
         (
@@ -70,7 +70,7 @@ fn api_key_env(path: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(crate) fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 

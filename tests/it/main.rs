@@ -13,6 +13,7 @@ mod faults;
 mod idempotency;
 mod metrics;
 mod outage;
+mod rate_limit;
 mod redis_tls;
 mod replicas;
 mod round_trips;

@@ -1,0 +1,70 @@
+//! Per-principal rate limits shared by the replicas: a burst, then 429 with
+//! `Retry-After`; other principals unaffected; requests still served while the
+//! limiter's Redis is down (`on_redis_error = "open"`).
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    auth::{KeyDir, api_key_env, api_keys_file, as_refs},
+    support::{
+        http::{bearer_client, meta_2026, post_json},
+        redis_server::{RedisServer, unique_prefix},
+        replica::Replica,
+    },
+};
+
+/// A 2026-07-28 `tools/list` (no Redis needed to answer it) with `client`.
+async fn list(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": meta_2026()}});
+    post_json(client, url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/list")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_principal_gets_its_burst_across_replicas_then_429() {
+    let dir = KeyDir::new("rate");
+    let mut env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC", "1".into()));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__BURST", "5".into()));
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix("rate");
+    let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let b = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+
+    let mut served = 0;
+    let mut limited = Vec::new();
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let response = list(&alice, &replica.url()).await;
+        match response.status() {
+            StatusCode::OK => served += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited.push(response),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The burst of 5, plus at most one token refilled while the requests ran.
+    assert!((5..=6).contains(&served), "served {served}");
+    let refused = &limited[0];
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Another principal has a budget of its own.
+    assert_eq!(list(&bob, &a.url()).await.status(), StatusCode::OK);
+
+    // Redis down: the limiter fails open (configurable), so what needs no Redis is served.
+    redis.kill();
+    assert_eq!(list(&bob, &b.url()).await.status(), StatusCode::OK);
+}
