@@ -14,10 +14,10 @@ started=$(date +%s)
 
 engine=""
 if ! docker info >/dev/null 2>&1; then
-  offline=../shared/docker/offline-docker.sh
-  [ -x "$offline" ] || { echo "no Docker engine and no $offline" >&2; exit 1; }
+  offline=${OFFLINE_DOCKER_SCRIPT:-../shared/docker/offline-docker.sh}
+  [ -f "$offline" ] || { echo "no Docker engine and no $offline" >&2; exit 1; }
   echo "--- starting a private Docker engine"
-  eval "$("$offline" start)"
+  eval "$(bash "$offline" start)"
   engine=$offline
 fi
 
@@ -29,7 +29,7 @@ compose=(docker compose -p "$project")
 cleanup() {
   "${compose[@]}" logs --no-color --tail 30 lb > target/compose-smoke-lb.log 2>&1 || true
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-  if [ -n "$engine" ]; then "$engine" stop >/dev/null 2>&1 || true; fi
+  if [ -n "$engine" ]; then bash "$engine" stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 mkdir -p target
