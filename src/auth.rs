@@ -164,22 +164,12 @@ impl Authenticator {
     /// # Errors
     /// [`AuthError`] when a token is required and missing or invalid.
     pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, AuthError> {
-        if let Mode::None = self.mode {
-            return Ok(Principal::anonymous());
-        }
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
         match &self.mode {
-            Mode::None => unreachable!("handled above"),
-            Mode::ApiKeys(keys) => keys.current().principal(token),
-            Mode::Jwt { keys, validation } => keys.current().principal(token, validation),
+            Mode::None => Ok(Principal::anonymous()),
+            Mode::ApiKeys(keys) => keys.current().principal(bearer(headers)?),
+            Mode::Jwt { keys, validation } => {
+                keys.current().principal(bearer(headers)?, validation)
+            }
         }
     }
 
@@ -205,6 +195,19 @@ impl Authenticator {
             Mode::Jwt { keys, .. } => keys.reload(),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer` header (the only place a token is read).
+fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)
 }
 
 /// The metadata URL of `resource` (RFC 9728 §3.1: the well-known path goes between the
