@@ -182,6 +182,9 @@ pub struct ServerSettings {
     pub keepalive_drain_secs: u64,
     /// SSE keep-alive comment interval.
     pub sse_keep_alive_secs: u64,
+    /// How long a client may take to send a request's head (line and headers) before
+    /// its connection is closed.
+    pub header_read_timeout_secs: u64,
 }
 
 /// Storage backend choice.

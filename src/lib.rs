@@ -14,7 +14,8 @@
 //!   cache, bus, metrics, shutdown tokens, task trackers), built once from the settings.
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
-//!   that lets a drain serve what the backlog already holds.
+//!   that lets a drain serve what the backlog already holds; [`serve`] serves its
+//!   connections with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp. [`mcp::endpoint`] builds `/mcp`: the edge
 //!   ([`mcp::edge`]), rmcp's Streamable HTTP service over our session manager, session
@@ -60,6 +61,7 @@ pub mod metrics;
 pub mod primes;
 pub mod rate_limit;
 pub mod redis_pool;
+pub mod serve;
 pub mod sessions;
 pub mod startup;
 pub mod state;

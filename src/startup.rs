@@ -108,9 +108,14 @@ impl Application {
         let close_connections = CancellationToken::new();
         let listener =
             DrainingListener::new(listener, stop_accepting.clone(), backlog_drained.clone())?;
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(close_connections.clone().cancelled_owned())
-            .into_future();
+        let header_read_timeout =
+            Duration::from_secs(state.settings.server.header_read_timeout_secs);
+        let serve = crate::serve::serve(
+            listener,
+            router,
+            header_read_timeout,
+            close_connections.clone(),
+        );
 
         let steps = {
             let state = state.clone();
@@ -142,7 +147,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = serve => result.context("http server")?,
+            () = serve => {}
             () = steps => unreachable!("the drain steps never finish on their own"),
             () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
         }

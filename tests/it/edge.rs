@@ -246,3 +246,48 @@ async fn a_delete_refused_for_its_host_leaves_the_session_alive() {
         .unwrap();
     assert_eq!(alive.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off_and_streams_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let replica = Replica::memory(&[
+        ("STATEFUL_MCP__SERVER__HEADER_READ_TIMEOUT_SECS", "1"),
+        ("STATEFUL_MCP__SERVER__SSE_KEEP_ALIVE_SECS", "1"),
+    ])
+    .await;
+    // A head sent in part and never finished.
+    let mut slow = tokio::net::TcpStream::connect(replica.addr).await.unwrap();
+    slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the server closes the connection, not the test's patience");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).contains("408"),
+        "{closed:?}"
+    );
+
+    // An SSE stream lives on past the head deadline: keep-alives keep arriving.
+    let session = legacy_session(&replica.url()).await;
+    let mut stream = reqwest::Client::new()
+        .get(replica.url())
+        .header("Accept", "text/event-stream")
+        .header("Mcp-Session-Id", &session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    while started.elapsed() < std::time::Duration::from_millis(3_500) {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => received += chunk.len(),
+            other => panic!("the stream ended early: {other:?}"),
+        }
+    }
+    assert!(received > 0);
+}
