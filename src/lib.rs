@@ -34,16 +34,19 @@
 //! - [`ids`]: unguessable ids for sessions and handles.
 //!
 //! ## A request's path
-//! axum accepts the connection (TCP_NODELAY) → [`http`] gives it an id and a span →
-//! the [`mcp::edge`] reads the body once into an envelope (method, id, era, tool,
-//! handle), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
-//! touches the stored transport session (404 when gone, 503 when the store is down) →
+//! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
+//! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller
+//! and spends its rate limit, reads the body once into an envelope (method, id, era,
+//! tool, handle, idempotency key), refuses what is not JSON-RPC, labels metrics, and
+//! for a 2025-era request touches the caller's stored transport session (404 when gone
+//! or another principal's, 503 when the store is down) →
 //! rmcp's `StreamableHttpService` validates Host/Origin and the protocol headers and
 //! picks the era; 2025-era requests reach their session through our session manager
 //! (restored from the store on any replica) → the handler in [`mcp::server`] times and
 //! tracks the tool call → the tool binds its state session ([`mcp::binding`]: the
 //! `session_id` handle, or the session the edge confirmed) → one Redis script in
-//! [`sessions`] checks the owner, slides the expiry and applies the operation.
+//! [`sessions`] checks the owner, slides the expiry and applies the operation (at most
+//! once per idempotency key).
 
 #![warn(missing_docs)]
 
