@@ -14,9 +14,14 @@ const ID_BYTES: usize = 20;
 pub fn mint() -> String {
     let mut bytes = [0u8; ID_BYTES];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    hex(&bytes)
+}
+
+/// `bytes` as lowercase hex: how ids, fingerprints and key digests are written.
+pub fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
-        .fold(String::with_capacity(ID_BYTES * 2), |mut s, b| {
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })
@@ -33,13 +38,7 @@ pub fn is_well_formed(id: &str) -> bool {
 /// a bearer credential for its state).
 pub fn fingerprint(id: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(id.as_bytes()).iter().take(6).fold(
-        String::with_capacity(12),
-        |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        },
-    )
+    hex(&sha2::Sha256::digest(id.as_bytes())[..6])
 }
 
 #[cfg(test)]

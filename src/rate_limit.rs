@@ -246,6 +246,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
+        let mut redis = crate::config::Settings::load_with_env(None, Vec::new())
+            .unwrap()
+            .redis;
+        // Nothing listens on port 1 of loopback: every checkout is refused at once.
+        redis.url = "redis://127.0.0.1:1".into();
+        let shared = || Some((RedisPool::new(&redis).unwrap(), Keys::new("t")));
+        let open = RateLimiter::new(&settings(1, 1), shared());
+        assert_eq!(open.check("alice").await, Ok(()));
+        let mut closed = settings(1, 1);
+        closed.on_redis_error = FailMode::Closed;
+        let closed = RateLimiter::new(&closed, shared());
+        assert_eq!(
+            closed.check("alice").await,
+            Err(RateLimitError::Unavailable)
+        );
+    }
+
+    #[tokio::test]
     async fn off_when_the_rate_is_zero() {
         let limiter = RateLimiter::new(&settings(0, 1), None);
         for _ in 0..100 {

@@ -120,12 +120,6 @@ pub(crate) fn retry_of<A: Serialize>(
         .extensions
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<IdempotencyKey>())?;
-    let hex = |digest: &[u8]| {
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     let scope = Sha256::new()
         .chain_update(binding.principal())
         .chain_update([0])
@@ -139,8 +133,8 @@ pub(crate) fn retry_of<A: Serialize>(
         .chain_update(serde_json::to_vec(args).unwrap_or_default())
         .finalize();
     Some(Retry {
-        key: hex(&scope),
-        fingerprint: hex(&fingerprint),
+        key: crate::ids::hex(&scope),
+        fingerprint: crate::ids::hex(&fingerprint),
     })
 }
 

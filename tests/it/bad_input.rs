@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use crate::support::{
     http::{
-        initialize_2025, legacy_session, meta_2026, post_body, post_json, read_reply, tool_text,
-        tools_call_2026, tools_call_2026_with_meta,
+        expect_jsonrpc_error, initialize_2025, legacy_session, meta_2026, post_body, post_json,
+        read_reply, tool_text, tools_call_2026, tools_call_2026_with_meta,
     },
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
@@ -221,17 +221,9 @@ async fn deeply_nested_bodies_are_refused_and_the_server_survives() {
             .send()
             .await
             .unwrap();
-        let (status, msg) = read_reply(response).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
         // Valid JSON, but deeper than any MCP message: an invalid request.
-        assert_eq!(msg["error"]["code"], -32600, "{msg}");
-        assert!(
-            msg["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("recursion limit"),
-            "{msg}"
-        );
+        let message = expect_jsonrpc_error(response, -32600).await;
+        assert!(message.contains("recursion limit"), "{message}");
     }
     still_serves(&replica.url()).await;
 }
@@ -264,16 +256,8 @@ async fn oversized_client_metadata_is_refused_and_not_stored() {
         .await
         .unwrap();
     assert!(response.headers().get("mcp-session-id").is_none());
-    let (status, msg) = read_reply(response).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
-    assert_eq!(msg["error"]["code"], -32602, "{msg}");
-    assert!(
-        msg["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("1024 bytes"),
-        "{msg}"
-    );
+    let message = expect_jsonrpc_error(response, -32602).await;
+    assert!(message.contains("1024 bytes"), "{message}");
     assert_eq!(stored_sessions().await, 0);
 
     // A 2026-07-28 `session_create` whose clientInfo is too large: an error result.

@@ -5,8 +5,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::{
-    http::{legacy_post, legacy_session, meta_2026, post_json, read_reply, tool_text},
-    replica::Replica,
+    http::{
+        expect_jsonrpc_error, legacy_post, legacy_session, meta_2026, post_json, read_reply,
+        tool_text,
+    },
+    replica::{Replica, metric_value},
 };
 
 async fn memory_replica() -> Replica {
@@ -45,13 +48,11 @@ async fn method_names_a_client_chooses_never_become_metric_labels() {
         .unwrap();
     assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     assert!(!text.contains("evil"), "{text}");
-    let other = text
-        .lines()
-        .find(|l| {
-            l.starts_with("stateful_mcp_mcp_requests_total") && l.contains("method=\"other\"")
-        })
-        .unwrap_or_else(|| panic!("no `other` series: {text}"));
-    assert!(other.ends_with(" 21"), "{other}");
+    let other = metric_value(
+        &text,
+        &["stateful_mcp_mcp_requests_total", "method=\"other\""],
+    );
+    assert_eq!(other, Some(21.0), "{text}");
 }
 
 #[tokio::test]
@@ -105,9 +106,7 @@ async fn messages_rmcp_cannot_read_are_invalid_requests_and_unknown_sessions_404
         .send()
         .await
         .unwrap();
-    let (status, msg) = read_reply(response).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
-    assert_eq!(msg["error"]["code"], -32600, "{msg}");
+    expect_jsonrpc_error(response, -32600).await;
 
     for unknown in ["not-a-session-id".to_owned(), stateful_mcp::ids::mint()] {
         let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});

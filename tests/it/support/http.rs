@@ -78,6 +78,17 @@ pub async fn read_reply(response: reqwest::Response) -> (StatusCode, Value) {
     (status, message)
 }
 
+/// Reads a reply that must be HTTP 400 with the JSON-RPC error `code`; its message.
+pub async fn expect_jsonrpc_error(response: reqwest::Response, code: i64) -> String {
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    assert_eq!(msg["error"]["code"], code, "{msg}");
+    msg["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The text of the first content block of a raw reply's tool result.
 pub fn tool_text(msg: &Value) -> String {
     msg["result"]["content"][0]["text"]
