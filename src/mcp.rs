@@ -22,6 +22,9 @@ pub mod server;
 mod session_manager;
 mod session_store;
 
+#[doc(hidden)]
+pub use self::envelope::check_decoder;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;

@@ -172,6 +172,47 @@ impl Envelope {
     }
 }
 
+/// Decodes `body` as the edge does and checks what the rest of the server relies on,
+/// panicking when a property breaks: this is the fuzz target's oracle (`fuzz/`).
+///
+/// - decoding never panics, whatever the bytes;
+/// - a body that is not JSON is never accepted;
+/// - everything kept is bounded: method, tool and version strings at most
+///   [`MAX_FIELD`] bytes, an idempotency key 1..=255 characters, a handle only when it is
+///   a well-formed server id;
+/// - the metric label is a known method, `other` or `response`, never client text;
+/// - every refusal renders as an HTTP response with a 4xx status.
+#[doc(hidden)]
+pub fn check_decoder(body: &[u8], header_version: Option<&str>) {
+    use axum::response::IntoResponse;
+    match Envelope::parse(body, header_version) {
+        Ok(envelope) => {
+            assert!(
+                serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
+                "accepted a body that is not JSON"
+            );
+            for field in [&envelope.method, &envelope.tool] {
+                assert!(field.as_ref().is_none_or(|s| s.len() <= MAX_FIELD));
+            }
+            if let Some(key) = &envelope.idempotency_key {
+                assert!((1..=MAX_IDEMPOTENCY_KEY).contains(&key.chars().count()));
+            }
+            if let Some(handle) = &envelope.handle {
+                assert!(crate::ids::is_well_formed(handle));
+            }
+            let label = envelope.method_label();
+            assert!(
+                KNOWN_METHODS.contains(&label) || label == "other" || label == "response",
+                "metric label {label:?} is client text"
+            );
+        }
+        Err(error) => {
+            let status = error.into_response().status();
+            assert!(status.is_client_error(), "a refusal answered {status}");
+        }
+    }
+}
+
 /// The top level of a JSON-RPC message, borrowed from the body.
 #[derive(Deserialize)]
 struct Wire<'a> {

@@ -102,6 +102,8 @@ fn arbitrary_bodies_get_an_answer_and_never_a_server_error() {
             } else {
                 &[]
             };
+            // The decoder's own invariants (the fuzz target's oracle), then the whole path.
+            stateful_mcp::mcp::check_decoder(&body, stateless.then_some("2026-07-28"));
             let (status, text) = rt.block_on(post(&router, body, headers));
             prop_assert!(!status.is_server_error(), "{status}: {text}");
             if status.is_client_error() {
