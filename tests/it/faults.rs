@@ -3,7 +3,8 @@
 //! or resets its connections — while a replica keeps answering: every request within a
 //! bound, a clear "retry shortly" for what needs Redis, `/readyz` red until Redis is back
 //! and green soon after, no connection or task left behind. Then the same faults under
-//! concurrent increments across three replicas: no acknowledged increment is lost.
+//! concurrent increments across three replicas: no acknowledged increment is lost, and
+//! increments retried under idempotency keys apply once each.
 //!
 //! The timed assertions only catch hangs ([`HANG`]); each scenario prints its worst
 //! latencies and its recovery time (run with `--nocapture` to see them).
@@ -21,7 +22,10 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    http::{call_2026, create_handle, initialize_2025, legacy_post, legacy_session, post_json},
+    http::{
+        call_2026, call_2026_keyed, create_handle, initialize_2025, legacy_post, legacy_session,
+        post_json,
+    },
     proxy::{Mode, Proxy},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
@@ -416,10 +420,17 @@ struct Tally {
     other: u64,
 }
 
-#[tokio::test]
-async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
+/// Three replicas behind a round-robin hop over a persistent Redis behind a proxy, and
+/// a handle; runs `CLIENTS` copies of `client` while Redis is crashed and restarted,
+/// frozen, and blackholed in turn (calm spells between), then sets the stop flag and
+/// waits for them. The clients' results, the final counter and the replicas' shares.
+async fn increments_through_faults<T, F, Fut>(client: F) -> (Vec<T>, u64, Vec<usize>)
+where
+    T: Send + 'static,
+    F: Fn(usize, Client, String, String, Arc<AtomicBool>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
     const CLIENTS: usize = 6;
-    const MAX_CALLS_PER_CLIENT: usize = 400;
     let mut sick = SickRedis::start_proxied_persistent().await;
     let prefix = unique_prefix("faults-concurrent");
     let mut replicas = Vec::new();
@@ -433,30 +444,10 @@ async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (stop, mcp, handle) = (stop.clone(), mcp.clone(), handle.clone());
-            tokio::spawn(async move {
-                // A new connection per call, so the hop spreads calls over the replicas.
-                let http = Client::builder().pool_max_idle_per_host(0).build().unwrap();
-                let mut tally = Tally::default();
-                for _ in 0..MAX_CALLS_PER_CLIENT {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let (answer, _) = timed("an increment", increment(&http, &mcp, &handle)).await;
-                    match answer {
-                        Ok(_) => tally.acknowledged += 1,
-                        Err(e) if e.contains("retry shortly") || e.contains("outcome unknown") => {
-                            tally.unknown += 1
-                        }
-                        Err(e) => {
-                            eprintln!("increment failed otherwise: {e}");
-                            tally.other += 1;
-                        }
-                    }
-                }
-                tally
-            })
+        .map(|n| {
+            // A new connection per call, so the hop spreads calls over the replicas.
+            let http = Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            tokio::spawn(client(n, http, mcp.clone(), handle.clone(), stop.clone()))
         })
         .collect();
 
@@ -471,12 +462,9 @@ async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
     tokio::time::sleep(calm).await;
     stop.store(true, Ordering::Relaxed);
 
-    let mut total = Tally::default();
+    let mut results = Vec::new();
     for client in clients {
-        let tally = client.await.expect("no client panicked");
-        total.acknowledged += tally.acknowledged;
-        total.unknown += tally.unknown;
-        total.other += tally.other;
+        results.push(client.await.expect("no client panicked"));
     }
     let value: Value = retry("the final counter can be read", async || {
         call_2026(
@@ -489,10 +477,43 @@ async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
     })
     .await;
     let value = value["value"].as_i64().expect("a counter value") as u64;
+    (results, value, hop.served())
+}
+
+#[tokio::test]
+async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
+    const MAX_CALLS_PER_CLIENT: usize = 400;
+    let (tallies, value, served) =
+        increments_through_faults(|_, http, mcp, handle, stop| async move {
+            let mut tally = Tally::default();
+            for _ in 0..MAX_CALLS_PER_CLIENT {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (answer, _) = timed("an increment", increment(&http, &mcp, &handle)).await;
+                match answer {
+                    Ok(_) => tally.acknowledged += 1,
+                    Err(e) if e.contains("retry shortly") || e.contains("outcome unknown") => {
+                        tally.unknown += 1
+                    }
+                    Err(e) => {
+                        eprintln!("increment failed otherwise: {e}");
+                        tally.other += 1;
+                    }
+                }
+            }
+            tally
+        })
+        .await;
+    let mut total = Tally::default();
+    for tally in tallies {
+        total.acknowledged += tally.acknowledged;
+        total.unknown += tally.unknown;
+        total.other += tally.other;
+    }
     eprintln!(
         "concurrent increments through faults: {total:?}, final value {value}, served per \
-         replica {:?}",
-        hop.served()
+         replica {served:?}"
     );
     assert!(
         total.acknowledged > 0,
@@ -506,4 +527,48 @@ async fn concurrent_increments_lose_nothing_acknowledged_through_faults() {
         value <= total.acknowledged + total.unknown + total.other,
         "more increments than calls: value {value}, {total:?}"
     );
+}
+
+#[tokio::test]
+async fn keyed_increments_retried_through_faults_apply_once_each() {
+    const MAX_KEYS_PER_CLIENT: usize = 200;
+    // (distinct keys, attempts) per client. Every key is retried until it is
+    // acknowledged, also after the stop flag, so each key ends applied exactly once.
+    let (counts, value, served) =
+        increments_through_faults(|n, http, mcp, handle, stop| async move {
+            let args = json!({"operation": "increment", "session_id": handle});
+            let (mut keys, mut attempts) = (0u64, 0u64);
+            for k in 0..MAX_KEYS_PER_CLIENT {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("client-{n}-increment-{k}");
+                keys += 1;
+                let started = Instant::now();
+                loop {
+                    attempts += 1;
+                    let call = call_2026_keyed(&http, &mcp, "counter", args.clone(), Some(&key));
+                    match timed("a keyed increment", call).await {
+                        (Ok(_), _) => break,
+                        (Err(e), _) => {
+                            assert!(
+                                started.elapsed() < 4 * HANG,
+                                "{key} still fails long after Redis healed: {e}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+            (keys, attempts)
+        })
+        .await;
+    let keys: u64 = counts.iter().map(|(k, _)| k).sum();
+    let attempts: u64 = counts.iter().map(|(_, a)| a).sum();
+    eprintln!(
+        "keyed increments through faults: {keys} keys, {attempts} attempts, final value \
+         {value}, served per replica {served:?}"
+    );
+    assert!(attempts > keys, "some attempts failed and were retried");
+    assert_eq!(value, keys, "each key applied exactly once");
 }

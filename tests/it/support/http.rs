@@ -41,8 +41,18 @@ pub fn tools_call_2026_with_meta(
     args: Value,
     meta: Value,
 ) -> RequestBuilder {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": tool, "arguments": args, "_meta": meta}});
+    tools_call_2026_params(
+        client,
+        url,
+        json!({"name": tool, "arguments": args, "_meta": meta}),
+    )
+}
+
+/// A raw 2026-07-28 `tools/call` with the whole `params` given (`name`, `arguments`,
+/// `_meta`, maybe an `idempotencyKey`), and the standard headers.
+pub fn tools_call_2026_params(client: &Client, url: &str, params: Value) -> RequestBuilder {
+    let tool = params["name"].as_str().unwrap_or_default().to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
     post_json(client, url, &body)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "tools/call")
@@ -105,7 +115,22 @@ pub async fn call_2026(
     tool: &str,
     args: Value,
 ) -> Result<Value, String> {
-    let response = tools_call_2026(client, url, tool, args)
+    call_2026_keyed(client, url, tool, args, None).await
+}
+
+/// [`call_2026`] with an `idempotencyKey` when `key` is given.
+pub async fn call_2026_keyed(
+    client: &Client,
+    url: &str,
+    tool: &str,
+    args: Value,
+    key: Option<&str>,
+) -> Result<Value, String> {
+    let mut params = json!({"name": tool, "arguments": args, "_meta": meta_2026()});
+    if let Some(key) = key {
+        params["idempotencyKey"] = json!(key);
+    }
+    let response = tools_call_2026_params(client, url, params)
         .send()
         .await
         .map_err(|e| format!("send: {e}"))?;
