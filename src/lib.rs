@@ -59,6 +59,7 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod listener;
+pub mod managed;
 pub mod mcp;
 pub mod metrics;
 pub mod primes;
