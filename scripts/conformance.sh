@@ -16,12 +16,16 @@
 # logs) stay in target/conformance/. A suite exits 1 when any check fails, WARNINGs
 # and unscored checks included, so its exit status is only recorded: the checker reads
 # checks.json. The build is the debug one unless STATEFUL_MCP_BINARY names another.
+# Each run is stopped after CONFORMANCE_RUN_TIMEOUT_SECS (240; a healthy run takes well
+# under a minute, a hanging fixture would cost every scenario the suite's 30 s timeout),
+# which the checker reports as a failure: the CI time stays bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${STATEFUL_MCP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stateful-mcp/conformance}"
 RESULTS=target/conformance
 NODE_MAJOR=22
+RUN_TIMEOUT_SECS="${CONFORMANCE_RUN_TIMEOUT_SECS:-240}"
 SUITE_PACKAGE=@modelcontextprotocol/conformance
 OLD_SUITE=0.1.16
 NEW_SUITE=0.2.0-alpha.12
@@ -34,7 +38,8 @@ if [ "${1:-}" = "--runs" ]; then
     shift 2
     started=$(now_ms)
     echo "--- conformance $version $* ($name)"
-    "$CACHE/$version/node_modules/.bin/conformance" server --url "$MCP_URL" \
+    timeout --kill-after=10 "$RUN_TIMEOUT_SECS" \
+      "$CACHE/$version/node_modules/.bin/conformance" server --url "$MCP_URL" \
       -o "$RESULTS/$name" "$@" >"$RESULTS/$name.log" 2>&1 || rc=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$version $*" "$(($(now_ms) - started))" "$rc" \
       >>"$RESULTS/runs.tsv"

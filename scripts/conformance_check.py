@@ -9,7 +9,8 @@ WARNING and scenario that recorded no check. Exits 1 when a check failed, when a
 scenario left no readable checks.json, or when a run recorded fewer scenarios than it
 announced (none at all included), except in the scenarios of NOT_YET_REQUIRED (reported,
 not failing). The suites' own exit status is shown but not used: a suite also exits 1 for
-WARNINGs and for unscored checks.
+WARNINGs and for unscored checks, except 124 and 137: `timeout` stopped the run, a
+failure.
 
 Standard library only.
 """
@@ -27,6 +28,8 @@ NOT_YET_REQUIRED = ("tasks-",)
 STATUSES = ("SUCCESS", "FAILURE", "WARNING", "INFO", "SKIPPED")
 # <out>/server-<scenario>-<ISO timestamp with '-' for ':' and '.'>
 SCENARIO_DIR = re.compile(r"^server-(?P<name>.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d+Z$")
+# Exit statuses of a run that scripts/conformance.sh's time limit (`timeout`) stopped.
+STOPPED_BY_TIME_LIMIT = ("124", "137")
 # First line of a run's console output: "Running all suite (32 scenarios) against URL".
 ANNOUNCED = re.compile(r"^Running .*\((\d+) scenarios\)", re.M)
 
@@ -95,6 +98,9 @@ def main() -> int:
     for name, command, millis, exit_status in runs:
         total_ms += int(millis)
         counts, scenarios, failures, not_required, warnings, empty = judge_run(results / name)
+        if exit_status in STOPPED_BY_TIME_LIMIT:
+            failures.insert(0, f"stopped by the run time limit after {int(millis) / 1000:.0f} s"
+                               f" (see {name}.log)")
         figures = ", ".join(f"{counts[s]} {s.lower()}" for s in STATUSES if counts[s])
         others = sorted(set(counts) - set(STATUSES))
         if others:
