@@ -28,6 +28,24 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Requests per principal, shared by every replica.
     pub rate_limit: RateLimitSettings,
+    /// Long-lived resources tools open (files, dedicated Redis connections).
+    pub resources: ResourceSettings,
+}
+
+/// The resource lifecycle manager and the tools over it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResourceSettings {
+    /// Directory `file_read` serves (read-only, nothing outside it); empty = the `file`
+    /// kind is off.
+    pub file_root: std::path::PathBuf,
+    /// Most bytes one `file_read` returns.
+    pub max_read_bytes: usize,
+    /// Seconds an unreferenced resource stays open before the sweep cleans it.
+    pub idle_timeout_secs: u64,
+    /// Seconds between idle sweeps.
+    pub sweep_interval_secs: u64,
+    /// Most open resources of one kind on a replica.
+    pub max_per_kind: usize,
 }
 
 /// Per-principal request rate limits.
@@ -445,6 +463,25 @@ impl Settings {
         if self.store.backend == Backend::Redis {
             check_redis_url("redis.url", &self.redis.url)?;
         }
+        positive(
+            "resources.max_read_bytes",
+            self.resources.max_read_bytes as u64,
+        )?;
+        if self.resources.max_read_bytes > 16 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "resources.max_read_bytes",
+                reason: "must not exceed 16 MiB".into(),
+            });
+        }
+        positive(
+            "resources.idle_timeout_secs",
+            self.resources.idle_timeout_secs,
+        )?;
+        positive(
+            "resources.sweep_interval_secs",
+            self.resources.sweep_interval_secs,
+        )?;
+        positive("resources.max_per_kind", self.resources.max_per_kind as u64)?;
         if self.rate_limit.requests_per_sec > 0 {
             positive("rate_limit.burst", u64::from(self.rate_limit.burst))?;
         }

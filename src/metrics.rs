@@ -21,7 +21,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{cache::CacheManager, cpu::CpuPool, redis_pool::RedisPool};
+use crate::{
+    cache::CacheManager,
+    cpu::CpuPool,
+    managed::{KindStats, ResourceManager},
+    redis_pool::RedisPool,
+};
 
 /// Labels of per-method series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +96,7 @@ impl Metrics {
         pool: Option<RedisPool>,
         cache: CacheManager,
         cpu: CpuPool,
+        resources: ResourceManager,
     ) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "stateful_mcp",
@@ -154,7 +160,12 @@ impl Metrics {
                 ("backend", backend.to_owned()),
             ]),
         );
-        registry.register_collector(Box::new(Figures { pool, cache, cpu }));
+        registry.register_collector(Box::new(Figures {
+            pool,
+            cache,
+            cpu,
+            resources,
+        }));
         Self {
             registry: Arc::new(registry),
             requests,
@@ -258,11 +269,42 @@ impl Drop for ToolCallTimer {
 }
 
 /// Figures read from other components at scrape time.
-#[derive(Debug)]
 struct Figures {
     pool: Option<RedisPool>,
     cache: CacheManager,
     cpu: CpuPool,
+    resources: ResourceManager,
+}
+
+impl std::fmt::Debug for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Figures").finish_non_exhaustive()
+    }
+}
+
+/// The `kind` label of resource series: a registered kind's name, never client text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// One series per resource kind of the figure `value` picks.
+fn by_kind<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    stats: &[(&'static str, KindStats)],
+    metric: impl Fn(&KindStats) -> M,
+) -> std::fmt::Result {
+    let Some((_, first)) = stats.first() else {
+        return Ok(());
+    };
+    let mut family = enc.encode_descriptor(name, help, None, metric(first).metric_type())?;
+    for (kind, figures) in stats {
+        let label = KindLabel { kind };
+        metric(figures).encode(family.encode_family(&label)?)?;
+    }
+    Ok(())
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -303,7 +345,75 @@ impl Collector for Figures {
                 "Requests waiting for a connection",
                 s.waiting as f64,
             )?;
+            counter(
+                &mut enc,
+                "redis_pool_connections_created",
+                "Pooled connections opened",
+                s.created_total,
+            )?;
+            counter(
+                &mut enc,
+                "redis_pool_checkouts",
+                "Connections checked out of the pool",
+                s.borrowed_total,
+            )?;
+            counter(
+                &mut enc,
+                "redis_pool_returns",
+                "Connections given back to the pool",
+                s.returned_total,
+            )?;
+            counter(
+                &mut enc,
+                "redis_pool_errors",
+                "Failed checkouts and connections dropped after a transport error",
+                s.errors_total,
+            )?;
         }
+        let stats: Vec<_> = self.resources.stats().into_iter().collect();
+        let gauge_of = |v: u64| ConstGauge::new(v as f64);
+        by_kind(
+            &mut enc,
+            "resources_active",
+            "Open managed resources",
+            &stats,
+            |s| gauge_of(s.active),
+        )?;
+        by_kind(
+            &mut enc,
+            "resources_references",
+            "Leases held on managed resources",
+            &stats,
+            |s| gauge_of(s.references),
+        )?;
+        by_kind(
+            &mut enc,
+            "resources_idle",
+            "Open managed resources nobody references",
+            &stats,
+            |s| gauge_of(s.idle),
+        )?;
+        by_kind(
+            &mut enc,
+            "resources_created",
+            "Managed resources created",
+            &stats,
+            |s| ConstCounter::new(s.created_total),
+        )?;
+        by_kind(
+            &mut enc,
+            "resources_cleaned",
+            "Managed resources cleaned up",
+            &stats,
+            |s| ConstCounter::new(s.cleaned_total),
+        )?;
+        by_kind(
+            &mut enc,
+            "resources_failed",
+            "Managed resource creations that failed",
+            &stats,
+            |s| ConstCounter::new(s.failed_total),
+        )?;
         let cpu = self.cpu.stats();
         gauge(
             &mut enc,

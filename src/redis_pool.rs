@@ -11,7 +11,10 @@
 //! whole connect timeout too; [`RedisPool::get`] bounds the checkout as a whole.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -44,6 +47,16 @@ pub struct RedisPool {
     connect_timeout: Duration,
     /// The most a checkout may take, waiting and connecting together.
     checkout_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+/// Lifetime totals of the pool, for `/metrics` and `resource_stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    created: AtomicU64,
+    borrowed: AtomicU64,
+    returned: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -90,6 +103,14 @@ pub struct PoolStatus {
     pub available: usize,
     /// Requests waiting for a connection.
     pub waiting: usize,
+    /// Connections opened since start.
+    pub created_total: u64,
+    /// Checkouts served since start.
+    pub borrowed_total: u64,
+    /// Checkouts given back since start.
+    pub returned_total: u64,
+    /// Failed checkouts and connections condemned by a transport error, since start.
+    pub errors_total: u64,
 }
 
 impl RedisPool {
@@ -104,9 +125,11 @@ impl RedisPool {
         let connection_config = AsyncConnectionConfig::new()
             .set_response_timeout(Some(command_timeout))
             .set_connection_timeout(Some(connect_timeout));
+        let counters = Arc::new(Counters::default());
         let manager = Manager {
             client: client.clone(),
             config: connection_config.clone(),
+            counters: counters.clone(),
         };
         let wait = Duration::from_millis(settings.pool_wait_timeout_ms);
         let pool = managed::Pool::builder(manager)
@@ -124,6 +147,7 @@ impl RedisPool {
             command_timeout,
             connect_timeout,
             checkout_timeout: wait.max(connect_timeout),
+            counters,
         })
     }
 
@@ -138,14 +162,22 @@ impl RedisPool {
     /// Cancel safe: a connection being opened for a cancelled checkout is dropped and
     /// its slot freed.
     pub async fn get(&self) -> Result<PooledConnection, RedisPoolError> {
-        match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
-            Ok(Ok(inner)) => Ok(PooledConnection { inner }),
-            Ok(Err(e)) => Err(RedisPoolError::Unavailable(e.to_string())),
-            Err(_) => Err(RedisPoolError::Unavailable(format!(
+        let checkout = match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
+            Ok(Ok(inner)) => {
+                self.counters.borrowed.fetch_add(1, Ordering::Relaxed);
+                return Ok(PooledConnection {
+                    inner,
+                    counters: self.counters.clone(),
+                });
+            }
+            Ok(Err(e)) => RedisPoolError::Unavailable(e.to_string()),
+            Err(_) => RedisPoolError::Unavailable(format!(
                 "no connection within {:?}",
                 self.checkout_timeout
-            ))),
-        }
+            )),
+        };
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        Err(checkout)
     }
 
     /// Opens a connection outside the pool with no response timeout, for blocking
@@ -189,11 +221,16 @@ impl RedisPool {
     /// The pool's occupancy now.
     pub fn status(&self) -> PoolStatus {
         let s = self.pool.status();
+        let c = &self.counters;
         PoolStatus {
             max_size: s.max_size,
             size: s.size,
             available: s.available,
             waiting: s.waiting,
+            created_total: c.created.load(Ordering::Relaxed),
+            borrowed_total: c.borrowed.load(Ordering::Relaxed),
+            returned_total: c.returned.load(Ordering::Relaxed),
+            errors_total: c.errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -264,13 +301,20 @@ impl Backoff {
 /// A pooled connection; use it wherever redis-rs takes a `ConnectionLike`.
 pub struct PooledConnection {
     inner: managed::Object<Manager>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        self.counters.returned.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl ConnectionLike for PooledConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let result = self.inner.conn.req_packed_command(cmd).await;
-            self.inner.note(&result);
+            self.inner.note(&result, &self.counters);
             result
         })
     }
@@ -287,7 +331,7 @@ impl ConnectionLike for PooledConnection {
                 .conn
                 .req_packed_commands(pipeline, offset, count)
                 .await;
-            self.inner.note(&result);
+            self.inner.note(&result, &self.counters);
             result
         })
     }
@@ -304,11 +348,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn note<T>(&self, result: &Result<T, RedisError>) {
+    fn note<T>(&self, result: &Result<T, RedisError>, counters: &Counters) {
         if let Err(e) = result
             && (e.is_unrecoverable_error() || e.is_timeout() || e.is_io_error())
+            && !self.broken.swap(true, Ordering::Relaxed)
         {
-            self.broken.store(true, Ordering::Relaxed);
+            counters.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -316,6 +361,7 @@ impl Conn {
 struct Manager {
     client: Client,
     config: AsyncConnectionConfig,
+    counters: Arc<Counters>,
 }
 
 impl managed::Manager for Manager {
@@ -327,6 +373,7 @@ impl managed::Manager for Manager {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
+        self.counters.created.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             conn,
             broken: AtomicBool::new(false),

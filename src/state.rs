@@ -13,6 +13,7 @@ use crate::{
     config::{Backend, Settings},
     cpu::CpuPool,
     keys::Keys,
+    managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
@@ -57,6 +58,9 @@ pub struct AppState {
     pub background: CancellationToken,
     /// Background tasks (bus, event reader, upkeep), awaited at the end of a shutdown.
     pub tasks: TaskTracker,
+    /// Files and dedicated connections tools hold open, cleaned when idle and once the
+    /// background tasks stop.
+    pub resources: ResourceManager,
 }
 
 impl AppState {
@@ -114,6 +118,11 @@ impl AppState {
                 (sessions, Some(pool), Some(bus), cache)
             }
         };
+        let resources = resource_manager(&settings, redis.as_ref())?;
+        tasks.spawn(resources.clone().run_sweeper(
+            Duration::from_secs(settings.resources.sweep_interval_secs),
+            background.clone(),
+        ));
         let cpu = CpuPool::new(settings.tools.cpu_jobs());
         let metrics = Metrics::new(
             &replica_id,
@@ -124,6 +133,7 @@ impl AppState {
             redis.clone(),
             cache.clone(),
             cpu.clone(),
+            resources.clone(),
         );
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
@@ -146,6 +156,27 @@ impl AppState {
             calls: TaskTracker::new(),
             background,
             tasks,
+            resources,
         })
     }
+}
+
+/// The resource manager with the kinds the settings allow: `file` under
+/// `resources.file_root` when set, `redis` with the Redis backend.
+fn resource_manager(
+    settings: &Settings,
+    redis: Option<&RedisPool>,
+) -> anyhow::Result<ResourceManager> {
+    let r = &settings.resources;
+    let mut builder =
+        ResourceManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind);
+    if !r.file_root.as_os_str().is_empty() {
+        let files = FileFactory::new(&r.file_root)
+            .with_context(|| format!("resources.file_root {}", r.file_root.display()))?;
+        builder = builder.register(files);
+    }
+    if let Some(pool) = redis {
+        builder = builder.register(RedisConnectionFactory::new(pool.clone()));
+    }
+    Ok(builder.build())
 }

@@ -30,8 +30,9 @@ pub use self::tools::{
 };
 use super::{binding::transport_session, resources::Resources};
 use crate::{
-    cache::CacheManager, config::ToolSettings, cpu::CpuPool, metrics::Metrics, sessions::Sessions,
-    state::AppState, telemetry::RequestId,
+    cache::CacheManager, config::ToolSettings, cpu::CpuPool, managed::ResourceManager,
+    metrics::Metrics, redis_pool::RedisPool, sessions::Sessions, state::AppState,
+    telemetry::RequestId,
 };
 
 /// The MCP server handler. Cheap to clone: the factory builds one per stateless request.
@@ -44,6 +45,10 @@ pub struct StatefulServer {
     metrics: Metrics,
     tools: Arc<ToolSettings>,
     resources: Resources,
+    managed: ResourceManager,
+    pool: Option<RedisPool>,
+    replica_id: Arc<str>,
+    max_read_bytes: usize,
     tool_router: Arc<ToolRouter<Self>>,
 }
 
@@ -58,6 +63,10 @@ impl StatefulServer {
             cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
             resources: Resources::new(state.cache.clone(), state.cpu.clone(), tools.clone()),
+            managed: state.resources.clone(),
+            pool: state.redis.clone(),
+            replica_id: state.replica_id.clone(),
+            max_read_bytes: state.settings.resources.max_read_bytes,
             tools,
             tool_router: Arc::new(Self::tool_router()),
         }

@@ -108,21 +108,6 @@ impl SickRedis {
             Fault::Network(_) => self.proxy.as_ref().expect("a proxy").set(Mode::Pass),
         }
     }
-
-    /// Clients connected to Redis, not counting the connection that asks.
-    async fn connected_clients(&self) -> usize {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query_async(&mut self.redis.conn().await)
-            .await
-            .unwrap();
-        let count = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .expect("INFO clients has connected_clients");
-        count.saturating_sub(1)
-    }
 }
 
 /// Sends `request`, failing the test if no answer comes within [`HANG`]; returns the
@@ -340,7 +325,7 @@ async fn survive(name: &str, fault: Fault, persistent: bool) {
     assert_eq!(gauge("redis_pool_waiting").await, 0.0);
     wait_until(
         "connections to Redis settle within the pool's bound",
-        async || sick.connected_clients().await <= MAX_CONNECTIONS_PER_REPLICA,
+        async || sick.redis.connected_clients().await <= MAX_CONNECTIONS_PER_REPLICA,
     )
     .await;
     if let Some(proxy) = &sick.proxy {

@@ -79,8 +79,10 @@ async fn the_tool_list_carries_cache_hints_for_2026_clients() {
         [
             "cache_stats",
             "counter",
+            "file_read",
             "history",
             "prime_count",
+            "resource_stats",
             "session_create",
             "session_delete",
             "session_info"

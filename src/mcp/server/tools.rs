@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::StatefulServer;
 use crate::{
     cache::CacheStats,
+    managed::{KindStats, ResourceError, file::FileHandle},
     mcp::binding::{Binding, ToolFailure, caller, retry_of},
     primes,
     sessions::{CounterOp, HistoryOp, NewSession, SessionError},
@@ -174,6 +175,70 @@ pub struct PrimeCountOutput {
     pub count: u64,
     /// The largest of them, if any.
     pub largest: Option<u64>,
+}
+
+/// `file_read` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FileReadArgs {
+    /// Path of the file, relative to the server's file root.
+    pub path: String,
+    /// Byte offset to start at (default 0).
+    #[serde(default)]
+    pub offset: u64,
+    /// Most bytes to read (default and maximum: the server's `resources.max_read_bytes`).
+    #[serde(default)]
+    pub length: Option<u64>,
+}
+
+/// `file_read` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileReadOutput {
+    /// The path read.
+    pub path: String,
+    /// Where the read started.
+    pub offset: u64,
+    /// Bytes returned.
+    pub bytes_read: u64,
+    /// The file's size.
+    pub size: u64,
+    /// Whether the read reached the end of the file.
+    pub eof: bool,
+    /// `utf-8` when `content` is the text itself, `base64` when the bytes are not UTF-8.
+    pub encoding: String,
+    /// The bytes read.
+    pub content: String,
+}
+
+/// `resource_stats` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResourceStatsOutput {
+    /// The replica these figures are from.
+    pub replica_id: String,
+    /// Open resources, references, idle counts and totals by kind.
+    pub kinds: std::collections::BTreeMap<String, KindStats>,
+    /// The replica's Redis pool (absent on the memory backend).
+    pub redis_pool: Option<PoolStats>,
+}
+
+/// The Redis pool's figures.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u64,
+    /// Largest number of connections.
+    pub max_size: u64,
+    /// Open connections not checked out.
+    pub available: u64,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+    /// Connections opened since start.
+    pub created_total: u64,
+    /// Checkouts since start.
+    pub borrowed_total: u64,
+    /// Checkouts given back since start.
+    pub returned_total: u64,
+    /// Failed checkouts and connections dropped after transport errors since start.
+    pub errors_total: u64,
 }
 
 fn iso(ms: i64) -> String {
@@ -515,6 +580,107 @@ impl StatefulServer {
                 s.invalidations_received,
             ),
             &s,
+        )
+    }
+
+    /// Reads part of a file under the configured root.
+    #[tool(
+        description = "Read a file under the server's file root (read-only): `path` relative \
+                       to the root, `offset` and `length` in bytes (at most the server's \
+                       `resources.max_read_bytes`). Returns UTF-8 text, or base64 for other \
+                       bytes. Paths outside the root are refused.",
+        output_schema = schema_for_output::<FileReadOutput>()
+    )]
+    async fn file_read(&self, Parameters(args): Parameters<FileReadArgs>) -> ToolResult {
+        let max = self.max_read_bytes as u64;
+        let length = args.length.unwrap_or(max);
+        if length > max {
+            return Err(ToolFailure::Refused(format!(
+                "`length` must be at most {max} (got {length}); read in parts with `offset`"
+            )));
+        }
+        let file = self
+            .managed
+            .get::<FileHandle>(crate::managed::file::KIND, &args.path)
+            .await
+            .map_err(|e| match e {
+                ResourceError::UnknownKind(_) => ToolFailure::Refused(
+                    "file access is off on this server (resources.file_root is not set)".to_owned(),
+                ),
+                ResourceError::ShuttingDown => {
+                    ToolFailure::Internal(super::super::edge::EdgeError::Unavailable.into())
+                }
+                other => ToolFailure::Refused(other.to_string()),
+            })?;
+        let bytes = file
+            .read(args.offset, length as usize)
+            .await
+            .map_err(|e| McpError::internal_error(format!("read failed: {e}"), None))?;
+        let bytes_read = bytes.len() as u64;
+        let (encoding, content) = match String::from_utf8(bytes) {
+            Ok(text) => ("utf-8", text),
+            Err(e) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+                ("base64", encoded)
+            }
+        };
+        let out = FileReadOutput {
+            eof: args.offset.saturating_add(bytes_read) >= file.len(),
+            path: args.path,
+            offset: args.offset,
+            bytes_read,
+            size: file.len(),
+            encoding: encoding.to_owned(),
+            content,
+        };
+        let text = match out.encoding.as_str() {
+            "utf-8" => out.content.clone(),
+            _ => format!(
+                "{} bytes of binary data from {} at offset {} (base64 in structured content)",
+                out.bytes_read, out.path, out.offset
+            ),
+        };
+        reply(text, &out)
+    }
+
+    /// This replica's managed resources and Redis pool.
+    #[tool(
+        description = "Show this replica's managed resources (open, referenced and idle \
+                       by kind, created and cleaned totals) and its Redis connection pool \
+                       (size, max, available, waiting, created, borrowed, returned, errors).",
+        output_schema = schema_for_output::<ResourceStatsOutput>()
+    )]
+    async fn resource_stats(&self) -> ToolResult {
+        let kinds = self
+            .managed
+            .stats()
+            .into_iter()
+            .map(|(kind, figures)| (kind.to_owned(), figures))
+            .collect();
+        let redis_pool = self.pool.as_ref().map(|pool| {
+            let s = pool.status();
+            PoolStats {
+                size: s.size as u64,
+                max_size: s.max_size as u64,
+                available: s.available as u64,
+                waiting: s.waiting as u64,
+                created_total: s.created_total,
+                borrowed_total: s.borrowed_total,
+                returned_total: s.returned_total,
+                errors_total: s.errors_total,
+            }
+        });
+        let out = ResourceStatsOutput {
+            replica_id: self.replica_id.to_string(),
+            kinds,
+            redis_pool,
+        };
+        let text = serde_json::to_string(&out)
+            .map_err(|e| McpError::internal_error(format!("serialize: {e}"), None))?;
+        reply(
+            format!("Resources of replica {}: {text}", out.replica_id),
+            &out,
         )
     }
 }

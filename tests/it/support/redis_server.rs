@@ -289,6 +289,21 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// Clients connected to this server, not counting the connection that asks.
+    pub async fn connected_clients(&self) -> usize {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap();
+        let count = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("INFO clients has connected_clients");
+        count.saturating_sub(1)
+    }
+
     /// Every key matching `pattern` (a `SCAN MATCH` glob), sorted.
     pub async fn keys(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.conn().await;
