@@ -30,6 +30,62 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Long-lived resources tools open (files, dedicated Redis connections).
     pub resources: ResourceSettings,
+    /// Background tasks (the MCP tasks extension): workers, queue, retention, leases.
+    pub tasks: TaskSettings,
+    /// The official MCP conformance suite's fixtures.
+    pub conformance: ConformanceSettings,
+}
+
+/// Background tasks: the replica's worker pool and the records every replica reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskSettings {
+    /// Tasks running at once on a replica.
+    pub workers: usize,
+    /// Tasks waiting for a worker on a replica; beyond it a new task is refused.
+    pub queue: usize,
+    /// Seconds a task's record is kept after its last change (its `ttlMs`).
+    pub ttl_secs: u64,
+    /// Milliseconds clients are asked to wait between two `tasks/get` (`pollIntervalMs`).
+    pub poll_interval_ms: u64,
+    /// Milliseconds a running task's owner lease lasts; a task whose lease ran out is
+    /// marked failed by any replica.
+    pub lease_ms: u64,
+    /// Milliseconds between two renewals of the leases a replica holds (well below
+    /// `lease_ms`); also how often a running task re-reads its record for a cancel or an
+    /// input it may have missed on the bus.
+    pub renew_interval_ms: u64,
+    /// Milliseconds between two sweeps for tasks whose lease ran out.
+    pub sweep_interval_ms: u64,
+}
+
+impl TaskSettings {
+    /// `ttl_secs` as a duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+
+    /// `lease_ms` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// `renew_interval_ms` as a duration.
+    pub fn renew_interval(&self) -> Duration {
+        Duration::from_millis(self.renew_interval_ms)
+    }
+
+    /// `sweep_interval_ms` as a duration.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+}
+
+/// The fixtures the official MCP conformance suite calls, served beside the production
+/// tools.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConformanceSettings {
+    /// Serve the fixtures. Off in production: they exist to be tested against.
+    pub enabled: bool,
 }
 
 /// The resource lifecycle manager and the tools over it.
@@ -399,6 +455,19 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "tools.prime_count_cache_ttl_secs",
                 reason: "must not exceed cache.max_ttl_secs".into(),
+            });
+        }
+        positive("tasks.workers", self.tasks.workers as u64)?;
+        positive("tasks.ttl_secs", self.tasks.ttl_secs)?;
+        positive("tasks.poll_interval_ms", self.tasks.poll_interval_ms)?;
+        positive("tasks.renew_interval_ms", self.tasks.renew_interval_ms)?;
+        positive("tasks.sweep_interval_ms", self.tasks.sweep_interval_ms)?;
+        if self.tasks.lease_ms < 2 * self.tasks.renew_interval_ms {
+            return Err(ConfigError::Invalid {
+                key: "tasks.lease_ms",
+                reason: "must be at least twice tasks.renew_interval_ms, so one late \
+                         renewal does not fail a running task"
+                    .into(),
             });
         }
         positive("events.ttl_secs", self.events.ttl_secs)?;

@@ -13,11 +13,14 @@
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
 //! | `<p>:cache:lock:{<gen>:<key>}` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
+//! | `<p>:{task:<id>}` | hash | `tasks.ttl_secs`, slid on every change | one background task |
+//! | `<p>:tasks:leases` | sorted set | task TTL + lease, refreshed on add | running tasks by lease expiry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
-//! Everything one script touches shares a `{hash tag}`, with one exception: the session
+//! Everything one script touches shares a `{hash tag}`, with two exceptions: the session
 //! scripts touch a session and its owner's index (`{<id>}` and `{p:<principal>}`), so the
-//! index stays scored by last access in the same round trip. On Redis Cluster the session
+//! index stays scored by last access in the same round trip, and the task scripts keep
+//! the lease index in step with a task's record. On Redis Cluster the session
 //! key would have to carry its owner's tag instead.
 
 use std::sync::Arc;
@@ -105,6 +108,16 @@ impl Keys {
         )
     }
 
+    /// The hash holding one background task's record.
+    pub fn task(&self, id: &str) -> String {
+        format!("{}:{{task:{id}}}", self.prefix)
+    }
+
+    /// The sorted set of unfinished tasks scored by the end of their owner's lease.
+    pub fn task_leases(&self) -> String {
+        format!("{}:tasks:leases", self.prefix)
+    }
+
     /// The pub/sub channel of one bus topic.
     pub fn bus_channel(&self, topic: &str) -> String {
         format!("{}:bus:{topic}", self.prefix)
@@ -131,6 +144,7 @@ mod tests {
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
         assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
+        assert_eq!(k.task("abc"), "app:{task:abc}");
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");
         assert_eq!(k.cache_entry(0, "a}b{"), "app:cache:{0:a%7Db%7B}");

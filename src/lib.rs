@@ -27,6 +27,9 @@
 //! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).
+//! - [`tasks`]: background tasks any replica answers for: records in the store (one
+//!   Lua script per transition), the replica's bounded worker pool, owner leases and
+//!   the sweep that fails tasks whose replica died; cancels and input over the bus.
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`rate_limit`]: per-principal request budgets shared through Redis.
 //! - [`metrics`]: the Prometheus registry of the replica.
@@ -69,4 +72,5 @@ pub mod serve;
 pub mod sessions;
 pub mod startup;
 pub mod state;
+pub mod tasks;
 pub mod telemetry;

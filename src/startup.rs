@@ -132,6 +132,9 @@ impl Application {
                 close_connections.cancel();
                 state.calls.close();
                 state.calls.wait().await;
+                // Background tasks run on: they finish here, or the hard stop below
+                // hands them back.
+                state.task_manager.drain().await;
                 // Let the last responses leave their streams before the token ends them.
                 tokio::time::sleep(RESPONSE_SETTLE).await;
                 tracing::info!(replica = %state.replica_id, "draining: ending SSE streams");
@@ -152,6 +155,7 @@ impl Application {
             () = hard_stop => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         state.mcp_shutdown.cancel();
+        state.task_manager.hand_back().await;
         state.background.cancel();
         state.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())

@@ -18,6 +18,7 @@ use crate::{
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
     sessions::{RedisSessions, Sessions},
+    tasks::{MemoryTasks, RedisTasks, TaskManager, TaskStore},
 };
 
 /// Cheap-clone handles shared by every request of one replica.
@@ -61,6 +62,9 @@ pub struct AppState {
     /// Files and dedicated connections tools hold open, cleaned when idle and once the
     /// background tasks stop.
     pub resources: ResourceManager,
+    /// Background tasks (the MCP tasks extension): records every replica reads, and
+    /// this replica's worker pool.
+    pub task_manager: TaskManager,
 }
 
 impl AppState {
@@ -118,6 +122,13 @@ impl AppState {
                 (sessions, Some(pool), Some(bus), cache)
             }
         };
+        let task_store = match &redis {
+            Some(pool) => TaskStore::Redis(RedisTasks::new(pool.clone(), keys.clone())),
+            None => TaskStore::Memory(MemoryTasks::new()),
+        };
+        let task_manager =
+            TaskManager::new(task_store, replica_id.clone(), &settings.tasks, bus.clone());
+        tasks.spawn(task_manager.clone().run_upkeep(background.clone()));
         let resources = resource_manager(&settings, redis.as_ref())?;
         tasks.spawn(resources.clone().run_sweeper(
             Duration::from_secs(settings.resources.sweep_interval_secs),
@@ -157,6 +168,7 @@ impl AppState {
             background,
             tasks,
             resources,
+            task_manager,
         })
     }
 }

@@ -1,0 +1,471 @@
+//! [`TaskManager`]: the replica's bounded worker pool for tasks, their owner leases, the
+//! sweep for tasks other replicas abandoned, and cancel/input delivery over the bus.
+//!
+//! Admission is bounded: at most `workers` jobs run and `queue` more wait for a worker;
+//! one more is refused with [`TaskError::QueueFull`] before anything is stored. A job is
+//! a future; stopping it (cancelled by its caller, its lease lost, the replica handing it
+//! back) drops it at its next await point.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use serde_json::Value as Json;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    Answers, Held, NewTask, Settled, TaskError, TaskRecord, TaskStore, TaskTimes, handed_back_error,
+};
+use crate::{
+    bus::{Bus, BusHandler, BusMessage},
+    config::TaskSettings,
+};
+
+/// The bus topic that carries cancels and input notices to the running replica.
+const TOPIC: &str = "tasks";
+/// How long a hand-back waits for stopped jobs to record that they were handed back.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How a job ended on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A result (a tool error is a result too).
+    Completed(Json),
+    /// A JSON-RPC error object.
+    Failed(Json),
+}
+
+/// The work of one task: given its context, a future to its outcome.
+pub type Job = Box<dyn FnOnce(TaskContext) -> BoxFuture<'static, Outcome> + Send>;
+
+/// Cheap-clone handle on the replica's task runner; clones share the pool.
+#[derive(Clone)]
+pub struct TaskManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: TaskStore,
+    replica: Arc<str>,
+    times: TaskTimes,
+    renew_interval: Duration,
+    sweep_interval: Duration,
+    /// Workers plus queue places.
+    capacity: usize,
+    /// Tasks admitted and not finished (running or waiting for a worker).
+    admitted: AtomicUsize,
+    workers: Arc<Semaphore>,
+    running: Mutex<HashMap<String, Running>>,
+    tracker: TaskTracker,
+    /// No new tasks: the replica is draining.
+    draining: AtomicBool,
+    /// Jobs stopped from now on were handed back, not cancelled by their caller.
+    handing_back: AtomicBool,
+    bus: Option<Bus>,
+}
+
+/// A task this replica runs.
+struct Running {
+    stop: CancellationToken,
+    /// Wakes a job waiting for input to re-read its record.
+    wake: Arc<Notify>,
+}
+
+/// A place in the pool, given back when dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        // Only plain map operations run under the lock.
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Acts on a notice for task `id` if this replica runs it.
+    fn notice(&self, kind: Notice, id: &str) {
+        if let Some(task) = self.running().get(id) {
+            match kind {
+                Notice::Cancel => task.stop.cancel(),
+                Notice::Input => task.wake.notify_one(),
+            }
+        }
+    }
+}
+
+/// What a bus message tells the running replica.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    /// The task was cancelled: stop it.
+    Cancel,
+    /// Input arrived: re-read the record.
+    Input,
+}
+
+impl Notice {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Cancel => b'c',
+            Self::Input => b'i',
+        }
+    }
+}
+
+struct Listener(Arc<Shared>);
+
+impl BusHandler for Listener {
+    fn on_message(&self, msg: BusMessage) {
+        let Some((&kind, id)) = msg.payload.split_first() else {
+            return;
+        };
+        let kind = match kind {
+            b'c' => Notice::Cancel,
+            b'i' => Notice::Input,
+            _ => return,
+        };
+        if let Ok(id) = std::str::from_utf8(id) {
+            self.0.notice(kind, id);
+        }
+    }
+
+    fn on_gap(&self) {
+        // A cancel may have been missed: the next renewal re-reads every record anyway;
+        // jobs waiting for input look now.
+        for task in self.0.running().values() {
+            task.wake.notify_one();
+        }
+    }
+}
+
+impl TaskManager {
+    /// A runner for this replica over `store`, listening on `bus` for notices when
+    /// there is one (the Redis backend). Start its upkeep with [`TaskManager::run_upkeep`].
+    pub fn new(
+        store: TaskStore,
+        replica: Arc<str>,
+        settings: &TaskSettings,
+        bus: Option<Bus>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            replica,
+            times: settings.into(),
+            renew_interval: settings.renew_interval(),
+            sweep_interval: settings.sweep_interval(),
+            capacity: settings.workers.saturating_add(settings.queue),
+            admitted: AtomicUsize::new(0),
+            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
+            running: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            handing_back: AtomicBool::new(false),
+            bus,
+        });
+        if let Some(bus) = &shared.bus {
+            bus.subscribe(TOPIC, Arc::new(Listener(shared.clone())));
+        }
+        Self { shared }
+    }
+
+    /// The records, for reads and the caller's updates.
+    pub fn store(&self) -> &TaskStore {
+        &self.shared.store
+    }
+
+    /// Tasks admitted on this replica and not finished (running or queued).
+    pub fn admitted(&self) -> usize {
+        self.shared.admitted.load(Ordering::Acquire)
+    }
+
+    /// Stores a task for `owner` running `tool` and starts `job` on the pool. The task is
+    /// durably stored when this returns, so any replica answers for it at once.
+    ///
+    /// # Errors
+    /// [`TaskError::QueueFull`] when every worker and queue place is taken,
+    /// [`TaskError::Draining`] during a shutdown, [`TaskError::Unavailable`] when the
+    /// store cannot take the record (nothing runs then).
+    pub async fn submit(&self, owner: &str, tool: &str, job: Job) -> Result<TaskRecord, TaskError> {
+        let shared = &self.shared;
+        if shared.draining.load(Ordering::Acquire) {
+            return Err(TaskError::Draining);
+        }
+        let admitted = shared.admitted.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(shared.clone());
+        if admitted >= shared.capacity {
+            return Err(TaskError::QueueFull {
+                capacity: shared.capacity,
+            });
+        }
+        let new = NewTask {
+            id: crate::ids::mint(),
+            owner: owner.to_owned(),
+            replica: shared.replica.to_string(),
+            tool: tool.to_owned(),
+        };
+        let record = shared.store.create(&new, shared.times).await?;
+        let stop = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        shared.running().insert(
+            new.id.clone(),
+            Running {
+                stop: stop.clone(),
+                wake: wake.clone(),
+            },
+        );
+        let context = TaskContext {
+            id: new.id.clone(),
+            shared: Some(shared.clone()),
+            stop,
+            wake,
+        };
+        shared
+            .tracker
+            .spawn(run(shared.clone(), job, context, slot));
+        tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
+        Ok(record)
+    }
+
+    /// Tells the replica running task `id` (this one or another, over the bus) that it
+    /// was cancelled.
+    pub async fn notify_cancel(&self, id: &str, replica: &str) {
+        self.deliver(Notice::Cancel, id, replica).await;
+    }
+
+    /// Tells the replica running task `id` that input arrived.
+    pub async fn notify_input(&self, id: &str, replica: &str) {
+        self.deliver(Notice::Input, id, replica).await;
+    }
+
+    async fn deliver(&self, kind: Notice, id: &str, replica: &str) {
+        if replica == &*self.shared.replica {
+            self.shared.notice(kind, id);
+            return;
+        }
+        let Some(bus) = &self.shared.bus else { return };
+        let mut payload = Vec::with_capacity(1 + id.len());
+        payload.push(kind.byte());
+        payload.extend_from_slice(id.as_bytes());
+        if let Err(e) = bus.publish(TOPIC, &payload).await {
+            // The running replica re-reads the record at its next renewal.
+            tracing::warn!(error = %e, "task notice not published");
+        }
+    }
+
+    /// One renewal round: extends the lease of every task this replica runs, stops
+    /// those that ended elsewhere (cancelled, or failed by a sweep), and wakes those
+    /// waiting for input to re-read their record.
+    pub async fn renew_once(&self) {
+        let shared = &self.shared;
+        let ids: Vec<String> = shared.running().keys().cloned().collect();
+        for id in ids {
+            match shared
+                .store
+                .renew(&id, &shared.replica, None, shared.times)
+                .await
+            {
+                Ok(Held::Lost) => shared.notice(Notice::Cancel, &id),
+                Ok(Held::Running(_)) => shared.notice(Notice::Input, &id),
+                Err(e) => tracing::warn!(error = %e, "task lease not renewed"),
+            }
+        }
+    }
+
+    /// One sweep: fails every task whose owner lease ran out (any replica's).
+    ///
+    /// # Errors
+    /// [`TaskError::Unavailable`].
+    pub async fn sweep_once(&self) -> Result<u64, TaskError> {
+        let failed = self.shared.store.sweep().await?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "tasks failed: their replica stopped renewing leases"
+            );
+        }
+        Ok(failed)
+    }
+
+    /// Renews leases and sweeps on their intervals until `shutdown`.
+    pub async fn run_upkeep(self, shutdown: CancellationToken) {
+        let mut renew = tokio::time::interval(self.shared.renew_interval);
+        let mut sweep = tokio::time::interval(self.shared.sweep_interval);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = renew.tick() => self.renew_once().await,
+                _ = sweep.tick() => {
+                    if let Err(e) = self.sweep_once().await {
+                        tracing::warn!(error = %e, "task sweep failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes no new tasks and waits for the running and queued ones to finish.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the wait only; [`TaskManager::hand_back`] ends the rest.
+    pub async fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        self.shared.tracker.close();
+        let left = self.admitted();
+        if left > 0 {
+            tracing::info!(tasks = left, "draining: waiting for running tasks");
+        }
+        self.shared.tracker.wait().await;
+    }
+
+    /// Stops every task still running and records each as failed with an error that
+    /// says the replica shut down, so callers learn it at once instead of after the
+    /// lease.
+    pub async fn hand_back(&self) {
+        let shared = &self.shared;
+        shared.draining.store(true, Ordering::Release);
+        shared.handing_back.store(true, Ordering::Release);
+        shared.tracker.close();
+        let stopped: Vec<CancellationToken> =
+            shared.running().values().map(|t| t.stop.clone()).collect();
+        if stopped.is_empty() {
+            return;
+        }
+        tracing::warn!(tasks = stopped.len(), "handing back unfinished tasks");
+        stopped.iter().for_each(CancellationToken::cancel);
+        if tokio::time::timeout(HAND_BACK_WAIT, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("handed-back tasks not all recorded; their leases will expire");
+        }
+    }
+}
+
+/// Runs one admitted job: waits for a worker, runs it unless stopped, records the end.
+async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
+    let id = context.id.clone();
+    let stop = context.stop.clone();
+    let ended = async {
+        let _permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return None,
+            permit = shared.workers.clone().acquire_owned() => permit.ok()?,
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            outcome = job(context) => Some(outcome),
+        }
+    }
+    .await;
+    let settled = match ended {
+        Some(Outcome::Completed(result)) => Settled::Completed(result),
+        Some(Outcome::Failed(error)) => Settled::Failed(error),
+        None if shared.handing_back.load(Ordering::Acquire) => Settled::Failed(handed_back_error()),
+        // Cancelled by its caller (already recorded) or lost: this changes nothing
+        // unless the record still says it runs here.
+        None => Settled::Cancelled,
+    };
+    let task = crate::ids::fingerprint(&id);
+    match shared.store.finish(&id, &shared.replica, &settled).await {
+        Ok(true) => tracing::info!(%task, status = ?settled_status(&settled), "task ended"),
+        Ok(false) => tracing::info!(%task, "task stopped; its record had already ended"),
+        // The lease runs out and a sweep records the failure.
+        Err(e) => tracing::warn!(%task, error = %e, "task end not recorded"),
+    }
+    shared.running().remove(&id);
+    drop(slot);
+}
+
+fn settled_status(settled: &Settled) -> super::TaskStatus {
+    settled.parts().0
+}
+
+/// What a running job can do with its task: report progress and ask the client for
+/// input. A context made by [`TaskContext::inline`] (a task tool called without the
+/// tasks extension) does neither.
+pub struct TaskContext {
+    id: String,
+    shared: Option<Arc<Shared>>,
+    stop: CancellationToken,
+    wake: Arc<Notify>,
+}
+
+impl TaskContext {
+    /// A context for running a job's work in the request itself, outside any task.
+    pub fn inline() -> Self {
+        Self {
+            id: String::new(),
+            shared: None,
+            stop: CancellationToken::new(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Whether the job runs as a stored task (and can ask for input).
+    pub fn is_task(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Records `message` as the task's status message (best effort: a store error is
+    /// logged and the work goes on).
+    pub async fn progress(&self, message: &str) {
+        let Some(shared) = &self.shared else { return };
+        match shared
+            .store
+            .renew(&self.id, &shared.replica, Some(message), shared.times)
+            .await
+        {
+            Ok(Held::Lost) => self.stop.cancel(),
+            Ok(Held::Running(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "task progress not recorded"),
+        }
+    }
+
+    /// Parks the task as `input_required` with `requests` (keyed by ids unique within
+    /// the task) and waits until the client answered all of them with `tasks/update`.
+    /// `None` when the job cannot ask: it runs inline, or its task ended meanwhile (the
+    /// job is then stopped).
+    pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
+        let shared = self.shared.as_ref()?;
+        match shared.store.ask(&self.id, &shared.replica, &requests).await {
+            Ok(Held::Running(_)) => {}
+            Ok(Held::Lost) => {
+                self.stop.cancel();
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "task input request not recorded");
+                return None;
+            }
+        }
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(shared.renew_interval) => {}
+            }
+            match shared.store.take(&self.id, &shared.replica).await {
+                Ok(Answers::Ready(answers)) => return Some(answers),
+                Ok(Answers::Waiting) => {}
+                Ok(Answers::Lost) => {
+                    self.stop.cancel();
+                    return None;
+                }
+                // The store is down: keep waiting; the lease decides if it lasts.
+                Err(e) => tracing::warn!(error = %e, "task input not read"),
+            }
+        }
+    }
+}
