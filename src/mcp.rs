@@ -11,9 +11,12 @@
 //!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
 //!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in `resources.rs`.
+//!   binds to in [`binding`] and the resources in `resources.rs`;
+//! - [`tasks`]: the tasks extension (`tools/call` answered with a task, `tasks/get`,
+//!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`].
 
 pub mod binding;
+mod conformance_tasks;
 pub mod edge;
 mod envelope;
 pub mod event_store;
@@ -21,6 +24,7 @@ mod resources;
 pub mod server;
 mod session_manager;
 mod session_store;
+pub mod tasks;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;

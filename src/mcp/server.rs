@@ -13,25 +13,40 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext},
     model::{
-        CacheScope, CallToolRequestParams, CallToolResponse, Implementation,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ResultType,
-        ServerCapabilities, ServerConfig, Tool,
+        CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams,
+        GetTaskResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+        ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, Tool, UpdateTaskParams,
     },
     service::RequestContext,
 };
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use self::tools::PrimeCounter;
 pub use self::tools::{
     CounterArgs, CounterOperation, CounterOutput, CreateArgs, CreateOutput, DeleteArgs,
     DeleteOutput, HistoryArgs, HistoryOperation, HistoryOutput, PrimeCountArgs, PrimeCountOutput,
     SessionArgs, SessionInfoOutput,
 };
-use super::{binding::transport_session, resources::Resources};
+use super::{
+    binding::{caller, transport_session},
+    resources::Resources,
+    tasks::{
+        JobTool, JobTools, Plan, TaskSupport, client_declared_tasks, created, detailed,
+        response_of, task_error, tasks_required, unknown_task,
+    },
+};
 use crate::{
-    cache::CacheManager, config::ToolSettings, cpu::CpuPool, managed::ResourceManager,
-    metrics::Metrics, redis_pool::RedisPool, sessions::Sessions, state::AppState,
+    cache::CacheManager,
+    config::ToolSettings,
+    cpu::CpuPool,
+    managed::ResourceManager,
+    metrics::Metrics,
+    redis_pool::RedisPool,
+    sessions::Sessions,
+    state::AppState,
+    tasks::{TaskContext, TaskManager},
     telemetry::RequestId,
 };
 
@@ -50,6 +65,9 @@ pub struct StatefulServer {
     replica_id: Arc<str>,
     max_read_bytes: usize,
     tool_router: Arc<ToolRouter<Self>>,
+    task_manager: TaskManager,
+    /// Tools whose work can run as a task (and the fixtures that only run as jobs).
+    job_tools: Arc<JobTools>,
 }
 
 impl StatefulServer {
@@ -67,9 +85,81 @@ impl StatefulServer {
             pool: state.redis.clone(),
             replica_id: state.replica_id.clone(),
             max_read_bytes: state.settings.resources.max_read_bytes,
-            tools,
             tool_router: Arc::new(Self::tool_router()),
+            task_manager: state.task_manager.clone(),
+            job_tools: Arc::new(Self::job_tools(state, &tools)),
+            tools,
         }
+    }
+
+    /// The tools that run as jobs: `prime_count` as a task, and with
+    /// `conformance.enabled` the tasks extension's fixtures.
+    fn job_tools(state: &AppState, tools: &Arc<ToolSettings>) -> JobTools {
+        let mut jobs = JobTools::default();
+        let router = Self::tool_router();
+        if let Some(tool) = router.get("prime_count") {
+            let primes = PrimeCounter {
+                cache: state.cache.clone(),
+                cpu: state.cpu.clone(),
+                tools: tools.clone(),
+            };
+            jobs.add(JobTool {
+                tool: tool.clone(),
+                support: TaskSupport::Optional,
+                routed: true,
+                plan: tools::prime_count_planner(primes),
+            });
+        }
+        if state.settings.conformance.enabled {
+            super::conformance_tasks::register(&mut jobs);
+        }
+        jobs
+    }
+
+    /// Answers a call to a job tool: as a task (stored before this returns) when the
+    /// client declared the extension and the tool supports it, -32021 for a
+    /// required-task tool otherwise, else in the request; `None` hands the call to the
+    /// tool router.
+    async fn call_job_tool(
+        &self,
+        tool: &JobTool,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Option<CallToolResponse>, McpError> {
+        let declared = client_declared_tasks(context);
+        let as_task = match tool.support {
+            TaskSupport::Forbidden => false,
+            TaskSupport::Optional => declared,
+            TaskSupport::Required if declared => true,
+            TaskSupport::Required => return Err(tasks_required()),
+        };
+        if !as_task && tool.routed {
+            return Ok(None);
+        }
+        let job = match (tool.plan)(request) {
+            Plan::Answer(response) => return Ok(Some(response)),
+            Plan::Run(job) => job,
+        };
+        if !as_task {
+            return response_of(job(TaskContext::inline()).await).map(Some);
+        }
+        let owner = caller(context);
+        let record = self
+            .task_manager
+            .submit(owner.as_str(), &request.name, job)
+            .await
+            .map_err(|e| task_error(e, &self.metrics))?;
+        Ok(Some(created(&record)))
+    }
+}
+
+/// A task id as the client sent it, if it can be one of ours (anything else is unknown
+/// without a store round trip).
+fn task_id(id: &str) -> Result<&str, McpError> {
+    if crate::ids::is_well_formed(id) {
+        Ok(id)
+    } else {
+        Err(unknown_task())
     }
 }
 
@@ -86,7 +176,8 @@ impl ServerHandler for StatefulServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if self.tool_router.get(&request.name).is_none() {
+        let job_tool = self.job_tools.get(&request.name);
+        if self.tool_router.get(&request.name).is_none() && job_tool.is_none() {
             let name: String = request.name.chars().take(64).collect();
             return Err(McpError::invalid_params(
                 format!("unknown tool `{name}`; tools/list shows the available tools"),
@@ -122,9 +213,16 @@ impl ServerHandler for StatefulServer {
         // client dropping its response stream) through the token; dropping the call
         // future at its next await point is what actually stops the work.
         let cancelled = context.ct.clone();
-        let call = self
-            .tool_router
-            .call(ToolCallContext::new(self, request, context));
+        let call = async {
+            if let Some(tool) = job_tool
+                && let Some(response) = self.call_job_tool(tool, &request, &context).await?
+            {
+                return Ok(response);
+            }
+            self.tool_router
+                .call(ToolCallContext::new(self, request, context))
+                .await
+        };
         // Tracked so a draining replica waits for the call before ending its stream.
         let call = self.calls.track_future(call);
         let result = tokio::select! {
@@ -156,7 +254,14 @@ impl ServerHandler for StatefulServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut result = ListToolsResult::with_all_items(self.tool_router.list_all());
+        let mut tools: Vec<Tool> = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .map(|tool| self.job_tools.declare(tool))
+            .collect();
+        tools.extend(self.job_tools.unrouted());
+        let mut result = ListToolsResult::with_all_items(tools);
         result.result_type = Some(ResultType::COMPLETE);
         if supports_cache_hints(&context) {
             // The tool list is the same for every caller and changes only with a deploy.
@@ -167,7 +272,62 @@ impl ServerHandler for StatefulServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tool_router.get(name).cloned()
+        match self.tool_router.get(name) {
+            Some(tool) => Some(self.job_tools.declare(tool.clone())),
+            None => self.job_tools.get(name).map(|job| job.tool.clone()),
+        }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let id = task_id(&request.task_id)?;
+        let record = self
+            .task_manager
+            .store()
+            .get(caller(&context).as_str(), id)
+            .await
+            .map_err(|e| task_error(e, &self.metrics))?
+            .ok_or_else(unknown_task)?;
+        Ok(GetTaskResult::new(detailed(record)))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let id = task_id(&request.task_id)?;
+        let changed = self
+            .task_manager
+            .store()
+            .update(caller(&context).as_str(), id, &request.input_responses)
+            .await
+            .map_err(|e| task_error(e, &self.metrics))?
+            .ok_or_else(unknown_task)?;
+        if changed.status == crate::tasks::TaskStatus::Working {
+            self.task_manager.notify_input(id, &changed.replica).await;
+        }
+        Ok(())
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let id = task_id(&request.task_id)?;
+        let changed = self
+            .task_manager
+            .store()
+            .cancel(caller(&context).as_str(), id)
+            .await
+            .map_err(|e| task_error(e, &self.metrics))?
+            .ok_or_else(unknown_task)?;
+        self.task_manager.notify_cancel(id, &changed.replica).await;
+        Ok(())
     }
 
     async fn list_resources(
@@ -200,6 +360,7 @@ impl ServerHandler for StatefulServer {
         let mut capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_resources()
+            .enable_tasks()
             .build();
         // SEP-3182: `tools/call` takes an `idempotencyKey`; rmcp's tools capability has
         // no field for it yet, so it is announced among the experimental capabilities.

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -363,10 +363,14 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
             () = stop.cancelled() => return None,
             permit = shared.workers.clone().acquire_owned() => permit.ok()?,
         };
+        let work = std::panic::AssertUnwindSafe(job(context)).catch_unwind();
         tokio::select! {
             biased;
             () = stop.cancelled() => None,
-            outcome = job(context) => Some(outcome),
+            outcome = work => Some(outcome.unwrap_or_else(|_| Outcome::Failed(serde_json::json!({
+                "code": -32603,
+                "message": "the task failed with an internal error",
+            })))),
         }
     }
     .await;

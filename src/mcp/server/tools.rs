@@ -18,9 +18,13 @@ use super::StatefulServer;
 use crate::{
     cache::CacheStats,
     managed::{KindStats, ResourceError, file::FileHandle},
-    mcp::binding::{Binding, ToolFailure, caller, retry_of},
+    mcp::{
+        binding::{Binding, ToolFailure, caller, retry_of, tool_error},
+        tasks::{Plan, Planner, tool_outcome},
+    },
     primes,
     sessions::{CounterOp, HistoryOp, NewSession, SessionError},
+    tasks::TaskContext,
 };
 
 /// What every tool returns: a result, an `isError` result, or a JSON-RPC error.
@@ -256,6 +260,66 @@ fn reply<T: Serialize>(text: String, structured: &T) -> ToolResult {
     Ok(result)
 }
 
+/// What `prime_count` needs, apart from where its progress goes: the same work runs in
+/// a request (progress notifications) and as a task (the task's status message).
+#[derive(Clone)]
+pub(crate) struct PrimeCounter {
+    pub(crate) cache: crate::cache::CacheManager,
+    pub(crate) cpu: crate::cpu::CpuPool,
+    pub(crate) tools: std::sync::Arc<crate::config::ToolSettings>,
+}
+
+impl PrimeCounter {
+    /// Counts the primes below `args.limit` on the CPU pool (cached for every caller),
+    /// handing each progress report to `report` until it returns `false`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the sieve within one segment.
+    pub(crate) async fn count<F, Fut>(&self, args: PrimeCountArgs, mut report: F) -> ToolResult
+    where
+        F: FnMut(u64, u64) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let max = self.tools.prime_count_max_limit;
+        if args.limit > max {
+            return Err(ToolFailure::Refused(format!(
+                "`limit` must be at most {max} (got {})",
+                args.limit
+            )));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+        // Reports are forwarded beside the sieve, so it never waits on the client.
+        let forward = async move {
+            while let Some((done, total)) = rx.recv().await {
+                if !report(done, total).await {
+                    break;
+                }
+            }
+        };
+        let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
+        let count = primes::cached(&self.cache, &self.cpu, args.limit, ttl, 10, move |d, t| {
+            let _ = tx.send((d, t));
+        });
+        let (counted, ()) = futures::join!(count, forward);
+        let (counted, _) = counted.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let out = PrimeCountOutput {
+            limit: counted.limit,
+            count: counted.count,
+            largest: counted.largest,
+        };
+        let largest = out
+            .largest
+            .map_or_else(|| "none".to_owned(), |p| p.to_string());
+        reply(
+            format!(
+                "There are {} primes below {}; the largest is {largest}.",
+                out.count, out.limit
+            ),
+            &out,
+        )
+    }
+}
+
 impl StatefulServer {
     /// Awaits a session operation on `binding`'s session, phrasing its failure for the
     /// caller.
@@ -486,7 +550,8 @@ impl StatefulServer {
     #[tool(
         description = "Count the primes below `limit` (a segmented sieve of Eratosthenes). \
                        Reports progress when the request carries a progress token. Results \
-                       are cached for every caller.",
+                       are cached for every caller. Runs as a task (progress in its status \
+                       message, cancellable) for clients of the tasks extension.",
         output_schema = schema_for_output::<PrimeCountOutput>()
     )]
     async fn prime_count(
@@ -494,59 +559,24 @@ impl StatefulServer {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<PrimeCountArgs>,
     ) -> ToolResult {
-        let max = self.tools.prime_count_max_limit;
-        if args.limit > max {
-            return Err(ToolFailure::Refused(format!(
-                "`limit` must be at most {max} (got {})",
-                args.limit
-            )));
-        }
         let token = ctx.meta.get_progress_token();
         let peer = ctx.peer.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-        // Progress goes out on its own task so the sieve never waits on the client.
-        let forward = token.map(|token| {
-            tokio::spawn(async move {
-                while let Some((done, total)) = rx.recv().await {
-                    let param = ProgressNotificationParam::new(token.clone(), done as f64)
-                        .with_total(total as f64);
-                    if peer.notify_progress(param).await.is_err() {
-                        break;
-                    }
+        let primes = PrimeCounter {
+            cache: self.cache.clone(),
+            cpu: self.cpu.clone(),
+            tools: self.tools.clone(),
+        };
+        primes
+            .count(args, move |done, total| {
+                let (token, peer) = (token.clone(), peer.clone());
+                async move {
+                    let Some(token) = token else { return false };
+                    let param =
+                        ProgressNotificationParam::new(token, done as f64).with_total(total as f64);
+                    peer.notify_progress(param).await.is_ok()
                 }
             })
-        });
-        let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
-        let counted = primes::cached(
-            &self.cache,
-            &self.cpu,
-            args.limit,
-            ttl,
-            10,
-            move |done, total| {
-                let _ = tx.send((done, total));
-            },
-        )
-        .await;
-        if let Some(forward) = forward {
-            let _ = forward.await;
-        }
-        let (counted, _) = counted.map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        let out = PrimeCountOutput {
-            limit: counted.limit,
-            count: counted.count,
-            largest: counted.largest,
-        };
-        let largest = out
-            .largest
-            .map_or_else(|| "none".to_owned(), |p| p.to_string());
-        reply(
-            format!(
-                "There are {} primes below {}; the largest is {largest}.",
-                out.count, out.limit
-            ),
-            &out,
-        )
+            .await
     }
 
     /// This replica's cache figures.
@@ -683,4 +713,32 @@ impl StatefulServer {
             &out,
         )
     }
+}
+
+/// `prime_count` as a job: the same count, its progress in the task's status message;
+/// arguments the tool would refuse are refused before a task is made.
+pub(super) fn prime_count_planner(primes: PrimeCounter) -> Planner {
+    Box::new(move |params| {
+        let arguments = Value::Object(params.arguments.clone().unwrap_or_default());
+        let args: PrimeCountArgs = match serde_json::from_value(arguments) {
+            Ok(args) => args,
+            Err(e) => {
+                return Plan::Answer(tool_error(format!("invalid arguments: {e}")).into());
+            }
+        };
+        let primes = primes.clone();
+        Plan::Run(Box::new(move |ctx: TaskContext| {
+            Box::pin(async move {
+                let ctx = &ctx;
+                let result = primes
+                    .count(args, |done, total| async move {
+                        ctx.progress(&format!("sieved {done} of {total} segments"))
+                            .await;
+                        true
+                    })
+                    .await;
+                tool_outcome(result)
+            })
+        }))
+    })
 }

@@ -1,0 +1,280 @@
+//! The tasks extension's fixtures the official conformance suite calls (its `tasks-*`
+//! scenarios), served with `conformance.enabled` beside the production tools, as jobs
+//! on the same task runner and store:
+//!
+//! - `greet`: never a task, `Hello, {name}!`;
+//! - `slow_compute`: a task when allowed, sleeps `seconds` then answers;
+//! - `failing_job`: task required, a tool error after a second;
+//! - `protocol_error_job`: a task when allowed, fails with a JSON-RPC error;
+//! - `confirm_delete`, `multi_input`: tasks that ask the client for input (one request,
+//!   then two at once) and finish once answered through `tasks/update`;
+//! - `test_tool_with_task`: task required; an MRTR round asks for `user_name`, then the
+//!   retried call becomes a task whose result names the user.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, InputRequests, InputRequiredResult,
+    JsonObject, Tool,
+};
+use serde_json::{Value as Json, json};
+
+use super::tasks::{JobTool, JobTools, Plan, Planner, TaskSupport, outcome_of, planner};
+use crate::tasks::{Job, Outcome, TaskContext};
+
+/// Longest `slow_compute` sleep, so a call cannot hold a worker for long.
+const MAX_SECONDS: u64 = 600;
+
+/// Adds the fixtures to `jobs`.
+pub(super) fn register(jobs: &mut JobTools) {
+    let string = |description: &str| json!({"type": "string", "description": description});
+    jobs.add(fixture(
+        "greet",
+        "Greets `name` (never a task).",
+        json!({"name": string("Who to greet")}),
+        TaskSupport::Forbidden,
+        planner(|args| {
+            let name = text(&args, "name", "World");
+            job(async move { done(format!("Hello, {name}!")) })
+        }),
+    ));
+    jobs.add(fixture(
+        "slow_compute",
+        "Sleeps `seconds` (at most 600), reporting each one, then answers.",
+        json!({
+            "seconds": {"type": "integer", "minimum": 0, "maximum": MAX_SECONDS},
+            "label": string("Named in the result"),
+        }),
+        TaskSupport::Optional,
+        planner(|args| {
+            let seconds = args
+                .get("seconds")
+                .and_then(Json::as_u64)
+                .unwrap_or(1)
+                .min(MAX_SECONDS);
+            let label = text(&args, "label", "slow_compute");
+            Box::new(move |ctx: TaskContext| {
+                Box::pin(async move {
+                    for second in 0..seconds {
+                        ctx.progress(&format!("{label}: {second} of {seconds} seconds"))
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    done(format!("{label}: computed for {seconds} seconds"))
+                })
+            })
+        }),
+    ));
+    jobs.add(fixture(
+        "failing_job",
+        "Fails with a tool error after a second (task required).",
+        json!({}),
+        TaskSupport::Required,
+        planner(|_| {
+            job(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                outcome_of(Ok(CallToolResult::error(vec![ContentBlock::text(
+                    "failing_job failed, as it always does",
+                )])))
+            })
+        }),
+    ));
+    jobs.add(fixture(
+        "protocol_error_job",
+        "Fails with a JSON-RPC internal error (a protocol-level failure).",
+        json!({}),
+        TaskSupport::Optional,
+        planner(|_| {
+            job(async {
+                Outcome::Failed(json!({
+                    "code": -32603,
+                    "message": "protocol_error_job failed with an internal error, as it always does",
+                }))
+            })
+        }),
+    ));
+    jobs.add(fixture(
+        "confirm_delete",
+        "Asks the client to confirm deleting `filename`, then answers (a task).",
+        json!({"filename": string("The file to delete")}),
+        TaskSupport::Optional,
+        planner(|args| {
+            let filename = text(&args, "filename", "file.txt");
+            Box::new(move |ctx: TaskContext| {
+                Box::pin(async move {
+                    let asked = BTreeMap::from([(
+                        "confirm".to_owned(),
+                        confirm_request(&format!("Delete {filename}?")),
+                    )]);
+                    let Some(answers) = ctx.ask(asked).await else {
+                        return needs_task();
+                    };
+                    if accepted(answers.get("confirm"), "confirm") {
+                        done(format!("Deleted {filename}"))
+                    } else {
+                        done(format!("Kept {filename}"))
+                    }
+                })
+            })
+        }),
+    ));
+    jobs.add(fixture(
+        "multi_input",
+        "Asks the client two questions at once, then answers (a task).",
+        json!({}),
+        TaskSupport::Optional,
+        planner(|_| {
+            Box::new(move |ctx: TaskContext| {
+                Box::pin(async move {
+                    let asked = BTreeMap::from([
+                        ("name".to_owned(), name_request("Your name?")),
+                        ("confirm".to_owned(), confirm_request("Proceed?")),
+                    ]);
+                    let Some(answers) = ctx.ask(asked).await else {
+                        return needs_task();
+                    };
+                    done(format!("Received {} answers", answers.len()))
+                })
+            })
+        }),
+    ));
+    jobs.add(fixture(
+        "test_tool_with_task",
+        "Asks for `user_name` (MRTR), then greets the user from a task (task required).",
+        json!({}),
+        TaskSupport::Required,
+        Box::new(with_user_name),
+    ));
+}
+
+/// `test_tool_with_task`: the first round asks, the retried call with the answer runs.
+fn with_user_name(params: &CallToolRequestParams) -> Plan {
+    let answer = params
+        .input_responses
+        .as_ref()
+        .and_then(|answers| answers.get("user_name"));
+    let Some(answer) = answer else {
+        let requests: InputRequests = serde_json::from_value(json!({
+            "user_name": name_request("What is your name?"),
+        }))
+        .unwrap_or_default();
+        return Plan::Answer(InputRequiredResult::from_input_requests(requests).into());
+    };
+    let name = answer
+        .get("content")
+        .and_then(|c| c.get("name"))
+        .and_then(Json::as_str)
+        .unwrap_or("stranger")
+        .chars()
+        .take(100)
+        .collect::<String>();
+    Plan::Run(job(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done(format!("Hello, {name}! (from a task)"))
+    }))
+}
+
+fn fixture(
+    name: &'static str,
+    description: &'static str,
+    properties: Json,
+    support: TaskSupport,
+    plan: Planner,
+) -> JobTool {
+    let schema = json!({"type": "object", "properties": properties});
+    let schema = match schema {
+        Json::Object(map) => map,
+        _ => JsonObject::new(),
+    };
+    JobTool {
+        tool: Tool::new(name, description, Arc::new(schema)),
+        support,
+        routed: false,
+        plan,
+    }
+}
+
+/// A job that ignores its context.
+fn job(work: impl Future<Output = Outcome> + Send + 'static) -> Job {
+    Box::new(move |_ctx: TaskContext| Box::pin(work))
+}
+
+fn done(text: String) -> Outcome {
+    outcome_of(Ok(CallToolResult::success(vec![ContentBlock::text(text)])))
+}
+
+fn needs_task() -> Outcome {
+    outcome_of(Ok(CallToolResult::error(vec![ContentBlock::text(
+        "this tool asks for input while it runs: call it as a task \
+         (declare the io.modelcontextprotocol/tasks extension)",
+    )])))
+}
+
+/// The string argument `key`, at most 100 characters, or `default`.
+fn text(args: &JsonObject, key: &str, default: &str) -> String {
+    args.get(key)
+        .and_then(Json::as_str)
+        .unwrap_or(default)
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// An `elicitation/create` form request for one field of `kind`.
+fn elicitation(message: &str, field: &str, kind: &str) -> Json {
+    json!({
+        "method": "elicitation/create",
+        "params": {
+            "mode": "form",
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {field: {"type": kind}},
+                "required": [field],
+            },
+        },
+    })
+}
+
+fn confirm_request(message: &str) -> Json {
+    elicitation(message, "confirm", "boolean")
+}
+
+fn name_request(message: &str) -> Json {
+    elicitation(message, "name", "string")
+}
+
+/// Whether an elicitation answer accepted with `field` true.
+fn accepted(answer: Option<&Json>, field: &str) -> bool {
+    answer.is_some_and(|a| {
+        a.get("action").and_then(Json::as_str) == Some("accept")
+            && a.get("content")
+                .and_then(|c| c.get(field))
+                .and_then(Json::as_bool)
+                == Some(true)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::InputRequest;
+
+    use super::*;
+
+    #[test]
+    fn input_requests_are_what_rmcp_reads() {
+        for request in [confirm_request("ok?"), name_request("who?")] {
+            let parsed: InputRequest = serde_json::from_value(request.clone()).unwrap();
+            assert!(matches!(parsed, InputRequest::Elicitation(_)), "{request}");
+        }
+    }
+
+    #[test]
+    fn answers_accept_only_a_true_confirmation() {
+        let yes = json!({"action": "accept", "content": {"confirm": true}});
+        let no = json!({"action": "decline"});
+        assert!(accepted(Some(&yes), "confirm"));
+        assert!(!accepted(Some(&no), "confirm"));
+        assert!(!accepted(None, "confirm"));
+    }
+}
