@@ -12,6 +12,10 @@
 #   c020-2025-11-25             0.2.0-alpha.12  --suite all --spec-version 2025-11-25
 #   c020-2026-07-28             0.2.0-alpha.12  --suite all --spec-version 2026-07-28
 #   c020-requirements-2026-07-28 0.2.0-alpha.12 --requirements 2026-07-28
+#   c020-<scenario>             0.2.0-alpha.12  --scenario <scenario>, for each of the
+#                               tasks extension's scenarios (the --spec-version runs
+#                               leave extensions out; tasks-status-notifications is
+#                               always skipped by the suite itself)
 # Results (each run's console output, its checks.json files, the replicas' and nginx's
 # logs) stay in target/conformance/. A suite exits 1 when any check fails, WARNINGs
 # and unscored checks included, so its exit status is only recorded: the checker reads
@@ -48,6 +52,12 @@ if [ "${1:-}" = "--runs" ]; then
   run c020-2025-11-25 "$NEW_SUITE" --suite all --spec-version 2025-11-25
   run c020-2026-07-28 "$NEW_SUITE" --suite all --spec-version 2026-07-28
   run c020-requirements-2026-07-28 "$NEW_SUITE" --requirements 2026-07-28
+  for scenario in tasks-lifecycle tasks-capability-negotiation tasks-wire-fields \
+    tasks-request-state-removal tasks-mrtr-input tasks-request-headers \
+    tasks-dispatch-and-envelope tasks-status-notifications tasks-required-task-error \
+    tasks-mrtr-composition; do
+    run "c020-$scenario" "$NEW_SUITE" --scenario "$scenario"
+  done
   exit 0
 fi
 
