@@ -21,4 +21,5 @@ mod round_trips;
 mod sessions;
 mod streams;
 mod support;
+mod tasks;
 mod tool_cache;
