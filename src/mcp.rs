@@ -18,6 +18,7 @@ pub mod edge;
 mod envelope;
 pub mod event_store;
 mod resources;
+pub mod schema;
 pub mod server;
 mod session_manager;
 mod session_store;

@@ -28,7 +28,7 @@ pub use self::tools::{
     DeleteOutput, HistoryArgs, HistoryOperation, HistoryOutput, PrimeCountArgs, PrimeCountOutput,
     SessionArgs, SessionInfoOutput,
 };
-use super::{binding::transport_session, resources::Resources};
+use super::{binding::transport_session, resources::Resources, schema::standard_schemas};
 use crate::{
     cache::CacheManager, config::ToolSettings, cpu::CpuPool, metrics::Metrics, sessions::Sessions,
     state::AppState, telemetry::RequestId,
@@ -59,7 +59,7 @@ impl StatefulServer {
             metrics: state.metrics.clone(),
             resources: Resources::new(state.cache.clone(), state.cpu.clone(), tools.clone()),
             tools,
-            tool_router: Arc::new(Self::tool_router()),
+            tool_router: Arc::new(standard_schemas(Self::tool_router())),
         }
     }
 }
