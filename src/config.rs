@@ -28,6 +28,16 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Requests per principal, shared by every replica.
     pub rate_limit: RateLimitSettings,
+    /// The official MCP conformance suite's fixtures.
+    pub conformance: ConformanceSettings,
+}
+
+/// The fixtures the official MCP conformance suite calls (`test_*` tools, `test://`
+/// resources, prompts, completions, logging), served beside the production tools.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConformanceSettings {
+    /// Serve the fixtures. Off in production: they exist to be tested against.
+    pub enabled: bool,
 }
 
 /// Per-principal request rate limits.
@@ -581,6 +591,7 @@ mod tests {
                     "STATEFUL_MCP__SERVER__ALLOWED_HOSTS",
                     "mcp.example.com, localhost",
                 ),
+                ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true"),
             ]),
         )
         .unwrap();
@@ -590,6 +601,7 @@ mod tests {
         assert_eq!(s.redis.key_prefix, "tenant-a");
         assert_eq!(s.session.timeout_secs, 60);
         assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
+        assert!(s.conformance.enabled);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   binds to in [`binding`] and the resources in `resources.rs`.
 
 pub mod binding;
+pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
@@ -34,6 +35,7 @@ use rmcp::{
 };
 
 use self::{
+    conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
     server::StatefulServer,
@@ -42,10 +44,15 @@ use self::{
 };
 use crate::state::AppState;
 
-/// The `/mcp` service with this crate's tools and resources; mount it with
+/// The `/mcp` service with this crate's tools and resources (and the
+/// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
 /// `Router::nest_service("/mcp", endpoint(&state))`.
 pub fn endpoint(state: &AppState) -> Router {
     let server = StatefulServer::new(state);
+    if state.settings.conformance.enabled {
+        let server = ConformanceServer::new(state, server);
+        return endpoint_with(state, move || server.clone());
+    }
     endpoint_with(state, move || server.clone())
 }
 

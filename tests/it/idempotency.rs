@@ -6,19 +6,18 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    http::{create_handle, initialize_2025, meta_2026, post_json, read_reply},
+    http::{
+        create_handle, initialize_2025, meta_2026, post_json, read_reply, tools_call_2026_params,
+    },
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
 };
 
 /// A 2026-07-28 `tools/call` of `tool` with `args` and the `idempotencyKey` `key`.
 async fn call_with_key(url: &str, tool: &str, args: Value, key: Value) -> (StatusCode, Value) {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": tool, "arguments": args, "_meta": meta_2026(), "idempotencyKey": key}});
-    let response = post_json(&reqwest::Client::new(), url, &body)
-        .header("MCP-Protocol-Version", "2026-07-28")
-        .header("Mcp-Method", "tools/call")
-        .header("Mcp-Name", tool)
+    let params = json!({
+        "name": tool, "arguments": args, "_meta": meta_2026(), "idempotencyKey": key});
+    let response = tools_call_2026_params(&reqwest::Client::new(), url, params)
         .send()
         .await
         .unwrap();

@@ -41,8 +41,16 @@ pub fn tools_call_2026_with_meta(
     args: Value,
     meta: Value,
 ) -> RequestBuilder {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": tool, "arguments": args, "_meta": meta}});
+    let params = json!({"name": tool, "arguments": args, "_meta": meta});
+    tools_call_2026_params(client, url, params)
+}
+
+/// A raw 2026-07-28 `tools/call` with `params` as given (they name the tool and carry
+/// the `_meta`, and may add `idempotencyKey`, `inputResponses`, `requestState`, ...),
+/// with the standard headers, ready to send.
+pub fn tools_call_2026_params(client: &Client, url: &str, params: Value) -> RequestBuilder {
+    let tool = params["name"].as_str().unwrap_or_default().to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
     post_json(client, url, &body)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "tools/call")
