@@ -53,7 +53,7 @@ use self::{listen::Listeners, mrtr::RequestStates, session_state::SessionState};
 use super::{
     binding::{caller, transport_session},
     schema::standard_schemas,
-    server::StatefulServer,
+    server::{StatefulServer, tracked_until_cancelled},
 };
 use crate::{auth::Principal, metrics::Metrics, sessions::Sessions, state::AppState};
 
@@ -119,11 +119,13 @@ impl ServerHandler for ConformanceServer {
         if !self.fixtures.has_route(&request.name) {
             return self.production.call_tool(request, context).await;
         }
+        let cancelled = context.ct.clone();
         let call = self
             .fixtures
             .call(ToolCallContext::new(self, request, context));
-        // Tracked so a draining replica waits for the call, as production calls are.
-        self.calls.track_future(call).await
+        tracked_until_cancelled(&self.calls, &cancelled, call)
+            .await
+            .unwrap_or_else(|| Err(McpError::internal_error("request cancelled", None)))
     }
 
     async fn list_tools(

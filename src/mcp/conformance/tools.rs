@@ -38,6 +38,8 @@ use crate::mcp::binding::{caller, transport_session};
 /// The pause between the messages of the logging and progress fixtures: the scenarios
 /// ask for ~50 ms, so a client sees them arrive one by one.
 const STEP: Duration = Duration::from_millis(50);
+/// How long a fixture waits for the client to answer a sampling or elicitation request.
+const CLIENT_ANSWER: Duration = Duration::from_secs(60);
 /// The logger name on the fixtures' log messages.
 const LOGGER: &str = "stateful-mcp-conformance";
 
@@ -137,8 +139,9 @@ impl ConformanceServer {
         label: &str,
     ) -> Result<CallToolResult, McpError> {
         let params = form(message, schema)?;
-        Ok(match ctx.peer.create_elicitation(params).await {
-            Ok(result) => {
+        let answer = tokio::time::timeout(CLIENT_ANSWER, ctx.peer.create_elicitation(params));
+        Ok(match answer.await {
+            Ok(Ok(result)) => {
                 let action = serde_json::to_value(&result.action).unwrap_or(Value::Null);
                 let content = result.content.unwrap_or(Value::Null);
                 let action = action.as_str().unwrap_or_default();
@@ -146,9 +149,12 @@ impl ConformanceServer {
                     "{label}: action={action}, content={content}"
                 ))])
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 CallToolResult::error(vec![ContentBlock::text(format!("Elicitation failed: {e}"))])
             }
+            Err(_) => CallToolResult::error(vec![ContentBlock::text(
+                "The client did not answer the elicitation in time",
+            )]),
         })
     }
 
@@ -283,8 +289,12 @@ impl ConformanceServer {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<SamplingArgs>,
     ) -> CallToolResult {
-        match ctx.peer.create_message(sampling(&args.prompt, 100)).await {
-            Ok(result) => {
+        let answer = tokio::time::timeout(
+            CLIENT_ANSWER,
+            ctx.peer.create_message(sampling(&args.prompt, 100)),
+        );
+        match answer.await {
+            Ok(Ok(result)) => {
                 let answer = result
                     .message
                     .content
@@ -293,9 +303,12 @@ impl ConformanceServer {
                     .map_or_else(|| "(no text)".to_owned(), |t| t.text.clone());
                 CallToolResult::success(vec![ContentBlock::text(format!("LLM response: {answer}"))])
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 CallToolResult::error(vec![ContentBlock::text(format!("Sampling failed: {e}"))])
             }
+            Err(_) => CallToolResult::error(vec![ContentBlock::text(
+                "The client did not answer the sampling request in time",
+            )]),
         }
     }
 
