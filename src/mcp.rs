@@ -11,7 +11,10 @@
 //!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
 //!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in `resources.rs`.
+//!   binds to in [`binding`] and the resources in `resources.rs`; [`schema`] keeps the
+//!   tools' schemas to what JSON Schema defines;
+//! - [`conformance`]: the official conformance suite's fixtures in front of that
+//!   handler, when `conformance.enabled` is on.
 
 pub mod binding;
 pub mod conformance;
