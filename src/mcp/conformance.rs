@@ -195,11 +195,7 @@ impl ServerHandler for ConformanceServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let mut prompts = catalog::prompts();
-        prompts.push(rmcp::model::Prompt::new(
-            mrtr::MRTR_PROMPT,
-            Some("A prompt that first asks for a context with an elicitation (SEP-2322)"),
-            None,
-        ));
+        prompts.push(mrtr::prompt());
         Ok(ListPromptsResult::with_all_items(prompts))
     }
 
@@ -209,10 +205,7 @@ impl ServerHandler for ConformanceServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         if request.name == mrtr::MRTR_PROMPT {
-            let input = request
-                .input_responses
-                .map(|r| r.into_iter().collect::<serde_json::Map<_, _>>());
-            return Self::mrtr_prompt(input.as_ref());
+            return mrtr::render_prompt(request.input_responses);
         }
         match catalog::prompt(&request.name, request.arguments.as_ref()) {
             Some(rendered) => rendered.map(Into::into),

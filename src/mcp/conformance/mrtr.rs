@@ -23,8 +23,8 @@ use rmcp::{
     },
     model::{
         CallToolResponse, CallToolResult, ContentBlock, CreateMessageRequest, ElicitRequest,
-        GetPromptResult, InputRequest, InputRequests, InputRequiredResult, ListRootsRequest,
-        PromptMessage, RequestStateCodec, Role, SealOptions,
+        GetPromptResponse, GetPromptResult, InputRequest, InputRequests, InputRequiredResult,
+        ListRootsRequest, Prompt, PromptMessage, RequestStateCodec, Role, SealOptions,
     },
     service::RequestContext,
     tool, tool_router,
@@ -123,19 +123,8 @@ impl RequestStates {
 /// The response to the input request `key`, when it is an object (an `ElicitResult`,
 /// a `CreateMessageResult` or a `ListRootsResult`): anything else counts as missing, and
 /// the fixture asks again.
-fn response<'a>(
-    responses: Option<&'a Map<String, Value>>,
-    key: &str,
-) -> Option<&'a Map<String, Value>> {
-    responses?.get(key)?.as_object()
-}
-
-/// The `inputResponses` as a map, whatever rmcp parsed them into.
-fn responses(input: &InputResponses) -> Option<Map<String, Value>> {
-    input
-        .0
-        .as_ref()
-        .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+fn response<'a>(input: &'a InputResponses, key: &str) -> Option<&'a Map<String, Value>> {
+    input.0.as_ref()?.get(key)?.as_object()
 }
 
 /// An accepted elicitation's `field`, as text.
@@ -170,10 +159,43 @@ fn text(text: impl Into<String>) -> CallToolResult {
 /// What a fixture answers: a final result, or another round of input requests.
 type Answer = Result<CallToolResponse, McpError>;
 
+/// The MRTR prompt fixture's entry in `prompts/list`.
+pub(super) fn prompt() -> Prompt {
+    Prompt::new(
+        MRTR_PROMPT,
+        Some("A prompt that first asks for a context with an elicitation (SEP-2322)"),
+        None,
+    )
+}
+
+/// The MRTR prompt: asks for a context, then renders it.
+///
+/// # Errors
+/// Internal, when the elicitation schema does not build.
+pub(super) fn render_prompt(
+    input: Option<rmcp::model::InputResponses>,
+) -> Result<GetPromptResponse, McpError> {
+    let input = InputResponses(input);
+    if let Some(answer) = response(&input, "user_context") {
+        let context = elicited(answer, "context").unwrap_or("(none)");
+        return Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("Prompt with elicited context: {context}"),
+        )])
+        .into());
+    }
+    let requests = InputRequests::from([(
+        "user_context".to_owned(),
+        elicitation("What context should the prompt use?", "context", "string")?,
+    )]);
+    Ok(InputRequiredResult::from_input_requests(requests).into())
+}
+
+#[tool_router(router = mrtr_tools, vis = "pub(super)")]
 impl ConformanceServer {
-    /// Asks for the user's name until an elicitation result comes back.
-    fn ask_name(responses: Option<&Map<String, Value>>) -> Answer {
-        if let Some(answer) = response(responses, "user_name") {
+    #[tool(description = "Asks for the user's name with an elicitation input request (SEP-2322)")]
+    async fn test_input_required_result_elicitation(&self, input: InputResponses) -> Answer {
+        if let Some(answer) = response(&input, "user_name") {
             let name = elicited(answer, "name").unwrap_or("friend");
             return Ok(text(format!("Hello, {name}!")).into());
         }
@@ -184,39 +206,11 @@ impl ConformanceServer {
         Ok(InputRequiredResult::from_input_requests(requests).into())
     }
 
-    /// The MRTR prompt: asks for a context, then renders it.
-    pub(super) fn mrtr_prompt(
-        input: Option<&Map<String, Value>>,
-    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
-        if let Some(answer) = response(input, "user_context") {
-            let context = elicited(answer, "context").unwrap_or("(none)");
-            return Ok(GetPromptResult::new(vec![PromptMessage::new_text(
-                Role::User,
-                format!("Prompt with elicited context: {context}"),
-            )])
-            .into());
-        }
-        let requests = InputRequests::from([(
-            "user_context".to_owned(),
-            elicitation("What context should the prompt use?", "context", "string")?,
-        )]);
-        Ok(InputRequiredResult::from_input_requests(requests).into())
-    }
-}
-
-#[tool_router(router = mrtr_tools, vis = "pub(super)")]
-impl ConformanceServer {
-    #[tool(description = "Asks for the user's name with an elicitation input request (SEP-2322)")]
-    async fn test_input_required_result_elicitation(&self, input: InputResponses) -> Answer {
-        Self::ask_name(responses(&input).as_ref())
-    }
-
     #[tool(
         description = "Asks the client's model a question with a sampling input request (SEP-2322)"
     )]
     async fn test_input_required_result_sampling(&self, input: InputResponses) -> Answer {
-        let responses = responses(&input);
-        if let Some(answer) = response(responses.as_ref(), "capital_question") {
+        if let Some(answer) = response(&input, "capital_question") {
             let said = answer
                 .get("content")
                 .and_then(|c| c.get("text"))
@@ -233,8 +227,7 @@ impl ConformanceServer {
 
     #[tool(description = "Asks for the client's roots with a roots/list input request (SEP-2322)")]
     async fn test_input_required_result_list_roots(&self, input: InputResponses) -> Answer {
-        let responses = responses(&input);
-        if let Some(answer) = response(responses.as_ref(), "client_roots") {
+        if let Some(answer) = response(&input, "client_roots") {
             let roots: Vec<&str> = answer
                 .get("roots")
                 .and_then(Value::as_array)
@@ -257,8 +250,7 @@ impl ConformanceServer {
         input: InputResponses,
     ) -> Answer {
         let round = self.request_states.open(&ctx, &fixture, state.as_deref())?;
-        let responses = responses(&input);
-        if round == 1 && response(responses.as_ref(), "confirm").is_some() {
+        if round == 1 && response(&input, "confirm").is_some() {
             return Ok(text("Confirmed: state-ok").into());
         }
         let requests = InputRequests::from([(
@@ -280,10 +272,9 @@ impl ConformanceServer {
     ) -> Answer {
         const FIXTURE: &str = "test_input_required_result_multiple_inputs";
         let round = self.request_states.open(&ctx, FIXTURE, state.as_deref())?;
-        let responses = responses(&input);
         let answered = ["user_name", "greeting", "client_roots"]
             .iter()
-            .all(|key| response(responses.as_ref(), key).is_some());
+            .all(|key| response(&input, key).is_some());
         if round == 1 && answered {
             return Ok(text("All inputs received").into());
         }
@@ -311,12 +302,11 @@ impl ConformanceServer {
     ) -> Answer {
         const FIXTURE: &str = "test_input_required_result_multi_round";
         let round = self.request_states.open(&ctx, FIXTURE, state.as_deref())?;
-        let responses = responses(&input);
         let (key, question, field) = match round {
-            1 if response(responses.as_ref(), "step1").is_some() => {
+            1 if response(&input, "step1").is_some() => {
                 ("step2", "Step 2: What is your favorite color?", "color")
             }
-            2 if response(responses.as_ref(), "step2").is_some() => {
+            2 if response(&input, "step2").is_some() => {
                 return Ok(text("Multi-round flow complete").into());
             }
             // First call, or a retry without the answer asked for: ask (again).
@@ -338,7 +328,7 @@ impl ConformanceServer {
         ctx: RequestContext<RoleServer>,
         input: InputResponses,
     ) -> Answer {
-        if responses(&input).is_some_and(|r| !r.is_empty()) {
+        if input.0.as_ref().is_some_and(|r| !r.is_empty()) {
             return Ok(text("Capability-aware flow complete").into());
         }
         let caps = ctx.client_capabilities().unwrap_or_default();
