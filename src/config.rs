@@ -566,7 +566,10 @@ mod tests {
                 .allowed_origins
                 .contains(&"http://127.0.0.1:*".to_owned())
         );
-        assert!(!s.conformance.enabled, "the fixtures are off unless asked for");
+        assert!(
+            !s.conformance.enabled,
+            "the fixtures are off unless asked for"
+        );
     }
 
     #[test]

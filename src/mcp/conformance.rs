@@ -7,8 +7,9 @@
 //! behind the same endpoint, edge, session manager and stores as production
 //! ([`super::endpoint`] picks it), so the suite tests the real stack.
 //!
-//! - `conformance/tools.rs`: content, progress, logging, sampling, elicitation and
-//!   schema fixtures, and the 2026-07-28 diagnostics;
+//! - `conformance/tools.rs`: content, progress, logging and schema fixtures, and the
+//!   2026-07-28 diagnostics;
+//! - `conformance/requests.rs`: the 2025-era sampling and elicitation fixtures;
 //! - `conformance/mrtr.rs`: the `test_input_required_result_*` tools and prompt
 //!   (SEP-2322), their `requestState` sealed by rmcp's codec;
 //! - `conformance/catalog.rs`: the `test://` resources and template, the prompts and
@@ -25,6 +26,7 @@
 mod catalog;
 mod listen;
 mod mrtr;
+mod requests;
 mod session_state;
 mod tools;
 
@@ -80,7 +82,7 @@ impl ConformanceServer {
             metrics: state.metrics.clone(),
             calls: state.calls.clone(),
             fixtures: Arc::new(standard_schemas(
-                Self::fixture_tools() + Self::mrtr_fixtures(),
+                Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
             )),
             request_states: RequestStates::new(),
             listeners: Listeners::default(),

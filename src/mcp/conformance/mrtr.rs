@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ConformanceServer,
-    tools::{form, sampling},
+    requests::{form, sampling},
 };
 use crate::mcp::binding::caller;
 
