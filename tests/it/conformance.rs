@@ -3,12 +3,24 @@
 //! replica, and nothing of them with the flag off.
 
 use reqwest::Client;
-use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+#[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
+use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, SamplingMessage};
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient,
+    model::{
+        CallToolRequestParams, ClientCapabilities, ClientConfig, GetPromptRequestParams,
+        Implementation, ReadResourceRequestParams, ResourceContents,
+    },
+    service::RequestContext,
+};
 use serde_json::{Value, json};
 use stateful_mcp::mcp::schema::has_nonstandard_format;
 
 use crate::support::{
-    client::{Client as McpClient, call, create_handle, legacy_client, stateless_client, text},
+    client::{
+        Client as McpClient, call, create_handle, legacy_client, legacy_client_with,
+        stateless_client, text,
+    },
     http::{
         Event, EventReader, legacy_post, legacy_session, meta_2026, post_json, read_reply,
         tool_text, tools_call_2026, tools_call_2026_params,
@@ -225,6 +237,53 @@ async fn a_session_keeps_its_log_level_and_subscriptions_on_every_replica() {
     assert!(subscription(&data_keys(&b.url(), &session).await));
     legacy_request(&b.url(), &session, "resources/unsubscribe", uri).await;
     assert!(!subscription(&data_keys(&a.url(), &session).await));
+}
+
+/// A client model that answers every sampling request by echoing the question.
+struct EchoModel;
+
+#[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
+impl ClientHandler for EchoModel {
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let asked = params
+            .messages
+            .first()
+            .and_then(|m| m.content.first())
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text(format!("echo: {asked}")),
+            "echo-model".to_owned(),
+        ))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = ClientCapabilities::builder().enable_sampling().build();
+        ClientConfig::new(capabilities, Implementation::new("echo-model", "1"))
+    }
+}
+
+#[tokio::test]
+async fn a_2025_session_samples_the_clients_model() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("sampling"), &[ENABLED]).await;
+    let client = legacy_client_with(&replica.url(), EchoModel).await;
+
+    let args = json!({"prompt": "What is the capital of France?"});
+    let args = args.as_object().cloned().unwrap_or_default();
+    let sampled = client
+        .call_tool(CallToolRequestParams::new("test_sampling").with_arguments(args))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&sampled),
+        "LLM response: echo: What is the capital of France?"
+    );
 }
 
 #[tokio::test]
