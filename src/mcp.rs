@@ -11,13 +11,18 @@
 //!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
 //!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in `resources.rs`.
+//!   binds to in [`binding`] and the resources in `resources.rs`; [`schema`] keeps the
+//!   tools' schemas to what JSON Schema defines;
+//! - [`conformance`]: the official conformance suite's fixtures in front of that
+//!   handler, when `conformance.enabled` is on.
 
 pub mod binding;
+pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
 mod resources;
+pub mod schema;
 pub mod server;
 mod session_manager;
 mod session_store;
@@ -36,6 +41,7 @@ use rmcp::{
 };
 
 use self::{
+    conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
     server::StatefulServer,
@@ -44,10 +50,15 @@ use self::{
 };
 use crate::state::AppState;
 
-/// The `/mcp` service with this crate's tools and resources; mount it with
+/// The `/mcp` service with this crate's tools and resources (and the
+/// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
 /// `Router::nest_service("/mcp", endpoint(&state))`.
 pub fn endpoint(state: &AppState) -> Router {
     let server = StatefulServer::new(state);
+    if state.settings.conformance.enabled {
+        let server = ConformanceServer::new(state, server);
+        return endpoint_with(state, move || server.clone());
+    }
     endpoint_with(state, move || server.clone())
 }
 

@@ -21,14 +21,14 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::Value;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::tools::{
     CounterArgs, CounterOperation, CounterOutput, CreateArgs, CreateOutput, DeleteArgs,
     DeleteOutput, HistoryArgs, HistoryOperation, HistoryOutput, PrimeCountArgs, PrimeCountOutput,
     SessionArgs, SessionInfoOutput,
 };
-use super::{binding::transport_session, resources::Resources};
+use super::{binding::transport_session, resources::Resources, schema::standard_schemas};
 use crate::{
     cache::CacheManager, config::ToolSettings, cpu::CpuPool, managed::ResourceManager,
     metrics::Metrics, redis_pool::RedisPool, sessions::Sessions, state::AppState,
@@ -68,8 +68,27 @@ impl StatefulServer {
             replica_id: state.replica_id.clone(),
             max_read_bytes: state.settings.resources.max_read_bytes,
             tools,
-            tool_router: Arc::new(Self::tool_router()),
+            tool_router: Arc::new(standard_schemas(Self::tool_router())),
         }
+    }
+}
+
+/// Runs a tool `call` tracked by `calls` (so a draining replica waits for it before
+/// ending its stream) until it finishes, or `None` once the client cancels it.
+///
+/// rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28 client
+/// dropping its response stream) through the token; dropping the call future at its
+/// next await point is what actually stops the work.
+pub(crate) async fn tracked_until_cancelled<F: Future>(
+    calls: &TaskTracker,
+    cancelled: &CancellationToken,
+    call: F,
+) -> Option<F::Output> {
+    let call = calls.track_future(call);
+    tokio::select! {
+        biased;
+        () = cancelled.cancelled() => None,
+        result = call => Some(result),
     }
 }
 
@@ -118,22 +137,13 @@ impl ServerHandler for StatefulServer {
             session_id = %session_id,
         );
         let started = std::time::Instant::now();
-        // rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28
-        // client dropping its response stream) through the token; dropping the call
-        // future at its next await point is what actually stops the work.
         let cancelled = context.ct.clone();
         let call = self
             .tool_router
             .call(ToolCallContext::new(self, request, context));
-        // Tracked so a draining replica waits for the call before ending its stream.
-        let call = self.calls.track_future(call);
-        let result = tokio::select! {
-            biased;
-            () = cancelled.cancelled() => {
-                // `timer` is dropped unfinished: counted as cancelled.
-                return Err(McpError::internal_error("request cancelled", None));
-            }
-            result = call => result,
+        let Some(result) = tracked_until_cancelled(&self.calls, &cancelled, call).await else {
+            // `timer` is dropped unfinished: counted as cancelled.
+            return Err(McpError::internal_error("request cancelled", None));
         };
         let outcome = match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
