@@ -80,14 +80,6 @@ impl TaskSettings {
     }
 }
 
-/// The fixtures the official MCP conformance suite calls, served beside the production
-/// tools.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ConformanceSettings {
-    /// Serve the fixtures. Off in production: they exist to be tested against.
-    pub enabled: bool,
-}
-
 /// The resource lifecycle manager and the tools over it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ResourceSettings {
@@ -102,6 +94,14 @@ pub struct ResourceSettings {
     pub sweep_interval_secs: u64,
     /// Most open resources of one kind on a replica.
     pub max_per_kind: usize,
+}
+
+/// The fixtures the official MCP conformance suite calls (`test_*` tools, `test://`
+/// resources, prompts, completions, logging), served beside the production tools.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConformanceSettings {
+    /// Serve the fixtures. Off in production: they exist to be tested against.
+    pub enabled: bool,
 }
 
 /// Per-principal request rate limits.
@@ -662,6 +662,10 @@ mod tests {
                 .allowed_origins
                 .contains(&"http://127.0.0.1:*".to_owned())
         );
+        assert!(
+            !s.conformance.enabled,
+            "the fixtures are off unless asked for"
+        );
     }
 
     #[test]
@@ -687,6 +691,7 @@ mod tests {
                     "STATEFUL_MCP__SERVER__ALLOWED_HOSTS",
                     "mcp.example.com, localhost",
                 ),
+                ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true"),
             ]),
         )
         .unwrap();
@@ -696,6 +701,7 @@ mod tests {
         assert_eq!(s.redis.key_prefix, "tenant-a");
         assert_eq!(s.session.timeout_secs, 60);
         assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
+        assert!(s.conformance.enabled);
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl Keys {
         format!("{}:{{p:{principal}}}:sessions", self.prefix)
     }
 
+    /// The first reply of an idempotent `session_create` (retry digest `digest`), in
+    /// the slot of the principal's session index.
+    pub fn create_retry(&self, principal: &str, digest: &str) -> String {
+        format!("{}:{{p:{principal}}}:create:{digest}", self.prefix)
+    }
+
     /// One principal's request budget (rate limiting), in the slot of its session index.
     pub fn rate_limit(&self, principal: &str) -> String {
         format!("{}:{{p:{principal}}}:rate", self.prefix)

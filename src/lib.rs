@@ -20,7 +20,9 @@
 //! - [`mcp`]: everything that speaks rmcp. [`mcp::endpoint`] builds `/mcp`: the edge
 //!   ([`mcp::edge`]), rmcp's Streamable HTTP service over our session manager, session
 //!   store and Redis event store ([`mcp::event_store`]), and the handler
-//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources.
+//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources;
+//!   with `conformance.enabled`, [`mcp::conformance`] puts the official conformance
+//!   suite's fixtures in front of that handler.
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis.

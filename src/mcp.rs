@@ -11,16 +11,20 @@
 //!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
 //!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in `resources.rs`;
+//!   binds to in [`binding`] and the resources in `resources.rs`; [`schema`] keeps the
+//!   tools' schemas to what JSON Schema defines;
 //! - [`tasks`]: the tasks extension (`tools/call` answered with a task, `tasks/get`,
-//!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`].
+//!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`];
+//! - [`conformance`]: the official conformance suite's fixtures in front of that
+//!   handler, when `conformance.enabled` is on.
 
 pub mod binding;
-mod conformance_tasks;
+pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
 mod resources;
+pub mod schema;
 pub mod server;
 mod session_manager;
 mod session_store;
@@ -40,6 +44,7 @@ use rmcp::{
 };
 
 use self::{
+    conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
     server::StatefulServer,
@@ -48,9 +53,15 @@ use self::{
 };
 use crate::state::AppState;
 
-/// The `/mcp` service with this crate's tools and resources; mount it with
+/// The `/mcp` service with this crate's tools and resources (and the
+/// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
 /// `Router::nest_service("/mcp", endpoint(&state))`.
 pub fn endpoint(state: &AppState) -> Router {
+    if state.settings.conformance.enabled {
+        let production = StatefulServer::with_jobs(state, conformance::task_fixtures());
+        let server = ConformanceServer::new(state, production);
+        return endpoint_with(state, move || server.clone());
+    }
     let server = StatefulServer::new(state);
     endpoint_with(state, move || server.clone())
 }

@@ -147,6 +147,9 @@ pub struct NewSession {
     pub client_info: Option<Value>,
     /// Transport state to restore a 2025-era session on another replica.
     pub transport: Option<Value>,
+    /// An idempotent create: a retry with the same key and arguments gets the session
+    /// the first call created (live or not) instead of a new one.
+    pub retry: Option<Retry>,
 }
 
 /// Totals over every live session of the deployment.

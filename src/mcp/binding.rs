@@ -107,12 +107,12 @@ impl Binding {
     }
 }
 
-/// The [`Retry`] of a call to `tool` with `args` on `binding`'s session, when the client
-/// sent an `idempotencyKey`: the key is scoped to the caller and the tool, and the
-/// arguments' fingerprint tells a retry from a reuse of the key.
+/// The [`Retry`] of `principal`'s call to `tool` with `args`, when the client sent an
+/// `idempotencyKey`: the key is scoped to the caller and the tool, and the arguments'
+/// fingerprint tells a retry from a reuse of the key.
 pub(crate) fn retry_of<A: Serialize>(
     ctx: &RequestContext<RoleServer>,
-    binding: &Binding,
+    principal: &str,
     tool: &str,
     args: &A,
 ) -> Option<Retry> {
@@ -121,7 +121,7 @@ pub(crate) fn retry_of<A: Serialize>(
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<IdempotencyKey>())?;
     let scope = Sha256::new()
-        .chain_update(binding.principal())
+        .chain_update(principal)
         .chain_update([0])
         .chain_update(tool)
         .chain_update([0])

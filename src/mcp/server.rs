@@ -21,7 +21,7 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::Value;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub(crate) use self::tools::PrimeCounter;
 pub use self::tools::{
@@ -32,6 +32,7 @@ pub use self::tools::{
 use super::{
     binding::{caller, transport_session},
     resources::Resources,
+    schema::standard_schemas,
     tasks::{
         JobTool, JobTools, Plan, TaskSupport, client_declared_tasks, created, detailed,
         response_of, task_error, tasks_required, unknown_task,
@@ -73,6 +74,12 @@ pub struct StatefulServer {
 impl StatefulServer {
     /// A handler over the replica's components. Build it once and clone it per request.
     pub fn new(state: &AppState) -> Self {
+        Self::with_jobs(state, Vec::new())
+    }
+
+    /// [`StatefulServer::new`] with `extra_jobs` beside the production tools (the tasks
+    /// extension's conformance fixtures).
+    pub fn with_jobs(state: &AppState, extra_jobs: Vec<JobTool>) -> Self {
         let tools = Arc::new(state.settings.tools.clone());
         Self {
             sessions: state.sessions.clone(),
@@ -85,16 +92,15 @@ impl StatefulServer {
             pool: state.redis.clone(),
             replica_id: state.replica_id.clone(),
             max_read_bytes: state.settings.resources.max_read_bytes,
-            tool_router: Arc::new(Self::tool_router()),
+            tool_router: Arc::new(standard_schemas(Self::tool_router())),
             task_manager: state.task_manager.clone(),
-            job_tools: Arc::new(Self::job_tools(state, &tools)),
+            job_tools: Arc::new(Self::job_tools(state, &tools, extra_jobs)),
             tools,
         }
     }
 
-    /// The tools that run as jobs: `prime_count` as a task, and with
-    /// `conformance.enabled` the tasks extension's fixtures.
-    fn job_tools(state: &AppState, tools: &Arc<ToolSettings>) -> JobTools {
+    /// The tools that run as jobs: `prime_count` as a task, then `extra`.
+    fn job_tools(state: &AppState, tools: &Arc<ToolSettings>, extra: Vec<JobTool>) -> JobTools {
         let mut jobs = JobTools::default();
         let router = Self::tool_router();
         if let Some(tool) = router.get("prime_count") {
@@ -110,9 +116,7 @@ impl StatefulServer {
                 plan: tools::prime_count_planner(primes),
             });
         }
-        if state.settings.conformance.enabled {
-            super::conformance_tasks::register(&mut jobs);
-        }
+        extra.into_iter().for_each(|job| jobs.add(job));
         jobs
     }
 
@@ -163,6 +167,25 @@ fn task_id(id: &str) -> Result<&str, McpError> {
     }
 }
 
+/// Runs a tool `call` tracked by `calls` (so a draining replica waits for it before
+/// ending its stream) until it finishes, or `None` once the client cancels it.
+///
+/// rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28 client
+/// dropping its response stream) through the token; dropping the call future at its
+/// next await point is what actually stops the work.
+pub(crate) async fn tracked_until_cancelled<F: Future>(
+    calls: &TaskTracker,
+    cancelled: &CancellationToken,
+    call: F,
+) -> Option<F::Output> {
+    let call = calls.track_future(call);
+    tokio::select! {
+        biased;
+        () = cancelled.cancelled() => None,
+        result = call => Some(result),
+    }
+}
+
 /// Whether the caller speaks a revision with SEP-2549 cache hints.
 fn supports_cache_hints(context: &RequestContext<RoleServer>) -> bool {
     context
@@ -209,9 +232,6 @@ impl ServerHandler for StatefulServer {
             session_id = %session_id,
         );
         let started = std::time::Instant::now();
-        // rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28
-        // client dropping its response stream) through the token; dropping the call
-        // future at its next await point is what actually stops the work.
         let cancelled = context.ct.clone();
         let call = async {
             if let Some(tool) = job_tool
@@ -223,15 +243,9 @@ impl ServerHandler for StatefulServer {
                 .call(ToolCallContext::new(self, request, context))
                 .await
         };
-        // Tracked so a draining replica waits for the call before ending its stream.
-        let call = self.calls.track_future(call);
-        let result = tokio::select! {
-            biased;
-            () = cancelled.cancelled() => {
-                // `timer` is dropped unfinished: counted as cancelled.
-                return Err(McpError::internal_error("request cancelled", None));
-            }
-            result = call => result,
+        let Some(result) = tracked_until_cancelled(&self.calls, &cancelled, call).await else {
+            // `timer` is dropped unfinished: counted as cancelled.
+            return Err(McpError::internal_error("request cancelled", None));
         };
         let outcome = match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",

@@ -208,6 +208,7 @@ impl SessionManager for ReplicatedSessionManager {
                     .to_owned(),
                 client_info: serde_json::to_value(&params.client_info).ok(),
                 transport: serde_json::to_value(&params).ok(),
+                retry: None,
             })
             .await;
         if let Err(e) = persisted {

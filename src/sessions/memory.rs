@@ -30,6 +30,9 @@ struct Inner {
     /// index by last access: a create drops the expired ones from the front and counts
     /// the rest, without looking at other sessions.
     by_principal: HashMap<String, BTreeSet<(Instant, String)>>,
+    /// First replies of idempotent creates by (principal, retry key): fingerprint,
+    /// session id, creation time, expiry.
+    creates: HashMap<(String, String), (String, String, i64, Instant)>,
 }
 
 impl Inner {
@@ -176,6 +179,24 @@ impl MemorySessions {
     ) -> Result<Session, SessionError> {
         let mut inner = self.lock();
         let now = Instant::now();
+        if let Some(retry) = &new.retry {
+            inner.creates.retain(|_, (.., expires)| *expires > now);
+            let scope = (new.principal.clone(), retry.key.clone());
+            if let Some((fingerprint, id, created, _)) = inner.creates.get(&scope) {
+                if *fingerprint != retry.fingerprint {
+                    return Err(SessionError::RetryConflict);
+                }
+                return Ok(Session {
+                    id: id.clone(),
+                    owner: new.principal,
+                    created_at_ms: *created,
+                    last_accessed_ms: *created,
+                    data: Default::default(),
+                    client_info: new.client_info,
+                    version: SCHEMA_VERSION,
+                });
+            }
+        }
         if inner.live_count(&new.principal, now) >= limits.max_sessions_per_principal {
             return Err(SessionError::TooManySessions {
                 limit: limits.max_sessions_per_principal,
@@ -200,6 +221,13 @@ impl MemorySessions {
             version: SCHEMA_VERSION,
         };
         let expires_at = now + self.timeout;
+        if let Some(retry) = new.retry {
+            let kept = now + std::time::Duration::from_secs(limits.idempotency_ttl_secs);
+            inner.creates.insert(
+                (session.owner.clone(), retry.key),
+                (retry.fingerprint, id.clone(), created, kept),
+            );
+        }
         inner
             .by_principal
             .entry(session.owner.clone())

@@ -220,30 +220,37 @@ impl RedisSessions {
             .map(Json::to_string)
             .unwrap_or_default();
         let mut conn = self.shared.pool.get().await?;
-        let mut reply = Reply::parse(
-            self.shared
-                .scripts
-                .create
-                .key(keys.principal_sessions(&new.principal))
-                .key(keys.session(&id))
-                .key(keys.all_sessions())
-                .arg(&id)
-                .arg(limit)
-                .arg(self.shared.timeout_ms)
-                .arg(self.index_ttl_ms())
-                .arg(SCHEMA_VERSION)
-                .arg(&new.principal)
-                .arg(&client)
-                .arg(&transport)
-                .invoke_async(&mut conn)
-                .await?,
-        )?;
-        match reply.status.as_str() {
-            "ok" => {}
-            "full" => return Err(SessionError::TooManySessions { limit }),
-            _ => return Err(SessionError::Invalid("session id already in use".into())),
+        let mut invocation = self
+            .shared
+            .scripts
+            .create
+            .key(keys.principal_sessions(&new.principal));
+        invocation
+            .key(keys.session(&id))
+            .key(keys.all_sessions())
+            .arg(&id)
+            .arg(limit)
+            .arg(self.shared.timeout_ms)
+            .arg(self.index_ttl_ms())
+            .arg(SCHEMA_VERSION)
+            .arg(&new.principal)
+            .arg(&client)
+            .arg(&transport);
+        if let Some(retry) = &new.retry {
+            invocation
+                .key(keys.create_retry(&new.principal, &retry.key))
+                .arg(&retry.fingerprint)
+                .arg(limits.idempotency_ttl_secs.saturating_mul(1000));
         }
-        let created_ms: i64 = reply.string(0)?.parse().unwrap_or_default();
+        let mut reply = Reply::parse(invocation.invoke_async(&mut conn).await?)?;
+        let (id, created_ms) = match reply.status.as_str() {
+            "ok" => (id, reply.string(0)?),
+            "replay" => (reply.string(0)?, reply.string(1)?),
+            "full" => return Err(SessionError::TooManySessions { limit }),
+            "retry_conflict" => return Err(SessionError::RetryConflict),
+            _ => return Err(SessionError::Invalid("session id already in use".into())),
+        };
+        let created_ms: i64 = created_ms.parse().unwrap_or_default();
         self.note_access();
         Ok(Session {
             id,

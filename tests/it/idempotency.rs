@@ -60,6 +60,16 @@ async fn a_retried_call_is_applied_once_on_any_replica() {
     let (_, msg) = call_with_key(&b.url(), "counter", increment.clone(), json!("k2")).await;
     assert_eq!(value(&msg), 6, "a new key is a new call: {msg}");
 
+    // A retried create gets the first call's handle, on any replica.
+    let mut created = Vec::new();
+    for replica in [&a, &b] {
+        let (_, msg) =
+            call_with_key(&replica.url(), "session_create", json!({}), json!("c1")).await;
+        created.push(msg["result"]["structuredContent"]["session_id"].clone());
+    }
+    assert!(created[0].is_string(), "{created:?}");
+    assert_eq!(created[0], created[1], "one session for one key");
+
     for bad in [json!(""), json!("x".repeat(256)), json!(7)] {
         let (status, msg) = call_with_key(&a.url(), "counter", increment.clone(), bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");

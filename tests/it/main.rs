@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod bus;
 mod cache;
+mod conformance;
 mod cpu;
 mod decode;
 mod drain;

@@ -525,3 +525,39 @@ async fn a_retry_under_the_same_key_changes_nothing_and_gets_the_first_reply() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_retried_create_gets_the_first_session_and_makes_no_other() {
+    use stateful_mcp::sessions::{Retry, SessionError};
+
+    let keyed = |principal: &str, key: &str, fingerprint: &str| NewSession {
+        retry: Some(Retry {
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+        }),
+        ..new(principal)
+    };
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let first = s.create(keyed("alice", "c1", "a")).await.unwrap();
+        let retried = s.create(keyed("alice", "c1", "a")).await.unwrap();
+        assert_eq!(retried.id, first.id, "{name}: the first call's session");
+        assert_eq!(retried.created_at_ms, first.created_at_ms, "{name}");
+        assert!(
+            matches!(
+                s.create(keyed("alice", "c1", "b")).await,
+                Err(SessionError::RetryConflict)
+            ),
+            "{name}: the key with other arguments"
+        );
+        let other = s.create(keyed("alice", "c2", "a")).await.unwrap();
+        assert_ne!(other.id, first.id, "{name}: a new key, a new session");
+        let bobs = s.create(keyed("bob", "c1", "a")).await.unwrap();
+        assert_ne!(bobs.id, first.id, "{name}: keys are the principal's own");
+        assert_eq!(
+            s.stats().await.unwrap().total,
+            3,
+            "{name}: three sessions, not five"
+        );
+    }
+}

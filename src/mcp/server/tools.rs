@@ -135,7 +135,7 @@ pub struct SessionInfoOutput {
 }
 
 /// `session_create` arguments (none needed).
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct CreateArgs {}
 
 /// `session_create` result.
@@ -343,18 +343,21 @@ impl StatefulServer {
     async fn session_create(
         &self,
         ctx: RequestContext<RoleServer>,
-        Parameters(_): Parameters<CreateArgs>,
+        Parameters(args): Parameters<CreateArgs>,
     ) -> ToolResult {
         let client_info = ctx
             .client_info()
             .and_then(|info| serde_json::to_value(info).ok());
+        let principal = caller(&ctx).as_str().to_owned();
+        let retry = retry_of(&ctx, &principal, "session_create", &args);
         let created = self
             .sessions
             .create(NewSession {
                 id: None,
-                principal: caller(&ctx).as_str().to_owned(),
+                principal,
                 client_info,
                 transport: None,
+                retry,
             })
             .await;
         let session = created.map_err(|e| ToolFailure::from_session(e, &self.metrics))?;
@@ -413,7 +416,7 @@ impl StatefulServer {
         Parameters(args): Parameters<CounterArgs>,
     ) -> ToolResult {
         let binding = Binding::of(&ctx, args.session_id.clone())?;
-        let retry = retry_of(&ctx, &binding, "counter", &args);
+        let retry = retry_of(&ctx, binding.principal(), "counter", &args);
         let op = match args.operation {
             CounterOperation::Get => CounterOp::Get,
             CounterOperation::Increment => CounterOp::Add(args.step),
@@ -457,7 +460,7 @@ impl StatefulServer {
         Parameters(args): Parameters<HistoryArgs>,
     ) -> ToolResult {
         let binding = Binding::of(&ctx, args.session_id.clone())?;
-        let retry = retry_of(&ctx, &binding, "history", &args);
+        let retry = retry_of(&ctx, binding.principal(), "history", &args);
         let op = match (args.operation, args.command) {
             (HistoryOperation::List, _) => HistoryOp::List,
             (HistoryOperation::Add, Some(cmd)) if !cmd.is_empty() => HistoryOp::Add(cmd),

@@ -5,7 +5,18 @@
 -- atomically. An index entry's score is its session's last access (the prelude keeps it
 -- current), so the entries older than the timeout are exactly the expired sessions: they
 -- are dropped first, O(log n + expired), and ZCARD counts the rest.
--- Replies 'full', 'exists' (never overwrites) or {'ok', creation time in ms}.
+-- With KEYS[4] (an idempotent create: ARGV[9] = the arguments' fingerprint, ARGV[10] =
+-- how long the first reply is kept, ms) a retry replays the first call's session.
+-- Replies 'full', 'exists' (never overwrites), 'retry_conflict' (the key was used with
+-- other arguments), {'replay', id, creation time} or {'ok', creation time in ms}.
+if KEYS[4] then
+  local first = redis.call('GET', KEYS[4])
+  if first then
+    local fp, id, created = string.match(first, '^([^|]*)|([^|]*)|([^|]*)$')
+    if fp ~= ARGV[9] then return {'retry_conflict'} end
+    return {'replay', id, created}
+  end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,4 +34,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if KEYS[4] then
+  redis.call('SET', KEYS[4], ARGV[9] .. '|' .. ARGV[1] .. '|' .. now, 'PX', ARGV[10])
+end
 return {'ok', now}

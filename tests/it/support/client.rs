@@ -2,7 +2,7 @@
 //! their tool results.
 
 use rmcp::{
-    ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError, ServiceExt,
+    ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError, ServiceExt,
     model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion},
     service::RunningService,
     transport::{
@@ -46,7 +46,15 @@ pub async fn stateless_client(url: &str) -> Client {
 
 /// A 2025-11-25 client (initialize handshake, `Mcp-Session-Id`).
 pub async fn legacy_client(url: &str) -> Client {
-    ClientConfig::default()
+    legacy_client_with(url, ClientConfig::default()).await
+}
+
+/// A 2025-11-25 client whose `handler` answers the server's requests (sampling, ...).
+pub async fn legacy_client_with<H: ClientHandler>(
+    url: &str,
+    handler: H,
+) -> RunningService<RoleClient, H> {
+    handler
         .serve(transport(url))
         .await
         .expect("2025-era client initializes")

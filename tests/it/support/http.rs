@@ -1,6 +1,8 @@
 //! Raw HTTP for what a client library would not send: hand-built 2026-07-28 calls and
-//! 2025-11-25 sessions, odd bodies and headers, and a reader for either reply form.
+//! 2025-11-25 sessions, odd bodies and headers, a reader for either reply form, and a
+//! reader of server-sent events as they arrive.
 
+use futures::StreamExt;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
@@ -41,15 +43,13 @@ pub fn tools_call_2026_with_meta(
     args: Value,
     meta: Value,
 ) -> RequestBuilder {
-    tools_call_2026_params(
-        client,
-        url,
-        json!({"name": tool, "arguments": args, "_meta": meta}),
-    )
+    let params = json!({"name": tool, "arguments": args, "_meta": meta});
+    tools_call_2026_params(client, url, params)
 }
 
-/// A raw 2026-07-28 `tools/call` with the whole `params` given (`name`, `arguments`,
-/// `_meta`, maybe an `idempotencyKey`), and the standard headers.
+/// A raw 2026-07-28 `tools/call` with `params` as given (they name the tool and carry
+/// the `_meta`, and may add `idempotencyKey`, `inputResponses`, `requestState`, ...),
+/// with the standard headers, ready to send.
 pub fn tools_call_2026_params(client: &Client, url: &str, params: Value) -> RequestBuilder {
     let tool = params["name"].as_str().unwrap_or_default().to_owned();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
@@ -210,4 +210,55 @@ pub fn legacy_post(client: &Client, url: &str, session: &str, body: &Value) -> R
     post_json(client, url, body)
         .header("Mcp-Session-Id", session)
         .header("MCP-Protocol-Version", "2025-11-25")
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Option<String>,
+    pub data: Option<Value>,
+}
+
+/// Reads SSE events from a response as they arrive.
+pub struct EventReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl EventReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    id: None,
+                    data: None,
+                };
+                for line in raw.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        event.id = Some(id.trim().to_owned());
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        event.data = serde_json::from_str(data.trim()).ok();
+                    }
+                }
+                if event.id.is_some() || event.data.is_some() {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), self.body.next())
+                .await
+                .expect("an event within 60 s")?
+                .ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The tasks extension's fixtures the official conformance suite calls (its `tasks-*`
-//! scenarios), served with `conformance.enabled` beside the production tools, as jobs
-//! on the same task runner and store:
+//! scenarios): job tools of the production handler (built with them when
+//! `conformance.enabled` is on), so they run on the same task runner and store as
+//! `prime_count`:
 //!
 //! - `greet`: never a task, `Hello, {name}!`;
 //! - `slow_compute`: a task when allowed, sleeps `seconds` then answers;
@@ -19,16 +20,17 @@ use rmcp::model::{
 };
 use serde_json::{Value as Json, json};
 
-use super::tasks::{JobTool, JobTools, Plan, Planner, TaskSupport, outcome_of, planner};
+use crate::mcp::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
 use crate::tasks::{Job, Outcome, TaskContext};
 
 /// Longest `slow_compute` sleep, so a call cannot hold a worker for long.
 const MAX_SECONDS: u64 = 600;
 
-/// Adds the fixtures to `jobs`.
-pub(super) fn register(jobs: &mut JobTools) {
+/// The fixtures, for [`crate::mcp::server::StatefulServer::with_jobs`].
+pub(crate) fn task_fixtures() -> Vec<JobTool> {
+    let mut jobs = Vec::new();
     let string = |description: &str| json!({"type": "string", "description": description});
-    jobs.add(fixture(
+    jobs.push(fixture(
         "greet",
         "Greets `name` (never a task).",
         json!({"name": string("Who to greet")}),
@@ -38,7 +40,7 @@ pub(super) fn register(jobs: &mut JobTools) {
             job(async move { done(format!("Hello, {name}!")) })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "slow_compute",
         "Sleeps `seconds` (at most 600), reporting each one, then answers.",
         json!({
@@ -65,7 +67,7 @@ pub(super) fn register(jobs: &mut JobTools) {
             })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "failing_job",
         "Fails with a tool error after a second (task required).",
         json!({}),
@@ -79,7 +81,7 @@ pub(super) fn register(jobs: &mut JobTools) {
             })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "protocol_error_job",
         "Fails with a JSON-RPC internal error (a protocol-level failure).",
         json!({}),
@@ -93,7 +95,7 @@ pub(super) fn register(jobs: &mut JobTools) {
             })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "confirm_delete",
         "Asks the client to confirm deleting `filename`, then answers (a task).",
         json!({"filename": string("The file to delete")}),
@@ -118,7 +120,7 @@ pub(super) fn register(jobs: &mut JobTools) {
             })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "multi_input",
         "Asks the client two questions at once, then answers (a task).",
         json!({}),
@@ -138,13 +140,14 @@ pub(super) fn register(jobs: &mut JobTools) {
             })
         }),
     ));
-    jobs.add(fixture(
+    jobs.push(fixture(
         "test_tool_with_task",
         "Asks for `user_name` (MRTR), then greets the user from a task (task required).",
         json!({}),
         TaskSupport::Required,
         Box::new(with_user_name),
     ));
+    jobs
 }
 
 /// `test_tool_with_task`: the first round asks, the retried call with the answer runs.

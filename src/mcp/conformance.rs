@@ -1,0 +1,322 @@
+//! The conformance fixtures: what the official MCP conformance suite
+//! (`@modelcontextprotocol/conformance`) calls, served when `conformance.enabled` is on.
+//!
+//! [`ConformanceServer`] wraps the production [`StatefulServer`]: a request that names
+//! a fixture (tool, resource, prompt) is served here, anything else by the production
+//! handler, and each list is the production list followed by the fixtures. It runs
+//! behind the same endpoint, edge, session manager and stores as production
+//! ([`super::endpoint`] picks it), so the suite tests the real stack.
+//!
+//! - `conformance/tools.rs`: content, progress, logging and schema fixtures, and the
+//!   2026-07-28 diagnostics;
+//! - `conformance/requests.rs`: the 2025-era sampling and elicitation fixtures;
+//! - `conformance/mrtr.rs`: the `test_input_required_result_*` tools and prompt
+//!   (SEP-2322), their `requestState` sealed by rmcp's codec;
+//! - `conformance/catalog.rs`: the `test://` resources and template, the prompts and
+//!   the completions;
+//! - `conformance/session_state.rs`: what a 2025-era session keeps for the fixtures (its
+//!   log level, its resource subscriptions), in the session's own record so every
+//!   replica sees it;
+//! - `conformance/listen.rs`: this replica's `subscriptions/listen` streams, which the
+//!   list-changed triggers notify;
+//! - `conformance/tasks.rs`: the tasks extension's fixtures (`greet`, `slow_compute`,
+//!   ...), job tools of the production handler, which serves `tasks/*` for every task.
+//!
+//! Two things are per replica, each kept in one place: the `requestState` key
+//! (`mrtr.rs`) and the listen streams (`listen.rs`).
+
+mod catalog;
+mod listen;
+mod mrtr;
+mod requests;
+mod session_state;
+mod tasks;
+mod tools;
+
+use std::sync::Arc;
+
+#[expect(
+    deprecated,
+    reason = "the 2025-era suites test logging and subscriptions"
+)]
+use rmcp::model::{SetLevelRequestMethod, SetLevelRequestParams, SubscribeRequestParams};
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler,
+    handler::server::{router::tool::ToolRouter, tool::ToolCallContext},
+    model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams,
+        CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+        PaginatedRequestParams, PromptsCapability, ReadResourceRequestParams, ReadResourceResponse,
+        ServerConfig, SubscriptionFilter, Tool, ToolsCapability, UnsubscribeRequestParams,
+        UpdateTaskParams,
+    },
+    service::{RequestContext, SubscriptionContext},
+};
+use tokio_util::task::TaskTracker;
+
+pub(crate) use self::tasks::task_fixtures;
+use self::{listen::Listeners, mrtr::RequestStates, session_state::SessionState};
+use super::{
+    binding::{caller, transport_session},
+    schema::standard_schemas,
+    server::{StatefulServer, tracked_until_cancelled},
+};
+use crate::{auth::Principal, metrics::Metrics, sessions::Sessions, state::AppState};
+
+/// The production handler with the conformance fixtures in front of it. Cheap to
+/// clone: the factory builds one per stateless request.
+#[derive(Clone)]
+pub struct ConformanceServer {
+    production: StatefulServer,
+    sessions: Sessions,
+    metrics: Metrics,
+    calls: TaskTracker,
+    fixtures: Arc<ToolRouter<Self>>,
+    request_states: RequestStates,
+    listeners: Listeners,
+}
+
+impl ConformanceServer {
+    /// The fixtures over `production`, with the replica's session layer for what a
+    /// 2025-era session keeps. Build it once and clone it per request.
+    pub fn new(state: &AppState, production: StatefulServer) -> Self {
+        Self {
+            production,
+            sessions: state.sessions.clone(),
+            metrics: state.metrics.clone(),
+            calls: state.calls.clone(),
+            fixtures: Arc::new(standard_schemas(
+                Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
+            )),
+            request_states: RequestStates::new(),
+            listeners: Listeners::default(),
+        }
+    }
+
+    /// The fixtures' state in the request's confirmed 2025-era session.
+    ///
+    /// # Errors
+    /// Method not found without one: `M` is a 2025-era method, which 2026-07-28 removed.
+    fn legacy_state<M: rmcp::model::ConstString + Default>(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<SessionState<'_>, McpError> {
+        let id = transport_session(context).ok_or_else(McpError::method_not_found::<M>)?;
+        Ok(self.session_state(caller(context), id))
+    }
+
+    /// The fixtures' state in session `id` of `principal`.
+    fn session_state(&self, principal: Principal, id: String) -> SessionState<'_> {
+        SessionState {
+            sessions: &self.sessions,
+            metrics: &self.metrics,
+            principal,
+            id,
+        }
+    }
+}
+
+impl ServerHandler for ConformanceServer {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if !self.fixtures.has_route(&request.name) {
+            return self.production.call_tool(request, context).await;
+        }
+        let cancelled = context.ct.clone();
+        let call = self
+            .fixtures
+            .call(ToolCallContext::new(self, request, context));
+        tracked_until_cancelled(&self.calls, &cancelled, call)
+            .await
+            .unwrap_or_else(|| Err(McpError::internal_error("request cancelled", None)))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let mut result = self.production.list_tools(request, context).await?;
+        result.tools.extend(self.fixtures.list_all());
+        Ok(result)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.production.get_task(request, context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.production.update_task(request, context).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.production.cancel_task(request, context).await
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.fixtures
+            .get(name)
+            .cloned()
+            .or_else(|| self.production.get_tool(name))
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let mut result = self.production.list_resources(request, context).await?;
+        result.resources.extend(catalog::resources());
+        Ok(result)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let mut result = self
+            .production
+            .list_resource_templates(request, context)
+            .await?;
+        result.resource_templates.extend(catalog::templates());
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if let Some(result) = catalog::read(&request.uri) {
+            return Ok(result.into());
+        }
+        let uri = request.uri.clone();
+        self.production
+            .read_resource(request, context)
+            .await
+            .map_err(|mut e| {
+                // SEP-2164: a resource not found names its URI in the error data.
+                if e.code == rmcp::model::ErrorCode::RESOURCE_NOT_FOUND && e.data.is_none() {
+                    e.data = Some(serde_json::json!({ "uri": uri }));
+                }
+                e
+            })
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let mut prompts = catalog::prompts();
+        prompts.push(mrtr::prompt());
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        if request.name == mrtr::MRTR_PROMPT {
+            return mrtr::render_prompt(request.input_responses);
+        }
+        match catalog::prompt(&request.name, request.arguments.as_ref()) {
+            Some(rendered) => rendered.map(Into::into),
+            None => {
+                let name: String = request.name.chars().take(64).collect();
+                Err(McpError::invalid_params(
+                    format!("unknown prompt `{name}`; prompts/list shows the available prompts"),
+                    None,
+                ))
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        catalog::complete(&request)
+    }
+
+    #[expect(
+        deprecated,
+        reason = "logging/setLevel is what the 2025-era suites test"
+    )]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.legacy_state::<SetLevelRequestMethod>(&context)?
+            .set_log_level(request.level)
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.legacy_state::<rmcp::model::SubscribeRequestMethod>(&context)?
+            .subscribe(&request.uri)
+            .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.legacy_state::<rmcp::model::UnsubscribeRequestMethod>(&context)?
+            .unsubscribe(&request.uri)
+            .await
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(listen::accepted(requested, &self.get_info().capabilities))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.listeners.serve(context).await
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        let mut info = self.production.get_info();
+        let capabilities = &mut info.capabilities;
+        let mut tools = ToolsCapability::default();
+        tools.list_changed = Some(true);
+        capabilities.tools = Some(tools);
+        let mut prompts = PromptsCapability::default();
+        prompts.list_changed = Some(true);
+        capabilities.prompts = Some(prompts);
+        let mut resources = capabilities.resources.take().unwrap_or_default();
+        resources.subscribe = Some(true);
+        capabilities.resources = Some(resources);
+        capabilities.logging = Some(Default::default());
+        capabilities.completions = Some(Default::default());
+        info
+    }
+}

@@ -1,0 +1,361 @@
+//! The conformance fixtures (`conformance.enabled`) through real replicas: a sample of
+//! each kind beside the production tools, the 2025-era session state they keep on any
+//! replica, and nothing of them with the flag off.
+
+use reqwest::Client;
+#[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
+use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, SamplingMessage};
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient,
+    model::{
+        CallToolRequestParams, ClientCapabilities, ClientConfig, GetPromptRequestParams,
+        Implementation, ReadResourceRequestParams, ResourceContents,
+    },
+    service::RequestContext,
+};
+use serde_json::{Value, json};
+use stateful_mcp::mcp::schema::has_nonstandard_format;
+
+use crate::support::{
+    client::{
+        Client as McpClient, call, create_handle, legacy_client, legacy_client_with,
+        stateless_client, text,
+    },
+    http::{
+        Event, EventReader, legacy_post, legacy_session, meta_2026, post_json, read_reply,
+        tool_text, tools_call_2026, tools_call_2026_params,
+    },
+    redis_server::{RedisServer, unique_prefix},
+    replica::Replica,
+    wait::within,
+};
+
+const ENABLED: (&str, &str) = ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true");
+
+/// The names of the listed tools, after checking every schema carries only formats
+/// JSON Schema defines.
+async fn tool_names(client: &McpClient) -> Vec<String> {
+    let tools = client.list_all_tools().await.unwrap();
+    for tool in &tools {
+        assert!(
+            !has_nonstandard_format(&tool.input_schema)
+                && !tool
+                    .output_schema
+                    .as_deref()
+                    .is_some_and(has_nonstandard_format),
+            "{} has a format JSON Schema does not define: {:?} {:?}",
+            tool.name,
+            tool.input_schema,
+            tool.output_schema
+        );
+    }
+    tools.into_iter().map(|t| t.name.to_string()).collect()
+}
+
+/// A raw 2026-07-28 `tools/call` of `tool` with `extra` params (`inputResponses`,
+/// `requestState`); its JSON-RPC reply.
+async fn mrtr_call(url: &str, tool: &str, extra: Value) -> Value {
+    let mut params = json!({"name": tool, "arguments": {}, "_meta": meta_2026()});
+    params
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    let response = tools_call_2026_params(&Client::new(), url, params)
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await.1
+}
+
+#[tokio::test]
+async fn fixtures_are_served_beside_the_production_tools() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("fixtures"), &[ENABLED]).await;
+    let client = stateless_client(&replica.url()).await;
+
+    let names = tool_names(&client).await;
+    for expected in [
+        "counter",
+        "prime_count",
+        "test_simple_text",
+        "json_schema_2020_12_tool",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    let simple = call(&client, "test_simple_text", json!({})).await;
+    assert_eq!(text(&simple), "This is a simple text response for testing.");
+    // The production tools answer as before.
+    assert_eq!(create_handle(&client).await.len(), 40);
+
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("test://template/42/data"))
+        .await
+        .unwrap();
+    let ResourceContents::TextResourceContents { text: data, .. } = &read.contents[0] else {
+        panic!("text contents expected: {read:?}");
+    };
+    assert!(data.contains("Data for ID: 42"), "{data}");
+
+    let args = json!({"arg1": "hello", "arg2": "world"});
+    let prompt = client
+        .get_prompt(
+            GetPromptRequestParams::new("test_prompt_with_arguments")
+                .with_arguments(args.as_object().cloned().unwrap()),
+        )
+        .await
+        .unwrap();
+    let rendered = serde_json::to_string(&prompt.messages).unwrap();
+    assert!(
+        rendered.contains("arg1='hello', arg2='world'"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn request_state_is_sealed_and_a_tampered_one_refused() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("mrtr"), &[ENABLED]).await;
+    let url = replica.url();
+    let tool = "test_input_required_result_request_state";
+
+    let first = mrtr_call(&url, tool, json!({})).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+    let confirmed = json!({"confirm": {"action": "accept", "content": {"ok": true}}});
+
+    let tampered = mrtr_call(
+        &url,
+        tool,
+        json!({"inputResponses": confirmed, "requestState": format!("{state}x")}),
+    )
+    .await;
+    assert_eq!(tampered["error"]["code"], -32602, "{tampered}");
+    // A state sealed for one fixture does not open another.
+    let elsewhere = mrtr_call(
+        &url,
+        "test_input_required_result_tampered_state",
+        json!({"inputResponses": confirmed, "requestState": state}),
+    )
+    .await;
+    assert_eq!(elsewhere["error"]["code"], -32602, "{elsewhere}");
+
+    let done = mrtr_call(
+        &url,
+        tool,
+        json!({"inputResponses": confirmed, "requestState": state}),
+    )
+    .await;
+    assert_eq!(
+        done["result"]["content"][0]["text"], "Confirmed: state-ok",
+        "{done}"
+    );
+}
+
+/// What a 2025-era `test_tool_with_logging` call in `session` on `url` reports: how many
+/// of its info messages passed the session's log level.
+async fn logging_report(url: &str, session: &str) -> String {
+    let reply = legacy_request(
+        url,
+        session,
+        "tools/call",
+        json!({"name": "test_tool_with_logging", "arguments": {}}),
+    )
+    .await;
+    reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("test_tool_with_logging: {reply}"))
+        .to_owned()
+}
+
+/// Sends the 2025-era request `method` with `params` in `session` to `url`; its reply.
+async fn legacy_request(url: &str, session: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response = legacy_post(&Client::new(), url, session, &body)
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await.1
+}
+
+/// The data keys of `session`, as `session_info` on `url` reports them.
+async fn data_keys(url: &str, session: &str) -> Vec<String> {
+    let info = legacy_request(
+        url,
+        session,
+        "tools/call",
+        json!({"name": "session_info", "arguments": {}}),
+    )
+    .await;
+    serde_json::from_value(info["result"]["structuredContent"]["data_keys"].clone())
+        .unwrap_or_else(|_| panic!("session_info: {info}"))
+}
+
+#[tokio::test]
+async fn a_session_keeps_its_log_level_and_subscriptions_on_every_replica() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("fixture-state");
+    let a = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
+    let b = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
+    let session = legacy_session(&a.url()).await;
+
+    // Info messages pass a session at `debug` and are held back at `warning`, whichever
+    // replica set the level and whichever serves the call.
+    let set = legacy_request(
+        &a.url(),
+        &session,
+        "logging/setLevel",
+        json!({"level": "warning"}),
+    )
+    .await;
+    assert_eq!(set["result"], json!({}), "{set}");
+    assert_eq!(
+        logging_report(&b.url(), &session).await,
+        "Logging test completed: 0 of 3 info messages passed the log level"
+    );
+    legacy_request(
+        &b.url(),
+        &session,
+        "logging/setLevel",
+        json!({"level": "debug"}),
+    )
+    .await;
+    assert_eq!(
+        logging_report(&a.url(), &session).await,
+        "Logging test completed: 3 of 3 info messages passed the log level"
+    );
+
+    let uri = json!({"uri": "test://watched-resource"});
+    let subscribed = legacy_request(&a.url(), &session, "resources/subscribe", uri.clone()).await;
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    let subscription = |keys: &[String]| {
+        keys.iter()
+            .any(|k| k.starts_with("conformance.subscription."))
+    };
+    assert!(subscription(&data_keys(&b.url(), &session).await));
+    legacy_request(&b.url(), &session, "resources/unsubscribe", uri).await;
+    assert!(!subscription(&data_keys(&a.url(), &session).await));
+}
+
+/// A client model that answers every sampling request by echoing the question.
+struct EchoModel;
+
+#[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
+impl ClientHandler for EchoModel {
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let asked = params
+            .messages
+            .first()
+            .and_then(|m| m.content.first())
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text(format!("echo: {asked}")),
+            "echo-model".to_owned(),
+        ))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = ClientCapabilities::builder().enable_sampling().build();
+        ClientConfig::new(capabilities, Implementation::new("echo-model", "1"))
+    }
+}
+
+#[tokio::test]
+async fn a_2025_session_samples_the_clients_model() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("sampling"), &[ENABLED]).await;
+    let client = legacy_client_with(&replica.url(), EchoModel).await;
+
+    let args = json!({"prompt": "What is the capital of France?"});
+    let args = args.as_object().cloned().unwrap_or_default();
+    let sampled = client
+        .call_tool(CallToolRequestParams::new("test_sampling").with_arguments(args))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&sampled),
+        "LLM response: echo: What is the capital of France?"
+    );
+}
+
+#[tokio::test]
+async fn a_listen_stream_gets_the_list_changes_it_asked_for() {
+    let replica = Replica::memory(&[ENABLED]).await;
+    let url = replica.url();
+    let params = json!({"_meta": meta_2026(), "notifications": {"toolsListChanged": true}});
+    let body =
+        json!({"jsonrpc": "2.0", "id": 3, "method": "subscriptions/listen", "params": params});
+    let response = post_json(&Client::new(), &url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "subscriptions/listen")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut events = EventReader::new(response);
+    let method = |event: Option<Event>| event.and_then(|e| e.data).unwrap_or_default();
+    let ack = method(within("the acknowledgement", events.next()).await);
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+
+    // The stream asked for tool list changes only: a prompt change reaches no stream.
+    let trigger = async |tool: &str| {
+        let reply = tools_call_2026(&Client::new(), &url, tool, json!({}))
+            .send()
+            .await
+            .unwrap();
+        tool_text(&read_reply(reply).await.1)
+    };
+    assert_eq!(
+        trigger("test_trigger_prompt_change").await,
+        "Prompt list change sent to 0 stream(s)"
+    );
+    assert_eq!(
+        trigger("test_trigger_tool_change").await,
+        "Tool list change sent to 1 stream(s)"
+    );
+    let change = method(within("the tool list change", events.next()).await);
+    assert_eq!(
+        change["method"], "notifications/tools/list_changed",
+        "{change}"
+    );
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 3,
+        "{change}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_flag_off_no_fixture_is_served() {
+    let replica = Replica::memory(&[]).await;
+    let legacy = legacy_client(&replica.url()).await;
+
+    let names = tool_names(&legacy).await;
+    assert!(names.iter().any(|n| n == "session_create"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("test_")), "{names:?}");
+    let unknown = crate::support::client::try_call(&legacy, "test_simple_text", json!({})).await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    let prompts = legacy.list_prompts(None).await;
+    assert!(prompts.is_err(), "{prompts:?}");
+    let read = legacy
+        .read_resource(ReadResourceRequestParams::new("test://static-text"))
+        .await;
+    assert!(read.is_err(), "{read:?}");
+    let stateless = stateless_client(&replica.url()).await;
+    assert!(
+        !tool_names(&stateless)
+            .await
+            .iter()
+            .any(|n| n.starts_with("test_"))
+    );
+}
