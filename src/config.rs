@@ -59,16 +59,6 @@ pub struct TaskSettings {
 }
 
 impl TaskSettings {
-    /// `ttl_secs` as a duration.
-    pub fn ttl(&self) -> Duration {
-        Duration::from_secs(self.ttl_secs)
-    }
-
-    /// `lease_ms` as a duration.
-    pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.lease_ms)
-    }
-
     /// `renew_interval_ms` as a duration.
     pub fn renew_interval(&self) -> Duration {
         Duration::from_millis(self.renew_interval_ms)

@@ -26,6 +26,7 @@ use crate::{
     cpu::CpuPool,
     managed::{KindStats, ResourceManager},
     redis_pool::RedisPool,
+    tasks::TaskManager,
 };
 
 /// Labels of per-method series.
@@ -97,6 +98,7 @@ impl Metrics {
         cache: CacheManager,
         cpu: CpuPool,
         resources: ResourceManager,
+        tasks: TaskManager,
     ) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "stateful_mcp",
@@ -165,6 +167,7 @@ impl Metrics {
             cache,
             cpu,
             resources,
+            tasks,
         }));
         Self {
             registry: Arc::new(registry),
@@ -274,6 +277,7 @@ struct Figures {
     cache: CacheManager,
     cpu: CpuPool,
     resources: ResourceManager,
+    tasks: TaskManager,
 }
 
 impl std::fmt::Debug for Figures {
@@ -432,6 +436,18 @@ impl Collector for Figures {
             "cpu_jobs_waiting",
             "Callers waiting for a CPU permit",
             cpu.waiting as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "tasks_admitted",
+            "Background tasks running or waiting for a worker on this replica",
+            self.tasks.admitted() as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "tasks_capacity",
+            "Most background tasks admitted at once (tasks.workers + tasks.queue)",
+            self.tasks.capacity() as f64,
         )?;
         let c = self.cache.stats();
         counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;

@@ -145,6 +145,7 @@ impl AppState {
             cache.clone(),
             cpu.clone(),
             resources.clone(),
+            task_manager.clone(),
         );
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,

@@ -21,6 +21,9 @@ pub struct MemoryTasks {
 
 struct Entry {
     record: TaskRecord,
+    /// When the record expires, ms: `ttl` after its last change or lease renewal, as
+    /// the Redis record's TTL.
+    expires_ms: i64,
     /// End of the owner lease, ms (unfinished tasks only).
     lease_until: i64,
     /// Answers received for requests no longer pending.
@@ -33,14 +36,17 @@ fn now_ms() -> i64 {
 
 impl Entry {
     fn expired(&self, now: i64) -> bool {
-        now >= self
-            .record
-            .updated_ms
-            .saturating_add(i64::try_from(self.record.ttl_ms).unwrap_or(i64::MAX))
+        now >= self.expires_ms
+    }
+
+    /// Keeps the record `ttl` from now.
+    fn keep(&mut self, now: i64) {
+        self.expires_ms = now.saturating_add_unsigned(self.record.ttl_ms);
     }
 
     fn touch(&mut self, now: i64) {
         self.record.updated_ms = now;
+        self.keep(now);
     }
 
     fn settle(&mut self, settled: &Settled, now: i64) {
@@ -116,6 +122,7 @@ impl MemoryTasks {
             new.id.clone(),
             Entry {
                 record: record.clone(),
+                expires_ms: now.saturating_add_unsigned(times.ttl_ms),
                 lease_until: now.saturating_add_unsigned(times.lease_ms),
                 answers: BTreeMap::new(),
             },
@@ -190,6 +197,7 @@ impl MemoryTasks {
                 let held = e.held_by(replica);
                 if held != Held::Lost {
                     e.lease_until = now.saturating_add_unsigned(times.lease_ms);
+                    e.keep(now);
                     if let Some(m) = message {
                         e.record.message = Some(m.to_owned());
                         e.touch(now);

@@ -188,6 +188,11 @@ impl TaskManager {
         self.shared.admitted.load(Ordering::Acquire)
     }
 
+    /// Most tasks admitted at once on this replica (workers plus queue places).
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// Stores a task for `owner` running `tool` and starts `job` on the pool. The task is
     /// durably stored when this returns, so any replica answers for it at once.
     ///

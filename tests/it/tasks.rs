@@ -232,6 +232,11 @@ async fn cpu_running(replica: &Replica) -> Option<f64> {
     replica.metric(&["stateful_mcp_cpu_jobs_running{"]).await
 }
 
+/// The replica's count of tasks running or queued.
+async fn tasks_admitted(replica: &Replica) -> Option<f64> {
+    replica.metric(&["stateful_mcp_tasks_admitted{"]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_started_on_one_replica_is_read_on_another() {
     let redis = RedisServer::shared_or_start().await;
@@ -407,6 +412,7 @@ async fn a_full_queue_is_refused_with_an_explicit_error_until_a_place_frees() {
     let running = start(&http, &url, "prime_count", json!({"limit": ENDLESS})).await;
     let queued = start(&http, &url, "prime_count", json!({"limit": ENDLESS})).await;
     assert_eq!(get(&http, &url, &queued).await["status"], "working");
+    assert_eq!(tasks_admitted(&replica).await, Some(2.0));
 
     let refused = call_tool(&http, &url, "prime_count", json!({"limit": ENDLESS})).await;
     assert_eq!(refused["error"]["code"], -32603, "{refused}");
@@ -425,8 +431,8 @@ async fn a_full_queue_is_refused_with_an_explicit_error_until_a_place_frees() {
     for id in [running, admitted] {
         task_call(&http, &url, "tasks/cancel", &id, json!({})).await;
     }
-    wait_until("the sieves stop", async || {
-        cpu_running(&replica).await == Some(0.0)
+    wait_until("the sieves stop and their places free", async || {
+        cpu_running(&replica).await == Some(0.0) && tasks_admitted(&replica).await == Some(0.0)
     })
     .await;
 }
