@@ -445,8 +445,8 @@ impl TaskContext {
 
     /// Parks the task as `input_required` with `requests` (keyed by ids unique within
     /// the task) and waits until the client answered all of them with `tasks/update`.
-    /// `None` when the job cannot ask: it runs inline, or its task ended meanwhile (the
-    /// job is then stopped).
+    /// `None` when the job cannot ask: it runs inline, the store could not record the
+    /// request, or its task ended meanwhile (the job is then stopped).
     pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
         let shared = self.shared.as_ref()?;
         match shared.store.ask(&self.id, &shared.replica, &requests).await {

@@ -109,7 +109,7 @@ pub(crate) fn task_fixtures() -> Vec<JobTool> {
                         confirm_request(&format!("Delete {filename}?")),
                     )]);
                     let Some(answers) = ctx.ask(asked).await else {
-                        return needs_task();
+                        return no_input(&ctx);
                     };
                     if accepted(answers.get("confirm"), "confirm") {
                         done(format!("Deleted {filename}"))
@@ -133,7 +133,7 @@ pub(crate) fn task_fixtures() -> Vec<JobTool> {
                         ("confirm".to_owned(), confirm_request("Proceed?")),
                     ]);
                     let Some(answers) = ctx.ask(asked).await else {
-                        return needs_task();
+                        return no_input(&ctx);
                     };
                     done(format!("Received {} answers", answers.len()))
                 })
@@ -206,7 +206,16 @@ fn done(text: String) -> Outcome {
     outcome_of(Ok(CallToolResult::success(vec![ContentBlock::text(text)])))
 }
 
-fn needs_task() -> Outcome {
+/// What a job that could not get its input answers: outside a task, a tool error that
+/// says how to call it; inside one, the store failed (a stopped task's answer is never
+/// recorded).
+fn no_input(ctx: &TaskContext) -> Outcome {
+    if ctx.is_task() {
+        return Outcome::Failed(json!({
+            "code": -32603,
+            "message": "the input request could not be recorded; start the task again",
+        }));
+    }
     outcome_of(Ok(CallToolResult::error(vec![ContentBlock::text(
         "this tool asks for input while it runs: call it as a task \
          (declare the io.modelcontextprotocol/tasks extension)",
