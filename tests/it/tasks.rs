@@ -17,11 +17,14 @@ use stateful_mcp::{
     },
 };
 
-use crate::support::{
-    http::{meta_2026, post_json, read_reply, tools_call_2026_with_meta},
-    redis_server::{RedisServer, free_port, unique_prefix},
-    replica::Replica,
-    wait::{retry, wait_until},
+use crate::{
+    auth::{KeyDir, api_key_env, api_keys_file, as_refs},
+    support::{
+        http::{bearer_client, meta_2026, post_json, read_reply, tools_call_2026_with_meta},
+        redis_server::{RedisServer, free_port, unique_prefix},
+        replica::Replica,
+        wait::{retry, wait_until},
+    },
 };
 
 const TIMES: TaskTimes = TaskTimes {
@@ -467,4 +470,50 @@ async fn a_required_task_tool_without_the_extension_is_refused_with_32021() {
     let (_, reply) = read_reply(response).await;
     assert_eq!(reply["result"]["resultType"], "complete", "{reply}");
     assert!(reply["result"]["taskId"].is_null(), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principal_gets_the_answer_an_unknown_task_gets() {
+    let dir = KeyDir::new("tasks-auth");
+    let env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("tasks-auth");
+    let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let b = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+
+    let id = start(&alice, &a.url(), "prime_count", json!({"limit": ENDLESS})).await;
+    for (method, params) in [
+        ("tasks/get", json!({})),
+        ("tasks/update", json!({"inputResponses": {}})),
+        ("tasks/cancel", json!({})),
+    ] {
+        let reply = task_call(&bob, &b.url(), method, &id, params).await;
+        assert_eq!(reply["error"]["code"], -32602, "{method}: {reply}");
+    }
+    assert_eq!(get(&alice, &b.url(), &id).await["status"], "working");
+    task_call(&alice, &b.url(), "tasks/cancel", &id, json!({})).await;
+    assert_eq!(get(&alice, &a.url(), &id).await["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_fail_with_a_clear_error_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("tasks-outage"), &[]).await;
+    let http = Client::new();
+    let id = start(&http, &replica.url(), "prime_count", json!({"limit": 1000})).await;
+    wait_for_status(&http, &replica.url(), &id, "completed").await;
+
+    redis.kill();
+    let reply = task_call(&http, &replica.url(), "tasks/get", &id, json!({})).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("task store unavailable"), "{reply}");
+    let reply = call_tool(&http, &replica.url(), "prime_count", json!({"limit": 1000})).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("task store unavailable"), "{reply}");
+    // Nothing was stored, so nothing runs or holds a place.
+    assert_eq!(tasks_admitted(&replica).await, Some(0.0));
 }
