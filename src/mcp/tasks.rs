@@ -9,7 +9,7 @@
 //! a required-task tool from a client that did not declare the extension is refused
 //! here with -32021 before anything runs.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use rmcp::{
     ErrorData as McpError, RoleServer,
@@ -276,6 +276,3 @@ where
         Plan::Run(job(params.arguments.clone().unwrap_or_default()))
     })
 }
-
-/// Shared, so the server's clones share one registry.
-pub type SharedJobTools = Arc<JobTools>;
