@@ -14,6 +14,7 @@
 //! The domain knows nothing of MCP: results, errors and input requests are JSON the MCP
 //! layer ([`crate::mcp`]) writes and reads.
 
+mod context;
 mod memory;
 mod redis;
 mod runner;
@@ -23,9 +24,10 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 pub use self::{
+    context::TaskContext,
     memory::MemoryTasks,
     redis::RedisTasks,
-    runner::{Job, Outcome, TaskContext, TaskManager},
+    runner::{Job, Outcome, TaskManager},
 };
 use crate::redis_pool::RedisPoolError;
 

@@ -7,7 +7,7 @@
 //! back) drops it at its next await point.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -21,7 +21,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Answers, Held, NewTask, Settled, TaskError, TaskRecord, TaskStore, TaskTimes, handed_back_error,
+    Held, NewTask, Settled, TaskContext, TaskError, TaskRecord, TaskStore, TaskTimes,
+    handed_back_error,
 };
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
@@ -51,11 +52,11 @@ pub struct TaskManager {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    store: TaskStore,
-    replica: Arc<str>,
-    times: TaskTimes,
-    renew_interval: Duration,
+pub(super) struct Shared {
+    pub(super) store: TaskStore,
+    pub(super) replica: Arc<str>,
+    pub(super) times: TaskTimes,
+    pub(super) renew_interval: Duration,
     sweep_interval: Duration,
     /// Workers plus queue places.
     capacity: usize,
@@ -228,12 +229,7 @@ impl TaskManager {
                 wake: wake.clone(),
             },
         );
-        let context = TaskContext {
-            id: new.id.clone(),
-            shared: Some(shared.clone()),
-            stop,
-            wake,
-        };
+        let context = TaskContext::new(new.id.clone(), shared.clone(), stop, wake);
         shared
             .tracker
             .spawn(run(shared.clone(), job, context, slot));
@@ -360,8 +356,8 @@ impl TaskManager {
 
 /// Runs one admitted job: waits for a worker, runs it unless stopped, records the end.
 async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
-    let id = context.id.clone();
-    let stop = context.stop.clone();
+    let id = context.id().to_owned();
+    let stop = context.stop_token();
     let ended = async {
         let _permit = tokio::select! {
             biased;
@@ -400,81 +396,4 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
 
 fn settled_status(settled: &Settled) -> super::TaskStatus {
     settled.parts().0
-}
-
-/// What a running job can do with its task: report progress and ask the client for
-/// input. A context made by [`TaskContext::inline`] (a task tool called without the
-/// tasks extension) does neither.
-pub struct TaskContext {
-    id: String,
-    shared: Option<Arc<Shared>>,
-    stop: CancellationToken,
-    wake: Arc<Notify>,
-}
-
-impl TaskContext {
-    /// A context for running a job's work in the request itself, outside any task.
-    pub fn inline() -> Self {
-        Self {
-            id: String::new(),
-            shared: None,
-            stop: CancellationToken::new(),
-            wake: Arc::new(Notify::new()),
-        }
-    }
-
-    /// Whether the job runs as a stored task (and can ask for input).
-    pub fn is_task(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    /// Records `message` as the task's status message (best effort: a store error is
-    /// logged and the work goes on).
-    pub async fn progress(&self, message: &str) {
-        let Some(shared) = &self.shared else { return };
-        match shared
-            .store
-            .renew(&self.id, &shared.replica, Some(message), shared.times)
-            .await
-        {
-            Ok(Held::Lost) => self.stop.cancel(),
-            Ok(Held::Running(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "task progress not recorded"),
-        }
-    }
-
-    /// Parks the task as `input_required` with `requests` (keyed by ids unique within
-    /// the task) and waits until the client answered all of them with `tasks/update`.
-    /// `None` when the job cannot ask: it runs inline, the store could not record the
-    /// request, or its task ended meanwhile (the job is then stopped).
-    pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
-        let shared = self.shared.as_ref()?;
-        match shared.store.ask(&self.id, &shared.replica, &requests).await {
-            Ok(Held::Running(_)) => {}
-            Ok(Held::Lost) => {
-                self.stop.cancel();
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "task input request not recorded");
-                return None;
-            }
-        }
-        loop {
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(shared.renew_interval) => {}
-            }
-            match shared.store.take(&self.id, &shared.replica).await {
-                Ok(Answers::Ready(answers)) => return Some(answers),
-                Ok(Answers::Waiting) => {}
-                Ok(Answers::Lost) => {
-                    self.stop.cancel();
-                    return None;
-                }
-                // The store is down: keep waiting; the lease decides if it lasts.
-                Err(e) => tracing::warn!(error = %e, "task input not read"),
-            }
-        }
-    }
 }

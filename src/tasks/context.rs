@@ -1,0 +1,112 @@
+//! [`TaskContext`]: what a running job can do with its task (report progress, ask the
+//! client for input), through the runner's store and notices.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Answers, Held, runner::Shared};
+
+/// What a running job can do with its task: report progress and ask the client for
+/// input. A context made by [`TaskContext::inline`] (a task tool called without the
+/// tasks extension) does neither.
+pub struct TaskContext {
+    id: String,
+    shared: Option<Arc<Shared>>,
+    stop: CancellationToken,
+    wake: Arc<Notify>,
+}
+
+impl TaskContext {
+    /// The context of task `id` running on `shared`'s replica.
+    pub(super) fn new(
+        id: String,
+        shared: Arc<Shared>,
+        stop: CancellationToken,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            id,
+            shared: Some(shared),
+            stop,
+            wake,
+        }
+    }
+
+    /// The task's id (empty inline).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The token that stops the job.
+    pub(super) fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// A context for running a job's work in the request itself, outside any task.
+    pub fn inline() -> Self {
+        Self {
+            id: String::new(),
+            shared: None,
+            stop: CancellationToken::new(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Whether the job runs as a stored task (and can ask for input).
+    pub fn is_task(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Records `message` as the task's status message (best effort: a store error is
+    /// logged and the work goes on).
+    pub async fn progress(&self, message: &str) {
+        let Some(shared) = &self.shared else { return };
+        match shared
+            .store
+            .renew(&self.id, &shared.replica, Some(message), shared.times)
+            .await
+        {
+            Ok(Held::Lost) => self.stop.cancel(),
+            Ok(Held::Running(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "task progress not recorded"),
+        }
+    }
+
+    /// Parks the task as `input_required` with `requests` (keyed by ids unique within
+    /// the task) and waits until the client answered all of them with `tasks/update`.
+    /// `None` when the job cannot ask: it runs inline, the store could not record the
+    /// request, or its task ended meanwhile (the job is then stopped).
+    pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
+        let shared = self.shared.as_ref()?;
+        match shared.store.ask(&self.id, &shared.replica, &requests).await {
+            Ok(Held::Running(_)) => {}
+            Ok(Held::Lost) => {
+                self.stop.cancel();
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "task input request not recorded");
+                return None;
+            }
+        }
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(shared.renew_interval) => {}
+            }
+            match shared.store.take(&self.id, &shared.replica).await {
+                Ok(Answers::Ready(answers)) => return Some(answers),
+                Ok(Answers::Waiting) => {}
+                Ok(Answers::Lost) => {
+                    self.stop.cancel();
+                    return None;
+                }
+                // The store is down: keep waiting; the lease decides if it lasts.
+                Err(e) => tracing::warn!(error = %e, "task input not read"),
+            }
+        }
+    }
+}
