@@ -120,12 +120,19 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGQUIT would be graceful; the test is done, so a kill is enough.
+        // SIGTERM: the master stops its workers and exits (a SIGKILLed master would
+        // leave its workers running). SIGKILL only if it has not gone within 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("nginx.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
