@@ -13,6 +13,8 @@
 //! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
 //!   binds to in [`binding`] and the resources in `resources.rs`; [`schema`] keeps the
 //!   tools' schemas to what JSON Schema defines;
+//! - [`request_state`]: MRTR `requestState` sealed with the configured key ring, and
+//!   [`notify`]: `subscriptions/listen` streams fed by every replica over the bus;
 //! - [`conformance`]: the official conformance suite's fixtures in front of that
 //!   handler, when `conformance.enabled` is on.
 
@@ -21,6 +23,8 @@ pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
+pub mod notify;
+pub mod request_state;
 mod resources;
 pub mod schema;
 pub mod server;
@@ -129,6 +133,7 @@ where
         metrics: state.metrics.clone(),
         manager,
         restores,
+        notifier: state.notifier.clone(),
         max_body: server.max_body_bytes,
     };
     Router::new()

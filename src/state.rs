@@ -14,6 +14,7 @@ use crate::{
     cpu::CpuPool,
     keys::Keys,
     managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
+    mcp::{notify::Notifier, request_state::RequestStates},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
@@ -61,6 +62,12 @@ pub struct AppState {
     /// Files and dedicated connections tools hold open, cleaned when idle and once the
     /// background tasks stop.
     pub resources: ResourceManager,
+    /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
+    /// replica).
+    pub request_states: RequestStates,
+    /// The `subscriptions/listen` streams of this replica, and change notifications to
+    /// every replica's streams.
+    pub notifier: Notifier,
 }
 
 impl AppState {
@@ -68,8 +75,8 @@ impl AppState {
     /// [`AppState::tasks`] (stopped by [`AppState::background`]).
     ///
     /// # Errors
-    /// When the Redis settings are unusable or an authentication key file cannot be
-    /// read. A Redis server that is down is not an
+    /// When the Redis settings are unusable, an authentication key file cannot be
+    /// read, or the `requestState` keys are unusable. A Redis server that is down is not an
     /// error: readiness reports it and requests fail fast until it is back.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
@@ -118,6 +125,9 @@ impl AppState {
                 (sessions, Some(pool), Some(bus), cache)
             }
         };
+        let request_states =
+            RequestStates::new(settings.mrtr.key_ring()?.as_ref()).context("mrtr.keys")?;
+        let notifier = Notifier::new(bus.clone(), &settings.listen);
         let resources = resource_manager(&settings, redis.as_ref())?;
         tasks.spawn(resources.clone().run_sweeper(
             Duration::from_secs(settings.resources.sweep_interval_secs),
@@ -157,6 +167,8 @@ impl AppState {
             background,
             tasks,
             resources,
+            request_states,
+            notifier,
         })
     }
 }
