@@ -125,8 +125,16 @@ impl AppState {
                 (sessions, Some(pool), Some(bus), cache)
             }
         };
-        let request_states =
-            RequestStates::new(settings.mrtr.key_ring()?.as_ref()).context("mrtr.keys")?;
+        // Settings changed after loading skip its validation: a Redis replica with a
+        // key of its own would break every MRTR retry another replica serves, silently.
+        let ring = settings.mrtr.key_ring()?;
+        if ring.is_none() && settings.store.backend == Backend::Redis {
+            anyhow::bail!(
+                "mrtr.keys is required with the Redis backend: set the same \
+                 STATEFUL_MCP__MRTR__KEYS=id:base64secret on every replica"
+            );
+        }
+        let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
         let notifier = Notifier::new(bus.clone(), &settings.listen);
         let resources = resource_manager(&settings, redis.as_ref())?;
         tasks.spawn(resources.clone().run_sweeper(

@@ -3,7 +3,10 @@
 //! replica does not hold, is refused; a Redis replica without keys does not start.
 
 use serde_json::{Value, json};
-use stateful_mcp::config::Settings;
+use stateful_mcp::{
+    config::{Backend, Settings},
+    state::AppState,
+};
 
 use crate::support::{
     http::mrtr_call,
@@ -83,4 +86,11 @@ async fn a_redis_replica_without_request_state_keys_does_not_start() {
         err.contains("mrtr.keys") && err.contains("store.backend = redis"),
         "{err}"
     );
+    // Settings changed after loading (a program embedding the library) are held to the
+    // same rule when the replica is built.
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    settings.store.backend = Backend::Redis;
+    settings.redis.url = redis.url().to_owned();
+    let err = AppState::build(settings).err().unwrap().to_string();
+    assert!(err.contains("mrtr.keys"), "{err}");
 }
