@@ -296,35 +296,34 @@ impl Shared {
     /// Queues `change` for every local stream that accepted it, closing the streams
     /// whose queue is full. Never waits: it runs on the bus's subscriber task.
     fn deliver(&self, change: &Change) {
-        let mut streams = self.streams();
-        streams.retain(|_, stream| {
-            if !change.wanted_by(&stream.accepted) {
-                return true;
-            }
-            match stream.queue.try_send(change.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::info!("a listen stream fell behind its buffer; closing it");
-                    stream.overflowed.cancel();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+        self.streams().retain(|_, stream| {
+            !change.wanted_by(&stream.accepted) || stream.offer(change.clone())
         });
     }
 
-    /// After messages may have been lost: everything each stream accepted.
+    /// After messages may have been lost: each stream gets everything it accepted (at
+    /// most three list changes and its own bounded resource URIs).
     fn deliver_everything(&self) {
-        let filters: Vec<SubscriptionFilter> = self
-            .streams()
-            .values()
-            .map(|s| s.accepted.clone())
-            .collect();
-        let mut changes: Vec<Change> = filters.iter().flat_map(Change::all_wanted_by).collect();
-        changes.sort_by_key(|c| serde_json::to_string(c).unwrap_or_default());
-        changes.dedup();
-        for change in &changes {
-            self.deliver(change);
+        self.streams().retain(|_, stream| {
+            Change::all_wanted_by(&stream.accepted)
+                .into_iter()
+                .all(|change| stream.offer(change))
+        });
+    }
+}
+
+impl Stream {
+    /// Queues `change`; `false` when the stream is gone or just closed for falling
+    /// behind (the caller forgets it then).
+    fn offer(&self, change: Change) -> bool {
+        match self.queue.try_send(change) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!("a listen stream fell behind its buffer; closing it");
+                self.overflowed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -393,19 +392,21 @@ mod tests {
         assert!(notifier.reserve().is_some());
     }
 
-    #[tokio::test]
-    async fn a_full_queue_closes_its_stream() {
+    /// A notifier's shared part holding one stream that accepted `accepted`, with a
+    /// queue of `buffer`: the stream's receiving end and its overflow token.
+    fn one_stream(
+        accepted: SubscriptionFilter,
+        buffer: usize,
+    ) -> (Shared, mpsc::Receiver<Change>, CancellationToken) {
         let shared = Shared {
             bus: None,
             streams: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             places: Arc::new(Semaphore::new(1)),
-            buffer: 1,
+            buffer,
         };
-        let (queue, mut pending) = mpsc::channel(1);
+        let (queue, pending) = mpsc::channel(buffer);
         let overflowed = CancellationToken::new();
-        let mut accepted = SubscriptionFilter::default();
-        accepted.tools_list_changed = Some(true);
         shared.streams().insert(
             0,
             Stream {
@@ -414,6 +415,14 @@ mod tests {
                 overflowed: overflowed.clone(),
             },
         );
+        (shared, pending, overflowed)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_its_stream() {
+        let mut accepted = SubscriptionFilter::default();
+        accepted.tools_list_changed = Some(true);
+        let (shared, mut pending, overflowed) = one_stream(accepted, 1);
         shared.deliver(&Change::PromptsListChanged);
         assert!(!overflowed.is_cancelled(), "not asked for, not queued");
         shared.deliver(&Change::ToolsListChanged);
@@ -422,5 +431,21 @@ mod tests {
         assert!(overflowed.is_cancelled(), "the second one did not fit");
         assert!(shared.streams().is_empty());
         assert_eq!(pending.recv().await, Some(Change::ToolsListChanged));
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_a_stream_gets_everything_it_accepted() {
+        let mut accepted = SubscriptionFilter::default();
+        accepted.prompts_list_changed = Some(true);
+        accepted.resource_subscriptions = Some(vec!["test://a".into()]);
+        let (shared, mut pending, overflowed) = one_stream(accepted, 4);
+        shared.deliver_everything();
+        assert!(!overflowed.is_cancelled());
+        assert_eq!(pending.recv().await, Some(Change::PromptsListChanged));
+        assert_eq!(
+            pending.recv().await,
+            Some(Change::ResourceUpdated("test://a".into()))
+        );
+        assert!(pending.try_recv().is_err(), "nothing it did not accept");
     }
 }
