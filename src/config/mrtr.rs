@@ -23,8 +23,18 @@ pub const MAX_KEY_ID_BYTES: usize = 64;
 pub struct MrtrSettings {
     /// `id:base64secret` entries; the first seals, every one opens (rotation). Required
     /// with the Redis backend: every replica must open what any other one sealed.
-    #[serde(deserialize_with = "super::comma_list")]
-    keys: Vec<String>,
+    keys: Entries,
+}
+
+/// The raw `mrtr.keys` entries, which `Debug` (and so any print of the settings) never
+/// shows.
+#[derive(Clone, Deserialize)]
+struct Entries(#[serde(deserialize_with = "super::comma_list")] Vec<String>);
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} redacted entries>", self.0.len())
+    }
 }
 
 /// One named `requestState` key.
@@ -71,8 +81,8 @@ impl MrtrSettings {
             key: "mrtr.keys",
             reason: format!("entry {position}: {reason}"),
         };
-        let mut ring: Vec<NamedKey> = Vec::with_capacity(self.keys.len());
-        for (i, entry) in self.keys.iter().enumerate() {
+        let mut ring: Vec<NamedKey> = Vec::with_capacity(self.keys.0.len());
+        for (i, entry) in self.keys.0.iter().enumerate() {
             let position = i + 1;
             let Some((id, encoded)) = entry.split_once(':') else {
                 return Err(invalid(position, "must be `id:base64secret`"));
@@ -136,7 +146,7 @@ mod tests {
 
     fn ring(keys: &[&str]) -> Result<Option<KeyRing>, ConfigError> {
         MrtrSettings {
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            keys: Entries(keys.iter().map(|k| (*k).to_owned()).collect()),
         }
         .key_ring()
     }
