@@ -135,7 +135,6 @@ impl AppState {
             );
         }
         let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
-        let notifier = Notifier::new(bus.clone(), &settings.listen);
         let resources = resource_manager(&settings, redis.as_ref())?;
         tasks.spawn(resources.clone().run_sweeper(
             Duration::from_secs(settings.resources.sweep_interval_secs),
@@ -153,6 +152,7 @@ impl AppState {
             cpu.clone(),
             resources.clone(),
         );
+        let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),

@@ -12,7 +12,8 @@
 //! stream never sees an acknowledgement; each stream has a buffer of
 //! `listen.stream_buffer` notifications, and a stream that falls that far behind is
 //! closed with an error (its client listens again) rather than buffered without bound.
-//! The bus delivers at most once: after the subscriber reconnects, every stream gets
+//! `/metrics` counts the open streams, the refused ones and the ones closed for
+//! falling behind (`stateful_mcp_listen_*`). The bus delivers at most once: after the subscriber reconnects, every stream gets
 //! every notification it accepted (a list may have changed unseen; clients re-read).
 
 use std::{
@@ -23,6 +24,7 @@ use std::{
     },
 };
 
+use prometheus_client::metrics::counter::Counter;
 use rmcp::{
     ErrorData as McpError,
     model::SubscriptionFilter,
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
     config::ListenSettings,
+    metrics::ListenMetrics,
     redis_pool::RedisPoolError,
 };
 
@@ -140,6 +143,7 @@ struct Shared {
     next: AtomicU64,
     places: Arc<Semaphore>,
     buffer: usize,
+    metrics: ListenMetrics,
 }
 
 /// What the notifier keeps of one open stream.
@@ -148,6 +152,8 @@ struct Stream {
     queue: mpsc::Sender<Change>,
     /// Fired when the stream fell `buffer` notifications behind.
     overflowed: CancellationToken,
+    /// Counts that closing.
+    closed_behind: Counter,
 }
 
 /// The bus side: hands every message of [`TOPIC`] to the local streams.
@@ -171,14 +177,15 @@ impl BusHandler for Receiver {
 
 impl Notifier {
     /// The notifier of this replica, over `bus` when there is one (every replica's
-    /// streams) or on its own (this replica's streams).
-    pub fn new(bus: Option<Bus>, settings: &ListenSettings) -> Self {
+    /// streams) or on its own (this replica's streams), counting into `metrics`.
+    pub fn new(bus: Option<Bus>, settings: &ListenSettings, metrics: ListenMetrics) -> Self {
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             streams: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             places: Arc::new(Semaphore::new(settings.max_streams)),
             buffer: settings.stream_buffer,
+            metrics,
         });
         if let Some(bus) = bus {
             bus.subscribe(TOPIC, Arc::new(Receiver(Arc::clone(&shared))));
@@ -210,10 +217,11 @@ impl Notifier {
     /// A place for one more listen stream, or `None` when this replica holds
     /// `listen.max_streams` already.
     pub fn reserve(&self) -> Option<ListenPermit> {
-        Arc::clone(&self.shared.places)
-            .try_acquire_owned()
-            .ok()
-            .map(ListenPermit)
+        let place = Arc::clone(&self.shared.places).try_acquire_owned().ok();
+        if place.is_none() {
+            self.shared.metrics.refused.inc();
+        }
+        place.map(ListenPermit)
     }
 
     /// The listen streams open on this replica.
@@ -237,8 +245,10 @@ impl Notifier {
                 accepted: context.accepted().clone(),
                 queue,
                 overflowed: overflowed.clone(),
+                closed_behind: self.shared.metrics.closed_behind.clone(),
             },
         );
+        self.shared.metrics.streams.inc();
         // Removes the stream however this future ends (closed, overflowed, dropped).
         let _registered = Registration {
             shared: &self.shared,
@@ -320,6 +330,7 @@ impl Stream {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!("a listen stream fell behind its buffer; closing it");
+                self.closed_behind.inc();
                 self.overflowed.cancel();
                 false
             }
@@ -336,6 +347,7 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.streams().remove(&self.key);
+        self.shared.metrics.streams.dec();
     }
 }
 
@@ -384,10 +396,12 @@ mod tests {
                 max_streams: 2,
                 stream_buffer: 4,
             },
+            ListenMetrics::default(),
         );
         let a = notifier.reserve().unwrap();
         let _b = notifier.reserve().unwrap();
         assert!(notifier.reserve().is_none());
+        assert_eq!(notifier.shared.metrics.refused.get(), 1);
         drop(a);
         assert!(notifier.reserve().is_some());
     }
@@ -404,6 +418,7 @@ mod tests {
             next: AtomicU64::new(0),
             places: Arc::new(Semaphore::new(1)),
             buffer,
+            metrics: ListenMetrics::default(),
         };
         let (queue, pending) = mpsc::channel(buffer);
         let overflowed = CancellationToken::new();
@@ -413,6 +428,7 @@ mod tests {
                 accepted,
                 queue,
                 overflowed: overflowed.clone(),
+                closed_behind: shared.metrics.closed_behind.clone(),
             },
         );
         (shared, pending, overflowed)
@@ -430,6 +446,7 @@ mod tests {
         shared.deliver(&Change::ToolsListChanged);
         assert!(overflowed.is_cancelled(), "the second one did not fit");
         assert!(shared.streams().is_empty());
+        assert_eq!(shared.metrics.closed_behind.get(), 1);
         assert_eq!(pending.recv().await, Some(Change::ToolsListChanged));
     }
 

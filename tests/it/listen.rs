@@ -117,6 +117,9 @@ async fn a_replica_holds_at_most_max_streams_and_refuses_before_acknowledging() 
         "{body}"
     );
 
+    assert_eq!(replica.metric(&["listen_refused"]).await, Some(1.0));
+    assert_eq!(replica.metric(&["listen_streams"]).await, Some(1.0));
+
     // The held stream still works, and once it closes its place comes back.
     trigger(&url, "test_trigger_tool_change").await;
     let mut held = held;
