@@ -91,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
     let bind = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".into());
+    // STATEFUL_MCP__MRTR__KEYS (the requestState key ring every replica shares) comes
+    // from the environment: the Redis backend does not start without it.
     let mut settings = Settings::load(None)?;
     settings.store.backend = Backend::Redis;
     if let Ok(url) = std::env::var("REDIS_URL") {

@@ -164,6 +164,12 @@ def main() -> int:
             svc_env.get("STATEFUL_MCP__STORE__BACKEND") == "redis",
             f"compose {name}: STATEFUL_MCP__STORE__BACKEND=redis",
         )
+    mrtr_keys = {services[name].get("environment", {}).get("STATEFUL_MCP__MRTR__KEYS") for name in replicas}
+    check(
+        len(mrtr_keys) == 1 and None not in mrtr_keys,
+        "compose: every replica has the same STATEFUL_MCP__MRTR__KEYS",
+        f"{sorted(map(str, mrtr_keys))}",
+    )
 
     # --- Deployment wiring
     env_from = {
@@ -181,6 +187,30 @@ def main() -> int:
         env_from.get("secret") in secrets,
         "k8s Deployment loads a Secret that secret.example.yaml describes",
         f"{env_from.get('secret')} not in {sorted(secrets)}",
+    )
+    mrtr_ref = next(
+        (
+            e["valueFrom"]["secretKeyRef"]
+            for e in container.get("env", [])
+            if e.get("name") == "STATEFUL_MCP__MRTR__KEYS" and "secretKeyRef" in e.get("valueFrom", {})
+        ),
+        None,
+    )
+    described = {
+        d["metadata"]["name"]: d.get("stringData", {})
+        for d in load_all(k8s / "secret.example.yaml")
+        if d.get("kind") == "Secret"
+    }
+    check(
+        mrtr_ref is not None
+        and not mrtr_ref.get("optional", False)
+        and mrtr_ref["key"] in described.get(mrtr_ref["name"], {}),
+        "k8s Deployment: STATEFUL_MCP__MRTR__KEYS from a required Secret key secret.example.yaml describes",
+        f"{mrtr_ref}",
+    )
+    check(
+        "STATEFUL_MCP__MRTR__KEYS" not in env,
+        "k8s ConfigMap: no STATEFUL_MCP__MRTR__KEYS (a secret)",
     )
     check(
         container["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -5,6 +5,10 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+mod mrtr;
+
+pub use self::mrtr::{KeyRing, ListenSettings, MIN_KEY_BYTES, MrtrSettings, NamedKey};
+
 /// Every setting of a replica. `config/default.toml` documents each key and its default.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -34,6 +38,10 @@ pub struct Settings {
     pub tasks: TaskSettings,
     /// The official MCP conformance suite's fixtures.
     pub conformance: ConformanceSettings,
+    /// The keys that seal MRTR `requestState`.
+    pub mrtr: MrtrSettings,
+    /// Bounds of the `subscriptions/listen` streams.
+    pub listen: ListenSettings,
 }
 
 /// Background tasks: the replica's worker pool and the records every replica reads.
@@ -544,6 +552,25 @@ impl Settings {
         if self.rate_limit.requests_per_sec > 0 {
             positive("rate_limit.burst", u64::from(self.rate_limit.burst))?;
         }
+        if self.mrtr.key_ring()?.is_none() && self.store.backend == Backend::Redis {
+            return Err(ConfigError::Invalid {
+                key: "mrtr.keys",
+                reason: "is required with store.backend = redis: every replica must open \
+                         the requestState any other one sealed; set the same \
+                         `id:base64secret` on all of them (`openssl rand -base64 32`)"
+                    .into(),
+            });
+        }
+        positive("listen.max_streams", self.listen.max_streams as u64)?;
+        positive("listen.stream_buffer", self.listen.stream_buffer as u64)?;
+        if self.listen.max_streams > 65_536 || self.listen.stream_buffer > 4096 {
+            return Err(ConfigError::Invalid {
+                key: "listen.max_streams",
+                reason: "listen.max_streams must be at most 65536 and listen.stream_buffer \
+                         at most 4096"
+                    .into(),
+            });
+        }
         self.auth.validate()
     }
 }
@@ -682,6 +709,7 @@ mod tests {
                     "mcp.example.com, localhost",
                 ),
                 ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true"),
+                ("STATEFUL_MCP__MRTR__KEYS", TEST_KEYS),
             ]),
         )
         .unwrap();
@@ -692,6 +720,29 @@ mod tests {
         assert_eq!(s.session.timeout_secs, 60);
         assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
         assert!(s.conformance.enabled);
+        let ring = s.mrtr.key_ring().unwrap().unwrap();
+        assert_eq!(ring.sealing().id, "k2");
+        assert_eq!(ring.keys().len(), 2);
+    }
+
+    /// Two `requestState` keys as the environment gives them: the sealing one first.
+    const TEST_KEYS: &str = "k2:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=, \
+                             k1:YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODk=";
+
+    #[test]
+    fn the_redis_backend_needs_request_state_keys() {
+        let redis = [
+            ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+            ("STATEFUL_MCP__REDIS__URL", "redis://127.0.0.1:6380"),
+        ];
+        let err = Settings::load_with_env(None, env(&redis)).unwrap_err();
+        assert!(err.to_string().contains("mrtr.keys"), "{err}");
+        let mut keyed = redis.to_vec();
+        keyed.push(("STATEFUL_MCP__MRTR__KEYS", TEST_KEYS));
+        Settings::load_with_env(None, env(&keyed)).unwrap();
+        // One replica on the memory backend may do without (a key of its own).
+        let memory = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(memory.mrtr.key_ring().unwrap().is_none());
     }
 
     #[test]
@@ -718,6 +769,7 @@ mod tests {
                     "STATEFUL_MCP__REDIS__URL",
                     "rediss://app:pw@cache.example:6380",
                 ),
+                ("STATEFUL_MCP__MRTR__KEYS", TEST_KEYS),
             ]),
         )
         .unwrap();

@@ -15,6 +15,8 @@
 //!   tools' schemas to what JSON Schema defines;
 //! - [`tasks`]: the tasks extension (`tools/call` answered with a task, `tasks/get`,
 //!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`];
+//! - [`request_state`]: MRTR `requestState` sealed with the configured key ring, and
+//!   [`notify`]: `subscriptions/listen` streams fed by every replica over the bus;
 //! - [`conformance`]: the official conformance suite's fixtures in front of that
 //!   handler, when `conformance.enabled` is on.
 
@@ -23,6 +25,8 @@ pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
+pub mod notify;
+pub mod request_state;
 mod resources;
 pub mod schema;
 pub mod server;
@@ -133,6 +137,7 @@ where
         metrics: state.metrics.clone(),
         manager,
         restores,
+        notifier: state.notifier.clone(),
         max_body: server.max_body_bytes,
     };
     Router::new()

@@ -60,6 +60,18 @@ pub struct ComponentLabels {
     pub component: &'static str,
 }
 
+/// The figures of the replica's `subscriptions/listen` streams. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ListenMetrics {
+    /// Listen streams open on this replica.
+    pub streams: Gauge,
+    /// Listen streams refused because the replica held `listen.max_streams`.
+    pub refused: Counter,
+    /// Listen streams closed because they fell `listen.stream_buffer` notifications
+    /// behind.
+    pub closed_behind: Counter,
+}
+
 /// The metrics of one replica. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -74,6 +86,8 @@ pub struct Metrics {
     pub sessions_created: Counter,
     /// Expired sessions this replica removed from the session index.
     pub sessions_expired: Counter,
+    /// The listen streams.
+    pub listen: ListenMetrics,
     store_errors: Family<ComponentLabels, Counter>,
 }
 
@@ -114,6 +128,22 @@ impl Metrics {
         let sessions_created = Counter::default();
         let sessions_expired = Counter::default();
         let store_errors = Family::<ComponentLabels, Counter>::default();
+        let listen = ListenMetrics::default();
+        registry.register(
+            "listen_streams",
+            "subscriptions/listen streams open on this replica",
+            listen.streams.clone(),
+        );
+        registry.register(
+            "listen_refused",
+            "subscriptions/listen streams refused at listen.max_streams",
+            listen.refused.clone(),
+        );
+        registry.register(
+            "listen_closed_behind",
+            "subscriptions/listen streams closed for falling listen.stream_buffer behind",
+            listen.closed_behind.clone(),
+        );
         registry.register(
             "mcp_requests",
             "JSON-RPC requests received, by method",
@@ -178,6 +208,7 @@ impl Metrics {
             sessions_active,
             sessions_created,
             sessions_expired,
+            listen,
             store_errors,
         }
     }

@@ -14,6 +14,7 @@ use crate::{
     cpu::CpuPool,
     keys::Keys,
     managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
+    mcp::{notify::Notifier, request_state::RequestStates},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
@@ -65,6 +66,12 @@ pub struct AppState {
     /// Background tasks (the MCP tasks extension): records every replica reads, and
     /// this replica's worker pool.
     pub task_manager: TaskManager,
+    /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
+    /// replica).
+    pub request_states: RequestStates,
+    /// The `subscriptions/listen` streams of this replica, and change notifications to
+    /// every replica's streams.
+    pub notifier: Notifier,
 }
 
 impl AppState {
@@ -72,8 +79,8 @@ impl AppState {
     /// [`AppState::tasks`] (stopped by [`AppState::background`]).
     ///
     /// # Errors
-    /// When the Redis settings are unusable or an authentication key file cannot be
-    /// read. A Redis server that is down is not an
+    /// When the Redis settings are unusable, an authentication key file cannot be
+    /// read, or the `requestState` keys are unusable. A Redis server that is down is not an
     /// error: readiness reports it and requests fail fast until it is back.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let replica_id: Arc<str> = if settings.server.replica_id.is_empty() {
@@ -129,6 +136,16 @@ impl AppState {
         let task_manager =
             TaskManager::new(task_store, replica_id.clone(), &settings.tasks, bus.clone());
         tasks.spawn(task_manager.clone().run_upkeep(background.clone()));
+        // Settings changed after loading skip its validation: a Redis replica with a
+        // key of its own would break every MRTR retry another replica serves, silently.
+        let ring = settings.mrtr.key_ring()?;
+        if ring.is_none() && settings.store.backend == Backend::Redis {
+            anyhow::bail!(
+                "mrtr.keys is required with the Redis backend: set the same \
+                 STATEFUL_MCP__MRTR__KEYS=id:base64secret on every replica"
+            );
+        }
+        let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
         let resources = resource_manager(&settings, redis.as_ref())?;
         tasks.spawn(resources.clone().run_sweeper(
             Duration::from_secs(settings.resources.sweep_interval_secs),
@@ -147,6 +164,7 @@ impl AppState {
             resources.clone(),
             task_manager.clone(),
         );
+        let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
@@ -170,6 +188,8 @@ impl AppState {
             tasks,
             resources,
             task_manager,
+            request_states,
+            notifier,
         })
     }
 }

@@ -17,13 +17,14 @@
 //! - `conformance/session_state.rs`: what a 2025-era session keeps for the fixtures (its
 //!   log level, its resource subscriptions), in the session's own record so every
 //!   replica sees it;
-//! - `conformance/listen.rs`: this replica's `subscriptions/listen` streams, which the
-//!   list-changed triggers notify;
+//! - `conformance/listen.rs`: what a `subscriptions/listen` stream may ask for; the
+//!   streams themselves are the replica's [`Notifier`]'s, which the list-changed
+//!   triggers publish to (every replica's streams hear them).
 //! - `conformance/tasks.rs`: the tasks extension's fixtures (`greet`, `slow_compute`,
 //!   ...), job tools of the production handler, which serves `tasks/*` for every task.
 //!
-//! Two things are per replica, each kept in one place: the `requestState` key
-//! (`mrtr.rs`) and the listen streams (`listen.rs`).
+//! Nothing here is per replica: `requestState` is sealed with the configured key ring
+//! ([`RequestStates`]), notifications travel over the bus.
 
 mod catalog;
 mod listen;
@@ -55,10 +56,12 @@ use rmcp::{
 };
 use tokio_util::task::TaskTracker;
 
+use self::session_state::SessionState;
 pub(crate) use self::tasks::task_fixtures;
-use self::{listen::Listeners, mrtr::RequestStates, session_state::SessionState};
 use super::{
     binding::{caller, transport_session},
+    notify::Notifier,
+    request_state::RequestStates,
     schema::standard_schemas,
     server::{StatefulServer, tracked_until_cancelled},
 };
@@ -74,7 +77,7 @@ pub struct ConformanceServer {
     calls: TaskTracker,
     fixtures: Arc<ToolRouter<Self>>,
     request_states: RequestStates,
-    listeners: Listeners,
+    notifier: Notifier,
 }
 
 impl ConformanceServer {
@@ -89,8 +92,8 @@ impl ConformanceServer {
             fixtures: Arc::new(standard_schemas(
                 Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
             )),
-            request_states: RequestStates::new(),
-            listeners: Listeners::default(),
+            request_states: state.request_states.clone(),
+            notifier: state.notifier.clone(),
         }
     }
 
@@ -207,17 +210,7 @@ impl ServerHandler for ConformanceServer {
         if let Some(result) = catalog::read(&request.uri) {
             return Ok(result.into());
         }
-        let uri = request.uri.clone();
-        self.production
-            .read_resource(request, context)
-            .await
-            .map_err(|mut e| {
-                // SEP-2164: a resource not found names its URI in the error data.
-                if e.code == rmcp::model::ErrorCode::RESOURCE_NOT_FOUND && e.data.is_none() {
-                    e.data = Some(serde_json::json!({ "uri": uri }));
-                }
-                e
-            })
+        self.production.read_resource(request, context).await
     }
 
     async fn list_prompts(
@@ -300,7 +293,7 @@ impl ServerHandler for ConformanceServer {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        self.listeners.serve(context).await
+        self.notifier.serve(context).await
     }
 
     fn get_info(&self) -> ServerConfig {

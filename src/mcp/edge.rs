@@ -16,7 +16,10 @@
 //!    here, for its owner only;
 //! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
-//!    that into a bare 500), and answers 400, 429 or 503 from it.
+//!    that into a bare 500), and answers 400, 429 or 503 from it;
+//! 5. gives a 2026-07-28 `subscriptions/listen` a place among the replica's
+//!    `listen.max_streams` before rmcp acknowledges it (503 when there is none), held
+//!    until its response ends.
 //!
 //! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
 //! JSON-RPC ones, to a JSON-RPC error body.
@@ -32,11 +35,13 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::StreamExt;
 use http::{HeaderValue, Method, StatusCode, header};
 use rmcp::ErrorData as McpError;
 
 use super::{
-    envelope::Envelope, session_manager::ReplicatedSessionManager, session_store::Restores,
+    envelope::Envelope, notify::Notifier, session_manager::ReplicatedSessionManager,
+    session_store::Restores,
 };
 use crate::{
     auth::{Authenticator, Principal},
@@ -105,6 +110,13 @@ pub enum EdgeError {
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
+    /// This replica holds `listen.max_streams` listen streams: 503 with `Retry-After`,
+    /// JSON-RPC `-32603`, before rmcp could acknowledge the stream.
+    #[error(
+        "Service Unavailable: this server holds as many subscriptions/listen streams as it \
+         may; retry shortly"
+    )]
+    TooManyListeners,
 }
 
 impl EdgeError {
@@ -119,7 +131,7 @@ impl EdgeError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::TooManySessions | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TooManyListeners => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -129,6 +141,7 @@ impl EdgeError {
             Self::Parse(_) => Some(-32700),
             Self::InvalidRequest(_) => Some(-32600),
             Self::ClientMetadataTooLarge { .. } | Self::InvalidIdempotencyKey => Some(-32602),
+            Self::TooManyListeners => Some(-32603),
             _ => None,
         }
     }
@@ -149,7 +162,7 @@ impl IntoResponse for EdgeError {
             None => (status, self.to_string()).into_response(),
         };
         match self {
-            Self::Unavailable => {
+            Self::Unavailable | Self::TooManyListeners => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -212,6 +225,9 @@ impl RefusalSlot {
     }
 }
 
+/// The 2026-07-28 method that opens a notification stream.
+const LISTEN: &str = "subscriptions/listen";
+
 /// What the edge middleware works with; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Edge {
@@ -221,6 +237,7 @@ pub(crate) struct Edge {
     pub(crate) metrics: Metrics,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
+    pub(crate) notifier: Notifier,
     pub(crate) max_body: usize,
 }
 
@@ -303,9 +320,27 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         parts.extensions.insert(IdempotencyKey(key));
     }
 
+    // A listen stream takes its place before rmcp acknowledges it, and keeps it for as
+    // long as its response streams.
+    let listen_place = if !envelope.legacy && envelope.method.as_deref() == Some(LISTEN) {
+        match edge.notifier.reserve() {
+            Some(place) => Some(place),
+            None => return edge.refuse(EdgeError::TooManyListeners, label, started),
+        }
+    } else {
+        None
+    };
+
     let slot = RefusalSlot::default();
     parts.extensions.insert(slot.clone());
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(place) = listen_place {
+        response = response.map(|body| {
+            Body::from_stream(body.into_data_stream().inspect(move |_| {
+                let _held = &place;
+            }))
+        });
+    }
     if let Some(refusal) = slot.take() {
         return edge.refuse(refusal, label, started);
     }

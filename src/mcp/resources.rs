@@ -1,6 +1,7 @@
 //! The resources: the template `primes://below/{limit}` and one listed member of it,
 //! read as JSON `{limit, count, largest}` from the same cache entry the `prime_count`
-//! tool uses, with SEP-2549 cache hints for 2026-07-28 clients.
+//! tool uses, with SEP-2549 cache hints for 2026-07-28 clients; an unknown resource is
+//! a resource-not-found error whose data names the URI (SEP-2164).
 
 use std::{sync::Arc, time::Duration};
 
@@ -76,10 +77,7 @@ impl Resources {
             .strip_prefix(PRIMES_URI)
             .and_then(|l| l.parse::<u64>().ok())
         else {
-            return Err(McpError::resource_not_found(
-                format!("unknown resource `{uri}`; resources look like {PRIMES_URI}<limit>"),
-                None,
-            ));
+            return Err(not_found(&uri));
         };
         let max = self.tools.prime_count_max_limit;
         if limit > max {
@@ -108,5 +106,38 @@ impl Resources {
 
     fn list_ttl_ms(&self) -> u64 {
         self.tools.list_ttl_secs.saturating_mul(1000)
+    }
+}
+
+/// Longest part of a client's URI an error repeats.
+const MAX_ECHOED_URI: usize = 512;
+
+/// Resource-not-found for `uri`, naming it in the error data as SEP-2164 asks (at most
+/// [`MAX_ECHOED_URI`] bytes of it: the client sent it, the error repeats it).
+fn not_found(uri: &str) -> McpError {
+    let mut end = uri.len().min(MAX_ECHOED_URI);
+    while !uri.is_char_boundary(end) {
+        end -= 1;
+    }
+    let uri = &uri[..end];
+    McpError::resource_not_found(
+        format!("unknown resource `{uri}`; resources look like {PRIMES_URI}<limit>"),
+        Some(serde_json::json!({ "uri": uri })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_names_the_uri_within_a_bound() {
+        let e = not_found("test://nope");
+        assert_eq!(e.code, rmcp::model::ErrorCode::RESOURCE_NOT_FOUND);
+        assert_eq!(e.data, Some(serde_json::json!({ "uri": "test://nope" })));
+        let long = format!("x://{}", "é".repeat(600));
+        let data = not_found(&long).data.unwrap();
+        let echoed = data["uri"].as_str().unwrap();
+        assert!(echoed.len() <= MAX_ECHOED_URI && long.starts_with(echoed));
     }
 }

@@ -21,13 +21,9 @@ use crate::support::{
         Client as McpClient, call, create_handle, legacy_client, legacy_client_with,
         stateless_client, text,
     },
-    http::{
-        Event, EventReader, legacy_post, legacy_session, meta_2026, post_json, read_reply,
-        tool_text, tools_call_2026, tools_call_2026_params,
-    },
+    http::{legacy_post, legacy_session, mrtr_call, read_reply},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
-    wait::within,
 };
 
 const ENABLED: (&str, &str) = ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true");
@@ -50,21 +46,6 @@ async fn tool_names(client: &McpClient) -> Vec<String> {
         );
     }
     tools.into_iter().map(|t| t.name.to_string()).collect()
-}
-
-/// A raw 2026-07-28 `tools/call` of `tool` with `extra` params (`inputResponses`,
-/// `requestState`); its JSON-RPC reply.
-async fn mrtr_call(url: &str, tool: &str, extra: Value) -> Value {
-    let mut params = json!({"name": tool, "arguments": {}, "_meta": meta_2026()});
-    params
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().cloned().unwrap_or_default());
-    let response = tools_call_2026_params(&Client::new(), url, params)
-        .send()
-        .await
-        .unwrap();
-    read_reply(response).await.1
 }
 
 #[tokio::test]
@@ -283,55 +264,6 @@ async fn a_2025_session_samples_the_clients_model() {
     assert_eq!(
         text(&sampled),
         "LLM response: echo: What is the capital of France?"
-    );
-}
-
-#[tokio::test]
-async fn a_listen_stream_gets_the_list_changes_it_asked_for() {
-    let replica = Replica::memory(&[ENABLED]).await;
-    let url = replica.url();
-    let params = json!({"_meta": meta_2026(), "notifications": {"toolsListChanged": true}});
-    let body =
-        json!({"jsonrpc": "2.0", "id": 3, "method": "subscriptions/listen", "params": params});
-    let response = post_json(&Client::new(), &url, &body)
-        .header("MCP-Protocol-Version", "2026-07-28")
-        .header("Mcp-Method", "subscriptions/listen")
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut events = EventReader::new(response);
-    let method = |event: Option<Event>| event.and_then(|e| e.data).unwrap_or_default();
-    let ack = method(within("the acknowledgement", events.next()).await);
-    assert_eq!(
-        ack["method"], "notifications/subscriptions/acknowledged",
-        "{ack}"
-    );
-
-    // The stream asked for tool list changes only: a prompt change reaches no stream.
-    let trigger = async |tool: &str| {
-        let reply = tools_call_2026(&Client::new(), &url, tool, json!({}))
-            .send()
-            .await
-            .unwrap();
-        tool_text(&read_reply(reply).await.1)
-    };
-    assert_eq!(
-        trigger("test_trigger_prompt_change").await,
-        "Prompt list change sent to 0 stream(s)"
-    );
-    assert_eq!(
-        trigger("test_trigger_tool_change").await,
-        "Tool list change sent to 1 stream(s)"
-    );
-    let change = method(within("the tool list change", events.next()).await);
-    assert_eq!(
-        change["method"], "notifications/tools/list_changed",
-        "{change}"
-    );
-    assert_eq!(
-        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 3,
-        "{change}"
     );
 }
 

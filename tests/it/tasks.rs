@@ -347,6 +347,10 @@ async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
         .env("STATEFUL_MCP__STORE__BACKEND", "redis")
         .env("STATEFUL_MCP__REDIS__URL", redis.url())
         .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix)
+        .env(
+            "STATEFUL_MCP__MRTR__KEYS",
+            crate::support::replica::TEST_MRTR_KEYS,
+        )
         .env("STATEFUL_MCP__TASKS__LEASE_MS", "1000")
         .env("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200")
         .env("RUST_LOG", "warn")

@@ -2,11 +2,9 @@
 //! that answer `input_required` until the client retries with the `inputResponses` they
 //! asked for, and the integrity-protected `requestState` some of them carry.
 //!
-//! [`RequestStates`] seals the state with rmcp's `RequestStateCodec`, bound to the
-//! caller and the fixture and valid for [`STATE_TTL`]. Its key is this replica's own,
-//! drawn at start-up: a retry that another replica serves fails verification. A key
-//! ring shared through the configuration would replace [`RequestStates::new`] and
-//! nothing else here.
+//! The state is sealed by the replica's [`crate::mcp::request_state::RequestStates`]
+//! (the `[mrtr]` key ring every replica shares), bound to the caller and the fixture
+//! and valid for [`STATE_TTL`], so a retry that another replica serves opens it.
 
 #![expect(
     deprecated,
@@ -24,7 +22,7 @@ use rmcp::{
     model::{
         CallToolResponse, CallToolResult, ContentBlock, CreateMessageRequest, ElicitRequest,
         GetPromptResponse, GetPromptResult, InputRequest, InputRequests, InputRequiredResult,
-        ListRootsRequest, Prompt, PromptMessage, RequestStateCodec, Role, SealOptions,
+        ListRootsRequest, Prompt, PromptMessage, Role,
     },
     service::RequestContext,
     tool, tool_router,
@@ -36,19 +34,13 @@ use super::{
     ConformanceServer,
     requests::{form, sampling},
 };
-use crate::mcp::binding::caller;
+use crate::mcp::request_state::bound_to;
 
 /// How long a sealed `requestState` stays valid.
 pub const STATE_TTL: Duration = Duration::from_secs(600);
 
 /// The MRTR prompt fixture.
 pub(super) const MRTR_PROMPT: &str = "test_input_required_result_prompt";
-
-/// Seals and opens `requestState` for the fixtures. Cheap to clone.
-#[derive(Clone)]
-pub(super) struct RequestStates {
-    codec: RequestStateCodec,
-}
 
 /// What the fixtures keep in `requestState`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,47 +49,24 @@ struct Progress {
     round: u32,
 }
 
-impl RequestStates {
-    /// A codec with a fresh random key of this replica.
-    ///
-    /// # Panics
-    /// When the operating system has no entropy source at all.
-    pub(super) fn new() -> Self {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the operating system's random source failed");
-        Self {
-            codec: RequestStateCodec::new_unchecked(key.to_vec()),
-        }
-    }
-
-    /// What a sealed state is bound to: the caller and the fixture, so it cannot be
-    /// replayed by someone else or against another fixture.
-    fn context(ctx: &RequestContext<RoleServer>, fixture: &str) -> Vec<u8> {
-        let mut context = caller(ctx).as_str().as_bytes().to_vec();
-        context.push(0);
-        context.extend_from_slice(fixture.as_bytes());
-        context
-    }
-
-    fn seal(
+impl ConformanceServer {
+    /// Seals `round` for this caller and `fixture`, with the replica's key ring.
+    fn seal_round(
         &self,
         ctx: &RequestContext<RoleServer>,
         fixture: &str,
         round: u32,
     ) -> Result<String, McpError> {
-        let context = Self::context(ctx, fixture);
-        let options = SealOptions::new().associated_data(&context).ttl(STATE_TTL);
-        self.codec
-            .seal_json_with(&Progress { round }, &options)
-            .map_err(|e| McpError::internal_error(format!("sealing requestState: {e}"), None))
+        self.request_states
+            .seal(&Progress { round }, &bound_to(ctx, fixture), STATE_TTL)
     }
 
     /// The round a retry answers: 0 without a state, else the sealed one.
     ///
     /// # Errors
     /// Invalid params for a state that fails verification (forged, tampered, another
-    /// caller's or fixture's, expired).
-    fn open(
+    /// caller's or fixture's, an unknown key's, expired).
+    fn open_round(
         &self,
         ctx: &RequestContext<RoleServer>,
         fixture: &str,
@@ -106,17 +75,9 @@ impl RequestStates {
         let Some(state) = state else {
             return Ok(0);
         };
-        let context = Self::context(ctx, fixture);
-        self.codec
-            .open_json_with::<Progress>(state, &context)
+        self.request_states
+            .open::<Progress>(state, &bound_to(ctx, fixture))
             .map(|p| p.round)
-            .map_err(|_| {
-                McpError::invalid_params(
-                    "requestState failed integrity verification; start the request again \
-                     without it",
-                    None,
-                )
-            })
     }
 }
 
@@ -249,7 +210,7 @@ impl ConformanceServer {
         RequestState(state): RequestState,
         input: InputResponses,
     ) -> Answer {
-        let round = self.request_states.open(&ctx, &fixture, state.as_deref())?;
+        let round = self.open_round(&ctx, &fixture, state.as_deref())?;
         if round == 1 && response(&input, "confirm").is_some() {
             return Ok(text("Confirmed: state-ok").into());
         }
@@ -257,7 +218,7 @@ impl ConformanceServer {
             "confirm".to_owned(),
             elicitation("Please confirm", "ok", "boolean")?,
         )]);
-        let sealed = self.request_states.seal(&ctx, &fixture, 1)?;
+        let sealed = self.seal_round(&ctx, &fixture, 1)?;
         Ok(InputRequiredResult::new(Some(requests), Some(sealed)).into())
     }
 
@@ -271,7 +232,7 @@ impl ConformanceServer {
         input: InputResponses,
     ) -> Answer {
         const FIXTURE: &str = "test_input_required_result_multiple_inputs";
-        let round = self.request_states.open(&ctx, FIXTURE, state.as_deref())?;
+        let round = self.open_round(&ctx, FIXTURE, state.as_deref())?;
         let answered = ["user_name", "greeting", "client_roots"]
             .iter()
             .all(|key| response(&input, key).is_some());
@@ -289,7 +250,7 @@ impl ConformanceServer {
             ),
             ("client_roots".to_owned(), roots_request()),
         ]);
-        let sealed = self.request_states.seal(&ctx, FIXTURE, 1)?;
+        let sealed = self.seal_round(&ctx, FIXTURE, 1)?;
         Ok(InputRequiredResult::new(Some(requests), Some(sealed)).into())
     }
 
@@ -301,7 +262,7 @@ impl ConformanceServer {
         input: InputResponses,
     ) -> Answer {
         const FIXTURE: &str = "test_input_required_result_multi_round";
-        let round = self.request_states.open(&ctx, FIXTURE, state.as_deref())?;
+        let round = self.open_round(&ctx, FIXTURE, state.as_deref())?;
         let (key, question, field) = match round {
             1 if response(&input, "step1").is_some() => {
                 ("step2", "Step 2: What is your favorite color?", "color")
@@ -316,7 +277,7 @@ impl ConformanceServer {
         let next = if key == "step1" { 1 } else { 2 };
         let requests =
             InputRequests::from([(key.to_owned(), elicitation(question, field, "string")?)]);
-        let sealed = self.request_states.seal(&ctx, FIXTURE, next)?;
+        let sealed = self.seal_round(&ctx, FIXTURE, next)?;
         Ok(InputRequiredResult::new(Some(requests), Some(sealed)).into())
     }
 

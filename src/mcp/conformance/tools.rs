@@ -25,11 +25,13 @@ use serde_json::{Value, json};
 use super::{
     ConformanceServer,
     catalog::{PNG, WAV},
-    listen::ListChange,
     requests::form,
     session_state::passes,
 };
-use crate::mcp::binding::{caller, transport_session};
+use crate::mcp::{
+    binding::{caller, transport_session},
+    notify::Change,
+};
 
 /// The pause between the messages of the logging and progress fixtures: the scenarios
 /// ask for ~50 ms, so a client sees them arrive one by one.
@@ -302,23 +304,28 @@ impl ConformanceServer {
     }
 
     #[tool(
-        description = "Announces a tools/list_changed on this server's subscriptions/listen streams"
+        description = "Announces a tools/list_changed on every replica's subscriptions/listen \
+                       streams (the list itself stays as it is)"
     )]
-    async fn test_trigger_tool_change(&self) -> CallToolResult {
-        let reached = self.listeners.notify(ListChange::Tools).await;
-        CallToolResult::success(vec![ContentBlock::text(format!(
-            "Tool list change sent to {reached} stream(s)"
-        ))])
+    async fn test_trigger_tool_change(&self) -> Result<CallToolResult, McpError> {
+        self.announce(Change::ToolsListChanged, "Tool").await
     }
 
     #[tool(
-        description = "Announces a prompts/list_changed on this server's subscriptions/listen \
-                       streams"
+        description = "Announces a prompts/list_changed on every replica's subscriptions/listen \
+                       streams (the list itself stays as it is)"
     )]
-    async fn test_trigger_prompt_change(&self) -> CallToolResult {
-        let reached = self.listeners.notify(ListChange::Prompts).await;
-        CallToolResult::success(vec![ContentBlock::text(format!(
-            "Prompt list change sent to {reached} stream(s)"
-        ))])
+    async fn test_trigger_prompt_change(&self) -> Result<CallToolResult, McpError> {
+        self.announce(Change::PromptsListChanged, "Prompt").await
+    }
+}
+
+impl ConformanceServer {
+    /// Publishes `change` to every replica's listen streams; `what` names the list.
+    async fn announce(&self, change: Change, what: &str) -> Result<CallToolResult, McpError> {
+        self.notifier.publish(change).await?;
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "{what} list change published"
+        ))]))
     }
 }

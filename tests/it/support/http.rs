@@ -47,6 +47,35 @@ pub fn tools_call_2026_with_meta(
     tools_call_2026_params(client, url, params)
 }
 
+/// A raw 2026-07-28 `tools/call` of `tool` with `extra` params (`inputResponses`,
+/// `requestState`); its JSON-RPC reply.
+pub async fn mrtr_call(url: &str, tool: &str, extra: Value) -> Value {
+    let mut params = json!({"name": tool, "arguments": {}, "_meta": meta_2026()});
+    params
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    let response = tools_call_2026_params(&Client::new(), url, params)
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await.1
+}
+
+/// A raw 2026-07-28 `subscriptions/listen` with request id `id` for `notifications`
+/// (a `SubscriptionFilter`), sent: the response streams its events.
+pub async fn listen_2026(url: &str, id: u64, notifications: Value) -> reqwest::Response {
+    let params = json!({"_meta": meta_2026(), "notifications": notifications});
+    let body =
+        json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params});
+    post_json(&Client::new(), url, &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "subscriptions/listen")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A raw 2026-07-28 `tools/call` with `params` as given (they name the tool and carry
 /// the `_meta`, and may add `idempotencyKey`, `inputResponses`, `requestState`, ...),
 /// with the standard headers, ready to send.

@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::wait::within;
 
+/// The `requestState` key ring every Redis replica of a test shares unless told
+/// otherwise (`STATEFUL_MCP__MRTR__KEYS` in `extra`), as a deployment's replicas do.
+pub const TEST_MRTR_KEYS: &str = "test:dGVzdC1yZXF1ZXN0LXN0YXRlLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+
 /// One running replica, asked to stop when dropped.
 pub struct Replica {
     pub addr: SocketAddr,
@@ -23,13 +27,14 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts a replica with the Redis backend on `redis_url` under `prefix`;
-    /// `extra` are further `STATEFUL_MCP__*` overrides.
+    /// Starts a replica with the Redis backend on `redis_url` under `prefix`, with the
+    /// [`TEST_MRTR_KEYS`]; `extra` are further `STATEFUL_MCP__*` overrides.
     pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
         let mut env = vec![
             ("STATEFUL_MCP__STORE__BACKEND", "redis"),
             ("STATEFUL_MCP__REDIS__URL", redis_url),
             ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
+            ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
         ];
         env.extend_from_slice(extra);
         Self::with_env(&env).await
