@@ -185,6 +185,30 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head (line and headers) before
     /// its connection is closed.
     pub header_read_timeout_secs: u64,
+    /// The base URL (`http://host:port`) other replicas reach this one at, to forward
+    /// the requests of the 2025-era sessions it serves; empty = `http://` and the bound
+    /// address (loopback for an unspecified one). Read it with
+    /// [`ServerSettings::advertised_url`].
+    pub advertise_url: String,
+}
+
+impl ServerSettings {
+    /// Where other replicas reach this one: `advertise_url`, or the bound address
+    /// (`bound`, else `bind`) with an unspecified IP replaced by loopback.
+    pub fn advertised_url(&self, bound: Option<SocketAddr>) -> String {
+        if !self.advertise_url.is_empty() {
+            return self.advertise_url.trim_end_matches('/').to_owned();
+        }
+        let mut addr = bound.unwrap_or(self.bind);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}")
+    }
 }
 
 /// Storage backend choice.
@@ -246,6 +270,10 @@ pub struct SessionSettings {
     /// How long the first result of a call with an `idempotencyKey` is kept, so a retry
     /// with the same key gets it back instead of applying the change again.
     pub idempotency_ttl_secs: u64,
+    /// How long a replica's hold on a 2025-era session lasts without renewal (it renews
+    /// every third of it): after a replica dies, its sessions move to another replica
+    /// at their first request after this.
+    pub lease_secs: u64,
 }
 
 /// Logging settings.
@@ -356,6 +384,16 @@ impl Settings {
             "session.idempotency_ttl_secs",
             self.session.idempotency_ttl_secs,
         )?;
+        positive("session.lease_secs", self.session.lease_secs)?;
+        let advertise = &self.server.advertise_url;
+        if !advertise.is_empty()
+            && (!advertise.starts_with("http://") || advertise.parse::<http::Uri>().is_err())
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.advertise_url",
+                reason: "must be an http:// URL other replicas reach this one at".into(),
+            });
+        }
         positive(
             "tools.prime_count_max_limit",
             self.tools.prime_count_max_limit,
@@ -508,6 +546,11 @@ impl SessionSettings {
     /// The sliding expiry as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The lease on a 2025-era session as a [`Duration`].
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
     }
 }
 

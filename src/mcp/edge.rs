@@ -2,24 +2,32 @@
 //!
 //! For each request it
 //! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
-//!    RFC 9728 metadata), spends one token of its rate limit (429 with `Retry-After`)
-//!    and puts its [`Principal`] in the request's extensions;
+//!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
 //! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
 //! 2. labels metrics and the request's log span from the envelope (known methods only);
 //! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
-//!    round trip: slides its expiry and finds out whether it still exists) and marks the
-//!    request with the [`TransportSession`] the tools may bind to; an expired or deleted
-//!    session, or one of another principal, gets 404 on every replica, an unreachable
-//!    store 503 with `Retry-After`; a DELETE rmcp accepted removes the stored session
-//!    here, for its owner only;
-//! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
+//!    round trip: slides its expiry, finds out whether it still exists and which
+//!    replica holds it, taking it when nobody does: see `leases.rs`); an expired or
+//!    deleted session, or one of another principal, gets 404 on every replica, an
+//!    unreachable store 503 with `Retry-After`. A session another replica holds is
+//!    forwarded there (`forward.rs`) and answered from there; when that replica cannot
+//!    be reached, this one takes the session over once its lease has run out, and
+//!    answers 503 with `Retry-After` until then. A session held here marks the request
+//!    with the [`TransportSession`] the tools may bind to; a DELETE rmcp accepted
+//!    removes the stored session (for its owner only), evicts its workers on every
+//!    replica through the bus and answers 204;
+//! 4. spends one token of the caller's rate limit (429 with `Retry-After`) on the
+//!    replica that serves the request (a forwarded request is charged once, where it
+//!    is served);
+//! 5. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
 //!    that into a bare 500), and answers 400, 429 or 503 from it.
 //!
-//! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
-//! JSON-RPC ones, to a JSON-RPC error body.
+//! Every response but a GET stream is held for the drain until it ends
+//! (`inflight.rs`). Every refusal is an [`EdgeError`], which maps to its HTTP status
+//! and, for the JSON-RPC ones, to a JSON-RPC error body.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -35,14 +43,25 @@ use axum::{
 use http::{HeaderValue, Method, StatusCode, header};
 use rmcp::ErrorData as McpError;
 
+use tokio_util::{
+    sync::CancellationToken,
+    task::{TaskTracker, task_tracker::TaskTrackerToken},
+};
+
 use super::{
-    envelope::Envelope, session_manager::ReplicatedSessionManager, session_store::Restores,
+    envelope::Envelope,
+    forward::{FORWARDED_HEADER, Forwarder},
+    inflight::hold_until_sent,
+    leases::EVICT_TOPIC,
+    session_manager::ReplicatedSessionManager,
+    session_store::Restores,
 };
 use crate::{
     auth::{Authenticator, Principal},
+    bus::Bus,
     metrics::Metrics,
     rate_limit::{RateLimitError, RateLimiter},
-    sessions::Sessions,
+    sessions::{Holder, Lease, Sessions},
 };
 
 /// The header of the 2025-era transport session.
@@ -105,6 +124,14 @@ pub enum EdgeError {
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
+    /// The replica serving the session cannot be reached and still holds it: 503 with
+    /// `Retry-After`.
+    #[error("Service Unavailable: the replica serving this session is unreachable; retry shortly")]
+    HolderUnreachable,
+    /// A request forwarded here for a session another replica holds now: 503 with
+    /// `Retry-After` (the retry is routed afresh).
+    #[error("Service Unavailable: the session moved to another replica; retry")]
+    Moved,
 }
 
 impl EdgeError {
@@ -119,7 +146,9 @@ impl EdgeError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::TooManySessions | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::HolderUnreachable | Self::Moved => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -149,7 +178,7 @@ impl IntoResponse for EdgeError {
             None => (status, self.to_string()).into_response(),
         };
         match self {
-            Self::Unavailable => {
+            Self::Unavailable | Self::HolderUnreachable | Self::Moved => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -176,7 +205,7 @@ impl From<EdgeError> for McpError {
     /// The same refusal inside a request rmcp already accepted (a tool call).
     fn from(e: EdgeError) -> Self {
         match e {
-            EdgeError::Unavailable => {
+            EdgeError::Unavailable | EdgeError::HolderUnreachable | EdgeError::Moved => {
                 McpError::internal_error("session store unavailable; retry shortly", None)
             }
             other => McpError::invalid_request(other.to_string(), None),
@@ -222,12 +251,32 @@ pub(crate) struct Edge {
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
     pub(crate) max_body: usize,
+    /// This replica's claim on the 2025-era sessions it serves.
+    pub(crate) lease: Lease,
+    /// Sends requests on to the replica holding their session.
+    pub(crate) forwarder: Forwarder,
+    /// Fired when the replica drains: it then takes no session over.
+    pub(crate) draining: CancellationToken,
+    /// Evictions of deleted sessions go to every replica (Redis backend).
+    pub(crate) bus: Option<Bus>,
+    /// In-flight requests, which a drain waits for.
+    pub(crate) requests: TaskTracker,
+}
+
+/// Where a 2025-era request for a live session is served.
+enum Route {
+    /// Here: this replica holds the session (or nobody does and it may not take it).
+    Here,
+    /// At the replica holding it.
+    There(Holder),
 }
 
 /// The edge middleware; see the module docs.
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    // GET streams last as long as their sessions: the drain ends them, never waits.
+    let in_flight = (parts.method != Method::GET).then(|| edge.requests.token());
     let principal = match edge.auth.authenticate(&parts.headers) {
         Ok(principal) => principal,
         Err(e) => {
@@ -236,23 +285,13 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             return edge.refuse(EdgeError::Unauthorized { challenge }, None, started);
         }
     };
-    match edge.rate_limit.check(principal.as_str()).await {
-        Ok(()) => {}
-        Err(RateLimitError::Limited(wait)) => {
-            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, None, started);
-        }
-        Err(RateLimitError::Unavailable) => {
-            return edge.refuse(EdgeError::Unavailable, None, started);
-        }
-    }
     let header_version = parts
         .headers
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let json_post = parts.method == Method::POST && is_json(&parts.headers);
-    let (envelope, body) = if json_post {
+    let (envelope, bytes, body) = if json_post {
         let bytes = match axum::body::to_bytes(body, edge.max_body).await {
             Ok(bytes) => bytes,
             Err(_) => {
@@ -261,11 +300,15 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             }
         };
         match Envelope::parse(&bytes, header_version.as_deref()) {
-            Ok(envelope) => (envelope, Body::from(bytes)),
+            Ok(envelope) => (envelope, Some(bytes.clone()), Body::from(bytes)),
             Err(e) => return edge.refuse(e, Some("invalid"), started),
         }
     } else {
-        (Envelope::from_headers(header_version.as_deref()), body)
+        (
+            Envelope::from_headers(header_version.as_deref()),
+            None,
+            body,
+        )
     };
     // Only JSON-RPC POSTs are counted by method; GET and DELETE carry none.
     let label = json_post.then(|| envelope.method_label());
@@ -289,11 +332,52 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     if let Some(id) = session
         && envelope.legacy
     {
-        if let Err(e) = edge.check_session(&principal, &id).await {
-            return edge.refuse(e, label, started);
+        let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
+        let route = match edge.route(&principal, &id, forwarded).await {
+            Ok(route) => route,
+            Err(e) => return edge.refuse(e, label, started),
+        };
+        // Only a request whose body is in hand can be sent on (a POST that is not JSON
+        // is rmcp's to refuse, here).
+        if let Route::There(holder) = route
+            && (bytes.is_some() || parts.method != Method::POST)
+        {
+            let body = bytes.clone().map(Body::from).unwrap_or_else(Body::empty);
+            match edge
+                .forwarder
+                .forward(&holder.url, parts.clone(), body)
+                .await
+            {
+                Ok(response) => {
+                    edge.metrics.forward("forwarded");
+                    return edge.answer(response, label, started, in_flight);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, holder = %holder.replica, "forward failed");
+                    edge.metrics.forward("unreachable");
+                    // Take the session over if its holder's lease has run out.
+                    match edge.route(&principal, &id, true).await {
+                        Ok(Route::Here) => edge.metrics.forward("taken_over"),
+                        Ok(Route::There(_)) | Err(EdgeError::Moved) => {
+                            return edge.refuse(EdgeError::HolderUnreachable, label, started);
+                        }
+                        Err(e) => return edge.refuse(e, label, started),
+                    }
+                }
+            }
         }
         parts.extensions.insert(TransportSession(id.clone()));
         confirmed = Some(id);
+    }
+    match edge.rate_limit.check(principal.as_str()).await {
+        Ok(()) => {}
+        Err(RateLimitError::Limited(wait)) => {
+            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, label, started);
+        }
+        Err(RateLimitError::Unavailable) => {
+            return edge.refuse(EdgeError::Unavailable, label, started);
+        }
     }
     let deleting = (parts.method == Method::DELETE)
         .then(|| confirmed.map(|id| (principal.clone(), id)))
@@ -311,9 +395,16 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     }
     if let Some((principal, id)) = deleting
         && response.status().is_success()
-        && let Err(e) = edge.delete_session(&principal, &id).await
     {
-        return edge.refuse(e, label, started);
+        return match edge.delete_session(&principal, &id).await {
+            Ok(()) => edge.answer(
+                StatusCode::NO_CONTENT.into_response(),
+                label,
+                started,
+                in_flight,
+            ),
+            Err(e) => edge.refuse(e, label, started),
+        };
     }
     if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         // The content type was right, so rmcp could not read the message itself.
@@ -323,29 +414,51 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             .unwrap_or_default();
         return edge.refuse(EdgeError::InvalidRequest(detail), Some("invalid"), started);
     }
-    if let Some(label) = label {
-        edge.metrics.observe_request(label, started);
-    }
-    response
+    edge.answer(response, label, started, in_flight)
 }
 
 impl Edge {
-    /// Slides the stored session's expiry and confirms it still exists and belongs to
-    /// `principal`; a local copy of a session that expired or was deleted elsewhere is
-    /// closed. A session this replica does not hold yet is offered to rmcp's restore
-    /// with the state the touch returned, so the restore costs no second round trip and
-    /// never reads a session the edge did not confirm for its caller.
-    async fn check_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
+    /// Slides the stored session's expiry, confirms it still exists and belongs to
+    /// `principal`, and says where it is served: by the replica holding its lease, or
+    /// here when that is this replica, when nobody holds it and this one takes it, or
+    /// when nobody holds it and this one, draining, may not take it. A local copy of a
+    /// session that expired or was deleted elsewhere is closed. A session this replica
+    /// serves but has no worker for yet is offered to rmcp's restore with the state the
+    /// touch returned, so the restore costs no second round trip and never reads a
+    /// session the edge did not confirm for its caller.
+    ///
+    /// A `forwarded` request was sent here as to the holder: it never goes on, and
+    /// finding the session held by yet another replica is [`EdgeError::Moved`].
+    async fn route(
+        &self,
+        principal: &Principal,
+        id: &str,
+        forwarded: bool,
+    ) -> Result<Route, EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        match self.sessions.touch(principal.as_str(), id).await {
-            Ok(Some(transport)) if !transport.is_null() => {
-                if !self.manager.has_local(id).await {
-                    self.restores.offer(id, transport);
+        let take = !self.draining.is_cancelled();
+        match self
+            .sessions
+            .touch(principal.as_str(), id, Some(&self.lease), take)
+            .await
+        {
+            Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
+                Some(holder) if holder.replica != self.lease.holder.replica => {
+                    if forwarded {
+                        self.metrics.forward("moved");
+                        return Err(EdgeError::Moved);
+                    }
+                    Ok(Route::There(holder))
                 }
-                Ok(())
-            }
+                _ => {
+                    if !self.manager.has_local(id).await {
+                        self.restores.offer(id, touched.transport);
+                    }
+                    Ok(Route::Here)
+                }
+            },
             // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
             // not a transport session).
             Ok(_) => {
@@ -357,16 +470,24 @@ impl Edge {
     }
 
     /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
-    /// closed the local worker).
+    /// closed the local worker) and evicts its workers on every other replica.
     async fn delete_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
         match self.sessions.delete(principal.as_str(), id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(EdgeError::SessionNotFound),
-            Err(e) => Err(self.unavailable(e)),
+            Ok(true) => {}
+            Ok(false) => return Err(EdgeError::SessionNotFound),
+            Err(e) => return Err(self.unavailable(e)),
         }
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
+        {
+            // The session is gone from the store: other replicas' sweeps close their
+            // copies within a third of the lease.
+            tracing::warn!(error = %e, "session eviction not published");
+        }
+        Ok(())
     }
 
     fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
@@ -382,6 +503,23 @@ impl Edge {
             self.metrics.observe_request(label, started);
         }
         error.into_response()
+    }
+
+    /// Answers `response`, counted under its method, held for the drain until it ends.
+    fn answer(
+        &self,
+        response: Response,
+        label: Option<&'static str>,
+        started: Instant,
+        in_flight: Option<TaskTrackerToken>,
+    ) -> Response {
+        if let Some(label) = label {
+            self.metrics.observe_request(label, started);
+        }
+        match in_flight {
+            Some(token) => hold_until_sent(response, token),
+            None => response,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The MCP handler ([`StatefulServer`]): rmcp's `ServerHandler` over the tools in
-//! [`tools`] and the [`super::resources`], with each tool call timed, logged, tracked
-//! for the drain and stopped when the client cancels it.
+//! [`tools`] and the [`super::resources`], with each tool call timed, logged and
+//! stopped when the client cancels it (the edge tracks the request for the drain).
 //!
 //! State lives in [`Sessions`] and the cache, never in this struct, so any replica can
 //! serve any call; the struct is a bundle of cheap handles, cloned per request.
@@ -21,7 +21,6 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::Value;
-use tokio_util::task::TaskTracker;
 
 pub use self::tools::{
     CounterArgs, CounterOperation, CounterOutput, CreateArgs, CreateOutput, DeleteArgs,
@@ -38,7 +37,6 @@ use crate::{
 #[derive(Clone)]
 pub struct StatefulServer {
     sessions: Sessions,
-    calls: TaskTracker,
     cache: CacheManager,
     cpu: CpuPool,
     metrics: Metrics,
@@ -53,7 +51,6 @@ impl StatefulServer {
         let tools = Arc::new(state.settings.tools.clone());
         Self {
             sessions: state.sessions.clone(),
-            calls: state.calls.clone(),
             cache: state.cache.clone(),
             cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
@@ -116,8 +113,6 @@ impl ServerHandler for StatefulServer {
         let call = self
             .tool_router
             .call(ToolCallContext::new(self, request, context));
-        // Tracked so a draining replica waits for the call before ending its stream.
-        let call = self.calls.track_future(call);
         let result = tokio::select! {
             biased;
             () = cancelled.cancelled() => {

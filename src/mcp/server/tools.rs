@@ -226,6 +226,7 @@ impl StatefulServer {
                 principal: caller(&ctx).as_str().to_owned(),
                 client_info,
                 transport: None,
+                lease: None,
             })
             .await;
         let session = created.map_err(|e| ToolFailure::from_session(e, &self.metrics))?;

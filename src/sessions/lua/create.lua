@@ -1,6 +1,7 @@
 -- KEYS[1] = the owner's session index, KEYS[2] = session hash, KEYS[3] = index of all
 -- sessions. ARGV: id, per-principal limit, session ttl ms, index ttl ms, schema version,
--- owner, client info JSON ('' = none), transport JSON ('' = none).
+-- owner, client info JSON ('' = none), transport JSON ('' = none), the creating
+-- replica ('' = no lease), its URL, lease ms.
 -- Counts the owner's live sessions and creates the session unless that reaches the limit,
 -- atomically. An index entry's score is its session's last access (the prelude keeps it
 -- current), so the entries older than the timeout are exactly the expired sessions: they
@@ -18,6 +19,10 @@ redis.call('HSET', KEYS[2], 'v', ARGV[5], 'owner', ARGV[6], 'created', now,
   'accessed', now, 'bytes', 0)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'client', ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'init', ARGV[8]) end
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[2], 'node', ARGV[9], 'node_url', ARGV[10],
+    'lease', now_ms + tonumber(ARGV[11]))
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
