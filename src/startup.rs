@@ -27,7 +27,19 @@ impl Application {
     /// When the address cannot be bound or the Redis settings are unusable. A Redis
     /// server that is down is not an error: readiness reports it and requests fail fast
     /// until it is back.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, crate::mcp::endpoint).await
+    }
+
+    /// [`Application::build`] with `/mcp` built by `mcp` from the replica's state, e.g.
+    /// `|state| endpoint_with(state, factory)` to serve another rmcp handler.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with(
+        mut settings: Settings,
+        mcp: impl FnOnce(&AppState) -> axum::Router,
+    ) -> anyhow::Result<Self> {
         let bind = settings.server.bind;
         let listener = TcpListener::bind(bind)
             .await
@@ -35,7 +47,7 @@ impl Application {
         // Other replicas forward to the address actually bound (port 0 picks one).
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
-        let router = crate::http::router(state.clone());
+        let router = crate::http::router_with(state.clone(), mcp(&state));
         state.tasks.spawn(maintenance_loop(
             state.clone(),
             Duration::from_secs(state.settings.session.maintenance_interval_secs),

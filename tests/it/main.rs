@@ -11,6 +11,7 @@ mod edge;
 mod event_store;
 mod faults;
 mod idempotency;
+mod legacy;
 mod metrics;
 mod outage;
 mod rate_limit;

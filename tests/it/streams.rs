@@ -3,76 +3,19 @@
 //! finished one is kept only briefly; a 2026-07-28 stream that the client drops cancels
 //! its handler.
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{
-    http::{legacy_post, legacy_session, prime_count_2026_with_progress},
+    http::{legacy_get, legacy_post, legacy_session, prime_count_2026_with_progress},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
+    sse::{Event, EventReader},
     wait::wait_until,
 };
 
-/// One server-sent event.
-#[derive(Debug, Clone)]
-struct Event {
-    id: Option<String>,
-    data: Option<Value>,
-}
-
-/// Reads SSE events from a response as they arrive.
-struct EventReader {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl EventReader {
-    fn new(response: reqwest::Response) -> Self {
-        Self {
-            body: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event, or `None` when the stream ends.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let raw: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Event {
-                    id: None,
-                    data: None,
-                };
-                for line in raw.lines() {
-                    if let Some(id) = line.strip_prefix("id:") {
-                        event.id = Some(id.trim().to_owned());
-                    } else if let Some(data) = line.strip_prefix("data:") {
-                        event.data = serde_json::from_str(data.trim()).ok();
-                    }
-                }
-                if event.id.is_some() || event.data.is_some() {
-                    return Some(event);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(60), self.body.next())
-                .await
-                .expect("an event within 60 s")?
-                .ok()?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-}
-
 /// A 2025-11-25 GET that resumes `session`'s stream after `last_event_id`.
 async fn resume(url: &str, session: &str, last_event_id: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(url)
-        .header("Accept", "text/event-stream")
-        .header("Mcp-Session-Id", session)
-        .header("MCP-Protocol-Version", "2025-11-25")
+    legacy_get(&reqwest::Client::new(), url, session)
         .header("Last-Event-ID", last_event_id)
         .send()
         .await

@@ -180,6 +180,15 @@ pub fn legacy_delete(client: &Client, url: &str, session: &str) -> RequestBuilde
         .header("MCP-Protocol-Version", "2025-11-25")
 }
 
+/// The GET stream of the 2025-11-25 session `session`.
+pub fn legacy_get(client: &Client, url: &str, session: &str) -> RequestBuilder {
+    client
+        .get(url)
+        .header("Accept", "text/event-stream")
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+}
+
 /// A POST in the 2025-11-25 session `session`.
 pub fn legacy_post(client: &Client, url: &str, session: &str, body: &Value) -> RequestBuilder {
     post_json(client, url, body)
