@@ -146,7 +146,7 @@ where
         restores,
         max_body: server.max_body_bytes,
         lease,
-        forwarder: Forwarder::new(&state.replica_id),
+        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
         draining: state.shutdown.clone(),
         bus: state.bus.clone(),
         requests: state.requests.clone(),

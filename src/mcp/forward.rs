@@ -4,7 +4,8 @@
 //!
 //! The forwarded request keeps its method, path, query, headers (`Authorization` and
 //! `Host` included: the holder authenticates and checks it again) and body, and gains
-//! [`FORWARDED_HEADER`] naming the sending replica. The header grants nothing: it only
+//! [`FORWARDED_HEADER`] naming the sending replica and the `x-request-id` this replica
+//! logs it under. The header grants nothing: it only
 //! stops a second hop, so a replica that receives it and does not hold the session
 //! takes it over when it can and otherwise answers 503 (see the edge).
 
@@ -16,6 +17,11 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+
+use tokio_util::sync::CancellationToken;
+
+use super::inflight::end_on;
+use crate::telemetry::RequestId;
 
 /// Marks a request one replica forwarded to another; its value is the sender's id.
 pub const FORWARDED_HEADER: &str = "x-stateful-mcp-forwarded";
@@ -50,11 +56,15 @@ pub(crate) struct Forwarder {
     client: Client<HttpConnector, Body>,
     /// This replica's id, the value of [`FORWARDED_HEADER`].
     origin: HeaderValue,
+    /// Ends the streams relayed from other replicas, as it ends this replica's own
+    /// (the drain's last step): the holder would keep a GET stream open for as long as
+    /// its session lives.
+    streams: CancellationToken,
 }
 
 impl Forwarder {
-    /// A forwarder for replica `origin`.
-    pub(crate) fn new(origin: &str) -> Self {
+    /// A forwarder for replica `origin` whose relayed streams end when `streams` fires.
+    pub(crate) fn new(origin: &str, streams: CancellationToken) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -65,6 +75,7 @@ impl Forwarder {
             client,
             origin: HeaderValue::from_str(origin)
                 .unwrap_or_else(|_| HeaderValue::from_static("replica")),
+            streams,
         }
     }
 
@@ -93,11 +104,18 @@ impl Forwarder {
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(FORWARDED_HEADER, self.origin.clone());
+        // The holder logs the request under the id this replica logs it under.
+        if let Some(id) = parts.extensions.get::<RequestId>()
+            && let Ok(value) = HeaderValue::from_str(&id.0)
+        {
+            parts.headers.insert("x-request-id", value);
+        }
         let request = http::Request::from_parts(parts, body);
         let response = self.client.request(request).await?;
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        Ok(Response::from_parts(head, Body::new(incoming)))
+        let body = end_on(Body::new(incoming), self.streams.clone());
+        Ok(Response::from_parts(head, body))
     }
 }
 

@@ -1,7 +1,8 @@
-//! In-flight requests for the drain: a response body that holds a token of
+//! Response bodies tied to the drain: one that holds a token of
 //! [`AppState::requests`](crate::state::AppState::requests) until it ends or is dropped
 //! (its client went away), so a drain waits for the responses clients still read and
-//! for nothing else.
+//! for nothing else ([`hold_until_sent`]); and one that ends when the drain ends the
+//! streams ([`end_on`]).
 
 use std::{
     pin::Pin,
@@ -11,7 +12,10 @@ use std::{
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFutureOwned},
+    task::task_tracker::TaskTrackerToken,
+};
 
 /// `response` with its body holding `token` until the body ends or is dropped.
 pub(crate) fn hold_until_sent(response: Response, token: TaskTrackerToken) -> Response {
@@ -19,14 +23,25 @@ pub(crate) fn hold_until_sent(response: Response, token: TaskTrackerToken) -> Re
         Body::new(Held {
             inner,
             token: Some(token),
+            stop: None,
         })
     })
 }
 
-/// A body that releases its token with its last frame.
+/// `body`, ended early when `stop` fires.
+pub(crate) fn end_on(body: Body, stop: CancellationToken) -> Body {
+    Body::new(Held {
+        inner: body,
+        token: None,
+        stop: Some(Box::pin(stop.cancelled_owned())),
+    })
+}
+
+/// A body that releases its token with its last frame, and ends when `stop` fires.
 struct Held {
     inner: Body,
     token: Option<TaskTrackerToken>,
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl http_body::Body for Held {
@@ -38,6 +53,12 @@ impl http_body::Body for Held {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if let Some(stop) = &mut this.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            this.token = None;
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             this.token = None;
@@ -73,5 +94,19 @@ mod tests {
         assert_eq!(tracker.len(), 1);
         drop(dropped);
         assert!(tracker.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_ended_on_a_token_ends_when_it_fires() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let endless = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let stop = CancellationToken::new();
+        let mut body = end_on(endless, stop.clone());
+        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"a");
+        stop.cancel();
+        assert!(body.frame().await.is_none());
+        drop(tx);
     }
 }

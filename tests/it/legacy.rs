@@ -441,6 +441,33 @@ async fn a_draining_replica_hands_its_sessions_over_at_once() {
 }
 
 #[tokio::test]
+async fn a_draining_replica_ends_the_streams_it_relays() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-relay-drain");
+    // Only the drain's own end may stop B within the test's wait.
+    let patient = [("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "300")];
+    let a = Replica::start(redis.url(), &prefix, &patient).await;
+    let mut b = Replica::start(redis.url(), &prefix, &patient).await;
+    let http = reqwest::Client::new();
+    let session = legacy_session(&a.url()).await;
+    // A's GET stream, relayed by B: A would keep it open as long as the session lives.
+    let stream = legacy_get(&http, &b.url(), &session).send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+
+    b.stop().await;
+    let mut events = EventReader::new(stream);
+    within("B's drain ended the relayed stream", async {
+        while events.next().await.is_some() {}
+    })
+    .await;
+    let alive = legacy_post(&http, &a.url(), &session, &ping(4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), StatusCode::OK, "the session lives on at A");
+}
+
+#[tokio::test]
 async fn a_drain_does_not_wait_for_a_call_whose_client_has_gone() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-orphan");
