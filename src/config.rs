@@ -413,12 +413,18 @@ impl Settings {
         )?;
         positive("session.lease_secs", self.session.lease_secs)?;
         let advertise = &self.server.advertise_url;
-        if !advertise.is_empty()
-            && (!advertise.starts_with("http://") || advertise.parse::<http::Uri>().is_err())
-        {
+        let base_url = |url: &str| {
+            url.starts_with("http://")
+                && url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.host().is_some() && matches!(u.path(), "" | "/"))
+        };
+        if !advertise.is_empty() && !base_url(advertise) {
             return Err(ConfigError::Invalid {
                 key: "server.advertise_url",
-                reason: "must be an http:// URL other replicas reach this one at".into(),
+                reason: "must be the http://host:port (no path) other replicas reach this \
+                         one at"
+                    .into(),
             });
         }
         positive(
@@ -681,7 +687,12 @@ mod tests {
             "http://10.1.2.3:8080/",
         )]);
         assert_eq!(set.server.advertised_url(bound), "http://10.1.2.3:8080");
-        for bad in ["10.1.2.3:8080", "https://a:1", "http://a b"] {
+        for bad in [
+            "10.1.2.3:8080",
+            "https://a:1",
+            "http://a b",
+            "http://a:1/mcp",
+        ] {
             let err =
                 Settings::load_with_env(None, env(&[("STATEFUL_MCP__SERVER__ADVERTISE_URL", bad)]))
                     .unwrap_err()
