@@ -162,3 +162,58 @@ impl BusHandler for Evictions {
         // Missed evictions are caught by the next sweep.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+    use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager};
+
+    use super::*;
+    use crate::{config::Settings, sessions::NewSession, state::AppState};
+
+    #[tokio::test]
+    async fn a_sweep_keeps_live_sessions_and_closes_the_workers_of_gone_ones() {
+        let state = AppState::build(Settings::load_with_env(None, Vec::new()).unwrap()).unwrap();
+        let lease = Lease {
+            holder: state.holder.clone(),
+            ttl: Duration::from_secs(10),
+        };
+        let manager = Arc::new(ReplicatedSessionManager::new(
+            SessionConfig::default(),
+            None,
+            state.sessions.clone(),
+            state.metrics.clone(),
+            lease.clone(),
+            state.shutdown.clone(),
+        ));
+        let keeper = LeaseKeeper::new(
+            lease,
+            state.sessions.clone(),
+            manager.clone(),
+            state.metrics.clone(),
+        );
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let session = state
+                .sessions
+                .create(NewSession {
+                    principal: "anonymous".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            manager
+                .restore_session(SessionId::from(session.id.as_str()))
+                .await
+                .unwrap();
+            ids.push(session.id);
+        }
+        assert_eq!(keeper.sweep().await.unwrap(), 0);
+        assert_eq!(manager.local_ids().await.len(), 2);
+
+        assert!(state.sessions.delete("anonymous", &ids[0]).await.unwrap());
+        assert_eq!(keeper.sweep().await.unwrap(), 1);
+        assert_eq!(manager.local_ids().await, [ids[1].clone()]);
+        assert_eq!(state.metrics.local_sessions.get(), 1);
+    }
+}
