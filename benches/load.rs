@@ -4,7 +4,8 @@
 //! calls leave behind.
 //!
 //! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`);
-//! `cargo bench --bench load -- at-the-cap` runs only the session cap scenario.
+//! `cargo bench --bench load -- at-the-cap` runs only the session cap scenario,
+//! `cargo bench --bench load -- legacy` only the 2025-era call scenarios.
 //! Loopback only; every scenario is bounded by its call count.
 
 #[path = "../tests/it/support.rs"]
@@ -139,6 +140,8 @@ async fn stateless_scenarios(urls: &[String]) {
     .await;
 }
 
+/// 2025-11-25 `counter` calls sent round-robin to `urls`, in sessions that the first
+/// replica holds (so calls reaching the others are forwarded to it).
 async fn legacy_scenario(name: &str, urls: &[String]) {
     // One 2025-11-25 session per client, initialized on the first replica.
     let mut sessions = Vec::new();
@@ -300,9 +303,10 @@ async fn creates_at_the_cap(redis_url: &str) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `at-the-cap` runs that scenario alone, and any
-    // other argument (a filter) is ignored.
+    // `cargo bench` passes `--bench`; `at-the-cap` and `legacy` run those scenarios
+    // alone, and any other argument (a filter) is ignored.
     let only_cap = std::env::args().any(|a| a == "at-the-cap");
+    let only_legacy = std::env::args().any(|a| a == "legacy");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let redis = RedisServer::shared_or_start().await;
@@ -314,10 +318,19 @@ fn main() {
             "{CLIENTS} clients x {CALLS_PER_CLIENT} calls per scenario, 3 replicas, round-robin"
         );
         let with_events = cluster(redis.url(), "load-a", true, 100_000, &[]).await;
-        stateless_scenarios(&with_events.urls).await;
+        if !only_legacy {
+            stateless_scenarios(&with_events.urls).await;
+        }
+        // Round-robin, two calls in three are forwarded to the holder; sent to the
+        // holder alone, none is.
         legacy_scenario(
             "2025-11-25 counter increment (event store on)",
             &with_events.urls,
+        )
+        .await;
+        legacy_scenario(
+            "2025-11-25 counter, holder only (events on)",
+            &with_events.urls[..1],
         )
         .await;
         let without_events = cluster(redis.url(), "load-b", false, 100_000, &[]).await;
@@ -326,6 +339,14 @@ fn main() {
             &without_events.urls,
         )
         .await;
+        legacy_scenario(
+            "2025-11-25 counter, holder only (events off)",
+            &without_events.urls[..1],
+        )
+        .await;
+        if only_legacy {
+            return;
+        }
         memory_per_session(&redis, &with_events.urls).await;
         // Every request stream kept `events.ttl_secs` (the store before the completed-stream
         // window), then a 2 s window, each measured 5 s after its calls.

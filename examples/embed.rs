@@ -99,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         settings.redis.url = url;
     }
     settings.redis.key_prefix = "embed-example".into();
+    // Other replicas forward a 2025-era session's requests to the address it serves on.
+    settings.server.bind = bind.parse()?;
 
     // Pool, sessions, bus and cache from the settings; then the whole transport
     // (edge, 2025-era sessions restorable on any replica, resumable streams) around
@@ -113,12 +115,15 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     println!("embed example serving http://{bind}/mcp");
+    // On Ctrl-C: hand the sessions held here to the other replicas, end the streams.
+    let (draining, streams) = (state.shutdown.clone(), state.mcp_shutdown.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
+            draining.cancel();
+            streams.cancel();
         })
         .await?;
-    state.mcp_shutdown.cancel();
     state.background.cancel();
     state.tasks.close();
     state.tasks.wait().await;

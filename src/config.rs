@@ -257,6 +257,57 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head (line and headers) before
     /// its connection is closed.
     pub header_read_timeout_secs: u64,
+    /// The base URL (`http://host:port`) other replicas reach this one at, to forward
+    /// the requests of the 2025-era sessions it serves; empty = `http://` and the bound
+    /// address (loopback for an unspecified one). Read it with
+    /// [`ServerSettings::advertised_url`].
+    pub advertise_url: String,
+}
+
+impl ServerSettings {
+    /// Where other replicas reach this one: `advertise_url`, or the bound address
+    /// (`bound`, else `bind`). An unspecified IP (`0.0.0.0`, `::`) reads as the address
+    /// of the interface that routes outwards (a container's or pod's own IP), else as
+    /// loopback.
+    pub fn advertised_url(&self, bound: Option<SocketAddr>) -> String {
+        if !self.advertise_url.is_empty() {
+            return self.advertise_url.trim_end_matches('/').to_owned();
+        }
+        let mut addr = bound.unwrap_or(self.bind);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(outward_ip(addr.is_ipv4()));
+        }
+        format!("http://{addr}")
+    }
+}
+
+/// The local address of the route out of this host, learnt by connecting a UDP socket
+/// (no packet leaves); loopback when there is no such route.
+fn outward_ip(v4: bool) -> std::net::IpAddr {
+    let (any, documentation): (std::net::IpAddr, std::net::IpAddr) = if v4 {
+        (
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+        )
+    } else {
+        (
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+        )
+    };
+    std::net::UdpSocket::bind((any, 0))
+        .and_then(|socket| {
+            socket.connect((documentation, 9))?;
+            socket.local_addr()
+        })
+        .map(|local| local.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(if v4 {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        })
 }
 
 /// Storage backend choice.
@@ -318,6 +369,10 @@ pub struct SessionSettings {
     /// How long the first result of a call with an `idempotencyKey` is kept, so a retry
     /// with the same key gets it back instead of applying the change again.
     pub idempotency_ttl_secs: u64,
+    /// How long a replica's hold on a 2025-era session lasts without renewal (it renews
+    /// every third of it): after a replica dies, its sessions move to another replica
+    /// at their first request after this.
+    pub lease_secs: u64,
 }
 
 /// Logging settings.
@@ -428,6 +483,22 @@ impl Settings {
             "session.idempotency_ttl_secs",
             self.session.idempotency_ttl_secs,
         )?;
+        positive("session.lease_secs", self.session.lease_secs)?;
+        let advertise = &self.server.advertise_url;
+        let base_url = |url: &str| {
+            url.starts_with("http://")
+                && url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.host().is_some() && matches!(u.path(), "" | "/"))
+        };
+        if !advertise.is_empty() && !base_url(advertise) {
+            return Err(ConfigError::Invalid {
+                key: "server.advertise_url",
+                reason: "must be the http://host:port (no path) other replicas reach this \
+                         one at"
+                    .into(),
+            });
+        }
         positive(
             "tools.prime_count_max_limit",
             self.tools.prime_count_max_limit,
@@ -632,6 +703,11 @@ impl SessionSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
+
+    /// The lease on a 2025-era session as a [`Duration`].
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
 }
 
 /// Accepts either a TOML array or one comma-separated string (the form environment
@@ -746,6 +822,39 @@ mod tests {
     }
 
     #[test]
+    fn the_advertised_url_is_the_setting_or_the_bound_address() {
+        let load = |pairs: &[(&str, &str)]| Settings::load_with_env(None, env(pairs)).unwrap();
+        let s = load(&[]);
+        assert_eq!(s.server.advertised_url(None), "http://127.0.0.1:8080");
+        let bound = "127.0.0.1:41234".parse().ok();
+        assert_eq!(s.server.advertised_url(bound), "http://127.0.0.1:41234");
+        let any = load(&[("STATEFUL_MCP__SERVER__BIND", "0.0.0.0:9000")]);
+        let url = any.server.advertised_url(None);
+        assert!(
+            url.starts_with("http://") && url.ends_with(":9000"),
+            "{url}"
+        );
+        assert!(!url.contains("0.0.0.0"), "{url}");
+        let set = load(&[(
+            "STATEFUL_MCP__SERVER__ADVERTISE_URL",
+            "http://10.1.2.3:8080/",
+        )]);
+        assert_eq!(set.server.advertised_url(bound), "http://10.1.2.3:8080");
+        for bad in [
+            "10.1.2.3:8080",
+            "https://a:1",
+            "http://a b",
+            "http://a:1/mcp",
+        ] {
+            let err =
+                Settings::load_with_env(None, env(&[("STATEFUL_MCP__SERVER__ADVERTISE_URL", bad)]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("server.advertise_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn redis_urls_are_checked_without_echoing_credentials() {
         let err = Settings::load_with_env(
             None,
@@ -789,6 +898,11 @@ mod tests {
                 "timeout_secs",
             ),
             ("STATEFUL_MCP__STORE__BACKEND", "etcd", "backend"),
+            (
+                "STATEFUL_MCP__SESSION__LEASE_SECS",
+                "0",
+                "session.lease_secs",
+            ),
             (
                 "STATEFUL_MCP__SERVER__SSE_KEEP_ALIVE_SECS",
                 "0",

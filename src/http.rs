@@ -22,8 +22,15 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Builds the router of one replica: `/mcp` from [`crate::mcp::endpoint`], the health
 /// endpoints, the drain's `Connection: close`, and a span per request.
 pub fn router(state: AppState) -> Router {
+    let mcp = crate::mcp::endpoint(&state);
+    router_with(state, mcp)
+}
+
+/// [`router`] with `mcp` mounted at `/mcp` (e.g. [`crate::mcp::endpoint_with`] over
+/// another handler).
+pub fn router_with(state: AppState, mcp: Router) -> Router {
     Router::new()
-        .nest_service("/mcp", crate::mcp::endpoint(&state))
+        .nest_service("/mcp", mcp)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz))

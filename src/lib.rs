@@ -18,7 +18,8 @@
 //!   connections with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp. [`mcp::endpoint`] builds `/mcp`: the edge
-//!   ([`mcp::edge`]), rmcp's Streamable HTTP service over our session manager, session
+//!   ([`mcp::edge`], which forwards a 2025-era request to the replica holding its
+//!   session), rmcp's Streamable HTTP service over our session manager, session
 //!   store and Redis event store ([`mcp::event_store`]), and the handler
 //!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources;
 //!   with `conformance.enabled`, [`mcp::conformance`] puts the official conformance
@@ -40,17 +41,19 @@
 //!
 //! ## A request's path
 //! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
-//! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller
-//! and spends its rate limit, reads the body once into an envelope (method, id, era,
-//! tool, handle, idempotency key), refuses what is not JSON-RPC, labels metrics, and
-//! for a 2025-era request touches the caller's stored transport session (404 when gone
-//! or another principal's, 503 when the store is down) →
-//! rmcp's `StreamableHttpService` validates Host/Origin and the protocol headers and
-//! picks the era; 2025-era requests reach their session through our session manager
-//! (restored from the store on any replica) → the handler in [`mcp::server`] times and
-//! tracks the tool call → the tool binds its state session ([`mcp::binding`]: the
-//! `session_id` handle, or the session the edge confirmed) → one Redis script in
-//! [`sessions`] checks the owner, slides the expiry and applies the operation (at most
+//! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller,
+//! reads the body once into an envelope (method, id, era, tool, handle, idempotency
+//! key), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
+//! touches the caller's stored transport session (404 when gone or another principal's,
+//! 503 when the store is down), which also says which replica holds the session: a
+//! request for a session held elsewhere is forwarded there and answered from there →
+//! the serving replica spends the caller's rate limit → rmcp's `StreamableHttpService`
+//! validates Host/Origin and the protocol headers and picks the era; 2025-era requests
+//! reach their session through our session manager (restored from the store by the
+//! replica that takes it over) → the handler in [`mcp::server`] times the tool call →
+//! the tool binds its state session ([`mcp::binding`]: the `session_id` handle, or the
+//! session the edge confirmed) → one Redis script in [`sessions`] checks the owner,
+//! slides the expiry and applies the operation (at most
 //! once per idempotency key).
 
 #![warn(missing_docs)]

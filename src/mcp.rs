@@ -5,7 +5,9 @@
 //!
 //! - [`edge`]: the middleware every request passes first; it reads the body once into
 //!   an envelope (`envelope.rs`), labels metrics and logs, confirms 2025-era transport
-//!   sessions, and turns every refusal into one [`edge::EdgeError`];
+//!   sessions and sends each to the replica that serves it (`leases.rs`, `forward.rs`),
+//!   holds responses for the drain (`inflight.rs`), and turns every refusal into one
+//!   [`edge::EdgeError`];
 //! - rmcp's `StreamableHttpService` (Host/Origin checks, protocol eras, SSE) over
 //!   `session_manager.rs` (rmcp's local manager, made safe behind a round-robin
 //!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
@@ -25,6 +27,9 @@ pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
+mod forward;
+mod inflight;
+mod leases;
 pub mod notify;
 pub mod request_state;
 mod resources;
@@ -51,11 +56,15 @@ use self::{
     conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
+    forward::Forwarder,
+    leases::LeaseKeeper,
     server::StatefulServer,
     session_manager::ReplicatedSessionManager,
     session_store::{Restores, TransportStore},
 };
-use crate::state::AppState;
+use crate::{sessions::Lease, state::AppState};
+
+pub use self::forward::FORWARDED_HEADER;
 
 /// The `/mcp` service with this crate's tools and resources (and the
 /// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
@@ -76,8 +85,9 @@ pub fn endpoint(state: &AppState) -> Router {
 /// `events.enabled`), every request through the [`edge`].
 ///
 /// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
-/// it cheap (clone a prebuilt handler). With the Redis backend this starts the event
-/// store's reader on [`AppState::tasks`], stopped by [`AppState::background`].
+/// it cheap (clone a prebuilt handler). It starts the keeper of this replica's session
+/// leases and, with the Redis backend, the event store's reader on
+/// [`AppState::tasks`], stopped by [`AppState::background`].
 pub fn endpoint_with<H, F>(state: &AppState, factory: F) -> Router
 where
     H: ServerHandler,
@@ -104,12 +114,31 @@ where
         )),
         _ => None,
     };
+    let lease = Lease {
+        holder: state.holder.clone(),
+        ttl: settings.session.lease(),
+    };
     let manager = Arc::new(ReplicatedSessionManager::new(
         session_config,
         events,
         state.sessions.clone(),
         state.metrics.clone(),
+        lease.clone(),
+        state.shutdown.clone(),
     ));
+    LeaseKeeper::new(
+        lease.clone(),
+        state.sessions.clone(),
+        manager.clone(),
+        state.metrics.clone(),
+    )
+    .start(
+        (lease.ttl / 3).max(Duration::from_millis(100)),
+        state.bus.as_ref(),
+        state.shutdown.clone(),
+        state.background.clone(),
+        &state.tasks,
+    );
 
     let server = &settings.server;
     let mut config = StreamableHttpServerConfig::default()
@@ -139,6 +168,11 @@ where
         restores,
         notifier: state.notifier.clone(),
         max_body: server.max_body_bytes,
+        lease,
+        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+        draining: state.shutdown.clone(),
+        bus: state.bus.clone(),
+        requests: state.requests.clone(),
     };
     Router::new()
         .fallback_service(service)

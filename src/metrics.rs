@@ -72,6 +72,15 @@ pub struct ListenMetrics {
     pub closed_behind: Counter,
 }
 
+/// Labels of forwarded requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// `forwarded` (sent on to the replica holding the session), `unreachable` (that
+    /// replica could not be reached), `taken_over` (this replica took the session
+    /// over after that) or `moved` (a forwarded request for a session held elsewhere).
+    pub outcome: &'static str,
+}
+
 /// The metrics of one replica. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -88,6 +97,9 @@ pub struct Metrics {
     pub sessions_expired: Counter,
     /// The listen streams.
     pub listen: ListenMetrics,
+    /// 2025-era sessions whose worker runs on this replica.
+    pub local_sessions: Gauge,
+    forwards: Family<ForwardLabels, Counter>,
     store_errors: Family<ComponentLabels, Counter>,
 }
 
@@ -127,6 +139,8 @@ impl Metrics {
         let sessions_active = Gauge::default();
         let sessions_created = Counter::default();
         let sessions_expired = Counter::default();
+        let local_sessions = Gauge::default();
+        let forwards = Family::<ForwardLabels, Counter>::default();
         let store_errors = Family::<ComponentLabels, Counter>::default();
         let listen = ListenMetrics::default();
         registry.register(
@@ -180,6 +194,16 @@ impl Metrics {
             sessions_expired.clone(),
         );
         registry.register(
+            "local_sessions",
+            "2025-era sessions whose worker runs on this replica",
+            local_sessions.clone(),
+        );
+        registry.register(
+            "session_forwards",
+            "2025-era requests for sessions held by another replica, by outcome",
+            forwards.clone(),
+        );
+        registry.register(
             "store_errors",
             "Failed state-store operations, by component",
             store_errors.clone(),
@@ -209,6 +233,8 @@ impl Metrics {
             sessions_created,
             sessions_expired,
             listen,
+            local_sessions,
+            forwards,
             store_errors,
         }
     }
@@ -232,6 +258,14 @@ impl Metrics {
             started: Instant::now(),
             finished: false,
         }
+    }
+
+    /// Counts a request for a session another replica holds, by `outcome` (see
+    /// [`ForwardLabels`]).
+    pub fn forward(&self, outcome: &'static str) {
+        self.forwards
+            .get_or_create(&ForwardLabels { outcome })
+            .inc();
     }
 
     /// Counts a failed state-store operation.

@@ -7,6 +7,12 @@
 //! the client's `initialize` parameters kept in `transport`), so the two expire together.
 //! Every operation names the caller's principal; a session owned by someone else looks
 //! exactly like an unknown one.
+//!
+//! A 2025-era transport session is also *held* by one replica, under a [`Lease`]: the
+//! replica whose process runs its worker, its SSE streams and the requests it sends the
+//! client. [`Sessions::touch`] says which replica holds it (taking the lease when it is
+//! free or expired, in the same script), the holder renews its leases with
+//! [`Sessions::renew_leases`] and hands them over with [`Sessions::release_leases`].
 
 mod memory;
 mod record;
@@ -150,6 +156,57 @@ pub struct NewSession {
     /// An idempotent create: a retry with the same key and arguments gets the session
     /// the first call created (live or not) instead of a new one.
     pub retry: Option<Retry>,
+    /// The lease the creating replica takes on a 2025-era transport session.
+    pub lease: Option<Lease>,
+}
+
+/// A replica that can hold 2025-era transport sessions: its id and the URL other
+/// replicas forward the session's requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The replica id.
+    pub replica: String,
+    /// Its advertised base URL (`http://10.0.0.7:8080`).
+    pub url: String,
+}
+
+/// A replica's claim on the sessions it holds: who, and for how long without renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The claiming replica.
+    pub holder: Holder,
+    /// How long the claim lasts unless renewed.
+    pub ttl: std::time::Duration,
+}
+
+impl Lease {
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// What [`Sessions::touch`] found for a live transport session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touched {
+    /// The stored transport state (`null` for a session that has none: a 2026-07-28
+    /// handle).
+    pub transport: Value,
+    /// The replica holding the session under a live lease, if any (always `None` on the
+    /// memory backend, where there is one replica).
+    pub holder: Option<Holder>,
+}
+
+/// Where a replica's lease on one session stands after [`Sessions::renew_leases`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still this replica's (renewed or released as asked).
+    Held,
+    /// Another replica holds the session now (it took over an expired lease).
+    Lost,
+    /// The session no longer exists (deleted or expired).
+    Gone,
 }
 
 /// Totals over every live session of the deployment.
@@ -242,17 +299,68 @@ impl Sessions {
         }
     }
 
-    /// Slides the expiry and returns the transport state if the session is live.
+    /// Slides the expiry and, if the session is live, returns its transport state and
+    /// the replica holding it. With `lease`, in the same round trip: a session whose
+    /// lease is free or expired is taken for `lease` (when `take`), and one the lease's
+    /// replica already holds has its lease renewed (when `take`).
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
-    pub async fn touch(&self, principal: &str, id: &str) -> Result<Option<Value>, SessionError> {
+    pub async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+        lease: Option<&Lease>,
+        take: bool,
+    ) -> Result<Option<Touched>, SessionError> {
         if !crate::ids::is_well_formed(id) {
             return Ok(None);
         }
         match &self.backend {
-            Backend::Memory(m) => Ok(m.touch(principal, id)),
-            Backend::Redis(r) => r.touch(principal, id).await,
+            Backend::Memory(m) => Ok(m.touch(principal, id).map(|transport| Touched {
+                transport,
+                holder: None,
+            })),
+            Backend::Redis(r) => r.touch(principal, id, lease.filter(|_| take)).await,
+        }
+    }
+
+    /// Renews `lease` on each of `ids` it still holds, in one round trip per batch,
+    /// without sliding their expiry; says where each stands (same order as `ids`).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn renew_leases(
+        &self,
+        lease: &Lease,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        self.set_leases(&lease.holder, lease.ttl_ms(), ids).await
+    }
+
+    /// Gives up `holder`'s lease on each of `ids` it holds, so the next request on any
+    /// replica takes the session over at once (a draining replica).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn release_leases(
+        &self,
+        holder: &Holder,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        self.set_leases(holder, 0, ids).await
+    }
+
+    /// Renews (`ttl_ms` > 0) or releases (0) `holder`'s leases on `ids`.
+    async fn set_leases(
+        &self,
+        holder: &Holder,
+        ttl_ms: u64,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(ids.iter().map(|id| m.lease_state(id)).collect()),
+            Backend::Redis(r) => r.leases(&holder.replica, ttl_ms, ids).await,
         }
     }
 

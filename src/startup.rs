@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{config::Settings, listener::DrainingListener, state::AppState};
 
-/// How long the last responses get to leave their streams once in-flight calls are done,
-/// before rmcp's token ends every stream.
+/// How long the last responses get to leave their streams once in-flight requests are
+/// done, before rmcp's token ends every stream.
 const RESPONSE_SETTLE: Duration = Duration::from_millis(250);
 
 /// A replica ready to serve: listener bound, background tasks started.
@@ -28,16 +28,26 @@ impl Application {
     /// server that is down is not an error: readiness reports it and requests fail fast
     /// until it is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let state = AppState::build(settings)?;
-        let router = crate::http::router(state.clone());
-        let listener = TcpListener::bind(state.settings.server.bind)
+        Self::build_with(settings, crate::mcp::endpoint).await
+    }
+
+    /// [`Application::build`] with `/mcp` built by `mcp` from the replica's state, e.g.
+    /// `|state| endpoint_with(state, factory)` to serve another rmcp handler.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with(
+        mut settings: Settings,
+        mcp: impl FnOnce(&AppState) -> axum::Router,
+    ) -> anyhow::Result<Self> {
+        let bind = settings.server.bind;
+        let listener = TcpListener::bind(bind)
             .await
-            .with_context(|| {
-                format!(
-                    "server.bind: cannot listen on {}",
-                    state.settings.server.bind
-                )
-            })?;
+            .with_context(|| format!("server.bind: cannot listen on {bind}"))?;
+        // Other replicas forward to the address actually bound (port 0 picks one).
+        settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
+        let state = AppState::build(settings)?;
+        let router = crate::http::router_with(state.clone(), mcp(&state));
         state.tasks.spawn(maintenance_loop(
             state.clone(),
             Duration::from_secs(state.settings.session.maintenance_interval_secs),
@@ -80,8 +90,10 @@ impl Application {
     /// 4. open connections go on being served for `server.keepalive_drain_secs`, so a
     ///    balancer closes its idle keep-alive connections itself instead of racing a
     ///    close from this side with a new request; then idle connections close;
-    /// 5. in-flight tool calls finish, then rmcp's cancellation token ends the remaining
-    ///    SSE streams and sessions, and the last connections close;
+    /// 5. in-flight requests finish (their responses end, or their clients go away:
+    ///    a call nobody waits for any more does not hold the drain), then rmcp's
+    ///    cancellation token ends the remaining SSE streams, sessions and the calls
+    ///    still running in them, and the last connections close;
     /// 6. background tasks stop and the call returns `Ok` (the binary exits 0).
     ///
     /// A hard timeout of prestop delay + `server.shutdown_timeout_secs` bounds the drain.
@@ -130,8 +142,11 @@ impl Application {
                 // `Connection: close`) until the balancer has closed its idle ones.
                 tokio::time::sleep(keepalive_drain).await;
                 close_connections.cancel();
-                state.calls.close();
-                state.calls.wait().await;
+                // Requests, not tool calls: a 2025-era call keeps running after its
+                // client left (for a resumption), and one waiting on that client
+                // (sampling, elicitation) would never end before its session does.
+                state.requests.close();
+                state.requests.wait().await;
                 // Background tasks run on: they finish here, or the hard stop below
                 // hands them back.
                 state.task_manager.drain().await;

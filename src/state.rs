@@ -18,7 +18,7 @@ use crate::{
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
-    sessions::{RedisSessions, Sessions},
+    sessions::{Holder, RedisSessions, Sessions},
     tasks::{MemoryTasks, RedisTasks, TaskManager, TaskStore},
 };
 
@@ -32,6 +32,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// This replica's id (logs, stats, per-replica Redis keys).
     pub replica_id: Arc<str>,
+    /// This replica as the holder of 2025-era sessions: its id and advertised URL.
+    pub holder: Holder,
     /// The session layer.
     pub sessions: Sessions,
     /// The shared Redis pool, when the backend is Redis.
@@ -54,8 +56,10 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Per-principal request budgets.
     pub rate_limit: RateLimiter,
-    /// In-flight tool calls, which a drain waits for.
-    pub calls: TaskTracker,
+    /// In-flight `/mcp` requests until their responses end (every request but the
+    /// long-lived GET streams), which a drain waits for. A call whose client went away
+    /// is no longer waited for: nothing would read its result.
+    pub requests: TaskTracker,
     /// Fired once the HTTP server is done, to stop the background tasks.
     pub background: CancellationToken,
     /// Background tasks (bus, event reader, upkeep), awaited at the end of a shutdown.
@@ -169,9 +173,14 @@ impl AppState {
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
         );
+        let holder = Holder {
+            replica: replica_id.to_string(),
+            url: settings.server.advertised_url(None),
+        };
         Ok(Self {
             settings: Arc::new(settings),
             replica_id,
+            holder,
             sessions,
             redis,
             keys,
@@ -183,7 +192,7 @@ impl AppState {
             metrics,
             auth,
             rate_limit,
-            calls: TaskTracker::new(),
+            requests: TaskTracker::new(),
             background,
             tasks,
             resources,

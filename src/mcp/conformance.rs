@@ -54,7 +54,6 @@ use rmcp::{
     },
     service::{RequestContext, SubscriptionContext},
 };
-use tokio_util::task::TaskTracker;
 
 use self::session_state::SessionState;
 pub(crate) use self::tasks::task_fixtures;
@@ -63,7 +62,7 @@ use super::{
     notify::Notifier,
     request_state::RequestStates,
     schema::standard_schemas,
-    server::{StatefulServer, tracked_until_cancelled},
+    server::{StatefulServer, until_cancelled},
 };
 use crate::{auth::Principal, metrics::Metrics, sessions::Sessions, state::AppState};
 
@@ -74,7 +73,6 @@ pub struct ConformanceServer {
     production: StatefulServer,
     sessions: Sessions,
     metrics: Metrics,
-    calls: TaskTracker,
     fixtures: Arc<ToolRouter<Self>>,
     request_states: RequestStates,
     notifier: Notifier,
@@ -88,7 +86,6 @@ impl ConformanceServer {
             production,
             sessions: state.sessions.clone(),
             metrics: state.metrics.clone(),
-            calls: state.calls.clone(),
             fixtures: Arc::new(standard_schemas(
                 Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
             )),
@@ -133,7 +130,7 @@ impl ServerHandler for ConformanceServer {
         let call = self
             .fixtures
             .call(ToolCallContext::new(self, request, context));
-        tracked_until_cancelled(&self.calls, &cancelled, call)
+        until_cancelled(&cancelled, call)
             .await
             .unwrap_or_else(|| Err(McpError::internal_error("request cancelled", None)))
     }

@@ -2,27 +2,36 @@
 //!
 //! For each request it
 //! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
-//!    RFC 9728 metadata), spends one token of its rate limit (429 with `Retry-After`)
-//!    and puts its [`Principal`] in the request's extensions;
+//!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
 //! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
 //! 2. labels metrics and the request's log span from the envelope (known methods only);
 //! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
-//!    round trip: slides its expiry and finds out whether it still exists) and marks the
-//!    request with the [`TransportSession`] the tools may bind to; an expired or deleted
-//!    session, or one of another principal, gets 404 on every replica, an unreachable
-//!    store 503 with `Retry-After`; a DELETE rmcp accepted removes the stored session
-//!    here, for its owner only;
-//! 4. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
+//!    round trip: slides its expiry, finds out whether it still exists and which
+//!    replica holds it, taking it when nobody does: see `leases.rs`); an expired or
+//!    deleted session, or one of another principal, gets 404 on every replica, an
+//!    unreachable store 503 with `Retry-After`. A session another replica holds is
+//!    forwarded there (`forward.rs`) and answered from there; when that replica cannot
+//!    be reached, this one takes the session over once its lease has run out, and
+//!    answers 503 with `Retry-After` until then. A session held here marks the request
+//!    with the [`TransportSession`] the tools may bind to; a DELETE rmcp accepted
+//!    removes the stored session (for its owner only), evicts its workers on every
+//!    replica through the bus and answers 204;
+//! 4. spends one token of the caller's rate limit (429 with `Retry-After`) on the
+//!    replica that serves the request (a forwarded request is charged once, where it
+//!    is served);
+//! 5. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
 //!    session manager reports why it refused an `initialize` (rmcp itself would turn
-//!    that into a bare 500), and answers 400, 429 or 503 from it;
-//! 5. gives a 2026-07-28 `subscriptions/listen` a place among the replica's
-//!    `listen.max_streams` before rmcp acknowledges it (503 when there is none), held
-//!    until its response ends.
+//!    that into a bare 500), and answers 400, 429 or 503 from it.
 //!
-//! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
-//! JSON-RPC ones, to a JSON-RPC error body.
+//! A 2026-07-28 `subscriptions/listen` takes a place among the replica's
+//! `listen.max_streams` before rmcp acknowledges it (503 when there is none), held until
+//! its response ends.
+//!
+//! Every response but a GET stream is held for the drain until it ends
+//! (`inflight.rs`). Every refusal is an [`EdgeError`], which maps to its HTTP status
+//! and, for the JSON-RPC ones, to a JSON-RPC error body.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -36,166 +45,37 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
-use http::{HeaderValue, Method, StatusCode, header};
-use rmcp::ErrorData as McpError;
+use http::{Method, StatusCode, header};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{TaskTracker, task_tracker::TaskTrackerToken},
+};
 
 use super::{
-    envelope::Envelope, notify::Notifier, session_manager::ReplicatedSessionManager,
+    envelope::Envelope,
+    forward::{FORWARDED_HEADER, Forwarder},
+    inflight::hold_until_sent,
+    leases::EVICT_TOPIC,
+    notify::Notifier,
+    session_manager::ReplicatedSessionManager,
     session_store::Restores,
 };
 use crate::{
     auth::{Authenticator, Principal},
+    bus::Bus,
     metrics::Metrics,
     rate_limit::{RateLimitError, RateLimiter},
-    sessions::Sessions,
+    sessions::{Holder, Lease, Sessions},
 };
+
+mod error;
+
+pub use self::error::EdgeError;
 
 /// The header of the 2025-era transport session.
 const SESSION_HEADER: &str = "mcp-session-id";
 /// The header of the protocol revision.
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// Why the edge (or the session layer behind it) refused a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EdgeError {
-    /// No valid bearer token: 401 with the challenge.
-    #[error("Unauthorized: a valid bearer token is required")]
-    Unauthorized {
-        /// The `WWW-Authenticate` value.
-        challenge: Option<HeaderValue>,
-    },
-    /// The body is not JSON: 400, JSON-RPC `-32700`.
-    #[error("Parse error: {0}")]
-    Parse(String),
-    /// The body is JSON but not a JSON-RPC message rmcp accepts: 400, `-32600`.
-    #[error("Invalid Request: {0}")]
-    InvalidRequest(String),
-    /// The body is larger than allowed: 413.
-    #[error("Payload Too Large: request bodies are limited to {limit} bytes")]
-    TooLarge {
-        /// `server.max_body_bytes`.
-        limit: usize,
-    },
-    /// The named transport session does not exist (any more): 404.
-    #[error("Not Found: Session not found")]
-    SessionNotFound,
-    /// The principal holds the maximum number of sessions: 429.
-    #[error(
-        "Too Many Requests: the maximum number of live sessions is reached; end one \
-         (HTTP DELETE) or wait for one to expire"
-    )]
-    TooManySessions,
-    /// `params.idempotencyKey` is not a string of 1 to 255 characters: 400, JSON-RPC
-    /// `-32602`.
-    #[error("Invalid params: `idempotencyKey` must be a string of 1 to 255 characters")]
-    InvalidIdempotencyKey,
-    /// The `initialize` parameters (with `clientInfo`) are larger than a session may
-    /// keep: 400, JSON-RPC `-32602`.
-    #[error(
-        "Invalid params: the client's initialize parameters and clientInfo are limited \
-         to {limit} bytes"
-    )]
-    ClientMetadataTooLarge {
-        /// `session.max_client_metadata_bytes`.
-        limit: usize,
-    },
-    /// The principal spent its request budget: 429 with `Retry-After`.
-    #[error(
-        "Too Many Requests: the request rate limit is reached; retry after {retry_after_secs} s"
-    )]
-    RateLimited {
-        /// Whole seconds until a request is allowed again.
-        retry_after_secs: u64,
-    },
-    /// The session store is unreachable: 503 with `Retry-After`.
-    #[error("Service Unavailable: the session store is unreachable; retry shortly")]
-    Unavailable,
-    /// This replica holds `listen.max_streams` listen streams: 503 with `Retry-After`,
-    /// JSON-RPC `-32603`, before rmcp could acknowledge the stream.
-    #[error(
-        "Service Unavailable: this server holds as many subscriptions/listen streams as it \
-         may; retry shortly"
-    )]
-    TooManyListeners,
-}
-
-impl EdgeError {
-    /// The HTTP status of this refusal.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Parse(_)
-            | Self::InvalidRequest(_)
-            | Self::InvalidIdempotencyKey
-            | Self::ClientMetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::SessionNotFound => StatusCode::NOT_FOUND,
-            Self::TooManySessions | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::TooManyListeners => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The JSON-RPC error code, for the refusals JSON-RPC defines.
-    pub fn jsonrpc_code(&self) -> Option<i32> {
-        match self {
-            Self::Parse(_) => Some(-32700),
-            Self::InvalidRequest(_) => Some(-32600),
-            Self::ClientMetadataTooLarge { .. } | Self::InvalidIdempotencyKey => Some(-32602),
-            Self::TooManyListeners => Some(-32603),
-            _ => None,
-        }
-    }
-}
-
-impl IntoResponse for EdgeError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = match self.jsonrpc_code() {
-            Some(code) => {
-                let body = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": null,
-                    "error": {"code": code, "message": self.to_string()},
-                });
-                (status, axum::Json(body)).into_response()
-            }
-            None => (status, self.to_string()).into_response(),
-        };
-        match self {
-            Self::Unavailable | Self::TooManyListeners => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Self::RateLimited { retry_after_secs } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            }
-            Self::Unauthorized {
-                challenge: Some(challenge),
-            } => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge);
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-impl From<EdgeError> for McpError {
-    /// The same refusal inside a request rmcp already accepted (a tool call).
-    fn from(e: EdgeError) -> Self {
-        match e {
-            EdgeError::Unavailable => {
-                McpError::internal_error("session store unavailable; retry shortly", None)
-            }
-            other => McpError::invalid_request(other.to_string(), None),
-        }
-    }
-}
 
 /// The `idempotencyKey` of a `tools/call` (SEP-3182). rmcp keeps no unknown params
 /// field, so the edge lifts it out of the body for the handler.
@@ -225,9 +105,6 @@ impl RefusalSlot {
     }
 }
 
-/// The 2026-07-28 method that opens a notification stream.
-const LISTEN: &str = "subscriptions/listen";
-
 /// What the edge middleware works with; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Edge {
@@ -237,14 +114,38 @@ pub(crate) struct Edge {
     pub(crate) metrics: Metrics,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
-    pub(crate) notifier: Notifier,
     pub(crate) max_body: usize,
+    /// This replica's claim on the 2025-era sessions it serves.
+    pub(crate) lease: Lease,
+    /// Sends requests on to the replica holding their session.
+    pub(crate) forwarder: Forwarder,
+    /// Fired when the replica drains: it then takes no session over.
+    pub(crate) draining: CancellationToken,
+    /// Evictions of deleted sessions go to every replica (Redis backend).
+    pub(crate) bus: Option<Bus>,
+    /// In-flight requests, which a drain waits for.
+    pub(crate) requests: TaskTracker,
+    /// The replica's `subscriptions/listen` streams (their places are taken here).
+    pub(crate) notifier: Notifier,
+}
+
+/// The 2026-07-28 method that opens a notification stream.
+const LISTEN: &str = "subscriptions/listen";
+
+/// Where a 2025-era request for a live session is served.
+enum Route {
+    /// Here: this replica holds the session (or nobody does and it may not take it).
+    Here,
+    /// At the replica holding it.
+    There(Holder),
 }
 
 /// The edge middleware; see the module docs.
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    // GET streams last as long as their sessions: the drain ends them, never waits.
+    let in_flight = (parts.method != Method::GET).then(|| edge.requests.token());
     let principal = match edge.auth.authenticate(&parts.headers) {
         Ok(principal) => principal,
         Err(e) => {
@@ -253,23 +154,13 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             return edge.refuse(EdgeError::Unauthorized { challenge }, None, started);
         }
     };
-    match edge.rate_limit.check(principal.as_str()).await {
-        Ok(()) => {}
-        Err(RateLimitError::Limited(wait)) => {
-            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, None, started);
-        }
-        Err(RateLimitError::Unavailable) => {
-            return edge.refuse(EdgeError::Unavailable, None, started);
-        }
-    }
     let header_version = parts
         .headers
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let json_post = parts.method == Method::POST && is_json(&parts.headers);
-    let (envelope, body) = if json_post {
+    let (envelope, bytes, body) = if json_post {
         let bytes = match axum::body::to_bytes(body, edge.max_body).await {
             Ok(bytes) => bytes,
             Err(_) => {
@@ -278,11 +169,15 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             }
         };
         match Envelope::parse(&bytes, header_version.as_deref()) {
-            Ok(envelope) => (envelope, Body::from(bytes)),
+            Ok(envelope) => (envelope, Some(bytes.clone()), Body::from(bytes)),
             Err(e) => return edge.refuse(e, Some("invalid"), started),
         }
     } else {
-        (Envelope::from_headers(header_version.as_deref()), body)
+        (
+            Envelope::from_headers(header_version.as_deref()),
+            None,
+            body,
+        )
     };
     // Only JSON-RPC POSTs are counted by method; GET and DELETE carry none.
     let label = json_post.then(|| envelope.method_label());
@@ -306,11 +201,52 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     if let Some(id) = session
         && envelope.legacy
     {
-        if let Err(e) = edge.check_session(&principal, &id).await {
-            return edge.refuse(e, label, started);
+        let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
+        let route = match edge.route(&principal, &id, forwarded).await {
+            Ok(route) => route,
+            Err(e) => return edge.refuse(e, label, started),
+        };
+        // Only a request whose body is in hand can be sent on (a POST that is not JSON
+        // is rmcp's to refuse, here).
+        if let Route::There(holder) = route
+            && (bytes.is_some() || parts.method != Method::POST)
+        {
+            let body = bytes.clone().map(Body::from).unwrap_or_else(Body::empty);
+            match edge
+                .forwarder
+                .forward(&holder.url, parts.clone(), body)
+                .await
+            {
+                Ok(response) => {
+                    edge.metrics.forward("forwarded");
+                    return edge.answer(response, label, started, in_flight);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, holder = %holder.replica, "forward failed");
+                    edge.metrics.forward("unreachable");
+                    // Take the session over if its holder's lease has run out.
+                    match edge.route(&principal, &id, true).await {
+                        Ok(Route::Here) => edge.metrics.forward("taken_over"),
+                        Ok(Route::There(_)) | Err(EdgeError::Moved) => {
+                            return edge.refuse(EdgeError::HolderUnreachable, label, started);
+                        }
+                        Err(e) => return edge.refuse(e, label, started),
+                    }
+                }
+            }
         }
         parts.extensions.insert(TransportSession(id.clone()));
         confirmed = Some(id);
+    }
+    match edge.rate_limit.check(principal.as_str()).await {
+        Ok(()) => {}
+        Err(RateLimitError::Limited(wait)) => {
+            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, label, started);
+        }
+        Err(RateLimitError::Unavailable) => {
+            return edge.refuse(EdgeError::Unavailable, label, started);
+        }
     }
     let deleting = (parts.method == Method::DELETE)
         .then(|| confirmed.map(|id| (principal.clone(), id)))
@@ -346,9 +282,16 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     }
     if let Some((principal, id)) = deleting
         && response.status().is_success()
-        && let Err(e) = edge.delete_session(&principal, &id).await
     {
-        return edge.refuse(e, label, started);
+        return match edge.delete_session(&principal, &id).await {
+            Ok(()) => edge.answer(
+                StatusCode::NO_CONTENT.into_response(),
+                label,
+                started,
+                in_flight,
+            ),
+            Err(e) => edge.refuse(e, label, started),
+        };
     }
     if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         // The content type was right, so rmcp could not read the message itself.
@@ -358,29 +301,51 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             .unwrap_or_default();
         return edge.refuse(EdgeError::InvalidRequest(detail), Some("invalid"), started);
     }
-    if let Some(label) = label {
-        edge.metrics.observe_request(label, started);
-    }
-    response
+    edge.answer(response, label, started, in_flight)
 }
 
 impl Edge {
-    /// Slides the stored session's expiry and confirms it still exists and belongs to
-    /// `principal`; a local copy of a session that expired or was deleted elsewhere is
-    /// closed. A session this replica does not hold yet is offered to rmcp's restore
-    /// with the state the touch returned, so the restore costs no second round trip and
-    /// never reads a session the edge did not confirm for its caller.
-    async fn check_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
+    /// Slides the stored session's expiry, confirms it still exists and belongs to
+    /// `principal`, and says where it is served: by the replica holding its lease, or
+    /// here when that is this replica, when nobody holds it and this one takes it, or
+    /// when nobody holds it and this one, draining, may not take it. A local copy of a
+    /// session that expired or was deleted elsewhere is closed. A session this replica
+    /// serves but has no worker for yet is offered to rmcp's restore with the state the
+    /// touch returned, so the restore costs no second round trip and never reads a
+    /// session the edge did not confirm for its caller.
+    ///
+    /// A `forwarded` request was sent here as to the holder: it never goes on, and
+    /// finding the session held by yet another replica is [`EdgeError::Moved`].
+    async fn route(
+        &self,
+        principal: &Principal,
+        id: &str,
+        forwarded: bool,
+    ) -> Result<Route, EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        match self.sessions.touch(principal.as_str(), id).await {
-            Ok(Some(transport)) if !transport.is_null() => {
-                if !self.manager.has_local(id).await {
-                    self.restores.offer(id, transport);
+        let take = !self.draining.is_cancelled();
+        match self
+            .sessions
+            .touch(principal.as_str(), id, Some(&self.lease), take)
+            .await
+        {
+            Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
+                Some(holder) if holder.replica != self.lease.holder.replica => {
+                    if forwarded {
+                        self.metrics.forward("moved");
+                        return Err(EdgeError::Moved);
+                    }
+                    Ok(Route::There(holder))
                 }
-                Ok(())
-            }
+                _ => {
+                    if !self.manager.has_local(id).await {
+                        self.restores.offer(id, touched.transport);
+                    }
+                    Ok(Route::Here)
+                }
+            },
             // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
             // not a transport session).
             Ok(_) => {
@@ -392,16 +357,24 @@ impl Edge {
     }
 
     /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
-    /// closed the local worker).
+    /// closed the local worker) and evicts its workers on every other replica.
     async fn delete_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
         match self.sessions.delete(principal.as_str(), id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(EdgeError::SessionNotFound),
-            Err(e) => Err(self.unavailable(e)),
+            Ok(true) => {}
+            Ok(false) => return Err(EdgeError::SessionNotFound),
+            Err(e) => return Err(self.unavailable(e)),
         }
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
+        {
+            // The session is gone from the store: other replicas' sweeps close their
+            // copies within a third of the lease.
+            tracing::warn!(error = %e, "session eviction not published");
+        }
+        Ok(())
     }
 
     fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
@@ -417,6 +390,23 @@ impl Edge {
             self.metrics.observe_request(label, started);
         }
         error.into_response()
+    }
+
+    /// Answers `response`, counted under its method, held for the drain until it ends.
+    fn answer(
+        &self,
+        response: Response,
+        label: Option<&'static str>,
+        started: Instant,
+        in_flight: Option<TaskTrackerToken>,
+    ) -> Response {
+        if let Some(label) = label {
+            self.metrics.observe_request(label, started);
+        }
+        match in_flight {
+            Some(token) => hold_until_sent(response, token),
+            None => response,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The MCP handler ([`StatefulServer`]): rmcp's `ServerHandler` over the tools in
-//! [`tools`] and the [`super::resources`], with each tool call timed, logged, tracked
-//! for the drain and stopped when the client cancels it.
+//! [`tools`] and the [`super::resources`], with each tool call timed, logged and
+//! stopped when the client cancels it (the edge tracks the request for the drain).
 //!
 //! State lives in [`Sessions`] and the cache, never in this struct, so any replica can
 //! serve any call; the struct is a bundle of cheap handles, cloned per request.
@@ -21,7 +21,7 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::Value;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::tools::PrimeCounter;
 pub use self::tools::{
@@ -55,7 +55,6 @@ use crate::{
 #[derive(Clone)]
 pub struct StatefulServer {
     sessions: Sessions,
-    calls: TaskTracker,
     cache: CacheManager,
     cpu: CpuPool,
     metrics: Metrics,
@@ -83,7 +82,6 @@ impl StatefulServer {
         let tools = Arc::new(state.settings.tools.clone());
         Self {
             sessions: state.sessions.clone(),
-            calls: state.calls.clone(),
             cache: state.cache.clone(),
             cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
@@ -167,18 +165,16 @@ fn task_id(id: &str) -> Result<&str, McpError> {
     }
 }
 
-/// Runs a tool `call` tracked by `calls` (so a draining replica waits for it before
-/// ending its stream) until it finishes, or `None` once the client cancels it.
+/// Runs a tool `call` until it finishes, or `None` once the client cancels it. (A
+/// drain waits for the responses in flight, not for calls: see `startup.rs`.)
 ///
 /// rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28 client
 /// dropping its response stream) through the token; dropping the call future at its
 /// next await point is what actually stops the work.
-pub(crate) async fn tracked_until_cancelled<F: Future>(
-    calls: &TaskTracker,
+pub(crate) async fn until_cancelled<F: Future>(
     cancelled: &CancellationToken,
     call: F,
 ) -> Option<F::Output> {
-    let call = calls.track_future(call);
     tokio::select! {
         biased;
         () = cancelled.cancelled() => None,
@@ -243,7 +239,7 @@ impl ServerHandler for StatefulServer {
                 .call(ToolCallContext::new(self, request, context))
                 .await
         };
-        let Some(result) = tracked_until_cancelled(&self.calls, &cancelled, call).await else {
+        let Some(result) = until_cancelled(&cancelled, call).await else {
             // `timer` is dropped unfinished: counted as cancelled.
             return Err(McpError::internal_error("request cancelled", None));
         };

@@ -12,6 +12,8 @@
 //! - the event store is used for 2025-era streams only: [`SessionManager::event_store`]
 //!   returns `None`, so rmcp's 2026-07-28 path never persists a response stream and a
 //!   dropped response still cancels its handler;
+//! - the replica that creates a session holds it under a lease (see `leases.rs`), so
+//!   other replicas forward its requests here;
 //! - each session runs in its own `LocalSessionManager` whose event store is bound to
 //!   that session ([`RedisEventStore::for_session`]): rmcp names only the stream when it
 //!   stores an event and resumes whatever stream a `Last-Event-ID` names, so a store
@@ -45,8 +47,9 @@ use super::{
 use crate::{
     auth::Principal,
     metrics::Metrics,
-    sessions::{NewSession, SessionError, Sessions},
+    sessions::{Lease, NewSession, SessionError, Sessions},
 };
+use tokio_util::sync::CancellationToken;
 
 /// Errors of [`ReplicatedSessionManager`].
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +86,24 @@ pub(crate) struct ReplicatedSessionManager {
     events: Option<Arc<RedisEventStore>>,
     sessions: Sessions,
     metrics: Metrics,
+    /// The lease this replica takes on the sessions it creates.
+    lease: Lease,
+    /// Fired when the replica starts draining: it then creates sessions without
+    /// holding them, so the next request on any other replica takes them.
+    draining: CancellationToken,
 }
 
 impl ReplicatedSessionManager {
     /// Serves sessions with `config` (keep-alive, retry), their streams stored in
-    /// `events` when given, over the shared `sessions`.
+    /// `events` when given, over the shared `sessions`; new sessions are held under
+    /// `lease` until `draining` fires.
     pub(crate) fn new(
         config: SessionConfig,
         events: Option<Arc<RedisEventStore>>,
         sessions: Sessions,
         metrics: Metrics,
+        lease: Lease,
+        draining: CancellationToken,
     ) -> Self {
         Self {
             locals: tokio::sync::RwLock::default(),
@@ -100,7 +111,15 @@ impl ReplicatedSessionManager {
             events,
             sessions,
             metrics,
+            lease,
+            draining,
         }
+    }
+
+    /// The ids of the sessions this replica holds a worker for.
+    pub(crate) async fn local_ids(&self) -> Vec<String> {
+        let locals = self.locals.read().await;
+        locals.keys().map(|id| id.to_string()).collect()
     }
 
     /// Whether this replica holds a worker for session `id`.
@@ -209,6 +228,7 @@ impl SessionManager for ReplicatedSessionManager {
                 client_info: serde_json::to_value(&params.client_info).ok(),
                 transport: serde_json::to_value(&params).ok(),
                 retry: None,
+                lease: (!self.draining.is_cancelled()).then(|| self.lease.clone()),
             })
             .await;
         if let Err(e) = persisted {
@@ -229,7 +249,12 @@ impl SessionManager for ReplicatedSessionManager {
         // Local only: rmcp also calls this when a session worker idles out here, while
         // other replicas may still be serving the session. An HTTP DELETE removes the
         // stored record through the `SessionStore`.
-        let local = self.locals.write().await.remove(id);
+        let local = {
+            let mut locals = self.locals.write().await;
+            let local = locals.remove(id);
+            self.metrics.local_sessions.set(gauge(locals.len()));
+            local
+        };
         match local {
             Some(local) => Ok(local.close_session(id).await?),
             None => Ok(()),
@@ -298,12 +323,17 @@ impl SessionManager for ReplicatedSessionManager {
         }
         let outcome = local.restore_session(id.clone()).await?;
         locals.insert(id, Arc::new(local));
+        self.metrics.local_sessions.set(gauge(locals.len()));
         Ok(outcome)
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
     }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A value the edge put in the extensions of the HTTP request behind `message` (rmcp

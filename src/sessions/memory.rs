@@ -250,6 +250,15 @@ impl MemorySessions {
         self.with_live(principal, id, |e| Ok(e.session.clone()))
     }
 
+    /// One replica holds every session: a live one is held, any other gone.
+    pub(super) fn lease_state(&self, id: &str) -> super::LeaseState {
+        let inner = self.lock();
+        match inner.sessions.get(id) {
+            Some(e) if e.expires_at > Instant::now() => super::LeaseState::Held,
+            _ => super::LeaseState::Gone,
+        }
+    }
+
     pub(super) fn touch(&self, principal: &str, id: &str) -> Option<Value> {
         self.with_live(principal, id, |e| {
             Ok(e.transport.clone().unwrap_or(Value::Null))

@@ -22,8 +22,8 @@ use redis::{Script, Value};
 use serde_json::Value as Json;
 
 use super::{
-    CounterOp, HistoryOp, NewSession, Retry, Session, SessionError, SessionStats, SessionSummary,
-    record::SCHEMA_VERSION,
+    CounterOp, HistoryOp, Holder, Lease, LeaseState, NewSession, Retry, Session, SessionError,
+    SessionStats, SessionSummary, Touched, record::SCHEMA_VERSION,
 };
 use crate::{config::SessionSettings, keys::Keys, redis_pool::RedisPool};
 
@@ -42,6 +42,7 @@ struct Scripts {
     create: Script,
     delete: Script,
     raise: Script,
+    lease: Script,
 }
 
 impl Scripts {
@@ -63,6 +64,7 @@ impl Scripts {
             create: Script::new(include_str!("lua/create.lua")),
             delete: Script::new(include_str!("lua/delete.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
         }
     }
 }
@@ -219,6 +221,14 @@ impl RedisSessions {
             .as_ref()
             .map(Json::to_string)
             .unwrap_or_default();
+        let (node, url, lease_ms) = match &new.lease {
+            Some(lease) => (
+                lease.holder.replica.as_str(),
+                lease.holder.url.as_str(),
+                lease.ttl_ms(),
+            ),
+            None => ("", "", 0),
+        };
         let mut conn = self.shared.pool.get().await?;
         let mut invocation = self
             .shared
@@ -235,7 +245,10 @@ impl RedisSessions {
             .arg(SCHEMA_VERSION)
             .arg(&new.principal)
             .arg(&client)
-            .arg(&transport);
+            .arg(&transport)
+            .arg(node)
+            .arg(url)
+            .arg(lease_ms);
         if let Some(retry) = &new.retry {
             invocation
                 .key(keys.create_retry(&new.principal, &retry.key))
@@ -276,18 +289,76 @@ impl RedisSessions {
         &self,
         principal: &str,
         id: &str,
-    ) -> Result<Option<Json>, SessionError> {
+        claim: Option<&Lease>,
+    ) -> Result<Option<Touched>, SessionError> {
+        let ttl_ms = claim.map(|l| l.ttl_ms().to_string()).unwrap_or_default();
+        let args = match claim {
+            Some(lease) => [
+                lease.holder.replica.as_str(),
+                lease.holder.url.as_str(),
+                ttl_ms.as_str(),
+            ],
+            None => ["", "", "0"],
+        };
         match self
-            .run(&self.shared.scripts.touch, principal, id, &[])
+            .run(&self.shared.scripts.touch, principal, id, &args)
             .await
         {
             Ok(mut reply) => {
                 let raw = reply.string(0)?;
-                Ok(Some(serde_json::from_str(&raw).unwrap_or(Json::Null)))
+                let transport = serde_json::from_str(&raw).unwrap_or(Json::Null);
+                let holder = if reply.values.len() >= 3 {
+                    Some(Holder {
+                        replica: reply.string(1)?,
+                        url: reply.string(2)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(Some(Touched { transport, holder }))
             }
             Err(SessionError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `ids`, one
+    /// pipeline per batch.
+    pub(super) async fn leases(
+        &self,
+        replica: &str,
+        ttl_ms: u64,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        let mut states = Vec::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(states);
+        }
+        let mut conn = self.shared.pool.get().await?;
+        let script = &self.shared.scripts.lease;
+        for batch in ids.chunks(PRUNE_BATCH as usize) {
+            let mut pipe = redis::pipe();
+            // A pipelined script is not loaded on demand: load it first (idempotent).
+            pipe.load_script(script).ignore();
+            let invocations: Vec<_> = batch
+                .iter()
+                .map(|id| {
+                    let mut invocation = script.key(self.shared.keys.session(id));
+                    invocation.arg(replica).arg(ttl_ms);
+                    invocation
+                })
+                .collect();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            let replies: Vec<String> = pipe.query_async(&mut conn).await?;
+            states.extend(replies.iter().map(|r| match r.as_str() {
+                "held" => LeaseState::Held,
+                "gone" => LeaseState::Gone,
+                _ => LeaseState::Lost,
+            }));
+        }
+        Ok(states)
     }
 
     pub(super) async fn update(

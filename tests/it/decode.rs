@@ -20,8 +20,12 @@ fn router(extra: &[(&str, &str)]) -> (tokio::runtime::Runtime, Router, AppState)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let settings = Settings::load_with_env(None, env).unwrap();
-    let state = rt.block_on(async { AppState::build(settings).unwrap() });
-    let router = stateful_mcp::http::router(state.clone());
+    // Building the router starts background tasks: inside the runtime.
+    let (state, router) = rt.block_on(async {
+        let state = AppState::build(settings).unwrap();
+        let router = stateful_mcp::http::router(state.clone());
+        (state, router)
+    });
     (rt, router, state)
 }
 

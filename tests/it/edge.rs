@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::support::{
     http::{
-        expect_jsonrpc_error, legacy_post, legacy_session, meta_2026, post_json, read_reply,
-        tool_text,
+        expect_jsonrpc_error, legacy_get, legacy_post, legacy_session, meta_2026, post_json,
+        read_reply, tool_text,
     },
     replica::{Replica, metric_value},
 };
@@ -271,11 +271,7 @@ async fn a_request_head_that_never_ends_is_cut_off_and_streams_are_not() {
 
     // An SSE stream lives on past the head deadline: keep-alives keep arriving.
     let session = legacy_session(&replica.url()).await;
-    let mut stream = reqwest::Client::new()
-        .get(replica.url())
-        .header("Accept", "text/event-stream")
-        .header("Mcp-Session-Id", &session)
-        .header("MCP-Protocol-Version", "2025-11-25")
+    let mut stream = legacy_get(&reqwest::Client::new(), &replica.url(), &session)
         .send()
         .await
         .unwrap();

@@ -7,9 +7,10 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    http::{Event, EventReader, listen_2026, read_reply, tool_text, tools_call_2026},
+    http::{listen_2026, read_reply, tool_text, tools_call_2026},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
+    sse::{Event, EventReader},
     wait::{wait_until, within},
 };
 

@@ -12,6 +12,7 @@ mod edge;
 mod event_store;
 mod faults;
 mod idempotency;
+mod legacy;
 mod lifecycle;
 mod listen;
 mod metrics;

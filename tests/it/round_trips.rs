@@ -91,19 +91,22 @@ async fn a_session_create_costs_one_round_trip() {
     assert!(seen[0].contains("EVAL"), "{seen:#?}");
 }
 
-async fn legacy_round_trips(events: &str) -> Vec<String> {
+/// The commands one 2025-era `counter` call sends, with the event store on or off
+/// (`events`), sent to the replica holding its session or, `forwarded`, to another one.
+async fn legacy_round_trips(events: &str, forwarded: bool) -> Vec<String> {
     let redis = RedisServer::start().await;
-    let replica = Replica::start(
-        redis.url(),
-        &unique_prefix("rtt-legacy"),
-        &[
-            ("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600"),
-            ("STATEFUL_MCP__EVENTS__ENABLED", events),
-        ],
-    )
-    .await;
-    let url = replica.url();
-    let session = legacy_session(&url).await;
+    let prefix = unique_prefix("rtt-legacy");
+    // Long upkeep and lease intervals keep the maintenance and the lease sweep out of
+    // the measured window.
+    let settings = [
+        ("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600"),
+        ("STATEFUL_MCP__SESSION__LEASE_SECS", "3600"),
+        ("STATEFUL_MCP__EVENTS__ENABLED", events),
+    ];
+    let holder = Replica::start(redis.url(), &prefix, &settings).await;
+    let other = Replica::start(redis.url(), &prefix, &settings).await;
+    let session = legacy_session(&holder.url()).await;
+    let url = if forwarded { other.url() } else { holder.url() };
     let http = reqwest::Client::new();
     let increment = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "counter", "arguments": {"operation": "increment"}}});
@@ -131,10 +134,21 @@ async fn legacy_round_trips(events: &str) -> Vec<String> {
 async fn a_legacy_tool_call_costs_two_round_trips_plus_one_per_stored_event() {
     // Without the event store: the session touch (which also finds out whether the
     // session expired) and the tool's script.
-    let seen = legacy_round_trips("false").await;
+    let seen = legacy_round_trips("false", false).await;
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert!(seen.iter().all(|l| l.contains("EVALSHA")), "{seen:#?}");
     // With it: the stream's priming event and the response are stored too.
-    let seen = legacy_round_trips("true").await;
+    let seen = legacy_round_trips("true", false).await;
     assert_eq!(seen.len(), 4, "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_forwarded_legacy_call_costs_one_more_round_trip() {
+    // The touch on the replica that forwards (which finds the holder), then the
+    // holder's own touch and the tool's script.
+    let seen = legacy_round_trips("false", true).await;
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    assert!(seen.iter().all(|l| l.contains("EVALSHA")), "{seen:#?}");
+    let seen = legacy_round_trips("true", true).await;
+    assert_eq!(seen.len(), 5, "{seen:#?}");
 }

@@ -6,19 +6,16 @@
 use serde_json::json;
 
 use crate::support::{
-    http::{Event, EventReader, legacy_post, legacy_session, prime_count_2026_with_progress},
+    http::{legacy_get, legacy_post, legacy_session, prime_count_2026_with_progress},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
+    sse::{Event, EventReader},
     wait::wait_until,
 };
 
 /// A 2025-11-25 GET that resumes `session`'s stream after `last_event_id`.
 async fn resume(url: &str, session: &str, last_event_id: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(url)
-        .header("Accept", "text/event-stream")
-        .header("Mcp-Session-Id", session)
-        .header("MCP-Protocol-Version", "2025-11-25")
+    legacy_get(&reqwest::Client::new(), url, session)
         .header("Last-Event-ID", last_event_id)
         .send()
         .await

@@ -7,6 +7,7 @@
 //!   runs on;
 //! - [`client`]: rmcp clients of both protocol eras and readers of their results;
 //! - [`http`]: raw HTTP requests, for what a client library would not send;
+//! - [`sse`]: server-sent events read from raw responses;
 //! - [`proxy`]: a TCP proxy in front of a Redis that delays, blackholes or resets;
 //! - [`wait`]: the one way to wait: poll until a deadline, or bound a future by it.
 
@@ -27,5 +28,7 @@ pub mod proxy;
 pub mod redis_server;
 #[path = "support/replica.rs"]
 pub mod replica;
+#[path = "support/sse.rs"]
+pub mod sse;
 #[path = "support/wait.rs"]
 pub mod wait;

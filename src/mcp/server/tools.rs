@@ -358,6 +358,7 @@ impl StatefulServer {
                 client_info,
                 transport: None,
                 retry,
+                lease: None,
             })
             .await;
         let session = created.map_err(|e| ToolFailure::from_session(e, &self.metrics))?;

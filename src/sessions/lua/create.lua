@@ -1,11 +1,12 @@
 -- KEYS[1] = the owner's session index, KEYS[2] = session hash, KEYS[3] = index of all
 -- sessions. ARGV: id, per-principal limit, session ttl ms, index ttl ms, schema version,
--- owner, client info JSON ('' = none), transport JSON ('' = none).
+-- owner, client info JSON ('' = none), transport JSON ('' = none), the creating
+-- replica ('' = no lease), its URL, lease ms.
 -- Counts the owner's live sessions and creates the session unless that reaches the limit,
 -- atomically. An index entry's score is its session's last access (the prelude keeps it
 -- current), so the entries older than the timeout are exactly the expired sessions: they
 -- are dropped first, O(log n + expired), and ZCARD counts the rest.
--- With KEYS[4] (an idempotent create: ARGV[9] = the arguments' fingerprint, ARGV[10] =
+-- With KEYS[4] (an idempotent create: ARGV[12] = the arguments' fingerprint, ARGV[13] =
 -- how long the first reply is kept, ms) a retry replays the first call's session.
 -- Replies 'full', 'exists' (never overwrites), 'retry_conflict' (the key was used with
 -- other arguments), {'replay', id, creation time} or {'ok', creation time in ms}.
@@ -13,7 +14,7 @@ if KEYS[4] then
   local first = redis.call('GET', KEYS[4])
   if first then
     local fp, id, created = string.match(first, '^([^|]*)|([^|]*)|([^|]*)$')
-    if fp ~= ARGV[9] then return {'retry_conflict'} end
+    if fp ~= ARGV[12] then return {'retry_conflict'} end
     return {'replay', id, created}
   end
 end
@@ -29,12 +30,16 @@ redis.call('HSET', KEYS[2], 'v', ARGV[5], 'owner', ARGV[6], 'created', now,
   'accessed', now, 'bytes', 0)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'client', ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'init', ARGV[8]) end
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[2], 'node', ARGV[9], 'node_url', ARGV[10],
+    'lease', now_ms + tonumber(ARGV[11]))
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[9] .. '|' .. ARGV[1] .. '|' .. now, 'PX', ARGV[10])
+  redis.call('SET', KEYS[4], ARGV[12] .. '|' .. ARGV[1] .. '|' .. now, 'PX', ARGV[13])
 end
 return {'ok', now}

@@ -2,7 +2,6 @@
 //! 2025-11-25 sessions, odd bodies and headers, a reader for either reply form, and a
 //! reader of server-sent events as they arrive.
 
-use futures::StreamExt;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
@@ -234,60 +233,18 @@ pub fn legacy_delete(client: &Client, url: &str, session: &str) -> RequestBuilde
         .header("MCP-Protocol-Version", "2025-11-25")
 }
 
+/// The GET stream of the 2025-11-25 session `session`.
+pub fn legacy_get(client: &Client, url: &str, session: &str) -> RequestBuilder {
+    client
+        .get(url)
+        .header("Accept", "text/event-stream")
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", "2025-11-25")
+}
+
 /// A POST in the 2025-11-25 session `session`.
 pub fn legacy_post(client: &Client, url: &str, session: &str, body: &Value) -> RequestBuilder {
     post_json(client, url, body)
         .header("Mcp-Session-Id", session)
         .header("MCP-Protocol-Version", "2025-11-25")
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub id: Option<String>,
-    pub data: Option<Value>,
-}
-
-/// Reads SSE events from a response as they arrive.
-pub struct EventReader {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl EventReader {
-    pub fn new(response: reqwest::Response) -> Self {
-        Self {
-            body: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event, or `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let raw: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Event {
-                    id: None,
-                    data: None,
-                };
-                for line in raw.lines() {
-                    if let Some(id) = line.strip_prefix("id:") {
-                        event.id = Some(id.trim().to_owned());
-                    } else if let Some(data) = line.strip_prefix("data:") {
-                        event.data = serde_json::from_str(data.trim()).ok();
-                    }
-                }
-                if event.id.is_some() || event.data.is_some() {
-                    return Some(event);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), self.body.next())
-                .await
-                .expect("an event within 60 s")?
-                .ok()?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
 }

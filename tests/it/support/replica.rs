@@ -30,14 +30,7 @@ impl Replica {
     /// Starts a replica with the Redis backend on `redis_url` under `prefix`, with the
     /// [`TEST_MRTR_KEYS`]; `extra` are further `STATEFUL_MCP__*` overrides.
     pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
-        let mut env = vec![
-            ("STATEFUL_MCP__STORE__BACKEND", "redis"),
-            ("STATEFUL_MCP__REDIS__URL", redis_url),
-            ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
-            ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
-        ];
-        env.extend_from_slice(extra);
-        Self::with_env(&env).await
+        Self::with_env(&redis_env(redis_url, prefix, extra)).await
     }
 
     /// Starts a replica with the memory backend; `extra` are `STATEFUL_MCP__*` overrides.
@@ -49,23 +42,37 @@ impl Replica {
 
     /// Starts a replica on a loopback port with a short drain, then `overrides`.
     async fn with_env(overrides: &[(&str, &str)]) -> Self {
-        let base = [
-            ("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0"),
-            ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "2"),
-            // No balancer keeps idle connections to these replicas.
-            ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0"),
-        ];
-        let env: Vec<_> = base
-            .iter()
-            .chain(overrides)
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::with_settings(Settings::load_with_env(None, env).unwrap()).await
+        Self::with_settings(settings(overrides)).await
+    }
+
+    /// Starts a replica with the Redis backend (as [`Replica::start`]) whose `/mcp`
+    /// serves the handlers `factory` makes, through the embedding API
+    /// (`stateful_mcp::mcp::endpoint_with`).
+    pub async fn with_handler<H, F>(
+        redis_url: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        factory: F,
+    ) -> Self
+    where
+        H: rmcp::ServerHandler,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let env = redis_env(redis_url, prefix, extra);
+        let app = Application::build_with(settings(&env), |state| {
+            stateful_mcp::mcp::endpoint_with(state, factory)
+        })
+        .await
+        .unwrap();
+        Self::run(app)
     }
 
     /// Starts a replica from explicit settings.
     pub async fn with_settings(settings: Settings) -> Self {
-        let app = Application::build(settings).await.unwrap();
+        Self::run(Application::build(settings).await.unwrap())
+    }
+
+    fn run(app: Application) -> Self {
         let addr = app.local_addr();
         let token = app.shutdown_token();
         let task = tokio::spawn(app.run_until_stopped());
@@ -122,6 +129,39 @@ pub fn metric_value(text: &str, parts: &[&str]) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find(|l| parts.iter().all(|p| l.contains(p)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The overrides of a Redis-backend replica on `redis_url` under `prefix` with the
+/// [`TEST_MRTR_KEYS`], then `extra`.
+fn redis_env<'a>(
+    redis_url: &'a str,
+    prefix: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+        ("STATEFUL_MCP__REDIS__URL", redis_url),
+        ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
+        ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Settings of a replica on a loopback port with a short drain, then `overrides`.
+fn settings(overrides: &[(&str, &str)]) -> Settings {
+    let base = [
+        ("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0"),
+        ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "2"),
+        // No balancer keeps idle connections to these replicas.
+        ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0"),
+    ];
+    let env: Vec<_> = base
+        .iter()
+        .chain(overrides)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load_with_env(None, env).unwrap()
 }
 
 /// A round-robin TCP hop: each new connection goes to the next upstream that accepts
@@ -186,5 +226,56 @@ impl RoundRobin {
 impl Drop for RoundRobin {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A replica run as the real binary, for what an in-process replica cannot do: die
+/// without a word (`kill -9`).
+pub struct Process {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Process {
+    /// Starts the binary with the Redis backend on `redis_url` under `prefix`, on a free
+    /// loopback port, `extra` overriding; returns once it answers `/healthz`.
+    pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        let port = super::redis_server::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+            .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("STATEFUL_MCP__STORE__BACKEND", "redis")
+            .env("STATEFUL_MCP__REDIS__URL", redis_url)
+            .env("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix)
+            .env("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS)
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let process = Self { child, port };
+        let healthz = format!("http://127.0.0.1:{port}/healthz");
+        super::wait::retry("the binary answers /healthz", async || {
+            reqwest::get(&healthz).await
+        })
+        .await;
+        process
+    }
+
+    /// The MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Kills it with `SIGKILL`: no drain, no hand-over, its connections reset.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
