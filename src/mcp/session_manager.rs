@@ -23,7 +23,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use rmcp::{
-    model::{ClientJsonRpcMessage, ClientRequest, GetExtensions, ServerJsonRpcMessage},
+    model::{
+        ClientJsonRpcMessage, ClientNotification, ClientRequest, GetExtensions,
+        ServerJsonRpcMessage,
+    },
     transport::{
         WorkerTransport,
         streamable_http_server::session::{
@@ -50,6 +53,9 @@ use crate::{
     sessions::{Lease, NewSession, SessionError, Sessions},
 };
 use tokio_util::sync::CancellationToken;
+
+/// How long a request waits for a session's replayed handshake another request runs.
+const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Errors of [`ReplicatedSessionManager`].
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,10 @@ pub(crate) struct ReplicatedSessionManager {
     /// The sessions this replica serves, each in a local manager of its own (see the
     /// module docs for why).
     locals: tokio::sync::RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
+    /// Sessions whose worker exists but has not finished its (replayed) handshake:
+    /// requests for them wait in [`SessionManager::has_session`] until it has, as rmcp
+    /// would make them wait for a restore it knew was running.
+    starting: std::sync::Mutex<HashMap<SessionId, tokio::sync::watch::Sender<bool>>>,
     config: SessionConfig,
     /// `None` without the Redis backend or with `events.enabled = false`.
     events: Option<Arc<RedisEventStore>>,
@@ -107,6 +117,7 @@ impl ReplicatedSessionManager {
     ) -> Self {
         Self {
             locals: tokio::sync::RwLock::default(),
+            starting: std::sync::Mutex::default(),
             config,
             events,
             sessions,
@@ -153,6 +164,21 @@ impl ReplicatedSessionManager {
         let local = self.local(id).await?;
         let handle = local.sessions.read().await.get(id).cloned();
         handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    }
+
+    fn starting_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SessionId, tokio::sync::watch::Sender<bool>>> {
+        self.starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Session `id`'s worker finished its handshake: requests waiting for it go on.
+    fn started(&self, id: &SessionId) {
+        if let Some(ready) = self.starting_lock().remove(id) {
+            ready.send_replace(true);
+        }
     }
 
     /// Reports `e` to the edge through the request's slot.
@@ -213,6 +239,10 @@ impl SessionManager for ReplicatedSessionManager {
         let principal = from_request::<Principal>(&message);
         let local = self.local(id).await?;
         let response = local.initialize_session(id, message).await?;
+        if params.is_some() {
+            // A new session: its client sends nothing else before this answer.
+            self.started(id);
+        }
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
         };
@@ -242,13 +272,26 @@ impl SessionManager for ReplicatedSessionManager {
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
         // The edge already confirmed the stored session for this request.
-        Ok(self.locals.read().await.contains_key(id))
+        if !self.locals.read().await.contains_key(id) {
+            return Ok(false);
+        }
+        // A worker another request is restoring: rmcp serialises restores only while it
+        // runs one itself, so without this wait a second request would reach a worker
+        // still waiting for its replayed `initialize`, and the worker would quit.
+        let waiting = self.starting_lock().get(id).map(|ready| ready.subscribe());
+        if let Some(mut ready) = waiting {
+            let started = tokio::time::timeout(HANDSHAKE_WAIT, ready.wait_for(|r| *r)).await;
+            return Ok(matches!(started, Ok(Ok(_))));
+        }
+        Ok(true)
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         // Local only: rmcp also calls this when a session worker idles out here, while
         // other replicas may still be serving the session. An HTTP DELETE removes the
         // stored record through the `SessionStore`.
+        // Requests waiting for its handshake give up (404).
+        self.starting_lock().remove(id);
         let local = {
             let mut locals = self.locals.write().await;
             let local = locals.remove(id);
@@ -279,7 +322,19 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        Ok(self.local(id).await?.accept_message(id, message).await?)
+        // The replayed handshake ends with the `initialized` notification the restore
+        // sends after `initialize`: the worker serves requests from then on.
+        let replayed_initialized = matches!(
+            &message,
+            ClientJsonRpcMessage::Notification(n)
+                if matches!(n.notification, ClientNotification::InitializedNotification(_))
+                    && n.notification.extensions().get::<SessionRestoreMarker>().is_some()
+        );
+        self.local(id).await?.accept_message(id, message).await?;
+        if replayed_initialized {
+            self.started(id);
+        }
+        Ok(())
     }
 
     async fn create_standalone_stream(
@@ -322,6 +377,8 @@ impl SessionManager for ReplicatedSessionManager {
             local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
         }
         let outcome = local.restore_session(id.clone()).await?;
+        self.starting_lock()
+            .insert(id.clone(), tokio::sync::watch::channel(false).0);
         locals.insert(id, Arc::new(local));
         self.metrics.local_sessions.set(gauge(locals.len()));
         Ok(outcome)

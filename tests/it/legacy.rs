@@ -441,6 +441,32 @@ async fn a_draining_replica_hands_its_sessions_over_at_once() {
 }
 
 #[tokio::test]
+async fn concurrent_first_requests_on_the_new_holder_share_one_restore() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-restore-race");
+    let mut a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for _ in 0..24 {
+        sessions.push(counted_session(&http, &a.url()).await);
+    }
+    // A hands its sessions over; B restores each at its first requests: a GET stream,
+    // and a tool call a little later (the restore takes a few milliseconds).
+    a.stop().await;
+    let url = b.url();
+    for (n, session) in sessions.iter().enumerate() {
+        let later = std::time::Duration::from_micros(250 * (n as u64 % 12));
+        let (stream, call) = tokio::join!(legacy_get(&http, &url, session).send(), async {
+            tokio::time::sleep(later).await;
+            increment(&http, &url, session).await
+        },);
+        assert_eq!(stream.unwrap().status(), StatusCode::OK, "the GET stream");
+        assert_eq!(call.unwrap(), "Counter increment: 2", "the call");
+    }
+}
+
+#[tokio::test]
 async fn a_draining_replica_ends_the_streams_it_relays() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-relay-drain");
