@@ -25,6 +25,8 @@
 # which the checker reports as a failure: the CI time stays bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The topology starts redis-server and nginx.
+[ "${1:-}" = "--runs" ] || scripts/ensure-packages.sh
 
 CACHE="${STATEFUL_MCP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stateful-mcp/conformance}"
 RESULTS=target/conformance

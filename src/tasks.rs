@@ -108,6 +108,25 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// The record of `new` as created at `now_ms`: working, nothing reported yet.
+    pub(crate) fn working(new: &NewTask, times: TaskTimes, now_ms: i64) -> Self {
+        Self {
+            id: new.id.clone(),
+            owner: new.owner.clone(),
+            replica: new.replica.clone(),
+            tool: new.tool.clone(),
+            status: TaskStatus::Working,
+            message: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            ttl_ms: times.ttl_ms,
+            poll_ms: times.poll_ms,
+            result: None,
+            error: None,
+            input_requests: BTreeMap::new(),
+        }
+    }
+
     /// Builds a record from a stored hash's fields; unknown fields are ignored so an
     /// older build reads records a newer one wrote.
     fn from_fields(id: &str, fields: impl IntoIterator<Item = (String, String)>) -> Self {

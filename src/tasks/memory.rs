@@ -99,21 +99,7 @@ impl MemoryTasks {
         times: TaskTimes,
     ) -> Result<TaskRecord, TaskError> {
         let now = now_ms();
-        let record = TaskRecord {
-            id: new.id.clone(),
-            owner: new.owner.clone(),
-            replica: new.replica.clone(),
-            tool: new.tool.clone(),
-            status: TaskStatus::Working,
-            message: None,
-            created_ms: now,
-            updated_ms: now,
-            ttl_ms: times.ttl_ms,
-            poll_ms: times.poll_ms,
-            result: None,
-            error: None,
-            input_requests: BTreeMap::new(),
-        };
+        let record = TaskRecord::working(new, times, now);
         let mut tasks = self.lock();
         if tasks.get(&new.id).is_some_and(|e| !e.expired(now)) {
             return Err(TaskError::Exists);

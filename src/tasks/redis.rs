@@ -182,21 +182,7 @@ impl RedisTasks {
             .first()
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
-        Ok(TaskRecord {
-            id: new.id.clone(),
-            owner: new.owner.clone(),
-            replica: new.replica.clone(),
-            tool: new.tool.clone(),
-            status: TaskStatus::Working,
-            message: None,
-            created_ms: now,
-            updated_ms: now,
-            ttl_ms: times.ttl_ms,
-            poll_ms: times.poll_ms,
-            result: None,
-            error: None,
-            input_requests: BTreeMap::new(),
-        })
+        Ok(TaskRecord::working(new, times, now))
     }
 
     pub(super) async fn get(&self, owner: &str, id: &str) -> Result<Option<TaskRecord>, TaskError> {
