@@ -145,6 +145,10 @@ where
         .with_sse_keep_alive(Some(Duration::from_secs(server.sse_keep_alive_secs)))
         .with_sse_retry(Some(Duration::from_secs(1)))
         .with_max_request_body_bytes(server.max_body_bytes)
+        // A 2026-07-28 call whose handler sends nothing before its result is answered
+        // with one JSON body rather than an SSE stream (rmcp falls back to SSE as soon
+        // as a handler emits progress or a request first).
+        .with_json_response(true)
         .with_cancellation_token(state.mcp_shutdown.clone());
     if !server.allowed_hosts.is_empty() {
         config = config.with_allowed_hosts(server.allowed_hosts.clone());

@@ -249,7 +249,7 @@ impl ServerHandler for StatefulServer {
             Err(_) => "error",
         };
         span.in_scope(|| {
-            tracing::info!(
+            tracing::debug!(
                 outcome,
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "tool call"

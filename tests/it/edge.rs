@@ -143,8 +143,10 @@ async fn origins_are_checked_by_default_and_loopback_pages_are_accepted() {
     assert_eq!(status(None).await, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn logs_carry_session_fingerprints_never_the_ids() {
+/// Runs the binary on the memory backend with JSON logs under `filter` (its default
+/// when `None`), makes `calls` 2026-07-28 and `calls` 2025-era `counter` calls, stops it
+/// with SIGTERM and returns the handle, the 2025-era session id and everything it logged.
+async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, String) {
     use std::{
         io::Read,
         process::{Command, Stdio},
@@ -157,15 +159,19 @@ async fn logs_carry_session_fingerprints_never_the_ids() {
     };
 
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"));
+    command
         .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0")
         .env("STATEFUL_MCP__TELEMETRY__FORMAT", "json")
+        .env_remove("STATEFUL_MCP__TELEMETRY__FILTER")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(filter) = filter {
+        command.env("STATEFUL_MCP__TELEMETRY__FILTER", filter);
+    }
+    let mut child = command.spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
     let http = reqwest::Client::new();
     retry("the binary starts", async || {
@@ -175,28 +181,30 @@ async fn logs_carry_session_fingerprints_never_the_ids() {
     })
     .await;
     let handle = create_handle(&http, &url).await;
-    call_2026(
-        &http,
-        &url,
-        "counter",
-        json!({"operation": "increment", "session_id": handle}),
-    )
-    .await
-    .unwrap();
     let session = legacy_session(&url).await;
-    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "counter", "arguments": {"operation": "increment"}}});
-    let response = legacy_post(&http, &url, &session, &call)
-        .send()
+    for i in 0..calls {
+        call_2026(
+            &http,
+            &url,
+            "counter",
+            json!({"operation": "increment", "session_id": handle}),
+        )
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let _ = response.text().await;
+        let call = json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call",
+            "params": {"name": "counter", "arguments": {"operation": "increment"}}});
+        let response = legacy_post(&http, &url, &session, &call)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = response.text().await;
+    }
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = tokio::task::spawn_blocking(move || {
+    let (status, logs) = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
         let mut logs = String::new();
         child
@@ -215,8 +223,14 @@ async fn logs_carry_session_fingerprints_never_the_ids() {
     })
     .await
     .unwrap();
-    let (status, logs) = status;
     assert!(status.success(), "{status:?}");
+    (handle, session, logs)
+}
+
+#[tokio::test]
+async fn logs_carry_session_fingerprints_never_the_ids() {
+    // Per-call lines (the tool call's) are debug.
+    let (handle, session, logs) = binary_logs(Some("info,rmcp=warn,stateful_mcp=debug"), 1).await;
     for id in [&handle, &session] {
         assert!(!logs.contains(id.as_str()), "an id in the logs:\n{logs}");
         let tag = stateful_mcp::ids::fingerprint(id);
@@ -225,6 +239,17 @@ async fn logs_carry_session_fingerprints_never_the_ids() {
             "no fingerprint {tag} in the logs:\n{logs}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_default_filter_logs_nothing_per_call() {
+    let (_, _, few) = binary_logs(None, 1).await;
+    let (_, _, many) = binary_logs(None, 20).await;
+    assert_eq!(
+        few.lines().count(),
+        many.lines().count(),
+        "lines that grow with the calls:\n{many}"
+    );
 }
 
 #[tokio::test]

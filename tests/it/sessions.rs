@@ -165,6 +165,50 @@ async fn counter_and_history() {
 }
 
 #[tokio::test]
+async fn a_counter_that_would_outgrow_the_data_budget_keeps_its_value() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let id = s.create(new("erin")).await.unwrap().id;
+        // 508 of the 512 bytes taken: the counter may grow to four digits.
+        s.update("erin", &id, "pad", Some(&json!("x".repeat(506))))
+            .await
+            .unwrap();
+        for (step, value) in [(5, 5), (5, 10), (90, 100), (900, 1000)] {
+            assert_eq!(
+                s.counter("erin", &id, CounterOp::Add(step)).await.unwrap(),
+                value,
+                "{name}"
+            );
+        }
+        for step in [9000, -2000, i64::MIN] {
+            assert!(
+                matches!(
+                    s.counter("erin", &id, CounterOp::Add(step)).await,
+                    Err(SessionError::DataTooLarge { limit: 512 })
+                ),
+                "{name}: {step}"
+            );
+            assert_eq!(
+                s.counter("erin", &id, CounterOp::Get).await.unwrap(),
+                1000,
+                "{name}: a refused {step} changes nothing"
+            );
+        }
+        // Shrinking is always allowed.
+        assert_eq!(
+            s.counter("erin", &id, CounterOp::Add(-999)).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            s.counter("erin", &id, CounterOp::Add(8)).await.unwrap(),
+            9,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn limits_are_enforced() {
     let redis = RedisServer::shared_or_start().await;
     for (name, s) in backends(&redis, 60).await {

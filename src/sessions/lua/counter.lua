@@ -1,10 +1,9 @@
 -- ARGV[5] = 'get' | 'add' | 'reset', ARGV[6] = amount, ARGV[7] = max bytes.
--- HINCRBY does the arithmetic in 64-bit integers (Lua numbers are doubles), and the
--- value is read back with HGET for the same reason.
+-- HINCRBY does the arithmetic in 64-bit integers. Lua numbers are doubles: its reply is
+-- exact below 2^53 and formatted from it there, and read back with HGET beyond.
 local field = 'd:counter'
 local op = ARGV[5]
 if op == 'add' then
-  local old_value = redis.call('HGET', key, field)
   local before = redis.call('HSTRLEN', key, field)
   local r = redis.pcall('HINCRBY', key, field, ARGV[6])
   if type(r) == 'table' and r.err then
@@ -12,17 +11,30 @@ if op == 'add' then
     return {'not_integer'}
   end
   local after = redis.call('HSTRLEN', key, field)
-  local bytes = tonumber(redis.call('HGET', key, 'bytes') or '0')
-  if after > before and bytes - before + after > tonumber(ARGV[7]) then
-    -- Undo inside the same script: nobody can observe the intermediate value.
-    if old_value then
-      redis.call('HSET', key, field, old_value)
-    else
-      redis.call('HDEL', key, field)
+  if after ~= before then
+    local bytes = tonumber(redis.call('HGET', key, 'bytes') or '0')
+    if after > before and bytes - before + after > tonumber(ARGV[7]) then
+      -- Undo inside the same script: nobody can observe the intermediate value.
+      -- The amount is a canonical 64-bit decimal (never 0 here: the length changed);
+      -- its negation is its text with the sign flipped, except for the smallest one.
+      local amount = ARGV[6]
+      if before == 0 then
+        redis.call('HDEL', key, field)
+      elseif amount == '-9223372036854775808' then
+        redis.call('HINCRBY', key, field, '9223372036854775807')
+        redis.call('HINCRBY', key, field, '1')
+      elseif string.sub(amount, 1, 1) == '-' then
+        redis.call('HINCRBY', key, field, string.sub(amount, 2))
+      else
+        redis.call('HINCRBY', key, field, '-' .. amount)
+      end
+      return {'too_large'}
     end
-    return {'too_large'}
+    redis.call('HSET', key, 'bytes', bytes - before + after)
   end
-  redis.call('HSET', key, 'bytes', bytes - before + after)
+  if r > -9007199254740992 and r < 9007199254740992 then
+    return {'ok', string.format('%.0f', r)}
+  end
 elseif op == 'reset' then
   if not set_data(field, '0', tonumber(ARGV[7])) then return {'too_large'} end
 end

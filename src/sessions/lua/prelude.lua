@@ -6,19 +6,29 @@
 -- the `bytes` total of data values and enforces its limit. An idempotent call adds
 -- KEYS[3] (its record, in the session's slot) and, after the operation's arguments,
 -- ARGV[#ARGV - 1] = the request's fingerprint and ARGV[#ARGV] = how long to keep it (ms).
+--
+-- The index score is moved only when it lags the access by index_slack(timeout) or more
+-- (the `indexed` field says when it was last moved), so a busy session costs its index
+-- one write per slack instead of one per call; create.lua widens its cutoff by the same
+-- slack, so a live session is never dropped from the count.
 local key = KEYS[1]
-local owner = redis.call('HGET', key, 'owner')
-if (not owner) or owner ~= ARGV[1] then
+local head = redis.call('HMGET', key, 'owner', 'indexed')
+if head[1] ~= ARGV[1] then
   return {'unknown'}
 end
 local t = redis.call('TIME')
-local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-redis.call('HSET', key, 'accessed', now)
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = string.format('%.0f', now_ms)
 redis.call('PEXPIRE', key, ARGV[2])
--- ZADD without XX: a session missing from the index (pruned by a replica that did not
--- keep scores current) is listed and counted again from its next access.
-redis.call('ZADD', KEYS[2], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if now_ms - (tonumber(head[2]) or 0) >= math.min(math.floor(tonumber(ARGV[2]) / 64), 15000) then
+  redis.call('HSET', key, 'accessed', now, 'indexed', now)
+  -- ZADD without XX: a session missing from the index (pruned by a replica that did not
+  -- keep scores current) is listed and counted again from its next access.
+  redis.call('ZADD', KEYS[2], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+else
+  redis.call('HSET', key, 'accessed', now)
+end
 
 -- Sets (value ~= nil) or deletes one data field; false when the limit would be exceeded.
 local function set_data(field, value, max_bytes)
