@@ -14,6 +14,8 @@ use axum::{
 };
 use tracing::Instrument;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{state::AppState, telemetry::RequestId};
 
 /// How long readiness waits for Redis before answering "not ready".
@@ -43,39 +45,49 @@ pub fn router_with(state: AppState, mcp: Router) -> Router {
             get(resource_metadata),
         )
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            close_when_draining,
+            state.shutdown.clone(),
+            request_frame,
         ))
-        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
 
-/// Gives every request an id and a span (request id, method, path, MCP session), so
-/// each log line of the request carries them, and logs its outcome.
-async fn request_span(mut request: Request, next: Next) -> Response {
+/// Gives every request an id (echoed in `x-request-id`) and a debug-level span (request
+/// id, method, path, MCP session fingerprint), so with `debug` on each line of the
+/// request carries them and its outcome is logged; the default filter creates no span,
+/// whose fields would otherwise be formatted on every request. While the replica drains
+/// (`draining` fired), asks every client to close its connection after the response, so
+/// balancers stop reusing connections to a replica that is going away.
+async fn request_frame(
+    State(draining): State<CancellationToken>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = RequestId::from_header(
         request
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok()),
     );
-    let mcp_session = request
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| crate::ids::is_well_formed(v))
-        .map(crate::ids::fingerprint)
-        .unwrap_or_default();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "request",
         request_id = %id.0,
         http_method = %request.method(),
         path = %request.uri().path(),
-        mcp_session_id = %mcp_session,
+        mcp_session_id = tracing::field::Empty,
         mcp_method = tracing::field::Empty,
         session_id = tracing::field::Empty,
     );
-    request.extensions_mut().insert(id.clone());
+    if !span.is_disabled()
+        && let Some(session) = request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::ids::is_well_formed(v))
+    {
+        span.record("mcp_session_id", crate::ids::fingerprint(session));
+    }
+    let value = http::HeaderValue::from_str(&id.0).ok();
+    request.extensions_mut().insert(id);
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
@@ -85,21 +97,10 @@ async fn request_span(mut request: Request, next: Next) -> Response {
             "request answered"
         );
     });
-    if let Ok(value) = http::HeaderValue::from_str(&id.0) {
+    if let Some(value) = value {
         response.headers_mut().insert("x-request-id", value);
     }
-    response
-}
-
-/// While draining, asks every client to close its connection after this response, so
-/// balancers stop reusing connections to a replica that is going away.
-async fn close_when_draining(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if state.shutdown.is_cancelled() {
+    if draining.is_cancelled() {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

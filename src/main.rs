@@ -5,6 +5,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use stateful_mcp::{config::Settings, startup::Application, telemetry};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: stateful-mcp [--config FILE]\n\
     Settings: config/default.toml documents every key; STATEFUL_MCP__SECTION__KEY \
     environment variables override them.";

@@ -81,10 +81,22 @@ pub struct ForwardLabels {
     pub outcome: &'static str,
 }
 
-/// The metrics of one replica. Cheap to clone.
+/// The metrics of one replica. Cheap to clone (one reference count: every request
+/// clones it).
 #[derive(Clone)]
-pub struct Metrics {
-    registry: Arc<Registry>,
+pub struct Metrics(Arc<MetricsInner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
+}
+
+/// What [`Metrics`] shares: the registry and the figures code updates directly.
+pub struct MetricsInner {
+    registry: Registry,
     requests: Family<MethodLabels, Counter>,
     request_seconds: Family<MethodLabels, Histogram>,
     tool_calls: Family<ToolOutcomeLabels, Counter>,
@@ -223,8 +235,8 @@ impl Metrics {
             resources,
             tasks,
         }));
-        Self {
-            registry: Arc::new(registry),
+        Self(Arc::new(MetricsInner {
+            registry,
             requests,
             request_seconds,
             tool_calls,
@@ -236,7 +248,7 @@ impl Metrics {
             local_sessions,
             forwards,
             store_errors,
-        }
+        }))
     }
 
     /// Counts one request of `method` that took `started.elapsed()` to its response head.

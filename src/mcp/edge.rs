@@ -182,11 +182,13 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     // Only JSON-RPC POSTs are counted by method; GET and DELETE carry none.
     let label = json_post.then(|| envelope.method_label());
     let span = tracing::Span::current();
-    if let Some(label) = label {
-        span.record("mcp_method", label);
-    }
-    if let Some(handle) = &envelope.handle {
-        span.record("session_id", crate::ids::fingerprint(handle));
+    if !span.is_disabled() {
+        if let Some(label) = label {
+            span.record("mcp_method", label);
+        }
+        if let Some(handle) = &envelope.handle {
+            span.record("session_id", crate::ids::fingerprint(handle));
+        }
     }
 
     let session = parts

@@ -51,9 +51,21 @@ use crate::{
     telemetry::RequestId,
 };
 
-/// The MCP server handler. Cheap to clone: the factory builds one per stateless request.
+/// The MCP server handler. Cheap to clone (one reference count): the factory makes one
+/// per stateless request.
 #[derive(Clone)]
-pub struct StatefulServer {
+pub struct StatefulServer(Arc<Components>);
+
+impl std::ops::Deref for StatefulServer {
+    type Target = Components;
+
+    fn deref(&self) -> &Components {
+        &self.0
+    }
+}
+
+/// What every clone of a [`StatefulServer`] shares.
+pub struct Components {
     sessions: Sessions,
     cache: CacheManager,
     cpu: CpuPool,
@@ -64,7 +76,7 @@ pub struct StatefulServer {
     pool: Option<RedisPool>,
     replica_id: Arc<str>,
     max_read_bytes: usize,
-    tool_router: Arc<ToolRouter<Self>>,
+    tool_router: Arc<ToolRouter<StatefulServer>>,
     task_manager: TaskManager,
     /// Tools whose work can run as a task (and the fixtures that only run as jobs).
     job_tools: Arc<JobTools>,
@@ -80,7 +92,7 @@ impl StatefulServer {
     /// extension's conformance fixtures).
     pub fn with_jobs(state: &AppState, extra_jobs: Vec<JobTool>) -> Self {
         let tools = Arc::new(state.settings.tools.clone());
-        Self {
+        Self(Arc::new(Components {
             sessions: state.sessions.clone(),
             cache: state.cache.clone(),
             cpu: state.cpu.clone(),
@@ -94,7 +106,7 @@ impl StatefulServer {
             task_manager: state.task_manager.clone(),
             job_tools: Arc::new(Self::job_tools(state, &tools, extra_jobs)),
             tools,
-        }
+        }))
     }
 
     /// The tools that run as jobs: `prime_count` as a task, then `extra`.
@@ -204,29 +216,35 @@ impl ServerHandler for StatefulServer {
             ));
         }
         let timer = self.metrics.tool_call(&request.name);
-        let request_id = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<RequestId>())
-            .map(|id| id.0.clone())
-            .unwrap_or_default();
-        let session_id = request
-            .arguments
-            .as_ref()
-            .and_then(|a| a.get("session_id"))
-            .and_then(Value::as_str)
-            .filter(|id| crate::ids::is_well_formed(id))
-            .map(str::to_owned)
-            .or_else(|| transport_session(&context))
-            .map(|id| crate::ids::fingerprint(&id))
-            .unwrap_or_default();
-        // rmcp runs handlers on tasks of its own, outside the HTTP request's span.
-        let span = tracing::info_span!(
+        // rmcp runs handlers on tasks of its own, outside the HTTP request's span. A
+        // debug span, like the request's: its fields cost a hash and some formatting,
+        // spent only when it is enabled.
+        let span = tracing::debug_span!(
             "tool",
-            request_id = %request_id,
+            request_id = tracing::field::Empty,
             tool = %request.name,
-            session_id = %session_id,
+            session_id = tracing::field::Empty,
         );
+        if !span.is_disabled() {
+            if let Some(id) = context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.extensions.get::<RequestId>())
+            {
+                span.record("request_id", id.0.as_str());
+            }
+            if let Some(id) = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("session_id"))
+                .and_then(Value::as_str)
+                .filter(|id| crate::ids::is_well_formed(id))
+                .map(str::to_owned)
+                .or_else(|| transport_session(&context))
+            {
+                span.record("session_id", crate::ids::fingerprint(&id));
+            }
+        }
         let started = std::time::Instant::now();
         let cancelled = context.ct.clone();
         let call = async {

@@ -49,18 +49,19 @@ impl Scripts {
     fn new() -> Self {
         let prelude = include_str!("lua/prelude.lua");
         // The operation runs as a function so the prelude's `finish` can keep its reply
-        // for idempotent retries.
-        let with_prelude = |body: &str| {
+        // for idempotent retries; `peek` names a field the prelude reads for it.
+        let with_prelude = |body: &str, peek: Option<&str>| {
+            let peek = peek.map_or_else(|| "nil".to_owned(), |field| format!("'{field}'"));
             Script::new(&format!(
-                "{prelude}\nlocal function operation()\n{body}\nend\nreturn finish(operation())"
+                "local peek = {peek}\n{prelude}\nlocal function operation()\n{body}\nend\nreturn finish(operation())"
             ))
         };
         Self {
-            get: with_prelude(include_str!("lua/get.lua")),
-            touch: with_prelude(include_str!("lua/touch.lua")),
-            update: with_prelude(include_str!("lua/update.lua")),
-            counter: with_prelude(include_str!("lua/counter.lua")),
-            history: with_prelude(include_str!("lua/history.lua")),
+            get: with_prelude(include_str!("lua/get.lua"), None),
+            touch: with_prelude(include_str!("lua/touch.lua"), None),
+            update: with_prelude(include_str!("lua/update.lua"), None),
+            counter: with_prelude(include_str!("lua/counter.lua"), Some("d:counter")),
+            history: with_prelude(include_str!("lua/history.lua"), None),
             create: Script::new(include_str!("lua/create.lua")),
             delete: Script::new(include_str!("lua/delete.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),

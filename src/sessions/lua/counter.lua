@@ -1,22 +1,29 @@
--- ARGV[5] = 'get' | 'add' | 'reset', ARGV[6] = amount, ARGV[7] = max bytes.
--- HINCRBY does the arithmetic in 64-bit integers. Lua numbers are doubles: its reply is
--- exact below 2^53 and formatted from it there, and read back with HGET beyond.
-local field = 'd:counter'
+-- ARGV[5] = 'get' | 'add' | 'reset', ARGV[6] = amount, ARGV[7] = max bytes; `head[4]` is
+-- the counter's stored text (`peek` = 'd:counter'). HINCRBY does the arithmetic in 64-bit
+-- integers; Lua numbers are doubles, so its reply is exact below 2^53, formatted from it
+-- there and read back with HGET beyond.
+local field = peek
 local op = ARGV[5]
 if op == 'add' then
-  local before = redis.call('HSTRLEN', key, field)
+  local before = head[4] and string.len(head[4]) or 0
   local r = redis.pcall('HINCRBY', key, field, ARGV[6])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'overflow') then return {'overflow'} end
     return {'not_integer'}
   end
-  local after = redis.call('HSTRLEN', key, field)
+  local v
+  if r > -9007199254740992 and r < 9007199254740992 then
+    v = string.format('%.0f', r)
+  else
+    v = redis.call('HGET', key, field)
+  end
+  local after = string.len(v)
   if after ~= before then
     local bytes = tonumber(redis.call('HGET', key, 'bytes') or '0')
     if after > before and bytes - before + after > tonumber(ARGV[7]) then
-      -- Undo inside the same script: nobody can observe the intermediate value.
-      -- The amount is a canonical 64-bit decimal (never 0 here: the length changed);
-      -- its negation is its text with the sign flipped, except for the smallest one.
+      -- Undo inside the same script: nobody can observe the intermediate value. The
+      -- amount is a canonical 64-bit decimal (never 0 here: the length changed); its
+      -- negation is its text with the sign flipped, except for the smallest one.
       local amount = ARGV[6]
       if before == 0 then
         redis.call('HDEL', key, field)
@@ -32,12 +39,12 @@ if op == 'add' then
     end
     redis.call('HSET', key, 'bytes', bytes - before + after)
   end
-  if r > -9007199254740992 and r < 9007199254740992 then
-    return {'ok', string.format('%.0f', r)}
-  end
-elseif op == 'reset' then
-  if not set_data(field, '0', tonumber(ARGV[7])) then return {'too_large'} end
+  return {'ok', v}
 end
-local v = redis.call('HGET', key, field) or '0'
+if op == 'reset' then
+  if not set_data(field, '0', tonumber(ARGV[7])) then return {'too_large'} end
+  return {'ok', '0'}
+end
+local v = head[4] or '0'
 if not string.match(v, '^-?%d+$') then return {'not_integer'} end
 return {'ok', v}

@@ -7,12 +7,20 @@
 -- KEYS[3] (its record, in the session's slot) and, after the operation's arguments,
 -- ARGV[#ARGV - 1] = the request's fingerprint and ARGV[#ARGV] = how long to keep it (ms).
 --
--- The index score is moved only when it lags the access by index_slack(timeout) or more
--- (the `indexed` field says when it was last moved), so a busy session costs its index
--- one write per slack instead of one per call; create.lua widens its cutoff by the same
--- slack, so a live session is never dropped from the count.
+-- Every call costs four commands (HMGET, TIME, PEXPIRE and the operation's own), since
+-- each `redis.call` costs about as much as the command it runs: the owner index score is
+-- moved only when it lags the access by min(timeout / 64, 15 s) (the `indexed` field
+-- says when it was last moved; create.lua widens its cutoff by the same slack, so a live
+-- session is always counted), and `accessed` is written at most once a second. A script
+-- that defines `peek` (a field name) before this head gets that field's value in
+-- `head[4]` from the same HMGET.
 local key = KEYS[1]
-local head = redis.call('HMGET', key, 'owner', 'indexed')
+local head
+if peek then
+  head = redis.call('HMGET', key, 'owner', 'indexed', 'accessed', peek)
+else
+  head = redis.call('HMGET', key, 'owner', 'indexed', 'accessed')
+end
 if head[1] ~= ARGV[1] then
   return {'unknown'}
 end
@@ -26,7 +34,7 @@ if now_ms - (tonumber(head[2]) or 0) >= math.min(math.floor(tonumber(ARGV[2]) / 
   -- keep scores current) is listed and counted again from its next access.
   redis.call('ZADD', KEYS[2], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
-else
+elseif now_ms - (tonumber(head[3]) or 0) >= 1000 then
   redis.call('HSET', key, 'accessed', now)
 end
 
