@@ -44,6 +44,10 @@ pub struct Outcome {
     /// Latencies of the successful calls, sorted.
     pub latencies: Vec<Duration>,
     pub costs: Costs,
+    /// Per session: the counter's value after the load, and the increments acknowledged
+    /// in it (warm-up included); they differ only if an increment was lost, applied
+    /// twice, or failed after it was applied.
+    pub counters: Vec<(i64, i64)>,
 }
 
 impl Outcome {
@@ -103,15 +107,25 @@ pub async fn run(spec: &LoadSpec, meter: &mut Meter) -> Result<Outcome, String> 
     let after = meter.read().await;
 
     let (mut ok, mut errors, mut first_error, mut latencies) = (0, 0, None, Vec::new());
-    for worker in workers {
+    let mut acknowledged = vec![0i64; sessions.len()];
+    for (w, worker) in workers.into_iter().enumerate() {
         let tally = worker.await.map_err(|e| format!("worker: {e}"))?;
         ok += tally.latencies.len() as u64;
         errors += tally.errors;
         first_error = first_error.or(tally.first_error);
         latencies.extend(tally.latencies);
+        acknowledged[w % sessions.len()] += tally.acknowledged;
     }
     latencies.sort_unstable();
     let costs = Meter::costs(&before, &after, ok);
+    let mut counters = Vec::new();
+    for (s, session) in sessions.iter().enumerate() {
+        let endpoint = &spec.endpoints[s % spec.endpoints.len()];
+        counters.push((
+            counter_value(endpoint, spec.era, session).await?,
+            acknowledged[s],
+        ));
+    }
     Ok(Outcome {
         ok,
         errors,
@@ -119,14 +133,32 @@ pub async fn run(spec: &LoadSpec, meter: &mut Meter) -> Result<Outcome, String> 
         window,
         latencies,
         costs,
+        counters,
     })
+}
+
+/// The value of `counter` in `session` (`get`).
+async fn counter_value(endpoint: &Arc<Endpoint>, era: Era, session: &str) -> Result<i64, String> {
+    let mut conn = Conn::new(endpoint.clone());
+    let get = CallTemplate::tool_call(&conn, era, session, "counter", json!({"operation": "get"}));
+    // Above every id a worker used.
+    let id = 1 << 40;
+    let reply = conn.post(get.headers(), get.body(id)).await?;
+    check_call(&reply, id).map_err(|e| format!("counter get: {e}"))?;
+    reply_message(&reply.body)
+        .and_then(|m| m["result"]["structuredContent"]["value"].as_i64())
+        .ok_or_else(|| "counter get: no value".to_owned())
 }
 
 /// What one worker saw.
 struct Tally {
+    /// Of the successful calls in the window.
     latencies: Vec<Duration>,
+    /// Failed calls in the window.
     errors: u64,
     first_error: Option<String>,
+    /// Successful calls of the whole run.
+    acknowledged: i64,
 }
 
 /// The JSON-RPC ids of one worker: `first`, `first + step`, ... Workers share sessions,
@@ -142,6 +174,7 @@ async fn worker(mut conn: Conn, call: CallTemplate, ids: Ids, phase: Arc<AtomicU
         latencies: Vec::with_capacity(1 << 14),
         errors: 0,
         first_error: None,
+        acknowledged: 0,
     };
     for id in (ids.first..).step_by(ids.step as usize) {
         let started_in = phase.load(Ordering::Relaxed);
@@ -156,8 +189,12 @@ async fn worker(mut conn: Conn, call: CallTemplate, ids: Ids, phase: Arc<AtomicU
         let elapsed = started.elapsed();
         let counted = started_in == MEASURING && phase.load(Ordering::Relaxed) == MEASURING;
         match result {
-            Ok(()) if counted => tally.latencies.push(elapsed),
-            Ok(()) => {}
+            Ok(()) => {
+                tally.acknowledged += 1;
+                if counted {
+                    tally.latencies.push(elapsed);
+                }
+            }
             Err(e) => {
                 tally.errors += u64::from(counted);
                 tally.first_error.get_or_insert(e);

@@ -33,6 +33,19 @@ impl Row {
             .map(|(_, us)| *us)
     }
 
+    /// The sessions whose counter is not the number of increments acknowledged in it.
+    pub fn counter_mismatch(&self) -> Option<String> {
+        let wrong: Vec<String> = self
+            .outcome
+            .counters
+            .iter()
+            .enumerate()
+            .filter(|(_, (value, acked))| value != acked)
+            .map(|(s, (value, acked))| format!("session {s}: value {value}, {acked} acknowledged"))
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
+    }
+
     fn label(&self) -> String {
         match &self.build {
             Some(build) => format!("{} [{build}]", self.scenario),
@@ -89,6 +102,7 @@ impl Row {
             },
             "errors": o.errors,
             "first_error": o.first_error,
+            "counter_mismatch": self.counter_mismatch(),
             "cpu_us_per_call": cpu,
             "redis": redis,
             "loadavg_1m": self.loadavg,
@@ -200,6 +214,9 @@ impl Report {
         }
         if let Some(e) = &o.first_error {
             println!("      first error: {e}");
+        }
+        if let Some(mismatch) = row.counter_mismatch() {
+            println!("      counter check failed: {mismatch}");
         }
         if let Some(file) = &mut self.json {
             let _ = writeln!(file, "{}", row.to_json());
