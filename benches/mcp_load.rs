@@ -49,7 +49,7 @@ use load::LoadSpec;
 use measure::Meter;
 use procs::{Measured, TempDir};
 use report::{Report, Row};
-use servers::{Backend, Fleet, Redis, Server};
+use servers::{Backend, Fleet, Redis, Replicas, Server};
 use wire::{Endpoint, Era};
 
 const USAGE: &str = "\
@@ -98,11 +98,11 @@ const SCENARIOS: [(&str, Era, Server); 8] = [
 ];
 
 const fn replicas(count: usize, backend: Backend, events: bool) -> Server {
-    Server::Replicas {
+    Server::Replicas(Replicas {
         count,
         backend,
         events,
-    }
+    })
 }
 
 /// The command line.
@@ -335,23 +335,19 @@ async fn orchestrate(options: &Options) {
         for &&(scenario, era, server) in &scenarios {
             let runs: Vec<Option<&(String, PathBuf)>> = match server {
                 Server::Anchor => vec![None],
-                Server::Replicas { .. } => builds.iter().map(Some).collect(),
+                Server::Replicas(_) => builds.iter().map(Some).collect(),
             };
             for build in runs {
                 redis.flush().await;
-                let binary = build
-                    .map(|(_, p)| p.as_path())
-                    .unwrap_or(std::path::Path::new(""));
-                let running = fleet.start(server, binary, &redis).await;
+                let (running, uses_redis) = match (server, build) {
+                    (Server::Replicas(replicas), Some((_, binary))) => (
+                        fleet.replicas(replicas, binary, &redis).await,
+                        replicas.backend == Backend::Redis,
+                    ),
+                    _ => (fleet.anchor().await, false),
+                };
                 let mut measured = running.measured.clone();
                 measured.add("driver", std::process::id());
-                let uses_redis = matches!(
-                    server,
-                    Server::Replicas {
-                        backend: Backend::Redis,
-                        ..
-                    }
-                );
                 let mut meter = Meter::new(measured, uses_redis.then_some(redis.url())).await;
                 let outcome = load::run(&options.spec(&running.urls, era), &mut meter).await;
                 drop(running);

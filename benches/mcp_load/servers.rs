@@ -18,13 +18,17 @@ use crate::procs::{Child, Measured, TempDir, free_port};
 pub enum Server {
     /// The anchor (this benchmark re-executed as `anchor --port P`).
     Anchor,
-    /// Replicas of a build: `count` of them (behind nginx when more than one).
-    Replicas {
-        count: usize,
-        backend: Backend,
-        /// `events.enabled` (2025-era response streams stored in Redis).
-        events: bool,
-    },
+    /// Replicas of the build under test.
+    Replicas(Replicas),
+}
+
+/// Replicas of a build: `count` of them (behind nginx when more than one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub count: usize,
+    pub backend: Backend,
+    /// `events.enabled` (2025-era response streams stored in Redis).
+    pub events: bool,
 }
 
 /// A replica's store backend.
@@ -112,68 +116,83 @@ impl Fleet {
         }
     }
 
-    /// Starts `server` (a build's replicas from `binary`, or the anchor), its logs in a
-    /// temporary directory of its own; returns once it is ready.
-    pub async fn start(&mut self, server: Server, binary: &Path, redis: &Redis) -> Running {
+    /// Starts the anchor; returns once it accepts connections.
+    pub async fn anchor(&mut self) -> Running {
+        let mut running = self.running();
+        let port = free_port();
+        let mut command = Command::new(std::env::current_exe().expect("this benchmark's path"));
+        command.args(["anchor", "--port", &port.to_string()]);
+        let mut child = Child::spawn("anchor", command, running.dir.path(), libc::SIGKILL);
+        child
+            .wait_ready(async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        running.measured.add("anchor", child.pid());
+        running.children.push(child);
+        running.urls.push(format!("http://127.0.0.1:{port}/mcp"));
+        running
+    }
+
+    /// Starts `replicas` of `binary` (and nginx in front of several) on `redis`;
+    /// returns once every one is ready.
+    pub async fn replicas(&mut self, replicas: Replicas, binary: &Path, redis: &Redis) -> Running {
+        let mut running = self.running();
+        let prefix = format!("load-{}-{}", std::process::id(), self.started);
+        let mut ports = Vec::new();
+        for i in 1..=replicas.count {
+            let port = free_port();
+            let mut command = Command::new(binary);
+            command
+                .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
+                .env("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "localhost,127.0.0.1")
+                .env(
+                    "STATEFUL_MCP__SERVER__ADVERTISE_URL",
+                    format!("http://127.0.0.1:{port}"),
+                )
+                .env("STATEFUL_MCP__SERVER__REPLICA_ID", format!("replica-{i}"))
+                .env("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", "0")
+                .env("STATEFUL_MCP__MRTR__KEYS", &self.mrtr_keys)
+                .env("STATEFUL_MCP__EVENTS__ENABLED", replicas.events.to_string());
+            match replicas.backend {
+                Backend::Redis => command
+                    .env("STATEFUL_MCP__STORE__BACKEND", "redis")
+                    .env("STATEFUL_MCP__REDIS__URL", redis.url())
+                    .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix),
+                Backend::Memory => command.env("STATEFUL_MCP__STORE__BACKEND", "memory"),
+            };
+            let name = format!("replica-{i}");
+            let mut child = Child::spawn(&name, command, running.dir.path(), libc::SIGKILL);
+            let readyz = format!("http://127.0.0.1:{port}/readyz");
+            child.wait_ready(async || http_ok(&readyz).await).await;
+            running.measured.add("replicas", child.pid());
+            running.children.push(child);
+            ports.push(port);
+        }
+        if replicas.count > 1 {
+            running.start_nginx(&ports).await;
+        } else {
+            running
+                .urls
+                .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
+        }
+        if replicas.backend == Backend::Redis {
+            running.measured.add("redis", redis.pid());
+        }
+        running
+    }
+
+    /// Nothing running yet, with a log directory of its own.
+    fn running(&mut self) -> Running {
         self.started += 1;
-        let dir = TempDir::new(&self.started.to_string());
-        let mut running = Running {
+        Running {
             children: Vec::new(),
             urls: Vec::new(),
             measured: Measured::default(),
-            dir,
-        };
-        match server {
-            Server::Anchor => running.start_anchor().await,
-            Server::Replicas {
-                count,
-                backend,
-                events,
-            } => {
-                let prefix = format!("load-{}-{}", std::process::id(), self.started);
-                let mut ports = Vec::new();
-                for i in 1..=count {
-                    let port = free_port();
-                    let mut command = Command::new(binary);
-                    command
-                        .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
-                        .env("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "localhost,127.0.0.1")
-                        .env(
-                            "STATEFUL_MCP__SERVER__ADVERTISE_URL",
-                            format!("http://127.0.0.1:{port}"),
-                        )
-                        .env("STATEFUL_MCP__SERVER__REPLICA_ID", format!("replica-{i}"))
-                        .env("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", "0")
-                        .env("STATEFUL_MCP__MRTR__KEYS", &self.mrtr_keys)
-                        .env("STATEFUL_MCP__EVENTS__ENABLED", events.to_string());
-                    match backend {
-                        Backend::Redis => command
-                            .env("STATEFUL_MCP__STORE__BACKEND", "redis")
-                            .env("STATEFUL_MCP__REDIS__URL", redis.url())
-                            .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix),
-                        Backend::Memory => command.env("STATEFUL_MCP__STORE__BACKEND", "memory"),
-                    };
-                    let name = format!("replica-{i}");
-                    let mut child = Child::spawn(&name, command, running.dir.path(), libc::SIGKILL);
-                    let readyz = format!("http://127.0.0.1:{port}/readyz");
-                    child.wait_ready(async || http_ok(&readyz).await).await;
-                    running.measured.add("replicas", child.pid());
-                    running.children.push(child);
-                    ports.push(port);
-                }
-                if count > 1 {
-                    running.start_nginx(&ports).await;
-                } else {
-                    running
-                        .urls
-                        .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
-                }
-                if backend == Backend::Redis {
-                    running.measured.add("redis", redis.pid());
-                }
-            }
+            dir: TempDir::new(&self.started.to_string()),
         }
-        running
     }
 }
 
@@ -198,23 +217,6 @@ impl Drop for Running {
 }
 
 impl Running {
-    async fn start_anchor(&mut self) {
-        let port = free_port();
-        let mut command = Command::new(std::env::current_exe().expect("this benchmark's path"));
-        command.args(["anchor", "--port", &port.to_string()]);
-        let mut child = Child::spawn("anchor", command, self.dir.path(), libc::SIGKILL);
-        child
-            .wait_ready(async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            })
-            .await;
-        self.measured.add("anchor", child.pid());
-        self.children.push(child);
-        self.urls.push(format!("http://127.0.0.1:{port}/mcp"));
-    }
-
     async fn start_nginx(&mut self, ports: &[u16]) {
         let dir = self.dir.path().to_owned();
         let listen = free_port();
