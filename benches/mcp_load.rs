@@ -329,6 +329,7 @@ async fn orchestrate(options: &Options) {
     let dir = TempDir::new("redis");
     let redis = Redis::start(dir.path()).await;
     let mut fleet = Fleet::new();
+    wire::set_bearer(&fleet.api_key);
     let roles = ["replicas", "anchor", "redis", "nginx", "driver"].map(str::to_owned);
     let mut report = Report::new(roles.to_vec(), options.json.as_deref());
     for round in 1..=options.rounds {

@@ -74,8 +74,24 @@ struct Inner {
     fail: FailMode,
     /// Redis and the key names, or `None` for an in-process bucket per principal.
     shared: Option<(RedisPool, Keys, redis::Script)>,
-    leases: Cache<String, Arc<Mutex<Lease>>>,
+    leases: Cache<String, Arc<Leased>>,
     buckets: Cache<String, Arc<Mutex<Bucket>>>,
+}
+
+/// One principal's lease on this replica, and the lock that lets one request at a time
+/// renew it: requests that find it empty while a renewal runs wait for that renewal and
+/// spend from it, rather than each taking a lease of its own from the shared bucket
+/// (which drained it, refusing requests while leased tokens sat unspent).
+#[derive(Debug, Default)]
+struct Leased {
+    lease: Mutex<Lease>,
+    renewal: tokio::sync::Mutex<()>,
+}
+
+impl Leased {
+    fn spend(&self) -> bool {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).spend()
+    }
 }
 
 /// Tokens this replica may spend without asking.
@@ -126,16 +142,21 @@ impl RateLimiter {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
-        let lease = inner
+        let leased = inner
             .leases
-            .get_with_by_ref(principal, || Arc::new(Mutex::new(Lease::empty())));
-        if lease.lock().unwrap_or_else(|e| e.into_inner()).spend() {
+            .get_with_by_ref(principal, || Arc::new(Leased::default()));
+        if leased.spend() {
+            return Ok(());
+        }
+        let _renewing = leased.renewal.lock().await;
+        // Another request may have renewed the lease while this one waited.
+        if leased.spend() {
             return Ok(());
         }
         match inner.take(principal).await {
             Ok((granted, _)) if granted > 0 => {
-                let mut lease = lease.lock().unwrap_or_else(|e| e.into_inner());
-                lease.tokens = lease.tokens.saturating_add(granted - 1);
+                let mut lease = leased.lease.lock().unwrap_or_else(|e| e.into_inner());
+                lease.tokens = granted - 1;
                 lease.until = Instant::now() + LEASE_LIFETIME;
                 Ok(())
             }
@@ -151,14 +172,16 @@ impl RateLimiter {
     }
 }
 
-impl Lease {
-    fn empty() -> Self {
+impl Default for Lease {
+    fn default() -> Self {
         Self {
             tokens: 0,
             until: Instant::now(),
         }
     }
+}
 
+impl Lease {
     fn spend(&mut self) -> bool {
         if self.tokens > 0 && self.until > Instant::now() {
             self.tokens -= 1;

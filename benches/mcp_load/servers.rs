@@ -96,10 +96,20 @@ impl Redis {
     }
 }
 
+/// The principal the load authenticates as, and the per-principal rate limit every
+/// replica applies: far above what one machine serves, so it never refuses a call but
+/// its budget is still taken from Redis, as in a deployment with limits on.
+pub const PRINCIPAL: &str = "load";
+const RATE_LIMIT_PER_SEC: &str = "1000000";
+
 /// What every replica of the run shares.
 pub struct Fleet {
     /// The `requestState` key ring of this run (`mrtr.keys`).
     mrtr_keys: String,
+    /// The API key of [`PRINCIPAL`] (sent by the driver; see `wire::set_bearer`).
+    pub api_key: String,
+    /// The `auth.api_keys_file` naming it, written in the run's directory on first use.
+    keys_file: Option<tempfile_path::KeysFile>,
     /// Numbers the key prefixes, one per started set of replicas.
     started: usize,
 }
@@ -110,8 +120,12 @@ impl Fleet {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("random bytes");
         let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+        let mut key = [0u8; 24];
+        getrandom::fill(&mut key).expect("random bytes");
         Self {
             mrtr_keys: format!("load:{secret}"),
+            api_key: stateful_mcp::ids::hex(&key),
+            keys_file: None,
             started: 0,
         }
     }
@@ -141,6 +155,10 @@ impl Fleet {
     pub async fn replicas(&mut self, replicas: Replicas, binary: &Path, redis: &Redis) -> Running {
         let mut running = self.running();
         let prefix = format!("load-{}-{}", std::process::id(), self.started);
+        let keys_file = self
+            .keys_file
+            .get_or_insert_with(|| tempfile_path::KeysFile::write(PRINCIPAL, &self.api_key))
+            .clone();
         let mut ports = Vec::new();
         for i in 1..=replicas.count {
             let port = free_port();
@@ -155,7 +173,20 @@ impl Fleet {
                 .env("STATEFUL_MCP__SERVER__REPLICA_ID", format!("replica-{i}"))
                 .env("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", "0")
                 .env("STATEFUL_MCP__MRTR__KEYS", &self.mrtr_keys)
-                .env("STATEFUL_MCP__EVENTS__ENABLED", replicas.events.to_string());
+                .env("STATEFUL_MCP__EVENTS__ENABLED", replicas.events.to_string())
+                // The request path in its deployed shape: every call authenticated and
+                // counted against its principal's rate limit.
+                .env("STATEFUL_MCP__AUTH__MODE", "api_keys")
+                .env("STATEFUL_MCP__AUTH__API_KEYS_FILE", keys_file.path())
+                .env(
+                    "STATEFUL_MCP__AUTH__RESOURCE",
+                    format!("http://127.0.0.1:{port}/mcp"),
+                )
+                .env(
+                    "STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC",
+                    RATE_LIMIT_PER_SEC,
+                )
+                .env("STATEFUL_MCP__RATE_LIMIT__BURST", RATE_LIMIT_PER_SEC);
             match replicas.backend {
                 Backend::Redis => command
                     .env("STATEFUL_MCP__STORE__BACKEND", "redis")
@@ -328,4 +359,44 @@ pub fn nginx_conf(template: &str, ports: &[u16], listen: u16, workdir: &Path) ->
          lines, one `listen PORT;`, one `http {{`)"
     );
     out
+}
+
+/// The run's `auth.api_keys_file`.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    use sha2::Digest;
+
+    /// A file of one `<principal> <sha256 hex of the key>` line, removed with the last
+    /// clone.
+    #[derive(Clone)]
+    pub struct KeysFile(std::sync::Arc<PathBuf>);
+
+    impl KeysFile {
+        /// Writes the line for `principal` and `key` to a new file under the temporary
+        /// directory.
+        pub fn write(principal: &str, key: &str) -> Self {
+            let digest = sha2::Sha256::digest(key.as_bytes());
+            let path = std::env::temp_dir().join(format!("smcp-load-{}-keys", std::process::id()));
+            std::fs::write(
+                &path,
+                format!("{principal} {}\n", stateful_mcp::ids::hex(&digest)),
+            )
+            .expect("the API keys file is written");
+            Self(std::sync::Arc::new(path))
+        }
+
+        /// Where it is.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for KeysFile {
+        fn drop(&mut self) {
+            if std::sync::Arc::strong_count(&self.0) == 1 {
+                let _ = std::fs::remove_file(self.0.as_path());
+            }
+        }
+    }
 }

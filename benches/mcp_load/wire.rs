@@ -31,6 +31,15 @@ impl Era {
     }
 }
 
+/// The `Authorization` header every request of the run carries, if any.
+static BEARER: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+
+/// Sends `Authorization: Bearer <token>` with every request of the run (the replicas
+/// authenticate every call; the anchor ignores it). Only the first call counts.
+pub fn set_bearer(token: &str) {
+    let _ = BEARER.set(HeaderValue::from_str(&format!("Bearer {token}")).expect("token"));
+}
+
 /// An MCP endpoint: where to connect, and the `Host` and path to send.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -132,10 +141,14 @@ impl Conn {
         })
     }
 
-    /// The endpoint's `Host` header and content negotiation, for `headers` to extend.
+    /// The endpoint's `Host` header, content negotiation and the run's bearer token
+    /// ([`set_bearer`]), for `headers` to extend.
     pub fn base_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, self.endpoint.host.clone());
+        if let Some(bearer) = BEARER.get() {
+            headers.insert(header::AUTHORIZATION, bearer.clone());
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

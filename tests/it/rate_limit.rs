@@ -68,3 +68,29 @@ async fn a_principal_gets_its_burst_across_replicas_then_429() {
     redis.kill();
     assert_eq!(list(&bob, &b.url()).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn concurrent_requests_share_one_lease_renewal_and_spend_the_whole_burst() {
+    // A replica leases a fifth of the burst (4 tokens) at a time. Twenty requests at
+    // once used to take a lease each, emptying the shared bucket after five of them and
+    // refusing the other fifteen while their leased tokens sat unspent.
+    let dir = KeyDir::new("rate-herd");
+    let mut env = api_key_env(&api_keys_file(&dir, &[("alice", "key-a")]));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC", "1".into()));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__BURST", "20".into()));
+    let redis = RedisServer::start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("rate-herd"), &as_refs(&env)).await;
+    let alice = bearer_client("key-a");
+    let url = replica.url();
+    let statuses = futures::future::join_all((0..20).map(|_| list(&alice, &url))).await;
+    let served = statuses
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    assert_eq!(
+        served,
+        20,
+        "{:?}",
+        statuses.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+}
