@@ -59,6 +59,8 @@ usage: cargo bench --bench mcp_load -- [OPTIONS] [SCENARIO...]
 
 scenarios (default: all, in this order): anchor-2026 anchor-2025 redis-2026 redis-2025
   redis-2025-noevents memory-2026 memory-2025 nginx-2026
+  session-memory (alone): Redis memory per idle 2026-07-28 session, over --sessions
+  (default 100000) sessions opened by --workers clients
 
 options:
   --sessions S          sessions (handles, or 2025-era transport sessions); default 1
@@ -185,7 +187,7 @@ impl Options {
                 "-h" | "--help" => return Err(String::new()),
                 other if other.starts_with('-') => return Err(format!("unknown option {other}")),
                 name => {
-                    if !SCENARIOS.iter().any(|(n, _, _)| *n == name) {
+                    if name != "session-memory" && !SCENARIOS.iter().any(|(n, _, _)| *n == name) {
                         return Err(format!("unknown scenario {name}"));
                     }
                     o.scenarios.push(name.to_owned());
@@ -303,8 +305,86 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// Sessions the `session-memory` scenario opens (`--sessions` overrides).
+const MEMORY_SESSIONS: usize = 100_000;
+
+/// `session-memory`: one replica on a fresh private Redis; opens `--sessions` (default
+/// [`MEMORY_SESSIONS`]) 2026-07-28 sessions with `--workers` concurrent clients and
+/// reports what Redis holds per idle session (`used_memory` and keys, before and after).
+async fn session_memory(options: &Options) {
+    let sessions = if options.sessions > 1 {
+        options.sessions
+    } else {
+        MEMORY_SESSIONS
+    };
+    let dir = TempDir::new("redis");
+    let redis = Redis::start(dir.path()).await;
+    let mut fleet = Fleet::new();
+    wire::set_bearer(&fleet.api_key);
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_stateful-mcp"));
+    let replicas = Replicas {
+        count: 1,
+        backend: Backend::Redis,
+        events: true,
+    };
+    let running = fleet.replicas(replicas, &binary, &redis).await;
+    let endpoint = Endpoint::parse(&running.urls[0]).expect("the replica's URL");
+    let client = redis::Client::open(redis.url()).expect("the Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let used = async |conn: &mut redis::aio::MultiplexedConnection| {
+        let memory = measure::info(conn, "memory").await;
+        let used: f64 = memory
+            .iter()
+            .find(|(k, _)| k == "used_memory")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("used_memory");
+        let keys: u64 = redis::cmd("DBSIZE")
+            .query_async(conn)
+            .await
+            .expect("DBSIZE");
+        (used, keys)
+    };
+    let (used_before, keys_before) = used(&mut conn).await;
+    let started = std::time::Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..options.workers {
+        let (endpoint, next) = (endpoint.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < sessions {
+                load::open_session(&endpoint, Era::V2026)
+                    .await
+                    .expect("a session opens");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a session opener");
+    }
+    let took = started.elapsed();
+    let (used_after, keys_after) = used(&mut conn).await;
+    let per_session = (used_after - used_before) / sessions as f64;
+    println!(
+        "session-memory: {sessions} idle 2026-07-28 sessions opened in {:.1} s; Redis \
+         used_memory {:.1} MiB -> {:.1} MiB: {per_session:.0} bytes per session; keys {keys_before} \
+         -> {keys_after} ({:.2} per session)",
+        took.as_secs_f64(),
+        used_before / 1048576.0,
+        used_after / 1048576.0,
+        (keys_after - keys_before) as f64 / sessions as f64,
+    );
+    drop(running);
+}
+
 /// The first mode: starts every server itself and runs the scenarios, interleaved.
 async fn orchestrate(options: &Options) {
+    if options.scenarios.iter().any(|s| s == "session-memory") {
+        session_memory(options).await;
+        return;
+    }
     let scenarios: Vec<_> = SCENARIOS
         .iter()
         .filter(|(name, _, _)| {

@@ -208,7 +208,9 @@ async fn worker(mut conn: Conn, call: CallTemplate, ids: Ids, phase: Arc<AtomicU
 
 /// Opens one session of `era` on `endpoint`: a `session_create` handle (2026-07-28) or
 /// an initialized transport session (2025-11-25).
-async fn open_session(endpoint: &Arc<Endpoint>, era: Era) -> Result<String, String> {
+/// Opens one session of `era` at `endpoint`: a `session_create` handle, or an
+/// initialized 2025-era transport session.
+pub async fn open_session(endpoint: &Arc<Endpoint>, era: Era) -> Result<String, String> {
     let mut conn = Conn::new(endpoint.clone());
     match era {
         Era::V2026 => {

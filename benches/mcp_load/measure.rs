@@ -127,7 +127,7 @@ impl Meter {
 }
 
 /// One `INFO <section>` as `key: value` pairs.
-async fn info(conn: &mut MultiplexedConnection, section: &str) -> Vec<(String, String)> {
+pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> Vec<(String, String)> {
     let text: String = redis::cmd("INFO")
         .arg(section)
         .query_async(conn)

@@ -186,7 +186,12 @@ impl Fleet {
                     "STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC",
                     RATE_LIMIT_PER_SEC,
                 )
-                .env("STATEFUL_MCP__RATE_LIMIT__BURST", RATE_LIMIT_PER_SEC);
+                .env("STATEFUL_MCP__RATE_LIMIT__BURST", RATE_LIMIT_PER_SEC)
+                // The one principal may hold every session the memory scenario opens.
+                .env(
+                    "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
+                    "1000000",
+                );
             match replicas.backend {
                 Backend::Redis => command
                     .env("STATEFUL_MCP__STORE__BACKEND", "redis")
