@@ -17,7 +17,16 @@
 //! - each session runs in its own `LocalSessionManager` whose event store is bound to
 //!   that session ([`RedisEventStore::for_session`]): rmcp names only the stream when it
 //!   stores an event and resumes whatever stream a `Last-Event-ID` names, so a store
-//!   shared by all sessions could not tell whose stream a client asks for.
+//!   shared by all sessions could not tell whose stream a client asks for;
+//! - beside each worker it keeps what the replica knows of the session ([`LocalSession`]:
+//!   its owner, how long the lease and the stored session are known to last, its open
+//!   streams and last activity), so the edge serves the holder's requests without a
+//!   touch ([`ReplicatedSessionManager::serve_without_touch`]), the keeper slides the
+//!   expiry of the sessions served that way ([`ReplicatedSessionManager::renewals`]),
+//!   and a worker idle for `session.local_idle_secs` is closed
+//!   ([`ReplicatedSessionManager::close_idle`]): the session stays in the store, and its
+//!   next request restores a worker. Nothing is kept per session beyond its worker's
+//!   life.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -41,8 +50,11 @@ use rmcp::{
     },
 };
 
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
+use self::local::{Clock, LocalSession, millis};
 use super::{
     edge::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, RedisEventStoreError},
@@ -50,9 +62,10 @@ use super::{
 use crate::{
     auth::Principal,
     metrics::Metrics,
-    sessions::{Lease, NewSession, SessionError, Sessions},
+    sessions::{Lease, NewSession, Renewal, SessionError, Sessions},
 };
-use tokio_util::sync::CancellationToken;
+
+mod local;
 
 /// How long a request waits for a session's replayed handshake another request runs.
 const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -81,12 +94,18 @@ impl From<WorkerError> for ReplicatedSessionError {
     }
 }
 
+/// One session served here: its worker's local manager (see the module docs for why one
+/// per session) and what the replica knows of it.
+struct Local {
+    manager: Arc<LocalSessionManager>,
+    session: Arc<LocalSession>,
+}
+
 /// A `SessionManager` over one rmcp `LocalSessionManager` per session and the shared
 /// [`Sessions`].
 pub(crate) struct ReplicatedSessionManager {
-    /// The sessions this replica serves, each in a local manager of its own (see the
-    /// module docs for why).
-    locals: tokio::sync::RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
+    /// The sessions this replica serves.
+    locals: tokio::sync::RwLock<HashMap<SessionId, Local>>,
     /// Sessions whose worker exists but has not finished its (replayed) handshake:
     /// requests for them wait in [`SessionManager::has_session`] until it has, as rmcp
     /// would make them wait for a restore it knew was running.
@@ -99,14 +118,17 @@ pub(crate) struct ReplicatedSessionManager {
     /// The lease this replica takes on the sessions it creates.
     lease: Lease,
     /// Fired when the replica starts draining: it then creates sessions without
-    /// holding them, so the next request on any other replica takes them.
+    /// holding them, so the next request on any other replica takes them, and serves
+    /// none without a touch.
     draining: CancellationToken,
+    /// The clock of the [`LocalSession`] times.
+    clock: Clock,
 }
 
 impl ReplicatedSessionManager {
     /// Serves sessions with `config` (keep-alive, retry), their streams stored in
-    /// `events` when given, over the shared `sessions`; new sessions are held under
-    /// `lease` until `draining` fires.
+    /// `events` when given, over the shared `sessions` (whose settings give the idle
+    /// time of a worker); new sessions are held under `lease` until `draining` fires.
     pub(crate) fn new(
         config: SessionConfig,
         events: Option<Arc<RedisEventStore>>,
@@ -124,6 +146,7 @@ impl ReplicatedSessionManager {
             metrics,
             lease,
             draining,
+            clock: Clock::new(),
         }
     }
 
@@ -133,37 +156,189 @@ impl ReplicatedSessionManager {
         locals.keys().map(|id| id.to_string()).collect()
     }
 
-    /// Whether this replica holds a worker for session `id`.
-    pub(crate) async fn has_local(&self, id: &str) -> bool {
-        self.locals.read().await.contains_key(&SessionId::from(id))
-    }
-
     /// Closes this replica's copy of session `id`, if it has one.
     pub(crate) async fn close_local(&self, id: &str) {
         let _ = self.close_session(&SessionId::from(id)).await;
     }
 
-    /// The local manager of session `id`, cloned out so no lock is held while the
-    /// session's worker answers.
+    /// Whether `principal`'s request for session `id` may be served here without
+    /// touching the stored session: this replica runs the session's worker, `principal`
+    /// owns it, the replica is not draining, and both its lease and the stored session
+    /// are known to last a third of the lease beyond now (see [`LocalSession`]). The
+    /// use is recorded for the keeper, whose next renewal slides the expiry.
+    pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {
+        if self.draining.is_cancelled() {
+            return false;
+        }
+        let locals = self.locals.read().await;
+        locals.get(id).is_some_and(|local| {
+            local
+                .session
+                .serve(principal.as_str(), self.clock.now(), self.margin())
+        })
+    }
+
+    /// Records what a touch by `principal` sent at `sent` confirmed of session `id`: its
+    /// owner, the stored session's new expiry and, when `holds_lease`, this replica's
+    /// lease. Returns whether this replica runs a worker for the session.
+    pub(crate) async fn touched(
+        &self,
+        id: &str,
+        principal: &Principal,
+        sent: Instant,
+        holds_lease: bool,
+    ) -> bool {
+        let locals = self.locals.read().await;
+        let Some(local) = locals.get(id) else {
+            return false;
+        };
+        let sent = self.clock.ms(sent);
+        // A touch renews its holder's lease once half of it is spent (touch.lua), so
+        // at least half of it is left after one.
+        let lease_until = holds_lease.then(|| sent.saturating_add(millis(self.lease.ttl / 2)));
+        local.session.confirmed(
+            principal.as_str(),
+            lease_until,
+            sent.saturating_add(millis(self.sessions.limits().timeout())),
+            self.clock.now(),
+        );
+        true
+    }
+
+    /// The renewals of the keeper's next round: every session served here, with its
+    /// owner when it was served without a touch since the last round (taking that
+    /// mark).
+    pub(crate) async fn renewals(&self) -> Vec<Renewal> {
+        let locals = self.locals.read().await;
+        locals
+            .iter()
+            .map(|(id, local)| Renewal {
+                id: id.to_string(),
+                used_by: local.session.take_use(),
+            })
+            .collect()
+    }
+
+    /// Puts back the use marks of `renewals` that did not reach the store, for the
+    /// next round.
+    pub(crate) async fn not_renewed(&self, renewals: &[Renewal]) {
+        let locals = self.locals.read().await;
+        for renewal in renewals.iter().filter(|r| r.used_by.is_some()) {
+            if let Some(local) = locals.get(renewal.id.as_str()) {
+                local.session.restore_use();
+            }
+        }
+    }
+
+    /// Records `held`, renewals the store confirmed in a round trip sent at `sent`:
+    /// this replica's lease on each lasts a lease from then, and the expiry of the used
+    /// ones was slid.
+    pub(crate) async fn renewed<'a>(
+        &self,
+        held: impl IntoIterator<Item = &'a Renewal>,
+        sent: Instant,
+    ) {
+        let sent = self.clock.ms(sent);
+        let timeout = self.sessions.limits().timeout();
+        let locals = self.locals.read().await;
+        for renewal in held {
+            if let Some(local) = locals.get(renewal.id.as_str()) {
+                let slid = renewal.used_by.is_some();
+                local.session.renewed(sent, self.lease.ttl, timeout, slid);
+            }
+        }
+    }
+
+    /// Closes the workers idle for `session.local_idle_secs` (no request, no open
+    /// stream, no use the keeper has yet to record); their sessions stay in the store.
+    /// Returns how many it closed.
+    pub(crate) async fn close_idle(&self) -> usize {
+        let idle = self.sessions.limits().local_idle();
+        let now = self.clock.now();
+        let closed: Vec<(SessionId, Arc<LocalSessionManager>)> = {
+            let mut locals = self.locals.write().await;
+            let ids: Vec<SessionId> = locals
+                .iter()
+                .filter(|(_, local)| local.session.idle(now, idle))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let closed = ids
+                .into_iter()
+                .filter_map(|id| locals.remove(&id).map(|local| (id, local.manager)))
+                .collect();
+            self.metrics.local_sessions.set(gauge(locals.len()));
+            closed
+        };
+        for (id, manager) in &closed {
+            self.starting_lock().remove(id);
+            tracing::debug!(
+                session_id = %crate::ids::fingerprint(id),
+                "closing an idle session's worker"
+            );
+            let _ = manager.close_session(id).await;
+        }
+        closed.len()
+    }
+
+    /// The lease left in hand when a request is served without a touch: the keeper's
+    /// interval, so its renewal lands first.
+    fn margin(&self) -> u64 {
+        millis(self.lease.ttl / 3)
+    }
+
+    /// The local manager and record of session `id`, cloned out so no lock is held
+    /// while the session's worker answers.
     async fn local(
         &self,
         id: &SessionId,
-    ) -> Result<Arc<LocalSessionManager>, ReplicatedSessionError> {
+    ) -> Result<(Arc<LocalSessionManager>, Arc<LocalSession>), ReplicatedSessionError> {
         self.locals
             .read()
             .await
             .get(id)
-            .cloned()
+            .map(|local| (local.manager.clone(), local.session.clone()))
             .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
     }
 
-    /// The worker handle of session `id`, for the calls that return a stream: a stream
-    /// from a local manager's method borrows that manager, one built on the handle's
-    /// receiver owns all it needs.
-    async fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle, ReplicatedSessionError> {
-        let local = self.local(id).await?;
+    /// The worker handle and record of session `id`, for the calls that return a
+    /// stream: a stream from a local manager's method borrows that manager, one built
+    /// on the handle's receiver owns all it needs.
+    async fn handle(
+        &self,
+        id: &SessionId,
+    ) -> Result<(LocalSessionHandle, Arc<LocalSession>), ReplicatedSessionError> {
+        let (local, session) = self.local(id).await?;
         let handle = local.sessions.read().await.get(id).cloned();
-        handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+        handle
+            .map(|handle| (handle, session))
+            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    }
+
+    /// `e`, from session `id`'s worker; a worker that has quit (rmcp's own keep-alive,
+    /// or a fatal error) is dropped, so the session's next request restores a new one.
+    async fn worker_failed(&self, id: &SessionId, e: WorkerError) -> ReplicatedSessionError {
+        if matches!(e, WorkerError::SessionServiceTerminated) {
+            let _ = self.close_session(id).await;
+        }
+        e.into()
+    }
+
+    /// `stream`, counted as open in `session` (if any) until it is dropped.
+    fn tracked<S: Stream<Item = ServerSseMessage> + Send + Sync + 'static>(
+        &self,
+        session: Option<Arc<LocalSession>>,
+        stream: S,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
+        let open = session.map(|session| {
+            session.stream_opened(self.clock.now());
+            OpenStream {
+                session,
+                clock: self.clock,
+            }
+        });
+        stream.inspect(move |_| {
+            let _open = &open;
+        })
     }
 
     fn starting_lock(
@@ -197,6 +372,18 @@ impl ReplicatedSessionManager {
             slot.set(refusal);
         }
         ReplicatedSessionError::Store(e)
+    }
+}
+
+/// Counts a response stream as open in its session until dropped.
+struct OpenStream {
+    session: Arc<LocalSession>,
+    clock: Clock,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.session.stream_closed(self.clock.now());
     }
 }
 
@@ -237,7 +424,8 @@ impl SessionManager for ReplicatedSessionManager {
         };
         let slot = from_request::<RefusalSlot>(&message);
         let principal = from_request::<Principal>(&message);
-        let local = self.local(id).await?;
+        let (local, session) = self.local(id).await?;
+        session.active(self.clock.now());
         let response = local.initialize_session(id, message).await?;
         if params.is_some() {
             // A new session: its client sends nothing else before this answer.
@@ -246,19 +434,19 @@ impl SessionManager for ReplicatedSessionManager {
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
         };
+        // The edge authenticates every request before rmcp sees it.
+        let principal = principal.unwrap_or_else(Principal::anonymous);
+        let lease = (!self.draining.is_cancelled()).then(|| self.lease.clone());
+        let sent = self.clock.now();
         let persisted = self
             .sessions
             .create(NewSession {
                 id: Some(id.to_string()),
-                // The edge authenticates every request before rmcp sees it.
-                principal: principal
-                    .unwrap_or_else(Principal::anonymous)
-                    .as_str()
-                    .to_owned(),
+                principal: principal.as_str().to_owned(),
                 client_info: serde_json::to_value(&params.client_info).ok(),
                 transport: serde_json::to_value(&params).ok(),
                 retry: None,
-                lease: (!self.draining.is_cancelled()).then(|| self.lease.clone()),
+                lease: lease.clone(),
             })
             .await;
         if let Err(e) = persisted {
@@ -266,6 +454,12 @@ impl SessionManager for ReplicatedSessionManager {
             let _ = self.close_session(id).await;
             return Err(self.refuse(slot, e));
         }
+        session.confirmed(
+            principal.as_str(),
+            lease.map(|l| sent.saturating_add(millis(l.ttl))),
+            sent.saturating_add(millis(self.sessions.limits().timeout())),
+            self.clock.now(),
+        );
         self.metrics.sessions_created.inc();
         Ok(response)
     }
@@ -299,7 +493,7 @@ impl SessionManager for ReplicatedSessionManager {
             local
         };
         match local {
-            Some(local) => Ok(local.close_session(id).await?),
+            Some(local) => Ok(local.manager.close_session(id).await?),
             None => Ok(()),
         }
     }
@@ -309,12 +503,17 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id).await?;
-        let receiver = handle.establish_request_wise_channel().await?;
-        handle
-            .push_message(message, receiver.http_request_id)
-            .await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        let (handle, session) = self.handle(id).await?;
+        let receiver = match handle.establish_request_wise_channel().await {
+            Ok(receiver) => receiver,
+            Err(e) => return Err(self.worker_failed(id, e).await),
+        };
+        // Open from here: the worker may run the request for as long as it likes.
+        let stream = self.tracked(Some(session), ReceiverStream::new(receiver.inner));
+        if let Err(e) = handle.push_message(message, receiver.http_request_id).await {
+            return Err(self.worker_failed(id, e).await);
+        }
+        Ok(stream)
     }
 
     async fn accept_message(
@@ -330,7 +529,15 @@ impl SessionManager for ReplicatedSessionManager {
                 if matches!(n.notification, ClientNotification::InitializedNotification(_))
                     && n.notification.extensions().get::<SessionRestoreMarker>().is_some()
         );
-        self.local(id).await?.accept_message(id, message).await?;
+        let (local, session) = self.local(id).await?;
+        session.active(self.clock.now());
+        match local.accept_message(id, message).await {
+            Ok(()) => {}
+            Err(LocalSessionManagerError::SessionError(e)) => {
+                return Err(self.worker_failed(id, e).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
         if replayed_initialized {
             self.started(id);
         }
@@ -341,8 +548,11 @@ impl SessionManager for ReplicatedSessionManager {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let receiver = self.handle(id).await?.establish_common_channel().await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        let (handle, session) = self.handle(id).await?;
+        match handle.establish_common_channel().await {
+            Ok(receiver) => Ok(self.tracked(Some(session), ReceiverStream::new(receiver.inner))),
+            Err(e) => Err(self.worker_failed(id, e).await),
+        }
     }
 
     async fn resume(
@@ -352,14 +562,22 @@ impl SessionManager for ReplicatedSessionManager {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         if let Some(events) = &self.events {
             // The session is part of every stream's key: another session's event id is
-            // an unknown one, and rmcp answers it with an empty stream.
-            return Ok(events.replay(id, &last_event_id).await?.left_stream());
+            // an unknown one, and rmcp answers it with an empty stream. A replay needs no
+            // worker here, but one that runs is not idle while the stream is open.
+            let session = self.local(id).await.ok().map(|(_, session)| session);
+            let replay = events.replay(id, &last_event_id).await?;
+            return Ok(self.tracked(session, replay).left_stream());
         }
         let last_event_id: LocalEventId = last_event_id
             .parse()
             .map_err(LocalSessionManagerError::from)?;
-        let receiver = self.handle(id).await?.resume(last_event_id).await?;
-        Ok(ReceiverStream::new(receiver.inner).right_stream())
+        let (handle, session) = self.handle(id).await?;
+        match handle.resume(last_event_id).await {
+            Ok(receiver) => Ok(self
+                .tracked(Some(session), ReceiverStream::new(receiver.inner))
+                .right_stream()),
+            Err(e) => Err(self.worker_failed(id, e).await),
+        }
     }
 
     async fn restore_session(
@@ -379,7 +597,11 @@ impl SessionManager for ReplicatedSessionManager {
         let outcome = local.restore_session(id.clone()).await?;
         self.starting_lock()
             .insert(id.clone(), tokio::sync::watch::channel(false).0);
-        locals.insert(id, Arc::new(local));
+        let local = Local {
+            manager: Arc::new(local),
+            session: Arc::new(LocalSession::new(self.clock.now())),
+        };
+        locals.insert(id, local);
         self.metrics.local_sessions.set(gauge(locals.len()));
         Ok(outcome)
     }

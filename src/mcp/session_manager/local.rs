@@ -1,0 +1,240 @@
+//! [`LocalSession`]: what a replica knows of one 2025-era session whose worker it runs,
+//! so that the holder can serve the session's requests without touching the store and
+//! close its worker once it idles.
+//!
+//! The edge's fast path ([`LocalSession::serve`]) needs three facts, each learnt from a
+//! round trip this replica made anyway: who owns the session (its create, or a touch
+//! here), until when this replica's lease on it lasts, and until when the stored session
+//! lives without another access. The lease and the expiry are the instant *before* the
+//! round trip plus what the script granted, so they never outlast what Redis holds. The
+//! fast path leaves a third of the lease in hand, the interval at which the keeper
+//! renews both (`leases.rs`), so a renewal always lands before either runs out; past
+//! that the request takes the touch.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+};
+
+use tokio::time::{Duration, Instant};
+
+/// A clock in milliseconds since an epoch, so the times fit in atomics.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub(super) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// `at` in milliseconds since the epoch (0 before it).
+    pub(super) fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn now(&self) -> u64 {
+        self.ms(Instant::now())
+    }
+}
+
+/// What this replica knows of one session it serves. Times are [`Clock`] milliseconds.
+#[derive(Debug, Default)]
+pub(super) struct LocalSession {
+    /// The owning principal, once a create or a touch here confirmed it.
+    owner: OnceLock<String>,
+    /// Until when this replica's lease on the session is known to last (0: unknown).
+    lease_until: AtomicU64,
+    /// Until when the stored session is known to live without another access.
+    expires_after: AtomicU64,
+    /// Served without a touch since the keeper last renewed the lease: the next
+    /// renewal slides the stored session's expiry too.
+    used: AtomicBool,
+    /// Response streams open (requests in flight, GET streams, resumptions).
+    streams: AtomicUsize,
+    /// The last request, or the end of the last stream.
+    last_active: AtomicU64,
+}
+
+impl LocalSession {
+    /// A session whose worker starts now.
+    pub(super) fn new(now: u64) -> Self {
+        let session = Self::default();
+        session.last_active.store(now, Ordering::Relaxed);
+        session
+    }
+
+    /// The owner, when known.
+    pub(super) fn owner(&self) -> Option<&str> {
+        self.owner.get().map(String::as_str)
+    }
+
+    /// Whether `principal`'s request may be served without a touch at `now`: it owns
+    /// the session, and the lease and the stored session both last beyond `now +
+    /// margin`. Records the use when it may.
+    pub(super) fn serve(&self, principal: &str, now: u64, margin: u64) -> bool {
+        let horizon = now.saturating_add(margin);
+        let fresh = self.owner() == Some(principal)
+            && self.lease_until.load(Ordering::Acquire) > horizon
+            && self.expires_after.load(Ordering::Acquire) > horizon;
+        if fresh {
+            self.used.store(true, Ordering::Release);
+            self.active(now);
+        }
+        fresh
+    }
+
+    /// A create or a touch by `owner` confirmed the session; `lease_until` when it
+    /// also confirmed this replica's lease, `expires_after` the stored session's new
+    /// expiry.
+    pub(super) fn confirmed(
+        &self,
+        owner: &str,
+        lease_until: Option<u64>,
+        expires_after: u64,
+        now: u64,
+    ) {
+        // The owner of a stored session never changes.
+        let _ = self.owner.set(owner.to_owned());
+        if let Some(until) = lease_until {
+            self.lease_until.fetch_max(until, Ordering::AcqRel);
+        }
+        self.expires_after
+            .fetch_max(expires_after, Ordering::AcqRel);
+        self.active(now);
+    }
+
+    /// The owner of a session used without a touch since the last call, taking the
+    /// mark (the keeper's renewal slides its expiry).
+    pub(super) fn take_use(&self) -> Option<String> {
+        if self.used.swap(false, Ordering::AcqRel) {
+            // Only a session with a known owner is served without a touch.
+            self.owner.get().cloned()
+        } else {
+            None
+        }
+    }
+
+    /// Puts a taken use mark back (its renewal did not reach the store).
+    pub(super) fn restore_use(&self) {
+        self.used.store(true, Ordering::Release);
+    }
+
+    /// The keeper renewed the lease (and slid the expiry, when `slid`); the round trip
+    /// was sent at `sent`.
+    pub(super) fn renewed(&self, sent: u64, lease: Duration, timeout: Duration, slid: bool) {
+        self.lease_until
+            .fetch_max(sent.saturating_add(millis(lease)), Ordering::AcqRel);
+        if slid {
+            self.expires_after
+                .fetch_max(sent.saturating_add(millis(timeout)), Ordering::AcqRel);
+        }
+    }
+
+    /// Whether the worker has been idle for `idle` at `now`: no stream open, no use
+    /// waiting for the keeper, nothing since `now - idle`.
+    pub(super) fn idle(&self, now: u64, idle: Duration) -> bool {
+        self.streams.load(Ordering::Acquire) == 0
+            && !self.used.load(Ordering::Acquire)
+            && self
+                .last_active
+                .load(Ordering::Acquire)
+                .saturating_add(millis(idle))
+                <= now
+    }
+
+    /// Something happened in the session at `now`.
+    pub(super) fn active(&self, now: u64) {
+        self.last_active.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// A response stream opened; it counts as open until [`LocalSession::stream_closed`].
+    pub(super) fn stream_opened(&self, now: u64) {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        self.active(now);
+    }
+
+    /// A response stream ended at `now`.
+    pub(super) fn stream_closed(&self, now: u64) {
+        self.active(now);
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(9);
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    const MARGIN: u64 = 3_000;
+
+    #[test]
+    fn only_the_owner_is_served_and_only_while_lease_and_expiry_last_beyond_the_margin() {
+        let s = LocalSession::new(0);
+        assert!(!s.serve("alice", 0, MARGIN), "owner unknown");
+        s.confirmed("alice", Some(9_000), 60_000, 0);
+        assert!(s.serve("alice", 0, MARGIN));
+        assert!(!s.serve("bob", 0, MARGIN), "another principal");
+        assert!(s.serve("alice", 5_999, MARGIN));
+        assert!(!s.serve("alice", 6_000, MARGIN), "lease within the margin");
+
+        s.renewed(6_000, LEASE, TIMEOUT, false);
+        assert!(s.serve("alice", 6_000, MARGIN));
+        assert!(
+            !s.serve("alice", 57_000, MARGIN),
+            "expiry within the margin"
+        );
+        s.renewed(50_000, LEASE, TIMEOUT, true);
+        assert!(s.serve("alice", 55_000, MARGIN));
+    }
+
+    #[test]
+    fn a_touch_without_the_lease_leaves_the_known_lease_alone() {
+        let s = LocalSession::new(0);
+        s.confirmed("alice", None, 60_000, 0);
+        assert!(!s.serve("alice", 0, MARGIN), "no lease known");
+        s.renewed(0, LEASE, TIMEOUT, false);
+        s.confirmed("alice", None, 60_000, 1_000);
+        assert!(s.serve("alice", 1_000, MARGIN));
+    }
+
+    #[test]
+    fn a_use_is_taken_once_and_can_be_put_back() {
+        let s = LocalSession::new(0);
+        s.confirmed("alice", Some(9_000), 60_000, 0);
+        assert_eq!(s.take_use(), None);
+        assert!(s.serve("alice", 10, MARGIN));
+        assert_eq!(s.take_use().as_deref(), Some("alice"));
+        assert_eq!(s.take_use(), None);
+        s.restore_use();
+        assert_eq!(s.take_use().as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn idle_means_no_stream_no_pending_use_and_nothing_for_the_whole_period() {
+        let idle = Duration::from_secs(60);
+        let s = LocalSession::new(1_000);
+        assert!(!s.idle(60_999, idle));
+        assert!(s.idle(61_000, idle));
+
+        s.stream_opened(61_000);
+        assert!(!s.idle(200_000, idle), "a stream is open");
+        s.stream_closed(200_000);
+        assert!(!s.idle(259_999, idle));
+        assert!(s.idle(260_000, idle));
+
+        s.confirmed("alice", Some(400_000), 400_000, 260_000);
+        assert!(s.serve("alice", 260_000, MARGIN));
+        assert!(!s.idle(400_000, idle), "a use the keeper has not flushed");
+        s.take_use();
+        assert!(s.idle(400_000, idle));
+    }
+}
