@@ -1,6 +1,8 @@
 //! [`LocalSession`]: what a replica knows of one 2025-era session whose worker it runs,
 //! so that the holder can serve the session's requests without touching the store and
-//! close its worker once it idles.
+//! close its worker once it idles; and the questions the edge and the lease keeper ask
+//! of the sessions served here ([`ReplicatedSessionManager::serve_without_touch`],
+//! [`ReplicatedSessionManager::renewals`], [`ReplicatedSessionManager::close_idle`]).
 //!
 //! The edge's fast path ([`LocalSession::serve`]) needs three facts, each learnt from a
 //! round trip this replica made anyway: who owns the session (its create, or a touch
@@ -12,11 +14,17 @@
 //! that the request takes the touch.
 
 use std::sync::{
-    OnceLock,
+    Arc, OnceLock,
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
+use rmcp::transport::streamable_http_server::session::{
+    SessionId, SessionManager, local::LocalSessionManager,
+};
 use tokio::time::{Duration, Instant};
+
+use super::{ReplicatedSessionManager, gauge};
+use crate::{auth::Principal, sessions::Renewal};
 
 /// A clock in milliseconds since an epoch, so the times fit in atomics.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +169,134 @@ impl LocalSession {
     pub(super) fn stream_closed(&self, now: u64) {
         self.active(now);
         self.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the edge and the lease keeper ask of the sessions served here.
+impl ReplicatedSessionManager {
+    /// Whether `principal`'s request for session `id` may be served here without
+    /// touching the stored session: this replica runs the session's worker, `principal`
+    /// owns it, the replica is not draining, and both its lease and the stored session
+    /// are known to last a third of the lease beyond now (see [`LocalSession`]). The
+    /// use is recorded for the keeper, whose next renewal slides the expiry.
+    pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {
+        if self.draining.is_cancelled() {
+            return false;
+        }
+        let locals = self.locals.read().await;
+        locals.get(id).is_some_and(|local| {
+            local
+                .session
+                .serve(principal.as_str(), self.clock.now(), self.margin())
+        })
+    }
+
+    /// Records what a touch by `principal` sent at `sent` confirmed of session `id`: its
+    /// owner, the stored session's new expiry and, when `holds_lease`, this replica's
+    /// lease. Returns whether this replica runs a worker for the session.
+    pub(crate) async fn touched(
+        &self,
+        id: &str,
+        principal: &Principal,
+        sent: Instant,
+        holds_lease: bool,
+    ) -> bool {
+        let locals = self.locals.read().await;
+        let Some(local) = locals.get(id) else {
+            return false;
+        };
+        let sent = self.clock.ms(sent);
+        // A touch renews its holder's lease once half of it is spent (touch.lua), so
+        // at least half of it is left after one.
+        let lease_until = holds_lease.then(|| sent.saturating_add(millis(self.lease.ttl / 2)));
+        local.session.confirmed(
+            principal.as_str(),
+            lease_until,
+            sent.saturating_add(millis(self.sessions.limits().timeout())),
+            self.clock.now(),
+        );
+        true
+    }
+
+    /// The renewals of the keeper's next round: every session served here, with its
+    /// owner when it was served without a touch since the last round (taking that
+    /// mark).
+    pub(crate) async fn renewals(&self) -> Vec<Renewal> {
+        let locals = self.locals.read().await;
+        locals
+            .iter()
+            .map(|(id, local)| Renewal {
+                id: id.to_string(),
+                used_by: local.session.take_use(),
+            })
+            .collect()
+    }
+
+    /// Puts back the use marks of `renewals` that did not reach the store, for the
+    /// next round.
+    pub(crate) async fn not_renewed(&self, renewals: &[Renewal]) {
+        let locals = self.locals.read().await;
+        for renewal in renewals.iter().filter(|r| r.used_by.is_some()) {
+            if let Some(local) = locals.get(renewal.id.as_str()) {
+                local.session.restore_use();
+            }
+        }
+    }
+
+    /// Records `held`, renewals the store confirmed in a round trip sent at `sent`:
+    /// this replica's lease on each lasts a lease from then, and the expiry of the used
+    /// ones was slid.
+    pub(crate) async fn renewed<'a>(
+        &self,
+        held: impl IntoIterator<Item = &'a Renewal>,
+        sent: Instant,
+    ) {
+        let sent = self.clock.ms(sent);
+        let timeout = self.sessions.limits().timeout();
+        let locals = self.locals.read().await;
+        for renewal in held {
+            if let Some(local) = locals.get(renewal.id.as_str()) {
+                let slid = renewal.used_by.is_some();
+                local.session.renewed(sent, self.lease.ttl, timeout, slid);
+            }
+        }
+    }
+
+    /// Closes the workers idle for `session.local_idle_secs` (no request, no open
+    /// stream, no use the keeper has yet to record); their sessions stay in the store.
+    /// Returns how many it closed.
+    pub(crate) async fn close_idle(&self) -> usize {
+        let idle = self.sessions.limits().local_idle();
+        let now = self.clock.now();
+        let closed: Vec<(SessionId, Arc<LocalSessionManager>)> = {
+            let mut locals = self.locals.write().await;
+            let ids: Vec<SessionId> = locals
+                .iter()
+                .filter(|(_, local)| local.session.idle(now, idle))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let closed = ids
+                .into_iter()
+                .filter_map(|id| locals.remove(&id).map(|local| (id, local.manager)))
+                .collect();
+            self.metrics.local_sessions.set(gauge(locals.len()));
+            closed
+        };
+        for (id, manager) in &closed {
+            self.starting_lock().remove(id);
+            tracing::debug!(
+                session_id = %crate::ids::fingerprint(id),
+                "closing an idle session's worker"
+            );
+            let _ = manager.close_session(id).await;
+        }
+        closed.len()
+    }
+
+    /// The lease left in hand when a request is served without a touch: the keeper's
+    /// interval, so its renewal lands first.
+    fn margin(&self) -> u64 {
+        millis(self.lease.ttl / 3)
     }
 }
 
