@@ -364,7 +364,7 @@ impl Edge {
             // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
             // not a transport session).
             Ok(_) => {
-                self.manager.close_local(id).await;
+                self.manager.close_not_found(id, principal).await;
                 Err(EdgeError::SessionNotFound)
             }
             Err(e) => Err(self.unavailable(e)),

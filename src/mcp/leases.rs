@@ -234,5 +234,11 @@ mod tests {
         assert_eq!(keeper.sweep().await.unwrap(), 1);
         assert_eq!(manager.local_ids().await, [ids[1].clone()]);
         assert_eq!(state.metrics.local_sessions.get(), 1);
+
+        // A new session's worker answers its `initialize` before the session is
+        // stored: the sweep leaves it alone meanwhile.
+        let (fresh, _transport) = manager.create_session().await.unwrap();
+        assert_eq!(keeper.sweep().await.unwrap(), 0);
+        assert!(manager.local_ids().await.contains(&fresh.to_string()));
     }
 }

@@ -188,6 +188,36 @@ impl ReplicatedSessionManager {
             .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
     }
 
+    /// Starts a worker for session `id`, `stored` already or not yet (a new session).
+    async fn start_worker(
+        &self,
+        id: SessionId,
+        stored: bool,
+    ) -> Result<RestoreOutcome<WorkerTransport<LocalSessionWorker>>, ReplicatedSessionError> {
+        let mut locals = self.locals.write().await;
+        if locals.contains_key(&id) {
+            // A concurrent request already restored this session.
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let mut local = LocalSessionManager::default();
+        local.session_config = self.config.clone();
+        if let Some(events) = &self.events {
+            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
+        }
+        // `restore_session` is the local manager's way to start a worker under an id
+        // chosen by the caller.
+        let outcome = local.restore_session(id.clone()).await?;
+        self.starting_lock()
+            .insert(id.clone(), tokio::sync::watch::channel(false).0);
+        let local = Local {
+            manager: Arc::new(local),
+            session: Arc::new(LocalSession::new(self.clock.now(), stored)),
+        };
+        locals.insert(id, local);
+        self.metrics.local_sessions.set(gauge(locals.len()));
+        Ok(outcome)
+    }
+
     /// `e`, from session `id`'s worker; a worker that has quit (rmcp's own keep-alive,
     /// or a fatal error) is dropped, so the session's next request restores a new one.
     async fn worker_failed(&self, id: &SessionId, e: WorkerError) -> ReplicatedSessionError {
@@ -267,9 +297,8 @@ impl SessionManager for ReplicatedSessionManager {
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         let id: SessionId = crate::ids::mint().into();
-        // `restore_session` is the local manager's way to create a session under an id
-        // chosen by the caller.
-        match self.restore_session(id.clone()).await? {
+        // Not stored until its `initialize` is answered.
+        match self.start_worker(id.clone(), false).await? {
             RestoreOutcome::Restored(transport) => Ok((id, transport)),
             _ => Err(ReplicatedSessionError::Create),
         }
@@ -377,9 +406,20 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let slot = from_request::<RefusalSlot>(&message);
         let (handle, session) = self.handle(id).await?;
         let receiver = match handle.establish_request_wise_channel().await {
             Ok(receiver) => receiver,
+            // The stream's priming event could not be stored: the store is down (rmcp
+            // itself would answer a bare 500).
+            Err(WorkerError::EventStore(e)) => {
+                tracing::warn!(error = %e, "could not store a stream's first event");
+                if let Some(slot) = slot {
+                    self.metrics.store_error("transport");
+                    slot.set(EdgeError::Unavailable);
+                }
+                return Err(WorkerError::EventStore(e).into());
+            }
             Err(e) => return Err(self.worker_failed(id, e).await),
         };
         // Open from here: the worker may run the request for as long as it likes.
@@ -458,26 +498,8 @@ impl SessionManager for ReplicatedSessionManager {
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        let mut locals = self.locals.write().await;
-        if locals.contains_key(&id) {
-            // A concurrent request already restored this session.
-            return Ok(RestoreOutcome::AlreadyPresent);
-        }
-        let mut local = LocalSessionManager::default();
-        local.session_config = self.config.clone();
-        if let Some(events) = &self.events {
-            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
-        }
-        let outcome = local.restore_session(id.clone()).await?;
-        self.starting_lock()
-            .insert(id.clone(), tokio::sync::watch::channel(false).0);
-        let local = Local {
-            manager: Arc::new(local),
-            session: Arc::new(LocalSession::new(self.clock.now())),
-        };
-        locals.insert(id, local);
-        self.metrics.local_sessions.set(gauge(locals.len()));
-        Ok(outcome)
+        // The edge restores only a session it found in the store.
+        self.start_worker(id, true).await
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{
     client::{call, create_handle, stateless_client},
@@ -11,25 +10,6 @@ use crate::support::{
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
 };
-
-/// Commands clients sent (not those scripts ran) while `f` ran.
-async fn client_commands<F: Future<Output = ()>>(redis: &RedisServer, f: F) -> Vec<String> {
-    let addr = redis.url().trim_start_matches("redis://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"MONITOR\r\n").await.unwrap();
-    let mut lines = BufReader::new(stream).lines();
-    assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
-    f.await;
-    let mut seen = Vec::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
-    {
-        if !line.contains("[0 lua]") {
-            seen.push(line);
-        }
-    }
-    seen
-}
 
 /// A replica on `redis` whose long maintenance interval keeps upkeep out of the measured
 /// window.
@@ -66,10 +46,11 @@ async fn a_2026_tool_call_costs_one_round_trip() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     for (tool, args) in calls {
-        let seen = client_commands(&redis, async {
-            call(&client, tool, args.clone()).await;
-        })
-        .await;
+        let ((), seen) = redis
+            .client_commands(async {
+                call(&client, tool, args.clone()).await;
+            })
+            .await;
         assert_eq!(seen.len(), 1, "{tool}: {seen:#?}");
         assert!(seen[0].contains("EVAL"), "{tool}: {seen:#?}");
     }
@@ -83,10 +64,11 @@ async fn a_session_create_costs_one_round_trip() {
     // The first create on a server also loads its script.
     create_handle(&client).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = client_commands(&redis, async {
-        create_handle(&client).await;
-    })
-    .await;
+    let ((), seen) = redis
+        .client_commands(async {
+            create_handle(&client).await;
+        })
+        .await;
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert!(seen[0].contains("EVAL"), "{seen:#?}");
 }
@@ -123,11 +105,13 @@ async fn legacy_round_trips(events: &str, forwarded: bool) -> Vec<String> {
     let body = increment().await;
     assert!(body.contains("Counter increment: 1"), "{body}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    client_commands(&redis, async {
-        let body = increment().await;
-        assert!(body.contains("Counter increment: 2"), "{body}");
-    })
-    .await
+    redis
+        .client_commands(async {
+            let body = increment().await;
+            assert!(body.contains("Counter increment: 2"), "{body}");
+        })
+        .await
+        .1
 }
 
 #[tokio::test]

@@ -65,14 +65,24 @@ pub(super) struct LocalSession {
     streams: AtomicUsize,
     /// The last request, or the end of the last stream.
     last_active: AtomicU64,
+    /// In the store: restored from it, or created here and stored. The keeper leaves a
+    /// new session alone until then (its renewal would find no session, and close the
+    /// worker that is answering its `initialize`).
+    stored: AtomicBool,
 }
 
 impl LocalSession {
-    /// A session whose worker starts now.
-    pub(super) fn new(now: u64) -> Self {
+    /// A session whose worker starts `now`; `stored` unless it is a new one.
+    pub(super) fn new(now: u64, stored: bool) -> Self {
         let session = Self::default();
         session.last_active.store(now, Ordering::Relaxed);
+        session.stored.store(stored, Ordering::Relaxed);
         session
+    }
+
+    /// Whether the session is in the store (see [`LocalSession::confirmed`]).
+    pub(super) fn stored(&self) -> bool {
+        self.stored.load(Ordering::Acquire)
     }
 
     /// The owner, when known.
@@ -107,6 +117,7 @@ impl LocalSession {
     ) {
         // The owner of a stored session never changes.
         let _ = self.owner.set(owner.to_owned());
+        self.stored.store(true, Ordering::Release);
         if let Some(until) = lease_until {
             self.lease_until.fetch_max(until, Ordering::AcqRel);
         }
@@ -218,13 +229,29 @@ impl ReplicatedSessionManager {
         true
     }
 
-    /// The renewals of the keeper's next round: every session served here, with its
-    /// owner when it was served without a touch since the last round (taking that
-    /// mark).
+    /// Closes this replica's copy of session `id`, which a touch by `principal` did not
+    /// find (expired or deleted), unless the copy is known to be another principal's:
+    /// then the store refused `principal`, and the owner's session lives on.
+    pub(crate) async fn close_not_found(&self, id: &str, principal: &Principal) {
+        let owned_by_another = self.locals.read().await.get(id).is_some_and(|local| {
+            local
+                .session
+                .owner()
+                .is_some_and(|owner| owner != principal.as_str())
+        });
+        if !owned_by_another {
+            self.close_local(id).await;
+        }
+    }
+
+    /// The renewals of the keeper's next round: every session served here (a new one
+    /// once it is stored), with its owner when it was served without a touch since the
+    /// last round (taking that mark).
     pub(crate) async fn renewals(&self) -> Vec<Renewal> {
         let locals = self.locals.read().await;
         locals
             .iter()
+            .filter(|(_, local)| local.session.stored())
             .map(|(id, local)| Renewal {
                 id: id.to_string(),
                 used_by: local.session.take_use(),
@@ -314,7 +341,7 @@ mod tests {
 
     #[test]
     fn only_the_owner_is_served_and_only_while_lease_and_expiry_last_beyond_the_margin() {
-        let s = LocalSession::new(0);
+        let s = LocalSession::new(0, true);
         assert!(!s.serve("alice", 0, MARGIN), "owner unknown");
         s.confirmed("alice", Some(9_000), 60_000, 0);
         assert!(s.serve("alice", 0, MARGIN));
@@ -334,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_touch_without_the_lease_leaves_the_known_lease_alone() {
-        let s = LocalSession::new(0);
+        let s = LocalSession::new(0, true);
         s.confirmed("alice", None, 60_000, 0);
         assert!(!s.serve("alice", 0, MARGIN), "no lease known");
         s.renewed(0, LEASE, TIMEOUT, false);
@@ -344,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_use_is_taken_once_and_can_be_put_back() {
-        let s = LocalSession::new(0);
+        let s = LocalSession::new(0, true);
         s.confirmed("alice", Some(9_000), 60_000, 0);
         assert_eq!(s.take_use(), None);
         assert!(s.serve("alice", 10, MARGIN));
@@ -357,7 +384,7 @@ mod tests {
     #[test]
     fn idle_means_no_stream_no_pending_use_and_nothing_for_the_whole_period() {
         let idle = Duration::from_secs(60);
-        let s = LocalSession::new(1_000);
+        let s = LocalSession::new(1_000, true);
         assert!(!s.idle(60_999, idle));
         assert!(s.idle(61_000, idle));
 
