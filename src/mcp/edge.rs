@@ -394,6 +394,9 @@ impl Edge {
 
     fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
         tracing::warn!(error = %e, "session store unavailable");
+        // Until the lease keeper has heard from the store again, every request of a
+        // session asks the store.
+        self.manager.store_failed();
         self.metrics.store_error("transport");
         EdgeError::Unavailable
     }

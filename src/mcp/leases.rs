@@ -84,6 +84,7 @@ impl LeaseKeeper {
         let states = match self.sessions.renew_leases(&self.lease, &renewals).await {
             Ok(states) => states,
             Err(e) => {
+                self.manager.store_failed();
                 self.manager.not_renewed(&renewals).await;
                 return Err(e);
             }

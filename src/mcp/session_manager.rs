@@ -53,7 +53,7 @@ use rmcp::{
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use self::local::{Clock, LocalSession, millis};
+use self::local::{Clock, LocalSession, StoreHealth, millis};
 use super::{
     edge::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, RedisEventStoreError},
@@ -122,6 +122,8 @@ pub(crate) struct ReplicatedSessionManager {
     draining: CancellationToken,
     /// The clock of the [`LocalSession`] times.
     clock: Clock,
+    /// Whether the store has failed this replica since the keeper's last renewal.
+    store: StoreHealth,
 }
 
 impl ReplicatedSessionManager {
@@ -146,6 +148,7 @@ impl ReplicatedSessionManager {
             lease,
             draining,
             clock: Clock::new(),
+            store: StoreHealth::default(),
         }
     }
 
@@ -414,6 +417,7 @@ impl SessionManager for ReplicatedSessionManager {
             // itself would answer a bare 500).
             Err(WorkerError::EventStore(e)) => {
                 tracing::warn!(error = %e, "could not store a stream's first event");
+                self.store_failed();
                 if let Some(slot) = slot {
                     self.metrics.store_error("transport");
                     slot.set(EdgeError::Unavailable);

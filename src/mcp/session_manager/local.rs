@@ -183,15 +183,49 @@ impl LocalSession {
     }
 }
 
+/// Whether the store has answered this replica since it last failed to: a failed touch,
+/// renewal or event write stops every fast path until the keeper's next renewal
+/// succeeds, because a store that failed may have lost what the replica knows (a
+/// restart without persistence loses every session, and with them their leases).
+#[derive(Debug, Default)]
+pub(super) struct StoreHealth {
+    /// [`Clock`] milliseconds + 1 of the last failure (0: none).
+    failed: AtomicU64,
+    /// [`Clock`] milliseconds + 1 at which the last renewal that succeeded was sent.
+    renewed: AtomicU64,
+}
+
+impl StoreHealth {
+    /// The store failed a request at `now`.
+    pub(super) fn failed(&self, now: u64) {
+        self.failed
+            .fetch_max(now.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    pub(super) fn renewed(&self, sent: u64) {
+        self.renewed
+            .fetch_max(sent.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// No failure since the last renewal was sent.
+    pub(super) fn trusted(&self) -> bool {
+        let failed = self.failed.load(Ordering::Acquire);
+        failed == 0 || failed < self.renewed.load(Ordering::Acquire)
+    }
+}
+
 /// What the edge and the lease keeper ask of the sessions served here.
 impl ReplicatedSessionManager {
     /// Whether `principal`'s request for session `id` may be served here without
     /// touching the stored session: this replica runs the session's worker, `principal`
-    /// owns it, the replica is not draining, and both its lease and the stored session
-    /// are known to last a third of the lease beyond now (see [`LocalSession`]). The
-    /// use is recorded for the keeper, whose next renewal slides the expiry.
+    /// owns it, the replica is not draining, the store has not failed it since the
+    /// keeper's last renewal ([`StoreHealth`]), and both the lease and the stored
+    /// session are known to last a third of the lease beyond now (see
+    /// [`LocalSession`]). The use is recorded for the keeper, whose next renewal slides
+    /// the expiry.
     pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {
-        if self.draining.is_cancelled() {
+        if self.draining.is_cancelled() || !self.store.trusted() {
             return false;
         }
         let locals = self.locals.read().await;
@@ -227,6 +261,13 @@ impl ReplicatedSessionManager {
             self.clock.now(),
         );
         true
+    }
+
+    /// The store failed a request of this replica (a touch, a renewal, an event
+    /// write): no request goes without a touch until the keeper's next renewal
+    /// succeeds.
+    pub(crate) fn store_failed(&self) {
+        self.store.failed(self.clock.now());
     }
 
     /// Closes this replica's copy of session `id`, which a touch by `principal` did not
@@ -279,6 +320,7 @@ impl ReplicatedSessionManager {
         sent: Instant,
     ) {
         let sent = self.clock.ms(sent);
+        self.store.renewed(sent);
         let timeout = self.sessions.limits().timeout();
         let locals = self.locals.read().await;
         for renewal in held {
@@ -367,6 +409,19 @@ mod tests {
         s.renewed(0, LEASE, TIMEOUT, false);
         s.confirmed("alice", None, 60_000, 1_000);
         assert!(s.serve("alice", 1_000, MARGIN));
+    }
+
+    #[test]
+    fn a_store_failure_is_forgiven_only_by_a_renewal_sent_after_it() {
+        let health = StoreHealth::default();
+        assert!(health.trusted());
+        health.renewed(5);
+        health.failed(10);
+        assert!(!health.trusted());
+        health.renewed(10);
+        assert!(!health.trusted(), "sent as the failure happened");
+        health.renewed(11);
+        assert!(health.trusted());
     }
 
     #[test]
