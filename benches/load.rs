@@ -282,7 +282,10 @@ async fn idle_memory() {
         "load-idle",
         &[
             ("STATEFUL_MCP__SESSION__LOCAL_IDLE_SECS", idle.as_str()),
-            ("STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL", "100000"),
+            (
+                "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
+                "100000",
+            ),
             ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "2"),
         ],
     )

@@ -72,13 +72,23 @@ impl LeaseKeeper {
     /// are renewed no more, so any replica takes their sessions once the leases run
     /// out), then renews the lease of every session still served here, sliding the
     /// expiry of those served without a touch since the last round, and closes the
-    /// workers of those this replica no longer serves. Returns how many it closed.
+    /// workers of those this replica no longer serves; then hands the memory of the
+    /// closed workers back to the system once enough were closed. Returns how many it
+    /// closed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`] when Redis cannot be asked (the workers of live
     /// sessions stay, idle ones are closed all the same).
     pub(crate) async fn sweep(&self) -> Result<usize, SessionError> {
-        let mut closed = self.manager.close_idle().await;
+        let idle = self.manager.close_idle().await;
+        let renewed = self.renew().await;
+        self.manager.release_memory().await;
+        Ok(idle + renewed?)
+    }
+
+    /// Renews the lease of every session served here; returns how many workers it
+    /// closed for sessions this replica no longer serves.
+    async fn renew(&self) -> Result<usize, SessionError> {
         let renewals = self.manager.renewals().await;
         let sent = tokio::time::Instant::now();
         let states = match self.sessions.renew_leases(&self.lease, &renewals).await {
@@ -95,6 +105,7 @@ impl LeaseKeeper {
             .filter(|(_, state)| **state == LeaseState::Held)
             .map(|(renewal, _)| renewal);
         self.manager.renewed(held, sent).await;
+        let mut closed = 0;
         for (renewal, state) in renewals.iter().zip(states) {
             if state != LeaseState::Held {
                 tracing::info!(

@@ -26,7 +26,7 @@
 //!   and a worker idle for `session.local_idle_secs` is closed
 //!   ([`ReplicatedSessionManager::close_idle`]): the session stays in the store, and its
 //!   next request restores a worker. Nothing is kept per session beyond its worker's
-//!   life.
+//!   life, and the memory of closed workers is handed back to the system (`memory.rs`).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -53,7 +53,10 @@ use rmcp::{
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use self::local::{Clock, LocalSession, StoreHealth, millis};
+use self::{
+    local::{Clock, LocalSession, StoreHealth, millis},
+    memory::Trimmer,
+};
 use super::{
     edge::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, RedisEventStoreError},
@@ -65,6 +68,7 @@ use crate::{
 };
 
 mod local;
+mod memory;
 
 /// How long a request waits for a session's replayed handshake another request runs.
 const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -124,6 +128,8 @@ pub(crate) struct ReplicatedSessionManager {
     clock: Clock,
     /// Whether the store has failed this replica since the keeper's last renewal.
     store: StoreHealth,
+    /// When to hand the memory of closed workers back to the system.
+    trimmer: Trimmer,
 }
 
 impl ReplicatedSessionManager {
@@ -149,6 +155,7 @@ impl ReplicatedSessionManager {
             draining,
             clock: Clock::new(),
             store: StoreHealth::default(),
+            trimmer: Trimmer::default(),
         }
     }
 
@@ -161,6 +168,15 @@ impl ReplicatedSessionManager {
     /// Closes this replica's copy of session `id`, if it has one.
     pub(crate) async fn close_local(&self, id: &str) {
         let _ = self.close_session(&SessionId::from(id)).await;
+    }
+
+    /// Hands the memory of the workers closed lately back to the system, once enough
+    /// were (see `memory.rs`).
+    pub(crate) async fn release_memory(&self) {
+        let left = self.locals.read().await.len();
+        if self.trimmer.due(left) {
+            memory::release_freed_memory().await;
+        }
     }
 
     /// The local manager and record of session `id`, cloned out so no lock is held
@@ -398,6 +414,9 @@ impl SessionManager for ReplicatedSessionManager {
             self.metrics.local_sessions.set(gauge(locals.len()));
             local
         };
+        if local.is_some() {
+            self.trimmer.closed(1);
+        }
         match local {
             Some(local) => Ok(local.manager.close_session(id).await?),
             None => Ok(()),

@@ -351,6 +351,7 @@ impl ReplicatedSessionManager {
             self.metrics.local_sessions.set(gauge(locals.len()));
             closed
         };
+        self.trimmer.closed(closed.len());
         for (id, manager) in &closed {
             self.starting_lock().remove(id);
             tracing::debug!(
