@@ -5,7 +5,11 @@
 //!
 //! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`);
 //! `cargo bench --bench load -- at-the-cap` runs only the session cap scenario,
-//! `cargo bench --bench load -- legacy` only the 2025-era call scenarios.
+//! `cargo bench --bench load -- legacy` only the 2025-era call scenarios;
+//! `cargo bench --bench load -- idle-memory` only the memory of a replica (the binary, in
+//! a process of its own) holding many 2025-era sessions, then idle
+//! (`LOAD_LOCAL_IDLE_SECS`, default 30: its `session.local_idle_secs`;
+//! `LOAD_IDLE_WAIT_SECS`, default that + 15: how long it idles).
 //! Loopback only; every scenario is bounded by its call count.
 
 #[path = "../tests/it/support.rs"]
@@ -16,9 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use support::{
-    http::{call_2026, create_handle, legacy_post, legacy_session},
+    http::{call_2026, create_handle, legacy_post, legacy_session, legacy_session_with},
     redis_server::RedisServer,
-    replica::Replica,
+    replica::{Process, Replica, metric_value},
 };
 
 const CLIENTS: usize = 16;
@@ -238,13 +242,112 @@ async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
 
 /// Resident memory of this process (the benchmark and its replicas), in MiB.
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("self")
+}
+
+/// Resident memory of process `pid` (`self` for this one), in MiB.
+fn rss_mib_of(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// A setting of the idle-memory scenario from the environment, else `default`.
+fn env_secs(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One release replica as a process of its own on a private Redis: 10,000 2025-11-25
+/// sessions (`initialize`, `initialized`, one `counter` call each, 16 at a time), then
+/// idle. Prints the replica's resident memory and local workers before, right after and
+/// once idle past its `session.local_idle_secs`, and Redis memory per session.
+async fn idle_memory() {
+    const SESSIONS: usize = 10_000;
+    const _: () = assert!(SESSIONS.is_multiple_of(CLIENTS));
+    let idle_secs = env_secs("LOAD_LOCAL_IDLE_SECS", 30);
+    let wait = Duration::from_secs(env_secs("LOAD_IDLE_WAIT_SECS", idle_secs + 15));
+    let redis = RedisServer::start().await;
+    let idle = idle_secs.to_string();
+    // Finished calls' streams are kept 2 s, so Redis memory after the wait is the
+    // sessions' own.
+    let replica = Process::start(
+        redis.url(),
+        "load-idle",
+        &[
+            ("STATEFUL_MCP__SESSION__LOCAL_IDLE_SECS", idle.as_str()),
+            (
+                "STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL",
+                "100000",
+            ),
+            ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "2"),
+        ],
+    )
+    .await;
+    let pid = replica.pid().to_string();
+    let metrics = replica.endpoint("/metrics");
+    let local_sessions = async || {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        metric_value(&text, &["local_sessions"]).unwrap_or(-1.0)
+    };
+    let mut conn = redis.conn().await;
+    let redis_before = used_memory(&mut conn).await;
+    let rss_start = rss_mib_of(&pid);
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let url = replica.url();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "counter", "arguments": {"operation": "increment"}}});
+            for _ in 0..SESSIONS / CLIENTS {
+                let session = legacy_session_with(&http, &url).await;
+                let text = legacy_post(&http, &url, &session, &body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(text.contains("Counter increment: 1"), "{text}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    let rss_after = rss_mib_of(&pid);
+    let locals_after = local_sessions().await;
+    let redis_after = used_memory(&mut conn).await;
+
+    tokio::time::sleep(wait).await;
+    let rss_idle = rss_mib_of(&pid);
+    let locals_idle = local_sessions().await;
+    let redis_idle = used_memory(&mut conn).await;
+    let per_session = |bytes: i64| bytes / SESSIONS as i64;
+    println!(
+        "{SESSIONS} 2025-11-25 sessions in {:.1} s; local_idle_secs = {idle_secs}, idled {} s",
+        took.as_secs_f64(),
+        wait.as_secs()
+    );
+    println!(
+        "  replica RSS: {rss_start:.0} MiB at start, {rss_after:.0} MiB right after \
+         ({locals_after} local workers), {rss_idle:.0} MiB once idle ({locals_idle} local workers)"
+    );
+    println!(
+        "  Redis memory per session: {} bytes right after, {} bytes once idle",
+        per_session(redis_after - redis_before),
+        per_session(redis_idle - redis_before)
+    );
 }
 
 /// `session_create` from a principal that already holds `session.max_sessions_per_principal`
@@ -303,12 +406,17 @@ async fn creates_at_the_cap(redis_url: &str) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `at-the-cap` and `legacy` run those scenarios
-    // alone, and any other argument (a filter) is ignored.
+    // `cargo bench` passes `--bench`; `at-the-cap`, `legacy` and `idle-memory` run those
+    // scenarios alone, and any other argument (a filter) is ignored.
     let only_cap = std::env::args().any(|a| a == "at-the-cap");
     let only_legacy = std::env::args().any(|a| a == "legacy");
+    let only_idle_memory = std::env::args().any(|a| a == "idle-memory");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        if only_idle_memory {
+            idle_memory().await;
+            return;
+        }
         let redis = RedisServer::shared_or_start().await;
         if only_cap {
             creates_at_the_cap(redis.url()).await;

@@ -373,6 +373,10 @@ pub struct SessionSettings {
     /// every third of it): after a replica dies, its sessions move to another replica
     /// at their first request after this.
     pub lease_secs: u64,
+    /// How long a replica keeps an idle 2025-era session's worker (no request, no open
+    /// stream) before closing it; the session stays in the store and its next request
+    /// restores a worker.
+    pub local_idle_secs: u64,
 }
 
 /// Logging settings.
@@ -484,6 +488,7 @@ impl Settings {
             self.session.idempotency_ttl_secs,
         )?;
         positive("session.lease_secs", self.session.lease_secs)?;
+        positive("session.local_idle_secs", self.session.local_idle_secs)?;
         let advertise = &self.server.advertise_url;
         let base_url = |url: &str| {
             url.starts_with("http://")
@@ -708,6 +713,11 @@ impl SessionSettings {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs)
     }
+
+    /// How long an idle 2025-era session's worker is kept, as a [`Duration`].
+    pub fn local_idle(&self) -> Duration {
+        Duration::from_secs(self.local_idle_secs)
+    }
 }
 
 /// Accepts either a TOML array or one comma-separated string (the form environment
@@ -747,6 +757,7 @@ mod tests {
         assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(s.store.backend, Backend::Memory);
         assert_eq!(s.session.timeout_secs, 1800);
+        assert_eq!(s.session.local_idle_secs, 60);
         assert_eq!(s.tools.cpu_concurrency, 0);
         assert!((1..=MAX_CPU_CONCURRENCY).contains(&s.tools.cpu_jobs()));
         assert!(s.server.allowed_hosts.is_empty());
@@ -902,6 +913,11 @@ mod tests {
                 "STATEFUL_MCP__SESSION__LEASE_SECS",
                 "0",
                 "session.lease_secs",
+            ),
+            (
+                "STATEFUL_MCP__SESSION__LOCAL_IDLE_SECS",
+                "0",
+                "session.local_idle_secs",
             ),
             (
                 "STATEFUL_MCP__SERVER__SSE_KEEP_ALIVE_SECS",

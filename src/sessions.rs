@@ -198,6 +198,27 @@ pub struct Touched {
     pub holder: Option<Holder>,
 }
 
+/// One session whose lease [`Sessions::renew_leases`] renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The session id.
+    pub id: String,
+    /// The session's owner when the holder served it without a touch since the last
+    /// renewal: the renewal then also slides its expiry and records the access in its
+    /// owner's index, as a touch would have.
+    pub used_by: Option<String>,
+}
+
+impl Renewal {
+    /// A renewal of session `id`'s lease alone.
+    pub fn unused(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            used_by: None,
+        }
+    }
+}
+
 /// Where a replica's lease on one session stands after [`Sessions::renew_leases`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
@@ -325,17 +346,24 @@ impl Sessions {
         }
     }
 
-    /// Renews `lease` on each of `ids` it still holds, in one round trip per batch,
-    /// without sliding their expiry; says where each stands (same order as `ids`).
+    /// Renews `lease` on each of `sessions` it still holds, in one round trip per batch;
+    /// says where each stands (same order as `sessions`). The expiry of a session is
+    /// slid only when it was used since its last renewal ([`Renewal::used_by`]).
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn renew_leases(
         &self,
         lease: &Lease,
-        ids: &[String],
+        sessions: &[Renewal],
     ) -> Result<Vec<LeaseState>, SessionError> {
-        self.set_leases(&lease.holder, lease.ttl_ms(), ids).await
+        match &self.backend {
+            Backend::Memory(m) => Ok(sessions.iter().map(|s| m.renew(s)).collect()),
+            Backend::Redis(r) => {
+                r.leases(&lease.holder.replica, lease.ttl_ms(), sessions)
+                    .await
+            }
+        }
     }
 
     /// Gives up `holder`'s lease on each of `ids` it holds, so the next request on any
@@ -348,19 +376,12 @@ impl Sessions {
         holder: &Holder,
         ids: &[String],
     ) -> Result<Vec<LeaseState>, SessionError> {
-        self.set_leases(holder, 0, ids).await
-    }
-
-    /// Renews (`ttl_ms` > 0) or releases (0) `holder`'s leases on `ids`.
-    async fn set_leases(
-        &self,
-        holder: &Holder,
-        ttl_ms: u64,
-        ids: &[String],
-    ) -> Result<Vec<LeaseState>, SessionError> {
         match &self.backend {
             Backend::Memory(m) => Ok(ids.iter().map(|id| m.lease_state(id)).collect()),
-            Backend::Redis(r) => r.leases(&holder.replica, ttl_ms, ids).await,
+            Backend::Redis(r) => {
+                let sessions: Vec<_> = ids.iter().map(|id| Renewal::unused(id)).collect();
+                r.leases(&holder.replica, 0, &sessions).await
+            }
         }
     }
 

@@ -9,7 +9,9 @@
 //! 2. labels metrics and the request's log span from the envelope (known methods only);
 //! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
 //!    round trip: slides its expiry, finds out whether it still exists and which
-//!    replica holds it, taking it when nobody does: see `leases.rs`); an expired or
+//!    replica holds it, taking it when nobody does: see `leases.rs`), except for a POST
+//!    of the session's owner on the replica that runs its worker under a lease known to
+//!    be fresh, served without it (the keeper slides the expiry then); an expired or
 //!    deleted session, or one of another principal, gets 404 on every replica, an
 //!    unreachable store 503 with `Retry-After`. A session another replica holds is
 //!    forwarded there (`forward.rs`) and answered from there; when that replica cannot
@@ -204,7 +206,8 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         && envelope.legacy
     {
         let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
-        let route = match edge.route(&principal, &id, forwarded).await {
+        let post = parts.method == Method::POST;
+        let route = match edge.route(&principal, &id, forwarded, post).await {
             Ok(route) => route,
             Err(e) => return edge.refuse(e, label, started),
         };
@@ -227,7 +230,7 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
                     tracing::warn!(error = %e, holder = %holder.replica, "forward failed");
                     edge.metrics.forward("unreachable");
                     // Take the session over if its holder's lease has run out.
-                    match edge.route(&principal, &id, true).await {
+                    match edge.route(&principal, &id, true, false).await {
                         Ok(Route::Here) => edge.metrics.forward("taken_over"),
                         Ok(Route::There(_)) | Err(EdgeError::Moved) => {
                             return edge.refuse(EdgeError::HolderUnreachable, label, started);
@@ -316,6 +319,12 @@ impl Edge {
     /// touch returned, so the restore costs no second round trip and never reads a
     /// session the edge did not confirm for its caller.
     ///
+    /// A `post` that is not `forwarded` skips the touch when this replica runs the
+    /// session's worker for `principal` under a lease it knows is fresh
+    /// ([`ReplicatedSessionManager::serve_without_touch`]): the keeper's next renewal
+    /// slides the expiry instead. GET and DELETE always touch (a GET stream may outlive
+    /// the lease; a DELETE must find the stored session).
+    ///
     /// A `forwarded` request was sent here as to the holder: it never goes on, and
     /// finding the session held by yet another replica is [`EdgeError::Moved`].
     async fn route(
@@ -323,11 +332,16 @@ impl Edge {
         principal: &Principal,
         id: &str,
         forwarded: bool,
+        post: bool,
     ) -> Result<Route, EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
+        if post && !forwarded && self.manager.serve_without_touch(id, principal).await {
+            return Ok(Route::Here);
+        }
         let take = !self.draining.is_cancelled();
+        let sent = tokio::time::Instant::now();
         match self
             .sessions
             .touch(principal.as_str(), id, Some(&self.lease), take)
@@ -341,8 +355,9 @@ impl Edge {
                     }
                     Ok(Route::There(holder))
                 }
-                _ => {
-                    if !self.manager.has_local(id).await {
+                holder => {
+                    let holds_lease = holder.is_some();
+                    if !self.manager.touched(id, principal, sent, holds_lease).await {
                         self.restores.offer(id, touched.transport);
                     }
                     Ok(Route::Here)
@@ -351,7 +366,7 @@ impl Edge {
             // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
             // not a transport session).
             Ok(_) => {
-                self.manager.close_local(id).await;
+                self.manager.close_not_found(id, principal).await;
                 Err(EdgeError::SessionNotFound)
             }
             Err(e) => Err(self.unavailable(e)),
@@ -381,6 +396,9 @@ impl Edge {
 
     fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
         tracing::warn!(error = %e, "session store unavailable");
+        // Until the lease keeper has heard from the store again, every request of a
+        // session asks the store.
+        self.manager.store_failed();
         self.metrics.store_error("transport");
         EdgeError::Unavailable
     }

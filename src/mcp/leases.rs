@@ -10,9 +10,11 @@
 //! ([`crate::sessions::Sessions::touch`]).
 //!
 //! [`LeaseKeeper`] is the holder's side, run on the replica's background tasks:
-//! - [`LeaseKeeper::sweep`], every third of the lease: renews the leases of the
-//!   sessions this replica serves, in one round trip per batch, and closes the local
-//!   worker of every session that was deleted, expired, or taken over by another
+//! - [`LeaseKeeper::sweep`], every third of the lease: closes the workers idle for
+//!   `session.local_idle_secs`, renews the leases of the sessions this replica still
+//!   serves in one round trip per batch (the same round trip slides the expiry of the
+//!   sessions the edge served without a touch since the last sweep), and closes the
+//!   local worker of every session that was deleted, expired, or taken over by another
 //!   replica (its own lease ran out) — within seconds, not at the 30-minute keep-alive;
 //! - evictions on the bus (topic [`EVICT_TOPIC`]): a DELETE served anywhere closes the
 //!   session's worker wherever one runs, at once;
@@ -66,23 +68,52 @@ impl LeaseKeeper {
         }
     }
 
-    /// One round: renews the lease of every session served here and closes the workers
-    /// of those this replica no longer serves. Returns how many it closed.
+    /// One round: closes the workers idle for `session.local_idle_secs` (their leases
+    /// are renewed no more, so any replica takes their sessions once the leases run
+    /// out), then renews the lease of every session still served here, sliding the
+    /// expiry of those served without a touch since the last round, and closes the
+    /// workers of those this replica no longer serves; then hands the memory of the
+    /// closed workers back to the system once enough were closed. Returns how many it
+    /// closed.
     ///
     /// # Errors
-    /// [`SessionError::Unavailable`] when Redis cannot be asked (the workers stay).
+    /// [`SessionError::Unavailable`] when Redis cannot be asked (the workers of live
+    /// sessions stay, idle ones are closed all the same).
     pub(crate) async fn sweep(&self) -> Result<usize, SessionError> {
-        let ids = self.manager.local_ids().await;
-        let states = self.sessions.renew_leases(&self.lease, &ids).await?;
+        let idle = self.manager.close_idle().await;
+        let renewed = self.renew().await;
+        self.manager.release_memory().await;
+        Ok(idle + renewed?)
+    }
+
+    /// Renews the lease of every session served here; returns how many workers it
+    /// closed for sessions this replica no longer serves.
+    async fn renew(&self) -> Result<usize, SessionError> {
+        let renewals = self.manager.renewals().await;
+        let sent = tokio::time::Instant::now();
+        let states = match self.sessions.renew_leases(&self.lease, &renewals).await {
+            Ok(states) => states,
+            Err(e) => {
+                self.manager.store_failed();
+                self.manager.not_renewed(&renewals).await;
+                return Err(e);
+            }
+        };
+        let held = renewals
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state == LeaseState::Held)
+            .map(|(renewal, _)| renewal);
+        self.manager.renewed(held, sent).await;
         let mut closed = 0;
-        for (id, state) in ids.iter().zip(states) {
+        for (renewal, state) in renewals.iter().zip(states) {
             if state != LeaseState::Held {
                 tracing::info!(
-                    session_id = %crate::ids::fingerprint(id),
+                    session_id = %crate::ids::fingerprint(&renewal.id),
                     ?state,
                     "closing the local copy of a session this replica no longer serves"
                 );
-                self.manager.close_local(id).await;
+                self.manager.close_local(&renewal.id).await;
                 closed += 1;
             }
         }
@@ -215,5 +246,11 @@ mod tests {
         assert_eq!(keeper.sweep().await.unwrap(), 1);
         assert_eq!(manager.local_ids().await, [ids[1].clone()]);
         assert_eq!(state.metrics.local_sessions.get(), 1);
+
+        // A new session's worker answers its `initialize` before the session is
+        // stored: the sweep leaves it alone meanwhile.
+        let (fresh, _transport) = manager.create_session().await.unwrap();
+        assert_eq!(keeper.sweep().await.unwrap(), 0);
+        assert!(manager.local_ids().await.contains(&fresh.to_string()));
     }
 }

@@ -17,7 +17,16 @@
 //! - each session runs in its own `LocalSessionManager` whose event store is bound to
 //!   that session ([`RedisEventStore::for_session`]): rmcp names only the stream when it
 //!   stores an event and resumes whatever stream a `Last-Event-ID` names, so a store
-//!   shared by all sessions could not tell whose stream a client asks for.
+//!   shared by all sessions could not tell whose stream a client asks for;
+//! - beside each worker it keeps what the replica knows of the session ([`LocalSession`]:
+//!   its owner, how long the lease and the stored session are known to last, its open
+//!   streams and last activity), so the edge serves the holder's requests without a
+//!   touch ([`ReplicatedSessionManager::serve_without_touch`]), the keeper slides the
+//!   expiry of the sessions served that way ([`ReplicatedSessionManager::renewals`]),
+//!   and a worker idle for `session.local_idle_secs` is closed
+//!   ([`ReplicatedSessionManager::close_idle`]): the session stays in the store, and its
+//!   next request restores a worker. Nothing is kept per session beyond its worker's
+//!   life, and the memory of closed workers is handed back to the system (`memory.rs`).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -42,7 +51,12 @@ use rmcp::{
 };
 
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
+use self::{
+    local::{Clock, LocalSession, StoreHealth, millis},
+    memory::Trimmer,
+};
 use super::{
     edge::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, RedisEventStoreError},
@@ -52,7 +66,9 @@ use crate::{
     metrics::Metrics,
     sessions::{Lease, NewSession, SessionError, Sessions},
 };
-use tokio_util::sync::CancellationToken;
+
+mod local;
+mod memory;
 
 /// How long a request waits for a session's replayed handshake another request runs.
 const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -81,12 +97,18 @@ impl From<WorkerError> for ReplicatedSessionError {
     }
 }
 
+/// One session served here: its worker's local manager (see the module docs for why one
+/// per session) and what the replica knows of it.
+struct Local {
+    manager: Arc<LocalSessionManager>,
+    session: Arc<LocalSession>,
+}
+
 /// A `SessionManager` over one rmcp `LocalSessionManager` per session and the shared
 /// [`Sessions`].
 pub(crate) struct ReplicatedSessionManager {
-    /// The sessions this replica serves, each in a local manager of its own (see the
-    /// module docs for why).
-    locals: tokio::sync::RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
+    /// The sessions this replica serves.
+    locals: tokio::sync::RwLock<HashMap<SessionId, Local>>,
     /// Sessions whose worker exists but has not finished its (replayed) handshake:
     /// requests for them wait in [`SessionManager::has_session`] until it has, as rmcp
     /// would make them wait for a restore it knew was running.
@@ -99,14 +121,21 @@ pub(crate) struct ReplicatedSessionManager {
     /// The lease this replica takes on the sessions it creates.
     lease: Lease,
     /// Fired when the replica starts draining: it then creates sessions without
-    /// holding them, so the next request on any other replica takes them.
+    /// holding them, so the next request on any other replica takes them, and serves
+    /// none without a touch.
     draining: CancellationToken,
+    /// The clock of the [`LocalSession`] times.
+    clock: Clock,
+    /// Whether the store has failed this replica since the keeper's last renewal.
+    store: StoreHealth,
+    /// When to hand the memory of closed workers back to the system.
+    trimmer: Trimmer,
 }
 
 impl ReplicatedSessionManager {
     /// Serves sessions with `config` (keep-alive, retry), their streams stored in
-    /// `events` when given, over the shared `sessions`; new sessions are held under
-    /// `lease` until `draining` fires.
+    /// `events` when given, over the shared `sessions` (whose settings give the idle
+    /// time of a worker); new sessions are held under `lease` until `draining` fires.
     pub(crate) fn new(
         config: SessionConfig,
         events: Option<Arc<RedisEventStore>>,
@@ -124,6 +153,9 @@ impl ReplicatedSessionManager {
             metrics,
             lease,
             draining,
+            clock: Clock::new(),
+            store: StoreHealth::default(),
+            trimmer: Trimmer::default(),
         }
     }
 
@@ -133,37 +165,103 @@ impl ReplicatedSessionManager {
         locals.keys().map(|id| id.to_string()).collect()
     }
 
-    /// Whether this replica holds a worker for session `id`.
-    pub(crate) async fn has_local(&self, id: &str) -> bool {
-        self.locals.read().await.contains_key(&SessionId::from(id))
-    }
-
     /// Closes this replica's copy of session `id`, if it has one.
     pub(crate) async fn close_local(&self, id: &str) {
         let _ = self.close_session(&SessionId::from(id)).await;
     }
 
-    /// The local manager of session `id`, cloned out so no lock is held while the
-    /// session's worker answers.
+    /// Hands the memory of the workers closed lately back to the system, once enough
+    /// were (see `memory.rs`).
+    pub(crate) async fn release_memory(&self) {
+        let left = self.locals.read().await.len();
+        if self.trimmer.due(left) {
+            memory::release_freed_memory().await;
+        }
+    }
+
+    /// The local manager and record of session `id`, cloned out so no lock is held
+    /// while the session's worker answers.
     async fn local(
         &self,
         id: &SessionId,
-    ) -> Result<Arc<LocalSessionManager>, ReplicatedSessionError> {
+    ) -> Result<(Arc<LocalSessionManager>, Arc<LocalSession>), ReplicatedSessionError> {
         self.locals
             .read()
             .await
             .get(id)
-            .cloned()
+            .map(|local| (local.manager.clone(), local.session.clone()))
             .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
     }
 
-    /// The worker handle of session `id`, for the calls that return a stream: a stream
-    /// from a local manager's method borrows that manager, one built on the handle's
-    /// receiver owns all it needs.
-    async fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle, ReplicatedSessionError> {
-        let local = self.local(id).await?;
+    /// The worker handle and record of session `id`, for the calls that return a
+    /// stream: a stream from a local manager's method borrows that manager, one built
+    /// on the handle's receiver owns all it needs.
+    async fn handle(
+        &self,
+        id: &SessionId,
+    ) -> Result<(LocalSessionHandle, Arc<LocalSession>), ReplicatedSessionError> {
+        let (local, session) = self.local(id).await?;
         let handle = local.sessions.read().await.get(id).cloned();
-        handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+        handle
+            .map(|handle| (handle, session))
+            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    }
+
+    /// Starts a worker for session `id`, `stored` already or not yet (a new session).
+    async fn start_worker(
+        &self,
+        id: SessionId,
+        stored: bool,
+    ) -> Result<RestoreOutcome<WorkerTransport<LocalSessionWorker>>, ReplicatedSessionError> {
+        let mut locals = self.locals.write().await;
+        if locals.contains_key(&id) {
+            // A concurrent request already restored this session.
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let mut local = LocalSessionManager::default();
+        local.session_config = self.config.clone();
+        if let Some(events) = &self.events {
+            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
+        }
+        // `restore_session` is the local manager's way to start a worker under an id
+        // chosen by the caller.
+        let outcome = local.restore_session(id.clone()).await?;
+        self.starting_lock()
+            .insert(id.clone(), tokio::sync::watch::channel(false).0);
+        let local = Local {
+            manager: Arc::new(local),
+            session: Arc::new(LocalSession::new(self.clock.now(), stored)),
+        };
+        locals.insert(id, local);
+        self.metrics.local_sessions.set(gauge(locals.len()));
+        Ok(outcome)
+    }
+
+    /// `e`, from session `id`'s worker; a worker that has quit (rmcp's own keep-alive,
+    /// or a fatal error) is dropped, so the session's next request restores a new one.
+    async fn worker_failed(&self, id: &SessionId, e: WorkerError) -> ReplicatedSessionError {
+        if matches!(e, WorkerError::SessionServiceTerminated) {
+            let _ = self.close_session(id).await;
+        }
+        e.into()
+    }
+
+    /// `stream`, counted as open in `session` (if any) until it is dropped.
+    fn tracked<S: Stream<Item = ServerSseMessage> + Send + Sync + 'static>(
+        &self,
+        session: Option<Arc<LocalSession>>,
+        stream: S,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
+        let open = session.map(|session| {
+            session.stream_opened(self.clock.now());
+            OpenStream {
+                session,
+                clock: self.clock,
+            }
+        });
+        stream.inspect(move |_| {
+            let _open = &open;
+        })
     }
 
     fn starting_lock(
@@ -200,15 +298,26 @@ impl ReplicatedSessionManager {
     }
 }
 
+/// Counts a response stream as open in its session until dropped.
+struct OpenStream {
+    session: Arc<LocalSession>,
+    clock: Clock,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.session.stream_closed(self.clock.now());
+    }
+}
+
 impl SessionManager for ReplicatedSessionManager {
     type Error = ReplicatedSessionError;
     type Transport = WorkerTransport<LocalSessionWorker>;
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         let id: SessionId = crate::ids::mint().into();
-        // `restore_session` is the local manager's way to create a session under an id
-        // chosen by the caller.
-        match self.restore_session(id.clone()).await? {
+        // Not stored until its `initialize` is answered.
+        match self.start_worker(id.clone(), false).await? {
             RestoreOutcome::Restored(transport) => Ok((id, transport)),
             _ => Err(ReplicatedSessionError::Create),
         }
@@ -237,7 +346,8 @@ impl SessionManager for ReplicatedSessionManager {
         };
         let slot = from_request::<RefusalSlot>(&message);
         let principal = from_request::<Principal>(&message);
-        let local = self.local(id).await?;
+        let (local, session) = self.local(id).await?;
+        session.active(self.clock.now());
         let response = local.initialize_session(id, message).await?;
         if params.is_some() {
             // A new session: its client sends nothing else before this answer.
@@ -246,19 +356,19 @@ impl SessionManager for ReplicatedSessionManager {
         let (Some(params), ServerJsonRpcMessage::Response(_)) = (params, &response) else {
             return Ok(response);
         };
+        // The edge authenticates every request before rmcp sees it.
+        let principal = principal.unwrap_or_else(Principal::anonymous);
+        let lease = (!self.draining.is_cancelled()).then(|| self.lease.clone());
+        let sent = self.clock.now();
         let persisted = self
             .sessions
             .create(NewSession {
                 id: Some(id.to_string()),
-                // The edge authenticates every request before rmcp sees it.
-                principal: principal
-                    .unwrap_or_else(Principal::anonymous)
-                    .as_str()
-                    .to_owned(),
+                principal: principal.as_str().to_owned(),
                 client_info: serde_json::to_value(&params.client_info).ok(),
                 transport: serde_json::to_value(&params).ok(),
                 retry: None,
-                lease: (!self.draining.is_cancelled()).then(|| self.lease.clone()),
+                lease: lease.clone(),
             })
             .await;
         if let Err(e) = persisted {
@@ -266,6 +376,12 @@ impl SessionManager for ReplicatedSessionManager {
             let _ = self.close_session(id).await;
             return Err(self.refuse(slot, e));
         }
+        session.confirmed(
+            principal.as_str(),
+            lease.map(|l| sent.saturating_add(millis(l.ttl))),
+            sent.saturating_add(millis(self.sessions.limits().timeout())),
+            self.clock.now(),
+        );
         self.metrics.sessions_created.inc();
         Ok(response)
     }
@@ -298,8 +414,11 @@ impl SessionManager for ReplicatedSessionManager {
             self.metrics.local_sessions.set(gauge(locals.len()));
             local
         };
+        if local.is_some() {
+            self.trimmer.closed(1);
+        }
         match local {
-            Some(local) => Ok(local.close_session(id).await?),
+            Some(local) => Ok(local.manager.close_session(id).await?),
             None => Ok(()),
         }
     }
@@ -309,12 +428,29 @@ impl SessionManager for ReplicatedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id).await?;
-        let receiver = handle.establish_request_wise_channel().await?;
-        handle
-            .push_message(message, receiver.http_request_id)
-            .await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        let slot = from_request::<RefusalSlot>(&message);
+        let (handle, session) = self.handle(id).await?;
+        let receiver = match handle.establish_request_wise_channel().await {
+            Ok(receiver) => receiver,
+            // The stream's priming event could not be stored: the store is down (rmcp
+            // itself would answer a bare 500).
+            Err(WorkerError::EventStore(e)) => {
+                tracing::warn!(error = %e, "could not store a stream's first event");
+                self.store_failed();
+                if let Some(slot) = slot {
+                    self.metrics.store_error("transport");
+                    slot.set(EdgeError::Unavailable);
+                }
+                return Err(WorkerError::EventStore(e).into());
+            }
+            Err(e) => return Err(self.worker_failed(id, e).await),
+        };
+        // Open from here: the worker may run the request for as long as it likes.
+        let stream = self.tracked(Some(session), ReceiverStream::new(receiver.inner));
+        if let Err(e) = handle.push_message(message, receiver.http_request_id).await {
+            return Err(self.worker_failed(id, e).await);
+        }
+        Ok(stream)
     }
 
     async fn accept_message(
@@ -330,7 +466,15 @@ impl SessionManager for ReplicatedSessionManager {
                 if matches!(n.notification, ClientNotification::InitializedNotification(_))
                     && n.notification.extensions().get::<SessionRestoreMarker>().is_some()
         );
-        self.local(id).await?.accept_message(id, message).await?;
+        let (local, session) = self.local(id).await?;
+        session.active(self.clock.now());
+        match local.accept_message(id, message).await {
+            Ok(()) => {}
+            Err(LocalSessionManagerError::SessionError(e)) => {
+                return Err(self.worker_failed(id, e).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
         if replayed_initialized {
             self.started(id);
         }
@@ -341,8 +485,11 @@ impl SessionManager for ReplicatedSessionManager {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let receiver = self.handle(id).await?.establish_common_channel().await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        let (handle, session) = self.handle(id).await?;
+        match handle.establish_common_channel().await {
+            Ok(receiver) => Ok(self.tracked(Some(session), ReceiverStream::new(receiver.inner))),
+            Err(e) => Err(self.worker_failed(id, e).await),
+        }
     }
 
     async fn resume(
@@ -352,36 +499,30 @@ impl SessionManager for ReplicatedSessionManager {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         if let Some(events) = &self.events {
             // The session is part of every stream's key: another session's event id is
-            // an unknown one, and rmcp answers it with an empty stream.
-            return Ok(events.replay(id, &last_event_id).await?.left_stream());
+            // an unknown one, and rmcp answers it with an empty stream. A replay needs no
+            // worker here, but one that runs is not idle while the stream is open.
+            let session = self.local(id).await.ok().map(|(_, session)| session);
+            let replay = events.replay(id, &last_event_id).await?;
+            return Ok(self.tracked(session, replay).left_stream());
         }
         let last_event_id: LocalEventId = last_event_id
             .parse()
             .map_err(LocalSessionManagerError::from)?;
-        let receiver = self.handle(id).await?.resume(last_event_id).await?;
-        Ok(ReceiverStream::new(receiver.inner).right_stream())
+        let (handle, session) = self.handle(id).await?;
+        match handle.resume(last_event_id).await {
+            Ok(receiver) => Ok(self
+                .tracked(Some(session), ReceiverStream::new(receiver.inner))
+                .right_stream()),
+            Err(e) => Err(self.worker_failed(id, e).await),
+        }
     }
 
     async fn restore_session(
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        let mut locals = self.locals.write().await;
-        if locals.contains_key(&id) {
-            // A concurrent request already restored this session.
-            return Ok(RestoreOutcome::AlreadyPresent);
-        }
-        let mut local = LocalSessionManager::default();
-        local.session_config = self.config.clone();
-        if let Some(events) = &self.events {
-            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
-        }
-        let outcome = local.restore_session(id.clone()).await?;
-        self.starting_lock()
-            .insert(id.clone(), tokio::sync::watch::channel(false).0);
-        locals.insert(id, Arc::new(local));
-        self.metrics.local_sessions.set(gauge(locals.len()));
-        Ok(outcome)
+        // The edge restores only a session it found in the store.
+        self.start_worker(id, true).await
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {

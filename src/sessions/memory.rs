@@ -259,6 +259,18 @@ impl MemorySessions {
         }
     }
 
+    /// One replica holds every session: a live one is held (its expiry slid when it was
+    /// used since its last renewal), any other gone.
+    pub(super) fn renew(&self, renewal: &super::Renewal) -> super::LeaseState {
+        match &renewal.used_by {
+            Some(owner) => match self.with_live(owner, &renewal.id, |_| Ok(())) {
+                Ok(()) => super::LeaseState::Held,
+                Err(_) => super::LeaseState::Gone,
+            },
+            None => self.lease_state(&renewal.id),
+        }
+    }
+
     pub(super) fn touch(&self, principal: &str, id: &str) -> Option<Value> {
         self.with_live(principal, id, |e| {
             Ok(e.transport.clone().unwrap_or(Value::Null))

@@ -22,8 +22,8 @@ use redis::{Script, Value};
 use serde_json::Value as Json;
 
 use super::{
-    CounterOp, HistoryOp, Holder, Lease, LeaseState, NewSession, Retry, Session, SessionError,
-    SessionStats, SessionSummary, Touched, record::SCHEMA_VERSION,
+    CounterOp, HistoryOp, Holder, Lease, LeaseState, NewSession, Renewal, Retry, Session,
+    SessionError, SessionStats, SessionSummary, Touched, record::SCHEMA_VERSION,
 };
 use crate::{config::SessionSettings, keys::Keys, redis_pool::RedisPool};
 
@@ -323,29 +323,38 @@ impl RedisSessions {
         }
     }
 
-    /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `ids`, one
-    /// pipeline per batch.
+    /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `sessions`,
+    /// one pipeline per batch; a renewal of a used session also slides its expiry.
     pub(super) async fn leases(
         &self,
         replica: &str,
         ttl_ms: u64,
-        ids: &[String],
+        sessions: &[Renewal],
     ) -> Result<Vec<LeaseState>, SessionError> {
-        let mut states = Vec::with_capacity(ids.len());
-        if ids.is_empty() {
+        let mut states = Vec::with_capacity(sessions.len());
+        if sessions.is_empty() {
             return Ok(states);
         }
         let mut conn = self.shared.pool.get().await?;
+        let keys = &self.shared.keys;
         let script = &self.shared.scripts.lease;
-        for batch in ids.chunks(PRUNE_BATCH as usize) {
+        for batch in sessions.chunks(PRUNE_BATCH as usize) {
             let mut pipe = redis::pipe();
             // A pipelined script is not loaded on demand: load it first (idempotent).
             pipe.load_script(script).ignore();
             let invocations: Vec<_> = batch
                 .iter()
-                .map(|id| {
-                    let mut invocation = script.key(self.shared.keys.session(id));
+                .map(|session| {
+                    let mut invocation = script.key(keys.session(&session.id));
                     invocation.arg(replica).arg(ttl_ms);
+                    if let Some(owner) = session.used_by.as_deref().filter(|_| ttl_ms > 0) {
+                        invocation
+                            .key(keys.principal_sessions(owner))
+                            .arg(owner)
+                            .arg(self.shared.timeout_ms)
+                            .arg(self.index_ttl_ms())
+                            .arg(&session.id);
+                    }
                     invocation
                 })
                 .collect();
@@ -358,6 +367,9 @@ impl RedisSessions {
                 "gone" => LeaseState::Gone,
                 _ => LeaseState::Lost,
             }));
+        }
+        if sessions.iter().any(|s| s.used_by.is_some()) && ttl_ms > 0 {
+            self.note_access();
         }
         Ok(states)
     }

@@ -228,6 +228,67 @@ async fn another_principal_gets_the_answer_an_unknown_id_gets_on_every_replica()
 }
 
 #[tokio::test]
+async fn the_holder_serves_only_the_owner_without_a_touch() {
+    let dir = KeyDir::new("auth-holder");
+    let env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("auth-holder");
+    let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+    let session = legacy_session_with(&alice, &a.url()).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {"operation": "increment"}}});
+    // The first touch on a server also loads its script.
+    let response = legacy_post(&bob, &a.url(), &session, &ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let ((), seen) = redis
+        .client_commands(async {
+            let response = legacy_post(&alice, &a.url(), &session, &ping)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            for body in [&ping, &call] {
+                let response = legacy_post(&bob, &a.url(), &session, body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::NOT_FOUND);
+            }
+        })
+        .await;
+    // Alice's ping went without a touch, so the session's worker was there to serve
+    // one; bob's requests were each touched for him, and refused.
+    let touches = |principal: &str| {
+        let touch = format!("{{p:{principal}}}:sessions\" \"{principal}\"");
+        seen.iter().filter(|l| l.contains(&touch)).count()
+    };
+    assert_eq!(touches("alice"), 0, "{seen:#?}");
+    assert_eq!(touches("bob"), 2, "{seen:#?}");
+
+    let (status, msg) = read_reply(
+        legacy_post(&alice, &a.url(), &session, &call)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert_eq!(
+        msg["result"]["structuredContent"]["value"], 1,
+        "bob changed nothing: {msg}"
+    );
+}
+
+#[tokio::test]
 async fn session_caps_are_per_principal() {
     let dir = KeyDir::new("auth-cap");
     let mut env = api_key_env(&api_keys_file(

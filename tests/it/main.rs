@@ -11,6 +11,7 @@ mod drain;
 mod edge;
 mod event_store;
 mod faults;
+mod holder;
 mod idempotency;
 mod legacy;
 mod lifecycle;

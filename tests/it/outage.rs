@@ -122,3 +122,42 @@ async fn a_replica_that_must_restore_a_session_answers_503_while_redis_is_down()
     let body = ready.text().await.unwrap();
     assert_eq!(body, "redis unreachable", "no raw error: {body}");
 }
+
+#[tokio::test]
+async fn the_holder_serves_without_redis_no_longer_than_its_lease_lasts() {
+    let redis = RedisServer::start().await;
+    // Without the event store a ping on the holder needs no Redis at all, so only the
+    // lease's known end makes the holder ask the store again.
+    let settings = [
+        ("STATEFUL_MCP__SESSION__LEASE_SECS", "1"),
+        ("STATEFUL_MCP__EVENTS__ENABLED", "false"),
+    ];
+    let a = Replica::start(redis.url(), &unique_prefix("outage-holder"), &settings).await;
+    let http = reqwest::Client::new();
+    let session = legacy_session(&a.url()).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let status = async || {
+        legacy_post(&http, &a.url(), &session, &ping)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status().await, StatusCode::OK);
+
+    redis.pause();
+    wait_until("the holder refuses with 503", async || {
+        status().await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_eq!(
+        status().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "and goes on refusing"
+    );
+    redis.resume();
+    wait_until("the session is served again", async || {
+        status().await == StatusCode::OK
+    })
+    .await;
+}

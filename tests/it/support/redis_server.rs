@@ -6,12 +6,15 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
 
 use stateful_mcp::{
     config::{RedisSettings, Settings},
     redis_pool::RedisPool,
 };
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::wait::wait_until;
 
@@ -327,6 +330,26 @@ impl RedisServer {
         }
         keys.sort();
         keys
+    }
+
+    /// What `f` returns, and the commands clients sent this server while it ran, as
+    /// `MONITOR` lines (not the commands scripts ran). Meant for a private server: on a
+    /// shared one other tests' commands show too.
+    pub async fn client_commands<T>(&self, f: impl Future<Output = T>) -> (T, Vec<String>) {
+        let mut stream = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+        stream.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
+        let value = f.await;
+        let mut seen = Vec::new();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+        {
+            if !line.contains("[0 lua]") {
+                seen.push(line);
+            }
+        }
+        (value, seen)
     }
 
     /// The remaining time to live of `key` in milliseconds (`PTTL`: -1 without one, -2

@@ -264,7 +264,17 @@ impl Process {
 
     /// The MCP endpoint.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        self.endpoint("/mcp")
+    }
+
+    /// The URL of `path` (`/metrics`, ...) on this process.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The operating system's id of the process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills it with `SIGKILL`: no drain, no hand-over, its connections reset.
