@@ -309,14 +309,16 @@ async fn stop_signal() -> &'static str {
 const MEMORY_SESSIONS: usize = 100_000;
 
 /// `session-memory`: one replica on a fresh private Redis; opens `--sessions` (default
-/// [`MEMORY_SESSIONS`]) 2026-07-28 sessions with `--workers` concurrent clients and
-/// reports what Redis holds per idle session (`used_memory` and keys, before and after).
+/// [`MEMORY_SESSIONS`]) sessions of `--era` (2026-07-28 unless `--era 2025`) with
+/// `--workers` concurrent clients and reports what Redis holds per idle session
+/// (`used_memory` and keys, before and after).
 async fn session_memory(options: &Options) {
     let sessions = if options.sessions > 1 {
         options.sessions
     } else {
         MEMORY_SESSIONS
     };
+    let era = options.era.unwrap_or(Era::V2026);
     let dir = TempDir::new("redis");
     let redis = Redis::start(dir.path()).await;
     let mut fleet = Fleet::new();
@@ -352,10 +354,10 @@ async fn session_memory(options: &Options) {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..options.workers {
-        let (endpoint, next) = (endpoint.clone(), next.clone());
+        let (endpoint, next, era) = (endpoint.clone(), next.clone(), era);
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < sessions {
-                load::open_session(&endpoint, Era::V2026)
+                load::open_session(&endpoint, era)
                     .await
                     .expect("a session opens");
             }
@@ -368,9 +370,10 @@ async fn session_memory(options: &Options) {
     let (used_after, keys_after) = used(&mut conn).await;
     let per_session = (used_after - used_before) / sessions as f64;
     println!(
-        "session-memory: {sessions} idle 2026-07-28 sessions opened in {:.1} s; Redis \
+        "session-memory: {sessions} idle {} sessions opened in {:.1} s; Redis \
          used_memory {:.1} MiB -> {:.1} MiB: {per_session:.0} bytes per session; keys {keys_before} \
          -> {keys_after} ({:.2} per session)",
+        era.label(),
         took.as_secs_f64(),
         used_before / 1048576.0,
         used_after / 1048576.0,

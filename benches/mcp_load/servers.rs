@@ -54,7 +54,13 @@ impl Redis {
         );
         command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
         command.args(["--save", "", "--appendonly", "no", "--dir"]);
-        command.arg(dir).args(["--maxmemory-policy", "noeviction"]);
+        // As deployed (docker-compose.yml, k8s/redis.yaml).
+        command.arg(dir).args([
+            "--maxmemory-policy",
+            "noeviction",
+            "--hash-max-listpack-value",
+            "1024",
+        ]);
         let mut child = Child::spawn("redis", command, dir, libc::SIGKILL);
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str()).expect("a Redis URL");
