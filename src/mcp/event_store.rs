@@ -15,7 +15,12 @@
 //!   can break out of its key's `{hash tag}`.
 //! - **Storing** is one script per event: `XADD` with an approximate `MAXLEN`, then
 //!   `PEXPIRE`, so the event is committed (and bounded in time and size) before its id
-//!   goes to the client.
+//!   goes to the client. The one exception costs no round trip: the priming event a
+//!   request stream starts with carries no message, so its id is minted here as
+//!   `<stream_id>/0-1`, below every id Redis gives, and nothing is written. Resuming
+//!   after it replays the whole stream; while the request runs here (its stream is
+//!   [open](Shared::open)) and nothing is stored yet, it follows the stream for what comes;
+//!   anywhere else, an empty stream is an unknown event as before.
 //! - **Retention** follows open streams, not calls: every event keeps its stream for
 //!   [`EventStoreSettings::ttl`], but the final response of a request stream shortens
 //!   that to [`EventStoreSettings::completed_ttl`] in the same script, so a finished
@@ -71,6 +76,11 @@ const MAX_ID_LEN: usize = 200;
 const COMMON_SUFFIX: &str = ":common";
 /// Entries read per `XRANGE` page while replaying and per key per `XREAD`.
 const PAGE: usize = 128;
+/// The entry id of a request stream's priming event, which is never stored: below
+/// every id `XADD *` gives.
+const PRIMED: EntryId = EntryId { ms: 0, seq: 1 };
+/// Most request streams a replica tracks as open; beyond it priming events are stored.
+const MAX_OPEN_STREAMS: usize = 100_000;
 /// Events a follower may have queued before the reader gives up on it.
 const FOLLOWER_BUFFER: usize = 256;
 /// Entries kept in a replica's wake stream: one unread entry is all a wake needs.
@@ -205,6 +215,7 @@ impl RedisEventStore {
             followers: Mutex::new(Followers::default()),
             next_follower: AtomicU64::new(0),
             reader_connected: AtomicBool::new(false),
+            open: Mutex::default(),
         });
         tracker.spawn(Arc::clone(&shared).run_reader(shutdown));
         Arc::new(Self {
@@ -262,18 +273,41 @@ impl RedisEventStore {
         } else {
             settings.ttl
         };
+        let key = self.shared.keys.event_stream(session_id, stream_id);
+        if request_stream {
+            let mut open = lock(&self.shared.open);
+            let first = open.len() < MAX_OPEN_STREAMS && open.insert(key.clone());
+            if first && kind == KIND_BARE {
+                return Ok(format!("{stream_id}{SEPARATOR}{PRIMED}"));
+            }
+        }
+        let stored = self.store_entry(&key, kind, message, retry, ttl).await;
+        if request_stream && kind == KIND_FINAL {
+            lock(&self.shared.open).remove(&key);
+        }
+        Ok(format!("{stream_id}{SEPARATOR}{}", stored?))
+    }
+
+    /// Appends one entry to stream `key`; returns its Redis entry id.
+    async fn store_entry(
+        &self,
+        key: &str,
+        kind: &str,
+        message: String,
+        retry: String,
+        ttl: Duration,
+    ) -> Result<String, RedisEventStoreError> {
         let mut conn = self.shared.pool.get().await?;
-        let entry: String = self
+        Ok(self
             .store_script
-            .key(self.shared.keys.event_stream(session_id, stream_id))
-            .arg(settings.max_len.max(1))
+            .key(key)
+            .arg(self.shared.settings.max_len.max(1))
             .arg(kind)
             .arg(message)
             .arg(retry)
             .arg(duration_ms(ttl))
             .invoke_async(&mut conn)
-            .await?;
-        Ok(format!("{stream_id}{SEPARATOR}{entry}"))
+            .await?)
     }
 
     /// The events of session `session_id`'s stream after `last_event_id`, then (unless
@@ -324,6 +358,10 @@ impl RedisEventStore {
                     return Ok(Box::pin(futures::stream::empty()));
                 }
             }
+            // The priming id was minted, never stored: every entry comes after it, and
+            // while the request runs here its events may all be still to come.
+            None if after == PRIMED
+                && (!page.ids.is_empty() || lock(&self.shared.open).contains(&key)) => {}
             None if !page.ids.is_empty() => {
                 tracing::warn!(
                     stream_id,
@@ -563,6 +601,12 @@ fn parse_event_id(event_id: &str) -> Result<(&str, EntryId), RedisEventStoreErro
     Ok((stream_id, entry))
 }
 
+/// Locks `mutex`; only set and map operations run under these locks, so a poisoned one
+/// is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A JSON-RPC response or error: the last event of a request's stream.
 fn is_final(message: &ServerJsonRpcMessage) -> bool {
     matches!(
@@ -626,6 +670,10 @@ struct Shared {
     followers: Mutex<Followers>,
     next_follower: AtomicU64,
     reader_connected: AtomicBool,
+    /// Keys of the request streams started here whose final event is not stored yet:
+    /// their priming id was minted without a write, and a resume after it waits for
+    /// their events.
+    open: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]

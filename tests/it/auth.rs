@@ -230,10 +230,12 @@ async fn another_principal_gets_the_answer_an_unknown_id_gets_on_every_replica()
 #[tokio::test]
 async fn the_holder_serves_only_the_owner_without_a_touch() {
     let dir = KeyDir::new("auth-holder");
-    let env = api_key_env(&api_keys_file(
+    let mut env = api_key_env(&api_keys_file(
         &dir,
         &[("alice", "key-a"), ("bob", "key-b")],
     ));
+    // The holder serves without a touch only without the event store.
+    env.push(("STATEFUL_MCP__EVENTS__ENABLED", "false".into()));
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("auth-holder");
     let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;

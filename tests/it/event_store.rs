@@ -171,6 +171,54 @@ async fn replay_returns_later_events_with_their_ids_and_ends_after_the_response(
 }
 
 #[tokio::test]
+async fn a_request_streams_priming_event_is_never_written_and_resuming_after_it_waits_here() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-primed");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
+    let stream = stream_id();
+    let primed = a.prime(&stream).await;
+    assert_eq!(primed, format!("{stream}/0-1"));
+    assert!(
+        server.keys(&format!("{prefix}:*")).await.is_empty(),
+        "the priming event wrote nothing"
+    );
+
+    // On the replica running the request, a resume after it waits for what comes.
+    let mut resumed = a.replay(&primed).await;
+    // Anywhere else nothing of the stream exists yet: an unknown event.
+    assert!(matches!(
+        b.store.replay(SESSION, &primed).await.err(),
+        Some(RedisEventStoreError::UnknownEvent(_))
+    ));
+    let progress = a.store(&stream, &notification(1)).await;
+    // A later priming event of the same stream (a stream the server closes, for the
+    // client to resume) is stored like any other event.
+    let again = a.prime(&stream).await;
+    assert_ne!(again, primed);
+    let done = a.store(&stream, &response(2)).await;
+    let mut seen = Vec::new();
+    while let Some(event) = next(&mut resumed).await {
+        seen.push(event.event_id);
+    }
+    assert_eq!(
+        seen,
+        [
+            Some(progress.clone()),
+            Some(again.clone()),
+            Some(done.clone())
+        ]
+    );
+
+    // Once stored, the stream replays after the priming id on any replica.
+    let replayed = drain(b.replay(&primed).await).await;
+    let ids: Vec<_> = replayed.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids, [Some(progress), Some(again), Some(done)]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn another_replica_follows_the_stream_until_the_final_response() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-follow");
@@ -249,9 +297,12 @@ async fn many_followers_share_one_reader_connection() {
     let clients = |list: &str| list.lines().filter(|l| !l.trim().is_empty()).count();
 
     let streams: Vec<String> = (0..10).map(|_| stream_id()).collect();
+    // Each stream has its priming event (minted by A, never stored) and a stored
+    // notification, after which B resumes.
     let mut primed = Vec::new();
     for stream in &streams {
-        primed.push(a.prime(stream).await);
+        a.prime(stream).await;
+        primed.push(a.store(stream, &notification(0)).await);
     }
     let mut followers = vec![b.replay(&primed[0]).await];
     wait_until("B's reader is connected", async || {
@@ -459,8 +510,9 @@ async fn the_reader_recovers_after_a_redis_crash() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
     let stream = stream_id();
-    let primed = a.prime(&stream).await;
-    let mut resumed = b.replay(&primed).await;
+    a.prime(&stream).await;
+    let progress = a.store(&stream, &notification(0)).await;
+    let mut resumed = b.replay(&progress).await;
     wait_until("B's reader is connected", async || {
         b.store.is_reader_connected()
     })

@@ -62,9 +62,11 @@ async fn a_session_served_without_touches_lives_while_used_and_expires_once_idle
     let prefix = unique_prefix("holder-slide");
     // A lease of 2 s: the keeper renews every 2/3 s, and a request goes without a touch
     // while at least 2/3 s of the lease is known to be left.
+    // Without the event store: with it every request touches.
     let settings = [
         ("STATEFUL_MCP__SESSION__TIMEOUT_SECS", "3"),
         ("STATEFUL_MCP__SESSION__LEASE_SECS", "2"),
+        ("STATEFUL_MCP__EVENTS__ENABLED", "false"),
     ];
     let a = Replica::start(redis.url(), &prefix, &settings).await;
     let http = reqwest::Client::new();

@@ -115,16 +115,16 @@ async fn legacy_round_trips(events: &str, forwarded: bool) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_legacy_tool_call_on_the_holder_costs_one_round_trip_plus_one_per_stored_event() {
+async fn a_legacy_tool_call_on_the_holder_costs_one_round_trip_or_three_with_the_event_store() {
     // Without the event store: the tool's script alone. The holder knows its lease is
     // fresh and the caller owns the session, so the edge does not touch it; the lease
     // keeper's next renewal slides its expiry, batched with every other session's.
     let seen = legacy_round_trips("false", false).await;
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert!(seen[0].contains("EVALSHA"), "{seen:#?}");
-    // With it: the stream's priming event and the response are stored too. Storing the
-    // priming event first is also how a request the holder serves without a touch finds
-    // Redis gone before rmcp answers 200: its stream then fails with a 503.
+    // With it the edge touches the session again (the Redis step before rmcp answers
+    // 200, and outside the session's worker), and the response is stored; the stream's
+    // priming event never is.
     let seen = legacy_round_trips("true", false).await;
     assert_eq!(seen.len(), 3, "{seen:#?}");
 }
@@ -137,5 +137,5 @@ async fn a_forwarded_legacy_call_costs_two_more_round_trips() {
     assert_eq!(seen.len(), 3, "{seen:#?}");
     assert!(seen.iter().all(|l| l.contains("EVALSHA")), "{seen:#?}");
     let seen = legacy_round_trips("true", true).await;
-    assert_eq!(seen.len(), 5, "{seen:#?}");
+    assert_eq!(seen.len(), 4, "{seen:#?}");
 }

@@ -224,8 +224,14 @@ impl ReplicatedSessionManager {
     /// session are known to last a third of the lease beyond now (see
     /// [`LocalSession`]). The use is recorded for the keeper, whose next renewal slides
     /// the expiry.
+    ///
+    /// Never with the event store: there the touch is the Redis step a request takes
+    /// before rmcp answers 200 (a stream's priming event is not written, see
+    /// [`super::super::event_store`]), so a Redis that went away is a 503 rather than a
+    /// stream whose response cannot be stored; and the touch runs in the request,
+    /// outside the session's worker, which awaits each stored event in turn.
     pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {
-        if self.draining.is_cancelled() || !self.store.trusted() {
+        if self.events.is_some() || self.draining.is_cancelled() || !self.store.trusted() {
             return false;
         }
         let locals = self.locals.read().await;
