@@ -5,9 +5,16 @@ use std::{path::PathBuf, process::ExitCode};
 
 use stateful_mcp::{config::Settings, startup::Application, telemetry};
 
-#[cfg(feature = "mimalloc")]
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings: a background thread returns freed pages to the system after a
+/// second, so the memory of closed session workers leaves the replica's footprint even
+/// while its threads are idle.
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 const USAGE: &str = "usage: stateful-mcp [--config FILE]\n\
     Settings: config/default.toml documents every key; STATEFUL_MCP__SECTION__KEY \
