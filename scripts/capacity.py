@@ -27,18 +27,19 @@ import json
 import random
 import sys
 
-# Per-call costs measured by `cargo bench --bench mcp_load` (see BENCHMARKS.md, "After":
-# the final request path): replica CPU µs, Redis CPU µs, round trips, commands Redis
-# runs (scripts included), bytes to and from Redis.
+# Per-call costs measured by `cargo bench --bench mcp_load` (BENCHMARKS.md, "Before and
+# after the per-call work", the `after` build): replica CPU µs, Redis CPU µs, round
+# trips, commands Redis runs (scripts included), bytes to and from Redis.
 DEFAULTS = {
-    "redis-2026": dict(replica_us=48.0, redis_us=15.0, round_trips=1, commands=5, bytes_in=299, bytes_out=23),
-    "redis-2025": dict(replica_us=95.0, redis_us=36.0, round_trips=2, commands=9, bytes_in=780, bytes_out=190),
-    "redis-2025-noevents": dict(replica_us=70.0, redis_us=15.0, round_trips=1, commands=5, bytes_in=310, bytes_out=25),
+    "redis-2026": dict(replica_us=52.3, redis_us=16.2, round_trips=1, commands=5, bytes_in=290, bytes_out=24),
+    "redis-2025": dict(replica_us=120.6, redis_us=57.2, round_trips=3, commands=13, bytes_in=1062, bytes_out=205),
+    "redis-2025-noevents": dict(replica_us=85.9, redis_us=18.0, round_trips=1, commands=5, bytes_in=290, bytes_out=23),
 }
 
 
-def load_json(path):
-    """Mean costs per `redis-*` scenario from the benchmark's JSON lines."""
+def load_json(path, build):
+    """Mean costs per `redis-*` scenario of replica build `build` from the benchmark's
+    JSON lines."""
     sums = {}
     with open(path) as f:
         for line in f:
@@ -46,6 +47,8 @@ def load_json(path):
             name = row.get("scenario", "")
             redis = row.get("redis")
             if row.get("kind") != "row" or not name.startswith("redis-") or not redis:
+                continue
+            if row.get("build") != build:
                 continue
             acc = sums.setdefault(name, dict(n=0, replica_us=0.0, redis_us=0.0, commands=0.0,
                                              round_trips=0.0, bytes_in=0.0, bytes_out=0.0))
@@ -130,6 +133,8 @@ def simulate(c, replicas, replica_cores, redis_cores, clients_per_replica, calls
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="JSON lines of `mcp_load --json`")
+    parser.add_argument("--build", default="current",
+                        help="the replica build whose rows --json gives (default: current)")
     parser.add_argument("--replica-cores", type=int, default=2)
     parser.add_argument("--redis-cores", type=int, default=1,
                         help="Redis command threads (1 for one node; shards for Cluster)")
@@ -138,7 +143,7 @@ def main():
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    costs = load_json(args.json) if args.json else DEFAULTS
+    costs = load_json(args.json, args.build) if args.json else DEFAULTS
     if not costs:
         sys.exit("capacity: no redis-* rows in the JSON lines")
     print(f"# Paper: {args.replica_cores} cores per replica, {args.redis_cores} Redis core(s)\n")
