@@ -29,7 +29,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs benches/cache.rs benches/load.rs \
+    && touch src/lib.rs benches/cache.rs benches/load.rs benches/mcp_load.rs \
     && cargo build --release --locked \
     && rm -rf src
 
