@@ -26,6 +26,8 @@ use crate::{
 
 /// How long leased tokens may be spent.
 const LEASE_LIFETIME: Duration = Duration::from_secs(1);
+/// How long after a failed renewal the bucket counts as unreachable without asking.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
 /// Most principals whose leases (or in-process buckets) a replica keeps.
 const MAX_PRINCIPALS: u64 = 100_000;
 
@@ -92,6 +94,13 @@ impl Leased {
     fn spend(&self) -> bool {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).spend()
     }
+
+    fn failed_recently(&self) -> bool {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        lease
+            .failed_until
+            .is_some_and(|until| until > Instant::now())
+    }
 }
 
 /// Tokens this replica may spend without asking.
@@ -99,6 +108,11 @@ impl Leased {
 struct Lease {
     tokens: u32,
     until: Instant,
+    /// Until when the shared bucket counts as unreachable after a failed renewal: the
+    /// requests that waited for that renewal apply `rate_limit.on_redis_error` at once
+    /// instead of each trying Redis again in turn (a frozen Redis would otherwise hold
+    /// the n-th of them n command timeouts long).
+    failed_until: Option<Instant>,
 }
 
 /// An in-process token bucket (memory backend).
@@ -149,24 +163,35 @@ impl RateLimiter {
             return Ok(());
         }
         let _renewing = leased.renewal.lock().await;
-        // Another request may have renewed the lease while this one waited.
+        // Another request may have renewed the lease while this one waited, or found
+        // the bucket unreachable.
         if leased.spend() {
             return Ok(());
+        }
+        let unavailable = || match inner.fail {
+            FailMode::Open => Ok(()),
+            FailMode::Closed => Err(RateLimitError::Unavailable),
+        };
+        if leased.failed_recently() {
+            return unavailable();
         }
         match inner.take(principal).await {
             Ok((granted, _)) if granted > 0 => {
                 let mut lease = leased.lease.lock().unwrap_or_else(|e| e.into_inner());
                 lease.tokens = granted - 1;
                 lease.until = Instant::now() + LEASE_LIFETIME;
+                lease.failed_until = None;
                 Ok(())
             }
             Ok((_, wait)) => Err(RateLimitError::Limited(wait)),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable");
-                match inner.fail {
-                    FailMode::Open => Ok(()),
-                    FailMode::Closed => Err(RateLimitError::Unavailable),
-                }
+                leased
+                    .lease
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .failed_until = Some(Instant::now() + FAILURE_HOLD);
+                unavailable()
             }
         }
     }
@@ -177,6 +202,7 @@ impl Default for Lease {
         Self {
             tokens: 0,
             until: Instant::now(),
+            failed_until: None,
         }
     }
 }

@@ -94,3 +94,33 @@ async fn concurrent_requests_share_one_lease_renewal_and_spend_the_whole_burst()
         statuses.iter().map(|r| r.status()).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn requests_waiting_for_a_lease_renewal_fail_together_when_redis_is_frozen() {
+    // A renewal that times out marks the bucket unreachable for a moment: the requests
+    // that waited for it fail (closed) at once, rather than each waiting a command
+    // timeout of its own in turn.
+    let dir = KeyDir::new("rate-frozen");
+    let mut env = api_key_env(&api_keys_file(&dir, &[("alice", "key-a")]));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC", "100".into()));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__ON_REDIS_ERROR", "closed".into()));
+    env.push(("STATEFUL_MCP__REDIS__COMMAND_TIMEOUT_MS", "500".into()));
+    let redis = RedisServer::start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("rate-frozen"), &as_refs(&env)).await;
+    let alice = bearer_client("key-a");
+    let url = replica.url();
+    redis.pause();
+    let started = std::time::Instant::now();
+    let answers = futures::future::join_all((0..8).map(|_| list(&alice, &url))).await;
+    let took = started.elapsed();
+    redis.resume();
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE),
+        "{:?}",
+        answers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    // One command timeout (plus a checkout), not eight in a row.
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+}
