@@ -4,7 +4,8 @@
 //! of the sessions served here ([`ReplicatedSessionManager::serve_without_touch`],
 //! [`ReplicatedSessionManager::renewals`], [`ReplicatedSessionManager::close_idle`]).
 //!
-//! The edge's fast path ([`LocalSession::serve`]) needs three facts, each learnt from a
+//! The edge's fast path ([`LocalSession::serve`]; only with the event store off, see
+//! [`ReplicatedSessionManager::serve_without_touch`]) needs three facts, each learnt from a
 //! round trip this replica made anyway: who owns the session (its create, or a touch
 //! here), until when this replica's lease on it lasts, and until when the stored session
 //! lives without another access. The lease and the expiry are the instant *before* the
