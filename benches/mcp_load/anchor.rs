@@ -15,63 +15,16 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::{common::schema_for_output, router::tool::ToolRouter, wrapper::Parameters},
     model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig},
-    schemars::{self, JsonSchema},
     service::RequestContext,
     tool, tool_handler, tool_router,
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     },
 };
-use serde::{Deserialize, Serialize};
-
-/// `counter` operations, as the replicas name them.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[schemars(inline)]
-#[allow(missing_docs)]
-pub enum CounterOperation {
-    Get,
-    Increment,
-    Decrement,
-    Reset,
-}
-
-/// `counter` arguments, as the replicas take them.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct CounterArgs {
-    /// What to do with the counter.
-    pub operation: CounterOperation,
-    /// Amount for increment and decrement (default 1).
-    #[serde(default = "one")]
-    pub step: i64,
-    /// Handle from `session_create`; without it, the 2025-era session's own counter.
-    #[serde(default)]
-    pub session_id: Option<String>,
-}
-
-fn one() -> i64 {
-    1
-}
-
-/// `counter` result.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct CounterOutput {
-    /// The session the counter belongs to.
-    pub session_id: String,
-    /// The operation applied.
-    pub operation: CounterOperation,
-    /// The counter's value after it.
-    pub value: i64,
-}
-
-/// `session_create` result.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct CreateOutput {
-    /// The new handle.
-    pub session_id: String,
-    /// Seconds of inactivity after which the replicas would expire it (never, here).
-    pub expires_after_secs: u64,
-}
+use serde::Serialize;
+// The replicas' own argument and result types: the anchor's tools have their shape by
+// construction.
+use stateful_mcp::mcp::server::{CounterArgs, CounterOperation, CounterOutput, CreateOutput};
 
 /// One handler instance: rmcp makes one per 2025-era session and one per stateless
 /// (2026-07-28) request, so the handles' counters are shared and the session's own is
@@ -108,10 +61,7 @@ impl Anchor {
         output_schema = schema_for_output::<CreateOutput>()
     )]
     async fn session_create(&self) -> Result<CallToolResult, McpError> {
-        let mut bytes = [0u8; 20];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| McpError::internal_error(format!("random: {e}"), None))?;
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = stateful_mcp::ids::mint();
         self.handles.lock().unwrap().insert(id.clone(), 0);
         let out = CreateOutput {
             session_id: id,

@@ -433,10 +433,12 @@ impl SessionManager for ReplicatedSessionManager {
         let receiver = match handle.establish_request_wise_channel().await {
             Ok(receiver) => receiver,
             // The stream's priming event could not be stored: the store is down (rmcp
-            // itself would answer a bare 500).
+            // itself would answer a bare 500). A request stream's priming event is
+            // written only past the event store's cap of open streams (below it its id
+            // is minted without a write), and with the event store on the holder never
+            // serves without a touch, so nothing here is for the fast path to learn.
             Err(WorkerError::EventStore(e)) => {
                 tracing::warn!(error = %e, "could not store a stream's first event");
-                self.store_failed();
                 if let Some(slot) = slot {
                     self.metrics.store_error("transport");
                     slot.set(EdgeError::Unavailable);
