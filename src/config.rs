@@ -196,6 +196,10 @@ pub struct EventSettings {
     /// Seconds a request stream is kept once its final response is stored: the window
     /// in which a client that lost the response can resume (at most `ttl_secs`).
     pub completed_ttl_secs: u64,
+    /// Seconds a request stream is kept once its final response is stored while its
+    /// client still reads it (at most `completed_ttl_secs`): a delivered response needs
+    /// no resumption but by a client whose connection broke right after it.
+    pub delivered_ttl_secs: u64,
     /// Events kept per stream (approximately: Redis trims whole nodes).
     pub max_len: usize,
     /// Seconds a resumed stream waits for its next event before it ends (the client can
@@ -550,6 +554,13 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "events.completed_ttl_secs",
                 reason: "must not exceed events.ttl_secs".into(),
+            });
+        }
+        positive("events.delivered_ttl_secs", self.events.delivered_ttl_secs)?;
+        if self.events.delivered_ttl_secs > self.events.completed_ttl_secs {
+            return Err(ConfigError::Invalid {
+                key: "events.delivered_ttl_secs",
+                reason: "must not exceed events.completed_ttl_secs".into(),
             });
         }
         positive("events.max_len", self.events.max_len as u64)?;
@@ -939,6 +950,11 @@ mod tests {
                 "STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS",
                 "901",
                 "events.completed_ttl_secs",
+            ),
+            (
+                "STATEFUL_MCP__EVENTS__DELIVERED_TTL_SECS",
+                "61",
+                "events.delivered_ttl_secs",
             ),
             (
                 "STATEFUL_MCP__TOOLS__CPU_CONCURRENCY",

@@ -105,6 +105,7 @@ where
             EventStoreSettings {
                 ttl: Duration::from_secs(settings.events.ttl_secs),
                 completed_ttl: Duration::from_secs(settings.events.completed_ttl_secs),
+                delivered_ttl: Duration::from_secs(settings.events.delivered_ttl_secs),
                 max_len: settings.events.max_len,
                 follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
                 ..EventStoreSettings::default()
@@ -120,7 +121,7 @@ where
     };
     let manager = Arc::new(ReplicatedSessionManager::new(
         session_config,
-        events,
+        events.clone(),
         state.sessions.clone(),
         state.metrics.clone(),
         lease.clone(),
@@ -177,6 +178,7 @@ where
         draining: state.shutdown.clone(),
         bus: state.bus.clone(),
         requests: state.requests.clone(),
+        events,
     };
     Router::new()
         .fallback_service(service)

@@ -55,6 +55,7 @@ use tokio_util::{
 
 use super::{
     envelope::Envelope,
+    event_store::{RedisEventStore, track_delivery},
     forward::{FORWARDED_HEADER, Forwarder},
     inflight::hold_until_sent,
     leases::EVICT_TOPIC,
@@ -129,6 +130,8 @@ pub(crate) struct Edge {
     pub(crate) requests: TaskTracker,
     /// The replica's `subscriptions/listen` streams (their places are taken here).
     pub(crate) notifier: Notifier,
+    /// The event store of 2025-era streams, told whether each response got through.
+    pub(crate) events: Option<Arc<RedisEventStore>>,
 }
 
 /// The 2026-07-28 method that opens a notification stream.
@@ -423,6 +426,10 @@ impl Edge {
         if let Some(label) = label {
             self.metrics.observe_request(label, started);
         }
+        let response = match &self.events {
+            Some(events) if in_flight.is_some() => track_delivery(response, events),
+            _ => response,
+        };
         match in_flight {
             Some(token) => hold_until_sent(response, token),
             None => response,

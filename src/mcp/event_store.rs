@@ -22,10 +22,19 @@
 //!   [open](Shared::open)) and nothing is stored yet, it follows the stream for what comes;
 //!   anywhere else, an empty stream is an unknown event as before.
 //! - **Retention** follows open streams, not calls: every event keeps its stream for
-//!   [`EventStoreSettings::ttl`], but the final response of a request stream shortens
-//!   that to [`EventStoreSettings::completed_ttl`] in the same script, so a finished
-//!   call leaves its events only for the short window in which a client that lost the
-//!   response resumes. The standalone stream has no final event and keeps the long TTL.
+//!   [`EventStoreSettings::ttl`]; the final response of a request stream shortens that
+//!   in the same script. A response that reaches its client needs no resumption, so a
+//!   request stream started here keeps its events only
+//!   [`EventStoreSettings::delivered_ttl`] (seconds) after its final response, unless its
+//!   client got an event of it and then lost the connection before the end: such a
+//!   stream keeps them [`EventStoreSettings::completed_ttl`], the window in which that
+//!   client resumes. The edge learns which it was from the response body
+//!   ([`track_delivery`]): one that ends after the final response was stored was
+//!   delivered; one dropped earlier was abandoned, and if its final response is stored
+//!   already, its expiry is extended then (a command only on that rare path). A stream
+//!   this replica does not track keeps the long window. What a finished call leaves in
+//!   Redis is thus bounded by the call rate times a few seconds, not a minute. The
+//!   standalone stream has no final event and keeps the long TTL.
 //! - **Replaying** returns the stored events after the given id and then keeps following
 //!   the stream until its final JSON-RPC response or error arrives, whichever replica
 //!   writes it. The standalone stream (`<session>:common`) has no final event: it is
@@ -40,12 +49,18 @@
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
+
+use axum::{body::Body, response::Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 
 use futures::StreamExt;
 use redis::{
@@ -81,6 +96,8 @@ const PAGE: usize = 128;
 const PRIMED: EntryId = EntryId { ms: 0, seq: 1 };
 /// Most request streams a replica tracks as open; beyond it priming events are stored.
 const MAX_OPEN_STREAMS: usize = 100_000;
+/// Open streams below which finished entries are not swept (see [`OpenStreams::start`]).
+const MIN_SWEEP: usize = 1024;
 /// Events a follower may have queued before the reader gives up on it.
 const FOLLOWER_BUFFER: usize = 256;
 /// Entries kept in a replica's wake stream: one unread entry is all a wake needs.
@@ -111,11 +128,16 @@ pub struct EventStoreSettings {
     /// How long a stream is kept after its last event (refreshed by every event): the
     /// window in which a client can resume it.
     pub ttl: Duration,
-    /// How long a request stream is kept once its final response is stored: the window
-    /// in which a client that lost the response can still resume. Redis retains finished
-    /// streams for this long, so their memory scales with the call rate times this
-    /// window; at most [`Self::ttl`].
+    /// How long a request stream is kept once its final response is stored when its
+    /// client lost the connection before the end (or this replica cannot tell): the
+    /// window in which that client resumes. At most [`Self::ttl`].
     pub completed_ttl: Duration,
+    /// How long a request stream started here is kept once its final response is stored
+    /// while its client is still reading it: only a client whose connection breaks
+    /// after the response left this replica resumes it, within the SSE retry delay.
+    /// Redis holds finished streams for this long, so their memory is the call rate
+    /// times this window. At most [`Self::completed_ttl`].
+    pub delivered_ttl: Duration,
     /// Approximate largest number of events kept per stream (Redis trims whole nodes, so
     /// a stream may hold somewhat more); older events can no longer be replayed.
     pub max_len: usize,
@@ -137,6 +159,7 @@ impl Default for EventStoreSettings {
         Self {
             ttl: Duration::from_secs(15 * 60),
             completed_ttl: Duration::from_secs(60),
+            delivered_ttl: Duration::from_secs(3),
             max_len: 1000,
             block: Duration::from_secs(5),
             follow_idle_timeout: Duration::from_secs(120),
@@ -206,6 +229,7 @@ impl RedisEventStore {
         tracker: &TaskTracker,
     ) -> Arc<Self> {
         let replica_id = replica_id.into();
+        let settings_delivered_ttl = settings.delivered_ttl;
         let shared = Arc::new(Shared {
             wake_key: keys.replica_wake(&replica_id),
             pool,
@@ -215,7 +239,7 @@ impl RedisEventStore {
             followers: Mutex::new(Followers::default()),
             next_follower: AtomicU64::new(0),
             reader_connected: AtomicBool::new(false),
-            open: Mutex::default(),
+            open: Mutex::new(OpenStreams::new(settings_delivered_ttl)),
         });
         tracker.spawn(Arc::clone(&shared).run_reader(shutdown));
         Arc::new(Self {
@@ -266,26 +290,66 @@ impl RedisEventStore {
             .map(|retry| retry.as_millis().to_string())
             .unwrap_or_default();
         let settings = &self.shared.settings;
-        // Nothing follows a request's final response: only a client that lost it will
-        // read the stream again, so it need not outlive the short window.
-        let ttl = if kind == KIND_FINAL && request_stream {
-            settings.completed_ttl.min(settings.ttl)
-        } else {
-            settings.ttl
-        };
         let key = self.shared.keys.event_stream(session_id, stream_id);
+        let finishing = request_stream && kind == KIND_FINAL;
+        let mut delivered = false;
         if request_stream {
             let mut open = lock(&self.shared.open);
-            let first = open.len() < MAX_OPEN_STREAMS && open.insert(key.clone());
-            if first && kind == KIND_BARE {
+            if kind == KIND_BARE && open.start(stream_id, &key) {
                 return Ok(format!("{stream_id}{SEPARATOR}{PRIMED}"));
             }
+            if finishing {
+                delivered = open.being_delivered(stream_id, &key);
+            }
         }
+        // Nothing follows a request's final response: only a client that lost it will
+        // read the stream again, so it need not outlive the short window.
+        let ttl = match (finishing, delivered) {
+            (false, _) => settings.ttl,
+            (true, false) => settings.completed_ttl.min(settings.ttl),
+            (true, true) => settings
+                .delivered_ttl
+                .min(settings.completed_ttl)
+                .min(settings.ttl),
+        };
         let stored = self.store_entry(&key, kind, message, retry, ttl).await;
-        if request_stream && kind == KIND_FINAL {
-            lock(&self.shared.open).remove(&key);
+        if finishing && lock(&self.shared.open).finished(stream_id, stored.is_ok(), delivered) {
+            // Its client left while the response was being stored.
+            self.extend(key);
         }
         Ok(format!("{stream_id}{SEPARATOR}{}", stored?))
+    }
+
+    /// What became of the response stream `stream_id` started here: its body
+    /// `ended` after everything was sent, or was dropped first (its client left). A
+    /// stream whose client left keeps its events for the resumption window.
+    pub fn stream_closed(&self, stream_id: &str, ended: bool) {
+        let abandoned = lock(&self.shared.open).closed(stream_id, ended);
+        if let Some(key) = abandoned {
+            self.extend(key);
+        }
+    }
+
+    /// Keeps stream `key`, already finished, for the resumption window (in the
+    /// background: the request that needed it is gone).
+    fn extend(&self, key: String) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let ttl = shared.settings.completed_ttl.min(shared.settings.ttl);
+            let outcome = async {
+                let mut conn = shared.pool.get().await?;
+                redis::cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(duration_ms(ttl))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok::<_, RedisEventStoreError>(())
+            }
+            .await;
+            if let Err(error) = outcome {
+                tracing::warn!(error = %error, "an abandoned response stream could not be kept for resumption");
+            }
+        });
     }
 
     /// Appends one entry to stream `key`; returns its Redis entry id.
@@ -361,7 +425,7 @@ impl RedisEventStore {
             // The priming id was minted, never stored: every entry comes after it, and
             // while the request runs here its events may all be still to come.
             None if after == PRIMED
-                && (!page.ids.is_empty() || lock(&self.shared.open).contains(&key)) => {}
+                && (!page.ids.is_empty() || lock(&self.shared.open).is_open(stream_id, &key)) => {}
             None if !page.ids.is_empty() => {
                 tracing::warn!(
                     stream_id,
@@ -525,6 +589,97 @@ impl EventStore for SessionEvents {
     }
 }
 
+/// `response` with its SSE body reporting to `store`, when it ends or is dropped, what
+/// became of the request stream it carries (see the module docs on retention). Other
+/// responses pass unchanged.
+pub fn track_delivery(response: Response, store: &Arc<RedisEventStore>) -> Response {
+    let is_sse = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse {
+        return response;
+    }
+    let store = Arc::clone(store);
+    response.map(|inner| {
+        Body::new(Delivery {
+            inner,
+            store,
+            sniffed: false,
+            stream_id: None,
+        })
+    })
+}
+
+/// A request stream's SSE body that tells the store whether it got through.
+struct Delivery {
+    inner: Body,
+    store: Arc<RedisEventStore>,
+    /// Whether the first data frame was read for the stream id.
+    sniffed: bool,
+    /// The request stream, from its priming event's id, until it is reported on.
+    stream_id: Option<String>,
+}
+
+impl Delivery {
+    fn report(&mut self, ended: bool) {
+        if let Some(stream_id) = self.stream_id.take() {
+            self.store.stream_closed(&stream_id, ended);
+        }
+    }
+}
+
+/// The stream id in an SSE frame whose event id is a minted priming id.
+fn primed_stream_id(frame: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let suffix = format!("{SEPARATOR}{PRIMED}");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("id:"))
+        .map(|id| id.trim_start_matches(' '))
+        .find_map(|id| id.strip_suffix(suffix.as_str()))
+        .filter(|stream_id| is_keyable(stream_id))
+}
+
+impl http_body::Body for Delivery {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if !this.sniffed => {
+                if let Some(data) = frame.data_ref() {
+                    this.sniffed = true;
+                    this.stream_id = primed_stream_id(data).map(str::to_owned);
+                }
+            }
+            Poll::Ready(None) => this.report(true),
+            Poll::Ready(Some(Err(_))) => this.report(false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.report(false);
+    }
+}
+
 /// A Redis stream entry id, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct EntryId {
@@ -670,10 +825,107 @@ struct Shared {
     followers: Mutex<Followers>,
     next_follower: AtomicU64,
     reader_connected: AtomicBool,
-    /// Keys of the request streams started here whose final event is not stored yet:
-    /// their priming id was minted without a write, and a resume after it waits for
-    /// their events.
-    open: Mutex<std::collections::HashSet<String>>,
+    /// The request streams started here whose final event is not stored yet (their
+    /// priming id was minted without a write, and a resume after it waits for their
+    /// events), or whose delivery is not settled yet.
+    open: Mutex<OpenStreams>,
+}
+
+/// The request streams started on this replica, by stream id, until their final event is
+/// stored and their body has ended or been dropped.
+#[derive(Default)]
+struct OpenStreams {
+    streams: HashMap<String, OpenStream>,
+    /// Size at which [`Self::start`] next sweeps finished streams nobody reported on.
+    sweep_at: usize,
+    /// How long a finished stream waits for its body's report.
+    delivered_ttl: Duration,
+}
+
+struct OpenStream {
+    key: String,
+    /// Its body was dropped (or ended) before the final response: its client resumes.
+    abandoned: bool,
+    /// When the final response was stored with the delivered window.
+    finished_at: Option<Instant>,
+}
+
+impl OpenStreams {
+    fn new(delivered_ttl: Duration) -> Self {
+        Self {
+            streams: HashMap::new(),
+            sweep_at: MIN_SWEEP,
+            delivered_ttl,
+        }
+    }
+
+    /// Tracks a new request stream; false when it is not new or too many are tracked.
+    fn start(&mut self, stream_id: &str, key: &str) -> bool {
+        if self.streams.len() >= self.sweep_at {
+            // Finished streams whose body was never reported on (it did not pass the
+            // edge): their delivered window is over, nothing can extend them any more.
+            let window = self.delivered_ttl;
+            self.streams
+                .retain(|_, s| s.finished_at.is_none_or(|at| at.elapsed() < window));
+            self.sweep_at = (self.streams.len() * 2).max(MIN_SWEEP);
+        }
+        if self.streams.len() >= MAX_OPEN_STREAMS || self.streams.contains_key(stream_id) {
+            return false;
+        }
+        self.streams.insert(
+            stream_id.to_owned(),
+            OpenStream {
+                key: key.to_owned(),
+                abandoned: false,
+                finished_at: None,
+            },
+        );
+        true
+    }
+
+    /// Whether stream `stream_id` (at `key`) is open here and its final event not stored.
+    fn is_open(&self, stream_id: &str, key: &str) -> bool {
+        self.streams
+            .get(stream_id)
+            .is_some_and(|s| s.key == key && s.finished_at.is_none())
+    }
+
+    /// Whether the final response about to be stored in `stream_id` is still being read
+    /// by its client (it gets the short window).
+    fn being_delivered(&self, stream_id: &str, key: &str) -> bool {
+        self.streams
+            .get(stream_id)
+            .is_some_and(|s| s.key == key && !s.abandoned)
+    }
+
+    /// The final response of `stream_id` was stored (`stored`) or not, with the short
+    /// window when `short`; true when its client has left meanwhile, so the stream
+    /// must be kept for the resumption window after all.
+    fn finished(&mut self, stream_id: &str, stored: bool, short: bool) -> bool {
+        let Some(stream) = self.streams.get_mut(stream_id) else {
+            return false;
+        };
+        if stream.abandoned || !stored {
+            let extend = stored && short;
+            self.streams.remove(stream_id);
+            return extend;
+        }
+        stream.finished_at = Some(Instant::now());
+        false
+    }
+
+    /// The body of `stream_id` `ended` or was dropped; the key to keep for resumption
+    /// when its final response is stored with the short window but did not get through.
+    fn closed(&mut self, stream_id: &str, ended: bool) -> Option<String> {
+        let stream = self.streams.get_mut(stream_id)?;
+        if stream.finished_at.is_none() {
+            // The final response is still to come, and its client will resume for it.
+            stream.abandoned = true;
+            return None;
+        }
+        let stream = self.streams.remove(stream_id)?;
+        (!ended).then_some(stream.key)
+    }
 }
 
 #[derive(Default)]
@@ -978,6 +1230,27 @@ mod tests {
             assert!(parse_event_id(id).is_err(), "{id}");
         }
         assert!(parse_event_id(&format!("{}/1-0", "a".repeat(MAX_ID_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn the_stream_of_a_primed_frame_is_found() {
+        let stream = "6f1c2d3e-0000-4000-8000-000000000001";
+        assert_eq!(
+            primed_stream_id(format!("data:\nid:{stream}/0-1\nretry:1000\n\n").as_bytes()),
+            Some(stream)
+        );
+        assert_eq!(
+            primed_stream_id(format!("id: {stream}/0-1\r\ndata:\r\n\r\n").as_bytes()),
+            Some(stream)
+        );
+        for frame in [
+            format!("data:\nid:{stream}/1700000000000-0\n\n"),
+            "data: {\"id\": \"x/0-1\"}\n\n".to_owned(),
+            "id:a{b}/0-1\n\n".to_owned(),
+            ": keep-alive\n\n".to_owned(),
+        ] {
+            assert_eq!(primed_stream_id(frame.as_bytes()), None, "{frame}");
+        }
     }
 
     #[test]

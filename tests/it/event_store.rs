@@ -22,6 +22,7 @@ use crate::support::{
 
 const TTL: Duration = Duration::from_secs(60);
 const COMPLETED_TTL: Duration = Duration::from_secs(5);
+const DELIVERED_TTL: Duration = Duration::from_secs(2);
 /// The session whose streams the tests store, unless a test says otherwise.
 const SESSION: &str = "session-a";
 
@@ -42,6 +43,7 @@ impl EventStoreNode {
         let settings = EventStoreSettings {
             ttl: TTL,
             completed_ttl: COMPLETED_TTL,
+            delivered_ttl: DELIVERED_TTL,
             max_len: 1000,
             block: Duration::from_secs(2),
             follow_idle_timeout: Duration::from_secs(20),
@@ -463,6 +465,79 @@ async fn finished_request_streams_are_kept_only_for_the_short_window() {
     let events = drain(a.replay(primed).await).await;
     assert_eq!(events.len(), 2);
     assert_eq!(json_of(&events[1]), json_of(&response(0)));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_one_for_resumption() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-delivery");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let key = |stream: &str| a.base.keys.event_stream(SESSION, stream);
+    let delivered_ms = DELIVERED_TTL.as_millis() as i64;
+    let completed_ms = COMPLETED_TTL.as_millis() as i64;
+
+    // Read to its end: the short window.
+    let delivered = stream_id();
+    a.prime(&delivered).await;
+    a.store(&delivered, &response(1)).await;
+    a.store.stream_closed(&delivered, true);
+    let ttl = server.pttl(&key(&delivered)).await;
+    assert!(0 < ttl && ttl <= delivered_ms, "delivered: {ttl}");
+
+    // Its client left mid-call: what comes is kept for the resumption window.
+    let left_early = stream_id();
+    let primed = a.prime(&left_early).await;
+    a.store.stream_closed(&left_early, false);
+    a.store(&left_early, &notification(1)).await;
+    a.store(&left_early, &response(2)).await;
+    let ttl = server.pttl(&key(&left_early)).await;
+    assert!(
+        delivered_ms < ttl && ttl <= completed_ms,
+        "left early: {ttl}"
+    );
+    let events = drain(a.replay(&primed).await).await;
+    assert_eq!(json_of(&events[1]), json_of(&response(2)));
+
+    // The server ended the stream before the response (the client resumes for it).
+    let ended_early = stream_id();
+    a.prime(&ended_early).await;
+    a.store.stream_closed(&ended_early, true);
+    a.store(&ended_early, &response(3)).await;
+    let ttl = server.pttl(&key(&ended_early)).await;
+    assert!(
+        delivered_ms < ttl && ttl <= completed_ms,
+        "ended early: {ttl}"
+    );
+
+    // The response was stored, then the body was dropped before it got through: the
+    // stream is extended to the resumption window.
+    let lost = stream_id();
+    let primed = a.prime(&lost).await;
+    a.store(&lost, &response(4)).await;
+    assert!(server.pttl(&key(&lost)).await <= delivered_ms);
+    a.store.stream_closed(&lost, false);
+    wait_until("the lost response's stream is extended", || async {
+        server.pttl(&key(&lost)).await > delivered_ms
+    })
+    .await;
+    tokio::time::sleep(DELIVERED_TTL + Duration::from_millis(200)).await;
+    let events = drain(a.replay(&primed).await).await;
+    assert_eq!(json_of(&events[0]), json_of(&response(4)));
+
+    // A stream this replica did not start (its priming event was stored by another
+    // replica or not tracked) keeps the resumption window.
+    let untracked = stream_id();
+    a.store(&untracked, &notification(1)).await;
+    a.store(&untracked, &response(5)).await;
+    let ttl = server.pttl(&key(&untracked)).await;
+    assert!(
+        delivered_ms < ttl && ttl <= completed_ms,
+        "untracked: {ttl}"
+    );
+
+    // Reports on streams that do not exist change nothing.
+    a.store.stream_closed("no-such-stream", false);
     a.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! Response streams: a 2025-era stream interrupted on one replica resumes on another with
-//! `Last-Event-ID` and gets its final response, but only for its own session, and a
-//! finished one is kept only briefly; a 2026-07-28 stream that the client drops cancels
+//! `Last-Event-ID` and gets its final response, but only for its own session, also
+//! long after a delivered one would be gone, and a delivered one is kept for seconds; a 2026-07-28 stream that the client drops cancels
 //! its handler.
 
 use serde_json::json;
@@ -129,13 +129,16 @@ async fn another_sessions_event_id_replays_nothing() {
 }
 
 #[tokio::test]
-async fn finished_calls_leave_their_streams_for_the_short_window_only() {
+async fn delivered_calls_leave_their_streams_for_seconds_only() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("retention");
     let replica = Replica::start(
         redis.url(),
         &prefix,
-        &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "30")],
+        &[
+            ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "30"),
+            ("STATEFUL_MCP__EVENTS__DELIVERED_TTL_SECS", "2"),
+        ],
     )
     .await;
     let session = legacy_session(&replica.url()).await;
@@ -156,8 +159,54 @@ async fn finished_calls_leave_their_streams_for_the_short_window_only() {
     assert!(streams.len() >= 10, "{streams:?}");
     for key in streams {
         let ttl = redis.pttl(&key).await;
-        assert!(0 < ttl && ttl <= 30_000, "{key}: {ttl}");
+        assert!(0 < ttl && ttl <= 2_000, "{key}: {ttl}");
     }
+    // What the calls left is gone within the window, however many there were.
+    wait_until("the delivered streams expire", || async {
+        redis.keys(&format!("{prefix}:*events*")).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_left_is_kept_for_resumption_past_the_delivered_window() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("resume-late");
+    let env = [
+        ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "30"),
+        ("STATEFUL_MCP__EVENTS__DELIVERED_TTL_SECS", "1"),
+    ];
+    let a = Replica::start(redis.url(), &prefix, &env).await;
+    let b = Replica::start(redis.url(), &prefix, &env).await;
+    let session = legacy_session(&a.url()).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "prime_count", "arguments": {"limit": 5_000_000u64},
+        "_meta": {"progressToken": "p9"}}});
+    let response = legacy_post(&reqwest::Client::new(), &a.url(), &session, &call)
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader::new(response);
+    let primed = events
+        .next()
+        .await
+        .and_then(|e| e.id)
+        .expect("the priming event has an id");
+    drop(events);
+    // Long past the delivered window, the response (stored while or after the client
+    // was away) is still there to resume, on another replica.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let mut resumed = EventReader::new(resume(&b.url(), &session, &primed).await);
+    let result = loop {
+        let event = resumed
+            .next()
+            .await
+            .expect("the resumed stream carries the response");
+        if let Some(result) = event.data.as_ref().and_then(|d| d.get("result")) {
+            break result.clone();
+        }
+    };
+    assert_eq!(result["structuredContent"]["count"], 348_513, "{result}");
 }
 
 async fn cancelled_calls(replica: &Replica, tool: &str) -> u64 {
