@@ -22,8 +22,8 @@ use serde::Deserialize;
 use stateful_mcp::{
     config::{Backend, Settings},
     mcp::{
-        binding::{caller, transport_session},
         endpoint_with,
+        handler::binding::{caller, transport_session},
     },
     sessions::{CounterOp, NewSession, Sessions},
     state::AppState,

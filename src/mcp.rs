@@ -22,25 +22,16 @@
 //! - [`conformance`]: the official conformance suite's fixtures in front of that
 //!   handler, when `conformance.enabled` is on.
 
-pub mod binding;
 pub mod conformance;
 pub mod edge;
-mod envelope;
+pub mod error;
 pub mod event_store;
-mod forward;
-mod inflight;
-mod leases;
-pub mod notify;
-pub mod request_state;
-mod resources;
-pub mod schema;
-pub mod server;
-mod session_manager;
-mod session_store;
-pub mod tasks;
+pub mod extensions;
+pub mod handler;
+mod transport;
 
 #[doc(hidden)]
-pub use self::envelope::check_decoder;
+pub use self::edge::check_decoder;
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,15 +47,17 @@ use self::{
     conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
-    forward::Forwarder,
-    leases::LeaseKeeper,
-    server::StatefulServer,
-    session_manager::ReplicatedSessionManager,
-    session_store::{Restores, TransportStore},
+    handler::StatefulServer,
+    transport::{
+        forward::Forwarder,
+        leases::LeaseKeeper,
+        session_manager::ReplicatedSessionManager,
+        session_store::{Restores, TransportStore},
+    },
 };
 use crate::{sessions::Lease, state::AppState};
 
-pub use self::forward::FORWARDED_HEADER;
+pub use self::transport::forward::FORWARDED_HEADER;
 
 /// The `/mcp` service with this crate's tools and resources (and the
 /// [`conformance`] fixtures when `conformance.enabled` is on); mount it with

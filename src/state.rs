@@ -14,7 +14,7 @@ use crate::{
     cpu::CpuPool,
     keys::Keys,
     managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
-    mcp::{notify::Notifier, request_state::RequestStates},
+    mcp::handler::{notify::Notifier, request_state::RequestStates},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,

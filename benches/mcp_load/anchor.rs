@@ -24,7 +24,7 @@ use rmcp::{
 use serde::Serialize;
 // The replicas' own argument and result types: the anchor's tools have their shape by
 // construction.
-use stateful_mcp::mcp::server::{CounterArgs, CounterOperation, CounterOutput, CreateOutput};
+use stateful_mcp::mcp::handler::{CounterArgs, CounterOperation, CounterOutput, CreateOutput};
 
 /// One handler instance: rmcp makes one per 2025-era session and one per stateless
 /// (2026-07-28) request, so the handles' counters are shared and the session's own is

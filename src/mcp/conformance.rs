@@ -57,12 +57,13 @@ use rmcp::{
 
 use self::session_state::SessionState;
 pub(crate) use self::tasks::task_fixtures;
-use super::{
+use super::handler::{
+    StatefulServer,
     binding::{caller, transport_session},
     notify::Notifier,
     request_state::RequestStates,
     schema::standard_schemas,
-    server::{StatefulServer, until_cancelled},
+    until_cancelled,
 };
 use crate::{auth::Principal, metrics::Metrics, sessions::Sessions, state::AppState};
 

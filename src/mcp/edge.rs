@@ -36,7 +36,7 @@
 //! and, for the JSON-RPC ones, to a JSON-RPC error body.
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::Instant,
 };
 
@@ -53,15 +53,19 @@ use tokio_util::{
     task::{TaskTracker, task_tracker::TaskTrackerToken},
 };
 
+use self::envelope::Envelope;
 use super::{
-    envelope::Envelope,
+    error::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, track_delivery},
-    forward::{FORWARDED_HEADER, Forwarder},
-    inflight::hold_until_sent,
-    leases::EVICT_TOPIC,
-    notify::Notifier,
-    session_manager::ReplicatedSessionManager,
-    session_store::Restores,
+    extensions::{IdempotencyKey, TransportSession},
+    handler::notify::Notifier,
+    transport::{
+        forward::{FORWARDED_HEADER, Forwarder},
+        inflight::hold_until_sent,
+        leases::EVICT_TOPIC,
+        session_manager::ReplicatedSessionManager,
+        session_store::Restores,
+    },
 };
 use crate::{
     auth::{Authenticator, Principal},
@@ -71,42 +75,15 @@ use crate::{
     sessions::{Holder, Lease, Sessions},
 };
 
-mod error;
+mod envelope;
 
-pub use self::error::EdgeError;
+#[doc(hidden)]
+pub use self::envelope::check_decoder;
 
 /// The header of the 2025-era transport session.
 const SESSION_HEADER: &str = "mcp-session-id";
 /// The header of the protocol revision.
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// The `idempotencyKey` of a `tools/call` (SEP-3182). rmcp keeps no unknown params
-/// field, so the edge lifts it out of the body for the handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(pub String);
-
-/// A 2025-era transport session the edge found alive for this request. Only a request
-/// that carries it may act on its connection's session: an `Mcp-Session-Id` header on
-/// its own is never trusted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportSession(pub String);
-
-/// Where the session manager, deep inside rmcp, leaves the reason it refused this
-/// request. rmcp copies the request's `http::request::Parts` (extensions included)
-/// into the `initialize` message it hands the manager, and clones share the slot.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RefusalSlot(Arc<OnceLock<EdgeError>>);
-
-impl RefusalSlot {
-    /// Records `refusal` (the first one wins).
-    pub(crate) fn set(&self, refusal: EdgeError) {
-        let _ = self.0.set(refusal);
-    }
-
-    fn take(&self) -> Option<EdgeError> {
-        self.0.get().cloned()
-    }
-}
 
 /// What the edge middleware works with; cheap to clone.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::{Value, json};
-use stateful_mcp::mcp::schema::has_nonstandard_format;
+use stateful_mcp::mcp::handler::schema::has_nonstandard_format;
 
 use crate::support::{
     client::{

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Principal,
-    mcp::binding::ToolFailure,
+    mcp::handler::binding::ToolFailure,
     metrics::Metrics,
     sessions::{SessionError, Sessions},
 };

@@ -20,13 +20,13 @@ use rmcp::model::{
 };
 use serde_json::{Value as Json, json};
 
-use crate::mcp::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
+use crate::mcp::handler::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
 use crate::tasks::{Job, Outcome, TaskContext};
 
 /// Longest `slow_compute` sleep, so a call cannot hold a worker for long.
 const MAX_SECONDS: u64 = 600;
 
-/// The fixtures, for [`crate::mcp::server::StatefulServer::with_jobs`].
+/// The fixtures, for [`crate::mcp::handler::StatefulServer::with_jobs`].
 pub(crate) fn task_fixtures() -> Vec<JobTool> {
     let mut jobs = Vec::new();
     let string = |description: &str| json!({"type": "string", "description": description});

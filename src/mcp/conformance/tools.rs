@@ -28,7 +28,7 @@ use super::{
     requests::form,
     session_state::passes,
 };
-use crate::mcp::{
+use crate::mcp::handler::{
     binding::{caller, transport_session},
     notify::Change,
 };

@@ -16,7 +16,10 @@ use rmcp::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::edge::{EdgeError, IdempotencyKey, TransportSession};
+use crate::mcp::{
+    error::EdgeError,
+    extensions::{IdempotencyKey, TransportSession},
+};
 use crate::{
     auth::Principal,
     metrics::Metrics,

@@ -1,6 +1,9 @@
 //! [`EdgeError`]: every refusal of the edge and of the session layer behind it, with
 //! its HTTP status, its JSON-RPC error where JSON-RPC defines one, and its `Retry-After`
-//! or `WWW-Authenticate` header.
+//! or `WWW-Authenticate` header; and the [`RefusalSlot`] in which the session layer,
+//! deep inside rmcp, leaves the refusal for the edge to answer.
+
+use std::sync::{Arc, OnceLock};
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -157,3 +160,21 @@ impl From<EdgeError> for McpError {
         }
     }
 }
+
+/// Where the session manager, deep inside rmcp, leaves the reason it refused this
+/// request. rmcp copies the request's `http::request::Parts` (extensions included)
+/// into the `initialize` message it hands the manager, and clones share the slot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RefusalSlot(Arc<OnceLock<EdgeError>>);
+
+impl RefusalSlot {
+    /// Records `refusal` (the first one wins).
+    pub(crate) fn set(&self, refusal: EdgeError) {
+        let _ = self.0.set(refusal);
+    }
+
+    pub(crate) fn take(&self) -> Option<EdgeError> {
+        self.0.get().cloned()
+    }
+}
+

@@ -18,7 +18,7 @@ use super::StatefulServer;
 use crate::{
     cache::CacheStats,
     managed::{KindStats, ResourceError, file::FileHandle},
-    mcp::{
+    mcp::handler::{
         binding::{Binding, ToolFailure, caller, retry_of, tool_error},
         tasks::{Plan, Planner, tool_outcome},
     },
@@ -642,7 +642,7 @@ impl StatefulServer {
                     "file access is off on this server (resources.file_root is not set)".to_owned(),
                 ),
                 ResourceError::ShuttingDown => {
-                    ToolFailure::Internal(super::super::edge::EdgeError::Unavailable.into())
+                    ToolFailure::Internal(crate::mcp::error::EdgeError::Unavailable.into())
                 }
                 other => ToolFailure::Refused(other.to_string()),
             })?;

@@ -1,7 +1,7 @@
 //! The MCP tasks extension (`io.modelcontextprotocol/tasks`, 2026-07-28) over
 //! [`crate::tasks`]: which tools run as jobs and whether as tasks ([`JobTools`]), what
 //! `tools/call` answers for them, and the wire shapes of `tasks/get`, `tasks/update` and
-//! `tasks/cancel`, served by [`super::server::StatefulServer`] from the store on any
+//! `tasks/cancel`, served by [`super::StatefulServer`] from the store on any
 //! replica.
 //!
 //! rmcp's `Tool` has no `taskSupport` field: a tool's support is declared in its `_meta`

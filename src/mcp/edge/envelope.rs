@@ -13,7 +13,7 @@ use serde::{
     de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
 
-use super::edge::EdgeError;
+use crate::mcp::error::EdgeError;
 
 /// The first protocol revision without `initialize` and transport sessions.
 pub const STATELESS_ERA: &str = "2026-07-28";

@@ -228,7 +228,7 @@ impl ReplicatedSessionManager {
     ///
     /// Never with the event store: there the touch is the Redis step a request takes
     /// before rmcp answers 200 (a stream's priming event is not written, see
-    /// [`super::super::event_store`]), so a Redis that went away is a 503 rather than a
+    /// [`crate::mcp::event_store`]), so a Redis that went away is a 503 rather than a
     /// stream whose response cannot be stored; and the touch runs in the request,
     /// outside the session's worker, which awaits each stored event in turn.
     pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {

@@ -1,10 +1,16 @@
 //! The MCP handler ([`StatefulServer`]): rmcp's `ServerHandler` over the tools in
-//! [`tools`] and the [`super::resources`], with each tool call timed, logged and
+//! [`tools`] and the [`resources`], with each tool call timed, logged and
 //! stopped when the client cancels it (the edge tracks the request for the drain).
 //!
 //! State lives in [`Sessions`] and the cache, never in this struct, so any replica can
 //! serve any call; the struct is a bundle of cheap handles, cloned per request.
 
+pub mod binding;
+pub mod notify;
+pub mod request_state;
+mod resources;
+pub mod schema;
+pub mod tasks;
 mod tools;
 
 use std::sync::Arc;
@@ -29,7 +35,7 @@ pub use self::tools::{
     DeleteOutput, HistoryArgs, HistoryOperation, HistoryOutput, PrimeCountArgs, PrimeCountOutput,
     SessionArgs, SessionInfoOutput,
 };
-use super::{
+use self::{
     binding::{caller, transport_session},
     resources::Resources,
     schema::standard_schemas,

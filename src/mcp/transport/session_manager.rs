@@ -57,8 +57,8 @@ use self::{
     local::{Clock, LocalSession, StoreHealth, millis},
     memory::Trimmer,
 };
-use super::{
-    edge::{EdgeError, RefusalSlot},
+use crate::mcp::{
+    error::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, RedisEventStoreError},
 };
 use crate::{
