@@ -1,5 +1,4 @@
-//! `[mrtr]`: the key ring that seals MRTR `requestState` (SEP-2322), and `[listen]`:
-//! the bounds of the 2026-07-28 `subscriptions/listen` streams.
+//! `[mrtr]`: the key ring that seals MRTR `requestState` (SEP-2322).
 //!
 //! The keys are secrets: [`KeyRing`] never prints them (its `Debug` shows the key ids
 //! only), and configuration errors name the entry by position, never by content.
@@ -121,23 +120,21 @@ impl MrtrSettings {
         }
         Ok((!ring.is_empty()).then_some(KeyRing(ring)))
     }
+
+    /// Checks that every `mrtr.keys` entry parses; whether a key is required depends on
+    /// the backend (`Settings::validate` checks that).
+    ///
+    /// # Errors
+    /// As [`MrtrSettings::key_ring`].
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.key_ring().map(drop)
+    }
 }
 
 impl std::fmt::Debug for NamedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:<redacted>", self.id)
     }
-}
-
-/// Bounds of the `subscriptions/listen` streams one replica holds.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ListenSettings {
-    /// Most listen streams open on one replica; a further `subscriptions/listen` is
-    /// refused before it is acknowledged.
-    pub max_streams: usize,
-    /// Notifications waiting to be written to one stream; a stream that falls this far
-    /// behind is closed with an error (the client listens again) instead of growing.
-    pub stream_buffer: usize,
 }
 
 #[cfg(test)]
