@@ -7,6 +7,8 @@
 //! ## Layout
 //! Dependencies point one way: HTTP → MCP → tools → domain → storage.
 //! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment).
+//! - [`cli`]: the command line of the binaries (`--config FILE`, settings, telemetry,
+//!   the replica until SIGINT/SIGTERM).
 //! - [`telemetry`]: the tracing subscriber and request ids.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
@@ -61,6 +63,7 @@
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod http;
