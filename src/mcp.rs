@@ -18,12 +18,13 @@
 //! - [`tasks`]: the tasks extension (`tools/call` answered with a task, `tasks/get`,
 //!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`];
 //! - [`request_state`]: MRTR `requestState` sealed with the configured key ring, and
-//!   [`notify`]: `subscriptions/listen` streams fed by every replica over the bus;
-//! - [`conformance`]: the official conformance suite's fixtures in front of that
-//!   handler, when `conformance.enabled` is on.
+//!   [`notify`]: `subscriptions/listen` streams fed by every replica over the bus.
+//!
+//! The official conformance suite's fixtures are not here: the
+//! `stateful-mcp-conformance` binary wraps [`server::StatefulServer`] in them and serves
+//! that through [`endpoint_with`].
 
 pub mod binding;
-pub mod conformance;
 pub mod edge;
 mod envelope;
 pub mod event_store;
@@ -53,7 +54,6 @@ use rmcp::{
 };
 
 use self::{
-    conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
     forward::Forwarder,
@@ -66,15 +66,9 @@ use crate::{sessions::Lease, state::AppState};
 
 pub use self::forward::FORWARDED_HEADER;
 
-/// The `/mcp` service with this crate's tools and resources (and the
-/// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
+/// The `/mcp` service with this crate's tools and resources; mount it with
 /// `Router::nest_service("/mcp", endpoint(&state))`.
 pub fn endpoint(state: &AppState) -> Router {
-    if state.settings.conformance.enabled {
-        let production = StatefulServer::with_jobs(state, conformance::task_fixtures());
-        let server = ConformanceServer::new(state, production);
-        return endpoint_with(state, move || server.clone());
-    }
     let server = StatefulServer::new(state);
     endpoint_with(state, move || server.clone())
 }

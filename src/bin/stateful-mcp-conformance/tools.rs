@@ -28,7 +28,7 @@ use super::{
     requests::form,
     session_state::passes,
 };
-use crate::mcp::{
+use stateful_mcp::mcp::{
     binding::{caller, transport_session},
     notify::Change,
 };
