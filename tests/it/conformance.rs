@@ -1,6 +1,7 @@
 //! The conformance fixtures through replicas of the `stateful-mcp-conformance` binary:
 //! a sample of each kind beside the production tools, the 2025-era session state they
-//! keep on any replica; and nothing of them in the shipping binary.
+//! keep on any replica; and nothing of them in the shipping binary, which refuses the
+//! retired `conformance.enabled` key.
 
 use reqwest::Client;
 #[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
@@ -312,4 +313,20 @@ async fn the_shipping_binary_serves_no_fixture() {
     for fixture in FIXTURE_TOOLS {
         assert!(!stateless.iter().any(|n| n == fixture), "{fixture}");
     }
+}
+
+#[test]
+fn the_shipping_binary_refuses_the_retired_conformance_key() {
+    let output = std::process::Command::new(SERVER_BINARY)
+        .env("STATEFUL_MCP__STORE__BACKEND", "memory")
+        .env("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0")
+        .env("STATEFUL_MCP__CONFORMANCE__ENABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`conformance.enabled`") && stderr.contains("stateful-mcp-conformance"),
+        "{stderr}"
+    );
 }
