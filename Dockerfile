@@ -22,26 +22,29 @@ WORKDIR /build
 
 # Dependencies first: a build of the manifests with empty sources compiles every
 # dependency into this layer, which is reused until Cargo.toml or Cargo.lock changes.
-# Cargo reads every target the manifest declares, so the benchmarks get empty stand-ins
-# too (they are not built: `cargo build` builds the library and the binary).
+# Cargo reads every target the manifest declares, so the conformance binary and the
+# benchmarks get empty stand-ins too (the benchmarks are not built: `cargo build` builds
+# the library and the binaries).
 COPY Cargo.toml Cargo.lock ./
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    mkdir src benches \
+    mkdir -p src/bin/stateful-mcp-conformance benches \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > src/bin/stateful-mcp-conformance/main.rs \
     && touch src/lib.rs benches/cache.rs benches/load.rs benches/mcp_load.rs \
     && cargo build --release --locked \
     && rm -rf src
 
 # The real sources (the benchmarks' stand-ins stay: .dockerignore keeps benches/ out).
-# config/default.toml is compiled into the binary (include_str!).
+# config/default.toml is compiled into the binaries (include_str!). The image holds the
+# shipping binary only: stateful-mcp-conformance is built (it must compile) and left.
 # `touch` makes sure cargo rebuilds the crate over the empty one of the layer above
 # even when the copied files carry older modification times.
 COPY src ./src
 COPY config ./config
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    touch src/main.rs src/lib.rs \
+    touch src/main.rs src/lib.rs src/bin/stateful-mcp-conformance/main.rs \
     && cargo build --release --locked \
     && install -D -m 0755 target/release/stateful-mcp /out/stateful-mcp
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the official MCP conformance suites against the compose topology on this machine
-# (scripts/topology: Redis, three replicas with the conformance fixtures on, nginx round
-# robin), then scripts/conformance_check.py judges every check the suites recorded.
+# (scripts/topology: Redis, three replicas of the stateful-mcp-conformance binary, which
+# serves the fixtures in front of the production handler, nginx round robin), then
+# scripts/conformance_check.py judges every check the suites recorded.
 #
 #   scripts/conformance.sh
 #
@@ -19,7 +20,8 @@
 # Results (each run's console output, its checks.json files, the replicas' and nginx's
 # logs) stay in target/conformance/. A suite exits 1 when any check fails, WARNINGs
 # and unscored checks included, so its exit status is only recorded: the checker reads
-# checks.json. The build is the debug one unless STATEFUL_MCP_BINARY names another.
+# checks.json. The binary is the debug build of stateful-mcp-conformance (brought up to
+# date first) unless STATEFUL_MCP_BINARY names another.
 # Each run is stopped after CONFORMANCE_RUN_TIMEOUT_SECS (240; a healthy run takes well
 # under a minute, a hanging fixture would cost every scenario the suite's 30 s timeout),
 # which the checker reports as a failure: the CI time stays bounded.
@@ -97,8 +99,8 @@ echo "--- Node and suites ready in $(($(date +%s) - install_started)) s"
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 started=$(date +%s)
-scripts/topology --replicas 3 --binary "${STATEFUL_MCP_BINARY:-target/debug/stateful-mcp}" \
-  --env STATEFUL_MCP__CONFORMANCE__ENABLED=true --logs "$RESULTS/logs" \
-  -- scripts/conformance.sh --runs
+scripts/topology --replicas 3 \
+  --binary "${STATEFUL_MCP_BINARY:-target/debug/stateful-mcp-conformance}" \
+  --logs "$RESULTS/logs" -- scripts/conformance.sh --runs
 echo "--- topology and suites done in $(($(date +%s) - started)) s"
 python3 scripts/conformance_check.py "$RESULTS"

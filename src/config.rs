@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 mod auth;
 mod cache;
-mod conformance;
 mod events;
 mod listen;
 mod mrtr;
@@ -29,7 +28,6 @@ mod tools;
 pub use self::{
     auth::{AuthMode, AuthSettings},
     cache::CacheSettings,
-    conformance::ConformanceSettings,
     events::EventSettings,
     listen::ListenSettings,
     mrtr::{KeyRing, MIN_KEY_BYTES, MrtrSettings, NamedKey},
@@ -71,8 +69,6 @@ pub struct Settings {
     pub resources: ResourceSettings,
     /// Background tasks (the MCP tasks extension): workers, queue, retention, leases.
     pub tasks: TaskSettings,
-    /// The official MCP conformance suite's fixtures.
-    pub conformance: ConformanceSettings,
     /// The keys that seal MRTR `requestState`.
     pub mrtr: MrtrSettings,
     /// Bounds of the `subscriptions/listen` streams.
@@ -96,6 +92,14 @@ pub enum ConfigError {
 }
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A key no longer read, and what replaced it: a configuration that still sets it is
+/// refused rather than silently served without what it asked for.
+const RETIRED: &[(&str, &str)] = &[(
+    "conformance.enabled",
+    "no longer read: the official conformance suite's fixtures are served only by the \
+     `stateful-mcp-conformance` binary, never by `stateful-mcp`; remove the key",
+)];
 
 impl Settings {
     /// Loads the built-in defaults, then `file` if given, then `STATEFUL_MCP__*` variables.
@@ -130,7 +134,16 @@ impl Settings {
                 .separator("__")
                 .source(Some(vars)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let config = builder.build()?;
+        for &(key, reason) in RETIRED {
+            if config.get::<config::Value>(key).is_ok() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        let settings: Settings = config.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -232,10 +245,6 @@ mod tests {
                 .allowed_origins
                 .contains(&"http://127.0.0.1:*".to_owned())
         );
-        assert!(
-            !s.conformance.enabled,
-            "the fixtures are off unless asked for"
-        );
     }
 
     #[test]
@@ -261,7 +270,6 @@ mod tests {
                     "STATEFUL_MCP__SERVER__ALLOWED_HOSTS",
                     "mcp.example.com, localhost",
                 ),
-                ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true"),
                 ("STATEFUL_MCP__MRTR__KEYS", TEST_KEYS),
             ]),
         )
@@ -272,10 +280,32 @@ mod tests {
         assert_eq!(s.redis.key_prefix, "tenant-a");
         assert_eq!(s.session.timeout_secs, 60);
         assert_eq!(s.server.allowed_hosts, ["mcp.example.com", "localhost"]);
-        assert!(s.conformance.enabled);
         let ring = s.mrtr.key_ring().unwrap().unwrap();
         assert_eq!(ring.sealing().id, "k2");
         assert_eq!(ring.keys().len(), 2);
+    }
+
+    #[test]
+    fn a_retired_key_is_refused_by_name() {
+        for value in ["true", "false"] {
+            let err = Settings::load_with_env(
+                None,
+                env(&[("STATEFUL_MCP__CONFORMANCE__ENABLED", value)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("`conformance.enabled`") && err.contains("stateful-mcp-conformance"),
+                "{err}"
+            );
+        }
+        let file =
+            std::env::temp_dir().join(format!("stateful-mcp-retired-{}.toml", std::process::id()));
+        std::fs::write(&file, "[conformance]\nenabled = true\n").unwrap();
+        let err = Settings::load_with_env(Some(&file), env(&[]));
+        std::fs::remove_file(&file).unwrap();
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("`conformance.enabled`"), "{err}");
     }
 
     /// Two `requestState` keys as the environment gives them: the sealing one first.

@@ -7,6 +7,9 @@
 //! ## Layout
 //! Dependencies point one way: HTTP → MCP → tools → domain → storage.
 //! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment).
+//! - [`cli`]: the command line of the binaries: `stateful-mcp`, and
+//!   `stateful-mcp-conformance`, which serves the official conformance suite's fixtures
+//!   (`src/bin/`) in front of [`mcp::server`]'s handler through [`mcp::endpoint_with`].
 //! - [`telemetry`]: the tracing subscriber and request ids.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
@@ -21,9 +24,7 @@
 //!   ([`mcp::edge`], which forwards a 2025-era request to the replica holding its
 //!   session), rmcp's Streamable HTTP service over our session manager, session
 //!   store and Redis event store ([`mcp::event_store`]), and the handler
-//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources;
-//!   with `conformance.enabled`, [`mcp::conformance`] puts the official conformance
-//!   suite's fixtures in front of that handler.
+//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources.
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis.
@@ -61,6 +62,7 @@
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod http;

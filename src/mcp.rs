@@ -1,28 +1,27 @@
-//! The MCP layer: the only part of the crate that speaks rmcp.
+//! The MCP layer: the only part of the crate that speaks rmcp. Its rooms follow a
+//! request's path.
 //!
 //! [`endpoint`] (or [`endpoint_with`], for another rmcp handler) builds the whole
 //! Streamable HTTP service of `/mcp` from the replica's [`AppState`]:
 //!
 //! - [`edge`]: the middleware every request passes first; it reads the body once into
-//!   an envelope (`envelope.rs`), labels metrics and logs, confirms 2025-era transport
-//!   sessions and sends each to the replica that serves it (`leases.rs`, `forward.rs`),
-//!   holds responses for the drain (`inflight.rs`), and turns every refusal into one
-//!   [`edge::EdgeError`];
-//! - rmcp's `StreamableHttpService` (Host/Origin checks, protocol eras, SSE) over
-//!   `session_manager.rs` (rmcp's local manager, made safe behind a round-robin
-//!   balancer), `session_store.rs` (restores on any replica) and [`event_store`]
-//!   (`Last-Event-ID` on Redis Streams, 2025-era streams only);
-//! - [`server`]: the handler, with the tools in `server/tools.rs`, the session each call
-//!   binds to in [`binding`] and the resources in `resources.rs`; [`schema`] keeps the
-//!   tools' schemas to what JSON Schema defines;
-//! - [`tasks`]: the tasks extension (`tools/call` answered with a task, `tasks/get`,
-//!   `tasks/update`, `tasks/cancel` on any replica) over [`crate::tasks`];
-//! - [`request_state`]: MRTR `requestState` sealed with the configured key ring, and
-//!   [`notify`]: `subscriptions/listen` streams fed by every replica over the bus;
-//! - [`conformance`]: the official conformance suite's fixtures in front of that
-//!   handler, when `conformance.enabled` is on.
+//!   an envelope (`edge/envelope.rs`), labels metrics and logs, confirms 2025-era
+//!   transport sessions, sends each to the replica that serves it, and answers every
+//!   refusal as one [`error::EdgeError`]; what it learnt travels to the handler in the
+//!   request's [`extensions`];
+//! - `transport`: how rmcp's 2025-era sessions live behind a round-robin balancer: the
+//!   session manager (rmcp's local manager made safe across replicas), the restore
+//!   store, the leases naming each session's holder, forwarding to it, and the response
+//!   bodies a drain waits for; [`event_store`] is rmcp's `EventStore` for
+//!   `Last-Event-ID` (2025-era streams only);
+//! - [`handler`]: rmcp's `ServerHandler`, with its tools, the session each call binds to
+//!   ([`handler::binding`]), resources, schemas, the tasks extension, MRTR request state
+//!   and `subscriptions/listen` notifications.
+//!
+//! The official conformance suite's fixtures are not here: the
+//! `stateful-mcp-conformance` binary wraps [`handler::StatefulServer`] in them and serves
+//! that through [`endpoint_with`].
 
-pub mod conformance;
 pub mod edge;
 pub mod error;
 pub mod event_store;
@@ -44,7 +43,6 @@ use rmcp::{
 };
 
 use self::{
-    conformance::ConformanceServer,
     edge::Edge,
     event_store::{EventStoreSettings, RedisEventStore},
     handler::StatefulServer,
@@ -59,15 +57,9 @@ use crate::{sessions::Lease, state::AppState};
 
 pub use self::transport::forward::FORWARDED_HEADER;
 
-/// The `/mcp` service with this crate's tools and resources (and the
-/// [`conformance`] fixtures when `conformance.enabled` is on); mount it with
+/// The `/mcp` service with this crate's tools and resources; mount it with
 /// `Router::nest_service("/mcp", endpoint(&state))`.
 pub fn endpoint(state: &AppState) -> Router {
-    if state.settings.conformance.enabled {
-        let production = StatefulServer::with_jobs(state, conformance::task_fixtures());
-        let server = ConformanceServer::new(state, production);
-        return endpoint_with(state, move || server.clone());
-    }
     let server = StatefulServer::new(state);
     endpoint_with(state, move || server.clone())
 }

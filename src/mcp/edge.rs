@@ -35,10 +35,7 @@
 //! (`inflight.rs`). Every refusal is an [`EdgeError`], which maps to its HTTP status
 //! and, for the JSON-RPC ones, to a JSON-RPC error body.
 
-use std::{
-    sync::Arc,
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     body::Body,

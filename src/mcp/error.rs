@@ -177,4 +177,3 @@ impl RefusalSlot {
         self.0.get().cloned()
     }
 }
-

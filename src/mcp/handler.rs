@@ -95,7 +95,7 @@ impl StatefulServer {
     }
 
     /// [`StatefulServer::new`] with `extra_jobs` beside the production tools (the tasks
-    /// extension's conformance fixtures).
+    /// extension's fixtures of the `stateful-mcp-conformance` binary).
     pub fn with_jobs(state: &AppState, extra_jobs: Vec<JobTool>) -> Self {
         let tools = Arc::new(state.settings.tools.clone());
         Self(Arc::new(Components {
@@ -189,7 +189,7 @@ fn task_id(id: &str) -> Result<&str, McpError> {
 /// rmcp only signals cancellation (a `notifications/cancelled`, or a 2026-07-28 client
 /// dropping its response stream) through the token; dropping the call future at its
 /// next await point is what actually stops the work.
-pub(crate) async fn until_cancelled<F: Future>(
+pub async fn until_cancelled<F: Future>(
     cancelled: &CancellationToken,
     call: F,
 ) -> Option<F::Output> {

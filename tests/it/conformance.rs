@@ -1,6 +1,7 @@
-//! The conformance fixtures (`conformance.enabled`) through real replicas: a sample of
-//! each kind beside the production tools, the 2025-era session state they keep on any
-//! replica, and nothing of them with the flag off.
+//! The conformance fixtures through replicas of the `stateful-mcp-conformance` binary:
+//! a sample of each kind beside the production tools, the 2025-era session state they
+//! keep on any replica; and nothing of them in the shipping binary, which refuses the
+//! retired `conformance.enabled` key.
 
 use reqwest::Client;
 #[expect(deprecated, reason = "sampling is what the 2025-era fixture asks for")]
@@ -23,10 +24,8 @@ use crate::support::{
     },
     http::{legacy_post, legacy_session, mrtr_call, read_reply},
     redis_server::{RedisServer, unique_prefix},
-    replica::Replica,
+    replica::{CONFORMANCE_BINARY, Process, SERVER_BINARY},
 };
-
-const ENABLED: (&str, &str) = ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true");
 
 /// The names of the listed tools, after checking every schema carries only formats
 /// JSON Schema defines.
@@ -51,7 +50,7 @@ async fn tool_names(client: &McpClient) -> Vec<String> {
 #[tokio::test]
 async fn fixtures_are_served_beside_the_production_tools() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Replica::start(redis.url(), &unique_prefix("fixtures"), &[ENABLED]).await;
+    let replica = Process::fixtures(redis.url(), &unique_prefix("fixtures"), &[]).await;
     let client = stateless_client(&replica.url()).await;
 
     let names = tool_names(&client).await;
@@ -98,7 +97,7 @@ async fn fixtures_are_served_beside_the_production_tools() {
 #[tokio::test]
 async fn request_state_is_sealed_and_a_tampered_one_refused() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Replica::start(redis.url(), &unique_prefix("mrtr"), &[ENABLED]).await;
+    let replica = Process::fixtures(redis.url(), &unique_prefix("mrtr"), &[]).await;
     let url = replica.url();
     let tool = "test_input_required_result_request_state";
 
@@ -178,8 +177,8 @@ async fn data_keys(url: &str, session: &str) -> Vec<String> {
 async fn a_session_keeps_its_log_level_and_subscriptions_on_every_replica() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("fixture-state");
-    let a = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
-    let b = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
+    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
     let session = legacy_session(&a.url()).await;
 
     // Info messages pass a session at `debug` and are held back at `warning`, whichever
@@ -252,7 +251,7 @@ impl ClientHandler for EchoModel {
 #[tokio::test]
 async fn a_2025_session_samples_the_clients_model() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Replica::start(redis.url(), &unique_prefix("sampling"), &[ENABLED]).await;
+    let replica = Process::fixtures(redis.url(), &unique_prefix("sampling"), &[]).await;
     let client = legacy_client_with(&replica.url(), EchoModel).await;
 
     let args = json!({"prompt": "What is the capital of France?"});
@@ -267,13 +266,40 @@ async fn a_2025_session_samples_the_clients_model() {
     );
 }
 
+/// Fixture tools of every kind (content, MRTR, schema, sampling, listen triggers, tasks).
+const FIXTURE_TOOLS: &[&str] = &[
+    "test_simple_text",
+    "test_image_content",
+    "test_tool_with_logging",
+    "test_sampling",
+    "test_input_required_result_request_state",
+    "test_trigger_tool_change",
+    "json_schema_2020_12_tool",
+    "greet",
+    "slow_compute",
+    "failing_job",
+    "confirm_delete",
+    "test_tool_with_task",
+];
+
 #[tokio::test]
-async fn with_the_flag_off_no_fixture_is_served() {
-    let replica = Replica::memory(&[]).await;
-    let legacy = legacy_client(&replica.url()).await;
+async fn the_shipping_binary_serves_no_fixture() {
+    let fixtures = Process::memory(CONFORMANCE_BINARY, &[]).await;
+    let shipping = Process::memory(SERVER_BINARY, &[]).await;
+    let with_fixtures = tool_names(&stateless_client(&fixtures.url()).await).await;
+    let legacy = legacy_client(&shipping.url()).await;
 
     let names = tool_names(&legacy).await;
     assert!(names.iter().any(|n| n == "session_create"), "{names:?}");
+    for fixture in FIXTURE_TOOLS {
+        assert!(with_fixtures.iter().any(|n| n == fixture), "{fixture}");
+        assert!(
+            !names.iter().any(|n| n == fixture),
+            "{fixture} in {names:?}"
+        );
+    }
+    // Every tool the shipping binary lists is a production tool the other lists too.
+    assert!(names.iter().all(|n| with_fixtures.contains(n)), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("test_")), "{names:?}");
     let unknown = crate::support::client::try_call(&legacy, "test_simple_text", json!({})).await;
     assert!(unknown.is_err(), "{unknown:?}");
@@ -283,11 +309,24 @@ async fn with_the_flag_off_no_fixture_is_served() {
         .read_resource(ReadResourceRequestParams::new("test://static-text"))
         .await;
     assert!(read.is_err(), "{read:?}");
-    let stateless = stateless_client(&replica.url()).await;
+    let stateless = tool_names(&stateless_client(&shipping.url()).await).await;
+    for fixture in FIXTURE_TOOLS {
+        assert!(!stateless.iter().any(|n| n == fixture), "{fixture}");
+    }
+}
+
+#[test]
+fn the_shipping_binary_refuses_the_retired_conformance_key() {
+    let output = std::process::Command::new(SERVER_BINARY)
+        .env("STATEFUL_MCP__STORE__BACKEND", "memory")
+        .env("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0")
+        .env("STATEFUL_MCP__CONFORMANCE__ENABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !tool_names(&stateless)
-            .await
-            .iter()
-            .any(|n| n.starts_with("test_"))
+        stderr.contains("`conformance.enabled`") && stderr.contains("stateful-mcp-conformance"),
+        "{stderr}"
     );
 }

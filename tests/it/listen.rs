@@ -9,12 +9,10 @@ use serde_json::{Value, json};
 use crate::support::{
     http::{listen_2026, read_reply, tool_text, tools_call_2026},
     redis_server::{RedisServer, unique_prefix},
-    replica::Replica,
+    replica::{CONFORMANCE_BINARY, Process},
     sse::{Event, EventReader},
     wait::{wait_until, within},
 };
-
-const ENABLED: (&str, &str) = ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true");
 
 /// The JSON-RPC message of `event`.
 fn data(event: Option<Event>) -> Value {
@@ -44,7 +42,7 @@ async fn trigger(url: &str, tool: &str) -> String {
 }
 
 /// Waits until `replica` is ready, i.e. its bus has subscribed every topic.
-async fn ready(replica: &Replica) {
+async fn ready(replica: &Process) {
     let url = replica.endpoint("/readyz");
     wait_until("the replica is ready", async || {
         reqwest::get(&url)
@@ -58,8 +56,8 @@ async fn ready(replica: &Replica) {
 async fn a_change_published_on_one_replica_reaches_the_streams_of_another() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("listen");
-    let a = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
-    let b = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
+    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
     ready(&a).await;
     ready(&b).await;
 
@@ -102,7 +100,11 @@ async fn a_change_published_on_one_replica_reaches_the_streams_of_another() {
 
 #[tokio::test]
 async fn a_replica_holds_at_most_max_streams_and_refuses_before_acknowledging() {
-    let replica = Replica::memory(&[ENABLED, ("STATEFUL_MCP__LISTEN__MAX_STREAMS", "1")]).await;
+    let replica = Process::memory(
+        CONFORMANCE_BINARY,
+        &[("STATEFUL_MCP__LISTEN__MAX_STREAMS", "1")],
+    )
+    .await;
     let url = replica.url();
     let held = listen(&url, 1, json!({"toolsListChanged": true})).await;
 

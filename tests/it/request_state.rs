@@ -11,10 +11,9 @@ use stateful_mcp::{
 use crate::support::{
     http::mrtr_call,
     redis_server::{RedisServer, unique_prefix},
-    replica::Replica,
+    replica::Process,
 };
 
-const ENABLED: (&str, &str) = ("STATEFUL_MCP__CONFORMANCE__ENABLED", "true");
 const TOOL: &str = "test_input_required_result_request_state";
 
 fn confirmed(state: &str) -> Value {
@@ -28,19 +27,16 @@ fn confirmed(state: &str) -> Value {
 async fn a_state_sealed_on_one_replica_opens_on_another_and_only_there() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("mrtr-replicas");
-    let a = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
-    let b = Replica::start(redis.url(), &prefix, &[ENABLED]).await;
+    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
     // Same store, another key ring: what a replica missed in a rotation looks like.
-    let stranger = Replica::start(
+    let stranger = Process::fixtures(
         redis.url(),
         &prefix,
-        &[
-            ENABLED,
-            (
-                "STATEFUL_MCP__MRTR__KEYS",
-                "other:b3RoZXIta2V5LW9mLWFub3RoZXItZGVwbG95bWVudC0wMTIzNDU=",
-            ),
-        ],
+        &[(
+            "STATEFUL_MCP__MRTR__KEYS",
+            "other:b3RoZXIta2V5LW9mLWFub3RoZXItZGVwbG95bWVudC0wMTIzNDU=",
+        )],
     )
     .await;
 

@@ -22,7 +22,7 @@ use crate::{
     support::{
         http::{bearer_client, meta_2026, post_json, read_reply, tools_call_2026_with_meta},
         redis_server::{RedisServer, free_port, unique_prefix},
-        replica::Replica,
+        replica::{CONFORMANCE_BINARY, Process, Replica},
         wait::{retry, wait_until},
     },
 };
@@ -296,9 +296,8 @@ async fn a_cancel_on_one_replica_stops_the_work_on_the_other() {
 async fn input_answered_on_one_replica_resumes_the_task_on_the_other() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("tasks-input");
-    let fixtures = [("STATEFUL_MCP__CONFORMANCE__ENABLED", "true")];
-    let a = Replica::start(redis.url(), &prefix, &fixtures).await;
-    let b = Replica::start(redis.url(), &prefix, &fixtures).await;
+    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
     let http = Client::new();
 
     let id = start(
@@ -446,7 +445,7 @@ async fn a_full_queue_is_refused_with_an_explicit_error_until_a_place_frees() {
 
 #[tokio::test]
 async fn a_required_task_tool_without_the_extension_is_refused_with_32021() {
-    let replica = Replica::memory(&[("STATEFUL_MCP__CONFORMANCE__ENABLED", "true")]).await;
+    let replica = Process::memory(CONFORMANCE_BINARY, &[]).await;
     let http = Client::new();
     let response =
         tools_call_2026_with_meta(&http, &replica.url(), "failing_job", json!({}), meta_2026())

@@ -161,7 +161,7 @@ pub fn transport_session(ctx: &RequestContext<RoleServer>) -> Option<String> {
 
 /// Why a tool call did not succeed.
 #[derive(Debug)]
-pub(crate) enum ToolFailure {
+pub enum ToolFailure {
     /// The caller can act on it: an `isError` result with this text.
     Refused(String),
     /// The server could not serve the call: a JSON-RPC error.
@@ -170,7 +170,7 @@ pub(crate) enum ToolFailure {
 
 impl ToolFailure {
     /// A session error with no binding to phrase it by (e.g. creating a session).
-    pub(crate) fn from_session(e: SessionError, metrics: &Metrics) -> Self {
+    pub fn from_session(e: SessionError, metrics: &Metrics) -> Self {
         match e {
             SessionError::OutcomeUnknown(detail) => {
                 metrics.store_error("sessions");

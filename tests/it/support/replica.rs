@@ -1,5 +1,7 @@
 //! App replicas (`Application::build` on port 0, stopped gracefully) on the memory or the
-//! Redis backend, and a round-robin TCP hop in front of several of them.
+//! Redis backend, a round-robin TCP hop in front of several of them, and replicas run
+//! as the built binaries: the shipping one, and the one with the conformance fixtures
+//! (which only exist in that binary).
 
 use std::{
     net::SocketAddr,
@@ -95,13 +97,7 @@ impl Replica {
 
     /// The value of the first `/metrics` series whose line contains every one of `parts`.
     pub async fn metric(&self, parts: &[&str]) -> Option<f64> {
-        let text = reqwest::get(self.endpoint("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metric_value(&text, parts)
+        scrape(&self.endpoint("/metrics"), parts).await
     }
 
     /// Graceful stop; returns once the replica has exited.
@@ -129,6 +125,13 @@ pub fn metric_value(text: &str, parts: &[&str]) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find(|l| parts.iter().all(|p| l.contains(p)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The value of the first series at the `/metrics` URL `url` whose line contains every
+/// one of `parts`.
+async fn scrape(url: &str, parts: &[&str]) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    metric_value(&text, parts)
 }
 
 /// The overrides of a Redis-backend replica on `redis_url` under `prefix` with the
@@ -229,26 +232,47 @@ impl Drop for RoundRobin {
     }
 }
 
-/// A replica run as the real binary, for what an in-process replica cannot do: die
-/// without a word (`kill -9`).
+/// The shipping binary.
+pub const SERVER_BINARY: &str = env!("CARGO_BIN_EXE_stateful-mcp");
+/// The binary that serves the conformance suite's fixtures in front of the production
+/// handler.
+pub const CONFORMANCE_BINARY: &str = env!("CARGO_BIN_EXE_stateful-mcp-conformance");
+
+/// A replica run as a real binary, for what an in-process replica cannot do: die
+/// without a word (`kill -9`), or serve what only the conformance binary holds.
 pub struct Process {
     child: std::process::Child,
     port: u16,
 }
 
 impl Process {
-    /// Starts the binary with the Redis backend on `redis_url` under `prefix`, on a free
-    /// loopback port, `extra` overriding; returns once it answers `/healthz`.
+    /// Starts the shipping binary with the Redis backend on `redis_url` under `prefix`
+    /// (with the [`TEST_MRTR_KEYS`]), on a free loopback port, `extra` overriding;
+    /// returns once it answers `/healthz`.
     pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(SERVER_BINARY, &redis_env(redis_url, prefix, extra)).await
+    }
+
+    /// [`Process::start`] with the conformance binary.
+    pub async fn fixtures(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(CONFORMANCE_BINARY, &redis_env(redis_url, prefix, extra)).await
+    }
+
+    /// Starts `binary` with the memory backend; `extra` are `STATEFUL_MCP__*` overrides.
+    pub async fn memory(binary: &str, extra: &[(&str, &str)]) -> Self {
+        let mut env = vec![("STATEFUL_MCP__STORE__BACKEND", "memory")];
+        env.extend_from_slice(extra);
+        Self::spawn(binary, &env).await
+    }
+
+    /// Starts `binary` on a free loopback port with `env`; returns once it answers
+    /// `/healthz`.
+    async fn spawn(binary: &str, env: &[(&str, &str)]) -> Self {
         let port = super::redis_server::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+        let child = std::process::Command::new(binary)
             .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("STATEFUL_MCP__STORE__BACKEND", "redis")
-            .env("STATEFUL_MCP__REDIS__URL", redis_url)
-            .env("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix)
-            .env("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS)
             .env("RUST_LOG", "warn")
-            .envs(extra.iter().copied())
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -270,6 +294,11 @@ impl Process {
     /// The URL of `path` (`/metrics`, ...) on this process.
     pub fn endpoint(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The value of the first `/metrics` series whose line contains every one of `parts`.
+    pub async fn metric(&self, parts: &[&str]) -> Option<f64> {
+        scrape(&self.endpoint("/metrics"), parts).await
     }
 
     /// The operating system's id of the process.

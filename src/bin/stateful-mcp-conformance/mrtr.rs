@@ -2,7 +2,7 @@
 //! that answer `input_required` until the client retries with the `inputResponses` they
 //! asked for, and the integrity-protected `requestState` some of them carry.
 //!
-//! The state is sealed by the replica's [`crate::mcp::handler::request_state::RequestStates`]
+//! The state is sealed by the replica's [`stateful_mcp::mcp::handler::request_state::RequestStates`]
 //! (the `[mrtr]` key ring every replica shares), bound to the caller and the fixture
 //! and valid for [`STATE_TTL`], so a retry that another replica serves opens it.
 
@@ -34,7 +34,7 @@ use super::{
     ConformanceServer,
     requests::{form, sampling},
 };
-use crate::mcp::handler::request_state::bound_to;
+use stateful_mcp::mcp::handler::request_state::bound_to;
 
 /// How long a sealed `requestState` stays valid.
 pub const STATE_TTL: Duration = Duration::from_secs(600);

@@ -1,27 +1,29 @@
-//! The conformance fixtures: what the official MCP conformance suite
-//! (`@modelcontextprotocol/conformance`) calls, served when `conformance.enabled` is on.
+//! The `stateful-mcp-conformance` binary: the replica of `stateful-mcp` (same
+//! settings, endpoint, edge, session manager and stores) with the fixtures the official
+//! MCP conformance suite (`@modelcontextprotocol/conformance`) calls in front of its
+//! handler. For conformance runs only (`scripts/conformance.sh`): the shipping binary
+//! serves none of this.
 //!
 //! [`ConformanceServer`] wraps the production [`StatefulServer`]: a request that names
 //! a fixture (tool, resource, prompt) is served here, anything else by the production
-//! handler, and each list is the production list followed by the fixtures. It runs
-//! behind the same endpoint, edge, session manager and stores as production
-//! ([`super::endpoint`] picks it), so the suite tests the real stack.
+//! handler, and each list is the production list followed by the fixtures. `main`
+//! serves it through the embedding seam ([`stateful_mcp::mcp::endpoint_with`]), so the
+//! suite tests the real stack.
 //!
-//! - `conformance/tools.rs`: content, progress, logging and schema fixtures, and the
-//!   2026-07-28 diagnostics;
-//! - `conformance/requests.rs`: the 2025-era sampling and elicitation fixtures;
-//! - `conformance/mrtr.rs`: the `test_input_required_result_*` tools and prompt
-//!   (SEP-2322), their `requestState` sealed by rmcp's codec;
-//! - `conformance/catalog.rs`: the `test://` resources and template, the prompts and
-//!   the completions;
-//! - `conformance/session_state.rs`: what a 2025-era session keeps for the fixtures (its
-//!   log level, its resource subscriptions), in the session's own record so every
-//!   replica sees it;
-//! - `conformance/listen.rs`: what a `subscriptions/listen` stream may ask for; the
-//!   streams themselves are the replica's [`Notifier`]'s, which the list-changed
-//!   triggers publish to (every replica's streams hear them).
-//! - `conformance/tasks.rs`: the tasks extension's fixtures (`greet`, `slow_compute`,
-//!   ...), job tools of the production handler, which serves `tasks/*` for every task.
+//! - `tools.rs`: content, progress, logging and schema fixtures, and the 2026-07-28
+//!   diagnostics;
+//! - `requests.rs`: the 2025-era sampling and elicitation fixtures;
+//! - `mrtr.rs`: the `test_input_required_result_*` tools and prompt (SEP-2322), their
+//!   `requestState` sealed by rmcp's codec;
+//! - `catalog.rs`: the `test://` resources and template, the prompts and the
+//!   completions;
+//! - `session_state.rs`: what a 2025-era session keeps for the fixtures (its log level,
+//!   its resource subscriptions), in the session's own record so every replica sees it;
+//! - `listen.rs`: what a `subscriptions/listen` stream may ask for; the streams
+//!   themselves are the replica's [`Notifier`]'s, which the list-changed triggers
+//!   publish to (every replica's streams hear them).
+//! - `tasks.rs`: the tasks extension's fixtures (`greet`, `slow_compute`, ...), job
+//!   tools of the production handler, which serves `tasks/*` for every task.
 //!
 //! Nothing here is per replica: `requestState` is sealed with the configured key ring
 //! ([`RequestStates`]), notifications travel over the bus.
@@ -34,7 +36,7 @@ mod session_state;
 mod tasks;
 mod tools;
 
-use std::sync::Arc;
+use std::{process::ExitCode, sync::Arc};
 
 #[expect(
     deprecated,
@@ -54,23 +56,40 @@ use rmcp::{
     },
     service::{RequestContext, SubscriptionContext},
 };
-
-use self::session_state::SessionState;
-pub(crate) use self::tasks::task_fixtures;
-use super::handler::{
-    StatefulServer,
-    binding::{caller, transport_session},
-    notify::Notifier,
-    request_state::RequestStates,
-    schema::standard_schemas,
-    until_cancelled,
+use stateful_mcp::{
+    auth::Principal,
+    mcp::{
+        endpoint_with,
+        handler::{
+            StatefulServer,
+            binding::{caller, transport_session},
+            notify::Notifier,
+            request_state::RequestStates,
+            schema::standard_schemas,
+            until_cancelled,
+        },
+    },
+    metrics::Metrics,
+    sessions::Sessions,
+    state::AppState,
 };
-use crate::{auth::Principal, metrics::Metrics, sessions::Sessions, state::AppState};
+
+use self::{session_state::SessionState, tasks::task_fixtures};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    stateful_mcp::cli::run("stateful-mcp-conformance", |state| {
+        let production = StatefulServer::with_jobs(state, task_fixtures());
+        let server = ConformanceServer::new(state, production);
+        endpoint_with(state, move || server.clone())
+    })
+    .await
+}
 
 /// The production handler with the conformance fixtures in front of it. Cheap to
 /// clone: the factory builds one per stateless request.
 #[derive(Clone)]
-pub struct ConformanceServer {
+struct ConformanceServer {
     production: StatefulServer,
     sessions: Sessions,
     metrics: Metrics,
@@ -82,7 +101,7 @@ pub struct ConformanceServer {
 impl ConformanceServer {
     /// The fixtures over `production`, with the replica's session layer for what a
     /// 2025-era session keeps. Build it once and clone it per request.
-    pub fn new(state: &AppState, production: StatefulServer) -> Self {
+    fn new(state: &AppState, production: StatefulServer) -> Self {
         Self {
             production,
             sessions: state.sessions.clone(),

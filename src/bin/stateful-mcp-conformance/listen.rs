@@ -1,5 +1,5 @@
 //! What a fixture `subscriptions/listen` stream gets of what it asks for; the streams
-//! themselves live in the replica's [`crate::mcp::handler::notify::Notifier`].
+//! themselves live in the replica's [`stateful_mcp::mcp::handler::notify::Notifier`].
 
 use rmcp::model::SubscriptionFilter;
 

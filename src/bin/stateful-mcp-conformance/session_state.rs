@@ -12,7 +12,7 @@ use rmcp::{ErrorData as McpError, model::LoggingLevel};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{
+use stateful_mcp::{
     auth::Principal,
     mcp::handler::binding::ToolFailure,
     metrics::Metrics,
@@ -116,7 +116,7 @@ fn subscription_key(uri: &str) -> String {
     let digest = Sha256::digest(uri.as_bytes());
     format!(
         "{SUBSCRIPTION_KEY_PREFIX}{}",
-        crate::ids::hex(&digest[..16])
+        stateful_mcp::ids::hex(&digest[..16])
     )
 }
 
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn subscription_keys_are_bounded_whatever_the_uri() {
         let long = format!("test://{}", "x".repeat(10_000));
-        assert!(subscription_key(&long).len() <= crate::sessions::MAX_DATA_KEY_BYTES);
+        assert!(subscription_key(&long).len() <= stateful_mcp::sessions::MAX_DATA_KEY_BYTES);
         assert_ne!(subscription_key("test://a"), subscription_key("test://b"));
     }
 }

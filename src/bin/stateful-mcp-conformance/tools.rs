@@ -28,7 +28,7 @@ use super::{
     requests::form,
     session_state::passes,
 };
-use crate::mcp::handler::{
+use stateful_mcp::mcp::handler::{
     binding::{caller, transport_session},
     notify::Change,
 };

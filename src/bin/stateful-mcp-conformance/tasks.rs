@@ -1,7 +1,6 @@
 //! The tasks extension's fixtures the official conformance suite calls (its `tasks-*`
-//! scenarios): job tools of the production handler (built with them when
-//! `conformance.enabled` is on), so they run on the same task runner and store as
-//! `prime_count`:
+//! scenarios): job tools of the production handler (this binary builds it with them),
+//! so they run on the same task runner and store as `prime_count`:
 //!
 //! - `greet`: never a task, `Hello, {name}!`;
 //! - `slow_compute`: a task when allowed, sleeps `seconds` then answers;
@@ -19,15 +18,14 @@ use rmcp::model::{
     JsonObject, Tool,
 };
 use serde_json::{Value as Json, json};
-
-use crate::mcp::handler::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
-use crate::tasks::{Job, Outcome, TaskContext};
+use stateful_mcp::mcp::handler::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
+use stateful_mcp::tasks::{Job, Outcome, TaskContext};
 
 /// Longest `slow_compute` sleep, so a call cannot hold a worker for long.
 const MAX_SECONDS: u64 = 600;
 
-/// The fixtures, for [`crate::mcp::handler::StatefulServer::with_jobs`].
-pub(crate) fn task_fixtures() -> Vec<JobTool> {
+/// The fixtures, for [`stateful_mcp::mcp::handler::StatefulServer::with_jobs`].
+pub(super) fn task_fixtures() -> Vec<JobTool> {
     let mut jobs = Vec::new();
     let string = |description: &str| json!({"type": "string", "description": description});
     jobs.push(fixture(
