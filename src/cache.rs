@@ -9,7 +9,7 @@
 //! - `clear` bumps a generation counter in Redis: O(1), Cluster-safe, only this
 //!   cache's keys, never `FLUSHDB`.
 //! - `get_or_load` runs the loader once per key even when many requests miss together:
-//!   one flight per key on a replica ([`flight`]), and a short Redis lock across replicas.
+//!   one flight per key on a replica (`flight.rs`), and a short Redis lock across replicas.
 //!   A load that fails or is cancelled releases the lock and leaves its flight, so the
 //!   next caller on any replica loads at once.
 //! - When Redis is slow or down, `get` answers from L1 (an expired entry within the

@@ -4,12 +4,26 @@
 //! resumable event streams live in Redis (or, for a single replica, in memory), so a plain
 //! round-robin load balancer can send any request to any replica.
 //!
+//! ## Glossary
+//! - **2026-07-28**: the current protocol revision, without transport sessions: a client
+//!   keeps state across calls with server-minted handles passed as tool arguments.
+//! - **2025-era**: the revisions 2025-03-26 to 2025-11-25, with an `initialize` handshake
+//!   and a transport session named by the `Mcp-Session-Id` header.
+//! - **Holder**: the replica that runs a 2025-era session's rmcp worker; every request of
+//!   that session is served there (forwarded by any other replica).
+//! - **Lease**: the holder's time-bounded claim on a session, kept in the session's
+//!   Redis record and renewed while the session is in use; one that runs out lets another
+//!   replica take the session over.
+//! - **MRTR**: multi-round-trip requests (2026-07-28): a tool that needs input from the
+//!   client answers `input_required` with a sealed `requestState` the client sends back.
+//!
 //! ## Layout
-//! Dependencies point one way: HTTP → MCP → tools → domain → storage.
-//! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment).
+//! Dependencies point one way: HTTP → MCP → domain → storage.
+//! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment),
+//!   one file per section.
 //! - [`cli`]: the command line of the binaries: `stateful-mcp`, and
 //!   `stateful-mcp-conformance`, which serves the official conformance suite's fixtures
-//!   (`src/bin/`) in front of [`mcp::server`]'s handler through [`mcp::endpoint_with`].
+//!   (`src/bin/`) in front of [`mcp::handler`]'s handler through [`mcp::endpoint_with`].
 //! - [`telemetry`]: the tracing subscriber and request ids.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
@@ -20,11 +34,13 @@
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
 //!   connections with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
-//! - [`mcp`]: everything that speaks rmcp. [`mcp::endpoint`] builds `/mcp`: the edge
-//!   ([`mcp::edge`], which forwards a 2025-era request to the replica holding its
-//!   session), rmcp's Streamable HTTP service over our session manager, session
-//!   store and Redis event store ([`mcp::event_store`]), and the handler
-//!   ([`mcp::server`]) with its tools, session binding ([`mcp::binding`]) and resources.
+//! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request:
+//!   [`mcp::edge`] (authenticate, decode, route or forward, rate limit, refuse),
+//!   the transport (2025-era sessions behind a balancer: session manager, restore
+//!   store, leases, forwarding), [`mcp::event_store`] (`Last-Event-ID` on Redis
+//!   Streams) and [`mcp::handler`] (the rmcp `ServerHandler`, its tools, the session
+//!   each call binds to, resources, tasks, MRTR state, notifications);
+//!   [`mcp::error`] holds the one refusal type they share.
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis.
@@ -34,6 +50,7 @@
 //! - [`tasks`]: background tasks any replica answers for: records in the store (one
 //!   Lua script per transition), the replica's bounded worker pool, owner leases and
 //!   the sweep that fails tasks whose replica died; cancels and input over the bus.
+//! - [`managed`]: files and dedicated connections tools hold open across calls.
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`rate_limit`]: per-principal request budgets shared through Redis.
 //! - [`metrics`]: the Prometheus registry of the replica.
@@ -47,15 +64,15 @@
 //! key), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
 //! touches the caller's stored transport session (404 when gone or another principal's,
 //! 503 when the store is down), which also says which replica holds the session: a
-//! request for a session held elsewhere is forwarded there and answered from there →
-//! the serving replica spends the caller's rate limit → rmcp's `StreamableHttpService`
-//! validates Host/Origin and the protocol headers and picks the era; 2025-era requests
-//! reach their session through our session manager (restored from the store by the
-//! replica that takes it over) → the handler in [`mcp::server`] times the tool call →
-//! the tool binds its state session ([`mcp::binding`]: the `session_id` handle, or the
-//! session the edge confirmed) → one Redis script in [`sessions`] checks the owner,
-//! slides the expiry and applies the operation (at most
-//! once per idempotency key).
+//! request for a session held elsewhere is forwarded to its holder and answered from
+//! there → the serving replica spends the caller's rate limit → rmcp's
+//! `StreamableHttpService` validates Host/Origin and the protocol headers and picks the
+//! era; 2025-era requests reach their session through the transport's session manager
+//! (restored from the store by the replica that takes it over) → the handler in
+//! [`mcp::handler`] times the tool call → the tool binds its state session
+//! ([`mcp::handler::binding`]: the `session_id` handle, or the session the edge
+//! confirmed) → one Redis script in [`sessions`] checks the owner, slides the expiry
+//! and applies the operation (at most once per idempotency key).
 
 #![warn(missing_docs)]
 

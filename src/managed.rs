@@ -7,7 +7,7 @@
 //! a cancelled future or a panic in the caller) gives the reference back. The idle sweep
 //! ([`ResourceManager::sweep`], run by [`ResourceManager::run_sweeper`]) cleans resources
 //! nobody references that were idle longer than the configured timeout; shutdown cleans
-//! the rest. The kinds of this crate are in [`file`] and [`redis`].
+//! the rest. The kinds of this crate are in [`mod@file`] and [`redis`].
 //!
 //! Ids come from clients, so they are bounded: at most `max_per_kind` resources of one
 //! kind exist at once, and ids longer than [`MAX_ID_BYTES`] are refused.

@@ -3,7 +3,7 @@
 //! For each request it
 //! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
 //!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
-//! 1. reads the body once (413 above `server.max_body_bytes`) into an [`Envelope`]
+//! 1. reads the body once (413 above `server.max_body_bytes`) into an `Envelope`
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
 //! 2. labels metrics and the request's log span from the envelope (known methods only);
@@ -23,9 +23,9 @@
 //! 4. spends one token of the caller's rate limit (429 with `Retry-After`) on the
 //!    replica that serves the request (a forwarded request is charged once, where it
 //!    is served);
-//! 5. hands rmcp a [`RefusalSlot`] in the request's extensions, through which the
-//!    session manager reports why it refused an `initialize` (rmcp itself would turn
-//!    that into a bare 500), and answers 400, 429 or 503 from it.
+//! 5. hands rmcp a `RefusalSlot` ([`crate::mcp::error`]) in the request's extensions,
+//!    through which the session manager reports why it refused an `initialize` (rmcp
+//!    itself would turn that into a bare 500), and answers 400, 429 or 503 from it.
 //!
 //! A 2026-07-28 `subscriptions/listen` takes a place among the replica's
 //! `listen.max_streams` before rmcp acknowledges it (503 when there is none), held until

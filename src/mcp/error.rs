@@ -1,6 +1,6 @@
 //! [`EdgeError`]: every refusal of the edge and of the session layer behind it, with
 //! its HTTP status, its JSON-RPC error where JSON-RPC defines one, and its `Retry-After`
-//! or `WWW-Authenticate` header; and the [`RefusalSlot`] in which the session layer,
+//! or `WWW-Authenticate` header; and the `RefusalSlot` in which the session layer,
 //! deep inside rmcp, leaves the refusal for the edge to answer.
 
 use std::sync::{Arc, OnceLock};

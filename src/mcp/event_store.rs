@@ -19,7 +19,7 @@
 //!   request stream starts with carries no message, so its id is minted here as
 //!   `<stream_id>/0-1`, below every id Redis gives, and nothing is written. Resuming
 //!   after it replays the whole stream; while the request runs here (its stream is
-//!   [open](Shared::open)) and nothing is stored yet, it follows the stream for what comes;
+//!   open) and nothing is stored yet, it follows the stream for what comes;
 //!   anywhere else, an empty stream is an unknown event as before.
 //! - **Retention** follows open streams, not calls: every event keeps its stream for
 //!   [`EventStoreSettings::ttl`]; the final response of a request stream shortens that

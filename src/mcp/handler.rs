@@ -1,5 +1,5 @@
 //! The MCP handler ([`StatefulServer`]): rmcp's `ServerHandler` over the tools in
-//! [`tools`] and the [`resources`], with each tool call timed, logged and
+//! its tools (`handler/tools.rs`) and resources (`handler/resources.rs`), with each tool call timed, logged and
 //! stopped when the client cancels it (the edge tracks the request for the drain).
 //!
 //! State lives in [`Sessions`] and the cache, never in this struct, so any replica can

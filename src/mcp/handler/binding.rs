@@ -1,4 +1,4 @@
-//! Which state session a tool call acts on ([`Binding`]), and how a tool fails
+//! Which state session a tool call acts on (`Binding`), and how a tool fails
 //! ([`ToolFailure`]), so every tool finds its session and reports errors with `?`.
 //!
 //! A call names its session with a `session_id` argument (the 2026-07-28 way: a handle
