@@ -269,9 +269,8 @@ impl Shared {
                 .connection(&shutdown, &mut established_before, &mut backoff)
                 .await;
             self.mark_disconnected();
-            let Err(error) = outcome else { break };
             if !backoff
-                .wait_to_reconnect("bus subscriber", &self.origin, &error, &shutdown)
+                .reconnect_after(outcome, "bus subscriber", &self.origin, &shutdown)
                 .await
             {
                 break;

@@ -51,6 +51,9 @@
 //!   Lua script per transition), the replica's bounded worker pool, owner leases and
 //!   the sweep that fails tasks whose replica died; cancels and input over the bus.
 //! - [`managed`]: files and dedicated connections tools hold open across calls.
+//! - [`events`]: resumable response streams on Redis Streams (append, replay, the
+//!   replica's one blocking reader, the retention of finished streams), for rmcp's
+//!   event store in [`mcp::event_store`].
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`rate_limit`]: per-principal request budgets shared through Redis.
 //! - [`metrics`]: the Prometheus registry of the replica.
@@ -82,6 +85,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod cpu;
+pub mod events;
 pub mod http;
 pub mod ids;
 pub mod keys;

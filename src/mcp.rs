@@ -44,7 +44,6 @@ use rmcp::{
 
 use self::{
     edge::Edge,
-    event_store::{EventStoreSettings, RedisEventStore},
     handler::StatefulServer,
     transport::{
         forward::Forwarder,
@@ -53,7 +52,11 @@ use self::{
         session_store::{Restores, TransportStore},
     },
 };
-use crate::{sessions::Lease, state::AppState};
+use crate::{
+    events::{EventStoreSettings, RedisEventStore},
+    sessions::Lease,
+    state::AppState,
+};
 
 pub use self::transport::forward::FORWARDED_HEADER;
 

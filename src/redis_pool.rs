@@ -273,16 +273,19 @@ impl Backoff {
         self.next = self.min;
     }
 
-    /// After a background loop lost its connection: logs why, as `task` of `replica`,
-    /// and waits out the next delay. `false` when `shutdown` fired meanwhile (the loop
-    /// should end instead of reconnecting).
-    pub async fn wait_to_reconnect(
+    /// After one connection of a background loop (the bus subscriber, the event stream
+    /// reader) ended with `outcome` (`Ok` once `shutdown` fired, `Err` when it was
+    /// lost): whether to connect again. A lost connection is logged as `task` of
+    /// `replica` and the next delay waited out first; `false` when the loop ended on
+    /// shutdown or `shutdown` fired meanwhile.
+    pub async fn reconnect_after<E: std::fmt::Display>(
         &mut self,
+        outcome: Result<(), E>,
         task: &str,
         replica: &str,
-        error: &(dyn std::fmt::Display + Sync),
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> bool {
+        let Err(error) = outcome else { return false };
         let delay = self.next_delay();
         tracing::warn!(
             task,

@@ -53,7 +53,7 @@ use tokio_util::{
 use self::envelope::Envelope;
 use super::{
     error::{EdgeError, RefusalSlot},
-    event_store::{RedisEventStore, track_delivery},
+    event_store::track_delivery,
     extensions::{IdempotencyKey, TransportSession},
     handler::notify::Notifier,
     transport::{
@@ -67,6 +67,7 @@ use super::{
 use crate::{
     auth::{Authenticator, Principal},
     bus::Bus,
+    events::RedisEventStore,
     metrics::Metrics,
     rate_limit::{RateLimitError, RateLimiter},
     sessions::{Holder, Lease, Sessions},

@@ -10,8 +10,9 @@ use rmcp::{
     transport::streamable_http_server::session::{EventStore, EventStream, ServerSseMessage},
 };
 use serde_json::json;
-use stateful_mcp::mcp::event_store::{
-    EventStoreSettings, RedisEventStore, RedisEventStoreError, SessionEvents,
+use stateful_mcp::{
+    events::{EventStoreSettings, RedisEventStore, RedisEventStoreError},
+    mcp::event_store::SessionEvents,
 };
 
 use crate::support::{
@@ -58,7 +59,7 @@ impl EventStoreNode {
             base.shutdown.clone(),
             &base.tracker,
         );
-        let events = store.for_session(SESSION);
+        let events = SessionEvents::new(&store, SESSION);
         Self {
             store,
             events,
@@ -546,7 +547,7 @@ async fn a_stream_is_replayed_only_for_its_own_session() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-owner");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
-    let other = a.store.for_session("session-b");
+    let other = SessionEvents::new(&a.store, "session-b");
     let request = stream_id();
     let primed = a.prime(&request).await;
     a.store(&request, &response(1)).await;
@@ -631,7 +632,8 @@ async fn shutdown_ends_followed_streams() {
     assert_eq!(store.follower_count(), 0);
     // After shutdown a replay returns what is stored and does not follow.
     let after = store.replay(SESSION, &primed).await.expect("replay");
-    assert!(drain(after).await.is_empty());
+    let after: Vec<_> = within("the stream ends by itself", after.collect()).await;
+    assert!(after.is_empty());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@
 //! - the replica that creates a session holds it under a lease (see `leases.rs`), so
 //!   other replicas forward its requests here;
 //! - each session runs in its own `LocalSessionManager` whose event store is bound to
-//!   that session ([`RedisEventStore::for_session`]): rmcp names only the stream when it
+//!   that session ([`SessionEvents`]): rmcp names only the stream when it
 //!   stores an event and resumes whatever stream a `Last-Event-ID` names, so a store
 //!   shared by all sessions could not tell whose stream a client asks for;
 //! - beside each worker it keeps what the replica knows of the session ([`LocalSession`]:
@@ -57,14 +57,17 @@ use self::{
     local::{Clock, LocalSession, StoreHealth, millis},
     memory::Trimmer,
 };
-use crate::mcp::{
-    error::{EdgeError, RefusalSlot},
-    event_store::{RedisEventStore, RedisEventStoreError},
-};
 use crate::{
     auth::Principal,
     metrics::Metrics,
     sessions::{Lease, NewSession, SessionError, Sessions},
+};
+use crate::{
+    events::{RedisEventStore, RedisEventStoreError},
+    mcp::{
+        error::{EdgeError, RefusalSlot},
+        event_store::SessionEvents,
+    },
 };
 
 mod local;
@@ -221,7 +224,7 @@ impl ReplicatedSessionManager {
         let mut local = LocalSessionManager::default();
         local.session_config = self.config.clone();
         if let Some(events) = &self.events {
-            local = local.with_event_store(Arc::new(events.for_session(id.as_ref())));
+            local = local.with_event_store(Arc::new(SessionEvents::new(events, id.as_ref())));
         }
         // `restore_session` is the local manager's way to start a worker under an id
         // chosen by the caller.
@@ -504,7 +507,9 @@ impl SessionManager for ReplicatedSessionManager {
             // an unknown one, and rmcp answers it with an empty stream. A replay needs no
             // worker here, but one that runs is not idle while the stream is open.
             let session = self.local(id).await.ok().map(|(_, session)| session);
-            let replay = events.replay(id, &last_event_id).await?;
+            let replay = SessionEvents::new(events, id.as_ref())
+                .replay(&last_event_id)
+                .await?;
             return Ok(self.tracked(session, replay).left_stream());
         }
         let last_event_id: LocalEventId = last_event_id

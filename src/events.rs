@@ -1,0 +1,88 @@
+//! Resumable response streams on Redis Streams: every SSE event of a 2025-era response
+//! stream is an entry of `<prefix>:{<session_id>}:events:<stream_id>`, so a client can resume on any
+//! replica, and only from its own session.
+//!
+//! - **Sessions**: rmcp tells a store the stream of an event but not its session (request
+//!   streams have random ids; only the standalone stream is `<session>:common`), so each
+//!   session gets its own view (`mcp::event_store::SessionEvents`), which puts the
+//!   session into every key it writes and reads. An event id presented with another
+//!   session's `Mcp-Session-Id` names a key that does not exist: it is an unknown event,
+//!   and replays nothing.
+//! - **Event ids** are `<stream_id>/<entry-id>` (`entry-id` is Redis's `<ms>-<seq>`): the
+//!   stream is found from the id and the caller's session, and ids are unique because
+//!   entry ids are unique within a stream and stream ids are unique. Stream and session
+//!   ids may only use `[A-Za-z0-9_.:-]`, so the `/` separator is unambiguous and neither
+//!   can break out of its key's `{hash tag}`.
+//! - **Storing** is one script per event: `XADD` with an approximate `MAXLEN`, then
+//!   `PEXPIRE`, so the event is committed (and bounded in time and size) before its id
+//!   goes to the client. The one exception costs no round trip: the priming event a
+//!   request stream starts with carries no message, so its id is minted here as
+//!   `<stream_id>/0-1`, below every id Redis gives, and nothing is written. Resuming
+//!   after it replays the whole stream; while the request runs here (its stream is
+//!   open) and nothing is stored yet, it follows the stream for what comes;
+//!   anywhere else, an empty stream is an unknown event as before.
+//! - **Retention** follows open streams, not calls: every event keeps its stream for
+//!   [`EventStoreSettings::ttl`]; the final response of a request stream shortens that
+//!   in the same script. A response that reaches its client needs no resumption, so a
+//!   request stream started here keeps its events only
+//!   [`EventStoreSettings::delivered_ttl`] (seconds) after its final response, unless its
+//!   client got an event of it and then lost the connection before the end: such a
+//!   stream keeps them [`EventStoreSettings::completed_ttl`], the window in which that
+//!   client resumes. The edge learns which it was from the response body
+//!   (`mcp::event_store::track_delivery`): one that ends after the final response was stored was
+//!   delivered; one dropped earlier was abandoned, and if its final response is stored
+//!   already, its expiry is extended then (a command only on that rare path). A stream
+//!   this replica does not track keeps the long window. What a finished call leaves in
+//!   Redis is thus bounded by the call rate times a few seconds, not a minute. The
+//!   standalone stream has no final event and keeps the long TTL.
+//! - **Replaying** returns the stored events after the given id and then keeps following
+//!   the stream until its final JSON-RPC response or error arrives, whichever replica
+//!   writes it. The standalone stream (`<session>:common`) has no final event: it is
+//!   followed until the consumer drops it or the replica shuts down.
+//! - **Following** costs one connection per replica, not per stream: a background reader
+//!   blocks in one `XREAD` over every followed stream and forwards new entries to the
+//!   followers' channels. A new follower wakes it through the replica's wake stream so it
+//!   re-issues `XREAD` with the new set of keys.
+//!
+//!
+//! Layout: [`mod@format`] (ids, fields, entries), `open.rs` (the request streams started
+//! here), `reader.rs` (the blocking reader), `store.rs` ([`RedisEventStore`]). This
+//! module knows nothing of MCP: events are JSON text; the rmcp adapter is
+//! `mcp::event_store`.
+//!
+//! On Redis Cluster a multi-key `XREAD` needs all its keys in one slot; there the single
+//! reader has to become one reader per shard, each reading the streams of its slots.
+
+pub mod format;
+mod open;
+mod reader;
+mod store;
+
+use std::{pin::Pin, time::Duration};
+
+pub use self::store::{EventStoreSettings, RedisEventStore, RedisEventStoreError};
+
+/// A replayed (and then followed) stream of events.
+pub type EventStream = Pin<Box<dyn futures::Stream<Item = StoredEvent> + Send + Sync>>;
+
+/// What an event is to its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// No message: a retry hint (a priming event).
+    Bare,
+    /// A message that does not end its stream (a notification, a request).
+    Message,
+    /// A message that ends a request's stream (its JSON-RPC response or error).
+    Final,
+}
+
+/// An event read back from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its event id, `<stream_id>/<ms>-<seq>`.
+    pub event_id: String,
+    /// Its JSON message; `None` for a bare event.
+    pub message: Option<String>,
+    /// Its SSE retry hint.
+    pub retry: Option<Duration>,
+}

@@ -1,0 +1,398 @@
+//! [`RedisEventStore`]: appending events to a response stream (one script per event,
+//! none for a request stream's priming event), replaying a stream after an event id and
+//! following it through the replica's [`Reader`], and the retention of finished
+//! streams (see the module docs of [`crate::events`]).
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use redis::{RedisError, streams::StreamRangeReply};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    EventKind, EventStream,
+    format::{
+        COMMON_SUFFIX, EntryId, FIELD_KIND, KIND_BARE, KIND_FINAL, KIND_MESSAGE, PRIMED, SEPARATOR,
+        check_session_id, check_stream_id, decode_entry, duration_ms, parse_event_id,
+    },
+    open::OpenStreams,
+    reader::Reader,
+};
+use crate::{
+    keys::Keys,
+    redis_pool::{RedisPool, RedisPoolError},
+};
+
+/// Entries read per `XRANGE` page while replaying.
+const PAGE: usize = 128;
+
+/// `XADD` and `PEXPIRE` in one round trip; returns the new entry id.
+const STORE_SCRIPT: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'k', ARGV[2], 'm', ARGV[3], 'r', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return id
+";
+
+/// Limits and timing of the event store.
+#[derive(Debug, Clone)]
+pub struct EventStoreSettings {
+    /// How long a stream is kept after its last event (refreshed by every event): the
+    /// window in which a client can resume it.
+    pub ttl: Duration,
+    /// How long a request stream is kept once its final response is stored when its
+    /// client lost the connection before the end (or this replica cannot tell): the
+    /// window in which that client resumes. At most [`Self::ttl`].
+    pub completed_ttl: Duration,
+    /// How long a request stream started here is kept once its final response is stored
+    /// while its client is still reading it: only a client whose connection breaks
+    /// after the response left this replica resumes it, within the SSE retry delay.
+    /// Redis holds finished streams for this long, so their memory is the call rate
+    /// times this window. At most [`Self::completed_ttl`].
+    pub delivered_ttl: Duration,
+    /// Approximate largest number of events kept per stream (Redis trims whole nodes, so
+    /// a stream may hold somewhat more); older events can no longer be replayed.
+    pub max_len: usize,
+    /// How long one blocking `XREAD` of the reader waits; it also bounds how long a
+    /// follower whose consumer left stays in the reader's key set.
+    pub block: Duration,
+    /// A followed request stream ends when no event arrived for this long, so a follower
+    /// never hangs on a stream whose writer died or while Redis is unreachable; the client
+    /// then resumes with its last event id. Standalone streams have no such bound.
+    pub follow_idle_timeout: Duration,
+    /// First delay before the reader reconnects after an error.
+    pub min_backoff: Duration,
+    /// Largest delay between the reader's reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for EventStoreSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(15 * 60),
+            completed_ttl: Duration::from_secs(60),
+            delivered_ttl: Duration::from_secs(3),
+            max_len: 1000,
+            block: Duration::from_secs(5),
+            follow_idle_timeout: Duration::from_secs(120),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why storing or replaying an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisEventStoreError {
+    /// The event id does not have the `<stream_id>/<ms>-<seq>` shape this store issues.
+    #[error("malformed event id `{0}`")]
+    MalformedEventId(String),
+    /// The stream id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid stream id `{0}`")]
+    InvalidStreamId(String),
+    /// The session id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid session id `{0}`")]
+    InvalidSessionId(String),
+    /// No such event: its stream expired or never held it.
+    #[error("unknown event id `{0}`")]
+    UnknownEvent(String),
+    /// The event's message could not be serialised.
+    #[error("event message cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Redis could not be reached or a command failed.
+    #[error(transparent)]
+    Redis(#[from] RedisPoolError),
+}
+
+impl From<RedisError> for RedisEventStoreError {
+    fn from(error: RedisError) -> Self {
+        Self::Redis(error.into())
+    }
+}
+
+/// The Redis Streams event store shared by every session of a replica.
+pub struct RedisEventStore {
+    pool: RedisPool,
+    keys: Keys,
+    settings: EventStoreSettings,
+    reader: Reader,
+    /// The request streams started here whose retention is not settled yet.
+    open: Mutex<OpenStreams>,
+    store_script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventStore")
+            .field("followers", &self.follower_count())
+            .field("reader_connected", &self.is_reader_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEventStore {
+    /// Builds the store and starts its stream reader on `tracker`.
+    ///
+    /// Never fails: the reader connects (and reconnects) in the background. When
+    /// `shutdown` is cancelled the reader stops and every followed stream ends.
+    pub fn start(
+        pool: RedisPool,
+        keys: Keys,
+        replica_id: impl Into<String>,
+        settings: EventStoreSettings,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Arc<Self> {
+        let replica_id = replica_id.into();
+        let wake_key = keys.replica_wake(&replica_id);
+        let reader = Reader::start(
+            pool.clone(),
+            replica_id,
+            wake_key,
+            settings.clone(),
+            shutdown,
+            tracker,
+        );
+        Arc::new(Self {
+            open: Mutex::new(OpenStreams::new(settings.delivered_ttl)),
+            pool,
+            keys,
+            settings,
+            reader,
+            store_script: redis::Script::new(STORE_SCRIPT),
+        })
+    }
+
+    /// Persists an event of `kind` (its JSON `message`, empty for
+    /// [`EventKind::Bare`], and its SSE `retry` hint) in stream `stream_id` of session
+    /// `session_id`, and returns its event id.
+    ///
+    /// # Errors
+    /// [`RedisEventStoreError::InvalidStreamId`] or
+    /// [`RedisEventStoreError::InvalidSessionId`] for an id this store cannot key, or
+    /// [`RedisEventStoreError::Redis`] when the event could not be committed.
+    pub async fn append(
+        &self,
+        session_id: &str,
+        stream_id: &str,
+        kind: EventKind,
+        message: String,
+        retry: Option<Duration>,
+    ) -> Result<String, RedisEventStoreError> {
+        check_stream_id(stream_id)?;
+        check_session_id(session_id)?;
+        let request_stream = !stream_id.ends_with(COMMON_SUFFIX);
+        let kind = match kind {
+            EventKind::Bare => KIND_BARE,
+            EventKind::Message => KIND_MESSAGE,
+            EventKind::Final => KIND_FINAL,
+        };
+        let retry = retry
+            .map(|retry| retry.as_millis().to_string())
+            .unwrap_or_default();
+        let settings = &self.settings;
+        let key = self.keys.event_stream(session_id, stream_id);
+        let finishing = request_stream && kind == KIND_FINAL;
+        let mut delivered = false;
+        if request_stream {
+            let mut open = lock(&self.open);
+            if kind == KIND_BARE && open.start(stream_id, &key) {
+                return Ok(format!("{stream_id}{SEPARATOR}{PRIMED}"));
+            }
+            if finishing {
+                delivered = open.being_delivered(stream_id, &key);
+            }
+        }
+        // Nothing follows a request's final response: only a client that lost it will
+        // read the stream again, so it need not outlive the short window.
+        let ttl = match (finishing, delivered) {
+            (false, _) => settings.ttl,
+            (true, false) => settings.completed_ttl.min(settings.ttl),
+            (true, true) => settings
+                .delivered_ttl
+                .min(settings.completed_ttl)
+                .min(settings.ttl),
+        };
+        let stored = self.store_entry(&key, kind, message, retry, ttl).await;
+        if finishing && lock(&self.open).finished(stream_id, stored.is_ok(), delivered) {
+            // Its client left while the response was being stored.
+            self.extend(key);
+        }
+        Ok(format!("{stream_id}{SEPARATOR}{}", stored?))
+    }
+
+    /// What became of the response stream `stream_id` started here: its body
+    /// `ended` after everything was sent, or was dropped first (its client left). A
+    /// stream whose client left keeps its events for the resumption window.
+    pub fn stream_closed(&self, stream_id: &str, ended: bool) {
+        let abandoned = lock(&self.open).closed(stream_id, ended);
+        if let Some(key) = abandoned {
+            self.extend(key);
+        }
+    }
+
+    /// Keeps stream `key`, already finished, for the resumption window (in the
+    /// background: the request that needed it is gone).
+    fn extend(&self, key: String) {
+        let pool = self.pool.clone();
+        let ttl = self.settings.completed_ttl.min(self.settings.ttl);
+        tokio::spawn(async move {
+            let outcome = async {
+                let mut conn = pool.get().await?;
+                redis::cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(duration_ms(ttl))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok::<_, RedisEventStoreError>(())
+            }
+            .await;
+            if let Err(error) = outcome {
+                tracing::warn!(error = %error, "an abandoned response stream could not be kept for resumption");
+            }
+        });
+    }
+
+    /// Appends one entry to stream `key`; returns its Redis entry id.
+    async fn store_entry(
+        &self,
+        key: &str,
+        kind: &str,
+        message: String,
+        retry: String,
+        ttl: Duration,
+    ) -> Result<String, RedisEventStoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(self
+            .store_script
+            .key(key)
+            .arg(self.settings.max_len.max(1))
+            .arg(kind)
+            .arg(message)
+            .arg(retry)
+            .arg(duration_ms(ttl))
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// The events of session `session_id`'s stream after `last_event_id`, then (unless
+    /// the stream already ended) the events appended later by any replica, until the
+    /// final response, the idle bound, the consumer dropping the stream or shutdown.
+    ///
+    /// # Errors
+    /// [`RedisEventStoreError::MalformedEventId`],
+    /// [`RedisEventStoreError::InvalidStreamId`] or
+    /// [`RedisEventStoreError::InvalidSessionId`] for an id this store did not issue,
+    /// [`RedisEventStoreError::UnknownEvent`] when the stream expired, never held the
+    /// event or belongs to another session, [`RedisEventStoreError::Redis`] when Redis
+    /// cannot be read.
+    pub async fn replay(
+        &self,
+        session_id: &str,
+        last_event_id: &str,
+    ) -> Result<EventStream, RedisEventStoreError> {
+        let (stream_id, after) = parse_event_id(last_event_id)?;
+        check_session_id(session_id)?;
+        let key = self.keys.event_stream(session_id, stream_id);
+        let ends_on_final = !stream_id.ends_with(COMMON_SUFFIX);
+        let mut conn = self.pool.get().await?;
+
+        // One round trip both checks the id and reads the first page: the entry at or
+        // before `after` must be `after` itself, unless trimming removed everything up
+        // to and past it (then all that is left comes after it).
+        let (at_or_before, mut page): (StreamRangeReply, StreamRangeReply) = redis::pipe()
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg(after.to_string())
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg(after.next().to_string())
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await?;
+        match at_or_before.ids.first() {
+            Some(entry) if EntryId::parse(&entry.id) == Some(after) => {
+                let kind: Option<String> = entry.get(FIELD_KIND);
+                if ends_on_final && kind.as_deref() == Some(KIND_FINAL) {
+                    // The client already has the final response: nothing more will come.
+                    return Ok(Box::pin(futures::stream::empty()));
+                }
+            }
+            // The priming id was minted, never stored: every entry comes after it, and
+            // while the request runs here its events may all be still to come.
+            None if after == PRIMED
+                && (!page.ids.is_empty() || lock(&self.open).is_open(stream_id, &key)) => {}
+            None if !page.ids.is_empty() => {
+                tracing::warn!(
+                    stream_id,
+                    event_id = last_event_id,
+                    "resumed event was trimmed; replaying what is left of the stream"
+                );
+            }
+            _ => return Err(RedisEventStoreError::UnknownEvent(last_event_id.to_owned())),
+        }
+
+        let mut events = Vec::new();
+        let mut cursor = after;
+        loop {
+            let full = page.ids.len() >= PAGE;
+            let page_start = cursor;
+            for entry in &page.ids {
+                let Some(decoded) = decode_entry(stream_id, entry) else {
+                    continue;
+                };
+                cursor = decoded.id;
+                events.push(decoded.event);
+                if decoded.is_final && ends_on_final {
+                    return Ok(Box::pin(futures::stream::iter(events)));
+                }
+            }
+            // A page without a single usable id would be asked for again forever.
+            if !full || cursor == page_start {
+                break;
+            }
+            page = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(cursor.next().to_string())
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+        }
+        drop(conn);
+
+        let Some(follow) = self
+            .reader
+            .follow(key, stream_id, cursor, ends_on_final)
+            .await
+        else {
+            return Ok(Box::pin(futures::stream::iter(events)));
+        };
+        Ok(Box::pin(futures::stream::iter(events).chain(follow)))
+    }
+
+    /// Followers currently registered with the reader.
+    pub fn follower_count(&self) -> usize {
+        self.reader.follower_count()
+    }
+
+    /// Whether the reader holds a working connection (readiness).
+    pub fn is_reader_connected(&self) -> bool {
+        self.reader.is_connected()
+    }
+}
+
+/// Locks `mutex`; only set and map operations run under it, so a poisoned one is still
+/// consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
