@@ -21,19 +21,23 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /build
 
 # Dependencies first: a build of the manifests with empty sources compiles every
-# dependency into this layer, which is reused until Cargo.toml or Cargo.lock changes.
-# Cargo reads every target the manifest declares, so the benchmarks get empty stand-ins
-# too (they are not built: `cargo build` builds the library and the binary).
+# dependency into this layer, which is reused until a manifest or Cargo.lock changes.
+# Cargo reads every target the manifests declare, so the benchmarks and the workspace's
+# test harness (testkit, a dev-dependency) get empty stand-ins too (they are not built:
+# `cargo build` builds the library and the binary).
 COPY Cargo.toml Cargo.lock ./
+COPY testkit/Cargo.toml testkit/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    mkdir src benches \
+    mkdir src benches testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs benches/cache.rs benches/load.rs benches/mcp_load.rs \
+       testkit/src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
 
-# The real sources (the benchmarks' stand-ins stay: .dockerignore keeps benches/ out).
+# The real sources (the stand-ins of the benchmarks and of testkit stay: .dockerignore
+# keeps benches/ and testkit/src/ out).
 # config/default.toml is compiled into the binary (include_str!).
 # `touch` makes sure cargo rebuilds the crate over the empty one of the layer above
 # even when the copied files carry older modification times.

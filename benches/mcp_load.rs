@@ -24,18 +24,19 @@
 //! every reply. Reported per scenario: calls/s, latency quantiles, errors, CPU µs per call
 //! of every measured process, and Redis's commands, script time, CPU and bytes per call.
 //!
-//! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` and
-//! Redis; [`servers`] and [`procs`] start and stop the processes; [`anchor`] is the
-//! anchor; [`report`] prints and writes the results.
+//! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` (the
+//! processes' [`cpu`]) and Redis; [`servers`] starts and stops the processes (on
+//! `testkit`'s process wrapper); [`anchor`] is the anchor; [`report`] prints and writes
+//! the results.
 
 #[path = "mcp_load/anchor.rs"]
 mod anchor;
+#[path = "mcp_load/cpu.rs"]
+mod cpu;
 #[path = "mcp_load/load.rs"]
 mod load;
 #[path = "mcp_load/measure.rs"]
 mod measure;
-#[path = "mcp_load/procs.rs"]
-mod procs;
 #[path = "mcp_load/report.rs"]
 mod report;
 #[path = "mcp_load/servers.rs"]
@@ -45,11 +46,12 @@ mod wire;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use cpu::Measured;
 use load::LoadSpec;
 use measure::Meter;
-use procs::{Measured, TempDir};
 use report::{Report, Row};
 use servers::{Backend, Fleet, Redis, Replicas, Server};
+use testkit::temp_dir::TempDir;
 use wire::{Endpoint, Era};
 
 const USAGE: &str = "\
@@ -265,7 +267,7 @@ fn main() -> ExitCode {
     }
     // One thread: the driver and its connections on the main thread; more: a
     // multi-threaded runtime whose `block_on` still runs on the main thread, which
-    // therefore starts every child process (see `procs::Child`).
+    // therefore starts every child process (see `testkit::process::Child`).
     let runtime = if options.driver_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -319,7 +321,7 @@ async fn session_memory(options: &Options) {
         MEMORY_SESSIONS
     };
     let era = options.era.unwrap_or(Era::V2026);
-    let dir = TempDir::new("redis");
+    let dir = TempDir::new("load", "redis");
     let redis = Redis::start(dir.path()).await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
@@ -409,7 +411,7 @@ async fn orchestrate(options: &Options) {
             path.display()
         );
     }
-    let dir = TempDir::new("redis");
+    let dir = TempDir::new("load", "redis");
     let redis = Redis::start(dir.path()).await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);

@@ -10,8 +10,13 @@ use std::{
 };
 
 use base64::Engine as _;
+use testkit::{
+    free_port,
+    process::{Child, Stop},
+    temp_dir::TempDir,
+};
 
-use crate::procs::{Child, Measured, TempDir, free_port};
+use crate::cpu::Measured;
 
 /// What serves a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +66,7 @@ impl Redis {
             "--hash-max-listpack-value",
             "1024",
         ]);
-        let mut child = Child::spawn("redis", command, dir, libc::SIGKILL);
+        let mut child = Child::spawn("redis", command, Some(dir), Stop::Kill);
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str()).expect("a Redis URL");
         child
@@ -141,8 +146,10 @@ impl Fleet {
         let mut running = self.running();
         let port = free_port();
         let mut command = Command::new(std::env::current_exe().expect("this benchmark's path"));
-        command.args(["anchor", "--port", &port.to_string()]);
-        let mut child = Child::spawn("anchor", command, running.dir.path(), libc::SIGKILL);
+        command
+            .args(["anchor", "--port", &port.to_string()])
+            .env_remove("RUST_LOG");
+        let mut child = Child::spawn("anchor", command, Some(running.dir.path()), Stop::Kill);
         child
             .wait_ready(async || {
                 tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -170,6 +177,8 @@ impl Fleet {
             let port = free_port();
             let mut command = Command::new(binary);
             command
+                // Every server logs with its default filter.
+                .env_remove("RUST_LOG")
                 .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
                 .env("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "localhost,127.0.0.1")
                 .env(
@@ -206,7 +215,7 @@ impl Fleet {
                 Backend::Memory => command.env("STATEFUL_MCP__STORE__BACKEND", "memory"),
             };
             let name = format!("replica-{i}");
-            let mut child = Child::spawn(&name, command, running.dir.path(), libc::SIGKILL);
+            let mut child = Child::spawn(&name, command, Some(running.dir.path()), Stop::Kill);
             let readyz = format!("http://127.0.0.1:{port}/readyz");
             child.wait_ready(async || http_ok(&readyz).await).await;
             running.measured.add("replicas", child.pid());
@@ -233,7 +242,7 @@ impl Fleet {
             children: Vec::new(),
             urls: Vec::new(),
             measured: Measured::default(),
-            dir: TempDir::new(&self.started.to_string()),
+            dir: TempDir::new("load", &self.started.to_string()),
         }
     }
 }
@@ -273,7 +282,7 @@ impl Running {
             dir.join("nginx.pid").display()
         ));
         // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-        let mut child = Child::spawn("nginx", command, &dir, libc::SIGTERM);
+        let mut child = Child::spawn("nginx", command, Some(&dir), Stop::Terminate);
         let healthz = format!("http://127.0.0.1:{listen}/healthz");
         child.wait_ready(async || http_ok(&healthz).await).await;
         self.measured.add_with_children("nginx", child.pid());

@@ -1,0 +1,16 @@
+//! The processes, ports and waits that stateful-mcp's integration tests (`tests/it`) and
+//! its benchmarks (`benches/`) run on, in one place.
+//!
+//! - [`process`]: the one wrapper of child processes, stopped on drop and by the kernel
+//!   when the run that started them dies (`PR_SET_PDEATHSIG`);
+//! - [`free_port`]: free loopback ports; [`temp_dir`]: directories removed on drop.
+//!
+//! It does not depend on the `stateful-mcp` crate, so it never brings a second copy of
+//! that crate's types into a test: what needs them (an in-process replica, pools on the
+//! app's settings) stays in `tests/it/support`.
+
+mod port;
+pub mod process;
+pub mod temp_dir;
+
+pub use port::free_port;
