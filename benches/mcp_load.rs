@@ -26,8 +26,8 @@
 //!
 //! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` (the
 //! processes' [`cpu`]) and Redis; [`servers`] starts and stops the processes (on
-//! `testkit`'s process wrapper); [`anchor`] is the anchor; [`report`] prints and writes
-//! the results.
+//! `testkit`'s process wrapper and `redis-server` launcher); [`anchor`] is the anchor;
+//! [`report`] prints and writes the results.
 
 #[path = "mcp_load/anchor.rs"]
 mod anchor;
@@ -50,8 +50,7 @@ use cpu::Measured;
 use load::LoadSpec;
 use measure::Meter;
 use report::{Report, Row};
-use servers::{Backend, Fleet, Redis, Replicas, Server};
-use testkit::temp_dir::TempDir;
+use servers::{Backend, Fleet, Replicas, Server};
 use wire::{Endpoint, Era};
 
 const USAGE: &str = "\
@@ -321,8 +320,7 @@ async fn session_memory(options: &Options) {
         MEMORY_SESSIONS
     };
     let era = options.era.unwrap_or(Era::V2026);
-    let dir = TempDir::new("load", "redis");
-    let redis = Redis::start(dir.path()).await;
+    let redis = servers::start_redis().await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_stateful-mcp"));
@@ -411,8 +409,7 @@ async fn orchestrate(options: &Options) {
             path.display()
         );
     }
-    let dir = TempDir::new("load", "redis");
-    let redis = Redis::start(dir.path()).await;
+    let redis = servers::start_redis().await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
     let roles = ["replicas", "anchor", "redis", "nginx", "driver"].map(str::to_owned);
@@ -424,7 +421,8 @@ async fn orchestrate(options: &Options) {
                 Server::Replicas(_) => builds.iter().map(Some).collect(),
             };
             for build in runs {
-                redis.flush().await;
+                // So no scenario pays for another's keys expiring.
+                redis.flush_all().await;
                 let (running, uses_redis) = match (server, build) {
                     (Server::Replicas(replicas), Some((_, binary))) => (
                         fleet.replicas(replicas, binary, &redis).await,

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use testkit::{
     free_port,
     process::{Child, Stop},
+    redis_server::RedisServer,
     temp_dir::TempDir,
 };
 
@@ -43,68 +44,9 @@ pub enum Backend {
     Memory,
 }
 
-/// The run's private Redis.
-pub struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    /// Starts `redis-server` (or `REDIS_SERVER_BIN`) on a free loopback port, without
-    /// persistence, writing its log in `dir`.
-    pub async fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let mut command = Command::new(
-            std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into()),
-        );
-        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-        command.args(["--save", "", "--appendonly", "no", "--dir"]);
-        // As deployed (docker-compose.yml, k8s/redis.yaml).
-        command.arg(dir).args([
-            "--maxmemory-policy",
-            "noeviction",
-            "--hash-max-listpack-value",
-            "1024",
-        ]);
-        let mut child = Child::spawn("redis", command, Some(dir), Stop::Kill);
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str()).expect("a Redis URL");
-        child
-            .wait_ready(async || {
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            })
-            .await;
-        Self { child, url }
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    /// Empties it between scenarios, so no scenario pays for another's keys expiring.
-    pub async fn flush(&self) {
-        let mut conn = redis::Client::open(self.url.as_str())
-            .expect("a Redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the private Redis");
-        redis::cmd("FLUSHALL")
-            .query_async::<()>(&mut conn)
-            .await
-            .expect("FLUSHALL on the private Redis");
-    }
+/// Starts the run's private Redis, tuned as deployed (docker-compose.yml, k8s/redis.yaml).
+pub async fn start_redis() -> RedisServer {
+    RedisServer::start_with_args(&["--hash-max-listpack-value", "1024"]).await
 }
 
 /// The principal the load authenticates as, and the per-principal rate limit every
@@ -165,7 +107,12 @@ impl Fleet {
 
     /// Starts `replicas` of `binary` (and nginx in front of several) on `redis`;
     /// returns once every one is ready.
-    pub async fn replicas(&mut self, replicas: Replicas, binary: &Path, redis: &Redis) -> Running {
+    pub async fn replicas(
+        &mut self,
+        replicas: Replicas,
+        binary: &Path,
+        redis: &RedisServer,
+    ) -> Running {
         let mut running = self.running();
         let prefix = format!("load-{}-{}", std::process::id(), self.started);
         let keys_file = self
@@ -230,7 +177,9 @@ impl Fleet {
                 .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
         }
         if replicas.backend == Backend::Redis {
-            running.measured.add("redis", redis.pid());
+            running
+                .measured
+                .add("redis", redis.pid().expect("the run's private Redis"));
         }
         running
     }

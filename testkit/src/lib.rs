@@ -3,6 +3,8 @@
 //!
 //! - [`process`]: the one wrapper of child processes, stopped on drop and by the kernel
 //!   when the run that started them dies (`PR_SET_PDEATHSIG`);
+//! - [`redis_server`]: private `redis-server` processes on free ports (killed, paused,
+//!   restarted; `REDIS_URL` to use another), and unique key prefixes;
 //! - [`free_port`]: free loopback ports; [`temp_dir`]: directories removed on drop.
 //!
 //! It does not depend on the `stateful-mcp` crate, so it never brings a second copy of
@@ -11,6 +13,7 @@
 
 mod port;
 pub mod process;
+pub mod redis_server;
 pub mod temp_dir;
 
 pub use port::free_port;

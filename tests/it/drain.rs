@@ -14,11 +14,12 @@ use std::{
 };
 
 use serde_json::json;
+use testkit::free_port;
 
 use crate::support::{
     client::{call, legacy_client, text, try_call},
     http::{call_2026, create_handle},
-    redis_server::{RedisServer, free_port, unique_prefix},
+    redis_server::{RedisServer, unique_prefix},
     replica::Replica,
     wait::{retry, wait_until},
 };

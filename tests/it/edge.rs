@@ -152,9 +152,10 @@ async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, Str
         process::{Command, Stdio},
     };
 
+    use testkit::free_port;
+
     use crate::support::{
         http::{call_2026, create_handle},
-        redis_server::free_port,
         wait::retry,
     };
 

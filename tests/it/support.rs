@@ -12,7 +12,7 @@
 //! - [`wait`]: the one way to wait: poll until a deadline, or bound a future by it.
 
 // The integration tests and each benchmark use a different subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 // A file loaded with `#[path]` (as the benchmarks load this one) looks for its children as
 // a `mod.rs` would, beside itself; explicit paths find them in `support/` for every target.

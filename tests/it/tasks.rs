@@ -16,12 +16,13 @@ use stateful_mcp::{
         Answers, Held, MemoryTasks, NewTask, RedisTasks, Settled, TaskStatus, TaskStore, TaskTimes,
     },
 };
+use testkit::free_port;
 
 use crate::{
     auth::{KeyDir, api_key_env, api_keys_file, as_refs},
     support::{
         http::{bearer_client, meta_2026, post_json, read_reply, tools_call_2026_with_meta},
-        redis_server::{RedisServer, free_port, unique_prefix},
+        redis_server::{RedisServer, RedisServerExt, unique_prefix},
         replica::Replica,
         wait::{retry, wait_until},
     },

@@ -240,7 +240,7 @@ impl Process {
     /// Starts the binary with the Redis backend on `redis_url` under `prefix`, on a free
     /// loopback port, `extra` overriding; returns once it answers `/healthz`.
     pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
-        let port = super::redis_server::free_port();
+        let port = testkit::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
             .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("STATEFUL_MCP__STORE__BACKEND", "redis")
