@@ -21,23 +21,27 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /build
 
 # Dependencies first: a build of the manifests with empty sources compiles every
-# dependency into this layer, which is reused until Cargo.toml or Cargo.lock changes.
-# Cargo reads every target the manifest declares, so the conformance binary and the
-# benchmarks get empty stand-ins too (the benchmarks are not built: `cargo build` builds
-# the library and the binaries).
+# dependency into this layer, which is reused until a manifest or Cargo.lock changes.
+# Cargo reads every target the manifests declare, so the conformance binary, the
+# benchmarks and the workspace's test harness (testkit, a dev-dependency) get empty
+# stand-ins too (the benchmarks and testkit are not built: `cargo build` builds the
+# library and the binaries).
 COPY Cargo.toml Cargo.lock ./
+COPY testkit/Cargo.toml testkit/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    mkdir -p src/bin/stateful-mcp-conformance benches \
+    mkdir -p src/bin/stateful-mcp-conformance benches testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > src/bin/stateful-mcp-conformance/main.rs \
     && touch src/lib.rs benches/cache.rs benches/load.rs benches/mcp_load.rs \
+       testkit/src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
 
-# The real sources (the benchmarks' stand-ins stay: .dockerignore keeps benches/ out).
-# config/default.toml is compiled into the binaries (include_str!). The image holds the
-# shipping binary only: stateful-mcp-conformance is built (it must compile) and left.
+# The real sources (the stand-ins of the benchmarks and of testkit stay: .dockerignore
+# keeps benches/ and testkit/src/ out). config/default.toml is compiled into the
+# binaries (include_str!). The image holds the shipping binary only:
+# stateful-mcp-conformance is built (it must compile) and left.
 # `touch` makes sure cargo rebuilds the crate over the empty one of the layer above
 # even when the copied files carry older modification times.
 COPY src ./src

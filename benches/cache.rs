@@ -3,9 +3,6 @@
 //!
 //! `cargo bench --bench cache` (starts its own redis-server, or uses `REDIS_URL`).
 
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::{
     hint::black_box,
     sync::atomic::{AtomicU64, Ordering},
@@ -21,8 +18,9 @@ use stateful_mcp::{
     },
     config::Settings,
     keys::Keys,
+    redis_pool::RedisPool,
 };
-use support::redis_server::RedisServer;
+use testkit::redis_server::RedisServer;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -32,7 +30,9 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let redis = rt.block_on(RedisServer::shared_or_start());
     let settings = Settings::load_with_env(None, Vec::new()).unwrap();
-    let pool = rt.block_on(async { redis.pool() });
+    let mut redis_settings = settings.redis.clone();
+    redis_settings.url = redis.url().to_owned();
+    let pool = rt.block_on(async { RedisPool::new(&redis_settings).unwrap() });
     let keys = Keys::new("bench");
     let value = Bytes::from(vec![b'x'; 256]);
 

@@ -3,7 +3,8 @@
 //! latency percentiles, Redis memory per session, and the Redis memory finished 2025-era
 //! calls leave behind.
 //!
-//! `cargo bench --bench load` (starts its own redis-server, or uses `REDIS_URL`);
+//! `cargo bench --bench load` (starts its own redis-server with `testkit`, or uses
+//! `REDIS_URL`);
 //! `cargo bench --bench load -- at-the-cap` runs only the session cap scenario,
 //! `cargo bench --bench load -- legacy` only the 2025-era call scenarios;
 //! `cargo bench --bench load -- idle-memory` only the memory of a replica (the binary, in
@@ -12,25 +13,24 @@
 //! `LOAD_IDLE_WAIT_SECS`, default that + 15: how long it idles).
 //! Loopback only; every scenario is bounded by its call count.
 
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-use support::{
+use stateful_mcp::{config::Settings, startup::Application};
+use testkit::{
     http::{call_2026, create_handle, legacy_post, legacy_session, legacy_session_with},
     redis_server::RedisServer,
-    replica::{Process, Replica, metric_value},
+    replica::{Process, in_process_env, metric_value, redis_env},
 };
+use tokio_util::sync::DropGuard;
 
 const CLIENTS: usize = 16;
 const CALLS_PER_CLIENT: usize = 250;
 
-/// Replicas serving the benchmark, and their MCP endpoints.
+/// Replicas serving the benchmark in this process, asked to stop when it is dropped, and
+/// their MCP endpoints.
 struct Cluster {
-    _replicas: Vec<Replica>,
+    _stop: Vec<DropGuard>,
     urls: Vec<String>,
 }
 
@@ -51,14 +51,16 @@ async fn cluster(
         ("STATEFUL_MCP__SESSION__MAX_SESSIONS_PER_PRINCIPAL", &cap),
     ];
     env.extend_from_slice(extra);
-    let mut replicas = Vec::new();
+    let env = in_process_env(&redis_env(redis_url, prefix, &env));
+    let (mut urls, mut stop) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        replicas.push(Replica::start(redis_url, prefix, &env).await);
+        let settings = Settings::load_with_env(None, env.clone()).unwrap();
+        let app = Application::build(settings).await.unwrap();
+        urls.push(format!("http://{}/mcp", app.local_addr()));
+        stop.push(app.shutdown_token().drop_guard());
+        tokio::spawn(app.run_until_stopped());
     }
-    Cluster {
-        urls: replicas.iter().map(Replica::url).collect(),
-        _replicas: replicas,
-    }
+    Cluster { _stop: stop, urls }
 }
 
 /// One 2026-07-28 `tools/call` that must succeed; returns its structured content.
@@ -212,7 +214,8 @@ async fn memory_per_session(redis: &RedisServer, urls: &[String]) {
 
 /// Redis memory that finished 2025-11-25 calls leave behind, per 1,000 calls: right after
 /// the calls and once `wait` has passed, with request streams kept `completed_ttl_secs`
-/// after their response (on a private Redis, so no other scenario's keys expire meanwhile).
+/// after their response, delivered or not (on a private Redis, so no other scenario's
+/// keys expire meanwhile).
 async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
     let redis = RedisServer::start().await;
     let ttl = completed_ttl_secs.to_string();
@@ -221,7 +224,10 @@ async fn memory_per_legacy_calls(completed_ttl_secs: u64, wait: Duration) {
         "load-retention",
         true,
         100_000,
-        &[("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", ttl.as_str())],
+        &[
+            ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", ttl.as_str()),
+            ("STATEFUL_MCP__EVENTS__DELIVERED_TTL_SECS", ttl.as_str()),
+        ],
     )
     .await;
     let mut conn = redis.conn().await;
@@ -278,6 +284,7 @@ async fn idle_memory() {
     // Finished calls' streams are kept 2 s, so Redis memory after the wait is the
     // sessions' own.
     let replica = Process::start(
+        env!("CARGO_BIN_EXE_stateful-mcp"),
         redis.url(),
         "load-idle",
         &[
@@ -287,6 +294,7 @@ async fn idle_memory() {
                 "100000",
             ),
             ("STATEFUL_MCP__EVENTS__COMPLETED_TTL_SECS", "2"),
+            ("STATEFUL_MCP__EVENTS__DELIVERED_TTL_SECS", "2"),
         ],
     )
     .await;

@@ -24,18 +24,19 @@
 //! every reply. Reported per scenario: calls/s, latency quantiles, errors, CPU µs per call
 //! of every measured process, and Redis's commands, script time, CPU and bytes per call.
 //!
-//! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` and
-//! Redis; [`servers`] and [`procs`] start and stop the processes; [`anchor`] is the
-//! anchor; [`report`] prints and writes the results.
+//! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` (the
+//! processes' [`cpu`]) and Redis; [`servers`] starts and stops the processes (on
+//! `testkit`'s process wrapper and `redis-server` launcher); [`anchor`] is the anchor;
+//! [`report`] prints and writes the results.
 
 #[path = "mcp_load/anchor.rs"]
 mod anchor;
+#[path = "mcp_load/cpu.rs"]
+mod cpu;
 #[path = "mcp_load/load.rs"]
 mod load;
 #[path = "mcp_load/measure.rs"]
 mod measure;
-#[path = "mcp_load/procs.rs"]
-mod procs;
 #[path = "mcp_load/report.rs"]
 mod report;
 #[path = "mcp_load/servers.rs"]
@@ -45,11 +46,11 @@ mod wire;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use cpu::Measured;
 use load::LoadSpec;
 use measure::Meter;
-use procs::{Measured, TempDir};
 use report::{Report, Row};
-use servers::{Backend, Fleet, Redis, Replicas, Server};
+use servers::{Backend, Fleet, Replicas, Server};
 use wire::{Endpoint, Era};
 
 const USAGE: &str = "\
@@ -265,7 +266,7 @@ fn main() -> ExitCode {
     }
     // One thread: the driver and its connections on the main thread; more: a
     // multi-threaded runtime whose `block_on` still runs on the main thread, which
-    // therefore starts every child process (see `procs::Child`).
+    // therefore starts every child process (see `testkit::process::Child`).
     let runtime = if options.driver_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -319,8 +320,7 @@ async fn session_memory(options: &Options) {
         MEMORY_SESSIONS
     };
     let era = options.era.unwrap_or(Era::V2026);
-    let dir = TempDir::new("redis");
-    let redis = Redis::start(dir.path()).await;
+    let redis = servers::start_redis().await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_stateful-mcp"));
@@ -409,8 +409,7 @@ async fn orchestrate(options: &Options) {
             path.display()
         );
     }
-    let dir = TempDir::new("redis");
-    let redis = Redis::start(dir.path()).await;
+    let redis = servers::start_redis().await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
     let roles = ["replicas", "anchor", "redis", "nginx", "driver"].map(str::to_owned);
@@ -422,7 +421,8 @@ async fn orchestrate(options: &Options) {
                 Server::Replicas(_) => builds.iter().map(Some).collect(),
             };
             for build in runs {
-                redis.flush().await;
+                // So no scenario pays for another's keys expiring.
+                redis.flush_all().await;
                 let (running, uses_redis) = match (server, build) {
                     (Server::Replicas(replicas), Some((_, binary))) => (
                         fleet.replicas(replicas, binary, &redis).await,

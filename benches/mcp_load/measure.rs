@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use redis::aio::MultiplexedConnection;
 
-use crate::procs::{Measured, cpu_delta};
+use crate::cpu::{Measured, cpu_delta};
 
 /// Redis's counters at one moment.
 #[derive(Debug, Clone, Default)]

@@ -10,8 +10,14 @@ use std::{
 };
 
 use base64::Engine as _;
+use testkit::{
+    free_port,
+    process::{Child, Stop},
+    redis_server::RedisServer,
+    temp_dir::TempDir,
+};
 
-use crate::procs::{Child, Measured, TempDir, free_port};
+use crate::cpu::Measured;
 
 /// What serves a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,68 +44,9 @@ pub enum Backend {
     Memory,
 }
 
-/// The run's private Redis.
-pub struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    /// Starts `redis-server` (or `REDIS_SERVER_BIN`) on a free loopback port, without
-    /// persistence, writing its log in `dir`.
-    pub async fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let mut command = Command::new(
-            std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into()),
-        );
-        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-        command.args(["--save", "", "--appendonly", "no", "--dir"]);
-        // As deployed (docker-compose.yml, k8s/redis.yaml).
-        command.arg(dir).args([
-            "--maxmemory-policy",
-            "noeviction",
-            "--hash-max-listpack-value",
-            "1024",
-        ]);
-        let mut child = Child::spawn("redis", command, dir, libc::SIGKILL);
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str()).expect("a Redis URL");
-        child
-            .wait_ready(async || {
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            })
-            .await;
-        Self { child, url }
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    /// Empties it between scenarios, so no scenario pays for another's keys expiring.
-    pub async fn flush(&self) {
-        let mut conn = redis::Client::open(self.url.as_str())
-            .expect("a Redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the private Redis");
-        redis::cmd("FLUSHALL")
-            .query_async::<()>(&mut conn)
-            .await
-            .expect("FLUSHALL on the private Redis");
-    }
+/// Starts the run's private Redis, tuned as deployed (docker-compose.yml, k8s/redis.yaml).
+pub async fn start_redis() -> RedisServer {
+    RedisServer::start_with_args(&["--hash-max-listpack-value", "1024"]).await
 }
 
 /// The principal the load authenticates as, and the per-principal rate limit every
@@ -141,8 +88,10 @@ impl Fleet {
         let mut running = self.running();
         let port = free_port();
         let mut command = Command::new(std::env::current_exe().expect("this benchmark's path"));
-        command.args(["anchor", "--port", &port.to_string()]);
-        let mut child = Child::spawn("anchor", command, running.dir.path(), libc::SIGKILL);
+        command
+            .args(["anchor", "--port", &port.to_string()])
+            .env_remove("RUST_LOG");
+        let mut child = Child::spawn("anchor", command, Some(running.dir.path()), Stop::Kill);
         child
             .wait_ready(async || {
                 tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -158,7 +107,12 @@ impl Fleet {
 
     /// Starts `replicas` of `binary` (and nginx in front of several) on `redis`;
     /// returns once every one is ready.
-    pub async fn replicas(&mut self, replicas: Replicas, binary: &Path, redis: &Redis) -> Running {
+    pub async fn replicas(
+        &mut self,
+        replicas: Replicas,
+        binary: &Path,
+        redis: &RedisServer,
+    ) -> Running {
         let mut running = self.running();
         let prefix = format!("load-{}-{}", std::process::id(), self.started);
         let keys_file = self
@@ -170,6 +124,8 @@ impl Fleet {
             let port = free_port();
             let mut command = Command::new(binary);
             command
+                // Every server logs with its default filter.
+                .env_remove("RUST_LOG")
                 .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
                 .env("STATEFUL_MCP__SERVER__ALLOWED_HOSTS", "localhost,127.0.0.1")
                 .env(
@@ -206,7 +162,7 @@ impl Fleet {
                 Backend::Memory => command.env("STATEFUL_MCP__STORE__BACKEND", "memory"),
             };
             let name = format!("replica-{i}");
-            let mut child = Child::spawn(&name, command, running.dir.path(), libc::SIGKILL);
+            let mut child = Child::spawn(&name, command, Some(running.dir.path()), Stop::Kill);
             let readyz = format!("http://127.0.0.1:{port}/readyz");
             child.wait_ready(async || http_ok(&readyz).await).await;
             running.measured.add("replicas", child.pid());
@@ -221,7 +177,9 @@ impl Fleet {
                 .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
         }
         if replicas.backend == Backend::Redis {
-            running.measured.add("redis", redis.pid());
+            running
+                .measured
+                .add("redis", redis.pid().expect("the run's private Redis"));
         }
         running
     }
@@ -233,7 +191,7 @@ impl Fleet {
             children: Vec::new(),
             urls: Vec::new(),
             measured: Measured::default(),
-            dir: TempDir::new(&self.started.to_string()),
+            dir: TempDir::new("load", &self.started.to_string()),
         }
     }
 }
@@ -273,7 +231,7 @@ impl Running {
             dir.join("nginx.pid").display()
         ));
         // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-        let mut child = Child::spawn("nginx", command, &dir, libc::SIGTERM);
+        let mut child = Child::spawn("nginx", command, Some(&dir), Stop::Terminate);
         let healthz = format!("http://127.0.0.1:{listen}/healthz");
         child.wait_ready(async || http_ok(&healthz).await).await;
         self.measured.add_with_children("nginx", child.pid());

@@ -20,7 +20,7 @@ use stateful_mcp::{
 
 use crate::support::{
     node::NodeBase,
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, RedisServerExt, unique_prefix},
     wait::{retry, wait_until, within},
 };
 

@@ -50,7 +50,13 @@ async fn tool_names(client: &McpClient) -> Vec<String> {
 #[tokio::test]
 async fn fixtures_are_served_beside_the_production_tools() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Process::fixtures(redis.url(), &unique_prefix("fixtures"), &[]).await;
+    let replica = Process::start(
+        CONFORMANCE_BINARY,
+        redis.url(),
+        &unique_prefix("fixtures"),
+        &[],
+    )
+    .await;
     let client = stateless_client(&replica.url()).await;
 
     let names = tool_names(&client).await;
@@ -97,7 +103,8 @@ async fn fixtures_are_served_beside_the_production_tools() {
 #[tokio::test]
 async fn request_state_is_sealed_and_a_tampered_one_refused() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Process::fixtures(redis.url(), &unique_prefix("mrtr"), &[]).await;
+    let replica =
+        Process::start(CONFORMANCE_BINARY, redis.url(), &unique_prefix("mrtr"), &[]).await;
     let url = replica.url();
     let tool = "test_input_required_result_request_state";
 
@@ -177,8 +184,8 @@ async fn data_keys(url: &str, session: &str) -> Vec<String> {
 async fn a_session_keeps_its_log_level_and_subscriptions_on_every_replica() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("fixture-state");
-    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
-    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
+    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
     let session = legacy_session(&a.url()).await;
 
     // Info messages pass a session at `debug` and are held back at `warning`, whichever
@@ -251,7 +258,13 @@ impl ClientHandler for EchoModel {
 #[tokio::test]
 async fn a_2025_session_samples_the_clients_model() {
     let redis = RedisServer::shared_or_start().await;
-    let replica = Process::fixtures(redis.url(), &unique_prefix("sampling"), &[]).await;
+    let replica = Process::start(
+        CONFORMANCE_BINARY,
+        redis.url(),
+        &unique_prefix("sampling"),
+        &[],
+    )
+    .await;
     let client = legacy_client_with(&replica.url(), EchoModel).await;
 
     let args = json!({"prompt": "What is the capital of France?"});

@@ -4,8 +4,7 @@
 //! session continues on the other replicas.
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -14,19 +13,27 @@ use std::{
 };
 
 use serde_json::json;
+use testkit::{
+    free_port,
+    process::{Child, Stop},
+    temp_dir::TempDir,
+};
 
 use crate::support::{
     client::{call, legacy_client, text, try_call},
     http::{call_2026, create_handle},
-    redis_server::{RedisServer, free_port, unique_prefix},
+    redis_server::{RedisServer, unique_prefix},
     replica::Replica,
     wait::{retry, wait_until},
 };
 
-/// An nginx master process with its own prefix directory, stopped on drop.
+/// An nginx master process with its own prefix directory, stopped on drop with SIGTERM:
+/// the master stops its workers and exits (a SIGKILLed master would leave its workers
+/// running); SIGKILL only if it has not gone within 5 s.
 struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    _child: Child,
+    /// Removed once the process has stopped (declared after it).
+    dir: TempDir,
     port: u16,
 }
 
@@ -37,8 +44,8 @@ impl Nginx {
             .find(|p| std::path::Path::new(p).exists())
             .expect("nginx is required for this test: scripts/test.sh installs it");
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("smcp-nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let dir = TempDir::new("nginx", &port.to_string());
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let servers: String = upstreams
             .iter()
             .map(|p| format!("        server 127.0.0.1:{p} max_fails=0;\n"))
@@ -82,20 +89,18 @@ http {{
     }}
 }}
 "#,
-            dir = dir.display()
+            dir = dir.path().display()
         );
-        let conf_path = dir.join("nginx.conf");
+        let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        Self { child, dir, port }
+        let mut command = Command::new(binary);
+        command.arg("-p").arg(dir.path()).arg("-c").arg(&conf_path);
+        let child = Child::spawn("nginx", command, None, Stop::Terminate);
+        Self {
+            _child: child,
+            dir,
+            port,
+        }
     }
 
     fn url(&self) -> String {
@@ -104,7 +109,7 @@ http {{
 
     /// What nginx logged (upstream errors it met, retried or not).
     fn errors(&self) -> String {
-        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default()
     }
 
     async fn wait_ready(&self) {
@@ -115,25 +120,6 @@ http {{
                 .is_ok_and(|r| r.status() == 200)
         })
         .await;
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers and exits (a SIGKILLed master would
-        // leave its workers running). SIGKILL only if it has not gone within 5 s.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -248,16 +234,14 @@ async fn replicas_restart_under_load_without_failed_or_repeated_calls() {
 #[tokio::test]
 async fn the_binary_drains_on_sigterm_and_exits_zero() {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"));
+    command
         .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("STATEFUL_MCP__SERVER__PRESTOP_DELAY_SECS", "1")
         .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "1")
         .env("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "5")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", "warn");
+    let mut child = Child::spawn("replica", command, None, Stop::Kill);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     retry("the binary starts", async || {
@@ -265,7 +249,7 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     })
     .await;
     let started = Instant::now();
-    let pid = child.id().to_string();
+    let pid = child.pid().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -282,7 +266,7 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");

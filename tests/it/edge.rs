@@ -147,31 +147,33 @@ async fn origins_are_checked_by_default_and_loopback_pages_are_accepted() {
 /// when `None`), makes `calls` 2026-07-28 and `calls` 2025-era `counter` calls, stops it
 /// with SIGTERM and returns the handle, the 2025-era session id and everything it logged.
 async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, String) {
-    use std::{
-        io::Read,
-        process::{Command, Stdio},
+    use std::process::Command;
+
+    use testkit::{
+        free_port,
+        process::{Child, Stop},
+        temp_dir::TempDir,
     };
 
     use crate::support::{
         http::{call_2026, create_handle},
-        redis_server::free_port,
         wait::retry,
     };
 
     let port = free_port();
+    // Its stdout and stderr go to `replica.log` here.
+    let dir = TempDir::new("logs", &port.to_string());
     let mut command = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"));
     command
         .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0")
         .env("STATEFUL_MCP__TELEMETRY__FORMAT", "json")
         .env_remove("STATEFUL_MCP__TELEMETRY__FILTER")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("RUST_LOG");
     if let Some(filter) = filter {
         command.env("STATEFUL_MCP__TELEMETRY__FILTER", filter);
     }
-    let mut child = command.spawn().unwrap();
+    let mut child = Child::spawn("replica", command, Some(dir.path()), Stop::Kill);
     let url = format!("http://127.0.0.1:{port}/mcp");
     let http = reqwest::Client::new();
     retry("the binary starts", async || {
@@ -201,25 +203,10 @@ async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, Str
         let _ = response.text().await;
     }
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    child.signal(libc::SIGTERM);
     let (status, logs) = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut logs = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .unwrap();
-        (status, logs)
+        let status = child.wait();
+        (status, child.log())
     })
     .await
     .unwrap();

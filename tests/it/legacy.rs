@@ -406,7 +406,8 @@ async fn when_the_holder_dies_the_next_request_on_another_replica_continues_the_
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-killed");
     let short = [("STATEFUL_MCP__SESSION__LEASE_SECS", "1")];
-    let mut a = Process::start(redis.url(), &prefix, &short).await;
+    let binary = env!("CARGO_BIN_EXE_stateful-mcp");
+    let mut a = Process::start(binary, redis.url(), &prefix, &short).await;
     let b = Replica::start(redis.url(), &prefix, &short).await;
     let http = reqwest::Client::new();
     let session = counted_session(&http, &a.url()).await;

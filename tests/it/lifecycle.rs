@@ -12,7 +12,7 @@ use stateful_mcp::managed::{
 
 use crate::support::{
     client::{call, stateless_client, structured, text},
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, RedisServerExt, unique_prefix},
     replica::Replica,
     wait::wait_until,
 };

@@ -56,8 +56,8 @@ async fn ready(replica: &Process) {
 async fn a_change_published_on_one_replica_reaches_the_streams_of_another() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("listen");
-    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
-    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
+    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
     ready(&a).await;
     ready(&b).await;
 

@@ -11,7 +11,7 @@ use stateful_mcp::{
 use crate::support::{
     http::mrtr_call,
     redis_server::{RedisServer, unique_prefix},
-    replica::Process,
+    replica::{CONFORMANCE_BINARY, Process},
 };
 
 const TOOL: &str = "test_input_required_result_request_state";
@@ -27,10 +27,11 @@ fn confirmed(state: &str) -> Value {
 async fn a_state_sealed_on_one_replica_opens_on_another_and_only_there() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("mrtr-replicas");
-    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
-    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
+    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
     // Same store, another key ring: what a replica missed in a rotation looks like.
-    let stranger = Process::fixtures(
+    let stranger = Process::start(
+        CONFORMANCE_BINARY,
         redis.url(),
         &prefix,
         &[(

@@ -10,7 +10,7 @@ use stateful_mcp::{
     sessions::{CounterOp, HistoryOp, NewSession, RedisSessions, SessionError, Sessions},
 };
 
-use crate::support::redis_server::{RedisServer, unique_prefix};
+use crate::support::redis_server::{RedisServer, RedisServerExt, unique_prefix};
 
 fn limits(timeout_secs: u64) -> SessionSettings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap().session;

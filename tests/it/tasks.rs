@@ -3,10 +3,7 @@
 //! answered and cancelled on another, a dead replica's task fails once its lease ran
 //! out, a draining replica hands back what it runs, and a full queue is refused.
 
-use std::{
-    collections::BTreeMap,
-    process::{Command, Stdio},
-};
+use std::collections::BTreeMap;
 
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -21,7 +18,7 @@ use crate::{
     auth::{KeyDir, api_key_env, api_keys_file, as_refs},
     support::{
         http::{bearer_client, meta_2026, post_json, read_reply, tools_call_2026_with_meta},
-        redis_server::{RedisServer, free_port, unique_prefix},
+        redis_server::{RedisServer, RedisServerExt, unique_prefix},
         replica::{CONFORMANCE_BINARY, Process, Replica},
         wait::{retry, wait_until},
     },
@@ -296,8 +293,8 @@ async fn a_cancel_on_one_replica_stops_the_work_on_the_other() {
 async fn input_answered_on_one_replica_resumes_the_task_on_the_other() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("tasks-input");
-    let a = Process::fixtures(redis.url(), &prefix, &[]).await;
-    let b = Process::fixtures(redis.url(), &prefix, &[]).await;
+    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
+    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
     let http = Client::new();
 
     let id = start(
@@ -340,23 +337,16 @@ async fn input_answered_on_one_replica_resumes_the_task_on_the_other() {
 async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("tasks-dead");
-    let port = free_port();
-    let mut a = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"))
-        .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("STATEFUL_MCP__STORE__BACKEND", "redis")
-        .env("STATEFUL_MCP__REDIS__URL", redis.url())
-        .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix)
-        .env(
-            "STATEFUL_MCP__MRTR__KEYS",
-            crate::support::replica::TEST_MRTR_KEYS,
-        )
-        .env("STATEFUL_MCP__TASKS__LEASE_MS", "1000")
-        .env("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = Process::start(
+        env!("CARGO_BIN_EXE_stateful-mcp"),
+        redis.url(),
+        &prefix,
+        &[
+            ("STATEFUL_MCP__TASKS__LEASE_MS", "1000"),
+            ("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
     let b = Replica::start(
         redis.url(),
         &prefix,
@@ -364,9 +354,9 @@ async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
     )
     .await;
     let http = Client::new();
-    let a_url = format!("http://127.0.0.1:{port}/mcp");
+    let a_url = a.url();
     retry("A starts", async || {
-        http.get(format!("http://127.0.0.1:{port}/readyz"))
+        http.get(a.endpoint("/readyz"))
             .send()
             .await?
             .error_for_status()
@@ -375,8 +365,7 @@ async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
 
     let id = start(&http, &a_url, "prime_count", json!({"limit": ENDLESS})).await;
     wait_for_status(&http, &b.url(), &id, "working").await;
-    a.kill().unwrap();
-    a.wait().unwrap();
+    a.kill();
 
     let failed = wait_for_status(&http, &b.url(), &id, "failed").await;
     let message = failed["error"]["message"].as_str().unwrap_or_default();

@@ -7,7 +7,10 @@ use std::time::Duration;
 use stateful_mcp::{config::RedisSettings, keys::Keys, redis_pool::RedisPool};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{redis_server::RedisServer, wait::within};
+use super::{
+    redis_server::{RedisServer, RedisServerExt},
+    wait::within,
+};
 
 /// A pool, keys and background machinery; dropping it cancels the background tasks.
 pub struct NodeBase {

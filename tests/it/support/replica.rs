@@ -1,7 +1,7 @@
-//! App replicas (`Application::build` on port 0, stopped gracefully) on the memory or the
-//! Redis backend, a round-robin TCP hop in front of several of them, and replicas run
-//! as the built binaries: the shipping one, and the one with the conformance fixtures
-//! (which only exist in that binary).
+//! App replicas in this process (`Application::build` on port 0, stopped gracefully) on
+//! the memory or the Redis backend, and a round-robin TCP hop in front of several of them;
+//! the binaries as processes are `testkit`'s [`Process`]: the shipping one, and the one
+//! with the conformance fixtures (which only exist in that binary).
 
 use std::{
     net::SocketAddr,
@@ -12,14 +12,12 @@ use std::{
 };
 
 use stateful_mcp::{config::Settings, startup::Application};
+pub use testkit::replica::{Process, metric_value};
+use testkit::replica::{in_process_env, redis_env};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::wait::within;
-
-/// The `requestState` key ring every Redis replica of a test shares unless told
-/// otherwise (`STATEFUL_MCP__MRTR__KEYS` in `extra`), as a deployment's replicas do.
-pub const TEST_MRTR_KEYS: &str = "test:dGVzdC1yZXF1ZXN0LXN0YXRlLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
 
 /// One running replica, asked to stop when dropped.
 pub struct Replica {
@@ -30,7 +28,7 @@ pub struct Replica {
 
 impl Replica {
     /// Starts a replica with the Redis backend on `redis_url` under `prefix`, with the
-    /// [`TEST_MRTR_KEYS`]; `extra` are further `STATEFUL_MCP__*` overrides.
+    /// [`TEST_MRTR_KEYS`](testkit::replica::TEST_MRTR_KEYS); `extra` are further `STATEFUL_MCP__*` overrides.
     pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
         Self::with_env(&redis_env(redis_url, prefix, extra)).await
     }
@@ -97,7 +95,13 @@ impl Replica {
 
     /// The value of the first `/metrics` series whose line contains every one of `parts`.
     pub async fn metric(&self, parts: &[&str]) -> Option<f64> {
-        scrape(&self.endpoint("/metrics"), parts).await
+        let text = reqwest::get(self.endpoint("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metric_value(&text, parts)
     }
 
     /// Graceful stop; returns once the replica has exited.
@@ -118,53 +122,9 @@ impl Drop for Replica {
     }
 }
 
-/// The value of the first series of the Prometheus `text` whose line contains every one
-/// of `parts`.
-pub fn metric_value(text: &str, parts: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// The value of the first series at the `/metrics` URL `url` whose line contains every
-/// one of `parts`.
-async fn scrape(url: &str, parts: &[&str]) -> Option<f64> {
-    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-    metric_value(&text, parts)
-}
-
-/// The overrides of a Redis-backend replica on `redis_url` under `prefix` with the
-/// [`TEST_MRTR_KEYS`], then `extra`.
-fn redis_env<'a>(
-    redis_url: &'a str,
-    prefix: &'a str,
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![
-        ("STATEFUL_MCP__STORE__BACKEND", "redis"),
-        ("STATEFUL_MCP__REDIS__URL", redis_url),
-        ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
-        ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
-    ];
-    env.extend_from_slice(extra);
-    env
-}
-
 /// Settings of a replica on a loopback port with a short drain, then `overrides`.
 fn settings(overrides: &[(&str, &str)]) -> Settings {
-    let base = [
-        ("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:0"),
-        ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "2"),
-        // No balancer keeps idle connections to these replicas.
-        ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0"),
-    ];
-    let env: Vec<_> = base
-        .iter()
-        .chain(overrides)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Settings::load_with_env(None, env).unwrap()
+    Settings::load_with_env(None, in_process_env(overrides)).unwrap()
 }
 
 /// A round-robin TCP hop: each new connection goes to the next upstream that accepts
@@ -237,84 +197,3 @@ pub const SERVER_BINARY: &str = env!("CARGO_BIN_EXE_stateful-mcp");
 /// The binary that serves the conformance suite's fixtures in front of the production
 /// handler.
 pub const CONFORMANCE_BINARY: &str = env!("CARGO_BIN_EXE_stateful-mcp-conformance");
-
-/// A replica run as a real binary, for what an in-process replica cannot do: die
-/// without a word (`kill -9`), or serve what only the conformance binary holds.
-pub struct Process {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Process {
-    /// Starts the shipping binary with the Redis backend on `redis_url` under `prefix`
-    /// (with the [`TEST_MRTR_KEYS`]), on a free loopback port, `extra` overriding;
-    /// returns once it answers `/healthz`.
-    pub async fn start(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
-        Self::spawn(SERVER_BINARY, &redis_env(redis_url, prefix, extra)).await
-    }
-
-    /// [`Process::start`] with the conformance binary.
-    pub async fn fixtures(redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
-        Self::spawn(CONFORMANCE_BINARY, &redis_env(redis_url, prefix, extra)).await
-    }
-
-    /// Starts `binary` with the memory backend; `extra` are `STATEFUL_MCP__*` overrides.
-    pub async fn memory(binary: &str, extra: &[(&str, &str)]) -> Self {
-        let mut env = vec![("STATEFUL_MCP__STORE__BACKEND", "memory")];
-        env.extend_from_slice(extra);
-        Self::spawn(binary, &env).await
-    }
-
-    /// Starts `binary` on a free loopback port with `env`; returns once it answers
-    /// `/healthz`.
-    async fn spawn(binary: &str, env: &[(&str, &str)]) -> Self {
-        let port = super::redis_server::free_port();
-        let child = std::process::Command::new(binary)
-            .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let process = Self { child, port };
-        let healthz = format!("http://127.0.0.1:{port}/healthz");
-        super::wait::retry("the binary answers /healthz", async || {
-            reqwest::get(&healthz).await
-        })
-        .await;
-        process
-    }
-
-    /// The MCP endpoint.
-    pub fn url(&self) -> String {
-        self.endpoint("/mcp")
-    }
-
-    /// The URL of `path` (`/metrics`, ...) on this process.
-    pub fn endpoint(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// The value of the first `/metrics` series whose line contains every one of `parts`.
-    pub async fn metric(&self, parts: &[&str]) -> Option<f64> {
-        scrape(&self.endpoint("/metrics"), parts).await
-    }
-
-    /// The operating system's id of the process.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Kills it with `SIGKILL`: no drain, no hand-over, its connections reset.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}

@@ -1,6 +1,6 @@
-//! Raw HTTP for what a client library would not send: hand-built 2026-07-28 calls and
-//! 2025-11-25 sessions, odd bodies and headers, a reader for either reply form, and a
-//! reader of server-sent events as they arrive.
+//! Raw HTTP to a replica's `/mcp`, for what a client library would not send and for load
+//! without one: hand-built 2026-07-28 calls and 2025-11-25 sessions, odd bodies and
+//! headers, and a reader for either reply form.
 
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
