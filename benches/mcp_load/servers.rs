@@ -46,7 +46,13 @@ pub enum Backend {
 
 /// Starts the run's private Redis, tuned as deployed (docker-compose.yml, k8s/redis.yaml).
 pub async fn start_redis() -> RedisServer {
-    RedisServer::start_with_args(&["--hash-max-listpack-value", "1024"]).await
+    RedisServer::start_with_args(&[
+        "--hash-max-listpack-value",
+        "1024",
+        "--stream-node-max-bytes",
+        "1024",
+    ])
+    .await
 }
 
 /// The principal the load authenticates as, and the per-principal rate limit every
