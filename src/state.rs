@@ -156,7 +156,7 @@ impl AppState {
             background.clone(),
         ));
         let cpu = CpuPool::new(settings.tools.cpu_jobs());
-        let metrics = Metrics::new(
+        let metrics = Metrics::with_components(
             &replica_id,
             match settings.store.backend {
                 Backend::Memory => "memory",
