@@ -25,7 +25,6 @@ use prometheus_client::{
 };
 
 use crate::{
-    cache::CacheManager,
     cpu::CpuPool,
     managed::{KindStats, ResourceManager},
     redis_pool::RedisPool,
@@ -133,12 +132,11 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// A registry for replica `replica_id`, reading the Redis pool, managed resource,
-    /// CPU pool, task runner and cache figures at each scrape.
+    /// CPU pool and task runner figures at each scrape.
     pub fn with_components(
         replica_id: &str,
         backend: &str,
         pool: Option<RedisPool>,
-        cache: CacheManager,
         cpu: CpuPool,
         resources: ResourceManager,
         tasks: TaskManager,
@@ -146,7 +144,6 @@ impl Metrics {
         let metrics = Self::new(replica_id, backend);
         metrics.register_collector(Figures {
             pool,
-            cache,
             cpu,
             resources,
             tasks,
@@ -378,7 +375,6 @@ impl Drop for ToolCallTimer {
 /// Figures read from other components at scrape time.
 struct Figures {
     pool: Option<RedisPool>,
-    cache: CacheManager,
     cpu: CpuPool,
     resources: ResourceManager,
     tasks: TaskManager,
@@ -542,78 +538,6 @@ impl Collector for Figures {
             "tasks_capacity",
             "Most background tasks admitted at once (tasks.workers + tasks.queue)",
             self.tasks.capacity() as f64,
-        )?;
-        let c = self.cache.stats();
-        encode_counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;
-        encode_counter(
-            &mut enc,
-            "cache_misses",
-            "Cache lookups that found nothing",
-            c.misses,
-        )?;
-        encode_counter(
-            &mut enc,
-            "cache_hits_l1",
-            "Cache hits answered by L1",
-            c.hits_l1,
-        )?;
-        encode_counter(
-            &mut enc,
-            "cache_hits_l2",
-            "Cache hits answered by Redis",
-            c.hits_l2,
-        )?;
-        encode_counter(
-            &mut enc,
-            "cache_stale_hits",
-            "Expired L1 entries served while Redis was unreachable",
-            c.stale_hits,
-        )?;
-        encode_counter(&mut enc, "cache_sets", "Cache writes", c.sets)?;
-        encode_counter(&mut enc, "cache_deletes", "Cache deletes", c.deletes)?;
-        encode_counter(
-            &mut enc,
-            "cache_loader_calls",
-            "Loader runs",
-            c.loader_calls,
-        )?;
-        encode_counter(&mut enc, "cache_errors", "Cache Redis errors", c.errors)?;
-        encode_counter(
-            &mut enc,
-            "cache_invalidations_sent",
-            "Invalidations published",
-            c.invalidations_sent,
-        )?;
-        encode_counter(
-            &mut enc,
-            "cache_invalidations_received",
-            "Invalidations applied from other replicas",
-            c.invalidations_received,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "cache_hit_rate",
-            "hits / (hits + misses)",
-            c.hit_rate,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "cache_l1_entries",
-            "L1 entries",
-            c.l1_entries as f64,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "cache_l1_max_entries",
-            "L1 entry limit",
-            c.l1_max_entries as f64,
-        )?;
-        encode_gauge(&mut enc, "cache_l1_bytes", "L1 bytes", c.l1_bytes as f64)?;
-        encode_gauge(
-            &mut enc,
-            "cache_l1_max_bytes",
-            "L1 byte limit",
-            c.l1_max_bytes as f64,
         )?;
         Ok(())
     }

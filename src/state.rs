@@ -163,11 +163,11 @@ impl AppState {
                 Backend::Redis => "redis",
             },
             redis.clone(),
-            cache.clone(),
             cpu.clone(),
             resources.clone(),
             task_manager.clone(),
         );
+        cache.register_metrics(&metrics);
         let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
