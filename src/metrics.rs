@@ -28,7 +28,6 @@ use crate::{
     cpu::CpuPool,
     managed::{KindStats, ResourceManager},
     redis_pool::RedisPool,
-    tasks::TaskManager,
 };
 
 /// Labels of per-method series.
@@ -131,22 +130,20 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading the Redis pool, managed resource,
-    /// CPU pool and task runner figures at each scrape.
+    /// A registry for replica `replica_id`, reading the Redis pool, managed resource
+    /// and CPU pool figures at each scrape.
     pub fn with_components(
         replica_id: &str,
         backend: &str,
         pool: Option<RedisPool>,
         cpu: CpuPool,
         resources: ResourceManager,
-        tasks: TaskManager,
     ) -> Self {
         let metrics = Self::new(replica_id, backend);
         metrics.register_collector(Figures {
             pool,
             cpu,
             resources,
-            tasks,
         });
         metrics
     }
@@ -377,7 +374,6 @@ struct Figures {
     pool: Option<RedisPool>,
     cpu: CpuPool,
     resources: ResourceManager,
-    tasks: TaskManager,
 }
 
 impl std::fmt::Debug for Figures {
@@ -526,18 +522,6 @@ impl Collector for Figures {
             "cpu_jobs_waiting",
             "Callers waiting for a CPU permit",
             cpu.waiting as f64,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "tasks_admitted",
-            "Background tasks running or waiting for a worker on this replica",
-            self.tasks.admitted() as f64,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "tasks_capacity",
-            "Most background tasks admitted at once (tasks.workers + tasks.queue)",
-            self.tasks.capacity() as f64,
         )?;
         Ok(())
     }

@@ -165,8 +165,8 @@ impl AppState {
             redis.clone(),
             cpu.clone(),
             resources.clone(),
-            task_manager.clone(),
         );
+        task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
         let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
