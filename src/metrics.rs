@@ -25,7 +25,6 @@ use prometheus_client::{
 };
 
 use crate::{
-    cpu::CpuPool,
     managed::{KindStats, ResourceManager},
     redis_pool::RedisPool,
 };
@@ -130,21 +129,16 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading the Redis pool, managed resource
-    /// and CPU pool figures at each scrape.
+    /// A registry for replica `replica_id`, reading the Redis pool and managed
+    /// resource figures at each scrape.
     pub fn with_components(
         replica_id: &str,
         backend: &str,
         pool: Option<RedisPool>,
-        cpu: CpuPool,
         resources: ResourceManager,
     ) -> Self {
         let metrics = Self::new(replica_id, backend);
-        metrics.register_collector(Figures {
-            pool,
-            cpu,
-            resources,
-        });
+        metrics.register_collector(Figures { pool, resources });
         metrics
     }
 
@@ -372,7 +366,6 @@ impl Drop for ToolCallTimer {
 /// Figures read from other components at scrape time.
 struct Figures {
     pool: Option<RedisPool>,
-    cpu: CpuPool,
     resources: ResourceManager,
 }
 
@@ -503,25 +496,6 @@ impl Collector for Figures {
             "Managed resource creations that failed",
             &stats,
             |s| ConstCounter::new(s.failed_total),
-        )?;
-        let cpu = self.cpu.stats();
-        encode_gauge(
-            &mut enc,
-            "cpu_jobs_limit",
-            "Most CPU-heavy computations running at once (tools.cpu_concurrency)",
-            cpu.limit as f64,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "cpu_jobs_running",
-            "CPU-heavy computations running (a cancelled one until it stops)",
-            cpu.running as f64,
-        )?;
-        encode_gauge(
-            &mut enc,
-            "cpu_jobs_waiting",
-            "Callers waiting for a CPU permit",
-            cpu.waiting as f64,
         )?;
         Ok(())
     }

@@ -163,9 +163,9 @@ impl AppState {
                 Backend::Redis => "redis",
             },
             redis.clone(),
-            cpu.clone(),
             resources.clone(),
         );
+        cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
         let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
