@@ -24,10 +24,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    managed::{KindStats, ResourceManager},
-    redis_pool::RedisPool,
-};
+use crate::redis_pool::RedisPool;
 
 /// Labels of per-method series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,16 +126,11 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading the Redis pool and managed
-    /// resource figures at each scrape.
-    pub fn with_components(
-        replica_id: &str,
-        backend: &str,
-        pool: Option<RedisPool>,
-        resources: ResourceManager,
-    ) -> Self {
+    /// A registry for replica `replica_id`, reading the Redis pool figures at each
+    /// scrape.
+    pub fn with_components(replica_id: &str, backend: &str, pool: Option<RedisPool>) -> Self {
         let metrics = Self::new(replica_id, backend);
-        metrics.register_collector(Figures { pool, resources });
+        metrics.register_collector(Figures { pool });
         metrics
     }
 
@@ -366,38 +358,12 @@ impl Drop for ToolCallTimer {
 /// Figures read from other components at scrape time.
 struct Figures {
     pool: Option<RedisPool>,
-    resources: ResourceManager,
 }
 
 impl std::fmt::Debug for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Figures").finish_non_exhaustive()
     }
-}
-
-/// The `kind` label of resource series: a registered kind's name, never client text.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-/// One series per resource kind of the figure `value` picks.
-fn by_kind<M: EncodeMetric>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    stats: &[(&'static str, KindStats)],
-    metric: impl Fn(&KindStats) -> M,
-) -> std::fmt::Result {
-    let Some((_, first)) = stats.first() else {
-        return Ok(());
-    };
-    let mut family = enc.encode_descriptor(name, help, None, metric(first).metric_type())?;
-    for (kind, figures) in stats {
-        let label = KindLabel { kind };
-        metric(figures).encode(family.encode_family(&label)?)?;
-    }
-    Ok(())
 }
 
 impl Collector for Figures {
@@ -453,50 +419,6 @@ impl Collector for Figures {
                 s.errors_total,
             )?;
         }
-        let stats: Vec<_> = self.resources.stats().into_iter().collect();
-        let gauge_of = |v: u64| ConstGauge::new(v as f64);
-        by_kind(
-            &mut enc,
-            "resources_active",
-            "Open managed resources",
-            &stats,
-            |s| gauge_of(s.active),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_references",
-            "Leases held on managed resources",
-            &stats,
-            |s| gauge_of(s.references),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_idle",
-            "Open managed resources nobody references",
-            &stats,
-            |s| gauge_of(s.idle),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_created",
-            "Managed resources created",
-            &stats,
-            |s| ConstCounter::new(s.created_total),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_cleaned",
-            "Managed resources cleaned up",
-            &stats,
-            |s| ConstCounter::new(s.cleaned_total),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_failed",
-            "Managed resource creations that failed",
-            &stats,
-            |s| ConstCounter::new(s.failed_total),
-        )?;
         Ok(())
     }
 }

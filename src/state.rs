@@ -163,8 +163,8 @@ impl AppState {
                 Backend::Redis => "redis",
             },
             redis.clone(),
-            resources.clone(),
         );
+        resources.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
