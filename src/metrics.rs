@@ -5,6 +5,15 @@
 //! streamed response that is when the stream starts); tool latencies are measured around
 //! the tool call itself, and a call whose future is dropped before it finishes (the client
 //! went away) counts as `cancelled`.
+//!
+//! This module measures only what it sees itself (requests, tool calls) and keeps the
+//! handles other layers update (sessions, listen streams, forwards, store errors). A
+//! component whose figures are read at scrape time (the Redis pool, the cache, the CPU
+//! pool, managed resources, the task runner) says what it measures in its own module: it
+//! implements prometheus-client's [`Collector`] there (with [`encode_gauge`] and
+//! [`encode_counter`]) and registers it with [`Metrics::register_collector`] from a
+//! `register_metrics` method of its own, which `AppState::build` calls. This module
+//! knows no component.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -23,8 +32,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-
-use crate::redis_pool::RedisPool;
 
 /// Labels of per-method series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,14 +133,6 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading the Redis pool figures at each
-    /// scrape.
-    pub fn with_components(replica_id: &str, backend: &str, pool: Option<RedisPool>) -> Self {
-        let metrics = Self::new(replica_id, backend);
-        metrics.register_collector(Figures { pool });
-        metrics
-    }
-
     /// A registry for replica `replica_id` on the store `backend` (`memory` or `redis`,
     /// the `build` series' label), with the series this module measures; components add
     /// theirs with [`Metrics::register_collector`].
@@ -352,74 +351,6 @@ impl Drop for ToolCallTimer {
         if !self.finished {
             self.record("cancelled");
         }
-    }
-}
-
-/// Figures read from other components at scrape time.
-struct Figures {
-    pool: Option<RedisPool>,
-}
-
-impl std::fmt::Debug for Figures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Figures").finish_non_exhaustive()
-    }
-}
-
-impl Collector for Figures {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        if let Some(pool) = &self.pool {
-            let s = pool.status();
-            encode_gauge(
-                &mut enc,
-                "redis_pool_max_size",
-                "Largest pool size",
-                s.max_size as f64,
-            )?;
-            encode_gauge(
-                &mut enc,
-                "redis_pool_size",
-                "Open pooled connections",
-                s.size as f64,
-            )?;
-            encode_gauge(
-                &mut enc,
-                "redis_pool_available",
-                "Idle pooled connections",
-                s.available as f64,
-            )?;
-            encode_gauge(
-                &mut enc,
-                "redis_pool_waiting",
-                "Requests waiting for a connection",
-                s.waiting as f64,
-            )?;
-            encode_counter(
-                &mut enc,
-                "redis_pool_connections_created",
-                "Pooled connections opened",
-                s.created_total,
-            )?;
-            encode_counter(
-                &mut enc,
-                "redis_pool_checkouts",
-                "Connections checked out of the pool",
-                s.borrowed_total,
-            )?;
-            encode_counter(
-                &mut enc,
-                "redis_pool_returns",
-                "Connections given back to the pool",
-                s.returned_total,
-            )?;
-            encode_counter(
-                &mut enc,
-                "redis_pool_errors",
-                "Failed checkouts and connections dropped after a transport error",
-                s.errors_total,
-            )?;
-        }
-        Ok(())
     }
 }
 

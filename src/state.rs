@@ -156,14 +156,18 @@ impl AppState {
             background.clone(),
         ));
         let cpu = CpuPool::new(settings.tools.cpu_jobs());
-        let metrics = Metrics::with_components(
+        let metrics = Metrics::new(
             &replica_id,
             match settings.store.backend {
                 Backend::Memory => "memory",
                 Backend::Redis => "redis",
             },
-            redis.clone(),
         );
+        // Each component registers the figures it reads at scrape time; this order is
+        // the order of their series in `/metrics`.
+        if let Some(pool) = &redis {
+            pool.register_metrics(&metrics);
+        }
         resources.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
