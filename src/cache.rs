@@ -35,12 +35,13 @@ use self::{
     flight::Flights,
     l1::{L1, L1Limits, Lookup},
     l2::{Attempt, L2, LoadLock},
-    stats::Counters,
+    stats::{CacheFigures, Counters},
 };
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
     config::CacheSettings,
     keys::Keys,
+    metrics::Metrics,
     redis_pool::{RedisPool, RedisPoolError},
 };
 
@@ -449,6 +450,12 @@ impl CacheManager {
         )
     }
 
+    /// Registers the cache's `cache_*` series with `metrics`, read from
+    /// [`CacheManager::stats`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(CacheFigures(self.clone()));
+    }
+
     /// One round of upkeep: refreshes the generation counter's TTL and, if a `clear`
     /// message was missed, notices the new generation and clears L1.
     ///
@@ -530,6 +537,26 @@ mod tests {
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn register_metrics_exposes_the_cache_figures() {
+        let cache = memory_cache();
+        let metrics = Metrics::new("r", "memory");
+        cache.register_metrics(&metrics);
+        cache.set("k", b("v"), None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap(), Some(b("v")));
+        let text = metrics.render();
+        for line in [
+            "# TYPE stateful_mcp_cache_sets counter\n",
+            "stateful_mcp_cache_sets_total{replica=\"r\"} 1\n",
+            "stateful_mcp_cache_hits_l1_total{replica=\"r\"} 1\n",
+            "# TYPE stateful_mcp_cache_hit_rate gauge\n",
+            "stateful_mcp_cache_hit_rate{replica=\"r\"} 1.0\n",
+            "stateful_mcp_cache_l1_entries{replica=\"r\"} 1.0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,11 @@ use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::metrics::{Metrics, encode_gauge};
 
 /// Why a job returned nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -165,6 +168,40 @@ impl CpuPool {
             waiting: s.waiting.load(Ordering::Relaxed),
         }
     }
+
+    /// Registers the pool's `cpu_jobs_*` series with `metrics`, read from
+    /// [`CpuPool::stats`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(CpuFigures(self.clone()));
+    }
+}
+
+/// The `cpu_jobs_*` series: the pool's [`CpuStats`] at scrape time.
+#[derive(Debug)]
+struct CpuFigures(CpuPool);
+
+impl Collector for CpuFigures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let cpu = self.0.stats();
+        encode_gauge(
+            &mut enc,
+            "cpu_jobs_limit",
+            "Most CPU-heavy computations running at once (tools.cpu_concurrency)",
+            cpu.limit as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "cpu_jobs_running",
+            "CPU-heavy computations running (a cancelled one until it stops)",
+            cpu.running as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "cpu_jobs_waiting",
+            "Callers waiting for a CPU permit",
+            cpu.waiting as f64,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +209,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn register_metrics_exposes_the_pool_figures() {
+        let metrics = Metrics::new("r", "memory");
+        CpuPool::new(2).register_metrics(&metrics);
+        let text = metrics.render();
+        for line in [
+            "# TYPE stateful_mcp_cpu_jobs_limit gauge\n",
+            "stateful_mcp_cpu_jobs_limit{replica=\"r\"} 2.0\n",
+            "stateful_mcp_cpu_jobs_running{replica=\"r\"} 0.0\n",
+            "stateful_mcp_cpu_jobs_waiting{replica=\"r\"} 0.0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     /// A job that reports once, then spins until it is told to stop.
     fn until_stopped(job: &Job<()>) -> bool {

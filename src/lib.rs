@@ -56,7 +56,8 @@
 //!   event store in [`mcp::event_store`].
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`rate_limit`]: per-principal request budgets shared through Redis.
-//! - [`metrics`]: the Prometheus registry of the replica.
+//! - [`metrics`]: the Prometheus registry of the replica and the request and tool
+//!   series it measures; each component registers the figures it reads at scrape time.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
 //! - [`ids`]: unguessable ids for sessions and handles.
 //!

@@ -12,6 +12,7 @@
 //! Ids come from clients, so they are bounded: at most `max_per_kind` resources of one
 //! kind exist at once, and ids longer than [`MAX_ID_BYTES`] are refused.
 
+mod figures;
 pub mod file;
 pub mod redis;
 
@@ -28,6 +29,8 @@ use std::{
 use async_trait::async_trait;
 use tokio::{sync::OnceCell, time::Instant};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// Longest resource id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
@@ -483,6 +486,12 @@ impl ResourceManager {
         }
         stats
     }
+
+    /// Registers the `resources_*` series (one per kind) with `metrics`, read from
+    /// [`ResourceManager::stats`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(figures::ResourceFigures(self.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -546,6 +555,34 @@ mod tests {
             .register(factory.clone())
             .build();
         (manager, factory)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn register_metrics_exposes_one_series_per_kind() {
+        let empty = Metrics::new("r", "memory");
+        ResourceManager::builder(Duration::from_secs(60), 8)
+            .build()
+            .register_metrics(&empty);
+        let text = empty.render();
+        assert!(!text.contains("resources_"), "no kind, no series: {text}");
+
+        let (manager, _) = manager(8);
+        let metrics = Metrics::new("r", "memory");
+        manager.register_metrics(&metrics);
+        let _lease = manager.get::<Probe>("probe", "a").await.unwrap();
+        assert!(manager.get::<Probe>("probe", "bad").await.is_err());
+        let text = metrics.render();
+        for line in [
+            "# TYPE stateful_mcp_resources_active gauge\n",
+            "stateful_mcp_resources_active{replica=\"r\",kind=\"probe\"} 1.0\n",
+            "stateful_mcp_resources_references{replica=\"r\",kind=\"probe\"} 1.0\n",
+            "stateful_mcp_resources_idle{replica=\"r\",kind=\"probe\"} 0.0\n",
+            "# TYPE stateful_mcp_resources_created counter\n",
+            "stateful_mcp_resources_created_total{replica=\"r\",kind=\"probe\"} 1\n",
+            "stateful_mcp_resources_failed_total{replica=\"r\",kind=\"probe\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,8 +5,20 @@
 //! streamed response that is when the stream starts); tool latencies are measured around
 //! the tool call itself, and a call whose future is dropped before it finishes (the client
 //! went away) counts as `cancelled`.
+//!
+//! This module measures only what it sees itself (requests, tool calls) and keeps the
+//! handles other layers update (sessions, listen streams, forwards, store errors). A
+//! component whose figures are read at scrape time (the Redis pool, the cache, the CPU
+//! pool, managed resources, the task runner) says what it measures in its own module: it
+//! implements prometheus-client's [`Collector`] there (with [`encode_gauge`] and
+//! [`encode_counter`]) and registers it with [`Metrics::register_collector`] from a
+//! `register_metrics` method of its own, which `AppState::build` calls. This module
+//! knows no component.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -19,14 +31,6 @@ use prometheus_client::{
         info::Info,
     },
     registry::Registry,
-};
-
-use crate::{
-    cache::CacheManager,
-    cpu::CpuPool,
-    managed::{KindStats, ResourceManager},
-    redis_pool::RedisPool,
-    tasks::TaskManager,
 };
 
 /// Labels of per-method series.
@@ -96,7 +100,9 @@ impl std::ops::Deref for Metrics {
 
 /// What [`Metrics`] shares: the registry and the figures code updates directly.
 pub struct MetricsInner {
-    registry: Registry,
+    /// Behind a lock because components register their collectors after the handle
+    /// exists (and is cloned); a scrape holds it while it encodes.
+    registry: Mutex<Registry>,
     requests: Family<MethodLabels, Counter>,
     request_seconds: Family<MethodLabels, Histogram>,
     tool_calls: Family<ToolOutcomeLabels, Counter>,
@@ -127,17 +133,10 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry for replica `replica_id`, reading Redis pool, cache and CPU pool
-    /// figures at each scrape.
-    pub fn new(
-        replica_id: &str,
-        backend: &str,
-        pool: Option<RedisPool>,
-        cache: CacheManager,
-        cpu: CpuPool,
-        resources: ResourceManager,
-        tasks: TaskManager,
-    ) -> Self {
+    /// A registry for replica `replica_id` on the store `backend` (`memory` or `redis`,
+    /// the `build` series' label), with the series this module measures; components add
+    /// theirs with [`Metrics::register_collector`].
+    pub fn new(replica_id: &str, backend: &str) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "stateful_mcp",
             [("replica".into(), replica_id.to_owned().into())].into_iter(),
@@ -228,15 +227,8 @@ impl Metrics {
                 ("backend", backend.to_owned()),
             ]),
         );
-        registry.register_collector(Box::new(Figures {
-            pool,
-            cache,
-            cpu,
-            resources,
-            tasks,
-        }));
         Self(Arc::new(MetricsInner {
-            registry,
+            registry: Mutex::new(registry),
             requests,
             request_seconds,
             tool_calls,
@@ -249,6 +241,18 @@ impl Metrics {
             forwards,
             store_errors,
         }))
+    }
+
+    /// Adds `collector`'s series to every scrape, after the series registered before
+    /// it, under the replica's prefix and `replica` label.
+    ///
+    /// A component calls it once, when it is wired, with a collector that reads its
+    /// figures at scrape time: the series names and help texts stay in the component.
+    pub fn register_collector(&self, collector: impl Collector) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(Box::new(collector));
     }
 
     /// Counts one request of `method` that took `started.elapsed()` to its response head.
@@ -300,7 +304,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        // A collector that panicked mid-scrape left the registry itself intact.
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         out
@@ -348,256 +354,66 @@ impl Drop for ToolCallTimer {
     }
 }
 
-/// Figures read from other components at scrape time.
-struct Figures {
-    pool: Option<RedisPool>,
-    cache: CacheManager,
-    cpu: CpuPool,
-    resources: ResourceManager,
-    tasks: TaskManager,
-}
-
-impl std::fmt::Debug for Figures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Figures").finish_non_exhaustive()
-    }
-}
-
-/// The `kind` label of resource series: a registered kind's name, never client text.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-/// One series per resource kind of the figure `value` picks.
-fn by_kind<M: EncodeMetric>(
+/// Encodes the gauge `name` with value `value`, for a [`Collector`] that reads its
+/// figures at scrape time.
+///
+/// # Errors
+/// When the encoder fails to write.
+pub fn encode_gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    stats: &[(&'static str, KindStats)],
-    metric: impl Fn(&KindStats) -> M,
+    value: f64,
 ) -> std::fmt::Result {
-    let Some((_, first)) = stats.first() else {
-        return Ok(());
-    };
-    let mut family = enc.encode_descriptor(name, help, None, metric(first).metric_type())?;
-    for (kind, figures) in stats {
-        let label = KindLabel { kind };
-        metric(figures).encode(family.encode_family(&label)?)?;
-    }
-    Ok(())
-}
-
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
-    let g = ConstGauge::new(v);
+    let g = ConstGauge::new(value);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-impl Collector for Figures {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        if let Some(pool) = &self.pool {
-            let s = pool.status();
-            gauge(
-                &mut enc,
-                "redis_pool_max_size",
-                "Largest pool size",
-                s.max_size as f64,
-            )?;
-            gauge(
-                &mut enc,
-                "redis_pool_size",
-                "Open pooled connections",
-                s.size as f64,
-            )?;
-            gauge(
-                &mut enc,
-                "redis_pool_available",
-                "Idle pooled connections",
-                s.available as f64,
-            )?;
-            gauge(
-                &mut enc,
-                "redis_pool_waiting",
-                "Requests waiting for a connection",
-                s.waiting as f64,
-            )?;
-            counter(
-                &mut enc,
-                "redis_pool_connections_created",
-                "Pooled connections opened",
-                s.created_total,
-            )?;
-            counter(
-                &mut enc,
-                "redis_pool_checkouts",
-                "Connections checked out of the pool",
-                s.borrowed_total,
-            )?;
-            counter(
-                &mut enc,
-                "redis_pool_returns",
-                "Connections given back to the pool",
-                s.returned_total,
-            )?;
-            counter(
-                &mut enc,
-                "redis_pool_errors",
-                "Failed checkouts and connections dropped after a transport error",
-                s.errors_total,
-            )?;
+/// Encodes the counter `name` (exposed as `name_total`) with value `value`, for a
+/// [`Collector`] that reads its figures at scrape time.
+///
+/// # Errors
+/// When the encoder fails to write.
+pub fn encode_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component with one figure, read at scrape time.
+    #[derive(Debug)]
+    struct Widgets(u64);
+
+    impl Collector for Widgets {
+        fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+            encode_gauge(&mut enc, "widgets_open", "Open widgets", self.0 as f64)?;
+            encode_counter(&mut enc, "widgets_made", "Widgets made", self.0)
         }
-        let stats: Vec<_> = self.resources.stats().into_iter().collect();
-        let gauge_of = |v: u64| ConstGauge::new(v as f64);
-        by_kind(
-            &mut enc,
-            "resources_active",
-            "Open managed resources",
-            &stats,
-            |s| gauge_of(s.active),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_references",
-            "Leases held on managed resources",
-            &stats,
-            |s| gauge_of(s.references),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_idle",
-            "Open managed resources nobody references",
-            &stats,
-            |s| gauge_of(s.idle),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_created",
-            "Managed resources created",
-            &stats,
-            |s| ConstCounter::new(s.created_total),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_cleaned",
-            "Managed resources cleaned up",
-            &stats,
-            |s| ConstCounter::new(s.cleaned_total),
-        )?;
-        by_kind(
-            &mut enc,
-            "resources_failed",
-            "Managed resource creations that failed",
-            &stats,
-            |s| ConstCounter::new(s.failed_total),
-        )?;
-        let cpu = self.cpu.stats();
-        gauge(
-            &mut enc,
-            "cpu_jobs_limit",
-            "Most CPU-heavy computations running at once (tools.cpu_concurrency)",
-            cpu.limit as f64,
-        )?;
-        gauge(
-            &mut enc,
-            "cpu_jobs_running",
-            "CPU-heavy computations running (a cancelled one until it stops)",
-            cpu.running as f64,
-        )?;
-        gauge(
-            &mut enc,
-            "cpu_jobs_waiting",
-            "Callers waiting for a CPU permit",
-            cpu.waiting as f64,
-        )?;
-        gauge(
-            &mut enc,
-            "tasks_admitted",
-            "Background tasks running or waiting for a worker on this replica",
-            self.tasks.admitted() as f64,
-        )?;
-        gauge(
-            &mut enc,
-            "tasks_capacity",
-            "Most background tasks admitted at once (tasks.workers + tasks.queue)",
-            self.tasks.capacity() as f64,
-        )?;
-        let c = self.cache.stats();
-        counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;
-        counter(
-            &mut enc,
-            "cache_misses",
-            "Cache lookups that found nothing",
-            c.misses,
-        )?;
-        counter(
-            &mut enc,
-            "cache_hits_l1",
-            "Cache hits answered by L1",
-            c.hits_l1,
-        )?;
-        counter(
-            &mut enc,
-            "cache_hits_l2",
-            "Cache hits answered by Redis",
-            c.hits_l2,
-        )?;
-        counter(
-            &mut enc,
-            "cache_stale_hits",
-            "Expired L1 entries served while Redis was unreachable",
-            c.stale_hits,
-        )?;
-        counter(&mut enc, "cache_sets", "Cache writes", c.sets)?;
-        counter(&mut enc, "cache_deletes", "Cache deletes", c.deletes)?;
-        counter(
-            &mut enc,
-            "cache_loader_calls",
-            "Loader runs",
-            c.loader_calls,
-        )?;
-        counter(&mut enc, "cache_errors", "Cache Redis errors", c.errors)?;
-        counter(
-            &mut enc,
-            "cache_invalidations_sent",
-            "Invalidations published",
-            c.invalidations_sent,
-        )?;
-        counter(
-            &mut enc,
-            "cache_invalidations_received",
-            "Invalidations applied from other replicas",
-            c.invalidations_received,
-        )?;
-        gauge(
-            &mut enc,
-            "cache_hit_rate",
-            "hits / (hits + misses)",
-            c.hit_rate,
-        )?;
-        gauge(
-            &mut enc,
-            "cache_l1_entries",
-            "L1 entries",
-            c.l1_entries as f64,
-        )?;
-        gauge(
-            &mut enc,
-            "cache_l1_max_entries",
-            "L1 entry limit",
-            c.l1_max_entries as f64,
-        )?;
-        gauge(&mut enc, "cache_l1_bytes", "L1 bytes", c.l1_bytes as f64)?;
-        gauge(
-            &mut enc,
-            "cache_l1_max_bytes",
-            "L1 byte limit",
-            c.l1_max_bytes as f64,
-        )?;
-        Ok(())
+    }
+
+    #[test]
+    fn a_registered_collector_is_scraped_after_the_own_series_with_prefix_and_label() {
+        let metrics = Metrics::new("r1", "memory");
+        let before = metrics.render();
+        assert!(!before.contains("widgets"), "{before}");
+        metrics.clone().register_collector(Widgets(3));
+        let text = metrics.render();
+        let open = "# HELP stateful_mcp_widgets_open Open widgets\n\
+                    # TYPE stateful_mcp_widgets_open gauge\n\
+                    stateful_mcp_widgets_open{replica=\"r1\"} 3.0\n";
+        let made = "# HELP stateful_mcp_widgets_made Widgets made\n\
+                    # TYPE stateful_mcp_widgets_made counter\n\
+                    stateful_mcp_widgets_made_total{replica=\"r1\"} 3\n";
+        assert!(text.contains(&format!("{open}{made}")), "{text}");
+        let build = text.find("stateful_mcp_build_info{").unwrap();
+        assert!(build < text.find("stateful_mcp_widgets_open{").unwrap());
     }
 }

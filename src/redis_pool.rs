@@ -19,12 +19,16 @@ use std::{
 };
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
     aio::{ConnectionLike, MultiplexedConnection},
 };
 
-use crate::config::RedisSettings;
+use crate::{
+    config::RedisSettings,
+    metrics::{encode_counter, encode_gauge},
+};
 
 /// Failure to get a connection or to run a command.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +237,70 @@ impl RedisPool {
             errors_total: c.errors.load(Ordering::Relaxed),
         }
     }
+
+    /// Registers the pool's `redis_pool_*` series with `metrics`, read from
+    /// [`RedisPool::status`] at each scrape.
+    pub fn register_metrics(&self, metrics: &crate::metrics::Metrics) {
+        metrics.register_collector(PoolFigures(self.clone()));
+    }
+}
+
+/// The `redis_pool_*` series: the pool's [`PoolStatus`] at scrape time.
+#[derive(Debug)]
+struct PoolFigures(RedisPool);
+
+impl Collector for PoolFigures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.status();
+        encode_gauge(
+            &mut enc,
+            "redis_pool_max_size",
+            "Largest pool size",
+            s.max_size as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "redis_pool_size",
+            "Open pooled connections",
+            s.size as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "redis_pool_available",
+            "Idle pooled connections",
+            s.available as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "redis_pool_waiting",
+            "Requests waiting for a connection",
+            s.waiting as f64,
+        )?;
+        encode_counter(
+            &mut enc,
+            "redis_pool_connections_created",
+            "Pooled connections opened",
+            s.created_total,
+        )?;
+        encode_counter(
+            &mut enc,
+            "redis_pool_checkouts",
+            "Connections checked out of the pool",
+            s.borrowed_total,
+        )?;
+        encode_counter(
+            &mut enc,
+            "redis_pool_returns",
+            "Connections given back to the pool",
+            s.returned_total,
+        )?;
+        encode_counter(
+            &mut enc,
+            "redis_pool_errors",
+            "Failed checkouts and connections dropped after a transport error",
+            s.errors_total,
+        )
+    }
 }
 
 /// Capped exponential backoff with jitter, for background loops that keep a dedicated
@@ -396,6 +464,34 @@ impl managed::Manager for Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_metrics_exposes_the_pool_status() {
+        let settings = RedisSettings {
+            url: "redis://127.0.0.1:1".into(),
+            tls_ca_file: Default::default(),
+            key_prefix: "t".into(),
+            pool_size: 3,
+            pool_wait_timeout_ms: 500,
+            command_timeout_ms: 500,
+            connect_timeout_ms: 1000,
+        };
+        let metrics = crate::metrics::Metrics::new("r", "redis");
+        RedisPool::new(&settings)
+            .unwrap()
+            .register_metrics(&metrics);
+        let text = metrics.render();
+        for line in [
+            "# TYPE stateful_mcp_redis_pool_max_size gauge\n",
+            "stateful_mcp_redis_pool_max_size{replica=\"r\"} 3.0\n",
+            "stateful_mcp_redis_pool_size{replica=\"r\"} 0.0\n",
+            "# TYPE stateful_mcp_redis_pool_checkouts counter\n",
+            "stateful_mcp_redis_pool_checkouts_total{replica=\"r\"} 0\n",
+            "stateful_mcp_redis_pool_errors_total{replica=\"r\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     /// A checkout that gets its slot late in its wait still ends within the longer of
     /// the wait and the connect timeout, on a server that accepts connections and never

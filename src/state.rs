@@ -162,12 +162,16 @@ impl AppState {
                 Backend::Memory => "memory",
                 Backend::Redis => "redis",
             },
-            redis.clone(),
-            cache.clone(),
-            cpu.clone(),
-            resources.clone(),
-            task_manager.clone(),
         );
+        // Each component registers the figures it reads at scrape time; this order is
+        // the order of their series in `/metrics`.
+        if let Some(pool) = &redis {
+            pool.register_metrics(&metrics);
+        }
+        resources.register_metrics(&metrics);
+        cpu.register_metrics(&metrics);
+        task_manager.register_metrics(&metrics);
+        cache.register_metrics(&metrics);
         let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,

@@ -1,9 +1,13 @@
-//! Counters of one replica's cache, and the snapshot the `cache_stats` tool and the
-//! metrics endpoint report.
+//! Counters of one replica's cache, the snapshot the `cache_stats` tool reports, and
+//! the `cache_*` series `/metrics` reads from it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde::Serialize;
+
+use super::CacheManager;
+use crate::metrics::{encode_counter, encode_gauge};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -100,5 +104,86 @@ impl Counters {
             l1_bytes,
             l1_max_bytes,
         }
+    }
+}
+
+/// The `cache_*` series: the cache's [`CacheStats`] at scrape time.
+#[derive(Debug)]
+pub(super) struct CacheFigures(pub(super) CacheManager);
+
+impl Collector for CacheFigures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let c = self.0.stats();
+        encode_counter(&mut enc, "cache_hits", "Cache lookups answered", c.hits)?;
+        encode_counter(
+            &mut enc,
+            "cache_misses",
+            "Cache lookups that found nothing",
+            c.misses,
+        )?;
+        encode_counter(
+            &mut enc,
+            "cache_hits_l1",
+            "Cache hits answered by L1",
+            c.hits_l1,
+        )?;
+        encode_counter(
+            &mut enc,
+            "cache_hits_l2",
+            "Cache hits answered by Redis",
+            c.hits_l2,
+        )?;
+        encode_counter(
+            &mut enc,
+            "cache_stale_hits",
+            "Expired L1 entries served while Redis was unreachable",
+            c.stale_hits,
+        )?;
+        encode_counter(&mut enc, "cache_sets", "Cache writes", c.sets)?;
+        encode_counter(&mut enc, "cache_deletes", "Cache deletes", c.deletes)?;
+        encode_counter(
+            &mut enc,
+            "cache_loader_calls",
+            "Loader runs",
+            c.loader_calls,
+        )?;
+        encode_counter(&mut enc, "cache_errors", "Cache Redis errors", c.errors)?;
+        encode_counter(
+            &mut enc,
+            "cache_invalidations_sent",
+            "Invalidations published",
+            c.invalidations_sent,
+        )?;
+        encode_counter(
+            &mut enc,
+            "cache_invalidations_received",
+            "Invalidations applied from other replicas",
+            c.invalidations_received,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "cache_hit_rate",
+            "hits / (hits + misses)",
+            c.hit_rate,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "cache_l1_entries",
+            "L1 entries",
+            c.l1_entries as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "cache_l1_max_entries",
+            "L1 entry limit",
+            c.l1_max_entries as f64,
+        )?;
+        encode_gauge(&mut enc, "cache_l1_bytes", "L1 bytes", c.l1_bytes as f64)?;
+        encode_gauge(
+            &mut enc,
+            "cache_l1_max_bytes",
+            "L1 byte limit",
+            c.l1_max_bytes as f64,
+        )
     }
 }

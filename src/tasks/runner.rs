@@ -16,6 +16,7 @@ use std::{
 };
 
 use futures::{FutureExt, future::BoxFuture};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -27,6 +28,7 @@ use super::{
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
     config::TaskSettings,
+    metrics::{Metrics, encode_gauge},
 };
 
 /// The bus topic that carries cancels and input notices to the running replica.
@@ -192,6 +194,12 @@ impl TaskManager {
     /// Most tasks admitted at once on this replica (workers plus queue places).
     pub fn capacity(&self) -> usize {
         self.shared.capacity
+    }
+
+    /// Registers the runner's `tasks_*` series with `metrics`, read from
+    /// [`TaskManager::admitted`] and [`TaskManager::capacity`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(TaskFigures(self.clone()));
     }
 
     /// Stores a task for `owner` running `tool` and starts `job` on the pool. The task is
@@ -396,4 +404,59 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
 
 fn settled_status(settled: &Settled) -> super::TaskStatus {
     settled.parts().0
+}
+
+/// The `tasks_*` series: the runner's admissions at scrape time.
+struct TaskFigures(TaskManager);
+
+impl std::fmt::Debug for TaskFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFigures").finish_non_exhaustive()
+    }
+}
+
+impl Collector for TaskFigures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        encode_gauge(
+            &mut enc,
+            "tasks_admitted",
+            "Background tasks running or waiting for a worker on this replica",
+            self.0.admitted() as f64,
+        )?;
+        encode_gauge(
+            &mut enc,
+            "tasks_capacity",
+            "Most background tasks admitted at once (tasks.workers + tasks.queue)",
+            self.0.capacity() as f64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Settings, tasks::MemoryTasks};
+
+    #[tokio::test]
+    async fn register_metrics_exposes_admissions_and_capacity() {
+        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().tasks;
+        settings.workers = 2;
+        settings.queue = 3;
+        let tasks = TaskManager::new(
+            TaskStore::Memory(MemoryTasks::new()),
+            "r".into(),
+            &settings,
+            None,
+        );
+        let metrics = Metrics::new("r", "memory");
+        tasks.register_metrics(&metrics);
+        let text = metrics.render();
+        for line in [
+            "# TYPE stateful_mcp_tasks_admitted gauge\n",
+            "stateful_mcp_tasks_admitted{replica=\"r\"} 0.0\n",
+            "stateful_mcp_tasks_capacity{replica=\"r\"} 5.0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `/metrics`: Prometheus text with the replica label, request and tool figures, sessions,
-//! pool and cache.
+//! pool and cache, and on the memory backend the figures every component registers.
 
 use serde_json::json;
 
@@ -108,4 +108,44 @@ async fn metrics_report_requests_tools_sessions_pool_and_cache() {
     );
     assert!(text.contains("stateful_mcp_build_info{"), "{text}");
     assert!(text.contains("backend=\"redis\""), "{text}");
+}
+
+/// Every component registers its own figures when the replica is built: a memory replica
+/// reports the CPU pool, the task runner, the cache and its resource kinds, and has no
+/// Redis pool to report.
+#[tokio::test]
+async fn metrics_of_a_memory_replica_come_from_every_component_but_the_redis_pool() {
+    let root = std::env::temp_dir();
+    let replica = Replica::memory(&[
+        ("STATEFUL_MCP__SERVER__REPLICA_ID", "replica-mem"),
+        ("STATEFUL_MCP__RESOURCES__FILE_ROOT", root.to_str().unwrap()),
+    ])
+    .await;
+    let text = reqwest::get(replica.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "stateful_mcp_cpu_jobs_limit{",
+        "stateful_mcp_tasks_capacity{",
+        "stateful_mcp_cache_l1_max_entries{",
+        "stateful_mcp_resources_active{",
+    ] {
+        assert!(
+            value(&text, &[series, "replica=\"replica-mem\""]).is_some(),
+            "{series} in {text}"
+        );
+    }
+    assert_eq!(
+        value(
+            &text,
+            &["stateful_mcp_resources_created_total{", "kind=\"file\""]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("redis_pool"), "{text}");
+    assert!(text.contains("backend=\"memory\""), "{text}");
 }
