@@ -7,19 +7,11 @@
 //!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
 //!    JSON-RPC message; rmcp would answer both with a bare 415);
 //! 2. labels metrics and the request's log span from the envelope (known methods only);
-//! 3. for a 2025-era request naming an `Mcp-Session-Id`, touches the stored session (one
-//!    round trip: slides its expiry, finds out whether it still exists and which
-//!    replica holds it, taking it when nobody does: see `leases.rs`), except for a POST
-//!    of the session's owner on the replica that runs its worker under a lease known to
-//!    be fresh, served without it (the keeper slides the expiry then); an expired or
-//!    deleted session, or one of another principal, gets 404 on every replica, an
-//!    unreachable store 503 with `Retry-After`. A session another replica holds is
-//!    forwarded there (`forward.rs`) and answered from there; when that replica cannot
-//!    be reached, this one takes the session over once its lease has run out, and
-//!    answers 503 with `Retry-After` until then. A session held here marks the request
-//!    with the [`TransportSession`] the tools may bind to; a DELETE rmcp accepted
-//!    removes the stored session (for its owner only), evicts its workers on every
-//!    replica through the bus and answers 204;
+//! 3. routes a 2025-era request naming an `Mcp-Session-Id` (`route.rs`): its stored
+//!    session is confirmed for its caller (404 when gone or another principal's, 503
+//!    while the store is down), forwarded to the replica holding it, or served here
+//!    marked with the [`TransportSession`] the tools may bind to; a DELETE rmcp
+//!    accepted removes the stored session and answers 204;
 //! 4. spends one token of the caller's rate limit (429 with `Retry-After`) on the
 //!    replica that serves the request (a forwarded request is charged once, where it
 //!    is served);
@@ -50,35 +42,41 @@ use tokio_util::{
     task::{TaskTracker, task_tracker::TaskTrackerToken},
 };
 
-use self::envelope::Envelope;
+use self::{
+    envelope::Envelope,
+    route::{Routed, Routing},
+};
 use super::{
     error::{EdgeError, RefusalSlot},
     event_store::{RedisEventStore, track_delivery},
-    extensions::{IdempotencyKey, TransportSession},
+    extensions::IdempotencyKey,
     handler::notify::Notifier,
     transport::{
-        forward::{FORWARDED_HEADER, Forwarder},
-        inflight::hold_until_sent,
-        leases::EVICT_TOPIC,
-        session_manager::ReplicatedSessionManager,
+        forward::Forwarder, inflight::hold_until_sent, session_manager::ReplicatedSessionManager,
         session_store::Restores,
     },
 };
 use crate::{
-    auth::{Authenticator, Principal},
+    auth::Authenticator,
     bus::Bus,
     metrics::Metrics,
     rate_limit::{RateLimitError, RateLimiter},
-    sessions::{Holder, Lease, Sessions},
+    sessions::{Lease, Sessions},
 };
+#[cfg(doc)]
+use crate::{auth::Principal, mcp::extensions::TransportSession};
 
 mod envelope;
+#[cfg(test)]
+mod fixture;
+mod route;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;
 
-/// The header of the 2025-era transport session.
-const SESSION_HEADER: &str = "mcp-session-id";
+/// The target of the edge's log lines, whichever step writes them.
+const LOG_TARGET: &str = module_path!();
+
 /// The header of the protocol revision.
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
@@ -110,14 +108,6 @@ pub(crate) struct Edge {
 
 /// The 2026-07-28 method that opens a notification stream.
 const LISTEN: &str = "subscriptions/listen";
-
-/// Where a 2025-era request for a live session is served.
-enum Route {
-    /// Here: this replica holds the session (or nobody does and it may not take it).
-    Here,
-    /// At the replica holding it.
-    There(Holder),
-}
 
 /// The edge middleware; see the module docs.
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
@@ -170,56 +160,17 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         }
     }
 
-    let session = parts
-        .headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // The session this request may act on: confirmed for its caller before rmcp runs,
-    // and for a DELETE removed from the store only after rmcp accepted the request
-    // (its Host and Origin checks come first).
-    let mut confirmed = None;
-    if let Some(id) = session
-        && envelope.legacy
-    {
-        let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
-        let post = parts.method == Method::POST;
-        let route = match edge.route(&principal, &id, forwarded, post).await {
-            Ok(route) => route,
-            Err(e) => return edge.refuse(e, label, started),
-        };
-        // Only a request whose body is in hand can be sent on (a POST that is not JSON
-        // is rmcp's to refuse, here).
-        if let Route::There(holder) = route
-            && (bytes.is_some() || parts.method != Method::POST)
-        {
-            let body = bytes.clone().map(Body::from).unwrap_or_else(Body::empty);
-            match edge
-                .forwarder
-                .forward(&holder.url, parts.clone(), body)
-                .await
-            {
-                Ok(response) => {
-                    edge.metrics.forward("forwarded");
-                    return edge.answer(response, label, started, in_flight);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, holder = %holder.replica, "forward failed");
-                    edge.metrics.forward("unreachable");
-                    // Take the session over if its holder's lease has run out.
-                    match edge.route(&principal, &id, true, false).await {
-                        Ok(Route::Here) => edge.metrics.forward("taken_over"),
-                        Ok(Route::There(_)) | Err(EdgeError::Moved) => {
-                            return edge.refuse(EdgeError::HolderUnreachable, label, started);
-                        }
-                        Err(e) => return edge.refuse(e, label, started),
-                    }
-                }
-            }
+    let routing = edge.routing();
+    let routed = routing
+        .route(&principal, &mut parts, &envelope, bytes.as_ref())
+        .await;
+    let deletion = match routed {
+        Ok(Routed::Forwarded(response)) => {
+            return edge.answer(response, label, started, in_flight);
         }
-        parts.extensions.insert(TransportSession(id.clone()));
-        confirmed = Some(id);
-    }
+        Ok(Routed::Here(deletion)) => deletion,
+        Err(e) => return edge.refuse(e, label, started),
+    };
     match edge.rate_limit.check(principal.as_str()).await {
         Ok(()) => {}
         Err(RateLimitError::Limited(wait)) => {
@@ -230,9 +181,6 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             return edge.refuse(EdgeError::Unavailable, label, started);
         }
     }
-    let deleting = (parts.method == Method::DELETE)
-        .then(|| confirmed.map(|id| (principal.clone(), id)))
-        .flatten();
     parts.extensions.insert(principal);
     if let Some(key) = envelope.idempotency_key {
         parts.extensions.insert(IdempotencyKey(key));
@@ -262,19 +210,10 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     if let Some(refusal) = slot.take() {
         return edge.refuse(refusal, label, started);
     }
-    if let Some((principal, id)) = deleting
-        && response.status().is_success()
-    {
-        return match edge.delete_session(&principal, &id).await {
-            Ok(()) => edge.answer(
-                StatusCode::NO_CONTENT.into_response(),
-                label,
-                started,
-                in_flight,
-            ),
-            Err(e) => edge.refuse(e, label, started),
-        };
-    }
+    let response = match routing.finish(deletion, response).await {
+        Ok(response) => response,
+        Err(e) => return edge.refuse(e, label, started),
+    };
     if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         // The content type was right, so rmcp could not read the message itself.
         let detail = axum::body::to_bytes(response.into_body(), 1024)
@@ -287,97 +226,18 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
 }
 
 impl Edge {
-    /// Slides the stored session's expiry, confirms it still exists and belongs to
-    /// `principal`, and says where it is served: by the replica holding its lease, or
-    /// here when that is this replica, when nobody holds it and this one takes it, or
-    /// when nobody holds it and this one, draining, may not take it. A local copy of a
-    /// session that expired or was deleted elsewhere is closed. A session this replica
-    /// serves but has no worker for yet is offered to rmcp's restore with the state the
-    /// touch returned, so the restore costs no second round trip and never reads a
-    /// session the edge did not confirm for its caller.
-    ///
-    /// A `post` that is not `forwarded` skips the touch when this replica runs the
-    /// session's worker for `principal` under a lease it knows is fresh
-    /// ([`ReplicatedSessionManager::serve_without_touch`]): the keeper's next renewal
-    /// slides the expiry instead. GET and DELETE always touch (a GET stream may outlive
-    /// the lease; a DELETE must find the stored session).
-    ///
-    /// A `forwarded` request was sent here as to the holder: it never goes on, and
-    /// finding the session held by yet another replica is [`EdgeError::Moved`].
-    async fn route(
-        &self,
-        principal: &Principal,
-        id: &str,
-        forwarded: bool,
-        post: bool,
-    ) -> Result<Route, EdgeError> {
-        if !crate::ids::is_well_formed(id) {
-            return Err(EdgeError::SessionNotFound);
+    /// The handles routing works with.
+    fn routing(&self) -> Routing<'_> {
+        Routing {
+            sessions: &self.sessions,
+            manager: &self.manager,
+            restores: &self.restores,
+            lease: &self.lease,
+            forwarder: &self.forwarder,
+            draining: &self.draining,
+            metrics: &self.metrics,
+            bus: self.bus.as_ref(),
         }
-        if post && !forwarded && self.manager.serve_without_touch(id, principal).await {
-            return Ok(Route::Here);
-        }
-        let take = !self.draining.is_cancelled();
-        let sent = tokio::time::Instant::now();
-        match self
-            .sessions
-            .touch(principal.as_str(), id, Some(&self.lease), take)
-            .await
-        {
-            Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
-                Some(holder) if holder.replica != self.lease.holder.replica => {
-                    if forwarded {
-                        self.metrics.forward("moved");
-                        return Err(EdgeError::Moved);
-                    }
-                    Ok(Route::There(holder))
-                }
-                holder => {
-                    let holds_lease = holder.is_some();
-                    if !self.manager.touched(id, principal, sent, holds_lease).await {
-                        self.restores.offer(id, touched.transport);
-                    }
-                    Ok(Route::Here)
-                }
-            },
-            // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
-            // not a transport session).
-            Ok(_) => {
-                self.manager.close_not_found(id, principal).await;
-                Err(EdgeError::SessionNotFound)
-            }
-            Err(e) => Err(self.unavailable(e)),
-        }
-    }
-
-    /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
-    /// closed the local worker) and evicts its workers on every other replica.
-    async fn delete_session(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
-        if !crate::ids::is_well_formed(id) {
-            return Err(EdgeError::SessionNotFound);
-        }
-        match self.sessions.delete(principal.as_str(), id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(EdgeError::SessionNotFound),
-            Err(e) => return Err(self.unavailable(e)),
-        }
-        if let Some(bus) = &self.bus
-            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
-        {
-            // The session is gone from the store: other replicas' sweeps close their
-            // copies within a third of the lease.
-            tracing::warn!(error = %e, "session eviction not published");
-        }
-        Ok(())
-    }
-
-    fn unavailable(&self, e: crate::sessions::SessionError) -> EdgeError {
-        tracing::warn!(error = %e, "session store unavailable");
-        // Until the lease keeper has heard from the store again, every request of a
-        // session asks the store.
-        self.manager.store_failed();
-        self.metrics.store_error("transport");
-        EdgeError::Unavailable
     }
 
     /// Answers `error`; a refused JSON-RPC POST is counted as `invalid` (the body was
