@@ -1,20 +1,22 @@
 //! The edge of `/mcp`: the one place every request passes before rmcp sees it.
 //!
 //! For each request it
-//! 0. authenticates the caller (401 with a `WWW-Authenticate` challenge naming the
-//!    RFC 9728 metadata) and puts its [`Principal`] in the request's extensions;
-//! 1. reads the body once (413 above `server.max_body_bytes`) into an `Envelope`
-//!    (400 with a `-32700` parse error or a `-32600` invalid request when it is not a
-//!    JSON-RPC message; rmcp would answer both with a bare 415);
-//! 2. labels metrics and the request's log span from the envelope (known methods only);
+//! 0. authenticates the caller (`authenticate.rs`; 401 with a `WWW-Authenticate`
+//!    challenge naming the RFC 9728 metadata) and puts its [`Principal`] in the
+//!    request's extensions;
+//! 1. reads the body once (`decode.rs`; 413 above `server.max_body_bytes`) into an
+//!    `Envelope` (400 with a `-32700` parse error or a `-32600` invalid request when it
+//!    is not a JSON-RPC message; rmcp would answer both with a bare 415);
+//! 2. labels metrics and the request's log span from the envelope (`label.rs`; known
+//!    methods only);
 //! 3. routes a 2025-era request naming an `Mcp-Session-Id` (`route.rs`): its stored
 //!    session is confirmed for its caller (404 when gone or another principal's, 503
 //!    while the store is down), forwarded to the replica holding it, or served here
 //!    marked with the [`TransportSession`] the tools may bind to; a DELETE rmcp
 //!    accepted removes the stored session and answers 204;
-//! 4. spends one token of the caller's rate limit (429 with `Retry-After`) on the
-//!    replica that serves the request (a forwarded request is charged once, where it
-//!    is served);
+//! 4. spends one token of the caller's rate limit (`rate_limit.rs`; 429 with
+//!    `Retry-After`) on the replica that serves the request (a forwarded request is
+//!    charged once, where it is served);
 //! 5. hands rmcp a `RefusalSlot` ([`crate::mcp::error`]) in the request's extensions,
 //!    through which the session manager reports why it refused an `initialize` (rmcp
 //!    itself would turn that into a bare 500), and answers 400, 429 or 503 from it.
@@ -36,14 +38,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
-use http::{Method, StatusCode, header};
+use http::{Method, StatusCode};
 use tokio_util::{
     sync::CancellationToken,
     task::{TaskTracker, task_tracker::TaskTrackerToken},
 };
 
 use self::{
-    envelope::Envelope,
+    decode::Decoded,
+    label::INVALID,
     route::{Routed, Routing},
 };
 use super::{
@@ -60,15 +63,19 @@ use crate::{
     auth::Authenticator,
     bus::Bus,
     metrics::Metrics,
-    rate_limit::{RateLimitError, RateLimiter},
+    rate_limit::RateLimiter,
     sessions::{Lease, Sessions},
 };
 #[cfg(doc)]
 use crate::{auth::Principal, mcp::extensions::TransportSession};
 
+mod authenticate;
+mod decode;
 mod envelope;
 #[cfg(test)]
 mod fixture;
+mod label;
+mod rate_limit;
 mod route;
 
 #[doc(hidden)]
@@ -76,9 +83,6 @@ pub use self::envelope::check_decoder;
 
 /// The target of the edge's log lines, whichever step writes them.
 const LOG_TARGET: &str = module_path!();
-
-/// The header of the protocol revision.
-const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// What the edge middleware works with; cheap to clone.
 #[derive(Clone)]
@@ -115,50 +119,21 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
     let (mut parts, body) = request.into_parts();
     // GET streams last as long as their sessions: the drain ends them, never waits.
     let in_flight = (parts.method != Method::GET).then(|| edge.requests.token());
-    let principal = match edge.auth.authenticate(&parts.headers) {
+    let principal = match authenticate::caller(&edge.auth, &parts.headers) {
         Ok(principal) => principal,
-        Err(e) => {
-            tracing::info!(error = %e, "unauthenticated request refused");
-            let challenge = edge.auth.challenge().cloned();
-            return edge.refuse(EdgeError::Unauthorized { challenge }, None, started);
-        }
+        Err(e) => return edge.refuse(e, None, started),
     };
-    let header_version = parts
-        .headers
-        .get(VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let json_post = parts.method == Method::POST && is_json(&parts.headers);
-    let (envelope, bytes, body) = if json_post {
-        let bytes = match axum::body::to_bytes(body, edge.max_body).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                let limit = edge.max_body;
-                return edge.refuse(EdgeError::TooLarge { limit }, Some("invalid"), started);
-            }
-        };
-        match Envelope::parse(&bytes, header_version.as_deref()) {
-            Ok(envelope) => (envelope, Some(bytes.clone()), Body::from(bytes)),
-            Err(e) => return edge.refuse(e, Some("invalid"), started),
-        }
-    } else {
-        (
-            Envelope::from_headers(header_version.as_deref()),
-            None,
-            body,
-        )
+    let request = match decode::read(&parts, body, edge.max_body).await {
+        Ok(request) => request,
+        Err(e) => return edge.refuse(e, Some(INVALID), started),
     };
-    // Only JSON-RPC POSTs are counted by method; GET and DELETE carry none.
-    let label = json_post.then(|| envelope.method_label());
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        if let Some(label) = label {
-            span.record("mcp_method", label);
-        }
-        if let Some(handle) = &envelope.handle {
-            span.record("session_id", crate::ids::fingerprint(handle));
-        }
-    }
+    let label = label::label(&request);
+    let Decoded {
+        envelope,
+        json_post,
+        bytes,
+        body,
+    } = request;
 
     let routing = edge.routing();
     let routed = routing
@@ -171,15 +146,8 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         Ok(Routed::Here(deletion)) => deletion,
         Err(e) => return edge.refuse(e, label, started),
     };
-    match edge.rate_limit.check(principal.as_str()).await {
-        Ok(()) => {}
-        Err(RateLimitError::Limited(wait)) => {
-            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return edge.refuse(EdgeError::RateLimited { retry_after_secs }, label, started);
-        }
-        Err(RateLimitError::Unavailable) => {
-            return edge.refuse(EdgeError::Unavailable, label, started);
-        }
+    if let Err(e) = rate_limit::spend(&edge.rate_limit, &principal).await {
+        return edge.refuse(e, label, started);
     }
     parts.extensions.insert(principal);
     if let Some(key) = envelope.idempotency_key {
@@ -220,7 +188,7 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        return edge.refuse(EdgeError::InvalidRequest(detail), Some("invalid"), started);
+        return edge.refuse(EdgeError::InvalidRequest(detail), Some(INVALID), started);
     }
     edge.answer(response, label, started, in_flight)
 }
@@ -269,12 +237,4 @@ impl Edge {
             None => response,
         }
     }
-}
-
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }

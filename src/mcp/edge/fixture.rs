@@ -1,18 +1,24 @@
-//! What the tests of the edge's steps build on: the edge of a memory-backed replica.
+//! What the tests of the edge's steps build on: the edge of a memory-backed replica, and
+//! an authenticator that knows one API key.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+use sha2::{Digest, Sha256};
 
 use super::Edge;
 use crate::{
-    config::Settings,
+    auth::Authenticator,
+    config::{AuthMode, Settings},
     mcp::transport::{
         forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
     },
     sessions::Lease,
     state::AppState,
 };
+
+/// The API key [`api_key_auth`] accepts, and the principal it names.
+pub(crate) const API_KEY: (&str, &str) = ("secret", "alice");
 
 /// A memory-backed replica under the defaults and the `STATEFUL_MCP__*` pairs of `env`
 /// (call it on a Tokio runtime: it starts background tasks).
@@ -51,5 +57,37 @@ pub(crate) fn edge(state: &AppState) -> Edge {
         requests: state.requests.clone(),
         notifier: state.notifier.clone(),
         events: None,
+    }
+}
+
+/// An authenticator in API-key mode that knows [`API_KEY`]; keep the file while it is
+/// used.
+pub(crate) fn api_key_auth() -> (Authenticator, TempFile) {
+    let file = TempFile::new(&format!(
+        "{} {:x}\n",
+        API_KEY.1,
+        Sha256::digest(API_KEY.0.as_bytes())
+    ));
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().auth;
+    settings.mode = AuthMode::ApiKeys;
+    settings.api_keys_file = file.0.clone();
+    settings.resource = "http://127.0.0.1/mcp".into();
+    (Authenticator::from_settings(&settings).unwrap(), file)
+}
+
+/// A file under the system's temporary directory, removed on drop.
+pub(crate) struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("stateful-mcp-edge-{}", crate::ids::mint()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
