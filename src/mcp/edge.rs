@@ -1,35 +1,40 @@
-//! The edge of `/mcp`: the one place every request passes before rmcp sees it.
+//! The edge of `/mcp`: the one place every request passes before rmcp sees it, an
+//! ordered stack of small steps, each in its own file:
 //!
-//! For each request it
-//! 0. authenticates the caller (`authenticate.rs`; 401 with a `WWW-Authenticate`
-//!    challenge naming the RFC 9728 metadata) and puts its [`Principal`] in the
-//!    request's extensions;
-//! 1. reads the body once (`decode.rs`; 413 above `server.max_body_bytes`) into an
-//!    `Envelope` (400 with a `-32700` parse error or a `-32600` invalid request when it
-//!    is not a JSON-RPC message; rmcp would answer both with a bare 415);
-//! 2. labels metrics and the request's log span from the envelope (`label.rs`; known
-//!    methods only);
-//! 3. routes a 2025-era request naming an `Mcp-Session-Id` (`route.rs`): its stored
-//!    session is confirmed for its caller (404 when gone or another principal's, 503
-//!    while the store is down), forwarded to the replica holding it, or served here
-//!    marked with the [`TransportSession`] the tools may bind to; a DELETE rmcp
-//!    accepted removes the stored session and answers 204;
-//! 4. spends one token of the caller's rate limit (`rate_limit.rs`; 429 with
-//!    `Retry-After`) on the replica that serves the request (a forwarded request is
-//!    charged once, where it is served);
-//! 5. hands rmcp a `RefusalSlot` ([`crate::mcp::error`]) in the request's extensions,
-//!    through which the session manager reports why it refused an `initialize` (rmcp
-//!    itself would turn that into a bare 500), and answers 400, 429 or 503 from it.
+//! 0. `authenticate.rs`: who is asking; 401 with a `WWW-Authenticate` challenge naming
+//!    the RFC 9728 metadata, else the caller's [`Principal`];
+//! 1. `decode.rs`: what is asked; a JSON POST's body read once (413 above
+//!    `server.max_body_bytes`) into an envelope (`envelope.rs`; 400 with `-32700` or
+//!    `-32600` when it is not a JSON-RPC message);
+//! 2. `label.rs`: the name it is counted and logged under (known methods only);
+//! 3. `route.rs`: where it is served; a 2025-era request naming an `Mcp-Session-Id` has
+//!    its session confirmed for its caller (404, or 503 while the store is down) and is
+//!    forwarded to the replica holding it, or served here marked with the
+//!    [`TransportSession`];
+//! 4. `rate_limit.rs`: one token of the caller's budget, where it is served (429);
+//! 5. `admit.rs`: what it takes into rmcp (the caller and idempotency key in its
+//!    extensions, a listen stream's place: 503 when there is none) and holds until its
+//!    response ends (the drain's count of requests in flight, taken on arrival);
+//! 6. rmcp serves it; then `refusals.rs` answers what the session manager reported
+//!    through the request's `RefusalSlot` (rmcp would answer a bare 500) and turns
+//!    rmcp's 415 to a JSON POST into `-32600`, and a DELETE rmcp accepted ends its
+//!    stored session (`route.rs`).
 //!
-//! A 2026-07-28 `subscriptions/listen` takes a place among the replica's
-//! `listen.max_streams` before rmcp acknowledges it (503 when there is none), held until
-//! its response ends.
+//! One middleware, `edge`, calls the steps in that order: they are plain functions
+//! called in turn, not a tower layer each. An axum `from_fn` layer boxes its future and
+//! a clone of the service behind it on every request, and what one layer hands the next
+//! must be boxed into the request's extensions and looked up again: seven layers would
+//! pay that seven times for an order that never changes. Here what one step learns that
+//! a later one needs (the principal, the decoded request, the route decision, the label
+//! and start instant in a `Meter`) is an argument or a return value; only what rmcp and
+//! the handler need travels in the request's extensions ([`crate::mcp::extensions`]).
+//! Each step is tested alone beside its code, the composition in `edge/tests.rs`.
 //!
-//! Every response but a GET stream is held for the drain until it ends
-//! (`inflight.rs`). Every refusal is an [`EdgeError`], which maps to its HTTP status
-//! and, for the JSON-RPC ones, to a JSON-RPC error body.
+//! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
+//! JSON-RPC ones, to a JSON-RPC error body; a request is counted once, refused or
+//! answered, under its label.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use axum::{
     body::Body,
@@ -37,26 +42,19 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use futures::StreamExt;
-use http::{Method, StatusCode};
-use tokio_util::{
-    sync::CancellationToken,
-    task::{TaskTracker, task_tracker::TaskTrackerToken},
-};
+use http::request::Parts;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
-    decode::Decoded,
-    label::INVALID,
+    label::Meter,
     route::{Routed, Routing},
 };
 use super::{
-    error::{EdgeError, RefusalSlot},
-    event_store::{RedisEventStore, track_delivery},
-    extensions::IdempotencyKey,
+    error::EdgeError,
+    event_store::RedisEventStore,
     handler::notify::Notifier,
     transport::{
-        forward::Forwarder, inflight::hold_until_sent, session_manager::ReplicatedSessionManager,
-        session_store::Restores,
+        forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
     },
 };
 use crate::{
@@ -69,6 +67,7 @@ use crate::{
 #[cfg(doc)]
 use crate::{auth::Principal, mcp::extensions::TransportSession};
 
+mod admit;
 mod authenticate;
 mod decode;
 mod envelope;
@@ -76,7 +75,10 @@ mod envelope;
 mod fixture;
 mod label;
 mod rate_limit;
+mod refusals;
 mod route;
+#[cfg(test)]
+mod tests;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;
@@ -110,90 +112,68 @@ pub(crate) struct Edge {
     pub(crate) events: Option<Arc<RedisEventStore>>,
 }
 
-/// The 2026-07-28 method that opens a notification stream.
-const LISTEN: &str = "subscriptions/listen";
-
-/// The edge middleware; see the module docs.
+/// The edge middleware: the steps of the module docs, in order; the request is counted
+/// once it is answered or refused.
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let (mut parts, body) = request.into_parts();
-    // GET streams last as long as their sessions: the drain ends them, never waits.
-    let in_flight = (parts.method != Method::GET).then(|| edge.requests.token());
-    let principal = match authenticate::caller(&edge.auth, &parts.headers) {
-        Ok(principal) => principal,
-        Err(e) => return edge.refuse(e, None, started),
-    };
-    let request = match decode::read(&parts, body, edge.max_body).await {
-        Ok(request) => request,
-        Err(e) => return edge.refuse(e, Some(INVALID), started),
-    };
-    let label = label::label(&request);
-    let Decoded {
-        envelope,
-        json_post,
-        bytes,
-        body,
-    } = request;
-
-    let routing = edge.routing();
-    let routed = routing
-        .route(&principal, &mut parts, &envelope, bytes.as_ref())
-        .await;
-    let deletion = match routed {
-        Ok(Routed::Forwarded(response)) => {
-            return edge.answer(response, label, started, in_flight);
-        }
-        Ok(Routed::Here(deletion)) => deletion,
-        Err(e) => return edge.refuse(e, label, started),
-    };
-    if let Err(e) = rate_limit::spend(&edge.rate_limit, &principal).await {
-        return edge.refuse(e, label, started);
+    let mut meter = Meter::start();
+    let (parts, body) = request.into_parts();
+    let in_flight = admit::in_flight(&edge.requests, &parts.method);
+    let outcome = edge.steps(parts, body, next, &mut meter).await;
+    meter.count(&edge.metrics);
+    match outcome {
+        Ok(response) => admit::hold(response, in_flight, edge.events.as_ref()),
+        Err(refusal) => refusal.into_response(),
     }
-    parts.extensions.insert(principal);
-    if let Some(key) = envelope.idempotency_key {
-        parts.extensions.insert(IdempotencyKey(key));
-    }
-
-    // A listen stream takes its place before rmcp acknowledges it, and keeps it for as
-    // long as its response streams.
-    let listen_place = if !envelope.legacy && envelope.method.as_deref() == Some(LISTEN) {
-        match edge.notifier.reserve() {
-            Some(place) => Some(place),
-            None => return edge.refuse(EdgeError::TooManyListeners, label, started),
-        }
-    } else {
-        None
-    };
-
-    let slot = RefusalSlot::default();
-    parts.extensions.insert(slot.clone());
-    let mut response = next.run(Request::from_parts(parts, body)).await;
-    if let Some(place) = listen_place {
-        response = response.map(|body| {
-            Body::from_stream(body.into_data_stream().inspect(move |_| {
-                let _held = &place;
-            }))
-        });
-    }
-    if let Some(refusal) = slot.take() {
-        return edge.refuse(refusal, label, started);
-    }
-    let response = match routing.finish(deletion, response).await {
-        Ok(response) => response,
-        Err(e) => return edge.refuse(e, label, started),
-    };
-    if json_post && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        // The content type was right, so rmcp could not read the message itself.
-        let detail = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        return edge.refuse(EdgeError::InvalidRequest(detail), Some(INVALID), started);
-    }
-    edge.answer(response, label, started, in_flight)
 }
 
 impl Edge {
+    /// Steps 0 to 6 of the module docs: rmcp's response (or the holder's, or a DELETE's
+    /// 204), or the first refusal.
+    async fn steps(
+        &self,
+        mut parts: Parts,
+        body: Body,
+        next: Next,
+        meter: &mut Meter,
+    ) -> Result<Response, EdgeError> {
+        // 0. Who is asking.
+        let principal = authenticate::caller(&self.auth, &parts.headers)?;
+        // 1. What is asked.
+        let mut request = decode::read(&parts, body, self.max_body)
+            .await
+            .map_err(|e| meter.invalid(e))?;
+        // 2. Under which name it is counted and logged.
+        meter.label(label::label(&request));
+        // 3. Where it is served.
+        let routing = self.routing();
+        let routed = routing
+            .route(
+                &principal,
+                &mut parts,
+                &request.envelope,
+                request.bytes.as_ref(),
+            )
+            .await?;
+        let deletion = match routed {
+            Routed::Forwarded(response) => return Ok(response),
+            Routed::Here(deletion) => deletion,
+        };
+        // 4. What it costs the caller, here where it is served.
+        rate_limit::spend(&self.rate_limit, &principal).await?;
+        // 5. What it takes into rmcp.
+        admit::hand_over(&mut parts.extensions, principal, &mut request.envelope);
+        let place = admit::listen_place(&self.notifier, &request.envelope)?;
+        // 6. rmcp, then the refusals it could not answer itself and a DELETE's end.
+        let slot = refusals::slot(&mut parts.extensions);
+        let response = next.run(Request::from_parts(parts, request.body)).await;
+        let response = admit::keep_place(response, place);
+        refusals::reported(&slot)?;
+        let response = routing.finish(deletion, response).await?;
+        refusals::unreadable(request.json_post, response)
+            .await
+            .map_err(|e| meter.invalid(e))
+    }
+
     /// The handles routing works with.
     fn routing(&self) -> Routing<'_> {
         Routing {
@@ -205,36 +185,6 @@ impl Edge {
             draining: &self.draining,
             metrics: &self.metrics,
             bus: self.bus.as_ref(),
-        }
-    }
-
-    /// Answers `error`; a refused JSON-RPC POST is counted as `invalid` (the body was
-    /// unusable) or under its method.
-    fn refuse(&self, error: EdgeError, label: Option<&'static str>, started: Instant) -> Response {
-        if let Some(label) = label {
-            self.metrics.observe_request(label, started);
-        }
-        error.into_response()
-    }
-
-    /// Answers `response`, counted under its method, held for the drain until it ends.
-    fn answer(
-        &self,
-        response: Response,
-        label: Option<&'static str>,
-        started: Instant,
-        in_flight: Option<TaskTrackerToken>,
-    ) -> Response {
-        if let Some(label) = label {
-            self.metrics.observe_request(label, started);
-        }
-        let response = match &self.events {
-            Some(events) if in_flight.is_some() => track_delivery(response, events),
-            _ => response,
-        };
-        match in_flight {
-            Some(token) => hold_until_sent(response, token),
-            None => response,
         }
     }
 }

@@ -3,8 +3,14 @@
 //! `response` for a client's answer), a POST whose body could not be used as
 //! `invalid`; GET and DELETE carry no method and are not counted. The request's log
 //! span gets the method and the fingerprint of a 2026-07-28 handle, never the handle.
+//!
+//! The [`Meter`] carries the label and the request's start from the first step to the
+//! response, where the request is counted once, whichever step answered it.
+
+use std::time::Instant;
 
 use super::decode::Decoded;
+use crate::{mcp::error::EdgeError, metrics::Metrics};
 
 /// The label of a POST whose body the edge or rmcp could not use.
 pub(crate) const INVALID: &str = "invalid";
@@ -22,6 +28,48 @@ pub(crate) fn label(request: &Decoded) -> Option<&'static str> {
         }
     }
     label
+}
+
+/// How one request is counted: since when, and under which label once one is known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meter {
+    started: Instant,
+    label: Option<&'static str>,
+}
+
+impl Meter {
+    /// A meter started now, with no label yet.
+    pub(crate) fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            label: None,
+        }
+    }
+
+    /// Counts the request under `label` from now on.
+    pub(crate) fn label(&mut self, label: Option<&'static str>) {
+        self.label = label;
+    }
+
+    /// Counts the request as [`INVALID`], refused with `refusal`.
+    pub(crate) fn invalid(&mut self, refusal: EdgeError) -> EdgeError {
+        self.label = Some(INVALID);
+        refusal
+    }
+
+    /// The label the request is counted under.
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> Option<&'static str> {
+        self.label
+    }
+
+    /// Counts the request in `metrics`, with the time from its start to now, when it
+    /// has a label.
+    pub(crate) fn count(&self, metrics: &Metrics) {
+        if let Some(label) = self.label {
+            metrics.observe_request(label, self.started);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +144,17 @@ mod tests {
             "{logged}"
         );
         assert!(!logged.contains(&handle), "{logged}");
+    }
+
+    #[test]
+    fn a_request_is_counted_under_its_last_label() {
+        let mut meter = Meter::start();
+        assert_eq!(meter.current(), None);
+        meter.label(Some("tools/call"));
+        assert_eq!(meter.current(), Some("tools/call"));
+        let refusal = meter.invalid(EdgeError::InvalidRequest("x".into()));
+        assert_eq!(refusal, EdgeError::InvalidRequest("x".into()));
+        assert_eq!(meter.current(), Some(INVALID));
     }
 
     /// Log output kept in memory.
