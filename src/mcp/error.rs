@@ -173,6 +173,7 @@ impl RefusalSlot {
         let _ = self.0.set(refusal);
     }
 
+    /// The refusal recorded, if any.
     pub(crate) fn take(&self) -> Option<EdgeError> {
         self.0.get().cloned()
     }

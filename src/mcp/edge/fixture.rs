@@ -1,0 +1,93 @@
+//! What the tests of the edge's steps build on: the edge of a memory-backed replica, and
+//! an authenticator that knows one API key.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+use sha2::{Digest, Sha256};
+
+use super::Edge;
+use crate::{
+    auth::Authenticator,
+    config::{AuthMode, Settings},
+    mcp::transport::{
+        forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
+    },
+    sessions::Lease,
+    state::AppState,
+};
+
+/// The API key [`api_key_auth`] accepts, and the principal it names.
+pub(crate) const API_KEY: (&str, &str) = ("secret", "alice");
+
+/// A memory-backed replica under the defaults and the `STATEFUL_MCP__*` pairs of `env`
+/// (call it on a Tokio runtime: it starts background tasks).
+pub(crate) fn state(env: &[(&str, &str)]) -> AppState {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    AppState::build(Settings::load_with_env(None, env).unwrap()).unwrap()
+}
+
+/// The edge of `state`, wired as [`crate::mcp::endpoint_with`] wires it, without the
+/// event store (the memory backend has none).
+pub(crate) fn edge(state: &AppState) -> Edge {
+    let lease = Lease {
+        holder: state.holder.clone(),
+        ttl: state.settings.session.lease(),
+    };
+    let manager = Arc::new(ReplicatedSessionManager::new(
+        SessionConfig::default(),
+        None,
+        state.sessions.clone(),
+        state.metrics.clone(),
+        lease.clone(),
+        state.shutdown.clone(),
+    ));
+    Edge {
+        auth: state.auth.clone(),
+        rate_limit: state.rate_limit.clone(),
+        sessions: state.sessions.clone(),
+        metrics: state.metrics.clone(),
+        manager,
+        restores: Restores::default(),
+        max_body: state.settings.server.max_body_bytes,
+        lease,
+        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+        draining: state.shutdown.clone(),
+        bus: state.bus.clone(),
+        requests: state.requests.clone(),
+        notifier: state.notifier.clone(),
+        events: None,
+    }
+}
+
+/// An authenticator in API-key mode that knows [`API_KEY`]; keep the file while it is
+/// used.
+pub(crate) fn api_key_auth() -> (Authenticator, TempFile) {
+    let file = TempFile::new(&format!(
+        "{} {:x}\n",
+        API_KEY.1,
+        Sha256::digest(API_KEY.0.as_bytes())
+    ));
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().auth;
+    settings.mode = AuthMode::ApiKeys;
+    settings.api_keys_file = file.0.clone();
+    settings.resource = "http://127.0.0.1/mcp".into();
+    (Authenticator::from_settings(&settings).unwrap(), file)
+}
+
+/// A file under the system's temporary directory, removed on drop.
+pub(crate) struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("stateful-mcp-edge-{}", crate::ids::mint()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,399 @@
+//! Step 3, route: where a request is served. Only a 2025-era request naming an
+//! `Mcp-Session-Id` has a say; every other one is served here.
+//!
+//! Such a request touches its stored session (one round trip: slides its expiry, finds
+//! out whether it still exists and which replica holds it, taking it when nobody does:
+//! see `leases.rs`), except for a POST of the session's owner on the replica that runs
+//! its worker under a lease known to be fresh, served without it (the keeper slides the
+//! expiry then). An expired or deleted session, or one of another principal, gets 404
+//! on every replica, an unreachable store 503 with `Retry-After`. A session another
+//! replica holds is forwarded there (`forward.rs`) and answered from there; when that
+//! replica cannot be reached, this one takes the session over once its lease has run
+//! out, and answers 503 with `Retry-After` until then. A session held here marks the
+//! request with the [`TransportSession`] the tools may bind to. A DELETE rmcp accepted
+//! then removes the stored session (for its owner only), evicts its workers on every
+//! replica through the bus and answers 204 ([`Routing::finish`]).
+
+use axum::{
+    body::{Body, Bytes},
+    response::{IntoResponse, Response},
+};
+use http::{Method, StatusCode, request::Parts};
+use tokio_util::sync::CancellationToken;
+
+use super::{LOG_TARGET, envelope::Envelope};
+use crate::{
+    auth::Principal,
+    bus::Bus,
+    mcp::{
+        error::EdgeError,
+        extensions::TransportSession,
+        transport::{
+            forward::{FORWARDED_HEADER, Forwarder},
+            leases::EVICT_TOPIC,
+            session_manager::ReplicatedSessionManager,
+            session_store::Restores,
+        },
+    },
+    metrics::Metrics,
+    sessions::{Holder, Lease, SessionError, Sessions},
+};
+
+/// The header of the 2025-era transport session.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// What routing works with, borrowed from the edge's handles: building it per request
+/// costs nothing.
+pub(crate) struct Routing<'a> {
+    /// The stored sessions.
+    pub(crate) sessions: &'a Sessions,
+    /// This replica's workers of the sessions it serves.
+    pub(crate) manager: &'a ReplicatedSessionManager,
+    /// Stored session state handed to rmcp's restore without a second round trip.
+    pub(crate) restores: &'a Restores,
+    /// This replica's claim on the sessions it serves.
+    pub(crate) lease: &'a Lease,
+    /// Sends requests on to the replica holding their session.
+    pub(crate) forwarder: &'a Forwarder,
+    /// Fired when the replica drains: it then takes no session over.
+    pub(crate) draining: &'a CancellationToken,
+    /// Counts forwards and store errors.
+    pub(crate) metrics: &'a Metrics,
+    /// Evictions of deleted sessions go to every replica (Redis backend).
+    pub(crate) bus: Option<&'a Bus>,
+}
+
+/// What routing decided for a request.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// The replica holding its session answered it.
+    Forwarded(Response),
+    /// It is served here; a DELETE of its confirmed session carries what to end once
+    /// rmcp accepted it.
+    Here(Option<Deletion>),
+}
+
+/// A DELETE of a transport session confirmed for its caller: the stored session is
+/// removed only after rmcp accepted the request (its Host and Origin checks come first).
+#[derive(Debug)]
+pub(crate) struct Deletion {
+    principal: Principal,
+    id: String,
+}
+
+/// Where a 2025-era request for a live session is served.
+enum Holding {
+    /// Here: this replica holds the session (or nobody does and it may not take it).
+    Here,
+    /// At the replica holding it.
+    There(Holder),
+}
+
+impl Routing<'_> {
+    /// Routes `principal`'s request of `parts`, described by `envelope`, its body read
+    /// into `bytes` or left unread (see the module docs); a request served here for a
+    /// confirmed session gets its [`TransportSession`] extension.
+    ///
+    /// # Errors
+    /// [`EdgeError::SessionNotFound`], [`EdgeError::Unavailable`],
+    /// [`EdgeError::HolderUnreachable`], or [`EdgeError::Moved`] for a request
+    /// forwarded here for a session yet another replica holds.
+    pub(crate) async fn route(
+        &self,
+        principal: &Principal,
+        parts: &mut Parts,
+        envelope: &Envelope,
+        bytes: Option<&Bytes>,
+    ) -> Result<Routed, EdgeError> {
+        if !envelope.legacy {
+            return Ok(Routed::Here(None));
+        }
+        let Some(id) = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return Ok(Routed::Here(None));
+        };
+        let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
+        let post = parts.method == Method::POST;
+        let holding = self.locate(principal, &id, forwarded, post).await?;
+        // Only a request whose body is in hand can be sent on (a POST that is not JSON
+        // is rmcp's to refuse, here).
+        if let Holding::There(holder) = holding
+            && (bytes.is_some() || !post)
+        {
+            let body = bytes.cloned().map(Body::from).unwrap_or_else(Body::empty);
+            match self
+                .forwarder
+                .forward(&holder.url, parts.clone(), body)
+                .await
+            {
+                Ok(response) => {
+                    self.metrics.forward("forwarded");
+                    return Ok(Routed::Forwarded(response));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        error = %e,
+                        holder = %holder.replica,
+                        "forward failed"
+                    );
+                    self.metrics.forward("unreachable");
+                    // Take the session over if its holder's lease has run out.
+                    match self.locate(principal, &id, true, false).await {
+                        Ok(Holding::Here) => self.metrics.forward("taken_over"),
+                        Ok(Holding::There(_)) | Err(EdgeError::Moved) => {
+                            return Err(EdgeError::HolderUnreachable);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        parts.extensions.insert(TransportSession(id.clone()));
+        let deletion = (parts.method == Method::DELETE).then(|| Deletion {
+            principal: principal.clone(),
+            id,
+        });
+        Ok(Routed::Here(deletion))
+    }
+
+    /// rmcp's `response`, or for a `deletion` rmcp accepted, 204 once the stored
+    /// session is gone.
+    ///
+    /// # Errors
+    /// [`EdgeError::SessionNotFound`] when the session is gone already,
+    /// [`EdgeError::Unavailable`].
+    pub(crate) async fn finish(
+        &self,
+        deletion: Option<Deletion>,
+        response: Response,
+    ) -> Result<Response, EdgeError> {
+        match deletion {
+            Some(Deletion { principal, id }) if response.status().is_success() => {
+                self.delete(&principal, &id).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// Slides the stored session's expiry, confirms it still exists and belongs to
+    /// `principal`, and says where it is served: by the replica holding its lease, or
+    /// here when that is this replica, when nobody holds it and this one takes it, or
+    /// when nobody holds it and this one, draining, may not take it. A local copy of a
+    /// session that expired or was deleted elsewhere is closed. A session this replica
+    /// serves but has no worker for yet is offered to rmcp's restore with the state the
+    /// touch returned, so the restore costs no second round trip and never reads a
+    /// session the edge did not confirm for its caller.
+    ///
+    /// A `post` that is not `forwarded` skips the touch when this replica runs the
+    /// session's worker for `principal` under a lease it knows is fresh
+    /// ([`ReplicatedSessionManager::serve_without_touch`]): the keeper's next renewal
+    /// slides the expiry instead. GET and DELETE always touch (a GET stream may outlive
+    /// the lease; a DELETE must find the stored session).
+    ///
+    /// A `forwarded` request was sent here as to the holder: it never goes on, and
+    /// finding the session held by yet another replica is [`EdgeError::Moved`].
+    async fn locate(
+        &self,
+        principal: &Principal,
+        id: &str,
+        forwarded: bool,
+        post: bool,
+    ) -> Result<Holding, EdgeError> {
+        if !crate::ids::is_well_formed(id) {
+            return Err(EdgeError::SessionNotFound);
+        }
+        if post && !forwarded && self.manager.serve_without_touch(id, principal).await {
+            return Ok(Holding::Here);
+        }
+        let take = !self.draining.is_cancelled();
+        let sent = tokio::time::Instant::now();
+        match self
+            .sessions
+            .touch(principal.as_str(), id, Some(self.lease), take)
+            .await
+        {
+            Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
+                Some(holder) if holder.replica != self.lease.holder.replica => {
+                    if forwarded {
+                        self.metrics.forward("moved");
+                        return Err(EdgeError::Moved);
+                    }
+                    Ok(Holding::There(holder))
+                }
+                holder => {
+                    let holds_lease = holder.is_some();
+                    if !self.manager.touched(id, principal, sent, holds_lease).await {
+                        self.restores.offer(id, touched.transport);
+                    }
+                    Ok(Holding::Here)
+                }
+            },
+            // Unknown, expired, another principal's, or a 2026-07-28 handle (which is
+            // not a transport session).
+            Ok(_) => {
+                self.manager.close_not_found(id, principal).await;
+                Err(EdgeError::SessionNotFound)
+            }
+            Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
+    /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
+    /// closed the local worker) and evicts its workers on every other replica.
+    async fn delete(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
+        if !crate::ids::is_well_formed(id) {
+            return Err(EdgeError::SessionNotFound);
+        }
+        match self.sessions.delete(principal.as_str(), id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(EdgeError::SessionNotFound),
+            Err(e) => return Err(self.unavailable(e)),
+        }
+        if let Some(bus) = self.bus
+            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
+        {
+            // The session is gone from the store: other replicas' sweeps close their
+            // copies within a third of the lease.
+            tracing::warn!(target: LOG_TARGET, error = %e, "session eviction not published");
+        }
+        Ok(())
+    }
+
+    fn unavailable(&self, e: SessionError) -> EdgeError {
+        tracing::warn!(target: LOG_TARGET, error = %e, "session store unavailable");
+        // Until the lease keeper has heard from the store again, every request of a
+        // session asks the store.
+        self.manager.store_failed();
+        self.metrics.store_error("transport");
+        EdgeError::Unavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{mcp::edge::fixture, sessions::NewSession, state::AppState};
+
+    fn parts(method: Method, session: Option<&str>) -> Parts {
+        let mut request = http::Request::builder().method(method).uri("/mcp");
+        if let Some(session) = session {
+            request = request.header(SESSION_HEADER, session);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    /// A 2025-era request without a body, and one of 2026-07-28.
+    fn legacy() -> Envelope {
+        Envelope::from_headers(None)
+    }
+
+    fn stateless() -> Envelope {
+        Envelope::from_headers(Some("2026-07-28"))
+    }
+
+    /// A stored 2025-era transport session of `owner`.
+    async fn stored(state: &AppState, owner: &str) -> String {
+        let new = NewSession {
+            principal: owner.into(),
+            transport: Some(json!({"initialize": {}})),
+            ..NewSession::default()
+        };
+        state.sessions.create(new).await.unwrap().id
+    }
+
+    fn confirmed(parts: &Parts) -> Option<&str> {
+        parts
+            .extensions
+            .get::<TransportSession>()
+            .map(|s| s.0.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_live_session_is_confirmed_for_its_owner_and_no_one_else() {
+        let state = fixture::state(&[]);
+        let edge = fixture::edge(&state);
+        let routing = edge.routing();
+        let alice = Principal::new("alice").unwrap();
+        let id = stored(&state, "alice").await;
+
+        let mut get = parts(Method::GET, Some(&id));
+        let routed = routing.route(&alice, &mut get, &legacy(), None).await;
+        assert!(matches!(routed, Ok(Routed::Here(None))), "{routed:?}");
+        assert_eq!(confirmed(&get), Some(id.as_str()));
+
+        let bob = Principal::new("bob").unwrap();
+        for (who, id) in [
+            (&bob, id.clone()),
+            (&alice, crate::ids::mint()),
+            (&alice, "not an id".to_owned()),
+        ] {
+            let mut get = parts(Method::GET, Some(&id));
+            let routed = routing.route(who, &mut get, &legacy(), None).await;
+            assert_eq!(routed.unwrap_err(), EdgeError::SessionNotFound, "{id}");
+            assert_eq!(confirmed(&get), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn only_2025_era_requests_naming_a_session_are_routed() {
+        let state = fixture::state(&[]);
+        let edge = fixture::edge(&state);
+        let routing = edge.routing();
+        let id = stored(&state, "anonymous").await;
+        let anonymous = Principal::anonymous();
+        let cases = [
+            (parts(Method::POST, Some(&id)), stateless()),
+            (parts(Method::POST, Some("not an id")), stateless()),
+            (parts(Method::DELETE, None), legacy()),
+        ];
+        for (mut parts, envelope) in cases {
+            let routed = routing.route(&anonymous, &mut parts, &envelope, None).await;
+            assert!(matches!(routed, Ok(Routed::Here(None))), "{routed:?}");
+            assert_eq!(confirmed(&parts), None, "a header on its own binds nothing");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_ends_the_stored_session_once_rmcp_accepted_it() {
+        let state = fixture::state(&[]);
+        let edge = fixture::edge(&state);
+        let routing = edge.routing();
+        let alice = Principal::new("alice").unwrap();
+        let id = stored(&state, "alice").await;
+        let delete = async || {
+            let mut delete = parts(Method::DELETE, Some(&id));
+            match routing.route(&alice, &mut delete, &legacy(), None).await {
+                Ok(Routed::Here(Some(deletion))) => deletion,
+                other => panic!("{other:?}"),
+            }
+        };
+
+        let refused = StatusCode::FORBIDDEN.into_response();
+        let answer = routing.finish(Some(delete().await), refused).await.unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::FORBIDDEN,
+            "rmcp's refusal stands"
+        );
+        assert!(state.sessions.get("alice", &id).await.is_ok());
+
+        let accepted = StatusCode::ACCEPTED.into_response();
+        let answer = routing
+            .finish(Some(delete().await), accepted)
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+        assert!(state.sessions.get("alice", &id).await.is_err());
+        let mut again = parts(Method::DELETE, Some(&id));
+        let routed = routing.route(&alice, &mut again, &legacy(), None).await;
+        assert_eq!(routed.unwrap_err(), EdgeError::SessionNotFound);
+    }
+}
