@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     state.background.cancel();
-    state.tasks.close();
-    state.tasks.wait().await;
+    state.jobs.close();
+    state.jobs.wait().await;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! registered [`Factory`], shared by reference count, cleaned up when idle and at
 //! shutdown, each exactly once.
 //!
-//! A caller holds a resource through a [`Lease`]: dropping it (also on an error,
+//! A caller holds a resource through a [`Borrowed`]: dropping it (also on an error,
 //! a cancelled future or a panic in the caller) gives the reference back. The idle sweep
 //! ([`ResourceManager::sweep`], run by [`ResourceManager::run_sweeper`]) cleans resources
 //! nobody references that were idle longer than the configured timeout; shutdown cleans
@@ -74,7 +74,7 @@ pub enum ResourceError {
 #[async_trait]
 pub trait Resource: Send + Sync + 'static {
     /// Releases what the resource holds (closes a file, a connection). Called exactly
-    /// once, by the idle sweep or at shutdown, when no [`Lease`] refers to it any more
+    /// once, by the idle sweep or at shutdown, when no [`Borrowed`] refers to it any more
     /// (or at shutdown, whatever the references).
     async fn cleanup(&self);
 }
@@ -233,20 +233,20 @@ impl ResourceManagerBuilder {
 }
 
 /// A reference to a resource of type `R`; dropping it releases the reference.
-pub struct Lease<R> {
+pub struct Borrowed<R> {
     resource: Arc<R>,
     entry: Arc<Entry>,
     inner: Arc<Inner>,
 }
 
-impl<R> std::ops::Deref for Lease<R> {
+impl<R> std::ops::Deref for Borrowed<R> {
     type Target = R;
     fn deref(&self) -> &R {
         &self.resource
     }
 }
 
-impl<R> Drop for Lease<R> {
+impl<R> Drop for Borrowed<R> {
     fn drop(&mut self) {
         release(&self.inner, &self.entry);
     }
@@ -277,7 +277,7 @@ impl Drop for Pending<'_> {
 pub struct KindStats {
     /// Resources open now.
     pub active: u64,
-    /// Leases held now, over all of them.
+    /// Borrows held now, over all of them.
     pub references: u64,
     /// Open resources nobody references (the sweep cleans them once idle long enough).
     pub idle: u64,
@@ -309,7 +309,11 @@ impl ResourceManager {
     /// # Cancel safety
     /// Cancel safe: a dropped call releases its reference; a creation it started is
     /// finished by another caller of the same id, or not at all.
-    pub async fn get<R: Resource>(&self, kind: &str, id: &str) -> Result<Lease<R>, ResourceError> {
+    pub async fn get<R: Resource>(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Borrowed<R>, ResourceError> {
         let inner = &self.inner;
         let Some((&kind, registered)) = inner.kinds.get_key_value(kind) else {
             let shown: String = kind.chars().take(64).collect();
@@ -385,7 +389,7 @@ impl ResourceManager {
             release(inner, &entry);
             return Err(ResourceError::ShuttingDown);
         }
-        Ok(Lease {
+        Ok(Borrowed {
             resource,
             entry,
             inner: inner.clone(),

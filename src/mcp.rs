@@ -75,7 +75,7 @@ pub fn endpoint(state: &AppState) -> Router {
 /// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
 /// it cheap (clone a prebuilt handler). It starts the keeper of this replica's session
 /// leases and, with the Redis backend, the event store's reader on
-/// [`AppState::tasks`], stopped by [`AppState::background`].
+/// [`AppState::jobs`], stopped by [`AppState::background`].
 pub fn endpoint_with<H, F>(state: &AppState, factory: F) -> Router
 where
     H: ServerHandler,
@@ -99,7 +99,7 @@ where
                 ..EventStoreSettings::default()
             },
             state.background.clone(),
-            &state.tasks,
+            &state.jobs,
         )),
         _ => None,
     };
@@ -126,7 +126,7 @@ where
         state.bus.as_ref(),
         state.shutdown.clone(),
         state.background.clone(),
-        &state.tasks,
+        &state.jobs,
     );
 
     let server = &settings.server;

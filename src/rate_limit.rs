@@ -76,7 +76,7 @@ struct Inner {
     fail: FailMode,
     /// Redis and the key names, or `None` for an in-process bucket per principal.
     shared: Option<(RedisPool, Keys, redis::Script)>,
-    leases: Cache<String, Arc<Leased>>,
+    leases: Cache<String, Arc<PrincipalGrant>>,
     buckets: Cache<String, Arc<Mutex<Bucket>>>,
 }
 
@@ -85,12 +85,12 @@ struct Inner {
 /// spend from it, rather than each taking a lease of its own from the shared bucket
 /// (which drained it, refusing requests while leased tokens sat unspent).
 #[derive(Debug, Default)]
-struct Leased {
-    lease: Mutex<Lease>,
+struct PrincipalGrant {
+    lease: Mutex<Grant>,
     renewal: tokio::sync::Mutex<()>,
 }
 
-impl Leased {
+impl PrincipalGrant {
     fn spend(&self) -> bool {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).spend()
     }
@@ -105,7 +105,7 @@ impl Leased {
 
 /// Tokens this replica may spend without asking.
 #[derive(Debug)]
-struct Lease {
+struct Grant {
     tokens: u32,
     until: Instant,
     /// Until when the shared bucket counts as unreachable after a failed renewal: the
@@ -158,7 +158,7 @@ impl RateLimiter {
         };
         let leased = inner
             .leases
-            .get_with_by_ref(principal, || Arc::new(Leased::default()));
+            .get_with_by_ref(principal, || Arc::new(PrincipalGrant::default()));
         if leased.spend() {
             return Ok(());
         }
@@ -197,7 +197,7 @@ impl RateLimiter {
     }
 }
 
-impl Default for Lease {
+impl Default for Grant {
     fn default() -> Self {
         Self {
             tokens: 0,
@@ -207,7 +207,7 @@ impl Default for Lease {
     }
 }
 
-impl Lease {
+impl Grant {
     fn spend(&mut self) -> bool {
         if self.tokens > 0 && self.until > Instant::now() {
             self.tokens -= 1;

@@ -48,7 +48,7 @@ impl Application {
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
         let router = crate::http::router_with(state.clone(), mcp(&state));
-        state.tasks.spawn(maintenance_loop(
+        state.jobs.spawn(maintenance_loop(
             state.clone(),
             Duration::from_secs(state.settings.session.maintenance_interval_secs),
             state.background.clone(),
@@ -172,8 +172,8 @@ impl Application {
         state.mcp_shutdown.cancel();
         state.task_manager.hand_back().await;
         state.background.cancel();
-        state.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
+        state.jobs.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.jobs.wait())
             .await
             .is_err()
         {

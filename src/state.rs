@@ -60,14 +60,15 @@ pub struct AppState {
     /// long-lived GET streams), which a drain waits for. A call whose client went away
     /// is no longer waited for: nothing would read its result.
     pub requests: TaskTracker,
-    /// Fired once the HTTP server is done, to stop the background tasks.
+    /// Fired once the HTTP server is done, to stop the background jobs.
     pub background: CancellationToken,
-    /// Background tasks (bus, event reader, upkeep), awaited at the end of a shutdown.
-    pub tasks: TaskTracker,
-    /// Files and dedicated connections tools hold open, cleaned when idle and once the
-    /// background tasks stop.
-    pub resources: ResourceManager,
-    /// Background tasks (the MCP tasks extension): records every replica reads, and
+    /// The replica's background jobs (bus subscriber, event stream reader, lease
+    /// keeper, upkeep loops), awaited at the end of a shutdown.
+    pub jobs: TaskTracker,
+    /// Files and dedicated connections tools hold open (managed handles, not MCP
+    /// resources), cleaned when idle and once the background jobs stop.
+    pub handles: ResourceManager,
+    /// MCP tasks (the tasks extension): records every replica reads, and
     /// this replica's worker pool.
     pub task_manager: TaskManager,
     /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
@@ -80,7 +81,7 @@ pub struct AppState {
 
 impl AppState {
     /// Wires the components `settings` ask for and starts their background tasks on
-    /// [`AppState::tasks`] (stopped by [`AppState::background`]).
+    /// [`AppState::jobs`] (stopped by [`AppState::background`]).
     ///
     /// # Errors
     /// When the Redis settings are unusable, an authentication key file cannot be
@@ -94,7 +95,7 @@ impl AppState {
         };
         let auth = Arc::new(Authenticator::from_settings(&settings.auth).context("auth")?);
         let background = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let jobs = TaskTracker::new();
         let keys = Keys::new(&settings.redis.key_prefix);
         let timeout: Duration = settings.session.timeout();
         let (sessions, redis, bus, cache) = match settings.store.backend {
@@ -115,7 +116,7 @@ impl AppState {
                     keys.clone(),
                     replica_id.to_string(),
                     background.clone(),
-                    &tasks,
+                    &jobs,
                 );
                 let cache_pool = if settings.cache.redis_url.is_empty() {
                     pool.clone()
@@ -139,7 +140,7 @@ impl AppState {
         };
         let task_manager =
             TaskManager::new(task_store, replica_id.clone(), &settings.tasks, bus.clone());
-        tasks.spawn(task_manager.clone().run_upkeep(background.clone()));
+        jobs.spawn(task_manager.clone().run_upkeep(background.clone()));
         // Settings changed after loading skip its validation: a Redis replica with a
         // key of its own would break every MRTR retry another replica serves, silently.
         let ring = settings.mrtr.key_ring()?;
@@ -151,7 +152,7 @@ impl AppState {
         }
         let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
         let resources = resource_manager(&settings, redis.as_ref())?;
-        tasks.spawn(resources.clone().run_sweeper(
+        jobs.spawn(resources.clone().run_sweeper(
             Duration::from_secs(settings.resources.sweep_interval_secs),
             background.clone(),
         ));
@@ -198,8 +199,8 @@ impl AppState {
             rate_limit,
             requests: TaskTracker::new(),
             background,
-            tasks,
-            resources,
+            jobs,
+            handles: resources,
             task_manager,
             request_states,
             notifier,

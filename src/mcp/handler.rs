@@ -104,7 +104,7 @@ impl StatefulServer {
             cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
             resources: Resources::new(state.cache.clone(), state.cpu.clone(), tools.clone()),
-            managed: state.resources.clone(),
+            managed: state.handles.clone(),
             pool: state.redis.clone(),
             replica_id: state.replica_id.clone(),
             max_read_bytes: state.settings.resources.max_read_bytes,
