@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let app =
         axum::Router::new().nest_service("/mcp", endpoint_with(&state, move || server.clone()));
+    // Everything is built: the background jobs (bus, stream reader, lease keeper, …) run.
+    state.jobs.start();
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     println!("embed example serving http://{bind}/mcp");
@@ -124,8 +126,6 @@ async fn main() -> anyhow::Result<()> {
             streams.cancel();
         })
         .await?;
-    state.background.cancel();
-    state.jobs.close();
-    state.jobs.wait().await;
+    state.jobs.stop(std::time::Duration::from_secs(2)).await;
     Ok(())
 }

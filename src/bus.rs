@@ -28,9 +28,10 @@ use std::{
 use futures::StreamExt;
 use redis::{Msg, RedisError, Value, aio::PubSubSink};
 use tokio::sync::Notify;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    jobs::Jobs,
     keys::Keys,
     redis_pool::{Backoff, RedisPool, RedisPoolError},
 };
@@ -122,26 +123,13 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Starts the subscriber task on `tracker` with [`BusOptions::default`].
+    /// Adds the subscriber to `jobs` (the job `bus subscriber`) with
+    /// [`BusOptions::default`].
     ///
-    /// Never fails: while Redis is unreachable the task keeps retrying in the background,
-    /// and [`Bus::is_connected`] says whether it is subscribed. The task ends when
-    /// `shutdown` is cancelled.
-    pub fn start(
-        pool: RedisPool,
-        keys: Keys,
-        replica_id: impl Into<String>,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Self {
-        Self::start_with_options(
-            pool,
-            keys,
-            replica_id,
-            BusOptions::default(),
-            shutdown,
-            tracker,
-        )
+    /// Never fails: while Redis is unreachable the subscriber keeps retrying in the
+    /// background, and [`Bus::is_connected`] says whether it is subscribed.
+    pub fn start(pool: RedisPool, keys: Keys, replica_id: impl Into<String>, jobs: &Jobs) -> Self {
+        Self::start_with_options(pool, keys, replica_id, BusOptions::default(), jobs)
     }
 
     /// Like [`Bus::start`] with explicit timing.
@@ -150,8 +138,7 @@ impl Bus {
         keys: Keys,
         replica_id: impl Into<String>,
         options: BusOptions,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
+        jobs: &Jobs,
     ) -> Self {
         let mut origin: String = replica_id.into();
         truncate_to_boundary(&mut origin, usize::from(u16::MAX));
@@ -164,7 +151,8 @@ impl Bus {
             connected: AtomicBool::new(false),
             changed: Notify::new(),
         });
-        tracker.spawn(Arc::clone(&shared).run(shutdown));
+        let subscriber = Arc::clone(&shared);
+        jobs.add("bus subscriber", move |stop| subscriber.run(stop));
         Self { shared }
     }
 

@@ -60,6 +60,8 @@
 //!   series it measures; each component registers the figures it reads at scrape time.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
 //! - [`ids`]: unguessable ids for sessions and handles.
+//! - [`jobs`]: the replica's background jobs, added by their components, started in one
+//!   place (startup) in order and stopped in reverse.
 //!
 //! ## A request's path
 //! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
@@ -89,6 +91,7 @@ pub mod cpu;
 pub mod events;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod keys;
 pub mod listener;
 pub mod managed;

@@ -73,9 +73,9 @@ pub fn endpoint(state: &AppState) -> Router {
 /// `events.enabled`), every request through the [`edge`].
 ///
 /// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
-/// it cheap (clone a prebuilt handler). It starts the keeper of this replica's session
-/// leases and, with the Redis backend, the event store's reader on
-/// [`AppState::jobs`], stopped by [`AppState::background`].
+/// it cheap (clone a prebuilt handler). It adds the keeper of this replica's session
+/// leases and, with the Redis backend, the event store's reader to [`AppState::jobs`]:
+/// they run once the jobs start.
 pub fn endpoint_with<H, F>(state: &AppState, factory: F) -> Router
 where
     H: ServerHandler,
@@ -98,7 +98,6 @@ where
                 follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
                 ..EventStoreSettings::default()
             },
-            state.background.clone(),
             &state.jobs,
         )),
         _ => None,
@@ -125,7 +124,6 @@ where
         (lease.ttl / 3).max(Duration::from_millis(100)),
         state.bus.as_ref(),
         state.shutdown.clone(),
-        state.background.clone(),
         &state.jobs,
     );
 

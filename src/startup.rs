@@ -12,8 +12,10 @@ use crate::{config::Settings, listener::DrainingListener, state::AppState};
 /// How long the last responses get to leave their streams once in-flight requests are
 /// done, before rmcp's token ends every stream.
 const RESPONSE_SETTLE: Duration = Duration::from_millis(250);
+/// How long each background job gets to stop at the end of a shutdown.
+const JOB_GRACE: Duration = Duration::from_secs(2);
 
-/// A replica ready to serve: listener bound, background tasks started.
+/// A replica ready to serve: listener bound, background jobs started.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
@@ -48,11 +50,14 @@ impl Application {
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
         let router = crate::http::router_with(state.clone(), mcp(&state));
-        state.jobs.spawn(maintenance_loop(
-            state.clone(),
-            Duration::from_secs(state.settings.session.maintenance_interval_secs),
-            state.background.clone(),
-        ));
+        let upkeep = state.clone();
+        let every = Duration::from_secs(state.settings.session.maintenance_interval_secs);
+        state.jobs.add("session maintenance", move |stop| {
+            maintenance_loop(upkeep, every, stop)
+        });
+        // The one place every background job starts, in the order added: the bus
+        // subscriber first, session maintenance last; the drain stops them in reverse.
+        state.jobs.start();
         Ok(Self {
             listener,
             router,
@@ -171,13 +176,8 @@ impl Application {
         }
         state.mcp_shutdown.cancel();
         state.task_manager.hand_back().await;
-        state.background.cancel();
-        state.jobs.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.jobs.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background tasks did not stop in time");
+        if !state.jobs.stop(JOB_GRACE).await {
+            tracing::warn!("background jobs did not all stop in time");
         }
         tracing::info!(replica = %state.replica_id, "stopped");
         Ok(())

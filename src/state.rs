@@ -12,6 +12,7 @@ use crate::{
     cache::CacheManager,
     config::{Backend, Settings},
     cpu::CpuPool,
+    jobs::Jobs,
     keys::Keys,
     managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
     mcp::handler::{notify::Notifier, request_state::RequestStates},
@@ -60,11 +61,11 @@ pub struct AppState {
     /// long-lived GET streams), which a drain waits for. A call whose client went away
     /// is no longer waited for: nothing would read its result.
     pub requests: TaskTracker,
-    /// Fired once the HTTP server is done, to stop the background jobs.
-    pub background: CancellationToken,
     /// The replica's background jobs (bus subscriber, event stream reader, lease
-    /// keeper, upkeep loops), awaited at the end of a shutdown.
-    pub jobs: TaskTracker,
+    /// keeper, upkeep loops): added as their components are built, started together
+    /// by [`crate::startup`] (or an embedder, with [`Jobs::start`]) and stopped in
+    /// reverse at the end of a shutdown.
+    pub jobs: Jobs,
     /// Files and dedicated connections tools hold open (managed handles, not MCP
     /// resources), cleaned when idle and once the background jobs stop.
     pub handles: ResourceManager,
@@ -80,8 +81,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Wires the components `settings` ask for and starts their background tasks on
-    /// [`AppState::jobs`] (stopped by [`AppState::background`]).
+    /// Wires the components `settings` ask for and adds their background loops to
+    /// [`AppState::jobs`] (not started yet).
     ///
     /// # Errors
     /// When the Redis settings are unusable, an authentication key file cannot be
@@ -94,8 +95,7 @@ impl AppState {
             settings.server.replica_id.as_str().into()
         };
         let auth = Arc::new(Authenticator::from_settings(&settings.auth).context("auth")?);
-        let background = CancellationToken::new();
-        let jobs = TaskTracker::new();
+        let jobs = Jobs::new();
         let keys = Keys::new(&settings.redis.key_prefix);
         let timeout: Duration = settings.session.timeout();
         let (sessions, redis, bus, cache) = match settings.store.backend {
@@ -111,13 +111,7 @@ impl AppState {
                     RedisSessions::new(pool.clone(), keys.clone(), timeout),
                     settings.session.clone(),
                 );
-                let bus = Bus::start(
-                    pool.clone(),
-                    keys.clone(),
-                    replica_id.to_string(),
-                    background.clone(),
-                    &jobs,
-                );
+                let bus = Bus::start(pool.clone(), keys.clone(), replica_id.to_string(), &jobs);
                 let cache_pool = if settings.cache.redis_url.is_empty() {
                     pool.clone()
                 } else {
@@ -140,7 +134,8 @@ impl AppState {
         };
         let task_manager =
             TaskManager::new(task_store, replica_id.clone(), &settings.tasks, bus.clone());
-        jobs.spawn(task_manager.clone().run_upkeep(background.clone()));
+        let upkeep = task_manager.clone();
+        jobs.add("task upkeep", move |stop| upkeep.run_upkeep(stop));
         // Settings changed after loading skip its validation: a Redis replica with a
         // key of its own would break every MRTR retry another replica serves, silently.
         let ring = settings.mrtr.key_ring()?;
@@ -152,10 +147,11 @@ impl AppState {
         }
         let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
         let resources = resource_manager(&settings, redis.as_ref())?;
-        jobs.spawn(resources.clone().run_sweeper(
-            Duration::from_secs(settings.resources.sweep_interval_secs),
-            background.clone(),
-        ));
+        let sweeper = resources.clone();
+        let every = Duration::from_secs(settings.resources.sweep_interval_secs);
+        jobs.add("handle sweeper", move |stop| {
+            sweeper.run_sweeper(every, stop)
+        });
         let cpu = CpuPool::new(settings.tools.cpu_jobs());
         let metrics = Metrics::new(
             &replica_id,
@@ -198,7 +194,6 @@ impl AppState {
             auth,
             rate_limit,
             requests: TaskTracker::new(),
-            background,
             jobs,
             handles: resources,
             task_manager,

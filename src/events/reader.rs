@@ -19,13 +19,16 @@ use redis::{
     streams::{StreamId, StreamReadReply},
 };
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     EventStoreSettings, StoredEvent,
     format::{DecodedEntry, EntryId, decode_entry, duration_ms},
 };
-use crate::redis_pool::{Backoff, RedisPool, RedisPoolError};
+use crate::{
+    jobs::Jobs,
+    redis_pool::{Backoff, RedisPool, RedisPoolError},
+};
 
 /// Entries read per key per `XREAD`.
 const PAGE: usize = 128;
@@ -53,14 +56,13 @@ struct Inner {
 }
 
 impl Reader {
-    /// Starts the reader task on `tracker`, until `shutdown`.
+    /// Adds the reader to `jobs` (the job `event stream reader`).
     pub(super) fn start(
         pool: RedisPool,
         replica_id: String,
         wake_key: String,
         settings: EventStoreSettings,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
+        jobs: &Jobs,
     ) -> Self {
         let inner = Arc::new(Inner {
             pool,
@@ -71,7 +73,8 @@ impl Reader {
             next_follower: AtomicU64::new(0),
             connected: AtomicBool::new(false),
         });
-        tracker.spawn(Arc::clone(&inner).run(shutdown));
+        let reader = Arc::clone(&inner);
+        jobs.add("event stream reader", move |stop| reader.run(stop));
         Self { inner }
     }
 

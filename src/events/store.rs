@@ -10,7 +10,6 @@ use std::{
 
 use futures::StreamExt;
 use redis::{RedisError, streams::StreamRangeReply};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     EventKind, EventStream,
@@ -22,6 +21,7 @@ use super::{
     reader::Reader,
 };
 use crate::{
+    jobs::Jobs,
     keys::Keys,
     redis_pool::{RedisPool, RedisPoolError},
 };
@@ -134,28 +134,20 @@ impl std::fmt::Debug for RedisEventStore {
 }
 
 impl RedisEventStore {
-    /// Builds the store and starts its stream reader on `tracker`.
+    /// Builds the store and adds its stream reader to `jobs`.
     ///
-    /// Never fails: the reader connects (and reconnects) in the background. When
-    /// `shutdown` is cancelled the reader stops and every followed stream ends.
+    /// Never fails: the reader connects (and reconnects) in the background. When its
+    /// job stops, every followed stream ends.
     pub fn start(
         pool: RedisPool,
         keys: Keys,
         replica_id: impl Into<String>,
         settings: EventStoreSettings,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
+        jobs: &Jobs,
     ) -> Arc<Self> {
         let replica_id = replica_id.into();
         let wake_key = keys.replica_wake(&replica_id);
-        let reader = Reader::start(
-            pool.clone(),
-            replica_id,
-            wake_key,
-            settings.clone(),
-            shutdown,
-            tracker,
-        );
+        let reader = Reader::start(pool.clone(), replica_id, wake_key, settings.clone(), jobs);
         Arc::new(Self {
             open: Mutex::new(OpenStreams::new(settings.delivered_ttl)),
             pool,

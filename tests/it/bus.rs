@@ -78,8 +78,7 @@ impl BusNode {
             base.keys.clone(),
             replica_id,
             options,
-            base.shutdown.clone(),
-            &base.tracker,
+            &base.jobs,
         );
         Self { bus, base }
     }

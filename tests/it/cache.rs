@@ -47,13 +47,7 @@ impl CacheNode {
         let mut settings = redis.settings();
         settings.command_timeout_ms = 300;
         let base = NodeBase::new(settings, prefix);
-        let bus = Bus::start(
-            base.pool.clone(),
-            base.keys.clone(),
-            replica,
-            base.shutdown.clone(),
-            &base.tracker,
-        );
+        let bus = Bus::start(base.pool.clone(), base.keys.clone(), replica, &base.jobs);
         let cache = CacheManager::new(
             cache,
             replica,

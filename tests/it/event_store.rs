@@ -56,8 +56,7 @@ impl EventStoreNode {
             base.keys.clone(),
             replica_id,
             settings,
-            base.shutdown.clone(),
-            &base.tracker,
+            &base.jobs,
         );
         let events = SessionEvents::new(&store, SESSION);
         Self {

@@ -26,11 +26,12 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use super::session_manager::ReplicatedSessionManager;
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
+    jobs::Jobs,
     metrics::Metrics,
     sessions::{Lease, LeaseState, SessionError, Sessions},
 };
@@ -134,22 +135,22 @@ impl LeaseKeeper {
         Ok(states.iter().filter(|s| **s == LeaseState::Held).count())
     }
 
-    /// Runs the keeper on `tasks` until `background` fires: a sweep every `every`,
-    /// evictions from `bus` as they come, and the hand-over once `shutdown` fires
-    /// (after which it no longer sweeps: the drain ends the remaining workers).
+    /// Adds the keeper to `jobs` (the job `lease keeper`): a sweep every `every`,
+    /// evictions from `bus` as they come, and the hand-over once `shutdown` (the drain)
+    /// fires, after which it no longer sweeps (the drain ends the remaining workers),
+    /// until its job stops.
     pub(crate) fn start(
         self,
         every: Duration,
         bus: Option<&Bus>,
         shutdown: CancellationToken,
-        background: CancellationToken,
-        tasks: &TaskTracker,
+        jobs: &Jobs,
     ) {
         let (evicted, mut evictions) = mpsc::channel::<String>(EVICT_QUEUE);
         if let Some(bus) = bus {
             bus.subscribe(EVICT_TOPIC, Arc::new(Evictions(evicted)));
         }
-        tasks.spawn(async move {
+        jobs.add("lease keeper", move |background| async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut draining = false;

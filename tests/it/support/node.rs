@@ -1,23 +1,22 @@
 //! What a test node of one Redis-backed component (the bus, the event store, the cache)
-//! runs on: its own pool, keys under the test's prefix, and the shutdown token and task
-//! tracker its background tasks run on — the part of a replica such a test needs.
+//! runs on: its own pool, keys under the test's prefix, and the background jobs its
+//! component adds (running as soon as they are added) — the part of a replica such a
+//! test needs.
 
 use std::time::Duration;
 
-use stateful_mcp::{config::RedisSettings, keys::Keys, redis_pool::RedisPool};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use stateful_mcp::{config::RedisSettings, jobs::Jobs, keys::Keys, redis_pool::RedisPool};
 
 use super::{
     redis_server::{RedisServer, RedisServerExt},
     wait::within,
 };
 
-/// A pool, keys and background machinery; dropping it cancels the background tasks.
+/// A pool, keys and background jobs; dropping it aborts the jobs still running.
 pub struct NodeBase {
     pub pool: RedisPool,
     pub keys: Keys,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
+    pub jobs: Jobs,
 }
 
 impl NodeBase {
@@ -27,22 +26,18 @@ impl NodeBase {
         Self {
             pool: RedisPool::new(&redis).expect("valid settings"),
             keys: Keys::new(prefix),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            jobs: {
+                let jobs = Jobs::new();
+                jobs.start();
+                jobs
+            },
         }
     }
 
-    /// Cancels the background tasks and waits until `what` (they) have stopped.
+    /// Stops the background jobs and waits until `what` (they) have stopped.
     pub async fn stop(&self, what: &str) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        within(what, self.tracker.wait()).await;
-    }
-}
-
-impl Drop for NodeBase {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        let all = within(what, self.jobs.stop(Duration::from_secs(5))).await;
+        assert!(all, "{what}: every job stopped within its grace");
     }
 }
 
