@@ -59,6 +59,8 @@
 //! - [`metrics`]: the Prometheus registry of the replica and the request and tool
 //!   series it measures; each component registers the figures it reads at scrape time.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
+//! - `backend.rs`: the one macro with which [`sessions`] and [`tasks`] forward an
+//!   operation to their memory or Redis backend.
 //! - [`ids`]: unguessable ids for sessions and handles.
 //!
 //! ## A request's path
@@ -81,6 +83,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod backend;
 pub mod bus;
 pub mod cache;
 pub mod cli;

@@ -13,6 +13,9 @@
 //! client. [`Sessions::touch`] says which replica holds it (taking the lease when it is
 //! free or expired, in the same script), the holder renews its leases with
 //! [`Sessions::renew_leases`] and hands them over with [`Sessions::release_leases`].
+//!
+//! Every operation checks here what both backends share, then forwards the call with
+//! the `dispatch!` of `src/backend.rs`.
 
 mod memory;
 mod record;
@@ -25,7 +28,7 @@ use serde_json::Value;
 pub use self::memory::MemorySessions;
 pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
 pub use self::redis::RedisSessions;
-use crate::{config::SessionSettings, redis_pool::RedisPoolError};
+use crate::{backend::dispatch, config::SessionSettings, redis_pool::RedisPoolError};
 
 /// The principal of unauthenticated callers.
 pub const ANONYMOUS: &str = "anonymous";
@@ -180,6 +183,8 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The claim's length in whole milliseconds, at least 1 (0 tells the lease script to
+    /// release).
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
@@ -242,7 +247,7 @@ pub struct SessionStats {
     pub most_recent_access_ms: Option<i64>,
 }
 
-/// The closed set of backends.
+/// The closed set of backends, each with the same operations (see [`crate::backend`]).
 #[derive(Debug, Clone)]
 enum Backend {
     Memory(MemorySessions),
@@ -302,10 +307,7 @@ impl Sessions {
         if size > limit {
             return Err(SessionError::ClientMetadataTooLarge { size, limit });
         }
-        match &self.backend {
-            Backend::Memory(m) => m.create(new, &self.limits),
-            Backend::Redis(r) => r.create(new, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => create(new, &self.limits))
     }
 
     /// Returns the session and slides its expiry.
@@ -314,10 +316,7 @@ impl Sessions {
     /// [`SessionError::NotFound`], [`SessionError::Unavailable`].
     pub async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
         check_id(id)?;
-        match &self.backend {
-            Backend::Memory(m) => m.get(principal, id),
-            Backend::Redis(r) => r.get(principal, id).await,
-        }
+        dispatch!(Backend: &self.backend => get(principal, id))
     }
 
     /// Slides the expiry and, if the session is live, returns its transport state and
@@ -337,13 +336,7 @@ impl Sessions {
         if !crate::ids::is_well_formed(id) {
             return Ok(None);
         }
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.touch(principal, id).map(|transport| Touched {
-                transport,
-                holder: None,
-            })),
-            Backend::Redis(r) => r.touch(principal, id, lease.filter(|_| take)).await,
-        }
+        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take)))
     }
 
     /// Renews `lease` on each of `sessions` it still holds, in one round trip per batch;
@@ -357,13 +350,7 @@ impl Sessions {
         lease: &Lease,
         sessions: &[Renewal],
     ) -> Result<Vec<LeaseState>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(sessions.iter().map(|s| m.renew(s)).collect()),
-            Backend::Redis(r) => {
-                r.leases(&lease.holder.replica, lease.ttl_ms(), sessions)
-                    .await
-            }
-        }
+        dispatch!(Backend: &self.backend => renew_leases(lease, sessions))
     }
 
     /// Gives up `holder`'s lease on each of `ids` it holds, so the next request on any
@@ -376,13 +363,7 @@ impl Sessions {
         holder: &Holder,
         ids: &[String],
     ) -> Result<Vec<LeaseState>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(ids.iter().map(|id| m.lease_state(id)).collect()),
-            Backend::Redis(r) => {
-                let sessions: Vec<_> = ids.iter().map(|id| Renewal::unused(id)).collect();
-                r.leases(&holder.replica, 0, &sessions).await
-            }
-        }
+        dispatch!(Backend: &self.backend => release_leases(holder, ids))
     }
 
     /// Sets (`Some`) or removes (`None`) one data value.
@@ -404,10 +385,7 @@ impl Sessions {
             )));
         }
         let value = value.map(Value::to_string);
-        match &self.backend {
-            Backend::Memory(m) => m.update(principal, id, key, value, &self.limits),
-            Backend::Redis(r) => r.update(principal, id, key, value, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => update(principal, id, key, value, &self.limits))
     }
 
     /// Applies a counter operation and returns the new value.
@@ -436,10 +414,7 @@ impl Sessions {
         retry: Option<&Retry>,
     ) -> Result<i64, SessionError> {
         check_id(id)?;
-        match &self.backend {
-            Backend::Memory(m) => m.counter(principal, id, op, retry, &self.limits),
-            Backend::Redis(r) => r.counter(principal, id, op, retry, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => counter(principal, id, op, retry, &self.limits))
     }
 
     /// Applies a history operation and returns the entries after it, oldest first.
@@ -476,10 +451,7 @@ impl Sessions {
                 self.limits.max_history_entry_bytes
             )));
         }
-        match &self.backend {
-            Backend::Memory(m) => m.history(principal, id, op, retry, &self.limits),
-            Backend::Redis(r) => r.history(principal, id, op, retry, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => history(principal, id, op, retry, &self.limits))
     }
 
     /// Deletes the session; `false` when there was none to delete.
@@ -490,10 +462,7 @@ impl Sessions {
         if !crate::ids::is_well_formed(id) {
             return Ok(false);
         }
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.delete(principal, id)),
-            Backend::Redis(r) => r.delete(principal, id).await,
-        }
+        dispatch!(Backend: &self.backend => delete(principal, id))
     }
 
     /// The principal's live sessions, oldest first.
@@ -501,10 +470,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.list(principal)),
-            Backend::Redis(r) => r.list(principal).await,
-        }
+        dispatch!(Backend: &self.backend => list(principal))
     }
 
     /// Totals over every live session.
@@ -512,10 +478,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn stats(&self) -> Result<SessionStats, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.stats()),
-            Backend::Redis(r) => r.stats().await,
-        }
+        dispatch!(Backend: &self.backend => stats())
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
@@ -526,10 +489,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn maintain(&self) -> Result<u64, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.purge_expired()),
-            Backend::Redis(r) => r.maintain().await,
-        }
+        dispatch!(Backend: &self.backend => maintain())
     }
 }
 

@@ -172,7 +172,7 @@ impl MemorySessions {
         }
     }
 
-    pub(super) fn create(
+    pub(super) async fn create(
         &self,
         new: NewSession,
         limits: &SessionSettings,
@@ -246,12 +246,12 @@ impl MemorySessions {
         Ok(session)
     }
 
-    pub(super) fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
+    pub(super) async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
         self.with_live(principal, id, |e| Ok(e.session.clone()))
     }
 
     /// One replica holds every session: a live one is held, any other gone.
-    pub(super) fn lease_state(&self, id: &str) -> super::LeaseState {
+    fn lease_state(&self, id: &str) -> super::LeaseState {
         let inner = self.lock();
         match inner.sessions.get(id) {
             Some(e) if e.expires_at > Instant::now() => super::LeaseState::Held,
@@ -261,7 +261,7 @@ impl MemorySessions {
 
     /// One replica holds every session: a live one is held (its expiry slid when it was
     /// used since its last renewal), any other gone.
-    pub(super) fn renew(&self, renewal: &super::Renewal) -> super::LeaseState {
+    fn renew(&self, renewal: &super::Renewal) -> super::LeaseState {
         match &renewal.used_by {
             Some(owner) => match self.with_live(owner, &renewal.id, |_| Ok(())) {
                 Ok(()) => super::LeaseState::Held,
@@ -271,14 +271,45 @@ impl MemorySessions {
         }
     }
 
-    pub(super) fn touch(&self, principal: &str, id: &str) -> Option<Value> {
-        self.with_live(principal, id, |e| {
-            Ok(e.transport.clone().unwrap_or(Value::Null))
-        })
-        .ok()
+    /// Slides the expiry of the caller's live session and returns its transport state;
+    /// there is no other replica to hold it, so no lease to take.
+    pub(super) async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+        _claim: Option<&super::Lease>,
+    ) -> Result<Option<super::Touched>, SessionError> {
+        Ok(self
+            .with_live(principal, id, |e| {
+                Ok(e.transport.clone().unwrap_or(Value::Null))
+            })
+            .ok()
+            .map(|transport| super::Touched {
+                transport,
+                holder: None,
+            }))
     }
 
-    pub(super) fn update(
+    /// A live session is held (its expiry slid when it was used since its last
+    /// renewal), any other gone.
+    pub(super) async fn renew_leases(
+        &self,
+        _lease: &super::Lease,
+        sessions: &[super::Renewal],
+    ) -> Result<Vec<super::LeaseState>, SessionError> {
+        Ok(sessions.iter().map(|s| self.renew(s)).collect())
+    }
+
+    /// A live session stays held (nobody else could take it over), any other is gone.
+    pub(super) async fn release_leases(
+        &self,
+        _holder: &super::Holder,
+        ids: &[String],
+    ) -> Result<Vec<super::LeaseState>, SessionError> {
+        Ok(ids.iter().map(|id| self.lease_state(id)).collect())
+    }
+
+    pub(super) async fn update(
         &self,
         principal: &str,
         id: &str,
@@ -295,7 +326,7 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn counter(
+    pub(super) async fn counter(
         &self,
         principal: &str,
         id: &str,
@@ -327,7 +358,7 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn history(
+    pub(super) async fn history(
         &self,
         principal: &str,
         id: &str,
@@ -360,20 +391,20 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn delete(&self, principal: &str, id: &str) -> bool {
+    pub(super) async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        match inner.sessions.get(id) {
+        Ok(match inner.sessions.get(id) {
             Some(e) if e.session.owner == principal => {
                 let live = e.expires_at > now;
                 inner.remove(id);
                 live
             }
             _ => false,
-        }
+        })
     }
 
-    pub(super) fn list(&self, principal: &str) -> Vec<SessionSummary> {
+    pub(super) async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
         let now = Instant::now();
         let inner = self.lock();
         let mut out: Vec<_> = inner
@@ -386,10 +417,10 @@ impl MemorySessions {
             .map(|e| e.session.summary())
             .collect();
         out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-        out
+        Ok(out)
     }
 
-    pub(super) fn stats(&self) -> SessionStats {
+    pub(super) async fn stats(&self) -> Result<SessionStats, SessionError> {
         let now = Instant::now();
         let inner = self.lock();
         let live = inner.sessions.values().filter(|e| e.expires_at > now);
@@ -410,10 +441,11 @@ impl MemorySessions {
             }
             stats.most_recent_access_ms = stats.most_recent_access_ms.max(Some(s.last_accessed_ms));
         }
-        stats
+        Ok(stats)
     }
 
-    pub(super) fn purge_expired(&self) -> u64 {
+    /// Drops the expired sessions; returns how many.
+    pub(super) async fn maintain(&self) -> Result<u64, SessionError> {
         let now = Instant::now();
         let mut inner = self.lock();
         let before = inner.sessions.len();
@@ -422,7 +454,7 @@ impl MemorySessions {
             index.retain(|(expires_at, _)| *expires_at > now);
             !index.is_empty()
         });
-        (before - inner.sessions.len()) as u64
+        Ok((before - inner.sessions.len()) as u64)
     }
 }
 

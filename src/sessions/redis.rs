@@ -323,9 +323,28 @@ impl RedisSessions {
         }
     }
 
+    pub(super) async fn renew_leases(
+        &self,
+        lease: &Lease,
+        sessions: &[Renewal],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        self.leases(&lease.holder.replica, lease.ttl_ms(), sessions)
+            .await
+    }
+
+    /// Releases `holder`'s leases: the lease script with a length of 0.
+    pub(super) async fn release_leases(
+        &self,
+        holder: &Holder,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        let sessions: Vec<_> = ids.iter().map(|id| Renewal::unused(id)).collect();
+        self.leases(&holder.replica, 0, &sessions).await
+    }
+
     /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `sessions`,
     /// one pipeline per batch; a renewal of a used session also slides its expiry.
-    pub(super) async fn leases(
+    async fn leases(
         &self,
         replica: &str,
         ttl_ms: u64,
