@@ -43,7 +43,8 @@
 //!   [`mcp::error`] holds the one refusal type they share.
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
-//!   operation on Redis.
+//!   operation on Redis, and the holding of 2025-era sessions (which replica holds
+//!   each, under a lease).
 //! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).

@@ -1,4 +1,8 @@
-//! The in-process backend: one replica, nothing to install, state lost on restart.
+//! The in-process backend: one replica, nothing to install, state lost on restart. Its
+//! session records are here; `memory/holding.rs` answers for the leases of the one
+//! replica that holds every session.
+
+mod holding;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -248,65 +252,6 @@ impl MemorySessions {
 
     pub(super) async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
         self.with_live(principal, id, |e| Ok(e.session.clone()))
-    }
-
-    /// One replica holds every session: a live one is held, any other gone.
-    fn lease_state(&self, id: &str) -> super::LeaseState {
-        let inner = self.lock();
-        match inner.sessions.get(id) {
-            Some(e) if e.expires_at > Instant::now() => super::LeaseState::Held,
-            _ => super::LeaseState::Gone,
-        }
-    }
-
-    /// One replica holds every session: a live one is held (its expiry slid when it was
-    /// used since its last renewal), any other gone.
-    fn renew(&self, renewal: &super::Renewal) -> super::LeaseState {
-        match &renewal.used_by {
-            Some(owner) => match self.with_live(owner, &renewal.id, |_| Ok(())) {
-                Ok(()) => super::LeaseState::Held,
-                Err(_) => super::LeaseState::Gone,
-            },
-            None => self.lease_state(&renewal.id),
-        }
-    }
-
-    /// Slides the expiry of the caller's live session and returns its transport state;
-    /// there is no other replica to hold it, so no lease to take.
-    pub(super) async fn touch(
-        &self,
-        principal: &str,
-        id: &str,
-        _claim: Option<&super::Lease>,
-    ) -> Result<Option<super::Touched>, SessionError> {
-        Ok(self
-            .with_live(principal, id, |e| {
-                Ok(e.transport.clone().unwrap_or(Value::Null))
-            })
-            .ok()
-            .map(|transport| super::Touched {
-                transport,
-                holder: None,
-            }))
-    }
-
-    /// A live session is held (its expiry slid when it was used since its last
-    /// renewal), any other gone.
-    pub(super) async fn renew_leases(
-        &self,
-        _lease: &super::Lease,
-        sessions: &[super::Renewal],
-    ) -> Result<Vec<super::LeaseState>, SessionError> {
-        Ok(sessions.iter().map(|s| self.renew(s)).collect())
-    }
-
-    /// A live session stays held (nobody else could take it over), any other is gone.
-    pub(super) async fn release_leases(
-        &self,
-        _holder: &super::Holder,
-        ids: &[String],
-    ) -> Result<Vec<super::LeaseState>, SessionError> {
-        Ok(ids.iter().map(|id| self.lease_state(id)).collect())
     }
 
     pub(super) async fn update(
