@@ -43,7 +43,8 @@
 //!   [`mcp::error`] holds the one refusal type they share.
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
-//!   operation on Redis.
+//!   operation on Redis, and the holding of 2025-era sessions (which replica holds
+//!   each, under a lease).
 //! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).
@@ -59,6 +60,8 @@
 //! - [`metrics`]: the Prometheus registry of the replica and the request and tool
 //!   series it measures; each component registers the figures it reads at scrape time.
 //! - [`redis_pool`] and [`keys`]: the shared connection pool and every key name.
+//! - `backend.rs`: the one macro with which [`sessions`] and [`tasks`] forward an
+//!   operation to their memory or Redis backend.
 //! - [`ids`]: unguessable ids for sessions and handles.
 //! - [`jobs`]: the replica's background jobs, added by their components, started in one
 //!   place (startup) in order and stopped in reverse.
@@ -83,6 +86,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod backend;
 pub mod bus;
 pub mod cache;
 pub mod cli;

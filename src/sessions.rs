@@ -1,87 +1,44 @@
-//! The session state layer: create, get (which slides the expiry), update, delete, list a
-//! principal's sessions, and stats, over the memory and the Redis backends with one
-//! behaviour.
+//! The session state layer: create, get (which slides the expiry), update, counter,
+//! history, delete, list a principal's sessions, stats and upkeep, over the memory and
+//! the Redis backends with one behaviour.
 //!
 //! A session is both the state record of the 2026-07-28 handles (`session_create` mints
 //! one) and the state of a 2025-era transport session (same id as `Mcp-Session-Id`, with
 //! the client's `initialize` parameters kept in `transport`), so the two expire together.
 //! Every operation names the caller's principal; a session owned by someone else looks
-//! exactly like an unknown one.
+//! exactly like an unknown one. Which replica holds a 2025-era session, under a
+//! [`Lease`], is the other half of the layer ([`Sessions::touch`],
+//! [`Sessions::renew_leases`], [`Sessions::release_leases`]).
 //!
-//! A 2025-era transport session is also *held* by one replica, under a [`Lease`]: the
-//! replica whose process runs its worker, its SSE streams and the requests it sends the
-//! client. [`Sessions::touch`] says which replica holds it (taking the lease when it is
-//! free or expired, in the same script), the holder renews its leases with
-//! [`Sessions::renew_leases`] and hands them over with [`Sessions::release_leases`].
+//! Files: this one is the handle ([`Sessions`]) and its record operations; `record.rs`
+//! the record and its tolerant decoding; `error.rs` the error; `holding.rs` the holding
+//! types and operations; `memory.rs` and `redis.rs` the backends, each with its holding
+//! operations in a `holding.rs` beside it (and Redis's indexes in `redis/index.rs`).
+//! Every operation checks here what both backends share, then forwards the call with
+//! the `dispatch!` of `src/backend.rs`.
 
+mod error;
+mod holding;
 mod memory;
 mod record;
 mod redis;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use self::error::SessionError;
+pub use self::holding::{Holder, Lease, LeaseState, Renewal, Touched};
 pub use self::memory::MemorySessions;
 pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
 pub use self::redis::RedisSessions;
-use crate::{config::SessionSettings, redis_pool::RedisPoolError};
+use crate::{backend::dispatch, config::SessionSettings};
 
 /// The principal of unauthenticated callers.
 pub const ANONYMOUS: &str = "anonymous";
 
 /// Longest accepted data key, in bytes.
 pub const MAX_DATA_KEY_BYTES: usize = 128;
-
-/// What can go wrong with a session operation.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// No live session with this id belongs to the caller (never existed, expired,
-    /// deleted, or owned by another principal).
-    #[error("session `{0}` is unknown or has expired")]
-    NotFound(String),
-    /// The write would take the session's data above its byte limit.
-    #[error("session data would exceed the limit of {limit} bytes")]
-    DataTooLarge {
-        /// The configured `session.max_data_bytes`.
-        limit: usize,
-    },
-    /// What the session would store about its client (`clientInfo` and the `initialize`
-    /// parameters) is larger than allowed; nothing was stored.
-    #[error(
-        "client metadata (clientInfo and initialize parameters) of {size} bytes exceeds \
-         the limit of {limit} bytes"
-    )]
-    ClientMetadataTooLarge {
-        /// The serialized size of the metadata offered.
-        size: usize,
-        /// The configured `session.max_client_metadata_bytes`.
-        limit: usize,
-    },
-    /// The principal already holds the maximum number of live sessions.
-    #[error("principal already holds the maximum of {limit} live sessions; delete one first")]
-    TooManySessions {
-        /// The configured `session.max_sessions_per_principal`.
-        limit: usize,
-    },
-    /// The counter would leave the signed 64-bit range.
-    #[error("counter would overflow the 64-bit integer range")]
-    CounterOverflow,
-    /// A caller-supplied value is unusable (bad key, oversized entry, non-integer counter).
-    #[error("{0}")]
-    Invalid(String),
-    /// The backend is unreachable or refused the operation before running it: nothing
-    /// happened.
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-    /// The operation was sent but no answer came back in time: it may or may not have
-    /// been applied. Retrying it with the same [`Retry`] applies it at most once.
-    #[error("session store did not answer in time: {0}")]
-    OutcomeUnknown(String),
-    /// The [`Retry`] key was already used for a request with other arguments.
-    #[error("the idempotency key was already used with other arguments")]
-    RetryConflict,
-}
 
 /// What makes a change idempotent: a digest naming the caller, the tool and the caller's
 /// idempotency key, and a fingerprint of the request's arguments. The first result under
@@ -94,30 +51,6 @@ pub struct Retry {
     pub key: String,
     /// Digest of the request's arguments.
     pub fingerprint: String,
-}
-
-impl From<RedisPoolError> for SessionError {
-    fn from(e: RedisPoolError) -> Self {
-        Self::Unavailable(e.to_string())
-    }
-}
-
-impl From<::redis::ParsingError> for SessionError {
-    fn from(e: ::redis::ParsingError) -> Self {
-        Self::Unavailable(format!("unexpected reply: {e}"))
-    }
-}
-
-impl From<::redis::RedisError> for SessionError {
-    fn from(e: ::redis::RedisError) -> Self {
-        // Sent but unanswered (a timeout, or the connection lost under it): the script
-        // may have run.
-        if e.is_timeout() || e.is_connection_dropped() {
-            Self::OutcomeUnknown(e.to_string())
-        } else {
-            Self::Unavailable(e.to_string())
-        }
-    }
 }
 
 /// Counter operations, applied atomically.
@@ -160,76 +93,6 @@ pub struct NewSession {
     pub lease: Option<Lease>,
 }
 
-/// A replica that can hold 2025-era transport sessions: its id and the URL other
-/// replicas forward the session's requests to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// The replica id.
-    pub replica: String,
-    /// Its advertised base URL (`http://10.0.0.7:8080`).
-    pub url: String,
-}
-
-/// A replica's claim on the sessions it holds: who, and for how long without renewal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The claiming replica.
-    pub holder: Holder,
-    /// How long the claim lasts unless renewed.
-    pub ttl: std::time::Duration,
-}
-
-impl Lease {
-    fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-}
-
-/// What [`Sessions::touch`] found for a live transport session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Touched {
-    /// The stored transport state (`null` for a session that has none: a 2026-07-28
-    /// handle).
-    pub transport: Value,
-    /// The replica holding the session under a live lease, if any (always `None` on the
-    /// memory backend, where there is one replica).
-    pub holder: Option<Holder>,
-}
-
-/// One session whose lease [`Sessions::renew_leases`] renews.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Renewal {
-    /// The session id.
-    pub id: String,
-    /// The session's owner when the holder served it without a touch since the last
-    /// renewal: the renewal then also slides its expiry and records the access in its
-    /// owner's index, as a touch would have.
-    pub used_by: Option<String>,
-}
-
-impl Renewal {
-    /// A renewal of session `id`'s lease alone.
-    pub fn unused(id: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            used_by: None,
-        }
-    }
-}
-
-/// Where a replica's lease on one session stands after [`Sessions::renew_leases`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
-    /// Still this replica's (renewed or released as asked).
-    Held,
-    /// Another replica holds the session now (it took over an expired lease).
-    Lost,
-    /// The session no longer exists (deleted or expired).
-    Gone,
-}
-
 /// Totals over every live session of the deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStats {
@@ -242,7 +105,7 @@ pub struct SessionStats {
     pub most_recent_access_ms: Option<i64>,
 }
 
-/// The closed set of backends.
+/// The closed set of backends, each with the same operations (see [`crate::backend`]).
 #[derive(Debug, Clone)]
 enum Backend {
     Memory(MemorySessions),
@@ -302,10 +165,7 @@ impl Sessions {
         if size > limit {
             return Err(SessionError::ClientMetadataTooLarge { size, limit });
         }
-        match &self.backend {
-            Backend::Memory(m) => m.create(new, &self.limits),
-            Backend::Redis(r) => r.create(new, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => create(new, &self.limits))
     }
 
     /// Returns the session and slides its expiry.
@@ -314,75 +174,7 @@ impl Sessions {
     /// [`SessionError::NotFound`], [`SessionError::Unavailable`].
     pub async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
         check_id(id)?;
-        match &self.backend {
-            Backend::Memory(m) => m.get(principal, id),
-            Backend::Redis(r) => r.get(principal, id).await,
-        }
-    }
-
-    /// Slides the expiry and, if the session is live, returns its transport state and
-    /// the replica holding it. With `lease`, in the same round trip: a session whose
-    /// lease is free or expired is taken for `lease` (when `take`), and one the lease's
-    /// replica already holds has its lease renewed (when `take`).
-    ///
-    /// # Errors
-    /// [`SessionError::Unavailable`].
-    pub async fn touch(
-        &self,
-        principal: &str,
-        id: &str,
-        lease: Option<&Lease>,
-        take: bool,
-    ) -> Result<Option<Touched>, SessionError> {
-        if !crate::ids::is_well_formed(id) {
-            return Ok(None);
-        }
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.touch(principal, id).map(|transport| Touched {
-                transport,
-                holder: None,
-            })),
-            Backend::Redis(r) => r.touch(principal, id, lease.filter(|_| take)).await,
-        }
-    }
-
-    /// Renews `lease` on each of `sessions` it still holds, in one round trip per batch;
-    /// says where each stands (same order as `sessions`). The expiry of a session is
-    /// slid only when it was used since its last renewal ([`Renewal::used_by`]).
-    ///
-    /// # Errors
-    /// [`SessionError::Unavailable`].
-    pub async fn renew_leases(
-        &self,
-        lease: &Lease,
-        sessions: &[Renewal],
-    ) -> Result<Vec<LeaseState>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(sessions.iter().map(|s| m.renew(s)).collect()),
-            Backend::Redis(r) => {
-                r.leases(&lease.holder.replica, lease.ttl_ms(), sessions)
-                    .await
-            }
-        }
-    }
-
-    /// Gives up `holder`'s lease on each of `ids` it holds, so the next request on any
-    /// replica takes the session over at once (a draining replica).
-    ///
-    /// # Errors
-    /// [`SessionError::Unavailable`].
-    pub async fn release_leases(
-        &self,
-        holder: &Holder,
-        ids: &[String],
-    ) -> Result<Vec<LeaseState>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(ids.iter().map(|id| m.lease_state(id)).collect()),
-            Backend::Redis(r) => {
-                let sessions: Vec<_> = ids.iter().map(|id| Renewal::unused(id)).collect();
-                r.leases(&holder.replica, 0, &sessions).await
-            }
-        }
+        dispatch!(Backend: &self.backend => get(principal, id))
     }
 
     /// Sets (`Some`) or removes (`None`) one data value.
@@ -404,10 +196,7 @@ impl Sessions {
             )));
         }
         let value = value.map(Value::to_string);
-        match &self.backend {
-            Backend::Memory(m) => m.update(principal, id, key, value, &self.limits),
-            Backend::Redis(r) => r.update(principal, id, key, value, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => update(principal, id, key, value, &self.limits))
     }
 
     /// Applies a counter operation and returns the new value.
@@ -436,10 +225,7 @@ impl Sessions {
         retry: Option<&Retry>,
     ) -> Result<i64, SessionError> {
         check_id(id)?;
-        match &self.backend {
-            Backend::Memory(m) => m.counter(principal, id, op, retry, &self.limits),
-            Backend::Redis(r) => r.counter(principal, id, op, retry, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => counter(principal, id, op, retry, &self.limits))
     }
 
     /// Applies a history operation and returns the entries after it, oldest first.
@@ -476,10 +262,7 @@ impl Sessions {
                 self.limits.max_history_entry_bytes
             )));
         }
-        match &self.backend {
-            Backend::Memory(m) => m.history(principal, id, op, retry, &self.limits),
-            Backend::Redis(r) => r.history(principal, id, op, retry, &self.limits).await,
-        }
+        dispatch!(Backend: &self.backend => history(principal, id, op, retry, &self.limits))
     }
 
     /// Deletes the session; `false` when there was none to delete.
@@ -490,10 +273,7 @@ impl Sessions {
         if !crate::ids::is_well_formed(id) {
             return Ok(false);
         }
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.delete(principal, id)),
-            Backend::Redis(r) => r.delete(principal, id).await,
-        }
+        dispatch!(Backend: &self.backend => delete(principal, id))
     }
 
     /// The principal's live sessions, oldest first.
@@ -501,10 +281,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.list(principal)),
-            Backend::Redis(r) => r.list(principal).await,
-        }
+        dispatch!(Backend: &self.backend => list(principal))
     }
 
     /// Totals over every live session.
@@ -512,10 +289,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn stats(&self) -> Result<SessionStats, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.stats()),
-            Backend::Redis(r) => r.stats().await,
-        }
+        dispatch!(Backend: &self.backend => stats())
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
@@ -526,10 +300,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Unavailable`].
     pub async fn maintain(&self) -> Result<u64, SessionError> {
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.purge_expired()),
-            Backend::Redis(r) => r.maintain().await,
-        }
+        dispatch!(Backend: &self.backend => maintain())
     }
 }
 
@@ -558,15 +329,4 @@ fn json_len(value: &Value) -> usize {
     // Writing a `Value` to a sink that never fails cannot fail.
     let _ = serde_json::to_writer(&mut count, value);
     count.0
-}
-
-/// Parses stored data values, keeping undecodable ones as strings so a record written by
-/// a newer replica never fails to load.
-fn decode_data(raw: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, Value> {
-    raw.into_iter()
-        .map(|(k, v)| {
-            let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
-            (k, value)
-        })
-        .collect()
 }

@@ -29,7 +29,7 @@ pub use self::{
     redis::RedisTasks,
     runner::{Job, Outcome, TaskManager},
 };
-use crate::redis_pool::RedisPoolError;
+use crate::{backend::dispatch, redis_pool::RedisPoolError};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,23 +304,14 @@ pub fn handed_back_error() -> Json {
     })
 }
 
-/// The task records: in this process, or in Redis for every replica.
+/// The task records: in this process, or in Redis for every replica. Each operation is
+/// forwarded to the backend with the `dispatch!` of `src/backend.rs`.
 #[derive(Clone)]
 pub enum TaskStore {
     /// One replica's tasks in memory.
     Memory(MemoryTasks),
     /// Tasks in Redis, seen by every replica.
     Redis(RedisTasks),
-}
-
-/// Forwards one call to the backend.
-macro_rules! backend {
-    ($self:ident.$method:ident($($arg:expr),*)) => {
-        match $self {
-            TaskStore::Memory(m) => m.$method($($arg),*).await,
-            TaskStore::Redis(r) => r.$method($($arg),*).await,
-        }
-    };
 }
 
 impl TaskStore {
@@ -330,7 +321,7 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`], [`TaskError::Exists`].
     pub async fn create(&self, new: &NewTask, times: TaskTimes) -> Result<TaskRecord, TaskError> {
-        backend!(self.create(new, times))
+        dispatch!(TaskStore: self => create(new, times))
     }
 
     /// The task `id` of `owner`; `None` when it does not exist, expired, or is another
@@ -339,7 +330,7 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn get(&self, owner: &str, id: &str) -> Result<Option<TaskRecord>, TaskError> {
-        backend!(self.get(owner, id))
+        dispatch!(TaskStore: self => get(owner, id))
     }
 
     /// Delivers `owner`'s answers to the task's pending input requests (keys it is not
@@ -353,7 +344,7 @@ impl TaskStore {
         id: &str,
         answers: &BTreeMap<String, Json>,
     ) -> Result<Option<Changed>, TaskError> {
-        backend!(self.update(owner, id, answers))
+        dispatch!(TaskStore: self => update(owner, id, answers))
     }
 
     /// Cancels `owner`'s task unless it already ended; `None` for an unknown task.
@@ -361,7 +352,7 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn cancel(&self, owner: &str, id: &str) -> Result<Option<Changed>, TaskError> {
-        backend!(self.cancel(owner, id))
+        dispatch!(TaskStore: self => cancel(owner, id))
     }
 
     /// Extends `replica`'s lease on task `id` (and sets its message, if given).
@@ -375,7 +366,7 @@ impl TaskStore {
         message: Option<&str>,
         times: TaskTimes,
     ) -> Result<Held, TaskError> {
-        backend!(self.renew(id, replica, message, times))
+        dispatch!(TaskStore: self => renew(id, replica, message, times))
     }
 
     /// Parks `replica`'s working task `id` as `input_required` with `requests` pending.
@@ -388,7 +379,7 @@ impl TaskStore {
         replica: &str,
         requests: &BTreeMap<String, Json>,
     ) -> Result<Held, TaskError> {
-        backend!(self.ask(id, replica, requests))
+        dispatch!(TaskStore: self => ask(id, replica, requests))
     }
 
     /// The answers to task `id`'s input requests, once all arrived (and forgets them).
@@ -396,7 +387,7 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn take(&self, id: &str, replica: &str) -> Result<Answers, TaskError> {
-        backend!(self.take(id, replica))
+        dispatch!(TaskStore: self => take(id, replica))
     }
 
     /// Settles `replica`'s task `id`; `false` when it had already ended (or is not
@@ -410,7 +401,7 @@ impl TaskStore {
         replica: &str,
         settled: &Settled,
     ) -> Result<bool, TaskError> {
-        backend!(self.finish(id, replica, settled))
+        dispatch!(TaskStore: self => finish(id, replica, settled))
     }
 
     /// Fails every unfinished task whose lease ran out; returns how many.
@@ -418,7 +409,7 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn sweep(&self) -> Result<u64, TaskError> {
-        backend!(self.sweep())
+        dispatch!(TaskStore: self => sweep())
     }
 }
 

@@ -1,4 +1,8 @@
-//! The in-process backend: one replica, nothing to install, state lost on restart.
+//! The in-process backend: one replica, nothing to install, state lost on restart. Its
+//! session records are here; `memory/holding.rs` answers for the leases of the one
+//! replica that holds every session.
+
+mod holding;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -172,7 +176,7 @@ impl MemorySessions {
         }
     }
 
-    pub(super) fn create(
+    pub(super) async fn create(
         &self,
         new: NewSession,
         limits: &SessionSettings,
@@ -246,39 +250,11 @@ impl MemorySessions {
         Ok(session)
     }
 
-    pub(super) fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
+    pub(super) async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
         self.with_live(principal, id, |e| Ok(e.session.clone()))
     }
 
-    /// One replica holds every session: a live one is held, any other gone.
-    pub(super) fn lease_state(&self, id: &str) -> super::LeaseState {
-        let inner = self.lock();
-        match inner.sessions.get(id) {
-            Some(e) if e.expires_at > Instant::now() => super::LeaseState::Held,
-            _ => super::LeaseState::Gone,
-        }
-    }
-
-    /// One replica holds every session: a live one is held (its expiry slid when it was
-    /// used since its last renewal), any other gone.
-    pub(super) fn renew(&self, renewal: &super::Renewal) -> super::LeaseState {
-        match &renewal.used_by {
-            Some(owner) => match self.with_live(owner, &renewal.id, |_| Ok(())) {
-                Ok(()) => super::LeaseState::Held,
-                Err(_) => super::LeaseState::Gone,
-            },
-            None => self.lease_state(&renewal.id),
-        }
-    }
-
-    pub(super) fn touch(&self, principal: &str, id: &str) -> Option<Value> {
-        self.with_live(principal, id, |e| {
-            Ok(e.transport.clone().unwrap_or(Value::Null))
-        })
-        .ok()
-    }
-
-    pub(super) fn update(
+    pub(super) async fn update(
         &self,
         principal: &str,
         id: &str,
@@ -295,7 +271,7 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn counter(
+    pub(super) async fn counter(
         &self,
         principal: &str,
         id: &str,
@@ -327,7 +303,7 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn history(
+    pub(super) async fn history(
         &self,
         principal: &str,
         id: &str,
@@ -360,20 +336,20 @@ impl MemorySessions {
         })
     }
 
-    pub(super) fn delete(&self, principal: &str, id: &str) -> bool {
+    pub(super) async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        match inner.sessions.get(id) {
+        Ok(match inner.sessions.get(id) {
             Some(e) if e.session.owner == principal => {
                 let live = e.expires_at > now;
                 inner.remove(id);
                 live
             }
             _ => false,
-        }
+        })
     }
 
-    pub(super) fn list(&self, principal: &str) -> Vec<SessionSummary> {
+    pub(super) async fn list(&self, principal: &str) -> Result<Vec<SessionSummary>, SessionError> {
         let now = Instant::now();
         let inner = self.lock();
         let mut out: Vec<_> = inner
@@ -386,10 +362,10 @@ impl MemorySessions {
             .map(|e| e.session.summary())
             .collect();
         out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-        out
+        Ok(out)
     }
 
-    pub(super) fn stats(&self) -> SessionStats {
+    pub(super) async fn stats(&self) -> Result<SessionStats, SessionError> {
         let now = Instant::now();
         let inner = self.lock();
         let live = inner.sessions.values().filter(|e| e.expires_at > now);
@@ -410,10 +386,11 @@ impl MemorySessions {
             }
             stats.most_recent_access_ms = stats.most_recent_access_ms.max(Some(s.last_accessed_ms));
         }
-        stats
+        Ok(stats)
     }
 
-    pub(super) fn purge_expired(&self) -> u64 {
+    /// Drops the expired sessions; returns how many.
+    pub(super) async fn maintain(&self) -> Result<u64, SessionError> {
         let now = Instant::now();
         let mut inner = self.lock();
         let before = inner.sessions.len();
@@ -422,7 +399,7 @@ impl MemorySessions {
             index.retain(|(expires_at, _)| *expires_at > now);
             !index.is_empty()
         });
-        (before - inner.sessions.len()) as u64
+        Ok((before - inner.sessions.len()) as u64)
     }
 }
 

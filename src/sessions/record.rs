@@ -65,7 +65,7 @@ impl Session {
         let client_info = fields
             .remove("client")
             .and_then(|raw| serde_json::from_str(&raw).ok());
-        let data = super::decode_data(fields.into_iter().filter_map(|(k, v)| {
+        let data = decode_data(fields.into_iter().filter_map(|(k, v)| {
             k.strip_prefix(DATA_FIELD_PREFIX)
                 .map(|key| (key.to_owned(), v))
         }));
@@ -88,6 +88,17 @@ impl Session {
             last_accessed_ms: self.last_accessed_ms,
         }
     }
+}
+
+/// Parses stored data values, keeping undecodable ones as strings so a record written by
+/// a newer replica never fails to load.
+fn decode_data(raw: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, Value> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
+            (k, value)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,134 @@
+//! The holding of 2025-era transport sessions: which replica runs a session's worker, its
+//! SSE streams and the requests it sends the client, under a [`Lease`] kept in the
+//! session's record.
+//!
+//! [`Sessions::touch`] says which replica holds a session (taking the lease when it is
+//! free or expired, in the same round trip), the holder renews its leases with
+//! [`Sessions::renew_leases`] and hands them over with [`Sessions::release_leases`]. On
+//! the memory backend one replica holds every live session.
+
+use serde_json::Value;
+
+use super::{Backend, SessionError, Sessions};
+use crate::backend::dispatch;
+
+/// A replica that can hold 2025-era transport sessions: its id and the URL other
+/// replicas forward the session's requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The replica id.
+    pub replica: String,
+    /// Its advertised base URL (`http://10.0.0.7:8080`).
+    pub url: String,
+}
+
+/// A replica's claim on the sessions it holds: who, and for how long without renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The claiming replica.
+    pub holder: Holder,
+    /// How long the claim lasts unless renewed.
+    pub ttl: std::time::Duration,
+}
+
+impl Lease {
+    /// The claim's length in whole milliseconds, at least 1 (0 tells the lease script to
+    /// release).
+    pub(super) fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// What [`Sessions::touch`] found for a live transport session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touched {
+    /// The stored transport state (`null` for a session that has none: a 2026-07-28
+    /// handle).
+    pub transport: Value,
+    /// The replica holding the session under a live lease, if any (always `None` on the
+    /// memory backend, where there is one replica).
+    pub holder: Option<Holder>,
+}
+
+/// One session whose lease [`Sessions::renew_leases`] renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The session id.
+    pub id: String,
+    /// The session's owner when the holder served it without a touch since the last
+    /// renewal: the renewal then also slides its expiry and records the access in its
+    /// owner's index, as a touch would have.
+    pub used_by: Option<String>,
+}
+
+impl Renewal {
+    /// A renewal of session `id`'s lease alone.
+    pub fn unused(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            used_by: None,
+        }
+    }
+}
+
+/// Where a replica's lease on one session stands after [`Sessions::renew_leases`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still this replica's (renewed or released as asked).
+    Held,
+    /// Another replica holds the session now (it took over an expired lease).
+    Lost,
+    /// The session no longer exists (deleted or expired).
+    Gone,
+}
+
+impl Sessions {
+    /// Slides the expiry and, if the session is live, returns its transport state and
+    /// the replica holding it. With `lease`, in the same round trip: a session whose
+    /// lease is free or expired is taken for `lease` (when `take`), and one the lease's
+    /// replica already holds has its lease renewed (when `take`).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+        lease: Option<&Lease>,
+        take: bool,
+    ) -> Result<Option<Touched>, SessionError> {
+        if !crate::ids::is_well_formed(id) {
+            return Ok(None);
+        }
+        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take)))
+    }
+
+    /// Renews `lease` on each of `sessions` it still holds, in one round trip per batch;
+    /// says where each stands (same order as `sessions`). The expiry of a session is
+    /// slid only when it was used since its last renewal ([`Renewal::used_by`]).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn renew_leases(
+        &self,
+        lease: &Lease,
+        sessions: &[Renewal],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        dispatch!(Backend: &self.backend => renew_leases(lease, sessions))
+    }
+
+    /// Gives up `holder`'s lease on each of `ids` it holds, so the next request on any
+    /// replica takes the session over at once (a draining replica).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn release_leases(
+        &self,
+        holder: &Holder,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        dispatch!(Backend: &self.backend => release_leases(holder, ids))
+    }
+}

@@ -1,0 +1,66 @@
+//! Holding on the memory backend: one replica holds every session, so a live session is
+//! always held by it and never taken over; a touch only slides the expiry.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::MemorySessions;
+use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched};
+
+impl MemorySessions {
+    /// Slides the expiry of the caller's live session and returns its transport state;
+    /// there is no other replica to hold it, so no lease to take.
+    pub(in crate::sessions) async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+        _claim: Option<&Lease>,
+    ) -> Result<Option<Touched>, SessionError> {
+        Ok(self
+            .with_live(principal, id, |e| {
+                Ok(e.transport.clone().unwrap_or(Value::Null))
+            })
+            .ok()
+            .map(|transport| Touched {
+                transport,
+                holder: None,
+            }))
+    }
+
+    /// A live session is held (its expiry slid when it was used since its last
+    /// renewal), any other gone.
+    pub(in crate::sessions) async fn renew_leases(
+        &self,
+        _lease: &Lease,
+        sessions: &[Renewal],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        Ok(sessions.iter().map(|s| self.renew(s)).collect())
+    }
+
+    /// A live session stays held (nobody else could take it over), any other is gone.
+    pub(in crate::sessions) async fn release_leases(
+        &self,
+        _holder: &Holder,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        Ok(ids.iter().map(|id| self.lease_state(id)).collect())
+    }
+
+    fn renew(&self, renewal: &Renewal) -> LeaseState {
+        match &renewal.used_by {
+            Some(owner) => match self.with_live(owner, &renewal.id, |_| Ok(())) {
+                Ok(()) => LeaseState::Held,
+                Err(_) => LeaseState::Gone,
+            },
+            None => self.lease_state(&renewal.id),
+        }
+    }
+
+    fn lease_state(&self, id: &str) -> LeaseState {
+        let inner = self.lock();
+        match inner.sessions.get(id) {
+            Some(e) if e.expires_at > Instant::now() => LeaseState::Held,
+            _ => LeaseState::Gone,
+        }
+    }
+}

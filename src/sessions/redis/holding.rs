@@ -1,0 +1,123 @@
+//! Holding on the Redis backend: the lease is three fields of the session's hash (the
+//! holding replica, its URL, the lease's end on Redis's clock), taken by the touch script
+//! and renewed or released by the lease script, one pipeline per batch of sessions.
+
+use serde_json::Value as Json;
+
+use super::RedisSessions;
+use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched};
+
+/// Sessions whose leases one pipeline renews or releases.
+const LEASE_BATCH: usize = 500;
+
+impl RedisSessions {
+    /// Runs the touch script: the session's transport state and holder, after taking the
+    /// lease for `claim` when it is free or expired (or renewing `claim`'s own once half
+    /// of it has run out).
+    pub(in crate::sessions) async fn touch(
+        &self,
+        principal: &str,
+        id: &str,
+        claim: Option<&Lease>,
+    ) -> Result<Option<Touched>, SessionError> {
+        let ttl_ms = claim.map(|l| l.ttl_ms().to_string()).unwrap_or_default();
+        let args = match claim {
+            Some(lease) => [
+                lease.holder.replica.as_str(),
+                lease.holder.url.as_str(),
+                ttl_ms.as_str(),
+            ],
+            None => ["", "", "0"],
+        };
+        match self
+            .run(&self.shared.scripts.touch, principal, id, &args)
+            .await
+        {
+            Ok(mut reply) => {
+                let raw = reply.string(0)?;
+                let transport = serde_json::from_str(&raw).unwrap_or(Json::Null);
+                let holder = if reply.values.len() >= 3 {
+                    Some(Holder {
+                        replica: reply.string(1)?,
+                        url: reply.string(2)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(Some(Touched { transport, holder }))
+            }
+            Err(SessionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(in crate::sessions) async fn renew_leases(
+        &self,
+        lease: &Lease,
+        sessions: &[Renewal],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        self.leases(&lease.holder.replica, lease.ttl_ms(), sessions)
+            .await
+    }
+
+    /// Releases `holder`'s leases: the lease script with a length of 0.
+    pub(in crate::sessions) async fn release_leases(
+        &self,
+        holder: &Holder,
+        ids: &[String],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        let sessions: Vec<_> = ids.iter().map(|id| Renewal::unused(id)).collect();
+        self.leases(&holder.replica, 0, &sessions).await
+    }
+
+    /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `sessions`,
+    /// one pipeline per batch; a renewal of a used session also slides its expiry.
+    async fn leases(
+        &self,
+        replica: &str,
+        ttl_ms: u64,
+        sessions: &[Renewal],
+    ) -> Result<Vec<LeaseState>, SessionError> {
+        let mut states = Vec::with_capacity(sessions.len());
+        if sessions.is_empty() {
+            return Ok(states);
+        }
+        let mut conn = self.shared.pool.get().await?;
+        let keys = &self.shared.keys;
+        let script = &self.shared.scripts.lease;
+        for batch in sessions.chunks(LEASE_BATCH) {
+            let mut pipe = redis::pipe();
+            // A pipelined script is not loaded on demand: load it first (idempotent).
+            pipe.load_script(script).ignore();
+            let invocations: Vec<_> = batch
+                .iter()
+                .map(|session| {
+                    let mut invocation = script.key(keys.session(&session.id));
+                    invocation.arg(replica).arg(ttl_ms);
+                    if let Some(owner) = session.used_by.as_deref().filter(|_| ttl_ms > 0) {
+                        invocation
+                            .key(keys.principal_sessions(owner))
+                            .arg(owner)
+                            .arg(self.shared.timeout_ms)
+                            .arg(self.index_ttl_ms())
+                            .arg(&session.id);
+                    }
+                    invocation
+                })
+                .collect();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            let replies: Vec<String> = pipe.query_async(&mut conn).await?;
+            states.extend(replies.iter().map(|r| match r.as_str() {
+                "held" => LeaseState::Held,
+                "gone" => LeaseState::Gone,
+                _ => LeaseState::Lost,
+            }));
+        }
+        if sessions.iter().any(|s| s.used_by.is_some()) && ttl_ms > 0 {
+            self.note_access();
+        }
+        Ok(states)
+    }
+}
