@@ -22,6 +22,22 @@ async fn resume(url: &str, session: &str, last_event_id: &str) -> reqwest::Respo
         .unwrap()
 }
 
+/// Posts `call` in `session` and reads its stream's priming event: the stream, and the
+/// priming event's id (what a client resumes after).
+async fn start_call(url: &str, session: &str, call: &serde_json::Value) -> (EventReader, String) {
+    let response = legacy_post(&reqwest::Client::new(), url, session, call)
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader::new(response);
+    let primed = events
+        .next()
+        .await
+        .and_then(|e| e.id)
+        .expect("the priming event has an id");
+    (events, primed)
+}
+
 fn is_progress(event: &Event) -> bool {
     event
         .data
@@ -100,16 +116,7 @@ async fn another_sessions_event_id_replays_nothing() {
     let session_b = legacy_session(&a.url()).await;
     let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
         "name": "counter", "arguments": {"operation": "increment"}}});
-    let response = legacy_post(&reqwest::Client::new(), &a.url(), &session_a, &call)
-        .send()
-        .await
-        .unwrap();
-    let mut events = EventReader::new(response);
-    let primed = events
-        .next()
-        .await
-        .and_then(|e| e.id)
-        .expect("the priming event has an id");
+    let (mut events, primed) = start_call(&a.url(), &session_a, &call).await;
     while events.next().await.is_some() {}
 
     // Session A resumes after its priming event on any replica and gets its response.
@@ -182,16 +189,7 @@ async fn a_stream_whose_client_left_is_kept_for_resumption_past_the_delivered_wi
     let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
         "name": "prime_count", "arguments": {"limit": 5_000_000u64},
         "_meta": {"progressToken": "p9"}}});
-    let response = legacy_post(&reqwest::Client::new(), &a.url(), &session, &call)
-        .send()
-        .await
-        .unwrap();
-    let mut events = EventReader::new(response);
-    let primed = events
-        .next()
-        .await
-        .and_then(|e| e.id)
-        .expect("the priming event has an id");
+    let (events, primed) = start_call(&a.url(), &session, &call).await;
     drop(events);
     // Long past the delivered window, the response (stored while or after the client
     // was away) is still there to resume, on another replica.
