@@ -106,18 +106,21 @@ impl AppState {
                 CacheManager::new(&settings.cache, &replica_id, None, None),
             ),
             Backend::Redis => {
-                let pool = RedisPool::new(&settings.redis).context("redis.url")?;
+                let pool = RedisPool::new(&settings.redis).context("redis")?;
+                pool.add_jobs(&jobs);
                 let sessions = Sessions::redis(
                     RedisSessions::new(pool.clone(), keys.clone(), timeout),
                     settings.session.clone(),
                 );
                 let bus = Bus::start(pool.clone(), keys.clone(), replica_id.to_string(), &jobs);
-                let cache_pool = if settings.cache.redis_url.is_empty() {
-                    pool.clone()
-                } else {
-                    let mut cache_redis = settings.redis.clone();
-                    cache_redis.url = settings.cache.redis_url.clone();
-                    RedisPool::new(&cache_redis).context("cache.redis_url")?
+                let cache_pool = match settings.cache.own_redis(&settings.redis) {
+                    None => pool.clone(),
+                    Some(own) => {
+                        let own =
+                            RedisPool::new(&own).context("the cache's Redis (cache.redis_*)")?;
+                        own.add_jobs(&jobs);
+                        own
+                    }
                 };
                 let cache = CacheManager::new(
                     &settings.cache,
