@@ -26,7 +26,8 @@ use std::{
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use redis::{
-    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture,
+    ScriptInvocation, Value,
     aio::{ConnectionLike, MultiplexedConnection, PubSub},
 };
 use tokio::sync::watch;
@@ -51,6 +52,18 @@ pub enum RedisPoolError {
     /// A command failed.
     #[error("redis command failed: {0}")]
     Command(#[from] RedisError),
+    /// A state-changing script ran, but fewer replicas than `redis.replica_acks`
+    /// confirmed its writes in time: they may be lost in a failover.
+    #[error(
+        "the write reached {acked} of the {wanted} Redis replicas required in time; its \
+         outcome is unknown"
+    )]
+    Unacknowledged {
+        /// Replicas that confirmed.
+        acked: u32,
+        /// `redis.replica_acks`.
+        wanted: u32,
+    },
 }
 
 /// Cheap-clone handle on the shared pool (clones share the same connections).
@@ -69,6 +82,8 @@ pub struct RedisPool {
 struct Shared {
     target: Target,
     counters: Counters,
+    /// `redis.replica_acks` and `redis.replica_ack_timeout_ms`; `None` when 0.
+    acks: Option<(u32, u64)>,
 }
 
 /// Lifetime totals of the pool, for `/metrics` and `resource_stats`.
@@ -118,6 +133,8 @@ impl RedisPool {
         let shared = Arc::new(Shared {
             target: Target::new(settings)?,
             counters: Counters::default(),
+            acks: (settings.replica_acks > 0)
+                .then_some((settings.replica_acks, settings.replica_ack_timeout_ms)),
         });
         let command_timeout = Duration::from_millis(settings.command_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
@@ -382,6 +399,44 @@ impl ConnectionLike for PooledConnection {
 
     fn get_db(&self) -> i64 {
         self.inner.conn.get_db()
+    }
+}
+
+impl PooledConnection {
+    /// Runs a state-changing script and, with `redis.replica_acks` = N > 0, a `WAIT N`
+    /// pipelined behind it (one round trip): the reply counts only once N replicas
+    /// have its writes. A script that wrote nothing waits for nothing.
+    ///
+    /// # Errors
+    /// [`RedisPoolError::Command`] when the script fails (or its reply does not parse),
+    /// [`RedisPoolError::Unacknowledged`] when it ran but the wait fell short: the
+    /// caller answers "outcome unknown", and a retry with the same idempotency key
+    /// replays the first outcome (the script keeps its record with its writes).
+    pub async fn invoke<T: FromRedisValue>(
+        &mut self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisPoolError> {
+        let Some((wanted, timeout_ms)) = self.shared.acks else {
+            return Ok(invocation.invoke_async(self).await?);
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(timeout_ms);
+        let (reply, acked): (Value, u32) = match pipe.query_async(self).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // The script cache was emptied (a restart, a failover to a replica that
+                // never ran it): nothing ran, so load it and send the pair again.
+                invocation.load_async(self).await?;
+                pipe.query_async(self).await?
+            }
+            other => other?,
+        };
+        if acked < wanted {
+            return Err(RedisPoolError::Unacknowledged { acked, wanted });
+        }
+        Ok(T::from_redis_value(reply).map_err(RedisError::from)?)
     }
 }
 

@@ -64,6 +64,18 @@ pub struct RedisSettings {
     pub command_timeout_ms: u64,
     /// How long establishing a connection may take.
     pub connect_timeout_ms: u64,
+    /// How many replicas must have a state-changing script's writes before the call is
+    /// acknowledged (`WAIT`, in the script's round trip); 0 = no wait. A wait that
+    /// falls short answers "outcome unknown; retry with the same idempotencyKey".
+    #[serde(default)]
+    pub replica_acks: u32,
+    /// How long that wait may take, in milliseconds.
+    #[serde(default = "default_replica_ack_timeout_ms")]
+    pub replica_ack_timeout_ms: u64,
+}
+
+fn default_replica_ack_timeout_ms() -> u64 {
+    200
 }
 
 impl Default for RedisSettings {
@@ -81,6 +93,8 @@ impl Default for RedisSettings {
             pool_wait_timeout_ms: 500,
             command_timeout_ms: 500,
             connect_timeout_ms: 1000,
+            replica_acks: 0,
+            replica_ack_timeout_ms: default_replica_ack_timeout_ms(),
         }
     }
 }
@@ -96,6 +110,17 @@ impl RedisSettings {
         positive("redis.pool_wait_timeout_ms", self.pool_wait_timeout_ms)?;
         positive("redis.command_timeout_ms", self.command_timeout_ms)?;
         positive("redis.connect_timeout_ms", self.connect_timeout_ms)?;
+        if self.replica_acks > 0 {
+            positive("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
+            if self.replica_ack_timeout_ms >= self.command_timeout_ms {
+                return Err(ConfigError::Invalid {
+                    key: "redis.replica_ack_timeout_ms",
+                    reason: "must be below redis.command_timeout_ms (the wait shares the \
+                             script's round trip)"
+                        .into(),
+                });
+            }
+        }
         let prefix = &self.key_prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::Invalid {

@@ -270,9 +270,16 @@ impl Sentinel {
     /// a demoted node for a moment during a failover).
     async fn check_role(&self, client: &Client, addr: &(String, u16)) -> Result<(), RedisError> {
         let mut conn = self.connect(client).await?;
-        let role: Vec<Value> = self
+        let role: Vec<Value> = match self
             .bounded(redis::cmd("ROLE").query_async(&mut conn))
-            .await?;
+            .await
+        {
+            Ok(role) => role,
+            // An ACL user without `ROLE` (it is an admin command): a demoted node still
+            // refuses writes as READONLY, which forgets it.
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         match role.first() {
             Some(Value::BulkString(role)) if role == b"master" => Ok(()),
             Some(Value::SimpleString(role)) if role == "master" => Ok(()),
