@@ -51,7 +51,8 @@
 //! - [`tasks`]: background tasks any replica answers for: records in the store (one
 //!   Lua script per transition), the replica's bounded worker pool, owner leases and
 //!   the sweep that fails tasks whose replica died; cancels and input over the bus.
-//! - [`managed`]: files and dedicated connections tools hold open across calls.
+//! - [`managed`]: managed handles (files and dedicated connections tools hold open
+//!   across calls; not MCP resources) and their [`managed::HandleManager`].
 //! - [`events`]: resumable response streams on Redis Streams (append, replay, the
 //!   replica's one blocking reader, the retention of finished streams), for rmcp's
 //!   event store in [`mcp::event_store`].

@@ -14,7 +14,7 @@ use crate::{
     cpu::CpuPool,
     jobs::Jobs,
     keys::Keys,
-    managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
+    managed::{HandleManager, file::FileFactory, redis::RedisConnectionFactory},
     mcp::handler::{notify::Notifier, request_state::RequestStates},
     metrics::Metrics,
     rate_limit::RateLimiter,
@@ -68,7 +68,7 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Files and dedicated connections tools hold open (managed handles, not MCP
     /// resources), cleaned when idle and once the background jobs stop.
-    pub handles: ResourceManager,
+    pub handles: HandleManager,
     /// MCP tasks (the tasks extension): records every replica reads, and
     /// this replica's worker pool.
     pub task_manager: TaskManager,
@@ -146,8 +146,8 @@ impl AppState {
             );
         }
         let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
-        let resources = resource_manager(&settings, redis.as_ref())?;
-        let sweeper = resources.clone();
+        let handles = handle_manager(&settings, redis.as_ref())?;
+        let sweeper = handles.clone();
         let every = Duration::from_secs(settings.resources.sweep_interval_secs);
         jobs.add("handle sweeper", move |stop| {
             sweeper.run_sweeper(every, stop)
@@ -165,7 +165,7 @@ impl AppState {
         if let Some(pool) = &redis {
             pool.register_metrics(&metrics);
         }
-        resources.register_metrics(&metrics);
+        handles.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
@@ -195,7 +195,7 @@ impl AppState {
             rate_limit,
             requests: TaskTracker::new(),
             jobs,
-            handles: resources,
+            handles,
             task_manager,
             request_states,
             notifier,
@@ -203,15 +203,12 @@ impl AppState {
     }
 }
 
-/// The resource manager with the kinds the settings allow: `file` under
+/// The managed-handle manager with the kinds the settings allow: `file` under
 /// `resources.file_root` when set, `redis` with the Redis backend.
-fn resource_manager(
-    settings: &Settings,
-    redis: Option<&RedisPool>,
-) -> anyhow::Result<ResourceManager> {
+fn handle_manager(settings: &Settings, redis: Option<&RedisPool>) -> anyhow::Result<HandleManager> {
     let r = &settings.resources;
     let mut builder =
-        ResourceManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind);
+        HandleManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind);
     if !r.file_root.as_os_str().is_empty() {
         let files = FileFactory::new(&r.file_root)
             .with_context(|| format!("resources.file_root {}", r.file_root.display()))?;

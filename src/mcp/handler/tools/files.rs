@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ToolResult, reply};
 use crate::{
-    managed::{ResourceError, file::FileHandle},
+    managed::{HandleError, file::FileHandle},
     mcp::handler::{StatefulServer, binding::ToolFailure},
 };
 
@@ -70,10 +70,10 @@ impl StatefulServer {
             .get::<FileHandle>(crate::managed::file::KIND, &args.path)
             .await
             .map_err(|e| match e {
-                ResourceError::UnknownKind(_) => ToolFailure::Refused(
+                HandleError::UnknownKind(_) => ToolFailure::Refused(
                     "file access is off on this server (resources.file_root is not set)".to_owned(),
                 ),
-                ResourceError::ShuttingDown => {
+                HandleError::ShuttingDown => {
                     ToolFailure::Internal(crate::mcp::error::EdgeError::Unavailable.into())
                 }
                 other => ToolFailure::Refused(other.to_string()),
