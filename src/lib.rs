@@ -27,14 +27,17 @@
 //! - [`telemetry`]: the tracing subscriber and request ids.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
-//! - [`state`]: [`state::AppState`], the replica's cheap handles (settings, pool, sessions,
-//!   cache, bus, metrics, shutdown tokens, task trackers), built once from the settings.
+//! - [`state`]: [`state::AppState`], the replica's cheap domain handles (settings, pool,
+//!   sessions, cache, bus, metrics, shutdown tokens, task trackers), built once from the
+//!   settings; it imports nothing of [`mcp`].
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
 //!   connections with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
-//! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request:
+//! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request, over
+//!   [`mcp::McpState`] (the replica's state with the MCP layer's own handles: the MRTR
+//!   `requestState` codec and the `subscriptions/listen` streams):
 //!   [`mcp::edge`] (authenticate, decode, route or forward, rate limit, refuse),
 //!   the transport (2025-era sessions behind a balancer: session manager, restore
 //!   store, leases, forwarding), [`mcp::event_store`] (`Last-Event-ID` on Redis

@@ -15,7 +15,6 @@ use crate::{
     jobs::Jobs,
     keys::Keys,
     managed::{HandleManager, file::FileFactory, redis::RedisConnectionFactory},
-    mcp::handler::{notify::Notifier, request_state::RequestStates},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
@@ -25,7 +24,8 @@ use crate::{
 
 /// Cheap-clone handles shared by every request of one replica.
 ///
-/// Build it with [`AppState::build`]; [`crate::mcp::endpoint`] turns it into the `/mcp`
+/// Build it with [`AppState::build`]; the MCP layer adds its own handles
+/// ([`crate::mcp::McpState`]) and [`crate::mcp::endpoint`] turns both into the `/mcp`
 /// service. Clones are shallow: every field is a handle on shared state.
 #[derive(Clone)]
 pub struct AppState {
@@ -72,12 +72,6 @@ pub struct AppState {
     /// MCP tasks (the tasks extension): records every replica reads, and
     /// this replica's worker pool.
     pub task_manager: TaskManager,
-    /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
-    /// replica).
-    pub request_states: RequestStates,
-    /// The `subscriptions/listen` streams of this replica, and change notifications to
-    /// every replica's streams.
-    pub notifier: Notifier,
 }
 
 impl AppState {
@@ -138,14 +132,12 @@ impl AppState {
         jobs.add("task upkeep", move |stop| upkeep.run_upkeep(stop));
         // Settings changed after loading skip its validation: a Redis replica with a
         // key of its own would break every MRTR retry another replica serves, silently.
-        let ring = settings.mrtr.key_ring()?;
-        if ring.is_none() && settings.store.backend == Backend::Redis {
+        if settings.mrtr.key_ring()?.is_none() && settings.store.backend == Backend::Redis {
             anyhow::bail!(
                 "mrtr.keys is required with the Redis backend: set the same \
                  STATEFUL_MCP__MRTR__KEYS=id:base64secret on every replica"
             );
         }
-        let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
         let handles = handle_manager(&settings, redis.as_ref())?;
         let sweeper = handles.clone();
         let every = Duration::from_secs(settings.resources.sweep_interval_secs);
@@ -169,7 +161,6 @@ impl AppState {
         cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
-        let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
@@ -197,8 +188,6 @@ impl AppState {
             jobs,
             handles,
             task_manager,
-            request_states,
-            notifier,
         })
     }
 }
