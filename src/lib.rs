@@ -43,7 +43,8 @@
 //!   store, leases, forwarding), [`mcp::event_store`] (`Last-Event-ID` on Redis
 //!   Streams) and [`mcp::handler`] (the rmcp `ServerHandler`, its tools, the session
 //!   each call binds to, resources, tasks, MRTR state, notifications);
-//!   [`mcp::error`] holds the one refusal type they share.
+//!   [`mcp::error`] holds the one refusal type they share and the one conversion of
+//!   the domain's errors into what clients see (logged and counted there).
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis, and the holding of 2025-era sessions (which replica holds

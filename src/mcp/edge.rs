@@ -51,7 +51,7 @@ use self::{
 };
 use super::{
     McpState,
-    error::EdgeError,
+    error::{DomainErrors, EdgeError},
     handler::notify::Notifier,
     transport::{
         forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
@@ -94,6 +94,8 @@ pub(crate) struct Edge {
     pub(crate) rate_limit: RateLimiter,
     pub(crate) sessions: Sessions,
     pub(crate) metrics: Metrics,
+    /// What clients see of the session store's errors.
+    pub(crate) errors: DomainErrors,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
     pub(crate) max_body: usize,
@@ -130,6 +132,7 @@ impl Edge {
             rate_limit: state.rate_limit.clone(),
             sessions: state.sessions.clone(),
             metrics: state.metrics.clone(),
+            errors: DomainErrors::new(state.metrics.clone()),
             manager,
             restores,
             max_body: state.settings.server.max_body_bytes,
@@ -216,6 +219,7 @@ impl Edge {
             forwarder: &self.forwarder,
             draining: &self.draining,
             metrics: &self.metrics,
+            errors: &self.errors,
             bus: self.bus.as_ref(),
         }
     }

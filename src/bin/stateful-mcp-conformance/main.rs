@@ -60,6 +60,7 @@ use stateful_mcp::{
     auth::Principal,
     mcp::{
         McpState, endpoint_with,
+        error::DomainErrors,
         handler::{
             StatefulServer,
             binding::{caller, transport_session},
@@ -69,7 +70,6 @@ use stateful_mcp::{
             until_cancelled,
         },
     },
-    metrics::Metrics,
     sessions::Sessions,
 };
 
@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
 struct ConformanceServer {
     production: StatefulServer,
     sessions: Sessions,
-    metrics: Metrics,
+    errors: DomainErrors,
     fixtures: Arc<ToolRouter<Self>>,
     request_states: RequestStates,
     notifier: Notifier,
@@ -104,7 +104,7 @@ impl ConformanceServer {
         Self {
             production,
             sessions: mcp.app.sessions.clone(),
-            metrics: mcp.app.metrics.clone(),
+            errors: DomainErrors::new(mcp.app.metrics.clone()),
             fixtures: Arc::new(standard_schemas(
                 Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
             )),
@@ -129,7 +129,7 @@ impl ConformanceServer {
     fn session_state(&self, principal: Principal, id: String) -> SessionState<'_> {
         SessionState {
             sessions: &self.sessions,
-            metrics: &self.metrics,
+            errors: &self.errors,
             principal,
             id,
         }
