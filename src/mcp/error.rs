@@ -270,6 +270,11 @@ impl DomainErrors {
             SessionError::ClientMetadataTooLarge { limit, .. } => {
                 EdgeError::ClientMetadataTooLarge { limit: *limit }
             }
+            // The id a client sent is a credential: not in the log.
+            SessionError::NotFound(_) => {
+                self.store_failed("transport", &"session not found", "session store refused");
+                EdgeError::Unavailable
+            }
             other => {
                 self.store_failed("transport", other, "session store unavailable");
                 EdgeError::Unavailable
