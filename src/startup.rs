@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, listener::DrainingListener, state::AppState};
+use crate::{config::Settings, listener::DrainingListener, mcp::McpState, state::AppState};
 
 /// How long the last responses get to leave their streams once in-flight requests are
 /// done, before rmcp's token ends every stream.
@@ -34,13 +34,13 @@ impl Application {
     }
 
     /// [`Application::build`] with `/mcp` built by `mcp` from the replica's state, e.g.
-    /// `|state| endpoint_with(state, factory)` to serve another rmcp handler.
+    /// `|mcp| endpoint_with(mcp, factory)` to serve another rmcp handler.
     ///
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with(
         mut settings: Settings,
-        mcp: impl FnOnce(&AppState) -> axum::Router,
+        mcp: impl FnOnce(&McpState) -> axum::Router,
     ) -> anyhow::Result<Self> {
         let bind = settings.server.bind;
         let listener = TcpListener::bind(bind)
@@ -49,7 +49,7 @@ impl Application {
         // Other replicas forward to the address actually bound (port 0 picks one).
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
-        let router = crate::http::router_with(state.clone(), mcp(&state));
+        let router = crate::http::router_with(state.clone(), mcp(&McpState::build(&state)?));
         let upkeep = state.clone();
         let every = Duration::from_secs(state.settings.session.maintenance_interval_secs);
         state.jobs.add("session maintenance", move |stop| {

@@ -11,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Factory, Resource, ResourceError};
+use super::{Factory, Handle, HandleError};
 
 /// The kind's name.
 pub const KIND: &str = "file";
@@ -42,15 +42,15 @@ impl FileFactory {
         &self.root
     }
 
-    fn invalid(reason: impl Into<String>) -> ResourceError {
-        ResourceError::InvalidId {
+    fn invalid(reason: impl Into<String>) -> HandleError {
+        HandleError::InvalidId {
             kind: KIND,
             reason: reason.into(),
         }
     }
 
     /// `id` resolved under the root, or why it is refused.
-    async fn resolve(&self, id: &str) -> Result<PathBuf, ResourceError> {
+    async fn resolve(&self, id: &str) -> Result<PathBuf, HandleError> {
         if id.is_empty() || id.contains('\0') {
             return Err(Self::invalid("a path relative to the root is required"));
         }
@@ -65,7 +65,7 @@ impl FileFactory {
                 }
             }
         }
-        let not_found = |e: io::Error| ResourceError::Init {
+        let not_found = |e: io::Error| HandleError::Init {
             kind: KIND,
             id: id.to_owned(),
             reason: match e.kind() {
@@ -92,9 +92,9 @@ impl Factory for FileFactory {
         KIND
     }
 
-    async fn create(&self, id: &str) -> Result<FileHandle, ResourceError> {
+    async fn create(&self, id: &str) -> Result<FileHandle, HandleError> {
         let path = self.resolve(id).await?;
-        let failed = |reason: String| ResourceError::Init {
+        let failed = |reason: String| HandleError::Init {
             kind: KIND,
             id: id.to_owned(),
             reason,
@@ -165,7 +165,7 @@ impl FileHandle {
 }
 
 #[async_trait]
-impl Resource for FileHandle {
+impl Handle for FileHandle {
     async fn cleanup(&self) {
         // Closes the descriptor once the reads in flight are done with it.
         self.file.lock().expect("file handle").take();
@@ -175,7 +175,7 @@ impl Resource for FileHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::managed::ResourceManager;
+    use crate::managed::HandleManager;
 
     fn tree() -> (PathBuf, PathBuf) {
         let base = std::env::temp_dir().join(format!("managed-file-{}", crate::ids::mint()));
@@ -191,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn files_under_the_root_are_read_and_escapes_refused() {
         let (base, root) = tree();
-        let manager = ResourceManager::builder(std::time::Duration::from_secs(60), 16)
+        let manager = HandleManager::builder(std::time::Duration::from_secs(60), 16)
             .register(FileFactory::new(&root).unwrap())
             .build();
         let file = manager.get::<FileHandle>(KIND, "sub/a.txt").await.unwrap();

@@ -16,10 +16,12 @@ use serde_json::Value;
 
 use super::{ToolResult, reply};
 use crate::{
-    mcp::handler::{
-        StatefulServer,
-        binding::{ToolFailure, tool_error},
-        tasks::{Plan, Planner, tool_outcome},
+    mcp::{
+        error::{ToolFailure, tool_error},
+        handler::{
+            StatefulServer,
+            tasks::{Plan, Planner, tool_outcome},
+        },
     },
     primes,
     tasks::TaskContext,
