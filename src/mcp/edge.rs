@@ -7,10 +7,10 @@
 //!    `server.max_body_bytes`) into an envelope (`envelope.rs`; 400 with `-32700` or
 //!    `-32600` when it is not a JSON-RPC message);
 //! 2. `label.rs`: the name it is counted and logged under (known methods only);
-//! 3. `route.rs`: where it is served; a 2025-era request naming an `Mcp-Session-Id` has
-//!    its session confirmed for its caller (404, or 503 while the store is down) and is
-//!    forwarded to the replica holding it, or served here marked with the
-//!    [`TransportSession`];
+//! 3. `route.rs`: where it is served; a message naming an `Mcp-Session-Id` has its
+//!    session confirmed for its caller whatever its era (404, or 503 while the store is
+//!    down); a 2025-era one (classified as rmcp routes it) is forwarded to the replica
+//!    holding it, or served here marked with the [`TransportSession`];
 //! 4. `rate_limit.rs`: one token of the caller's budget, where it is served (429);
 //! 5. `admit.rs`: what it takes into rmcp (the caller and idempotency key in its
 //!    extensions, a listen stream's place: 503 when there is none) and holds until its

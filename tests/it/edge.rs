@@ -56,11 +56,12 @@ async fn method_names_a_client_chooses_never_become_metric_labels() {
 }
 
 #[tokio::test]
-async fn a_session_header_on_a_stateless_call_binds_nothing() {
+async fn a_stateless_call_naming_a_session_not_the_callers_is_refused_and_binds_nothing() {
     let replica = memory_replica().await;
     let http = reqwest::Client::new();
     // Per-request protocol signals route the call statelessly, whatever version they
-    // name; the client-chosen `Mcp-Session-Id` must not become a session.
+    // name; a client-chosen `Mcp-Session-Id` that names no session of the caller is
+    // refused as it is on any other message, and never becomes a session.
     let forged = "a".repeat(40);
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
     "name": "counter", "arguments": {"operation": "increment"},
@@ -75,11 +76,17 @@ async fn a_session_header_on_a_stateless_call_binds_nothing() {
             .send()
             .await
             .unwrap();
-        let (status, msg) = read_reply(response).await;
-        assert_eq!(status, StatusCode::OK, "{msg}");
-        assert_eq!(msg["result"]["isError"], true, "{msg}");
-        assert!(tool_text(&msg).contains("Missing `session_id`"), "{msg}");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
+    // Without the header it is served, bound to nothing.
+    let response = post_json(&http, &replica.url(), &call)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert!(tool_text(&msg).contains("Missing `session_id`"), "{msg}");
     // Nor can the forged id be used as a handle afterwards.
     let as_handle = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "counter", "arguments": {"operation": "get", "session_id": forged},
