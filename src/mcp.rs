@@ -149,6 +149,13 @@ where
     let restores = Restores::default();
     config.session_store = Some(Arc::new(TransportStore::new(restores.clone())));
     let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);
+    let hosts = {
+        let service = service.clone();
+        edge::HostCheck::new(move |probe| {
+            let service = service.clone();
+            Box::pin(async move { service.handle(probe).await.map(axum::body::Body::new) })
+        })
+    };
 
     let edge = Edge {
         auth: state.auth.clone(),
@@ -165,6 +172,7 @@ where
         bus: state.bus.clone(),
         requests: state.requests.clone(),
         events,
+        hosts,
     };
     Router::new()
         .fallback_service(service)

@@ -1,6 +1,8 @@
 //! The edge of `/mcp`: the one place every request passes before rmcp sees it, an
 //! ordered stack of small steps, each in its own file:
 //!
+//! - before all, `origin.rs`: where from; rmcp's own Host and Origin checks (403), so a
+//!   refused request is neither authenticated nor charged to a rate limit;
 //! 0. `authenticate.rs`: who is asking; 401 with a `WWW-Authenticate` challenge naming
 //!    the RFC 9728 metadata, else the caller's [`Principal`];
 //! 1. `decode.rs`: what is asked; a JSON POST's body read once (413 above
@@ -74,6 +76,7 @@ mod envelope;
 #[cfg(test)]
 mod fixture;
 mod label;
+mod origin;
 mod rate_limit;
 mod refusals;
 mod route;
@@ -82,6 +85,7 @@ mod tests;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;
+pub(crate) use self::origin::HostCheck;
 
 /// The target of the edge's log lines, whichever step writes them.
 const LOG_TARGET: &str = module_path!();
@@ -110,6 +114,8 @@ pub(crate) struct Edge {
     pub(crate) notifier: Notifier,
     /// The event store of 2025-era streams, told whether each response got through.
     pub(crate) events: Option<Arc<RedisEventStore>>,
+    /// rmcp's Host and Origin checks, run first.
+    pub(crate) hosts: HostCheck,
 }
 
 /// The edge middleware: the steps of the module docs, in order; the request is counted
@@ -117,6 +123,12 @@ pub(crate) struct Edge {
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let mut meter = Meter::start();
     let (parts, body) = request.into_parts();
+    if let Some(refusal) = edge.hosts.refusal(&parts).await {
+        // Its body is never read: counted as `other`.
+        meter.label(Some("other"));
+        meter.count(&edge.metrics);
+        return refusal;
+    }
     let in_flight = admit::in_flight(&edge.requests, &parts.method);
     let outcome = edge.steps(parts, body, next, &mut meter).await;
     meter.count(&edge.metrics);

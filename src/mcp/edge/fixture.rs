@@ -57,6 +57,12 @@ pub(crate) fn edge(state: &AppState) -> Edge {
         requests: state.requests.clone(),
         notifier: state.notifier.clone(),
         events: None,
+        // Every Host and Origin passes (`origin.rs` is tested with rmcp's checks).
+        hosts: super::HostCheck::new(|_| {
+            Box::pin(async {
+                axum::response::IntoResponse::into_response(http::StatusCode::METHOD_NOT_ALLOWED)
+            })
+        }),
     }
 }
 
