@@ -167,7 +167,11 @@ where
         notifier: state.notifier.clone(),
         max_body: server.max_body_bytes,
         lease,
-        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+        forwarder: Forwarder::new(
+            &state.replica_id,
+            state.mcp_shutdown.clone(),
+            Duration::from_millis(server.forward_timeout_ms),
+        ),
         draining: state.shutdown.clone(),
         bus: state.bus.clone(),
         requests: state.requests.clone(),

@@ -51,7 +51,11 @@ pub(crate) fn edge(state: &AppState) -> Edge {
         restores: Restores::default(),
         max_body: state.settings.server.max_body_bytes,
         lease,
-        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+        forwarder: Forwarder::new(
+            &state.replica_id,
+            state.mcp_shutdown.clone(),
+            std::time::Duration::from_millis(state.settings.server.forward_timeout_ms),
+        ),
         draining: state.shutdown.clone(),
         bus: state.bus.clone(),
         requests: state.requests.clone(),
