@@ -75,9 +75,10 @@
 //! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
 //! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller,
 //! reads the body once into an envelope (method, id, era, tool, handle, idempotency
-//! key), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
-//! touches the caller's stored transport session (404 when gone or another principal's,
-//! 503 when the store is down), which also says which replica holds the session: a
+//! key), refuses what is not JSON-RPC, labels metrics, and for a request naming an
+//! `Mcp-Session-Id` (whatever its era) touches the caller's stored transport session
+//! (404 when gone or another principal's, 503 when the store is down), which for a
+//! 2025-era request also says which replica holds the session: a
 //! request for a session held elsewhere is forwarded to its holder and answered from
 //! there → the serving replica spends the caller's rate limit → rmcp's
 //! `StreamableHttpService` validates Host/Origin and the protocol headers and picks the

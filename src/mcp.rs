@@ -191,8 +191,15 @@ where
     let restores = Restores::default();
     config.session_store = Some(Arc::new(TransportStore::new(restores.clone())));
     let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);
+    let hosts = {
+        let service = service.clone();
+        edge::HostCheck::new(move |probe| {
+            let service = service.clone();
+            Box::pin(async move { service.handle(probe).await.map(axum::body::Body::new) })
+        })
+    };
 
-    let edge = Edge::new(mcp, manager, restores, lease, events);
+    let edge = Edge::new(mcp, manager, restores, lease, events, hosts);
     Router::new()
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(edge, edge::edge))

@@ -43,6 +43,9 @@ pub struct ServerSettings {
     /// address (loopback for an unspecified one). Read it with
     /// [`ServerSettings::advertised_url`].
     pub advertise_url: String,
+    /// How long a forwarded request waits for the holding replica's response head
+    /// (its body, an SSE stream, is not limited) before the forward fails.
+    pub forward_timeout_ms: u64,
 }
 
 impl ServerSettings {
@@ -88,6 +91,7 @@ impl ServerSettings {
             });
         }
         positive("server.max_body_bytes", self.max_body_bytes as u64)?;
+        positive("server.forward_timeout_ms", self.forward_timeout_ms)?;
         positive("server.sse_keep_alive_secs", self.sse_keep_alive_secs)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::streams::StreamId;
 
 use super::StoredEvent;
-use crate::events::RedisEventStoreError;
+use crate::{events::RedisEventStoreError, ids::fingerprint};
 
 /// Separates the stream id from the Redis entry id in an event id.
 pub(super) const SEPARATOR: char = '/';
@@ -89,7 +89,9 @@ pub(super) fn check_stream_id(stream_id: &str) -> Result<(), RedisEventStoreErro
     if is_keyable(stream_id) {
         Ok(())
     } else {
-        Err(RedisEventStoreError::InvalidStreamId(stream_id.to_owned()))
+        Err(RedisEventStoreError::InvalidStreamId(fingerprint(
+            stream_id,
+        )))
     }
 }
 
@@ -97,15 +99,15 @@ pub(super) fn check_session_id(session_id: &str) -> Result<(), RedisEventStoreEr
     if is_keyable(session_id) {
         Ok(())
     } else {
-        Err(RedisEventStoreError::InvalidSessionId(
-            session_id.to_owned(),
-        ))
+        Err(RedisEventStoreError::InvalidSessionId(fingerprint(
+            session_id,
+        )))
     }
 }
 
 /// Splits `<stream_id>/<ms>-<seq>`, checking both parts.
 pub(super) fn parse_event_id(event_id: &str) -> Result<(&str, EntryId), RedisEventStoreError> {
-    let malformed = || RedisEventStoreError::MalformedEventId(event_id.to_owned());
+    let malformed = || RedisEventStoreError::MalformedEventId(fingerprint(event_id));
     let (stream_id, entry) = event_id.split_once(SEPARATOR).ok_or_else(malformed)?;
     let entry = EntryId::parse(entry).ok_or_else(malformed)?;
     check_stream_id(stream_id)?;
@@ -128,7 +130,11 @@ pub(super) struct DecodedEntry {
 /// entry this store did not write.
 pub(super) fn decode_entry(stream_id: &str, entry: &StreamId) -> Option<DecodedEntry> {
     let Some(id) = EntryId::parse(&entry.id) else {
-        tracing::warn!(stream_id, entry = %entry.id, "skipping stream entry with an odd id");
+        tracing::warn!(
+            stream = %fingerprint(stream_id),
+            entry = %entry.id,
+            "skipping stream entry with an odd id"
+        );
         return None;
     };
     let kind: String = entry.get(FIELD_KIND).unwrap_or_default();

@@ -135,7 +135,7 @@ impl Reader {
             // The reader still picks the follower up when its current XREAD times out.
             tracing::warn!(
                 replica = %self.inner.replica_id,
-                stream_id,
+                stream = %crate::ids::fingerprint(stream_id),
                 error = %error,
                 "could not wake the stream reader"
             );
@@ -403,7 +403,7 @@ impl Inner {
                             // event it got, while blocking here would stall every stream.
                             tracing::warn!(
                                 replica = %self.replica_id,
-                                stream_id,
+                                stream = %crate::ids::fingerprint(&stream_id),
                                 "follower fell behind; ending its stream"
                             );
                             return false;

@@ -21,6 +21,7 @@ use super::{
     reader::Reader,
 };
 use crate::{
+    ids::fingerprint,
     jobs::Jobs,
     keys::Keys,
     redis_pool::{RedisPool, RedisPoolError},
@@ -88,16 +89,19 @@ impl Default for EventStoreSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum RedisEventStoreError {
     /// The event id does not have the `<stream_id>/<ms>-<seq>` shape this store issues.
-    #[error("malformed event id `{0}`")]
+    /// Like every id variant, it holds the id's fingerprint, never the id: a stream id
+    /// names its session, a bearer credential, and these errors are logged (by rmcp
+    /// too, as "Resume failed").
+    #[error("malformed event id (fingerprint {0})")]
     MalformedEventId(String),
     /// The stream id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
-    #[error("invalid stream id `{0}`")]
+    #[error("invalid stream id (fingerprint {0})")]
     InvalidStreamId(String),
     /// The session id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
-    #[error("invalid session id `{0}`")]
+    #[error("invalid session id (fingerprint {0})")]
     InvalidSessionId(String),
     /// No such event: its stream expired or never held it.
-    #[error("unknown event id `{0}`")]
+    #[error("unknown event id (fingerprint {0})")]
     UnknownEvent(String),
     /// The event's message could not be serialised.
     #[error("event message cannot be encoded: {0}")]
@@ -324,12 +328,16 @@ impl RedisEventStore {
                 && (!page.ids.is_empty() || lock(&self.open).is_open(stream_id, &key)) => {}
             None if !page.ids.is_empty() => {
                 tracing::warn!(
-                    stream_id,
-                    event_id = last_event_id,
+                    stream = %fingerprint(stream_id),
+                    event = %fingerprint(last_event_id),
                     "resumed event was trimmed; replaying what is left of the stream"
                 );
             }
-            _ => return Err(RedisEventStoreError::UnknownEvent(last_event_id.to_owned())),
+            _ => {
+                return Err(RedisEventStoreError::UnknownEvent(fingerprint(
+                    last_event_id,
+                )));
+            }
         }
 
         let mut events = Vec::new();

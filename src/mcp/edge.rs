@@ -1,16 +1,18 @@
 //! The edge of `/mcp`: the one place every request passes before rmcp sees it, an
 //! ordered stack of small steps, each in its own file:
 //!
+//! - before all, `origin.rs`: where from; rmcp's own Host and Origin checks (403), so a
+//!   refused request is neither authenticated nor charged to a rate limit;
 //! 0. `authenticate.rs`: who is asking; 401 with a `WWW-Authenticate` challenge naming
 //!    the RFC 9728 metadata, else the caller's [`Principal`];
 //! 1. `decode.rs`: what is asked; a JSON POST's body read once (413 above
 //!    `server.max_body_bytes`) into an envelope (`envelope.rs`; 400 with `-32700` or
 //!    `-32600` when it is not a JSON-RPC message);
 //! 2. `label.rs`: the name it is counted and logged under (known methods only);
-//! 3. `route.rs`: where it is served; a 2025-era request naming an `Mcp-Session-Id` has
-//!    its session confirmed for its caller (404, or 503 while the store is down) and is
-//!    forwarded to the replica holding it, or served here marked with the
-//!    [`TransportSession`];
+//! 3. `route.rs`: where it is served; a message naming an `Mcp-Session-Id` has its
+//!    session confirmed for its caller whatever its era (404, or 503 while the store is
+//!    down); a 2025-era one (classified as rmcp routes it) is forwarded to the replica
+//!    holding it, or served here marked with the [`TransportSession`];
 //! 4. `rate_limit.rs`: one token of the caller's budget, where it is served (429);
 //! 5. `admit.rs`: what it takes into rmcp (the caller and idempotency key in its
 //!    extensions, a listen stream's place: 503 when there is none) and holds until its
@@ -75,6 +77,7 @@ mod envelope;
 #[cfg(test)]
 mod fixture;
 mod label;
+mod origin;
 mod rate_limit;
 mod refusals;
 mod route;
@@ -83,6 +86,7 @@ mod tests;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;
+pub(crate) use self::origin::HostCheck;
 
 /// The target of the edge's log lines, whichever step writes them.
 const LOG_TARGET: &str = module_path!();
@@ -113,6 +117,8 @@ pub(crate) struct Edge {
     pub(crate) notifier: Notifier,
     /// The event store of 2025-era streams, told whether each response got through.
     pub(crate) events: Option<Arc<RedisEventStore>>,
+    /// rmcp's Host and Origin checks, run first.
+    pub(crate) hosts: HostCheck,
 }
 
 impl Edge {
@@ -125,8 +131,10 @@ impl Edge {
         restores: Restores,
         lease: Lease,
         events: Option<Arc<RedisEventStore>>,
+        hosts: HostCheck,
     ) -> Self {
         let state = &mcp.app;
+        let server = &state.settings.server;
         Self {
             auth: state.auth.clone(),
             rate_limit: state.rate_limit.clone(),
@@ -135,14 +143,19 @@ impl Edge {
             errors: DomainErrors::new(state.metrics.clone()),
             manager,
             restores,
-            max_body: state.settings.server.max_body_bytes,
+            max_body: server.max_body_bytes,
             lease,
-            forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+            forwarder: Forwarder::new(
+                &state.replica_id,
+                state.mcp_shutdown.clone(),
+                std::time::Duration::from_millis(server.forward_timeout_ms),
+            ),
             draining: state.shutdown.clone(),
             bus: state.bus.clone(),
             requests: state.requests.clone(),
             notifier: mcp.notifier.clone(),
             events,
+            hosts,
         }
     }
 }
@@ -152,6 +165,12 @@ impl Edge {
 pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let mut meter = Meter::start();
     let (parts, body) = request.into_parts();
+    if let Some(refusal) = edge.hosts.refusal(&parts).await {
+        // Its body is never read: counted as `other`.
+        meter.label(Some("other"));
+        meter.count(&edge.metrics);
+        return refusal;
+    }
     let in_flight = admit::in_flight(&edge.requests, &parts.method);
     let outcome = edge.steps(parts, body, next, &mut meter).await;
     meter.count(&edge.metrics);

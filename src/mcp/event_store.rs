@@ -114,7 +114,11 @@ fn sse_message(event: StoredEvent) -> Option<ServerSseMessage> {
         match serde_json::from_str::<ServerJsonRpcMessage>(message) {
             Ok(message) => sse.message = Some(Arc::new(message)),
             Err(error) => {
-                tracing::warn!(event_id = %event.event_id, error = %error, "stored event does not parse; skipping it");
+                tracing::warn!(
+                    event = %crate::ids::fingerprint(&event.event_id),
+                    error = %error,
+                    "stored event does not parse; skipping it"
+                );
                 return None;
             }
         }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::support::{
     http::{
         bearer_client, call_2026, create_handle, legacy_delete, legacy_post, legacy_session_with,
-        read_reply, tool_text, tools_call_2026,
+        post_json, read_reply, tool_text, tools_call_2026,
     },
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
@@ -225,6 +225,78 @@ async fn another_principal_gets_the_answer_an_unknown_id_gets_on_every_replica()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// Messages rmcp routes into the session their `Mcp-Session-Id` names whatever their
+/// `_meta` says: another principal's get 404 on the holder and on a replica that would
+/// forward or restore, exactly as a plain `ping` does.
+#[tokio::test]
+async fn no_meta_lets_another_principal_into_a_2025_era_session() {
+    let dir = KeyDir::new("auth-meta");
+    let env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("auth-meta");
+    let a = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let b = Replica::start(redis.url(), &prefix, &as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+    let session = legacy_session_with(&alice, &a.url()).await;
+    let meta = |version: &str, capabilities: Value| {
+        json!({"io.modelcontextprotocol/protocolVersion": version,
+            "io.modelcontextprotocol/clientCapabilities": capabilities})
+    };
+    let messages = [
+        // Capabilities rmcp does not decode: rmcp serves it in the session.
+        (
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+                "params": {"_meta": meta("2025-06-18", json!({"roots": 5}))}}),
+            "2025-06-18",
+        ),
+        // rmcp reads no notification's `_meta`: it could cancel alice's call.
+        (
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 2, "_meta": meta("2026-07-28", json!({}))}}),
+            "2025-11-25",
+        ),
+        // Nor a response's: it could answer her pending sampling or elicitation.
+        (
+            json!({"jsonrpc": "2.0", "id": 0, "result": {"action": "decline"},
+                "params": {"_meta": meta("2026-07-28", json!({}))}}),
+            "2025-11-25",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 0, "result": {}}),
+            "2026-07-28",
+        ),
+    ];
+    let post = |client: &reqwest::Client, url: String, message: &Value, version: &str| {
+        post_json(client, &url, message)
+            .header("Mcp-Session-Id", &session)
+            .header("MCP-Protocol-Version", version)
+    };
+    for (message, version) in &messages {
+        for replica in [&a, &b] {
+            let response = post(&bob, replica.url(), message, version)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{message}");
+        }
+    }
+    // The owner's are served: the first in her session, on either replica.
+    for replica in [&b, &a] {
+        let (status, msg) = read_reply(
+            post(&alice, replica.url(), &messages[0].0, messages[0].1)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{msg}");
+        assert_eq!(msg["result"], json!({}), "{msg}");
+    }
 }
 
 #[tokio::test]

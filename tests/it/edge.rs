@@ -56,11 +56,12 @@ async fn method_names_a_client_chooses_never_become_metric_labels() {
 }
 
 #[tokio::test]
-async fn a_session_header_on_a_stateless_call_binds_nothing() {
+async fn a_stateless_call_naming_a_session_not_the_callers_is_refused_and_binds_nothing() {
     let replica = memory_replica().await;
     let http = reqwest::Client::new();
     // Per-request protocol signals route the call statelessly, whatever version they
-    // name; the client-chosen `Mcp-Session-Id` must not become a session.
+    // name; a client-chosen `Mcp-Session-Id` that names no session of the caller is
+    // refused as it is on any other message, and never becomes a session.
     let forged = "a".repeat(40);
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
     "name": "counter", "arguments": {"operation": "increment"},
@@ -75,11 +76,17 @@ async fn a_session_header_on_a_stateless_call_binds_nothing() {
             .send()
             .await
             .unwrap();
-        let (status, msg) = read_reply(response).await;
-        assert_eq!(status, StatusCode::OK, "{msg}");
-        assert_eq!(msg["result"]["isError"], true, "{msg}");
-        assert!(tool_text(&msg).contains("Missing `session_id`"), "{msg}");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
+    // Without the header it is served, bound to nothing.
+    let response = post_json(&http, &replica.url(), &call)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    let (status, msg) = read_reply(response).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert!(tool_text(&msg).contains("Missing `session_id`"), "{msg}");
     // Nor can the forged id be used as a handle afterwards.
     let as_handle = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "counter", "arguments": {"operation": "get", "session_id": forged},
@@ -143,45 +150,81 @@ async fn origins_are_checked_by_default_and_loopback_pages_are_accepted() {
     assert_eq!(status(None).await, StatusCode::OK);
 }
 
+/// The binary, running with JSON logs to `replica.log` in its own directory.
+struct LoggedBinary {
+    child: testkit::process::Child,
+    url: String,
+    _dir: testkit::temp_dir::TempDir,
+}
+
+impl LoggedBinary {
+    /// Starts the binary with the `STATEFUL_MCP__*` overrides `env` (the memory backend
+    /// unless they say otherwise), its telemetry filter `filter` (the default when
+    /// `None`) and `RUST_LOG` = `rust_log` (unset when `None`); returns once it answers.
+    async fn start(env: &[(&str, &str)], filter: Option<&str>, rust_log: Option<&str>) -> Self {
+        use std::process::Command;
+
+        use testkit::{
+            free_port,
+            process::{Child, Stop},
+            temp_dir::TempDir,
+        };
+
+        let port = free_port();
+        let dir = TempDir::new("logs", &port.to_string());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"));
+        command
+            .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0")
+            .env("STATEFUL_MCP__TELEMETRY__FORMAT", "json")
+            .env_remove("STATEFUL_MCP__TELEMETRY__FILTER")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
+        if let Some(filter) = filter {
+            command.env("STATEFUL_MCP__TELEMETRY__FILTER", filter);
+        }
+        if let Some(rust_log) = rust_log {
+            command.env("RUST_LOG", rust_log);
+        }
+        let child = Child::spawn("replica", command, Some(dir.path()), Stop::Kill);
+        let http = reqwest::Client::new();
+        crate::support::wait::retry("the binary starts", async || {
+            http.get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+        })
+        .await;
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            _dir: dir,
+        }
+    }
+
+    /// Stops it with SIGTERM and returns everything it logged.
+    async fn stop(self) -> String {
+        self.child.signal(libc::SIGTERM);
+        let mut child = self.child;
+        let (status, logs) = tokio::task::spawn_blocking(move || {
+            let status = child.wait();
+            (status, child.log())
+        })
+        .await
+        .unwrap();
+        assert!(status.success(), "{status:?}");
+        logs
+    }
+}
+
 /// Runs the binary on the memory backend with JSON logs under `filter` (its default
 /// when `None`), makes `calls` 2026-07-28 and `calls` 2025-era `counter` calls, stops it
 /// with SIGTERM and returns the handle, the 2025-era session id and everything it logged.
 async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, String) {
-    use std::process::Command;
+    use crate::support::http::{call_2026, create_handle};
 
-    use testkit::{
-        free_port,
-        process::{Child, Stop},
-        temp_dir::TempDir,
-    };
-
-    use crate::support::{
-        http::{call_2026, create_handle},
-        wait::retry,
-    };
-
-    let port = free_port();
-    // Its stdout and stderr go to `replica.log` here.
-    let dir = TempDir::new("logs", &port.to_string());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stateful-mcp"));
-    command
-        .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "0")
-        .env("STATEFUL_MCP__TELEMETRY__FORMAT", "json")
-        .env_remove("STATEFUL_MCP__TELEMETRY__FILTER")
-        .env_remove("RUST_LOG");
-    if let Some(filter) = filter {
-        command.env("STATEFUL_MCP__TELEMETRY__FILTER", filter);
-    }
-    let mut child = Child::spawn("replica", command, Some(dir.path()), Stop::Kill);
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let binary = LoggedBinary::start(&[], filter, None).await;
+    let url = binary.url.clone();
     let http = reqwest::Client::new();
-    retry("the binary starts", async || {
-        http.get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-    })
-    .await;
     let handle = create_handle(&http, &url).await;
     let session = legacy_session(&url).await;
     for i in 0..calls {
@@ -202,16 +245,42 @@ async fn binary_logs(filter: Option<&str>, calls: usize) -> (String, String, Str
         assert_eq!(response.status(), StatusCode::OK);
         let _ = response.text().await;
     }
+    (handle, session, binary.stop().await)
+}
 
-    child.signal(libc::SIGTERM);
-    let (status, logs) = tokio::task::spawn_blocking(move || {
-        let status = child.wait();
-        (status, child.log())
-    })
-    .await
-    .unwrap();
-    assert!(status.success(), "{status:?}");
-    (handle, session, logs)
+/// An unknown `Last-Event-ID` names its session (`<session id>:common/…`): rmcp logs the
+/// failed resumption at WARN, the event store its own warnings, and neither may name
+/// the session, at the default filter or with `RUST_LOG=warn`.
+#[tokio::test]
+async fn a_resumption_that_fails_logs_no_session_id() {
+    use crate::support::redis_server::{RedisServer, unique_prefix};
+
+    let redis = RedisServer::shared_or_start().await;
+    for rust_log in [None, Some("warn")] {
+        let prefix = unique_prefix("resume-logs");
+        let env = testkit::replica::redis_env(redis.url(), &prefix, &[]);
+        let binary = LoggedBinary::start(&env, None, rust_log).await;
+        let session = legacy_session(&binary.url).await;
+        for last_event_id in [
+            format!("{session}:common/0-1"),
+            format!("{session}:common/x"),
+            format!("{session}:0/1-0"),
+        ] {
+            let response = legacy_get(&reqwest::Client::new(), &binary.url, &session)
+                .header("Last-Event-ID", last_event_id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let _ = response.text().await;
+        }
+        let logs = binary.stop().await;
+        assert!(logs.contains("Resume failed"), "{rust_log:?}: {logs}");
+        assert!(
+            !logs.contains(session.as_str()),
+            "{rust_log:?}: a session id in the logs:\n{logs}"
+        );
+    }
 }
 
 #[tokio::test]

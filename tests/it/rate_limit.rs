@@ -124,3 +124,41 @@ async fn requests_waiting_for_a_lease_renewal_fail_together_when_redis_is_frozen
     // One command timeout (plus a checkout), not eight in a row.
     assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }
+
+/// A request with a forbidden Host or Origin is refused (403) before its caller is
+/// authenticated or charged: it spends no token, and a missing token is not what it
+/// hears about.
+#[tokio::test]
+async fn a_forbidden_host_or_origin_is_refused_before_authentication_and_costs_nothing() {
+    let dir = KeyDir::new("rate-origin");
+    let mut env = api_key_env(&api_keys_file(&dir, &[("alice", "key-a")]));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__REQUESTS_PER_SEC", "1".into()));
+    env.push(("STATEFUL_MCP__RATE_LIMIT__BURST", "2".into()));
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(redis.url(), &unique_prefix("rate-origin"), &as_refs(&env)).await;
+    let alice = bearer_client("key-a");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": meta_2026()}});
+    let forbidden = |client: &reqwest::Client, header: &'static str, value: &'static str| {
+        post_json(client, &replica.url(), &body)
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .header("Mcp-Method", "tools/list")
+            .header(header, value)
+    };
+    for client in [&alice, &reqwest::Client::new(), &bearer_client("not-a-key")] {
+        for (header, value) in [("Origin", "http://evil.example"), ("Host", "evil.example")] {
+            for _ in 0..3 {
+                let response = forbidden(client, header, value).send().await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "{header}: {value}"
+                );
+            }
+        }
+    }
+    // Alice's burst is whole.
+    for _ in 0..2 {
+        assert_eq!(list(&alice, &replica.url()).await.status(), StatusCode::OK);
+    }
+}

@@ -9,6 +9,8 @@
 use self::wire::{Shape, Wire};
 use crate::mcp::error::EdgeError;
 
+#[cfg(test)]
+mod oracle;
 mod wire;
 
 /// The first protocol revision without `initialize` and transport sessions.
@@ -58,10 +60,13 @@ pub struct Envelope {
     pub method: Option<String>,
     /// Whether the message carries an `id` (a request, or a response to the server).
     pub has_id: bool,
-    /// Whether the request follows the session-based (2025-era) lifecycle, classified
-    /// the way rmcp routes it: `initialize` always; otherwise unless `_meta` carries the
-    /// per-request protocol signals or the version (body, else header) is 2026-07-28 or
-    /// later.
+    /// Whether the message follows the session-based (2025-era) lifecycle, classified
+    /// exactly as rmcp routes it: an `initialize` request always; another request
+    /// unless its `_meta` carries a protocol version and client capabilities rmcp
+    /// decodes, or its version (`_meta`, else the header) is 2026-07-28 or later; a
+    /// notification or a response by the header alone (rmcp reads no `_meta` of
+    /// theirs). The edge confirms the `Mcp-Session-Id` a message names whatever this
+    /// says (`route.rs`); it decides what else the message is served as.
     pub legacy: bool,
     /// `params.name` (the tool of a `tools/call`).
     pub tool: Option<String>,
@@ -122,17 +127,25 @@ impl Envelope {
             _ => return Err(EdgeError::InvalidIdempotencyKey),
         };
         let meta = params.meta.unwrap_or_default();
-        let legacy = if method.as_deref() == Some("initialize") {
-            true
-        } else {
-            let per_request = matches!(meta.protocol_version, Shape::Str(_))
-                && matches!(meta.client_capabilities, Shape::Object);
-            let version = meta
-                .protocol_version
-                .as_str()
-                .or(header_version)
-                .unwrap_or(DEFAULT_ERA);
-            !per_request && version < STATELESS_ERA
+        // rmcp's shapes: a request has a `method` and an `id`, a notification a
+        // `method` alone, and anything with a `result` or an `error` beside a `method`
+        // is no message rmcp accepts (whatever the edge says of it).
+        let request = has_id && !wire.result && !wire.error;
+        let legacy = match method.as_deref() {
+            Some("initialize") if request => true,
+            Some(_) if request => {
+                let per_request =
+                    matches!(meta.protocol_version, Shape::Str(_)) && meta.client_capabilities;
+                let version = meta
+                    .protocol_version
+                    .as_str()
+                    .or(header_version)
+                    .unwrap_or(DEFAULT_ERA);
+                !per_request && version < STATELESS_ERA
+            }
+            // Notifications and responses: rmcp reads no `_meta` of theirs, only the
+            // header.
+            _ => header_version.unwrap_or(DEFAULT_ERA) < STATELESS_ERA,
         };
         let short = |s: Shape<'_>| {
             s.as_str()

@@ -40,7 +40,13 @@ pub(crate) fn edge(state: &AppState) -> Edge {
         lease.clone(),
         state.shutdown.clone(),
     ));
-    Edge::new(&mcp, manager, Restores::default(), lease, None)
+    // Every Host and Origin passes (`origin.rs` is tested with rmcp's checks).
+    let hosts = super::HostCheck::new(|_| {
+        Box::pin(async {
+            axum::response::IntoResponse::into_response(http::StatusCode::METHOD_NOT_ALLOWED)
+        })
+    });
+    Edge::new(&mcp, manager, Restores::default(), lease, None, hosts)
 }
 
 /// An authenticator in API-key mode that knows [`API_KEY`]; keep the file while it is

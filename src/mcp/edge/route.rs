@@ -1,5 +1,12 @@
-//! Step 3, route: where a request is served. Only a 2025-era request naming an
-//! `Mcp-Session-Id` has a say; every other one is served here.
+//! Step 3, route: where a request is served. Only a request naming an `Mcp-Session-Id`
+//! has a say; every other one is served here.
+//!
+//! Whatever its era, a message (request, notification or response) naming a transport
+//! session its caller does not own is refused 404: which session a message belongs to
+//! is decided by the header, for the owner check and for rmcp alike, never by its
+//! `_meta`. One rmcp serves without the session (2026-07-28, by the envelope's
+//! classification, which is rmcp's own) is served here once confirmed, with no
+//! [`TransportSession`] to bind to.
 //!
 //! Such a request touches its stored session (one round trip: slides its expiry, finds
 //! out whether it still exists and which replica holds it, taking it when nobody does:
@@ -107,17 +114,19 @@ impl Routing<'_> {
         envelope: &Envelope,
         bytes: Option<&Bytes>,
     ) -> Result<Routed, EdgeError> {
-        if !envelope.legacy {
-            return Ok(Routed::Here(None));
-        }
         let Some(id) = parts
             .headers
             .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
         else {
             return Ok(Routed::Here(None));
         };
+        if !envelope.legacy {
+            // rmcp serves it without its transport session; naming one that is not the
+            // caller's is refused all the same.
+            self.confirm(principal, &id).await?;
+            return Ok(Routed::Here(None));
+        }
         let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
         let post = parts.method == Method::POST;
         let holding = self.locate(principal, &id, forwarded, post).await?;
@@ -246,6 +255,21 @@ impl Routing<'_> {
         }
     }
 
+    /// Confirms that `principal` owns the live transport session `id` (sliding its
+    /// expiry), for a message rmcp serves without it: no lease is taken, no worker
+    /// restored or closed.
+    async fn confirm(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
+        match self
+            .sessions
+            .touch(principal.as_str(), id, None, false)
+            .await
+        {
+            Ok(Some(touched)) if !touched.transport.is_null() => Ok(()),
+            Ok(_) => Err(EdgeError::SessionNotFound),
+            Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
     /// Ends `principal`'s stored session `id` (an HTTP DELETE rmcp accepted; it has
     /// closed the local worker) and evicts its workers on every other replica.
     async fn delete(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
@@ -343,22 +367,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_2025_era_requests_naming_a_session_are_routed() {
+    async fn a_message_rmcp_serves_statelessly_is_refused_a_session_not_its_callers() {
         let state = fixture::state(&[]);
         let edge = fixture::edge(&state);
         let routing = edge.routing();
-        let id = stored(&state, "anonymous").await;
-        let anonymous = Principal::anonymous();
-        let cases = [
-            (parts(Method::POST, Some(&id)), stateless()),
-            (parts(Method::POST, Some("not an id")), stateless()),
-            (parts(Method::DELETE, None), legacy()),
-        ];
-        for (mut parts, envelope) in cases {
-            let routed = routing.route(&anonymous, &mut parts, &envelope, None).await;
-            assert!(matches!(routed, Ok(Routed::Here(None))), "{routed:?}");
-            assert_eq!(confirmed(&parts), None, "a header on its own binds nothing");
+        let alice = Principal::new("alice").unwrap();
+        let bob = Principal::new("bob").unwrap();
+        let id = stored(&state, "alice").await;
+
+        let mut none = parts(Method::DELETE, None);
+        let routed = routing.route(&alice, &mut none, &legacy(), None).await;
+        assert!(matches!(routed, Ok(Routed::Here(None))), "{routed:?}");
+
+        // The owner's is served here, bound to nothing: rmcp serves it without it.
+        let mut own = parts(Method::POST, Some(&id));
+        let routed = routing.route(&alice, &mut own, &stateless(), None).await;
+        assert!(matches!(routed, Ok(Routed::Here(None))), "{routed:?}");
+        assert_eq!(confirmed(&own), None, "a header on its own binds nothing");
+
+        for (who, id) in [
+            (&bob, id.as_str()),
+            (&alice, "not an id"),
+            (&alice, crate::ids::mint().as_str()),
+        ] {
+            let mut post = parts(Method::POST, Some(id));
+            let routed = routing.route(who, &mut post, &stateless(), None).await;
+            assert_eq!(routed.unwrap_err(), EdgeError::SessionNotFound, "{id}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_caller_never_closes_a_restored_worker_whose_owner_is_unknown() {
+        use rmcp::transport::streamable_http_server::session::SessionManager;
+
+        let state = fixture::state(&[]);
+        let edge = fixture::edge(&state);
+        let routing = edge.routing();
+        let id = stored(&state, "alice").await;
+        // A worker restored for alice knows its owner only at her next touch.
+        edge.manager
+            .restore_session(id.clone().into())
+            .await
+            .unwrap();
+
+        let bob = Principal::new("bob").unwrap();
+        let mut get = parts(Method::GET, Some(&id));
+        let routed = routing.route(&bob, &mut get, &legacy(), None).await;
+        assert_eq!(routed.unwrap_err(), EdgeError::SessionNotFound);
+        assert_eq!(
+            edge.manager.local_ids().await,
+            std::slice::from_ref(&id),
+            "alice's worker"
+        );
+
+        // Her own request that finds the session gone closes it.
+        let alice = Principal::new("alice").unwrap();
+        let mut get = parts(Method::GET, Some(&id));
+        routing
+            .route(&alice, &mut get, &legacy(), None)
+            .await
+            .unwrap();
+        state.sessions.delete("alice", &id).await.unwrap();
+        let mut get = parts(Method::GET, Some(&id));
+        let routed = routing.route(&alice, &mut get, &legacy(), None).await;
+        assert_eq!(routed.unwrap_err(), EdgeError::SessionNotFound);
+        assert!(edge.manager.local_ids().await.is_empty());
     }
 
     #[tokio::test]

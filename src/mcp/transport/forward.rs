@@ -8,6 +8,11 @@
 //! logs it under. The header grants nothing: it only
 //! stops a second hop, so a replica that receives it and does not hold the session
 //! takes it over when it can and otherwise answers 503 (see the edge).
+//!
+//! The client's `Content-Length` is not passed on (the body sent is the one the edge
+//! read, or none), and the holder's response head must come within
+//! `server.forward_timeout_ms`: a holder that accepts and never answers fails the
+//! forward as an unreachable one does.
 
 use std::time::Duration;
 
@@ -48,6 +53,9 @@ pub(crate) enum ForwardError {
     /// The holder could not be reached (refused, timed out, reset before a response).
     #[error("holding replica unreachable: {0}")]
     Unreachable(#[from] hyper_util::client::legacy::Error),
+    /// The holder's response head did not come within the forward's deadline.
+    #[error("no response head from the holding replica within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Sends requests on to other replicas over pooled HTTP/1.1 connections. Cheap to clone.
@@ -60,11 +68,14 @@ pub(crate) struct Forwarder {
     /// (the drain's last step): the holder would keep a GET stream open for as long as
     /// its session lives.
     streams: CancellationToken,
+    /// How long the holder's response head may take (`server.forward_timeout_ms`).
+    head_timeout: Duration,
 }
 
 impl Forwarder {
-    /// A forwarder for replica `origin` whose relayed streams end when `streams` fires.
-    pub(crate) fn new(origin: &str, streams: CancellationToken) -> Self {
+    /// A forwarder for replica `origin` whose relayed streams end when `streams` fires,
+    /// waiting at most `head_timeout` for each response head.
+    pub(crate) fn new(origin: &str, streams: CancellationToken, head_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -76,6 +87,7 @@ impl Forwarder {
             origin: HeaderValue::from_str(origin)
                 .unwrap_or_else(|_| HeaderValue::from_static("replica")),
             streams,
+            head_timeout,
         }
     }
 
@@ -84,7 +96,8 @@ impl Forwarder {
     ///
     /// # Errors
     /// [`ForwardError::Unreachable`] when no response head came back (connection refused
-    /// or timed out, or lost before the head); nothing is retried here.
+    /// or timed out, or lost before the head), [`ForwardError::Timeout`] when it did not
+    /// come within the deadline; nothing is retried here.
     pub(crate) async fn forward(
         &self,
         base: &str,
@@ -103,6 +116,10 @@ impl Forwarder {
             .map_err(|e| ForwardError::Target(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        // The body sent on is the one read here (or none for a GET or a DELETE): the
+        // client's length would promise the holder bytes that never come. hyper sets
+        // the length of the body it sends.
+        parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(FORWARDED_HEADER, self.origin.clone());
         // The holder logs the request under the id this replica logs it under.
         if let Some(id) = parts.extensions.get::<RequestId>()
@@ -111,7 +128,9 @@ impl Forwarder {
             parts.headers.insert("x-request-id", value);
         }
         let request = http::Request::from_parts(parts, body);
-        let response = self.client.request(request).await?;
+        let response = tokio::time::timeout(self.head_timeout, self.client.request(request))
+            .await
+            .map_err(|_| ForwardError::Timeout(self.head_timeout))??;
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = end_on(Body::new(incoming), self.streams.clone());
@@ -136,7 +155,93 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A holder on loopback that reads one request head and sends it back to the test,
+    /// answering 200 unless `answer` is false (then it never answers); its base URL.
+    async fn holder(answer: bool) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).to_lowercase());
+            if answer {
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                socket.write_all(ok).await.unwrap();
+            }
+            // Held open: a holder that never answers keeps its connection.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        (base, rx)
+    }
+
+    fn forwarder(head_timeout: Duration) -> Forwarder {
+        Forwarder::new("a", CancellationToken::new(), head_timeout)
+    }
+
+    fn request(method: http::Method, content_length: &str) -> Parts {
+        http::Request::builder()
+            .method(method)
+            .uri("/mcp")
+            .header(header::CONTENT_LENGTH, content_length)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_get_or_delete_goes_on_without_the_clients_content_length() {
+        for method in [http::Method::GET, http::Method::DELETE] {
+            let (base, head) = holder(true).await;
+            let forwarder = forwarder(Duration::from_secs(10));
+            let forward = forwarder.forward(&base, request(method.clone(), "5"), Body::empty());
+            let response = tokio::time::timeout(Duration::from_secs(10), forward)
+                .await
+                .expect("the forward does not hang")
+                .unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK);
+            let head = head.await.unwrap();
+            assert!(!head.contains("content-length"), "{method}: {head}");
+        }
+        // A body read here goes with its own length.
+        let (base, head) = holder(true).await;
+        let parts = request(http::Method::POST, "999");
+        let body = Body::from("{}");
+        forwarder(Duration::from_secs(10))
+            .forward(&base, parts, body)
+            .await
+            .unwrap();
+        assert!(head.await.unwrap().contains("content-length: 2\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_never_answers_fails_the_forward_at_its_deadline() {
+        let (base, head) = holder(false).await;
+        let deadline = Duration::from_millis(200);
+        let forwarder = forwarder(deadline);
+        let forward = forwarder.forward(&base, request(http::Method::GET, "0"), Body::empty());
+        let outcome = tokio::time::timeout(Duration::from_secs(30), forward)
+            .await
+            .expect("the forward fails, not the test's patience");
+        assert!(
+            matches!(outcome, Err(ForwardError::Timeout(d)) if d == deadline),
+            "{outcome:?}"
+        );
+        head.await.unwrap();
+    }
 
     #[test]
     fn connection_headers_are_not_passed_on() {

@@ -76,12 +76,17 @@ mod memory;
 /// How long a request waits for a session's replayed handshake another request runs.
 const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Errors of [`ReplicatedSessionManager`].
+/// Errors of [`ReplicatedSessionManager`]. rmcp logs them (at WARN and ERROR, whatever
+/// the filter says of this crate), so none names a session: ids are bearer credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicatedSessionError {
-    /// The local session manager failed.
+    /// No worker here for the session of this fingerprint.
+    #[error("session not served here (fingerprint {0})")]
+    NotFound(String),
+    /// The local session manager failed (never for an unknown session: that is
+    /// [`ReplicatedSessionError::NotFound`], whose message would name the session).
     #[error(transparent)]
-    Local(#[from] LocalSessionManagerError),
+    Local(LocalSessionManagerError),
     /// The shared session store failed; the request should be retried.
     #[error("session store unavailable: {0}")]
     Store(SessionError),
@@ -92,6 +97,17 @@ pub enum ReplicatedSessionError {
     /// empty stream).
     #[error(transparent)]
     Events(#[from] RedisEventStoreError),
+}
+
+impl From<LocalSessionManagerError> for ReplicatedSessionError {
+    fn from(error: LocalSessionManagerError) -> Self {
+        match error {
+            LocalSessionManagerError::SessionNotFound(id) => {
+                Self::NotFound(crate::ids::fingerprint(&id))
+            }
+            error => Self::Local(error),
+        }
+    }
 }
 
 impl From<WorkerError> for ReplicatedSessionError {
@@ -196,7 +212,7 @@ impl ReplicatedSessionManager {
             .await
             .get(id)
             .map(|local| (local.manager.clone(), local.session.clone()))
-            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+            .ok_or_else(|| ReplicatedSessionError::NotFound(crate::ids::fingerprint(id)))
     }
 
     /// The worker handle and record of session `id`, for the calls that return a
@@ -210,7 +226,7 @@ impl ReplicatedSessionManager {
         let handle = local.sessions.read().await.get(id).cloned();
         handle
             .map(|handle| (handle, session))
-            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+            .ok_or_else(|| ReplicatedSessionError::NotFound(crate::ids::fingerprint(id)))
     }
 
     /// Starts a worker for session `id`, `stored` already or not yet (a new session).
@@ -414,10 +430,17 @@ impl SessionManager for ReplicatedSessionManager {
         if local.is_some() {
             self.trimmer.closed(1);
         }
-        match local {
-            Some(local) => Ok(local.manager.close_session(id).await?),
-            None => Ok(()),
+        // Never an error: rmcp logs a failed close with the session's id in full.
+        if let Some(local) = local
+            && let Err(e) = local.manager.close_session(id).await
+        {
+            tracing::debug!(
+                session = %crate::ids::fingerprint(id),
+                error = %ReplicatedSessionError::from(e),
+                "a closed session's worker did not stop cleanly"
+            );
         }
+        Ok(())
     }
 
     async fn create_stream(

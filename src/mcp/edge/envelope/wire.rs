@@ -49,8 +49,23 @@ pub(super) struct Arguments<'a> {
 pub(super) struct Meta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", default, borrow)]
     pub(super) protocol_version: Shape<'a>,
-    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", default, borrow)]
-    pub(super) client_capabilities: Shape<'a>,
+    /// Whether the client capabilities are ones rmcp accepts: only then does rmcp route
+    /// the request statelessly (an object of the wrong shape, such as `{"roots": 5}`,
+    /// leaves it in its transport session), so they are decoded as rmcp decodes them.
+    /// The one value of a body the edge builds, bounded by `server.max_body_bytes`.
+    #[serde(
+        rename = "io.modelcontextprotocol/clientCapabilities",
+        default,
+        deserialize_with = "client_capabilities"
+    )]
+    pub(super) client_capabilities: bool,
+}
+
+/// `true` when the value decodes as rmcp's `ClientCapabilities` (as rmcp reads it from
+/// a request's `_meta`: from the JSON value, a failure meaning "absent").
+fn client_capabilities<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(rmcp::model::ClientCapabilities::deserialize(&value).is_ok())
 }
 
 /// A JSON value seen only for its shape: strings are kept (borrowed when unescaped),

@@ -278,16 +278,19 @@ impl ReplicatedSessionManager {
     }
 
     /// Closes this replica's copy of session `id`, which a touch by `principal` did not
-    /// find (expired or deleted), unless the copy is known to be another principal's:
-    /// then the store refused `principal`, and the owner's session lives on.
+    /// find, when the copy is known to be `principal`'s: then the session expired or
+    /// was deleted. Otherwise the store may have refused `principal` a session of
+    /// another's (a worker just restored does not know its owner until the owner's
+    /// next touch), and the owner's session lives on; the keeper's next sweep closes a
+    /// copy whose session is really gone.
     pub(crate) async fn close_not_found(&self, id: &str, principal: &Principal) {
-        let owned_by_another = self.locals.read().await.get(id).is_some_and(|local| {
-            local
-                .session
-                .owner()
-                .is_some_and(|owner| owner != principal.as_str())
-        });
-        if !owned_by_another {
+        let owned_by_caller = self
+            .locals
+            .read()
+            .await
+            .get(id)
+            .is_some_and(|local| local.session.owner() == Some(principal.as_str()));
+        if owned_by_caller {
             self.close_local(id).await;
         }
     }
