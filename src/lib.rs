@@ -32,7 +32,7 @@
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
-//!   connections with a deadline on request heads.
+//!   connections, at most `server.max_connections`, with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request:
 //!   [`mcp::edge`] (authenticate, decode, route or forward, rate limit, refuse),
@@ -67,7 +67,8 @@
 //!   place (startup) in order and stopped in reverse.
 //!
 //! ## A request's path
-//! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
+//! [`serve`] admits the connection (under the cap; TCP_NODELAY; a first request and each
+//! head within their deadline)
 //! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller,
 //! reads the body once into an envelope (method, id, era, tool, handle, idempotency
 //! key), refuses what is not JSON-RPC, labels metrics, and for a 2025-era request
