@@ -211,7 +211,8 @@ fn resource_manager(
 ) -> anyhow::Result<ResourceManager> {
     let r = &settings.resources;
     let mut builder =
-        ResourceManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind);
+        ResourceManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind)
+            .per_principal(r.max_per_principal);
     if !r.file_root.as_os_str().is_empty() {
         let files = FileFactory::new(&r.file_root)
             .with_context(|| format!("resources.file_root {}", r.file_root.display()))?;
