@@ -49,8 +49,10 @@
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).
 //! - [`tasks`]: background tasks any replica answers for: records in the store (one
-//!   Lua script per transition), the replica's bounded worker pool, owner leases and
-//!   the sweep that fails tasks whose replica died; cancels and input over the bus.
+//!   Lua script per transition), the replica's bounded worker pool with a share per
+//!   principal, owner leases and the sweep that fails tasks whose replica died; cancels
+//!   and input over the bus. [`fair`]: the semaphore under the workers and the CPU pool
+//!   that hands a free permit to the principal holding fewest.
 //! - [`managed`]: files and dedicated connections tools hold open across calls.
 //! - [`events`]: resumable response streams on Redis Streams (append, replay, the
 //!   replica's one blocking reader, the retention of finished streams), for rmcp's
@@ -94,6 +96,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod events;
+pub mod fair;
 pub mod http;
 pub mod ids;
 pub mod jobs;

@@ -22,7 +22,7 @@ pub struct ResourceSettings {
     /// Most open resources of one kind on a replica.
     pub max_per_kind: usize,
     /// Most open resources of one kind charged to one principal on a replica (its
-    /// share of `max_per_kind`).
+    /// share of `max_per_kind`; at most all of them).
     pub max_per_principal: usize,
 }
 
@@ -42,13 +42,6 @@ impl ResourceSettings {
         positive("resources.idle_timeout_secs", self.idle_timeout_secs)?;
         positive("resources.sweep_interval_secs", self.sweep_interval_secs)?;
         positive("resources.max_per_kind", self.max_per_kind as u64)?;
-        positive("resources.max_per_principal", self.max_per_principal as u64)?;
-        if self.max_per_principal > self.max_per_kind {
-            return Err(ConfigError::Invalid {
-                key: "resources.max_per_principal",
-                reason: "must not exceed resources.max_per_kind".into(),
-            });
-        }
-        Ok(())
+        positive("resources.max_per_principal", self.max_per_principal as u64)
     }
 }
