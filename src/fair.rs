@@ -1,6 +1,6 @@
 //! [`FairPermits`]: a semaphore that hands its permits out fairly between principals,
-//! the scheduling under the task workers ([`crate::tasks`]) and the CPU pool
-//! ([`crate::cpu`]).
+//! the scheduling under the task workers and the CPU pool (which import it; it imports
+//! neither).
 //!
 //! A permit that frees goes to the waiter whose principal holds the fewest permits at
 //! that moment; on a tie, to the principal served least recently (then the earliest
