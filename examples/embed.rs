@@ -22,7 +22,7 @@ use serde::Deserialize;
 use stateful_mcp::{
     config::{Backend, Settings},
     mcp::{
-        endpoint_with,
+        McpState, endpoint_with,
         handler::binding::{caller, transport_session},
     },
     sessions::{CounterOp, NewSession, Sessions},
@@ -102,16 +102,16 @@ async fn main() -> anyhow::Result<()> {
     // Other replicas forward a 2025-era session's requests to the address it serves on.
     settings.server.bind = bind.parse()?;
 
-    // Pool, sessions, bus and cache from the settings; then the whole transport
-    // (edge, 2025-era sessions restorable on any replica, resumable streams) around
-    // this handler.
+    // Pool, sessions, bus and cache from the settings, and the MCP layer's own handles
+    // beside them; then the whole transport (edge, 2025-era sessions restorable on any
+    // replica, resumable streams) around this handler.
     let state = AppState::build(settings)?;
+    let mcp = McpState::build(&state)?;
     let server = Visits {
         sessions: state.sessions.clone(),
         tool_router: Arc::new(Visits::tool_router()),
     };
-    let app =
-        axum::Router::new().nest_service("/mcp", endpoint_with(&state, move || server.clone()));
+    let app = axum::Router::new().nest_service("/mcp", endpoint_with(&mcp, move || server.clone()));
     // Everything is built: the background jobs (bus, stream reader, lease keeper, …) run.
     state.jobs.start();
 

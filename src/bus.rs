@@ -237,6 +237,8 @@ enum Lost {
     CommandTimeout(&'static str),
     #[error("the server closed the subscription connection")]
     Closed,
+    #[error("the Redis primary may have moved")]
+    Moved,
     #[error(transparent)]
     Redis(#[from] RedisError),
 }
@@ -275,10 +277,12 @@ impl Shared {
         backoff: &mut Backoff,
     ) -> Result<(), Lost> {
         let connect_timeout = self.pool.connect_timeout();
+        let mut topology = self.pool.topology();
+        topology.borrow_and_update();
         // redis-rs puts no timeout on opening a pub/sub connection.
         let pubsub = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            pubsub = tokio::time::timeout(connect_timeout, self.pool.client().get_async_pubsub()) => {
+            pubsub = tokio::time::timeout(connect_timeout, self.pool.pubsub()) => {
                 pubsub.map_err(|_| Lost::ConnectTimeout(connect_timeout))??
             }
         };
@@ -311,6 +315,7 @@ impl Shared {
                 _ = self.changed.notified() => {
                     self.sync_subscriptions(&mut sink, &mut channels).await?;
                 }
+                _ = topology.changed() => return Err(Lost::Moved),
                 _ = health.tick() => {
                     tokio::time::timeout(self.pool.command_timeout(), sink.ping::<Value>())
                         .await

@@ -6,20 +6,20 @@ use std::{path::PathBuf, process::ExitCode};
 
 use crate::{
     config::Settings,
+    mcp::McpState,
     startup::{Application, shutdown_signal},
-    state::AppState,
     telemetry,
 };
 
 /// Runs the binary `name` with `/mcp` built by `mcp` from the replica's state
-/// ([`crate::mcp::endpoint`], or `|state| endpoint_with(state, factory)`): reads
+/// ([`crate::mcp::endpoint`], or `|mcp| endpoint_with(mcp, factory)`): reads
 /// `--config FILE` from the command line, loads the settings over it, starts telemetry,
 /// builds the replica and serves until SIGINT/SIGTERM, then drains.
 ///
 /// Returns the exit code: success after a drain; 2 for a bad command line or settings
 /// (the reason on stderr, prefixed with `name`); failure when the replica cannot be
 /// built or stops serving for another reason.
-pub async fn run(name: &str, mcp: impl FnOnce(&AppState) -> axum::Router) -> ExitCode {
+pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> ExitCode {
     let usage = format!(
         "usage: {name} [--config FILE]\n\
          Settings: config/default.toml documents every key; STATEFUL_MCP__SECTION__KEY \

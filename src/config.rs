@@ -32,7 +32,7 @@ pub use self::{
     listen::ListenSettings,
     mrtr::{KeyRing, MIN_KEY_BYTES, MrtrSettings, NamedKey},
     rate_limit::{FailMode, RateLimitSettings},
-    redis::RedisSettings,
+    redis::{RedisMode, RedisSettings},
     resources::ResourceSettings,
     server::ServerSettings,
     session::SessionSettings,
@@ -169,10 +169,8 @@ impl Settings {
             });
         }
         if self.store.backend == Backend::Redis {
-            if !self.cache.redis_url.is_empty() {
-                redis::check_url("cache.redis_url", &self.cache.redis_url)?;
-            }
-            redis::check_url("redis.url", &self.redis.url)?;
+            self.redis.check_addresses(&redis::REDIS_ADDRESS_KEYS)?;
+            self.cache.check_addresses(&self.redis)?;
             if self.mrtr.key_ring()?.is_none() {
                 return Err(ConfigError::Invalid {
                     key: "mrtr.keys",
@@ -326,6 +324,89 @@ mod tests {
         // One replica on the memory backend may do without (a key of its own).
         let memory = Settings::load_with_env(None, env(&[])).unwrap();
         assert!(memory.mrtr.key_ring().unwrap().is_none());
+    }
+
+    #[test]
+    fn redis_modes_name_their_addresses() {
+        let keyed = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![
+                ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+                ("STATEFUL_MCP__MRTR__KEYS", TEST_KEYS),
+            ];
+            all.extend_from_slice(pairs);
+            Settings::load_with_env(None, env(&all))
+        };
+        let sentinel = keyed(&[
+            ("STATEFUL_MCP__REDIS__MODE", "sentinel"),
+            (
+                "STATEFUL_MCP__REDIS__SENTINEL_URLS",
+                "redis://s1:26379, redis://s2:26379",
+            ),
+            ("STATEFUL_MCP__REDIS__SENTINEL_MASTER", "mymaster"),
+        ])
+        .unwrap();
+        assert_eq!(sentinel.redis.mode, RedisMode::Sentinel);
+        assert_eq!(
+            sentinel.redis.sentinel_urls,
+            ["redis://s1:26379", "redis://s2:26379"]
+        );
+        let err = keyed(&[
+            ("STATEFUL_MCP__REDIS__MODE", "sentinel"),
+            ("STATEFUL_MCP__REDIS__SENTINEL_URLS", "redis://s1:26379"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("redis.sentinel_master"), "{err}");
+        let err = keyed(&[("STATEFUL_MCP__REDIS__MODE", "cluster")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.cluster_urls"), "{err}");
+        let err = keyed(&[
+            ("STATEFUL_MCP__REDIS__MODE", "cluster"),
+            (
+                "STATEFUL_MCP__REDIS__CLUSTER_URLS",
+                "redis://a:7000,http://b:7001",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("redis.cluster_urls"), "{err}");
+        let err = keyed(&[("STATEFUL_MCP__REDIS__MODE", "shards")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode"), "{err}");
+        // The cache's own deployment: any mode, checked under its own keys.
+        let cache = keyed(&[
+            ("STATEFUL_MCP__CACHE__REDIS_MODE", "sentinel"),
+            (
+                "STATEFUL_MCP__CACHE__REDIS_SENTINEL_URLS",
+                "redis://c:26379",
+            ),
+            ("STATEFUL_MCP__CACHE__REDIS_SENTINEL_MASTER", "cache"),
+        ])
+        .unwrap();
+        let own = cache.cache.own_redis(&cache.redis).unwrap();
+        assert_eq!(own.mode, RedisMode::Sentinel);
+        assert_eq!(own.sentinel_master, "cache");
+        assert_eq!(own.key_prefix, cache.redis.key_prefix);
+        let err = keyed(&[("STATEFUL_MCP__CACHE__REDIS_MODE", "sentinel")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.redis_sentinel_urls"), "{err}");
+        // `redis_url` alone keeps its meaning: a standalone node for the cache.
+        let url = keyed(&[("STATEFUL_MCP__CACHE__REDIS_URL", "redis://cache:6379")]).unwrap();
+        let own = url.cache.own_redis(&url.redis).unwrap();
+        assert_eq!(
+            (own.mode, own.url.as_str()),
+            (RedisMode::Standalone, "redis://cache:6379")
+        );
+        assert!(
+            keyed(&[])
+                .unwrap()
+                .cache
+                .own_redis(&sentinel.redis)
+                .is_none()
+        );
     }
 
     #[test]

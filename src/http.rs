@@ -16,16 +16,15 @@ use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{state::AppState, telemetry::RequestId};
+use crate::{mcp::McpState, state::AppState, telemetry::RequestId};
 
 /// How long readiness waits for Redis before answering "not ready".
 const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Builds the router of one replica: `/mcp` from [`crate::mcp::endpoint`], the health
 /// endpoints, the drain's `Connection: close`, and a span per request.
-pub fn router(state: AppState) -> Router {
-    let mcp = crate::mcp::endpoint(&state);
-    router_with(state, mcp)
+pub fn router(mcp: &McpState) -> Router {
+    router_with(mcp.app.clone(), crate::mcp::endpoint(mcp))
 }
 
 /// [`router`] with `mcp` mounted at `/mcp` (e.g. [`crate::mcp::endpoint_with`] over

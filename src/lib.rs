@@ -27,20 +27,24 @@
 //! - [`telemetry`]: the tracing subscriber and request ids.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
-//! - [`state`]: [`state::AppState`], the replica's cheap handles (settings, pool, sessions,
-//!   cache, bus, metrics, shutdown tokens, task trackers), built once from the settings.
+//! - [`state`]: [`state::AppState`], the replica's cheap domain handles (settings, pool,
+//!   sessions, cache, bus, metrics, shutdown tokens, task trackers), built once from the
+//!   settings; it imports nothing of [`mcp`].
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
 //!   connections, at most `server.max_connections`, with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
-//! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request:
+//! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request, over
+//!   [`mcp::McpState`] (the replica's state with the MCP layer's own handles: the MRTR
+//!   `requestState` codec and the `subscriptions/listen` streams):
 //!   [`mcp::edge`] (authenticate, decode, route or forward, rate limit, refuse),
 //!   the transport (2025-era sessions behind a balancer: session manager, restore
 //!   store, leases, forwarding), [`mcp::event_store`] (`Last-Event-ID` on Redis
 //!   Streams) and [`mcp::handler`] (the rmcp `ServerHandler`, its tools, the session
 //!   each call binds to, resources, tasks, MRTR state, notifications);
-//!   [`mcp::error`] holds the one refusal type they share.
+//!   [`mcp::error`] holds the one refusal type they share and the one conversion of
+//!   the domain's errors into what clients see (logged and counted there).
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
 //!   delete, list, stats) over the memory and Redis backends, one Lua script per
 //!   operation on Redis, and the holding of 2025-era sessions (which replica holds
@@ -53,7 +57,8 @@
 //!   principal, owner leases and the sweep that fails tasks whose replica died; cancels
 //!   and input over the bus. [`fair`]: the semaphore under the workers and the CPU pool
 //!   that hands a free permit to the principal holding fewest.
-//! - [`managed`]: files and dedicated connections tools hold open across calls.
+//! - [`managed`]: managed handles (files and dedicated connections tools hold open
+//!   across calls; not MCP resources) and their [`managed::HandleManager`].
 //! - [`events`]: resumable response streams on Redis Streams (append, replay, the
 //!   replica's one blocking reader, the retention of finished streams), for rmcp's
 //!   event store in [`mcp::event_store`].

@@ -1,21 +1,23 @@
-//! The resource lifecycle manager: long-lived things a replica opens on behalf of tool
-//! calls (file handles, dedicated Redis connections), created once per kind and id by a
-//! registered [`Factory`], shared by reference count, cleaned up when idle and at
-//! shutdown, each exactly once.
+//! Managed handles and their [`HandleManager`]: long-lived things a replica opens on
+//! behalf of tool calls (file handles, dedicated Redis connections), created once per
+//! kind and id by a registered [`Factory`], shared by reference count, cleaned up when
+//! idle and at shutdown, each exactly once. (Not MCP resources, which are
+//! `crate::mcp::handler`'s; the `resources.*` settings and `resources_*` figures keep
+//! their names.)
 //!
-//! A caller holds a resource through a [`Borrowed`]: dropping it (also on an error,
+//! A caller holds a handle through a [`Borrowed`]: dropping it (also on an error,
 //! a cancelled future or a panic in the caller) gives the reference back. The idle sweep
-//! ([`ResourceManager::sweep`], run by [`ResourceManager::run_sweeper`]) cleans resources
+//! ([`HandleManager::sweep`], run by [`HandleManager::run_sweeper`]) cleans handles
 //! nobody references that were idle longer than the configured timeout; shutdown cleans
 //! the rest. The kinds of this crate are in [`mod@file`] and [`redis`].
 //!
 //! Ids come from clients, so they are bounded: ids longer than [`MAX_ID_BYTES`] are
 //! refused, and the kind's [`Factory::key`] turns an id into the key of what it names
-//! (every spelling of one file is one resource). At most `max_per_kind` resources of one
+//! (every spelling of one file is one handle). At most `max_per_kind` handles of one
 //! kind exist at once, and at most `max_per_principal` of them are charged to one
 //! principal (the one whose call opened it; anyone may then share it), so one caller
 //! cannot take every place. A call beyond either bound first closes the least recently
-//! used idle resource in its way (its principal's own, or any of the kind); only when
+//! used idle handle in its way (its principal's own, or any of the kind); only when
 //! every one in its way is in use is it refused.
 
 mod figures;
@@ -38,12 +40,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// Longest resource id accepted, in bytes.
+/// Longest handle id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
 
-/// Why a resource could not be had.
+/// Why a managed handle could not be had.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ResourceError {
+pub enum HandleError {
     /// No factory is registered for the kind.
     #[error("unknown resource kind `{0}`")]
     UnknownKind(String),
@@ -83,20 +85,20 @@ pub enum ResourceError {
     ShuttingDown,
 }
 
-/// A resource the manager can hold.
+/// A managed handle: what the manager can hold.
 #[async_trait]
-pub trait Resource: Send + Sync + 'static {
-    /// Releases what the resource holds (closes a file, a connection). Called exactly
+pub trait Handle: Send + Sync + 'static {
+    /// Releases what the handle holds (closes a file, a connection). Called exactly
     /// once, by the idle sweep or at shutdown, when no [`Borrowed`] refers to it any more
     /// (or at shutdown, whatever the references).
     async fn cleanup(&self);
 }
 
-/// Makes the resources of one kind.
+/// Makes the handles of one kind.
 #[async_trait]
 pub trait Factory: Send + Sync + 'static {
     /// What it makes.
-    type Output: Resource;
+    type Output: Handle;
 
     /// The kind's name: bounded, a metric label.
     fn kind(&self) -> &'static str;
@@ -105,57 +107,57 @@ pub trait Factory: Send + Sync + 'static {
     /// key. The default is the id itself.
     ///
     /// # Errors
-    /// [`ResourceError::InvalidId`] for an id the kind refuses.
-    fn key(&self, id: &str) -> Result<String, ResourceError> {
+    /// [`HandleError::InvalidId`] for an id the kind refuses.
+    fn key(&self, id: &str) -> Result<String, HandleError> {
         Ok(id.to_owned())
     }
 
-    /// Opens the resource `id`.
+    /// Opens the handle `id`.
     ///
     /// # Errors
-    /// [`ResourceError::InvalidId`] for an id the kind refuses, [`ResourceError::Init`]
+    /// [`HandleError::InvalidId`] for an id the kind refuses, [`HandleError::Init`]
     /// when opening fails; nothing is kept either way.
-    async fn create(&self, id: &str) -> Result<Self::Output, ResourceError>;
+    async fn create(&self, id: &str) -> Result<Self::Output, HandleError>;
 }
 
 /// A factory with its output type erased.
 #[async_trait]
 trait ErasedFactory: Send + Sync {
-    fn key(&self, id: &str) -> Result<String, ResourceError>;
-    async fn create(&self, id: &str) -> Result<Arc<dyn ErasedResource>, ResourceError>;
+    fn key(&self, id: &str) -> Result<String, HandleError>;
+    async fn create(&self, id: &str) -> Result<Arc<dyn ErasedHandle>, HandleError>;
 }
 
 #[async_trait]
 impl<F: Factory> ErasedFactory for F {
-    fn key(&self, id: &str) -> Result<String, ResourceError> {
+    fn key(&self, id: &str) -> Result<String, HandleError> {
         Factory::key(self, id)
     }
-    async fn create(&self, id: &str) -> Result<Arc<dyn ErasedResource>, ResourceError> {
+    async fn create(&self, id: &str) -> Result<Arc<dyn ErasedHandle>, HandleError> {
         Ok(Arc::new(Factory::create(self, id).await?))
     }
 }
 
-/// A resource seen as [`Any`] (for the typed lease) and as a [`Resource`].
-trait ErasedResource: Send + Sync {
+/// A handle seen as [`Any`] (for the typed lease) and as a [`Handle`].
+trait ErasedHandle: Send + Sync {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn cleanup(&self) -> futures::future::BoxFuture<'_, ()>;
 }
 
-impl<R: Resource> ErasedResource for R {
+impl<R: Handle> ErasedHandle for R {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
     fn cleanup(&self) -> futures::future::BoxFuture<'_, ()> {
-        Resource::cleanup(self)
+        Handle::cleanup(self)
     }
 }
 
-/// One resource's slot: created once, then shared.
+/// One handle's slot: created once, then shared.
 struct Entry {
     kind: &'static str,
     /// The principal whose call opened it: its share is charged.
     principal: Arc<str>,
-    cell: OnceCell<Arc<dyn ErasedResource>>,
+    cell: OnceCell<Arc<dyn ErasedHandle>>,
     refs: AtomicUsize,
     /// Milliseconds since the manager's epoch of the last lease's end.
     last_access: AtomicU64,
@@ -222,21 +224,21 @@ impl Inner {
         kind: &'static str,
         principal: &str,
         evicted: &mut Vec<Arc<Entry>>,
-    ) -> Result<(), ResourceError> {
+    ) -> Result<(), HandleError> {
         let of_kind = |e: &Entry| e.kind == kind;
         let charged = |e: &Entry| e.kind == kind && *e.principal == *principal;
         if entries.values().filter(|e| charged(e)).count() >= self.max_per_principal {
             // Without a share of its own (the whole bound), the kind is what is full.
             let full = if self.max_per_principal < self.max_per_kind {
-                ResourceError::ShareExhausted(kind)
+                HandleError::ShareExhausted(kind)
             } else {
-                ResourceError::Exhausted(kind)
+                HandleError::Exhausted(kind)
             };
             evicted.push(Self::evict_oldest_idle(entries, charged).ok_or(full)?);
         }
         if entries.values().filter(|e| of_kind(e)).count() >= self.max_per_kind {
             evicted.push(
-                Self::evict_oldest_idle(entries, of_kind).ok_or(ResourceError::Exhausted(kind))?,
+                Self::evict_oldest_idle(entries, of_kind).ok_or(HandleError::Exhausted(kind))?,
             );
         }
         Ok(())
@@ -269,21 +271,21 @@ impl Inner {
     }
 }
 
-/// Registers factories, then hands out resources by kind and id. Cheap to clone.
+/// Registers factories, then hands out managed handles by kind and id. Cheap to clone.
 #[derive(Clone)]
-pub struct ResourceManager {
+pub struct HandleManager {
     inner: Arc<Inner>,
 }
 
-/// Builds a [`ResourceManager`].
-pub struct ResourceManagerBuilder {
+/// Builds a [`HandleManager`].
+pub struct HandleManagerBuilder {
     kinds: HashMap<&'static str, Kind>,
     idle_timeout: Duration,
     max_per_kind: usize,
     max_per_principal: Option<usize>,
 }
 
-impl ResourceManagerBuilder {
+impl HandleManagerBuilder {
     /// Registers `factory` for its kind (a later registration of the same kind wins).
     #[must_use]
     pub fn register<F: Factory>(mut self, factory: F) -> Self {
@@ -307,9 +309,9 @@ impl ResourceManagerBuilder {
     }
 
     /// The manager.
-    pub fn build(self) -> ResourceManager {
+    pub fn build(self) -> HandleManager {
         let max_per_kind = self.max_per_kind.max(1);
-        ResourceManager {
+        HandleManager {
             inner: Arc::new(Inner {
                 kinds: self.kinds,
                 entries: Mutex::default(),
@@ -326,7 +328,7 @@ impl ResourceManagerBuilder {
     }
 }
 
-/// A reference to a resource of type `R`; dropping it releases the reference.
+/// A reference to a handle of type `R`; dropping it releases the reference.
 pub struct Borrowed<R> {
     resource: Arc<R>,
     entry: Arc<Entry>,
@@ -383,11 +385,11 @@ pub struct KindStats {
     pub failed_total: u64,
 }
 
-impl ResourceManager {
+impl HandleManager {
     /// A builder: resources idle (unreferenced) longer than `idle_timeout` are cleaned by
     /// the sweep; at most `max_per_kind` of each kind exist at once.
-    pub fn builder(idle_timeout: Duration, max_per_kind: usize) -> ResourceManagerBuilder {
-        ResourceManagerBuilder {
+    pub fn builder(idle_timeout: Duration, max_per_kind: usize) -> HandleManagerBuilder {
+        HandleManagerBuilder {
             kinds: HashMap::new(),
             idle_timeout,
             max_per_kind,
@@ -395,19 +397,15 @@ impl ResourceManager {
         }
     }
 
-    /// [`ResourceManager::get_for`] on the replica's own behalf (a principal no caller
+    /// [`HandleManager::get_for`] on the replica's own behalf (a principal no caller
     /// can be: principals are never empty).
     ///
     /// # Errors
-    /// See [`ResourceError`].
+    /// See [`HandleError`].
     ///
     /// # Cancel safety
-    /// As [`ResourceManager::get_for`].
-    pub async fn get<R: Resource>(
-        &self,
-        kind: &str,
-        id: &str,
-    ) -> Result<Borrowed<R>, ResourceError> {
+    /// As [`HandleManager::get_for`].
+    pub async fn get<R: Handle>(&self, kind: &str, id: &str) -> Result<Borrowed<R>, HandleError> {
         self.get_for("", kind, id).await
     }
 
@@ -418,24 +416,24 @@ impl ResourceManager {
     /// kind's bound, the least recently used idle resource in the way is closed first.
     ///
     /// # Errors
-    /// See [`ResourceError`].
+    /// See [`HandleError`].
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call releases its reference; a creation it started is
     /// finished by another caller of the same id, or not at all.
-    pub async fn get_for<R: Resource>(
+    pub async fn get_for<R: Handle>(
         &self,
         principal: &str,
         kind: &str,
         id: &str,
-    ) -> Result<Borrowed<R>, ResourceError> {
+    ) -> Result<Borrowed<R>, HandleError> {
         let inner = &self.inner;
         let Some((&kind, registered)) = inner.kinds.get_key_value(kind) else {
             let shown: String = kind.chars().take(64).collect();
-            return Err(ResourceError::UnknownKind(shown));
+            return Err(HandleError::UnknownKind(shown));
         };
         if id.len() > MAX_ID_BYTES {
-            return Err(ResourceError::InvalidId {
+            return Err(HandleError::InvalidId {
                 kind,
                 reason: format!("longer than {MAX_ID_BYTES} bytes"),
             });
@@ -445,7 +443,7 @@ impl ResourceManager {
         let entry = (|| {
             let mut entries = inner.entries.lock().expect("resource map");
             if inner.closed.load(Ordering::SeqCst) {
-                return Err(ResourceError::ShuttingDown);
+                return Err(HandleError::ShuttingDown);
             }
             let entry = match entries.get(&key) {
                 Some(entry) => entry.clone(),
@@ -500,14 +498,14 @@ impl ResourceManager {
         pending.entry = None;
         let resource = resource.as_any().downcast::<R>().map_err(|_| {
             release(inner, &entry);
-            ResourceError::WrongType(kind)
+            HandleError::WrongType(kind)
         })?;
         if inner.closed.load(Ordering::SeqCst) {
             // Shutdown began while this call waited for the creation, and may have
             // found the entry still empty: clean it here (once, whoever comes first).
             entry.cleanup(&registered.counters).await;
             release(inner, &entry);
-            return Err(ResourceError::ShuttingDown);
+            return Err(HandleError::ShuttingDown);
         }
         Ok(Borrowed {
             resource,
@@ -520,7 +518,7 @@ impl ResourceManager {
     /// of now; returns how many it cleaned. Run it on a schedule ([`run_sweeper`]) or by
     /// hand.
     ///
-    /// [`run_sweeper`]: ResourceManager::run_sweeper
+    /// [`run_sweeper`]: HandleManager::run_sweeper
     pub async fn sweep(&self) -> usize {
         let inner = &self.inner;
         let now = inner.now_ms();
@@ -546,7 +544,7 @@ impl ResourceManager {
     }
 
     /// Sweeps every `interval` until `stop` fires, then cleans everything
-    /// ([`shutdown`](ResourceManager::shutdown)).
+    /// ([`shutdown`](HandleManager::shutdown)).
     pub async fn run_sweeper(self, interval: Duration, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -612,9 +610,9 @@ impl ResourceManager {
     }
 
     /// Registers the `resources_*` series (one per kind) with `metrics`, read from
-    /// [`ResourceManager::stats`] at each scrape.
+    /// [`HandleManager::stats`] at each scrape.
     pub fn register_metrics(&self, metrics: &Metrics) {
-        metrics.register_collector(figures::ResourceFigures(self.clone()));
+        metrics.register_collector(figures::HandleFigures(self.clone()));
     }
 }
 
@@ -630,7 +628,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl Resource for Probe {
+    impl Handle for Probe {
         async fn cleanup(&self) {
             self.cleanups.fetch_add(1, Ordering::SeqCst);
         }
@@ -640,7 +638,7 @@ mod tests {
     struct Other;
 
     #[async_trait]
-    impl Resource for Other {
+    impl Handle for Other {
         async fn cleanup(&self) {}
     }
 
@@ -656,11 +654,11 @@ mod tests {
         fn kind(&self) -> &'static str {
             "probe"
         }
-        async fn create(&self, id: &str) -> Result<Probe, ResourceError> {
+        async fn create(&self, id: &str) -> Result<Probe, HandleError> {
             // A real await point, so concurrent first uses overlap.
             tokio::time::sleep(Duration::from_millis(10)).await;
             if id.starts_with("bad") {
-                return Err(ResourceError::Init {
+                return Err(HandleError::Init {
                     kind: "probe",
                     id: id.to_owned(),
                     reason: "refused".to_owned(),
@@ -673,9 +671,9 @@ mod tests {
         }
     }
 
-    fn manager(max: usize) -> (ResourceManager, ProbeFactory) {
+    fn manager(max: usize) -> (HandleManager, ProbeFactory) {
         let factory = ProbeFactory::default();
-        let manager = ResourceManager::builder(Duration::from_secs(60), max)
+        let manager = HandleManager::builder(Duration::from_secs(60), max)
             .register(factory.clone())
             .build();
         (manager, factory)
@@ -684,7 +682,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn register_metrics_exposes_one_series_per_kind() {
         let empty = Metrics::new("r", "memory");
-        ResourceManager::builder(Duration::from_secs(60), 8)
+        HandleManager::builder(Duration::from_secs(60), 8)
             .build()
             .register_metrics(&empty);
         let text = empty.render();
@@ -776,18 +774,18 @@ mod tests {
         assert_eq!(factory.cleanups.load(Ordering::SeqCst), 2);
         assert!(matches!(
             manager.get::<Probe>("probe", "new").await,
-            Err(ResourceError::ShuttingDown)
+            Err(HandleError::ShuttingDown)
         ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_is_released_on_error_cancellation_and_panic() {
         let (manager, _) = manager(8);
-        let refs = |m: &ResourceManager| m.stats()["probe"].references;
+        let refs = |m: &HandleManager| m.stats()["probe"].references;
         // Error: the caller returns early with `?` while holding a lease.
         let failing = async {
             let _lease = manager.get::<Probe>("probe", "a").await?;
-            Err::<(), _>(ResourceError::ShuttingDown)
+            Err::<(), _>(HandleError::ShuttingDown)
         };
         assert!(failing.await.is_err());
         assert_eq!(refs(&manager), 0);
@@ -823,7 +821,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_principal_cannot_take_every_place_and_idle_ones_make_room() {
         let factory = ProbeFactory::default();
-        let manager = ResourceManager::builder(Duration::from_secs(60), 4)
+        let manager = HandleManager::builder(Duration::from_secs(60), 4)
             .per_principal(2)
             .register(factory.clone())
             .build();
@@ -832,7 +830,7 @@ mod tests {
         let b = get("alice", "b").await.unwrap();
         assert_eq!(
             get("alice", "c").await.err(),
-            Some(ResourceError::ShareExhausted("probe")),
+            Some(HandleError::ShareExhausted("probe")),
             "both of hers are in use"
         );
         // Sharing what is open is free, whoever opened it.
@@ -850,7 +848,7 @@ mod tests {
         assert_eq!(factory.cleanups.load(Ordering::SeqCst), 2, "`b` closed");
         assert_eq!(
             get("dave", "w").await.err(),
-            Some(ResourceError::Exhausted("probe")),
+            Some(HandleError::Exhausted("probe")),
             "every open one is in use"
         );
         assert_eq!(manager.stats()["probe"].active, 4);
@@ -870,21 +868,21 @@ mod tests {
         let _b = manager.get::<Probe>("probe", "b").await.unwrap();
         assert_eq!(
             manager.get::<Probe>("probe", "c").await.err(),
-            Some(ResourceError::Exhausted("probe"))
+            Some(HandleError::Exhausted("probe"))
         );
         assert!(matches!(
             manager
                 .get::<Probe>("probe", &"x".repeat(MAX_ID_BYTES + 1))
                 .await,
-            Err(ResourceError::InvalidId { .. })
+            Err(HandleError::InvalidId { .. })
         ));
         assert!(matches!(
             manager.get::<Probe>("nope", "a").await,
-            Err(ResourceError::UnknownKind(_))
+            Err(HandleError::UnknownKind(_))
         ));
         assert!(matches!(
             manager.get::<Other>("probe", "a").await,
-            Err(ResourceError::WrongType("probe"))
+            Err(HandleError::WrongType("probe"))
         ));
         assert_eq!(factory.created.load(Ordering::SeqCst), 2);
     }

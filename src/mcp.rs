@@ -1,8 +1,10 @@
 //! The MCP layer: the only part of the crate that speaks rmcp. Its rooms follow a
 //! request's path.
 //!
+//! [`McpState`] holds what this layer keeps beside the replica's [`AppState`] (the
+//! MRTR `requestState` codec and the `subscriptions/listen` streams, both rmcp-bound);
 //! [`endpoint`] (or [`endpoint_with`], for another rmcp handler) builds the whole
-//! Streamable HTTP service of `/mcp` from the replica's [`AppState`]:
+//! Streamable HTTP service of `/mcp` from it:
 //!
 //! - [`edge`]: the middleware every request passes first; it reads the body once into
 //!   an envelope (`edge/envelope.rs`), labels metrics and logs, confirms 2025-era
@@ -34,6 +36,7 @@ pub use self::edge::check_decoder;
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
 use axum::Router;
 use rmcp::{
     ServerHandler,
@@ -44,9 +47,8 @@ use rmcp::{
 
 use self::{
     edge::Edge,
-    handler::StatefulServer,
+    handler::{StatefulServer, notify::Notifier, request_state::RequestStates},
     transport::{
-        forward::Forwarder,
         leases::LeaseKeeper,
         session_manager::ReplicatedSessionManager,
         session_store::{Restores, TransportStore},
@@ -60,11 +62,52 @@ use crate::{
 
 pub use self::transport::forward::FORWARDED_HEADER;
 
+/// The replica's [`AppState`] with what the MCP layer owns beside it: the handles a
+/// handler needs that speak rmcp. Cheap to clone.
+///
+/// Build it once per replica, after [`AppState::build`] and before the replica's jobs
+/// start: its [`Notifier`] joins the bus, and the edge's places for listen streams must
+/// be the places of the notifier the handler serves them with.
+#[derive(Clone)]
+pub struct McpState {
+    /// The replica's domain handles.
+    pub app: AppState,
+    /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
+    /// replica).
+    pub request_states: RequestStates,
+    /// The `subscriptions/listen` streams of this replica, and change notifications to
+    /// every replica's streams.
+    pub notifier: Notifier,
+}
+
+impl McpState {
+    /// The MCP layer's handles over `app`.
+    ///
+    /// # Errors
+    /// When `mrtr.keys` is unusable, or no random key can be drawn for a replica without
+    /// one.
+    pub fn build(app: &AppState) -> anyhow::Result<Self> {
+        let settings = &app.settings;
+        let ring = settings.mrtr.key_ring()?;
+        let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
+        let notifier = Notifier::new(
+            app.bus.clone(),
+            &settings.listen,
+            app.metrics.listen.clone(),
+        );
+        Ok(Self {
+            app: app.clone(),
+            request_states,
+            notifier,
+        })
+    }
+}
+
 /// The `/mcp` service with this crate's tools and resources; mount it with
-/// `Router::nest_service("/mcp", endpoint(&state))`.
-pub fn endpoint(state: &AppState) -> Router {
-    let server = StatefulServer::new(state);
-    endpoint_with(state, move || server.clone())
+/// `Router::nest_service("/mcp", endpoint(&mcp))`.
+pub fn endpoint(mcp: &McpState) -> Router {
+    let server = StatefulServer::new(&mcp.app);
+    endpoint_with(mcp, move || server.clone())
 }
 
 /// The `/mcp` service for the handlers `factory` makes, over the replica's sessions,
@@ -73,14 +116,16 @@ pub fn endpoint(state: &AppState) -> Router {
 /// `events.enabled`), every request through the [`edge`].
 ///
 /// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
-/// it cheap (clone a prebuilt handler). It adds the keeper of this replica's session
-/// leases and, with the Redis backend, the event store's reader to [`AppState::jobs`]:
-/// they run once the jobs start.
-pub fn endpoint_with<H, F>(state: &AppState, factory: F) -> Router
+/// it cheap (clone a prebuilt handler, which may hold `mcp`'s
+/// [`request_states`](McpState::request_states) and [`notifier`](McpState::notifier)).
+/// It adds the keeper of this replica's session leases and, with the Redis backend, the
+/// event store's reader to [`AppState::jobs`]: they run once the jobs start.
+pub fn endpoint_with<H, F>(mcp: &McpState, factory: F) -> Router
 where
     H: ServerHandler,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    let state = &mcp.app;
     let settings = &state.settings;
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(settings.session.timeout());
@@ -102,10 +147,7 @@ where
         )),
         _ => None,
     };
-    let lease = Lease {
-        holder: state.holder.clone(),
-        ttl: settings.session.lease(),
-    };
+    let lease = holder_lease(state);
     let manager = Arc::new(ReplicatedSessionManager::new(
         session_config,
         events.clone(),
@@ -150,23 +192,16 @@ where
     config.session_store = Some(Arc::new(TransportStore::new(restores.clone())));
     let service = StreamableHttpService::new(move || Ok(factory()), manager.clone(), config);
 
-    let edge = Edge {
-        auth: state.auth.clone(),
-        rate_limit: state.rate_limit.clone(),
-        sessions: state.sessions.clone(),
-        metrics: state.metrics.clone(),
-        manager,
-        restores,
-        notifier: state.notifier.clone(),
-        max_body: server.max_body_bytes,
-        lease,
-        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
-        draining: state.shutdown.clone(),
-        bus: state.bus.clone(),
-        requests: state.requests.clone(),
-        events,
-    };
+    let edge = Edge::new(mcp, manager, restores, lease, events);
     Router::new()
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(edge, edge::edge))
+}
+
+/// This replica's claim on the 2025-era sessions it holds, renewed by the lease keeper.
+pub(crate) fn holder_lease(state: &AppState) -> Lease {
+    Lease {
+        holder: state.holder.clone(),
+        ttl: state.settings.session.lease(),
+    }
 }

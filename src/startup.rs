@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     listener::DrainingListener,
+    mcp::McpState,
     serve::{ConnectionLimits, Connections},
     state::AppState,
 };
@@ -40,13 +41,13 @@ impl Application {
     }
 
     /// [`Application::build`] with `/mcp` built by `mcp` from the replica's state, e.g.
-    /// `|state| endpoint_with(state, factory)` to serve another rmcp handler.
+    /// `|mcp| endpoint_with(mcp, factory)` to serve another rmcp handler.
     ///
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with(
         mut settings: Settings,
-        mcp: impl FnOnce(&AppState) -> axum::Router,
+        mcp: impl FnOnce(&McpState) -> axum::Router,
     ) -> anyhow::Result<Self> {
         let bind = settings.server.bind;
         let listener = TcpListener::bind(bind)
@@ -55,7 +56,7 @@ impl Application {
         // Other replicas forward to the address actually bound (port 0 picks one).
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
-        let router = crate::http::router_with(state.clone(), mcp(&state));
+        let router = crate::http::router_with(state.clone(), mcp(&McpState::build(&state)?));
         let connections = Connections::new(ConnectionLimits {
             header_read_timeout: Duration::from_secs(
                 state.settings.server.header_read_timeout_secs,

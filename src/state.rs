@@ -14,8 +14,7 @@ use crate::{
     cpu::CpuPool,
     jobs::Jobs,
     keys::Keys,
-    managed::{ResourceManager, file::FileFactory, redis::RedisConnectionFactory},
-    mcp::handler::{notify::Notifier, request_state::RequestStates},
+    managed::{HandleManager, file::FileFactory, redis::RedisConnectionFactory},
     metrics::Metrics,
     rate_limit::RateLimiter,
     redis_pool::RedisPool,
@@ -25,7 +24,8 @@ use crate::{
 
 /// Cheap-clone handles shared by every request of one replica.
 ///
-/// Build it with [`AppState::build`]; [`crate::mcp::endpoint`] turns it into the `/mcp`
+/// Build it with [`AppState::build`]; the MCP layer adds its own handles
+/// ([`crate::mcp::McpState`]) and [`crate::mcp::endpoint`] turns both into the `/mcp`
 /// service. Clones are shallow: every field is a handle on shared state.
 #[derive(Clone)]
 pub struct AppState {
@@ -68,16 +68,10 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Files and dedicated connections tools hold open (managed handles, not MCP
     /// resources), cleaned when idle and once the background jobs stop.
-    pub handles: ResourceManager,
+    pub handles: HandleManager,
     /// MCP tasks (the tasks extension): records every replica reads, and
     /// this replica's worker pool.
     pub task_manager: TaskManager,
-    /// Seals and opens MRTR `requestState` with the `[mrtr]` key ring (shared by every
-    /// replica).
-    pub request_states: RequestStates,
-    /// The `subscriptions/listen` streams of this replica, and change notifications to
-    /// every replica's streams.
-    pub notifier: Notifier,
 }
 
 impl AppState {
@@ -106,18 +100,21 @@ impl AppState {
                 CacheManager::new(&settings.cache, &replica_id, None, None),
             ),
             Backend::Redis => {
-                let pool = RedisPool::new(&settings.redis).context("redis.url")?;
+                let pool = RedisPool::new(&settings.redis).context("redis")?;
+                pool.add_jobs(&jobs);
                 let sessions = Sessions::redis(
                     RedisSessions::new(pool.clone(), keys.clone(), timeout),
                     settings.session.clone(),
                 );
                 let bus = Bus::start(pool.clone(), keys.clone(), replica_id.to_string(), &jobs);
-                let cache_pool = if settings.cache.redis_url.is_empty() {
-                    pool.clone()
-                } else {
-                    let mut cache_redis = settings.redis.clone();
-                    cache_redis.url = settings.cache.redis_url.clone();
-                    RedisPool::new(&cache_redis).context("cache.redis_url")?
+                let cache_pool = match settings.cache.own_redis(&settings.redis) {
+                    None => pool.clone(),
+                    Some(own) => {
+                        let own =
+                            RedisPool::new(&own).context("the cache's Redis (cache.redis_*)")?;
+                        own.add_jobs(&jobs);
+                        own
+                    }
                 };
                 let cache = CacheManager::new(
                     &settings.cache,
@@ -138,16 +135,14 @@ impl AppState {
         jobs.add("task upkeep", move |stop| upkeep.run_upkeep(stop));
         // Settings changed after loading skip its validation: a Redis replica with a
         // key of its own would break every MRTR retry another replica serves, silently.
-        let ring = settings.mrtr.key_ring()?;
-        if ring.is_none() && settings.store.backend == Backend::Redis {
+        if settings.mrtr.key_ring()?.is_none() && settings.store.backend == Backend::Redis {
             anyhow::bail!(
                 "mrtr.keys is required with the Redis backend: set the same \
                  STATEFUL_MCP__MRTR__KEYS=id:base64secret on every replica"
             );
         }
-        let request_states = RequestStates::new(ring.as_ref()).context("mrtr.keys")?;
-        let resources = resource_manager(&settings, redis.as_ref())?;
-        let sweeper = resources.clone();
+        let handles = handle_manager(&settings, redis.as_ref())?;
+        let sweeper = handles.clone();
         let every = Duration::from_secs(settings.resources.sweep_interval_secs);
         jobs.add("handle sweeper", move |stop| {
             sweeper.run_sweeper(every, stop)
@@ -165,11 +160,10 @@ impl AppState {
         if let Some(pool) = &redis {
             pool.register_metrics(&metrics);
         }
-        resources.register_metrics(&metrics);
+        handles.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
-        let notifier = Notifier::new(bus.clone(), &settings.listen, metrics.listen.clone());
         let rate_limit = RateLimiter::new(
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
@@ -195,23 +189,18 @@ impl AppState {
             rate_limit,
             requests: TaskTracker::new(),
             jobs,
-            handles: resources,
+            handles,
             task_manager,
-            request_states,
-            notifier,
         })
     }
 }
 
-/// The resource manager with the kinds the settings allow: `file` under
+/// The managed-handle manager with the kinds the settings allow: `file` under
 /// `resources.file_root` when set, `redis` with the Redis backend.
-fn resource_manager(
-    settings: &Settings,
-    redis: Option<&RedisPool>,
-) -> anyhow::Result<ResourceManager> {
+fn handle_manager(settings: &Settings, redis: Option<&RedisPool>) -> anyhow::Result<HandleManager> {
     let r = &settings.resources;
     let mut builder =
-        ResourceManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind)
+        HandleManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind)
             .per_principal(r.max_per_principal);
     if !r.file_root.as_os_str().is_empty() {
         let files = FileFactory::new(&r.file_root)

@@ -217,6 +217,8 @@ enum ReaderLost {
     ConnectTimeout(Duration),
     #[error("XREAD got no reply within {0:?}")]
     ReadTimeout(Duration),
+    #[error("the Redis primary may have moved")]
+    Moved,
     #[error(transparent)]
     Redis(#[from] RedisError),
 }
@@ -280,6 +282,8 @@ impl Inner {
         backoff: &mut Backoff,
     ) -> Result<(), ReaderLost> {
         let connect_timeout = self.pool.connect_timeout();
+        let mut topology = self.pool.topology();
+        topology.borrow_and_update();
         let mut conn: MultiplexedConnection = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             conn = tokio::time::timeout(connect_timeout, self.pool.dedicated()) => {
@@ -317,6 +321,7 @@ impl Inner {
                 );
             let reply: Option<StreamReadReply> = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = topology.changed() => return Err(ReaderLost::Moved),
                 reply = tokio::time::timeout(reply_bound, xread.query_async(&mut conn)) => {
                     reply.map_err(|_| ReaderLost::ReadTimeout(reply_bound))??
                 }

@@ -7,14 +7,14 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
 };
 
-use super::{KindStats, ResourceManager};
+use super::{HandleManager, KindStats};
 
-/// The collector [`ResourceManager::register_metrics`] registers.
-pub(super) struct ResourceFigures(pub(super) ResourceManager);
+/// The collector [`HandleManager::register_metrics`] registers.
+pub(super) struct HandleFigures(pub(super) HandleManager);
 
-impl std::fmt::Debug for ResourceFigures {
+impl std::fmt::Debug for HandleFigures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResourceFigures").finish_non_exhaustive()
+        f.debug_struct("HandleFigures").finish_non_exhaustive()
     }
 }
 
@@ -43,7 +43,7 @@ fn by_kind<M: EncodeMetric>(
     Ok(())
 }
 
-impl Collector for ResourceFigures {
+impl Collector for HandleFigures {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let stats: Vec<_> = self.0.stats().into_iter().collect();
         let gauge_of = |v: u64| ConstGauge::new(v as f64);

@@ -23,7 +23,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Factory, Resource, ResourceError};
+use super::{Factory, Handle, HandleError};
 
 /// The kind's name.
 pub const KIND: &str = "file";
@@ -63,8 +63,8 @@ impl FileFactory {
         &self.root
     }
 
-    fn invalid(reason: impl Into<String>) -> ResourceError {
-        ResourceError::InvalidId {
+    fn invalid(reason: impl Into<String>) -> HandleError {
+        HandleError::InvalidId {
             kind: KIND,
             reason: reason.into(),
         }
@@ -81,7 +81,7 @@ impl Factory for FileFactory {
 
     /// The path's normal components joined by `/`: `.` and empty components dropped,
     /// `..` and absolute paths refused.
-    fn key(&self, id: &str) -> Result<String, ResourceError> {
+    fn key(&self, id: &str) -> Result<String, HandleError> {
         if id.contains('\0') {
             return Err(Self::invalid("a path relative to the root is required"));
         }
@@ -104,8 +104,8 @@ impl Factory for FileFactory {
         Ok(parts.join("/"))
     }
 
-    async fn create(&self, key: &str) -> Result<FileHandle, ResourceError> {
-        let failed = |reason: String| ResourceError::Init {
+    async fn create(&self, key: &str) -> Result<FileHandle, HandleError> {
+        let failed = |reason: String| HandleError::Init {
             kind: KIND,
             id: key.to_owned(),
             reason,
@@ -262,7 +262,7 @@ impl FileHandle {
 }
 
 #[async_trait]
-impl Resource for FileHandle {
+impl Handle for FileHandle {
     async fn cleanup(&self) {
         // Closes the descriptor once the reads in flight are done with it.
         self.file.lock().expect("file handle").take();
@@ -272,7 +272,7 @@ impl Resource for FileHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::managed::ResourceManager;
+    use crate::managed::HandleManager;
 
     fn tree() -> (PathBuf, PathBuf) {
         let base = std::env::temp_dir().join(format!("managed-file-{}", crate::ids::mint()));
@@ -289,8 +289,8 @@ mod tests {
         (base, root)
     }
 
-    fn manager(root: &Path) -> ResourceManager {
-        ResourceManager::builder(std::time::Duration::from_secs(60), 16)
+    fn manager(root: &Path) -> HandleManager {
+        HandleManager::builder(std::time::Duration::from_secs(60), 16)
             .register(FileFactory::new(root).unwrap())
             .build()
     }

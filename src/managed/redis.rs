@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 
-use super::{Factory, Resource, ResourceError};
+use super::{Factory, Handle, HandleError};
 use crate::redis_pool::RedisPool;
 
 /// The kind's name.
@@ -33,8 +33,8 @@ impl Factory for RedisConnectionFactory {
         KIND
     }
 
-    async fn create(&self, id: &str) -> Result<RedisConnection, ResourceError> {
-        let failed = |reason: String| ResourceError::Init {
+    async fn create(&self, id: &str) -> Result<RedisConnection, HandleError> {
+        let failed = |reason: String| HandleError::Init {
             kind: KIND,
             id: id.to_owned(),
             reason,
@@ -62,7 +62,7 @@ impl RedisConnection {
 }
 
 #[async_trait]
-impl Resource for RedisConnection {
+impl Handle for RedisConnection {
     async fn cleanup(&self) {
         // The socket closes when the last clone handed out is dropped.
         self.conn.lock().expect("redis connection").take();

@@ -50,7 +50,8 @@ use self::{
     route::{Routed, Routing},
 };
 use super::{
-    error::EdgeError,
+    McpState,
+    error::{DomainErrors, EdgeError},
     handler::notify::Notifier,
     transport::{
         forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
@@ -93,6 +94,8 @@ pub(crate) struct Edge {
     pub(crate) rate_limit: RateLimiter,
     pub(crate) sessions: Sessions,
     pub(crate) metrics: Metrics,
+    /// What clients see of the session store's errors.
+    pub(crate) errors: DomainErrors,
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
     pub(crate) max_body: usize,
@@ -110,6 +113,38 @@ pub(crate) struct Edge {
     pub(crate) notifier: Notifier,
     /// The event store of 2025-era streams, told whether each response got through.
     pub(crate) events: Option<Arc<RedisEventStore>>,
+}
+
+impl Edge {
+    /// The edge of `mcp`'s replica in front of `manager`, which rmcp's service shares
+    /// (as it shares `restores` with its session store); `lease` is the replica's claim
+    /// on the sessions it holds, `events` the event store of 2025-era streams, if any.
+    pub(crate) fn new(
+        mcp: &McpState,
+        manager: Arc<ReplicatedSessionManager>,
+        restores: Restores,
+        lease: Lease,
+        events: Option<Arc<RedisEventStore>>,
+    ) -> Self {
+        let state = &mcp.app;
+        Self {
+            auth: state.auth.clone(),
+            rate_limit: state.rate_limit.clone(),
+            sessions: state.sessions.clone(),
+            metrics: state.metrics.clone(),
+            errors: DomainErrors::new(state.metrics.clone()),
+            manager,
+            restores,
+            max_body: state.settings.server.max_body_bytes,
+            lease,
+            forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
+            draining: state.shutdown.clone(),
+            bus: state.bus.clone(),
+            requests: state.requests.clone(),
+            notifier: mcp.notifier.clone(),
+            events,
+        }
+    }
 }
 
 /// The edge middleware: the steps of the module docs, in order; the request is counted
@@ -184,6 +219,7 @@ impl Edge {
             forwarder: &self.forwarder,
             draining: &self.draining,
             metrics: &self.metrics,
+            errors: &self.errors,
             bus: self.bus.as_ref(),
         }
     }

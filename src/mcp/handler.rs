@@ -41,14 +41,15 @@ use self::{
     schema::standard_schemas,
     tasks::{
         JobTool, JobTools, Plan, TaskSupport, client_declared_tasks, created, detailed,
-        response_of, task_error, tasks_required, unknown_task,
+        response_of, tasks_required, unknown_task,
     },
 };
 use crate::{
     cache::CacheManager,
     config::ToolSettings,
     cpu::CpuPool,
-    managed::ResourceManager,
+    managed::HandleManager,
+    mcp::error::DomainErrors,
     metrics::Metrics,
     redis_pool::RedisPool,
     sessions::Sessions,
@@ -76,9 +77,11 @@ pub struct Components {
     cache: CacheManager,
     cpu: CpuPool,
     metrics: Metrics,
+    /// What clients see of the domain's errors.
+    errors: DomainErrors,
     tools: Arc<ToolSettings>,
     resources: Resources,
-    managed: ResourceManager,
+    managed: HandleManager,
     pool: Option<RedisPool>,
     replica_id: Arc<str>,
     max_read_bytes: usize,
@@ -103,6 +106,7 @@ impl StatefulServer {
             cache: state.cache.clone(),
             cpu: state.cpu.clone(),
             metrics: state.metrics.clone(),
+            errors: DomainErrors::new(state.metrics.clone()),
             resources: Resources::new(state.cache.clone(), state.cpu.clone(), tools.clone()),
             managed: state.handles.clone(),
             pool: state.redis.clone(),
@@ -168,7 +172,7 @@ impl StatefulServer {
             .task_manager
             .submit(owner.as_str(), &request.name, job)
             .await
-            .map_err(|e| task_error(e, &self.metrics))?;
+            .map_err(|e| self.errors.task(e))?;
         Ok(Some(created(&record)))
     }
 }
@@ -323,7 +327,7 @@ impl ServerHandler for StatefulServer {
             .store()
             .get(caller(&context).as_str(), id)
             .await
-            .map_err(|e| task_error(e, &self.metrics))?
+            .map_err(|e| self.errors.task(e))?
             .ok_or_else(unknown_task)?;
         Ok(GetTaskResult::new(detailed(record)))
     }
@@ -339,7 +343,7 @@ impl ServerHandler for StatefulServer {
             .store()
             .update(caller(&context).as_str(), id, &request.input_responses)
             .await
-            .map_err(|e| task_error(e, &self.metrics))?
+            .map_err(|e| self.errors.task(e))?
             .ok_or_else(unknown_task)?;
         if changed.status == crate::tasks::TaskStatus::Working {
             self.task_manager.notify_input(id, &changed.replica).await;
@@ -358,7 +362,7 @@ impl ServerHandler for StatefulServer {
             .store()
             .cancel(caller(&context).as_str(), id)
             .await
-            .map_err(|e| task_error(e, &self.metrics))?
+            .map_err(|e| self.errors.task(e))?
             .ok_or_else(unknown_task)?;
         self.task_manager.notify_cancel(id, &changed.replica).await;
         Ok(())

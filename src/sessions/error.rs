@@ -56,7 +56,11 @@ pub enum SessionError {
 
 impl From<RedisPoolError> for SessionError {
     fn from(e: RedisPoolError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            RedisPoolError::Command(e) => e.into(),
+            e @ RedisPoolError::Unacknowledged { .. } => Self::OutcomeUnknown(e.to_string()),
+            e @ RedisPoolError::Unavailable(_) => Self::Unavailable(e.to_string()),
+        }
     }
 }
 

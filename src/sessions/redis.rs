@@ -192,7 +192,7 @@ impl RedisSessions {
                 .arg(&retry.fingerprint)
                 .arg(ttl_secs.saturating_mul(1000));
         }
-        let reply = Reply::parse(invocation.invoke_async(&mut conn).await?)?;
+        let reply = Reply::parse(conn.invoke(&invocation).await?)?;
         match reply.status.as_str() {
             "unknown" => Err(SessionError::NotFound(id.to_owned())),
             "retry_conflict" => Err(SessionError::RetryConflict),
@@ -260,7 +260,7 @@ impl RedisSessions {
                 .arg(&retry.fingerprint)
                 .arg(limits.idempotency_ttl_secs.saturating_mul(1000));
         }
-        let mut reply = Reply::parse(invocation.invoke_async(&mut conn).await?)?;
+        let mut reply = Reply::parse(conn.invoke(&invocation).await?)?;
         let (id, created_ms) = match reply.status.as_str() {
             "ok" => (id, reply.string(0)?),
             "replay" => (reply.string(0)?, reply.string(1)?),
@@ -378,17 +378,13 @@ impl RedisSessions {
     pub(super) async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
         let keys = &self.shared.keys;
         let mut conn = self.shared.pool.get().await?;
-        let deleted: i64 = self
-            .shared
-            .scripts
-            .delete
-            .key(keys.session(id))
+        let mut invocation = self.shared.scripts.delete.key(keys.session(id));
+        invocation
             .key(keys.principal_sessions(principal))
             .key(keys.all_sessions())
             .arg(principal)
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(id);
+        let deleted: i64 = conn.invoke(&invocation).await?;
         Ok(deleted == 1)
     }
 }

@@ -138,7 +138,7 @@ impl RedisTasks {
             invocation.arg(*a);
         }
         let mut conn = self.shared.pool.get().await?;
-        Reply::parse(invocation.invoke_async(&mut conn).await?)
+        Reply::parse(conn.invoke(&invocation).await?)
     }
 
     /// How long the lease index lives: it must outlive every task it lists.

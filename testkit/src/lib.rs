@@ -5,6 +5,10 @@
 //!   when the run that started them dies (`PR_SET_PDEATHSIG`);
 //! - [`redis_server`]: private `redis-server` processes on free ports (killed, paused,
 //!   restarted; `REDIS_URL` to use another), and unique key prefixes;
+//! - [`redis_cluster`]: a 3-master / 3-replica Redis Cluster (nodes killed, restarted,
+//!   paused; slots migrated) and [`redis_sentinel`]: a primary, its replica and three
+//!   sentinels (failover, the primary killed and restarted); Valkey's binaries run both
+//!   (`scripts/ensure-valkey.sh`, `REDIS_SERVER_BIN`, `REDIS_CLI_BIN`);
 //! - [`free_port`]: free loopback ports; [`temp_dir`]: directories removed on drop;
 //! - [`replica`]: a replica's settings overrides, the binary as a child process, and its
 //!   `/metrics`;
@@ -18,6 +22,8 @@
 pub mod http;
 mod port;
 pub mod process;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod replica;
 pub mod temp_dir;

@@ -172,6 +172,30 @@ impl Child {
         self.reaped = true;
     }
 
+    /// Waits until the process exits, polling every 20 ms, and returns its exit status;
+    /// `None` when it is still running after `limit` (it is left running: dropping the
+    /// [`Child`] stops it).
+    ///
+    /// # Panics
+    /// When its status cannot be read.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
+            if let Some(status) = status {
+                self.reaped = true;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Blocks until the process exits; its exit status.
     ///
     /// # Panics

@@ -19,7 +19,8 @@ use crate::{
 
 /// A `redis-server` owned by one test or benchmark: started on a free loopback port,
 /// killed on drop. With `REDIS_URL` set, [`RedisServer::shared_or_start`] uses that
-/// server instead. `REDIS_SERVER_BIN` names another `redis-server` binary.
+/// server instead. `REDIS_SERVER_BIN` names another `redis-server` binary (Valkey's
+/// `valkey-server`, from `scripts/ensure-valkey.sh`).
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
@@ -404,8 +405,54 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_server_binary() -> String {
-    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+/// The server binary: `REDIS_SERVER_BIN` (a `valkey-server`, say), else `redis-server`.
+pub(crate) fn redis_server_binary() -> String {
+    match std::env::var("REDIS_SERVER_BIN") {
+        Ok(bin) if !bin.is_empty() => bin,
+        _ => "redis-server".into(),
+    }
+}
+
+/// The command-line client that goes with [`redis_server_binary`]: `REDIS_CLI_BIN`; else
+/// the `*-cli` beside a `REDIS_SERVER_BIN` named `*-server` (`valkey-cli` beside
+/// `valkey-server`) when there is one, so a cluster is never built with another engine's
+/// client by accident; else `redis-cli`.
+pub(crate) fn redis_cli_binary() -> String {
+    if let Ok(bin) = std::env::var("REDIS_CLI_BIN")
+        && !bin.is_empty()
+    {
+        return bin;
+    }
+    let server = redis_server_binary();
+    if let Some(stem) = server.strip_suffix("-server") {
+        let cli = format!("{stem}-cli");
+        if Path::new(&cli).is_file() {
+            return cli;
+        }
+    }
+    "redis-cli".into()
+}
+
+/// `cmd` on a fresh connection of `client`, bounded by `limit`: the probe of the
+/// topologies' waits, where a node may be dead or frozen. Errors as text naming `what`.
+pub(crate) async fn query_within<T: redis::FromRedisValue>(
+    client: &redis::Client,
+    cmd: &redis::Cmd,
+    what: &str,
+    limit: Duration,
+) -> Result<T, String> {
+    let attempt = async {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| format!("connect to {what}: {e}"))?;
+        cmd.query_async::<T>(&mut conn)
+            .await
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("{what} did not answer within {limit:?}")))
 }
 
 /// A key prefix no other test uses.

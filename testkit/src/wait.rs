@@ -19,19 +19,37 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
 
 /// Retries `attempt` until it succeeds and returns its value; panics with `what` and the
 /// last error if it has not succeeded within [`WAIT`].
-pub async fn retry<T, E: Display>(what: &str, mut attempt: impl AsyncFnMut() -> Result<T, E>) -> T {
+pub async fn retry<T, E: Display>(what: &str, attempt: impl AsyncFnMut() -> Result<T, E>) -> T {
+    retry_every(what, WAIT, POLL, attempt).await
+}
+
+/// [`retry`] with its own bound and pace: for what takes longer than [`WAIT`] by design
+/// (a failover waits out a node timeout) or costs more per attempt (a probe of every
+/// node of a cluster).
+///
+/// # Panics
+/// When `attempt` has not succeeded within `limit`; the message names `what`, the limit
+/// and the last error.
+pub async fn retry_every<T, E: Display>(
+    what: &str,
+    limit: Duration,
+    poll: Duration,
+    mut attempt: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
     let mut last_error = String::new();
-    let polled = tokio::time::timeout(WAIT, async {
+    let polled = tokio::time::timeout(limit, async {
         loop {
             match attempt().await {
                 Ok(value) => return value,
                 Err(error) => last_error = error.to_string(),
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
         }
     })
     .await;
-    polled.unwrap_or_else(|_| panic!("timed out waiting until {what}; last error: {last_error}"))
+    polled.unwrap_or_else(|_| {
+        panic!("timed out after {limit:?} waiting until {what}; last error: {last_error}")
+    })
 }
 
 /// Polls `condition` until it holds; panics with `what` if it does not within [`WAIT`].

@@ -7,7 +7,7 @@ use axum::{Router, body::Body};
 use http::{Request, StatusCode};
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::{Value, json};
-use stateful_mcp::{config::Settings, state::AppState};
+use stateful_mcp::{config::Settings, mcp::McpState, state::AppState};
 use tower::ServiceExt;
 
 use crate::support::http::meta_2026;
@@ -23,7 +23,7 @@ fn router(extra: &[(&str, &str)]) -> (tokio::runtime::Runtime, Router, AppState)
     // Building the router starts background tasks: inside the runtime.
     let (state, router) = rt.block_on(async {
         let state = AppState::build(settings).unwrap();
-        let router = stateful_mcp::http::router(state.clone());
+        let router = stateful_mcp::http::router(&McpState::build(&state).unwrap());
         (state, router)
     });
     (rt, router, state)

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use stateful_mcp::managed::{
-    ResourceManager, redis::RedisConnection, redis::RedisConnectionFactory,
-};
+use stateful_mcp::managed::{HandleManager, redis::RedisConnection, redis::RedisConnectionFactory};
 
 use crate::support::{
     client::{call, stateless_client, structured, text},
@@ -187,7 +185,7 @@ async fn file_access_is_off_without_a_root() {
 #[tokio::test]
 async fn a_dedicated_redis_connection_is_opened_once_and_closed_by_the_sweep() {
     let redis = RedisServer::start().await;
-    let manager = ResourceManager::builder(Duration::from_millis(200), 4)
+    let manager = HandleManager::builder(Duration::from_millis(200), 4)
         .register(RedisConnectionFactory::new(redis.pool()))
         .build();
     let before = redis.connected_clients().await;

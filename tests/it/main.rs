@@ -24,6 +24,7 @@ mod redis_tls;
 mod replicas;
 mod request_state;
 mod round_trips;
+mod sentinel;
 mod sessions;
 mod streams;
 mod support;

@@ -59,7 +59,8 @@ use rmcp::{
 use stateful_mcp::{
     auth::Principal,
     mcp::{
-        endpoint_with,
+        McpState, endpoint_with,
+        error::DomainErrors,
         handler::{
             StatefulServer,
             binding::{caller, transport_session},
@@ -69,19 +70,17 @@ use stateful_mcp::{
             until_cancelled,
         },
     },
-    metrics::Metrics,
     sessions::Sessions,
-    state::AppState,
 };
 
 use self::{session_state::SessionState, tasks::task_fixtures};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    stateful_mcp::cli::run("stateful-mcp-conformance", |state| {
-        let production = StatefulServer::with_jobs(state, task_fixtures());
-        let server = ConformanceServer::new(state, production);
-        endpoint_with(state, move || server.clone())
+    stateful_mcp::cli::run("stateful-mcp-conformance", |mcp| {
+        let production = StatefulServer::with_jobs(&mcp.app, task_fixtures());
+        let server = ConformanceServer::new(mcp, production);
+        endpoint_with(mcp, move || server.clone())
     })
     .await
 }
@@ -92,7 +91,7 @@ async fn main() -> ExitCode {
 struct ConformanceServer {
     production: StatefulServer,
     sessions: Sessions,
-    metrics: Metrics,
+    errors: DomainErrors,
     fixtures: Arc<ToolRouter<Self>>,
     request_states: RequestStates,
     notifier: Notifier,
@@ -101,16 +100,16 @@ struct ConformanceServer {
 impl ConformanceServer {
     /// The fixtures over `production`, with the replica's session layer for what a
     /// 2025-era session keeps. Build it once and clone it per request.
-    fn new(state: &AppState, production: StatefulServer) -> Self {
+    fn new(mcp: &McpState, production: StatefulServer) -> Self {
         Self {
             production,
-            sessions: state.sessions.clone(),
-            metrics: state.metrics.clone(),
+            sessions: mcp.app.sessions.clone(),
+            errors: DomainErrors::new(mcp.app.metrics.clone()),
             fixtures: Arc::new(standard_schemas(
                 Self::fixture_tools() + Self::request_tools() + Self::mrtr_fixtures(),
             )),
-            request_states: state.request_states.clone(),
-            notifier: state.notifier.clone(),
+            request_states: mcp.request_states.clone(),
+            notifier: mcp.notifier.clone(),
         }
     }
 
@@ -130,7 +129,7 @@ impl ConformanceServer {
     fn session_state(&self, principal: Principal, id: String) -> SessionState<'_> {
         SessionState {
             sessions: &self.sessions,
-            metrics: &self.metrics,
+            errors: &self.errors,
             principal,
             id,
         }

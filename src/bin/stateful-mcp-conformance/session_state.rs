@@ -14,8 +14,7 @@ use sha2::{Digest, Sha256};
 
 use stateful_mcp::{
     auth::Principal,
-    mcp::handler::binding::ToolFailure,
-    metrics::Metrics,
+    mcp::error::{DomainErrors, ToolFailure},
     sessions::{SessionError, Sessions},
 };
 
@@ -46,7 +45,7 @@ pub(super) fn passes(level: LoggingLevel, minimum: LoggingLevel) -> bool {
 /// The fixtures' state in one 2025-era session of one principal.
 pub(super) struct SessionState<'a> {
     pub(super) sessions: &'a Sessions,
-    pub(super) metrics: &'a Metrics,
+    pub(super) errors: &'a DomainErrors,
     pub(super) principal: Principal,
     pub(super) id: String,
 }
@@ -105,7 +104,7 @@ impl SessionState<'_> {
     /// The session layer's refusal as the JSON-RPC error of a request that is not a tool
     /// call: what the caller can act on is invalid params, the rest as tools report it.
     fn error(&self, e: SessionError) -> McpError {
-        match ToolFailure::from_session(e, self.metrics) {
+        match self.errors.session(e) {
             ToolFailure::Refused(text) => McpError::invalid_params(text, None),
             ToolFailure::Internal(e) => e,
         }

@@ -10,10 +10,10 @@ use super::Edge;
 use crate::{
     auth::Authenticator,
     config::{AuthMode, Settings},
-    mcp::transport::{
-        forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
+    mcp::{
+        McpState, holder_lease,
+        transport::{session_manager::ReplicatedSessionManager, session_store::Restores},
     },
-    sessions::Lease,
     state::AppState,
 };
 
@@ -30,10 +30,8 @@ pub(crate) fn state(env: &[(&str, &str)]) -> AppState {
 /// The edge of `state`, wired as [`crate::mcp::endpoint_with`] wires it, without the
 /// event store (the memory backend has none).
 pub(crate) fn edge(state: &AppState) -> Edge {
-    let lease = Lease {
-        holder: state.holder.clone(),
-        ttl: state.settings.session.lease(),
-    };
+    let mcp = McpState::build(state).unwrap();
+    let lease = holder_lease(state);
     let manager = Arc::new(ReplicatedSessionManager::new(
         SessionConfig::default(),
         None,
@@ -42,22 +40,7 @@ pub(crate) fn edge(state: &AppState) -> Edge {
         lease.clone(),
         state.shutdown.clone(),
     ));
-    Edge {
-        auth: state.auth.clone(),
-        rate_limit: state.rate_limit.clone(),
-        sessions: state.sessions.clone(),
-        metrics: state.metrics.clone(),
-        manager,
-        restores: Restores::default(),
-        max_body: state.settings.server.max_body_bytes,
-        lease,
-        forwarder: Forwarder::new(&state.replica_id, state.mcp_shutdown.clone()),
-        draining: state.shutdown.clone(),
-        bus: state.bus.clone(),
-        requests: state.requests.clone(),
-        notifier: state.notifier.clone(),
-        events: None,
-    }
+    Edge::new(&mcp, manager, Restores::default(), lease, None)
 }
 
 /// An authenticator in API-key mode that knows [`API_KEY`]; keep the file while it is

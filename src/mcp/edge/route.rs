@@ -26,7 +26,7 @@ use crate::{
     auth::Principal,
     bus::Bus,
     mcp::{
-        error::EdgeError,
+        error::{DomainErrors, EdgeError},
         extensions::TransportSession,
         transport::{
             forward::{FORWARDED_HEADER, Forwarder},
@@ -57,8 +57,10 @@ pub(crate) struct Routing<'a> {
     pub(crate) forwarder: &'a Forwarder,
     /// Fired when the replica drains: it then takes no session over.
     pub(crate) draining: &'a CancellationToken,
-    /// Counts forwards and store errors.
+    /// Counts forwards.
     pub(crate) metrics: &'a Metrics,
+    /// Answers (and counts) the store's errors.
+    pub(crate) errors: &'a DomainErrors,
     /// Evictions of deleted sessions go to every replica (Redis backend).
     pub(crate) bus: Option<&'a Bus>,
 }
@@ -266,12 +268,10 @@ impl Routing<'_> {
     }
 
     fn unavailable(&self, e: SessionError) -> EdgeError {
-        tracing::warn!(target: LOG_TARGET, error = %e, "session store unavailable");
         // Until the lease keeper has heard from the store again, every request of a
         // session asks the store.
         self.manager.store_failed();
-        self.metrics.store_error("transport");
-        EdgeError::Unavailable
+        self.errors.transport(&e)
     }
 }
 

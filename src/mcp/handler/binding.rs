@@ -1,30 +1,21 @@
-//! Which state session a tool call acts on (`Binding`), and how a tool fails
-//! ([`ToolFailure`]), so every tool finds its session and reports errors with `?`.
+//! Which state session a tool call acts on (`Binding`), and who is calling, so every
+//! tool finds its session (failing with a [`ToolFailure`]).
 //!
 //! A call names its session with a `session_id` argument (the 2026-07-28 way: a handle
 //! minted by `session_create`). A 2025-era call may omit it and then uses its
 //! connection's session, but only when the edge confirmed that session for this very
 //! request ([`TransportSession`]): an `Mcp-Session-Id` header alone binds nothing.
 
-use rmcp::{
-    ErrorData as McpError, RoleServer,
-    handler::server::tool::IntoCallToolResult,
-    model::{CallToolResponse, CallToolResult, ContentBlock},
-    service::RequestContext,
-};
+use rmcp::{RoleServer, service::RequestContext};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::mcp::{
-    error::EdgeError,
+    error::ToolFailure,
     extensions::{IdempotencyKey, TransportSession},
 };
-use crate::{
-    auth::Principal,
-    metrics::Metrics,
-    sessions::{Retry, SessionError},
-};
+use crate::{auth::Principal, sessions::Retry};
 
 /// The state session of one call: its id, where the id came from (which decides how
 /// errors read), and the caller it must belong to.
@@ -89,24 +80,20 @@ impl Binding {
         self.principal.as_str()
     }
 
-    /// Turns a session error into what the caller should see: an `isError` result for
-    /// the caller's mistakes, a JSON-RPC error for the infrastructure's. Another
-    /// principal's session reads exactly as an unknown one.
-    pub(crate) fn failure(&self, e: SessionError, metrics: &Metrics) -> ToolFailure {
-        match e {
-            SessionError::NotFound(_) => ToolFailure::Refused(match self.source {
-                Source::Handle => format!(
-                    "Session `{}` is unknown or has expired. Call `session_create` to get a \
+    /// What the caller sees when the session is unknown, phrased by how the call named
+    /// it. Another principal's session reads exactly as an unknown one.
+    pub(crate) fn not_found(&self) -> ToolFailure {
+        ToolFailure::Refused(match self.source {
+            Source::Handle => format!(
+                "Session `{}` is unknown or has expired. Call `session_create` to get a \
                      new `session_id`.",
-                    self.id
-                ),
-                Source::Transport => "This connection's session has expired. Initialize a \
+                self.id
+            ),
+            Source::Transport => "This connection's session has expired. Initialize a \
                                       new MCP session, or call `session_create` and pass \
                                       its `session_id`."
-                    .to_owned(),
-            }),
-            other => ToolFailure::from_session(other, metrics),
-        }
+                .to_owned(),
+        })
     }
 }
 
@@ -157,62 +144,4 @@ pub fn transport_session(ctx: &RequestContext<RoleServer>) -> Option<String> {
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<TransportSession>())
         .map(|session| session.0.clone())
-}
-
-/// Why a tool call did not succeed.
-#[derive(Debug)]
-pub enum ToolFailure {
-    /// The caller can act on it: an `isError` result with this text.
-    Refused(String),
-    /// The server could not serve the call: a JSON-RPC error.
-    Internal(McpError),
-}
-
-impl ToolFailure {
-    /// A session error with no binding to phrase it by (e.g. creating a session).
-    pub fn from_session(e: SessionError, metrics: &Metrics) -> Self {
-        match e {
-            SessionError::OutcomeUnknown(detail) => {
-                metrics.store_error("sessions");
-                tracing::warn!(%detail, "session store did not answer in time");
-                Self::Internal(McpError::internal_error(
-                    "session store unavailable, outcome unknown: no answer came back in \
-                     time, so the change may or may not have been applied; retry with the \
-                     same `idempotencyKey` to apply it exactly once",
-                    None,
-                ))
-            }
-            SessionError::RetryConflict => Self::Refused(
-                "This `idempotencyKey` was already used for a call with other arguments; \
-                 use a new key for a new request."
-                    .to_owned(),
-            ),
-            SessionError::Unavailable(detail) => {
-                metrics.store_error("sessions");
-                tracing::warn!(%detail, "session store unavailable");
-                Self::Internal(EdgeError::Unavailable.into())
-            }
-            other => Self::Refused(other.to_string()),
-        }
-    }
-}
-
-impl From<McpError> for ToolFailure {
-    fn from(e: McpError) -> Self {
-        Self::Internal(e)
-    }
-}
-
-impl IntoCallToolResult for ToolFailure {
-    fn into_call_tool_result(self) -> Result<CallToolResponse, McpError> {
-        match self {
-            Self::Refused(text) => Ok(tool_error(text).into()),
-            Self::Internal(e) => Err(e),
-        }
-    }
-}
-
-/// A tool-level failure the caller can act on.
-pub(crate) fn tool_error(text: impl Into<String>) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(text.into())])
 }

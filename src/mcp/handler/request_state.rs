@@ -1,7 +1,7 @@
 //! [`RequestStates`]: seals and opens the `requestState` of multi round-trip requests
 //! (SEP-2322, 2026-07-28) with the `[mrtr]` key ring, so a retry that reaches another
 //! replica opens the state the first one sealed, and a forged or tampered state is
-//! refused. Any handler of the endpoint can use it: [`AppState::request_states`].
+//! refused. Any handler of the endpoint can use it: [`McpState::request_states`].
 //!
 //! Built on rmcp's `RequestStateCodec` (HMAC-SHA-256, named keys): the first key of
 //! `mrtr.keys` seals, every key opens, so a rotation adds the new key first and drops
@@ -9,7 +9,7 @@
 //! only, the configuration refuses it with Redis) the process draws a random key of
 //! its own and says so at start-up.
 //!
-//! [`AppState::request_states`]: crate::state::AppState::request_states
+//! [`McpState::request_states`]: crate::mcp::McpState::request_states
 
 use std::time::Duration;
 

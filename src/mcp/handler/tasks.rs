@@ -15,17 +15,16 @@ use rmcp::{
     ErrorData as McpError, RoleServer,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-        CreateTaskResult, DetailedTask, ErrorCode, InputRequests, JsonObject, MetaObject,
-        TASKS_EXTENSION_ID, Task, TaskPayload, TaskStatus as WireStatus, Tool,
+        CreateTaskResult, DetailedTask, InputRequests, JsonObject, MetaObject, TASKS_EXTENSION_ID,
+        Task, TaskPayload, TaskStatus as WireStatus, Tool,
     },
     service::RequestContext,
 };
 use serde_json::{Value as Json, json};
 
-use super::binding::{ToolFailure, tool_error};
 use crate::{
-    metrics::Metrics,
-    tasks::{Job, Outcome, TaskError, TaskRecord, TaskStatus},
+    mcp::error::{ToolFailure, tool_error},
+    tasks::{Job, Outcome, TaskRecord, TaskStatus},
 };
 
 /// Whether a tool runs as a task.
@@ -146,25 +145,6 @@ pub fn unknown_task() -> McpError {
         "unknown task: no task with this id exists for this caller (it may have expired)",
         None,
     )
-}
-
-/// A [`TaskError`] as a JSON-RPC error; store trouble is logged and counted, not shown.
-pub fn task_error(e: TaskError, metrics: &Metrics) -> McpError {
-    match e {
-        TaskError::Unavailable(detail) => {
-            metrics.store_error("tasks");
-            tracing::warn!(%detail, "task store unavailable");
-            McpError::internal_error("task store unavailable; retry shortly", None)
-        }
-        refused @ (TaskError::QueueFull { .. }
-        | TaskError::ShareFull { .. }
-        | TaskError::Draining) => McpError::new(
-            ErrorCode::INTERNAL_ERROR,
-            refused.to_string(),
-            Some(json!({"retryable": true})),
-        ),
-        TaskError::Exists => McpError::internal_error(e.to_string(), None),
-    }
 }
 
 /// A tool call's result or JSON-RPC error as a job outcome.

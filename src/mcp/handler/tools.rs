@@ -37,7 +37,7 @@ pub use self::{
 };
 use super::StatefulServer;
 use crate::{
-    mcp::handler::binding::{Binding, ToolFailure},
+    mcp::{error::ToolFailure, handler::binding::Binding},
     sessions::SessionError,
 };
 
@@ -62,7 +62,10 @@ impl StatefulServer {
         binding: &Binding,
         op: impl Future<Output = Result<T, SessionError>>,
     ) -> Result<T, ToolFailure> {
-        op.await.map_err(|e| binding.failure(e, &self.metrics))
+        op.await.map_err(|e| match e {
+            SessionError::NotFound(_) => binding.not_found(),
+            other => self.errors.session(other),
+        })
     }
 }
 

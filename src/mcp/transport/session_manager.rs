@@ -65,7 +65,7 @@ use crate::{
 use crate::{
     events::{RedisEventStore, RedisEventStoreError},
     mcp::{
-        error::{EdgeError, RefusalSlot},
+        error::{DomainErrors, EdgeError, RefusalSlot},
         event_store::SessionEvents,
     },
 };
@@ -121,6 +121,8 @@ pub(crate) struct ReplicatedSessionManager {
     events: Option<Arc<RedisEventStore>>,
     sessions: Sessions,
     metrics: Metrics,
+    /// Answers (and counts) the store's refusals.
+    errors: DomainErrors,
     /// The lease this replica takes on the sessions it creates.
     lease: Lease,
     /// Fired when the replica starts draining: it then creates sessions without
@@ -153,6 +155,7 @@ impl ReplicatedSessionManager {
             config,
             events,
             sessions,
+            errors: DomainErrors::new(metrics.clone()),
             metrics,
             lease,
             draining,
@@ -284,16 +287,7 @@ impl ReplicatedSessionManager {
 
     /// Reports `e` to the edge through the request's slot.
     fn refuse(&self, slot: Option<RefusalSlot>, e: SessionError) -> ReplicatedSessionError {
-        let refusal = match e {
-            SessionError::TooManySessions { .. } => EdgeError::TooManySessions,
-            SessionError::ClientMetadataTooLarge { limit, .. } => {
-                EdgeError::ClientMetadataTooLarge { limit }
-            }
-            _ => {
-                self.metrics.store_error("transport");
-                EdgeError::Unavailable
-            }
-        };
+        let refusal = self.errors.transport(&e);
         if let Some(slot) = slot {
             slot.set(refusal);
         }

@@ -59,8 +59,8 @@ impl Replica {
         F: Fn() -> H + Send + Sync + 'static,
     {
         let env = redis_env(redis_url, prefix, extra);
-        let app = Application::build_with(settings(&env), |state| {
-            stateful_mcp::mcp::endpoint_with(state, factory)
+        let app = Application::build_with(settings(&env), |mcp| {
+            stateful_mcp::mcp::endpoint_with(mcp, factory)
         })
         .await
         .unwrap();

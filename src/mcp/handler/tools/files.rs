@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ToolResult, reply};
 use crate::{
-    managed::{ResourceError, file::FileHandle},
-    mcp::handler::{
-        StatefulServer,
-        binding::{ToolFailure, caller},
+    managed::file::FileHandle,
+    mcp::{
+        error::ToolFailure,
+        handler::{StatefulServer, binding::caller},
     },
 };
 
@@ -81,15 +81,7 @@ impl StatefulServer {
                 &args.path,
             )
             .await
-            .map_err(|e| match e {
-                ResourceError::UnknownKind(_) => ToolFailure::Refused(
-                    "file access is off on this server (resources.file_root is not set)".to_owned(),
-                ),
-                ResourceError::ShuttingDown => {
-                    ToolFailure::Internal(crate::mcp::error::EdgeError::Unavailable.into())
-                }
-                other => ToolFailure::Refused(other.to_string()),
-            })?;
+            .map_err(|e| self.errors.handle(e))?;
         let bytes = file
             .read(args.offset, length as usize)
             .await

@@ -16,10 +16,13 @@ use serde_json::Value;
 
 use super::{ToolResult, reply};
 use crate::{
-    mcp::handler::{
-        StatefulServer,
-        binding::{ToolFailure, caller, tool_error},
-        tasks::{Plan, Planner, tool_outcome},
+    mcp::{
+        error::{ToolFailure, tool_error},
+        handler::{
+            StatefulServer,
+            binding::caller,
+            tasks::{Plan, Planner, tool_outcome},
+        },
     },
     primes,
     tasks::TaskContext,

@@ -15,9 +15,9 @@ use super::{ToolResult, iso, reply};
 use crate::{
     mcp::handler::{
         StatefulServer,
-        binding::{Binding, ToolFailure, caller, retry_of},
+        binding::{Binding, caller, retry_of},
     },
-    sessions::{NewSession, SessionError},
+    sessions::NewSession,
 };
 
 /// Arguments of tools that only need the session.
@@ -103,7 +103,7 @@ impl StatefulServer {
                 lease: None,
             })
             .await;
-        let session = created.map_err(|e| ToolFailure::from_session(e, &self.metrics))?;
+        let session = created.map_err(|e| self.errors.session(e))?;
         self.metrics.sessions_created.inc();
         let out = CreateOutput {
             session_id: session.id,
@@ -136,8 +136,7 @@ impl StatefulServer {
             )
             .await?;
         if !deleted {
-            let id = binding.id().to_owned();
-            return Err(binding.failure(SessionError::NotFound(id), &self.metrics));
+            return Err(binding.not_found());
         }
         reply(
             format!("Session {} deleted.", binding.id()),

@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{ToolResult, reply};
 use crate::{
-    mcp::handler::{
-        StatefulServer,
-        binding::{Binding, ToolFailure, retry_of},
+    mcp::{
+        error::ToolFailure,
+        handler::{
+            StatefulServer,
+            binding::{Binding, retry_of},
+        },
     },
     sessions::{CounterOp, HistoryOp, SessionError},
 };
