@@ -1,6 +1,8 @@
 //! The CPU pool: CPU-heavy work (the prime sieve) runs on tokio's blocking threads, off
 //! the async workers that serve every other request, at most `tools.cpu_concurrency`
-//! jobs at a time.
+//! jobs at a time, handed out fairly between principals ([`FairPermits`]): a free permit
+//! goes to the waiting caller whose principal runs fewest jobs, so one caller's queue of
+//! sieves never stands between another caller and the next free permit.
 //!
 //! A job reports progress through a channel that the caller's task drains, so the
 //! caller's callback runs on the async side. Dropping the caller's future (a client
@@ -15,9 +17,12 @@ use std::sync::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
-use crate::metrics::{Metrics, encode_gauge};
+use crate::{
+    fair::FairPermits,
+    metrics::{Metrics, encode_gauge},
+};
 
 /// Why a job returned nothing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,8 +40,7 @@ pub struct CpuPool {
 
 #[derive(Debug)]
 struct Shared {
-    permits: Arc<Semaphore>,
-    limit: usize,
+    permits: FairPermits,
     /// Callers waiting for a permit.
     waiting: AtomicUsize,
 }
@@ -99,18 +103,17 @@ impl Drop for Waiting<'_> {
 impl CpuPool {
     /// A pool running at most `limit` jobs at once (at least one).
     pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
         Self {
             shared: Arc::new(Shared {
-                permits: Arc::new(Semaphore::new(limit)),
-                limit,
+                permits: FairPermits::new(limit),
                 waiting: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Runs `work` on a blocking thread once a permit is free, calling `on_progress`
-    /// here with what the job reports, and returns the job's result.
+    /// Runs `work` for `principal` on a blocking thread once a permit is free for it,
+    /// calling `on_progress` here with what the job reports, and returns the job's
+    /// result.
     ///
     /// # Errors
     /// [`CpuError::Failed`] when the job panicked.
@@ -120,6 +123,7 @@ impl CpuPool {
     /// job's stop flag; the job's permit is returned when the job has returned.
     pub async fn run<T, P>(
         &self,
+        principal: &str,
         work: impl FnOnce(&Job<P>) -> T + Send + 'static,
         mut on_progress: impl FnMut(P),
     ) -> Result<T, CpuError>
@@ -129,12 +133,7 @@ impl CpuPool {
     {
         let permit = {
             let _waiting = Waiting::new(&self.shared.waiting);
-            self.shared
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| CpuError::Failed(e.to_string()))?
+            self.shared.permits.acquire(principal).await
         };
         let stop = Arc::new(AtomicBool::new(false));
         let _stop_on_drop = StopOnDrop(stop.clone());
@@ -163,8 +162,8 @@ impl CpuPool {
     pub fn stats(&self) -> CpuStats {
         let s = &self.shared;
         CpuStats {
-            limit: s.limit,
-            running: s.limit.saturating_sub(s.permits.available_permits()),
+            limit: s.permits.limit(),
+            running: s.permits.held(),
             waiting: s.waiting.load(Ordering::Relaxed),
         }
     }
@@ -246,6 +245,7 @@ mod tests {
         let mut seen = Vec::new();
         let result = pool
             .run(
+                "alice",
                 |job| {
                     for i in 0..5 {
                         job.report(i);
@@ -264,7 +264,7 @@ mod tests {
     async fn a_dropped_caller_stops_its_job_and_frees_the_permit() {
         let pool = CpuPool::new(1);
         let (started, mut has_started) = mpsc::unbounded_channel();
-        let first = pool.run(until_stopped, move |()| {
+        let first = pool.run("alice", until_stopped, move |()| {
             let _ = started.send(());
         });
         // Dropped once the job runs, as a cancelled request drops it.
@@ -272,7 +272,7 @@ mod tests {
             _ = first => panic!("the job runs until stopped"),
             _ = has_started.recv() => {}
         }
-        let second = pool.run(|_: &Job<()>| "second", |()| {});
+        let second = pool.run("alice", |_: &Job<()>| "second", |()| {});
         assert_eq!(
             bounded("the next job runs", second).await.unwrap(),
             "second"
@@ -288,13 +288,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_callers_queue_does_not_stand_before_another_caller() {
+        let pool = CpuPool::new(1);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (started, mut has_started) = mpsc::unbounded_channel();
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run("alice", until_stopped, move |()| {
+                    let _ = started.send(());
+                })
+                .await
+            }
+        });
+        bounded("alice's first job starts", has_started.recv()).await;
+        let queue = |who: &'static str| {
+            let (pool, order) = (pool.clone(), order.clone());
+            tokio::spawn(async move {
+                pool.run(
+                    who,
+                    move |_: &Job<()>| order.lock().unwrap().push(who),
+                    |()| {},
+                )
+                .await
+            })
+        };
+        let mut queued = vec![queue("alice"), queue("alice")];
+        while pool.stats().waiting < 2 {
+            tokio::task::yield_now().await;
+        }
+        queued.push(queue("bob"));
+        while pool.stats().waiting < 3 {
+            tokio::task::yield_now().await;
+        }
+        running.abort();
+        for job in queued {
+            bounded("every queued job runs", job)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["bob", "alice", "alice"]);
+    }
+
+    #[tokio::test]
     async fn callers_beyond_the_limit_wait_and_a_panicking_job_is_an_error() {
         let pool = CpuPool::new(1);
         let (started, mut has_started) = mpsc::unbounded_channel();
         let running = tokio::spawn({
             let pool = pool.clone();
             async move {
-                pool.run(until_stopped, move |()| {
+                pool.run("alice", until_stopped, move |()| {
                     let _ = started.send(());
                 })
                 .await
@@ -303,7 +347,7 @@ mod tests {
         bounded("the first job starts", has_started.recv()).await;
         let queued = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.run(|_: &Job<()>| 1, |()| {}).await }
+            async move { pool.run("alice", |_: &Job<()>| 1, |()| {}).await }
         });
         while pool.stats().waiting == 0 {
             tokio::task::yield_now().await;
@@ -324,7 +368,9 @@ mod tests {
                 .unwrap(),
             1
         );
-        let panicked = pool.run(|_: &Job<()>| panic!("boom"), |()| {}).await;
+        let panicked = pool
+            .run("alice", |_: &Job<()>| panic!("boom"), |()| {})
+            .await;
         assert!(matches!(panicked, Err(CpuError::Failed(_))));
     }
 }

@@ -33,7 +33,7 @@
 //! - [`startup`]: builds the [`startup::Application`] (router, listener, upkeep loop) and
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
-//!   connections with a deadline on request heads.
+//!   connections, at most `server.max_connections`, with a deadline on request heads.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request, over
 //!   [`mcp::McpState`] (the replica's state with the MCP layer's own handles: the MRTR
@@ -53,8 +53,10 @@
 //!   bus); [`primes`]: the CPU-bound computation it serves, run on the [`cpu`] pool
 //!   (blocking threads, a concurrency limit, cancellation between segments).
 //! - [`tasks`]: background tasks any replica answers for: records in the store (one
-//!   Lua script per transition), the replica's bounded worker pool, owner leases and
-//!   the sweep that fails tasks whose replica died; cancels and input over the bus.
+//!   Lua script per transition), the replica's bounded worker pool with a share per
+//!   principal, owner leases and the sweep that fails tasks whose replica died; cancels
+//!   and input over the bus. [`fair`]: the semaphore under the workers and the CPU pool
+//!   that hands a free permit to the principal holding fewest.
 //! - [`managed`]: managed handles (files and dedicated connections tools hold open
 //!   across calls; not MCP resources) and their [`managed::HandleManager`].
 //! - [`events`]: resumable response streams on Redis Streams (append, replay, the
@@ -72,7 +74,8 @@
 //!   place (startup) in order and stopped in reverse.
 //!
 //! ## A request's path
-//! [`serve`] accepts the connection (TCP_NODELAY; the request head within its deadline)
+//! [`serve`] admits the connection (under the cap; TCP_NODELAY; a first request and each
+//! head within their deadline)
 //! → [`http`] gives it an id and a span → the [`mcp::edge`] authenticates the caller,
 //! reads the body once into an envelope (method, id, era, tool, handle, idempotency
 //! key), refuses what is not JSON-RPC, labels metrics, and for a request naming an
@@ -99,6 +102,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod events;
+pub mod fair;
 pub mod http;
 pub mod ids;
 pub mod jobs;

@@ -11,8 +11,14 @@
 //! nobody references that were idle longer than the configured timeout; shutdown cleans
 //! the rest. The kinds of this crate are in [`mod@file`] and [`redis`].
 //!
-//! Ids come from clients, so they are bounded: at most `max_per_kind` handles of one
-//! kind exist at once, and ids longer than [`MAX_ID_BYTES`] are refused.
+//! Ids come from clients, so they are bounded: ids longer than [`MAX_ID_BYTES`] are
+//! refused, and the kind's [`Factory::key`] turns an id into the key of what it names
+//! (every spelling of one file is one handle). At most `max_per_kind` handles of one
+//! kind exist at once, and at most `max_per_principal` of them are charged to one
+//! principal (the one whose call opened it; anyone may then share it), so one caller
+//! cannot take every place. A call beyond either bound first closes the least recently
+//! used idle handle in its way (its principal's own, or any of the kind); only when
+//! every one in its way is in use is it refused.
 
 mod figures;
 pub mod file;
@@ -64,6 +70,13 @@ pub enum HandleError {
     /// `max_per_kind` resources of this kind are open and referenced.
     #[error("too many open {0} resources; try again when some are released")]
     Exhausted(&'static str),
+    /// The caller's principal holds its share (`max_per_principal`) of this kind, all of
+    /// them in use.
+    #[error(
+        "this caller holds its share of open {0} resources, all in use; try again when \
+         some are released"
+    )]
+    ShareExhausted(&'static str),
     /// The resource exists but is of another type than the caller asked for.
     #[error("resource kind `{0}` holds another type")]
     WrongType(&'static str),
@@ -90,6 +103,15 @@ pub trait Factory: Send + Sync + 'static {
     /// The kind's name: bounded, a metric label.
     fn kind(&self) -> &'static str;
 
+    /// The key of what `id` names: ids with one key share one resource, created from the
+    /// key. The default is the id itself.
+    ///
+    /// # Errors
+    /// [`HandleError::InvalidId`] for an id the kind refuses.
+    fn key(&self, id: &str) -> Result<String, HandleError> {
+        Ok(id.to_owned())
+    }
+
     /// Opens the handle `id`.
     ///
     /// # Errors
@@ -101,11 +123,15 @@ pub trait Factory: Send + Sync + 'static {
 /// A factory with its output type erased.
 #[async_trait]
 trait ErasedFactory: Send + Sync {
+    fn key(&self, id: &str) -> Result<String, HandleError>;
     async fn create(&self, id: &str) -> Result<Arc<dyn ErasedHandle>, HandleError>;
 }
 
 #[async_trait]
 impl<F: Factory> ErasedFactory for F {
+    fn key(&self, id: &str) -> Result<String, HandleError> {
+        Factory::key(self, id)
+    }
     async fn create(&self, id: &str) -> Result<Arc<dyn ErasedHandle>, HandleError> {
         Ok(Arc::new(Factory::create(self, id).await?))
     }
@@ -129,6 +155,8 @@ impl<R: Handle> ErasedHandle for R {
 /// One handle's slot: created once, then shared.
 struct Entry {
     kind: &'static str,
+    /// The principal whose call opened it: its share is charged.
+    principal: Arc<str>,
     cell: OnceCell<Arc<dyn ErasedHandle>>,
     refs: AtomicUsize,
     /// Milliseconds since the manager's epoch of the last lease's end.
@@ -137,6 +165,11 @@ struct Entry {
 }
 
 impl Entry {
+    /// Open, and nobody references it: it may be closed to make room.
+    fn idle(&self) -> bool {
+        self.refs.load(Ordering::Acquire) == 0 && self.cell.initialized()
+    }
+
     /// Cleans the resource if it was created and nobody cleaned it yet; whether this
     /// call did.
     async fn cleanup(&self, counters: &KindCounters) -> bool {
@@ -166,16 +199,63 @@ struct Kind {
 
 struct Inner {
     kinds: HashMap<&'static str, Kind>,
-    entries: Mutex<HashMap<(&'static str, String), Arc<Entry>>>,
+    entries: Mutex<Entries>,
     idle_timeout: Duration,
     max_per_kind: usize,
+    max_per_principal: usize,
     epoch: Instant,
     closed: AtomicBool,
 }
 
+/// The map of open resources, by kind and key.
+type Entries = HashMap<(&'static str, String), Arc<Entry>>;
+
 impl Inner {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Makes room for one more resource of `kind` charged to `principal`: within its
+    /// share and within the kind's bound, closing (removing from `entries`, into
+    /// `evicted`) the least recently used idle resource in the way of each.
+    fn make_room(
+        &self,
+        entries: &mut Entries,
+        kind: &'static str,
+        principal: &str,
+        evicted: &mut Vec<Arc<Entry>>,
+    ) -> Result<(), HandleError> {
+        let of_kind = |e: &Entry| e.kind == kind;
+        let charged = |e: &Entry| e.kind == kind && *e.principal == *principal;
+        if entries.values().filter(|e| charged(e)).count() >= self.max_per_principal {
+            // Without a share of its own (the whole bound), the kind is what is full.
+            let full = if self.max_per_principal < self.max_per_kind {
+                HandleError::ShareExhausted(kind)
+            } else {
+                HandleError::Exhausted(kind)
+            };
+            evicted.push(Self::evict_oldest_idle(entries, charged).ok_or(full)?);
+        }
+        if entries.values().filter(|e| of_kind(e)).count() >= self.max_per_kind {
+            evicted.push(
+                Self::evict_oldest_idle(entries, of_kind).ok_or(HandleError::Exhausted(kind))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes the least recently used idle entry that `eligible` accepts. Under the map's
+    /// lock, as references are taken, so no caller is acquiring it.
+    fn evict_oldest_idle(
+        entries: &mut Entries,
+        eligible: impl Fn(&Entry) -> bool,
+    ) -> Option<Arc<Entry>> {
+        let key = entries
+            .iter()
+            .filter(|(_, e)| eligible(e) && e.idle())
+            .min_by_key(|(_, e)| e.last_access.load(Ordering::Acquire))
+            .map(|(key, _)| key.clone())?;
+        entries.remove(&key)
     }
 
     /// Removes `key`'s entry if it is still `entry` and unreferenced.
@@ -202,6 +282,7 @@ pub struct HandleManagerBuilder {
     kinds: HashMap<&'static str, Kind>,
     idle_timeout: Duration,
     max_per_kind: usize,
+    max_per_principal: Option<usize>,
 }
 
 impl HandleManagerBuilder {
@@ -219,14 +300,27 @@ impl HandleManagerBuilder {
         self
     }
 
+    /// At most `max` resources of one kind charged to one principal (default: the
+    /// kind's whole bound).
+    #[must_use]
+    pub fn per_principal(mut self, max: usize) -> Self {
+        self.max_per_principal = Some(max);
+        self
+    }
+
     /// The manager.
     pub fn build(self) -> HandleManager {
+        let max_per_kind = self.max_per_kind.max(1);
         HandleManager {
             inner: Arc::new(Inner {
                 kinds: self.kinds,
                 entries: Mutex::default(),
                 idle_timeout: self.idle_timeout,
-                max_per_kind: self.max_per_kind.max(1),
+                max_per_kind,
+                max_per_principal: self
+                    .max_per_principal
+                    .unwrap_or(max_per_kind)
+                    .clamp(1, max_per_kind),
                 epoch: Instant::now(),
                 closed: AtomicBool::new(false),
             }),
@@ -299,11 +393,27 @@ impl HandleManager {
             kinds: HashMap::new(),
             idle_timeout,
             max_per_kind,
+            max_per_principal: None,
         }
     }
 
-    /// The resource `id` of `kind`: the open one, or a new one from the kind's factory.
-    /// Concurrent first uses of one id create it once; a failed creation keeps nothing.
+    /// [`HandleManager::get_for`] on the replica's own behalf (a principal no caller
+    /// can be: principals are never empty).
+    ///
+    /// # Errors
+    /// See [`HandleError`].
+    ///
+    /// # Cancel safety
+    /// As [`HandleManager::get_for`].
+    pub async fn get<R: Handle>(&self, kind: &str, id: &str) -> Result<Borrowed<R>, HandleError> {
+        self.get_for("", kind, id).await
+    }
+
+    /// The resource `id` of `kind` for a call of `principal`: the open one (whoever
+    /// opened it), or a new one from the kind's factory, charged to `principal`'s share.
+    /// Ids with one [key](Factory::key) share one resource; concurrent first uses create
+    /// it once; a failed creation keeps nothing. Beyond the principal's share or the
+    /// kind's bound, the least recently used idle resource in the way is closed first.
     ///
     /// # Errors
     /// See [`HandleError`].
@@ -311,7 +421,12 @@ impl HandleManager {
     /// # Cancel safety
     /// Cancel safe: a dropped call releases its reference; a creation it started is
     /// finished by another caller of the same id, or not at all.
-    pub async fn get<R: Handle>(&self, kind: &str, id: &str) -> Result<Borrowed<R>, HandleError> {
+    pub async fn get_for<R: Handle>(
+        &self,
+        principal: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Borrowed<R>, HandleError> {
         let inner = &self.inner;
         let Some((&kind, registered)) = inner.kinds.get_key_value(kind) else {
             let shown: String = kind.chars().take(64).collect();
@@ -323,8 +438,9 @@ impl HandleManager {
                 reason: format!("longer than {MAX_ID_BYTES} bytes"),
             });
         }
-        let key = (kind, id.to_owned());
-        let entry = {
+        let key = (kind, registered.factory.key(id)?);
+        let mut evicted = Vec::new();
+        let entry = (|| {
             let mut entries = inner.entries.lock().expect("resource map");
             if inner.closed.load(Ordering::SeqCst) {
                 return Err(HandleError::ShuttingDown);
@@ -332,11 +448,10 @@ impl HandleManager {
             let entry = match entries.get(&key) {
                 Some(entry) => entry.clone(),
                 None => {
-                    if entries.keys().filter(|(k, _)| *k == kind).count() >= inner.max_per_kind {
-                        return Err(HandleError::Exhausted(kind));
-                    }
+                    inner.make_room(&mut entries, kind, principal, &mut evicted)?;
                     let entry = Arc::new(Entry {
                         kind,
+                        principal: principal.into(),
                         cell: OnceCell::new(),
                         refs: AtomicUsize::new(0),
                         last_access: AtomicU64::new(inner.now_ms()),
@@ -346,11 +461,16 @@ impl HandleManager {
                     entry
                 }
             };
-            // Taken while the map is locked: the sweep checks references under the same
-            // lock, so it never takes an entry a caller is acquiring.
+            // Taken while the map is locked: the sweep and the eviction check references
+            // under the same lock, so they never take an entry a caller is acquiring.
             entry.refs.fetch_add(1, Ordering::AcqRel);
-            entry
-        };
+            Ok(entry)
+        })();
+        // Closed whether or not this call got its place.
+        for closed in &evicted {
+            closed.cleanup(&registered.counters).await;
+        }
+        let entry = entry?;
         let mut pending = Pending {
             inner,
             entry: Some(entry.clone()),
@@ -358,7 +478,7 @@ impl HandleManager {
         let created = entry
             .cell
             .get_or_try_init(|| async {
-                let made = registered.factory.create(id).await;
+                let made = registered.factory.create(&key.1).await;
                 let counter = match made {
                     Ok(_) => &registered.counters.created,
                     Err(_) => &registered.counters.failed,
@@ -696,6 +816,42 @@ mod tests {
         });
         assert!(panicked.await.is_err());
         assert_eq!(refs(&manager), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_principal_cannot_take_every_place_and_idle_ones_make_room() {
+        let factory = ProbeFactory::default();
+        let manager = HandleManager::builder(Duration::from_secs(60), 4)
+            .per_principal(2)
+            .register(factory.clone())
+            .build();
+        let get = |who: &'static str, id: &'static str| manager.get_for::<Probe>(who, "probe", id);
+        let a = get("alice", "a").await.unwrap();
+        let b = get("alice", "b").await.unwrap();
+        assert_eq!(
+            get("alice", "c").await.err(),
+            Some(HandleError::ShareExhausted("probe")),
+            "both of hers are in use"
+        );
+        // Sharing what is open is free, whoever opened it.
+        let shared = get("bob", "a").await.unwrap();
+        drop((a, shared));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(b);
+        // Her least recently used idle one makes room for her next.
+        let _c = get("alice", "c").await.unwrap();
+        assert_eq!(factory.cleanups.load(Ordering::SeqCst), 1, "`a` closed");
+        let _x = get("bob", "x").await.unwrap();
+        let _y = get("bob", "y").await.unwrap();
+        // The kind is full (b idle, c, x, y): an idle one of anyone's makes room.
+        let _z = get("carol", "z").await.unwrap();
+        assert_eq!(factory.cleanups.load(Ordering::SeqCst), 2, "`b` closed");
+        assert_eq!(
+            get("dave", "w").await.err(),
+            Some(HandleError::Exhausted("probe")),
+            "every open one is in use"
+        );
+        assert_eq!(manager.stats()["probe"].active, 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -138,7 +138,8 @@ pub struct PrimesBelow {
 
 /// The primes below `limit` with their JSON encoding, from the cache entry every caller
 /// shares (`primes:below:<limit>`, kept for `ttl`); on a miss they are counted once
-/// across callers and replicas on `cpu`, reporting `progress` as [`count_primes`] does.
+/// across callers and replicas on `cpu` (for `principal`: the caller whose call counts),
+/// reporting `progress` as [`count_primes`] does.
 /// A zero `ttl` counts without the cache.
 ///
 /// The cache's load lock is taken before the CPU permit: the lock says "this key is being
@@ -159,6 +160,7 @@ pub struct PrimesBelow {
 pub async fn cached(
     cache: &CacheManager,
     cpu: &CpuPool,
+    principal: &str,
     limit: u64,
     ttl: Duration,
     steps: u64,
@@ -167,6 +169,7 @@ pub async fn cached(
     let compute = || async move {
         let counted = cpu
             .run(
+                principal,
                 move |job| count_primes(limit, steps, |d, t| job.report((d, t)), job.stop_flag()),
                 |(done, total)| progress(done, total),
             )
@@ -271,6 +274,7 @@ mod tests {
         let (value, json) = cached(
             &cache,
             &cpu,
+            "alice",
             1_000_000,
             Duration::from_secs(60),
             4,

@@ -7,7 +7,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, listener::DrainingListener, mcp::McpState, state::AppState};
+use crate::{
+    config::Settings,
+    listener::DrainingListener,
+    mcp::McpState,
+    serve::{ConnectionLimits, Connections},
+    state::AppState,
+};
 
 /// How long the last responses get to leave their streams once in-flight requests are
 /// done, before rmcp's token ends every stream.
@@ -19,6 +25,7 @@ const JOB_GRACE: Duration = Duration::from_secs(2);
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    connections: Connections,
     state: AppState,
 }
 
@@ -50,6 +57,13 @@ impl Application {
         settings.server.advertise_url = settings.server.advertised_url(listener.local_addr().ok());
         let state = AppState::build(settings)?;
         let router = crate::http::router_with(state.clone(), mcp(&McpState::build(&state)?));
+        let connections = Connections::new(ConnectionLimits {
+            header_read_timeout: Duration::from_secs(
+                state.settings.server.header_read_timeout_secs,
+            ),
+            max_connections: state.settings.server.max_connections,
+        });
+        connections.register_metrics(&state.metrics);
         let upkeep = state.clone();
         let every = Duration::from_secs(state.settings.session.maintenance_interval_secs);
         state.jobs.add("session maintenance", move |stop| {
@@ -61,6 +75,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            connections,
             state,
         })
     }
@@ -109,6 +124,7 @@ impl Application {
         let Self {
             listener,
             router,
+            connections,
             state,
         } = self;
         let prestop = Duration::from_secs(state.settings.server.prestop_delay_secs);
@@ -125,14 +141,7 @@ impl Application {
         let close_connections = CancellationToken::new();
         let listener =
             DrainingListener::new(listener, stop_accepting.clone(), backlog_drained.clone())?;
-        let header_read_timeout =
-            Duration::from_secs(state.settings.server.header_read_timeout_secs);
-        let serve = crate::serve::serve(
-            listener,
-            router,
-            header_read_timeout,
-            close_connections.clone(),
-        );
+        let serve = crate::serve::serve(listener, router, connections, close_connections.clone());
 
         let steps = {
             let state = state.clone();

@@ -200,7 +200,8 @@ impl AppState {
 fn handle_manager(settings: &Settings, redis: Option<&RedisPool>) -> anyhow::Result<HandleManager> {
     let r = &settings.resources;
     let mut builder =
-        HandleManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind);
+        HandleManager::builder(Duration::from_secs(r.idle_timeout_secs), r.max_per_kind)
+            .per_principal(r.max_per_principal);
     if !r.file_root.as_os_str().is_empty() {
         let files = FileFactory::new(&r.file_root)
             .with_context(|| format!("resources.file_root {}", r.file_root.display()))?;

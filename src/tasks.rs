@@ -260,6 +260,15 @@ pub enum TaskError {
         /// Workers plus queue places.
         capacity: usize,
     },
+    /// The caller's principal has its share of the places admitted on this replica.
+    #[error(
+        "you have {share} tasks running or waiting on this replica, your share; retry when \
+         one has ended"
+    )]
+    ShareFull {
+        /// The places one principal may hold (`tasks.max_per_principal`).
+        share: usize,
+    },
     /// The replica is shutting down and takes no new tasks.
     #[error("this replica is shutting down and takes no new tasks; retry")]
     Draining,

@@ -21,6 +21,9 @@ pub struct ResourceSettings {
     pub sweep_interval_secs: u64,
     /// Most open resources of one kind on a replica.
     pub max_per_kind: usize,
+    /// Most open resources of one kind charged to one principal on a replica (its
+    /// share of `max_per_kind`; at most all of them).
+    pub max_per_principal: usize,
 }
 
 impl ResourceSettings {
@@ -38,6 +41,7 @@ impl ResourceSettings {
         }
         positive("resources.idle_timeout_secs", self.idle_timeout_secs)?;
         positive("resources.sweep_interval_secs", self.sweep_interval_secs)?;
-        positive("resources.max_per_kind", self.max_per_kind as u64)
+        positive("resources.max_per_kind", self.max_per_kind as u64)?;
+        positive("resources.max_per_principal", self.max_per_principal as u64)
     }
 }

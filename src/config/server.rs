@@ -38,6 +38,9 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head (line and headers) before
     /// its connection is closed.
     pub header_read_timeout_secs: u64,
+    /// Most HTTP connections open at once on a replica; one more is answered 503 and
+    /// closed.
+    pub max_connections: usize,
     /// The base URL (`http://host:port`) other replicas reach this one at, to forward
     /// the requests of the 2025-era sessions it serves; empty = `http://` and the bound
     /// address (loopback for an unspecified one). Read it with
@@ -92,6 +95,11 @@ impl ServerSettings {
         }
         positive("server.max_body_bytes", self.max_body_bytes as u64)?;
         positive("server.forward_timeout_ms", self.forward_timeout_ms)?;
+        positive(
+            "server.header_read_timeout_secs",
+            self.header_read_timeout_secs,
+        )?;
+        positive("server.max_connections", self.max_connections as u64)?;
         positive("server.sse_keep_alive_secs", self.sse_keep_alive_secs)
     }
 }

@@ -15,6 +15,10 @@ pub struct TaskSettings {
     pub workers: usize,
     /// Tasks waiting for a worker on a replica; beyond it a new task is refused.
     pub queue: usize,
+    /// Most tasks of one principal running or waiting on a replica (its share of
+    /// `workers + queue`, and at most all of them); beyond it a new task of that
+    /// principal is refused.
+    pub max_per_principal: usize,
     /// Seconds a task's record is kept after its last change (its `ttlMs`).
     pub ttl_secs: u64,
     /// Milliseconds clients are asked to wait between two `tasks/get` (`pollIntervalMs`).
@@ -47,6 +51,7 @@ impl TaskSettings {
     /// [`ConfigError::Invalid`] naming the first key out of range.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         positive("tasks.workers", self.workers as u64)?;
+        positive("tasks.max_per_principal", self.max_per_principal as u64)?;
         positive("tasks.ttl_secs", self.ttl_secs)?;
         positive("tasks.poll_interval_ms", self.poll_interval_ms)?;
         positive("tasks.renew_interval_ms", self.renew_interval_ms)?;

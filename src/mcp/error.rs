@@ -289,7 +289,9 @@ impl DomainErrors {
                 self.store_failed("tasks", &detail, "task store unavailable");
                 McpError::internal_error("task store unavailable; retry shortly", None)
             }
-            refused @ (TaskError::QueueFull { .. } | TaskError::Draining) => McpError::new(
+            refused @ (TaskError::QueueFull { .. }
+            | TaskError::ShareFull { .. }
+            | TaskError::Draining) => McpError::new(
                 ErrorCode::INTERNAL_ERROR,
                 refused.to_string(),
                 Some(json!({"retryable": true})),

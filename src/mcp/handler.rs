@@ -390,7 +390,11 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         self.resources
-            .read(request.uri, supports_cache_hints(&context))
+            .read(
+                caller(&context).as_str(),
+                request.uri,
+                supports_cache_hints(&context),
+            )
             .await
     }
 

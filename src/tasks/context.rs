@@ -14,6 +14,8 @@ use super::{Answers, Held, runner::Shared};
 /// tasks extension) does neither.
 pub struct TaskContext {
     id: String,
+    /// The principal whose call started the job (empty inline: the replica's own).
+    owner: Arc<str>,
     shared: Option<Arc<Shared>>,
     stop: CancellationToken,
     wake: Arc<Notify>,
@@ -23,12 +25,14 @@ impl TaskContext {
     /// The context of task `id` running on `shared`'s replica.
     pub(super) fn new(
         id: String,
+        owner: Arc<str>,
         shared: Arc<Shared>,
         stop: CancellationToken,
         wake: Arc<Notify>,
     ) -> Self {
         Self {
             id,
+            owner,
             shared: Some(shared),
             stop,
             wake,
@@ -40,6 +44,12 @@ impl TaskContext {
         &self.id
     }
 
+    /// The principal whose call started the task (empty inline), for the shares the job
+    /// draws on (the CPU pool).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// The token that stops the job.
     pub(super) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -49,6 +59,7 @@ impl TaskContext {
     pub fn inline() -> Self {
         Self {
             id: String::new(),
+            owner: "".into(),
             shared: None,
             stop: CancellationToken::new(),
             wake: Arc::new(Notify::new()),

@@ -2,9 +2,15 @@
 //! sweep for tasks other replicas abandoned, and cancel/input delivery over the bus.
 //!
 //! Admission is bounded: at most `workers` jobs run and `queue` more wait for a worker;
-//! one more is refused with [`TaskError::QueueFull`] before anything is stored. A job is
-//! a future; stopping it (cancelled by its caller, its lease lost, the replica handing it
-//! back) drops it at its next await point.
+//! one more is refused with [`TaskError::QueueFull`] before anything is stored. One
+//! principal holds at most `max_per_principal` of those places (beyond it
+//! [`TaskError::ShareFull`]), so one caller cannot take every place, and a free worker
+//! goes to the waiting task whose principal runs fewest ([`FairPermits`]), so one
+//! caller's queue does not stand before another's task. A place is held from admission
+//! until the job ends: it completes or fails, its caller cancels it, its lease is lost,
+//! or the replica hands it back; a caller that went away without cancelling leaves its
+//! task running to its end (one waiting for input waits until answered or cancelled).
+//! A job is a future; stopping it drops it at its next await point.
 
 use std::{
     collections::HashMap,
@@ -18,7 +24,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde_json::Value as Json;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
@@ -28,6 +34,7 @@ use super::{
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
     config::TaskSettings,
+    fair::FairPermits,
     metrics::{Metrics, encode_gauge},
 };
 
@@ -62,9 +69,13 @@ pub(super) struct Shared {
     sweep_interval: Duration,
     /// Workers plus queue places.
     capacity: usize,
+    /// The places one principal may hold.
+    share: usize,
     /// Tasks admitted and not finished (running or waiting for a worker).
     admitted: AtomicUsize,
-    workers: Arc<Semaphore>,
+    /// Places held, by principal (no entry for none): at most `capacity` entries.
+    admitted_by: Mutex<HashMap<Arc<str>, usize>>,
+    workers: FairPermits,
     running: Mutex<HashMap<String, Running>>,
     tracker: TaskTracker,
     /// No new tasks: the replica is draining.
@@ -81,16 +92,57 @@ struct Running {
     wake: Arc<Notify>,
 }
 
-/// A place in the pool, given back when dropped.
-struct Slot(Arc<Shared>);
+/// A place in the pool held for a principal, given back when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    owner: Arc<str>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        let mut by = self.shared.admitted_by();
+        if let Some(n) = by.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.owner);
+            }
+        }
+        self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Shared {
+    fn admitted_by(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
+        // Only counting runs under the lock.
+        self.admitted_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a task of `owner`, within the pool and the owner's share.
+    fn admit(self: &Arc<Self>, owner: &str) -> Result<Slot, TaskError> {
+        let mut by = self.admitted_by();
+        if self.admitted.load(Ordering::Acquire) >= self.capacity {
+            return Err(TaskError::QueueFull {
+                capacity: self.capacity,
+            });
+        }
+        let owner: Arc<str> = owner.into();
+        let held = by.entry(owner.clone()).or_default();
+        if *held >= self.share {
+            if *held == 0 {
+                by.remove(&owner);
+            }
+            return Err(TaskError::ShareFull { share: self.share });
+        }
+        *held += 1;
+        self.admitted.fetch_add(1, Ordering::AcqRel);
+        Ok(Slot {
+            shared: self.clone(),
+            owner,
+        })
+    }
+
     fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
         // Only plain map operations run under the lock.
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
@@ -167,8 +219,12 @@ impl TaskManager {
             renew_interval: settings.renew_interval(),
             sweep_interval: settings.sweep_interval(),
             capacity: settings.workers.saturating_add(settings.queue),
+            share: settings
+                .max_per_principal
+                .min(settings.workers.saturating_add(settings.queue)),
             admitted: AtomicUsize::new(0),
-            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
+            admitted_by: Mutex::new(HashMap::new()),
+            workers: FairPermits::new(settings.workers),
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
@@ -207,6 +263,7 @@ impl TaskManager {
     ///
     /// # Errors
     /// [`TaskError::QueueFull`] when every worker and queue place is taken,
+    /// [`TaskError::ShareFull`] when `owner` holds its share of them,
     /// [`TaskError::Draining`] during a shutdown, [`TaskError::Unavailable`] when the
     /// store cannot take the record (nothing runs then).
     pub async fn submit(&self, owner: &str, tool: &str, job: Job) -> Result<TaskRecord, TaskError> {
@@ -214,13 +271,7 @@ impl TaskManager {
         if shared.draining.load(Ordering::Acquire) {
             return Err(TaskError::Draining);
         }
-        let admitted = shared.admitted.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(shared.clone());
-        if admitted >= shared.capacity {
-            return Err(TaskError::QueueFull {
-                capacity: shared.capacity,
-            });
-        }
+        let slot = shared.admit(owner)?;
         let new = NewTask {
             id: crate::ids::mint(),
             owner: owner.to_owned(),
@@ -237,7 +288,7 @@ impl TaskManager {
                 wake: wake.clone(),
             },
         );
-        let context = TaskContext::new(new.id.clone(), shared.clone(), stop, wake);
+        let context = TaskContext::new(new.id.clone(), owner.into(), shared.clone(), stop, wake);
         shared
             .tracker
             .spawn(run(shared.clone(), job, context, slot));
@@ -370,7 +421,7 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
         let _permit = tokio::select! {
             biased;
             () = stop.cancelled() => return None,
-            permit = shared.workers.clone().acquire_owned() => permit.ok()?,
+            permit = shared.workers.acquire(context.owner()) => permit,
         };
         let work = std::panic::AssertUnwindSafe(job(context)).catch_unwind();
         tokio::select! {
@@ -436,6 +487,65 @@ impl Collector for TaskFigures {
 mod tests {
     use super::*;
     use crate::{config::Settings, tasks::MemoryTasks};
+
+    /// A job that says it started, then runs until stopped.
+    fn endless(
+        name: &'static str,
+        started: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Job {
+        Box::new(move |_| {
+            Box::pin(async move {
+                let _ = started.send(name);
+                std::future::pending::<Outcome>().await
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn alice_fills_her_share_and_bob_still_gets_his_task_and_the_next_worker() {
+        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().tasks;
+        settings.workers = 2;
+        settings.queue = 4;
+        settings.max_per_principal = 3;
+        let tasks = TaskManager::new(
+            TaskStore::Memory(MemoryTasks::new()),
+            "r".into(),
+            &settings,
+            None,
+        );
+        let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel();
+        let mut alices = Vec::new();
+        let refused = loop {
+            let name = [
+                "alice-1", "alice-2", "alice-3", "alice-4", "alice-5", "alice-6", "alice-7",
+            ][alices.len()];
+            match tasks
+                .submit("alice", "slow", endless(name, started.clone()))
+                .await
+            {
+                Ok(record) => alices.push(record.id),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refused, TaskError::ShareFull { share: 3 }),
+            "{refused}"
+        );
+        assert_eq!(alices.len(), 3);
+        let first_two = [has_started.recv().await, has_started.recv().await];
+        assert_eq!(first_two, [Some("alice-1"), Some("alice-2")]);
+
+        tasks
+            .submit("bob", "slow", endless("bob", started.clone()))
+            .await
+            .expect("bob's task is admitted");
+        // A worker frees: bob runs none, alice one, so it is bob's though her third
+        // task waited longer.
+        tasks.notify_cancel(&alices[0], "r").await;
+        let next = tokio::time::timeout(Duration::from_secs(10), has_started.recv()).await;
+        assert_eq!(next.ok().flatten(), Some("bob"));
+        tasks.hand_back().await;
+    }
 
     #[tokio::test]
     async fn register_metrics_exposes_admissions_and_capacity() {

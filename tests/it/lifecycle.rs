@@ -63,7 +63,7 @@ async fn files_are_read_under_the_root_and_resources_are_reported() {
     for (path, says) in [
         ("../secret.txt", "`..` is not allowed"),
         ("/etc/passwd", "absolute paths are not allowed"),
-        ("link", "outside the root"),
+        ("link", "symlinks are not followed"),
         ("docs/missing.txt", "no such file"),
     ] {
         let refused = call(&client, "file_read", json!({"path": path})).await;
@@ -90,7 +90,11 @@ async fn files_are_read_under_the_root_and_resources_are_reported() {
         (Some(0), Some(2))
     );
     assert_eq!(files["created_total"], 2, "reused, not reopened: {stats}");
-    assert_eq!(files["failed_total"], 4, "the four refusals: {stats}");
+    assert_eq!(
+        files["failed_total"], 2,
+        "the two refusals that reached the file system (`..` and absolute paths are \
+         refused before): {stats}"
+    );
     assert_eq!(stats["kinds"]["redis"]["active"], 0, "{stats}");
     let pool = &stats["redis_pool"];
     assert!(pool["borrowed_total"].as_u64() > Some(0), "{stats}");
@@ -111,6 +115,54 @@ async fn files_are_read_under_the_root_and_resources_are_reported() {
             .metric(&["stateful_mcp_redis_pool_checkouts_total"])
             .await
             > Some(0.0)
+    );
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
+}
+
+#[tokio::test]
+async fn one_principal_cannot_take_every_file_place() {
+    use crate::auth::{KeyDir, api_key_env, api_keys_file, as_refs};
+    use testkit::http::{bearer_client, call_2026};
+
+    let root = file_root();
+    for i in 0..6 {
+        std::fs::write(root.join(format!("f{i}.txt")), "x").unwrap();
+    }
+    let dir = KeyDir::new("lifecycle-share");
+    let mut env = api_key_env(&api_keys_file(
+        &dir,
+        &[("alice", "key-a"), ("bob", "key-b")],
+    ));
+    env.extend([
+        (
+            "STATEFUL_MCP__RESOURCES__FILE_ROOT",
+            root.to_str().unwrap().to_owned(),
+        ),
+        ("STATEFUL_MCP__RESOURCES__MAX_PER_KIND", "8".to_owned()),
+        ("STATEFUL_MCP__RESOURCES__MAX_PER_PRINCIPAL", "4".to_owned()),
+    ]);
+    let replica = Replica::memory(&as_refs(&env)).await;
+    let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
+    let read = async |client, path: &str| {
+        call_2026(client, &replica.url(), "file_read", json!({"path": path})).await
+    };
+
+    // Twelve spellings of one file are one place.
+    for depth in 0..12 {
+        let path = format!("{}docs/readme.txt", "./".repeat(depth));
+        read(&alice, &path).await.unwrap();
+    }
+    // More distinct files than her share: her own idle ones make room.
+    for i in 0..6 {
+        read(&alice, &format!("f{i}.txt")).await.unwrap();
+    }
+    read(&bob, "blob.bin").await.unwrap();
+    let stats = call_2026(&bob, &replica.url(), "resource_stats", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["kinds"]["file"]["active"], 5,
+        "her four and his one: {stats}"
     );
     let _ = std::fs::remove_dir_all(root.parent().unwrap());
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod bus;
 mod cache;
 mod conformance;
+mod connections;
 mod cpu;
 mod decode;
 mod drain;

@@ -70,6 +70,7 @@ impl Resources {
     /// above `tools.prime_count_max_limit`, internal when the cache fails.
     pub(crate) async fn read(
         &self,
+        principal: &str,
         uri: String,
         hints: bool,
     ) -> Result<ReadResourceResponse, McpError> {
@@ -87,7 +88,7 @@ impl Resources {
             ));
         }
         let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
-        let (_, json) = primes::cached(&self.cache, &self.cpu, limit, ttl, 1, |_, _| {})
+        let (_, json) = primes::cached(&self.cache, &self.cpu, principal, limit, ttl, 1, |_, _| {})
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let mut result = ReadResourceResult::new(vec![ResourceContents::TextResourceContents {

@@ -2,9 +2,10 @@
 //! file root.
 
 use rmcp::{
-    ErrorData as McpError,
+    ErrorData as McpError, RoleServer,
     handler::server::{common::schema_for_output, wrapper::Parameters},
     schemars::{self, JsonSchema},
+    service::RequestContext,
     tool, tool_router,
 };
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::{ToolResult, reply};
 use crate::{
     managed::file::FileHandle,
-    mcp::{error::ToolFailure, handler::StatefulServer},
+    mcp::{
+        error::ToolFailure,
+        handler::{StatefulServer, binding::caller},
+    },
 };
 
 /// `file_read` arguments.
@@ -57,7 +61,11 @@ impl StatefulServer {
                        bytes. Paths outside the root are refused.",
         output_schema = schema_for_output::<FileReadOutput>()
     )]
-    async fn file_read(&self, Parameters(args): Parameters<FileReadArgs>) -> ToolResult {
+    async fn file_read(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<FileReadArgs>,
+    ) -> ToolResult {
         let max = self.max_read_bytes as u64;
         let length = args.length.unwrap_or(max);
         if length > max {
@@ -67,7 +75,11 @@ impl StatefulServer {
         }
         let file = self
             .managed
-            .get::<FileHandle>(crate::managed::file::KIND, &args.path)
+            .get_for::<FileHandle>(
+                caller(&ctx).as_str(),
+                crate::managed::file::KIND,
+                &args.path,
+            )
             .await
             .map_err(|e| self.errors.handle(e))?;
         let bytes = file

@@ -20,6 +20,7 @@ use crate::{
         error::{ToolFailure, tool_error},
         handler::{
             StatefulServer,
+            binding::caller,
             tasks::{Plan, Planner, tool_outcome},
         },
     },
@@ -55,12 +56,17 @@ pub(crate) struct PrimeCounter {
 }
 
 impl PrimeCounter {
-    /// Counts the primes below `args.limit` on the CPU pool (cached for every caller),
-    /// handing each progress report to `report` until it returns `false`.
+    /// Counts the primes below `args.limit` on the CPU pool for `principal` (cached for
+    /// every caller), handing each progress report to `report` until it returns `false`.
     ///
     /// # Cancel safety
     /// Dropping the future stops the sieve within one segment.
-    pub(crate) async fn count<F, Fut>(&self, args: PrimeCountArgs, mut report: F) -> ToolResult
+    pub(crate) async fn count<F, Fut>(
+        &self,
+        principal: &str,
+        args: PrimeCountArgs,
+        mut report: F,
+    ) -> ToolResult
     where
         F: FnMut(u64, u64) -> Fut,
         Fut: Future<Output = bool>,
@@ -82,9 +88,17 @@ impl PrimeCounter {
             }
         };
         let ttl = Duration::from_secs(self.tools.prime_count_cache_ttl_secs);
-        let count = primes::cached(&self.cache, &self.cpu, args.limit, ttl, 10, move |d, t| {
-            let _ = tx.send((d, t));
-        });
+        let count = primes::cached(
+            &self.cache,
+            &self.cpu,
+            principal,
+            args.limit,
+            ttl,
+            10,
+            move |d, t| {
+                let _ = tx.send((d, t));
+            },
+        );
         let (counted, ()) = futures::join!(count, forward);
         let (counted, _) = counted.map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let out = PrimeCountOutput {
@@ -128,7 +142,7 @@ impl StatefulServer {
             tools: self.tools.clone(),
         };
         primes
-            .count(args, move |done, total| {
+            .count(caller(&ctx).as_str(), args, move |done, total| {
                 let (token, peer) = (token.clone(), peer.clone());
                 async move {
                     let Some(token) = token else { return false };
@@ -157,7 +171,7 @@ pub(in crate::mcp::handler) fn prime_count_planner(primes: PrimeCounter) -> Plan
             Box::pin(async move {
                 let ctx = &ctx;
                 let result = primes
-                    .count(args, |done, total| async move {
+                    .count(ctx.owner(), args, |done, total| async move {
                         ctx.progress(&format!("sieved {done} of {total} segments"))
                             .await;
                         true
