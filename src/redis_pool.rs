@@ -529,6 +529,16 @@ mod tests {
         }
     }
 
+    /// A standalone node never moves: its topology receiver never fires, or every
+    /// dedicated connection would be replaced in a loop.
+    #[tokio::test]
+    async fn a_standalone_topology_never_changes() {
+        let pool = RedisPool::new(&RedisSettings::default()).unwrap();
+        let mut topology = pool.topology();
+        let changed = tokio::time::timeout(Duration::from_millis(50), topology.changed()).await;
+        assert!(changed.is_err(), "{changed:?}");
+    }
+
     /// A checkout that gets its slot late in its wait still ends within the longer of
     /// the wait and the connect timeout, on a server that accepts connections and never
     /// answers (as a frozen Redis does).

@@ -30,8 +30,9 @@ use crate::config::{RedisMode, RedisSettings};
 // One per pool, behind an `Arc`: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Target {
-    /// One node.
-    Node(Client),
+    /// One node; the sender only keeps [`Target::subscribe`]'s receivers waiting (a
+    /// node never moves).
+    Node(Client, watch::Sender<u64>),
     /// The primary of a Sentinel-monitored set.
     Sentinel(Sentinel),
 }
@@ -44,10 +45,10 @@ impl Target {
     pub(super) fn new(settings: &RedisSettings) -> Result<Self, RedisPoolError> {
         let ca = root_cert(settings)?;
         match settings.mode {
-            RedisMode::Standalone => Ok(Self::Node(client(
-                settings.url.as_str().into_connection_info()?,
-                ca.as_deref(),
-            )?)),
+            RedisMode::Standalone => Ok(Self::Node(
+                client(settings.url.as_str().into_connection_info()?, ca.as_deref())?,
+                watch::channel(0).0,
+            )),
             RedisMode::Sentinel => Ok(Self::Sentinel(Sentinel::new(settings, ca)?)),
             RedisMode::Cluster => Err(RedisPoolError::Unavailable(
                 "redis.mode = \"cluster\" is not supported by this release".into(),
@@ -61,7 +62,7 @@ impl Target {
     /// When the sentinels name no primary that answers as one within the bounds.
     pub(super) async fn node(&self) -> Result<(Client, u64), RedisError> {
         match self {
-            Self::Node(client) => Ok((client.clone(), 0)),
+            Self::Node(client, _) => Ok((client.clone(), 0)),
             // Boxed: the discovery's future is deep, and it runs only when the primary
             // is not cached; every pooled checkout's future would carry it otherwise.
             Self::Sentinel(sentinel) => Box::pin(sentinel.primary()).await,
@@ -71,7 +72,7 @@ impl Target {
     /// The current epoch: connections of an older one are not reused.
     pub(super) fn epoch(&self) -> u64 {
         match self {
-            Self::Node(_) => 0,
+            Self::Node(..) => 0,
             Self::Sentinel(sentinel) => sentinel.epoch.load(Ordering::Acquire),
         }
     }
@@ -89,7 +90,7 @@ impl Target {
     /// owners of dedicated connections can reconnect to the new primary.
     pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
         match self {
-            Self::Node(_) => watch::channel(0).1,
+            Self::Node(_, never) => never.subscribe(),
             Self::Sentinel(sentinel) => sentinel.changed.subscribe(),
         }
     }
@@ -98,7 +99,7 @@ impl Target {
     pub(super) fn sentinel(&self) -> Option<&Sentinel> {
         match self {
             Self::Sentinel(sentinel) => Some(sentinel),
-            Self::Node(_) => None,
+            Self::Node(..) => None,
         }
     }
 }
