@@ -184,7 +184,10 @@ impl Authenticator {
     }
 
     /// Re-reads a key file that changed since it was loaded; returns whether it did.
-    /// A file that became unreadable or invalid keeps the keys loaded before.
+    /// A file that became unreadable or malformed keeps the keys loaded before; one
+    /// that lists fewer keys (none included: every token is then refused) replaces them,
+    /// so a key removed from the file stops working at the next reload. A JWK this
+    /// server cannot use is skipped with a warning.
     ///
     /// # Errors
     /// When the changed file cannot be used (the previous keys stay in force).
@@ -238,12 +241,23 @@ struct Watched<K> {
 
 /// Keys that can be parsed from a file's text.
 trait KeyFile: Sized {
-    fn parse(text: &str) -> Result<Self, String>;
+    /// The keys of `text`, and a warning for each entry skipped; `Err` when the text is
+    /// malformed as a whole or in a line.
+    fn parse(text: &str) -> Result<(Self, Vec<String>), String>;
+    /// Whether no key was found.
+    fn is_empty(&self) -> bool;
 }
 
 impl<K: KeyFile> Watched<K> {
+    /// Loads the file at start-up, where a file without any usable key is an error.
     fn load(path: &Path) -> Result<Self, AuthConfigError> {
         let (stamp, keys) = read_keys::<K>(path)?;
+        if keys.is_empty() {
+            return Err(AuthConfigError::Invalid {
+                path: path.to_owned(),
+                reason: "no keys".into(),
+            });
+        }
         Ok(Self {
             path: path.to_owned(),
             state: RwLock::new((stamp, Arc::new(keys))),
@@ -264,6 +278,12 @@ impl<K: KeyFile> Watched<K> {
             return Ok(false);
         }
         let (stamp, keys) = read_keys::<K>(&self.path)?;
+        if keys.is_empty() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "the key file lists no usable key: every token is refused until one is added"
+            );
+        }
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = (stamp, Arc::new(keys));
         Ok(true)
     }
@@ -280,10 +300,13 @@ fn read_keys<K: KeyFile>(path: &Path) -> Result<(Stamp, K), AuthConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let keys = K::parse(&text).map_err(|reason| AuthConfigError::Invalid {
+    let (keys, skipped) = K::parse(&text).map_err(|reason| AuthConfigError::Invalid {
         path: path.to_owned(),
         reason,
     })?;
+    for reason in skipped {
+        tracing::warn!(path = %path.display(), %reason, "key skipped");
+    }
     Ok((stamp, keys))
 }
 
@@ -292,7 +315,7 @@ fn read_keys<K: KeyFile>(path: &Path) -> Result<(Stamp, K), AuthConfigError> {
 struct ApiKeys(HashMap<[u8; 32], Principal>);
 
 impl KeyFile for ApiKeys {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<(Self, Vec<String>), String> {
         let mut keys = HashMap::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
@@ -309,10 +332,11 @@ impl KeyFile for ApiKeys {
             let digest = decode_hex32(hex).ok_or_else(|| bad("not 64 hex digits"))?;
             keys.insert(digest, principal);
         }
-        if keys.is_empty() {
-            return Err("no keys".into());
-        }
-        Ok(Self(keys))
+        Ok((Self(keys), Vec::new()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -342,21 +366,26 @@ fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
 struct JwtKeys(Vec<(Option<String>, Algorithm, DecodingKey)>);
 
 impl KeyFile for JwtKeys {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<(Self, Vec<String>), String> {
         let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = Vec::new();
+        let mut skipped = Vec::new();
         for jwk in &set.keys {
             let kid = jwk.common.key_id.clone();
             let Some(alg) = algorithm(jwk) else {
-                return Err(format!("key {kid:?}: no usable signature algorithm"));
+                skipped.push(format!("key {kid:?}: no usable signature algorithm"));
+                continue;
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid:?}: {e}"))?;
-            keys.push((kid, alg, key));
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => keys.push((kid, alg, key)),
+                Err(e) => skipped.push(format!("key {kid:?}: {e}")),
+            }
         }
-        if keys.is_empty() {
-            return Err("no keys".into());
-        }
-        Ok(Self(keys))
+        Ok((Self(keys), skipped))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -440,12 +469,60 @@ mod tests {
     #[test]
     fn api_key_files_parse_with_comments_and_name_bad_lines() {
         let hex = format!("{:x}", Sha256::digest(b"secret-a"));
-        let keys = ApiKeys::parse(&format!("# keys\nalice {hex} # laptop\n\n")).unwrap();
+        let (keys, _) = ApiKeys::parse(&format!("# keys\nalice {hex} # laptop\n\n")).unwrap();
         assert_eq!(keys.principal("secret-a").unwrap().as_str(), "alice");
         assert!(keys.principal("secret-b").is_err());
         let err = ApiKeys::parse("alice nothex").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
-        assert!(ApiKeys::parse("# none\n").is_err());
+        assert!(ApiKeys::parse("# none\n").unwrap().0.is_empty());
+    }
+
+    /// A key removed from the file stops working at the next reload, also when no key
+    /// is left; a malformed file keeps the keys before it; at start-up a file without
+    /// keys is refused.
+    #[test]
+    fn a_reload_drops_removed_keys_even_the_last_one() {
+        let path = std::env::temp_dir().join(format!("api-keys-reload-{}", std::process::id()));
+        let line = |name: &str, key: &[u8]| format!("{name} {:x}\n", Sha256::digest(key));
+        let write = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            // A new stamp whatever the file system's time resolution.
+            let later = SystemTime::now() + std::time::Duration::from_secs(text.len() as u64 + 1);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        };
+        write(&(line("alice", b"key-a") + &line("bob", b"key-b")));
+        let keys = Watched::<ApiKeys>::load(&path).unwrap();
+        assert!(keys.current().principal("key-b").is_ok());
+
+        write(&line("alice", b"key-a"));
+        assert!(keys.reload().unwrap());
+        assert!(
+            keys.current().principal("key-b").is_err(),
+            "bob's key was removed"
+        );
+        assert!(keys.current().principal("key-a").is_ok());
+
+        write("alice not-hex\n");
+        assert!(keys.reload().is_err());
+        assert!(
+            keys.current().principal("key-a").is_ok(),
+            "a malformed file changes nothing"
+        );
+
+        write("# every key revoked\n");
+        assert!(keys.reload().unwrap());
+        assert!(keys.current().principal("key-a").is_err(), "no key is left");
+
+        assert!(
+            Watched::<ApiKeys>::load(&path).is_err(),
+            "no keys at start-up"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
