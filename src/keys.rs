@@ -6,6 +6,8 @@
 //! |---|---|---|---|
 //! | `<p>:{<id>}:session` | hash | session timeout, slid on access | one session record |
 //! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on every access | a principal's session ids by last access |
+//! | `<p>:{<id>}:idem:<digest>` | string | `session.idempotency_ttl_secs` | the first reply of a keyed call that changed session `id` |
+//! | `<p>:{<id>}:idem` | sorted set | `session.idempotency_ttl_secs`, refreshed | session `id`'s retry records by write time, at most `session.max_retry_records` and `max_retry_bytes` |
 //! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
@@ -50,6 +52,12 @@ impl Keys {
     /// both.
     pub fn idempotency(&self, id: &str, digest: &str) -> String {
         format!("{}:{{{id}}}:idem:{digest}", self.prefix)
+    }
+
+    /// The sorted set of session `id`'s retry records (`<bytes>:<key>` by the time
+    /// each was written), so the session keeps a bounded number and size of them.
+    pub fn retry_index(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:idem", self.prefix)
     }
 
     /// The hash holding one session record.

@@ -225,6 +225,8 @@ impl Sessions {
         retry: Option<&Retry>,
     ) -> Result<i64, SessionError> {
         check_id(id)?;
+        // A read changes nothing, so its retry needs no record: it reads again.
+        let retry = retry.filter(|_| !matches!(op, CounterOp::Get));
         dispatch!(Backend: &self.backend => counter(principal, id, op, retry, &self.limits))
     }
 
@@ -262,6 +264,7 @@ impl Sessions {
                 self.limits.max_history_entry_bytes
             )));
         }
+        let retry = retry.filter(|_| !matches!(op, HistoryOp::List));
         dispatch!(Backend: &self.backend => history(principal, id, op, retry, &self.limits))
     }
 

@@ -211,6 +211,16 @@ async fn maintenance_loop(state: AppState, interval: Duration, shutdown: Cancell
                         tracing::warn!(error = %e, "session maintenance failed");
                     }
                 }
+                // `/metrics` shows this round's count: a scrape never asks Redis.
+                match state.sessions.stats().await {
+                    Ok(stats) => {
+                        state
+                            .metrics
+                            .sessions_active
+                            .set(i64::try_from(stats.total).unwrap_or(i64::MAX));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "session count not refreshed"),
+                }
                 if let Err(e) = state.cache.maintain().await {
                     tracing::warn!(error = %e, "cache maintenance failed");
                 }

@@ -28,6 +28,11 @@ pub struct SessionSettings {
     /// How long the first result of a call with an `idempotencyKey` is kept, so a retry
     /// with the same key gets it back instead of applying the change again.
     pub idempotency_ttl_secs: u64,
+    /// Most retry records one session keeps (the oldest go first).
+    pub max_retry_records: usize,
+    /// Most bytes of retry records one session keeps (the oldest go first); a
+    /// principal keeps at most `max_sessions_per_principal` times this.
+    pub max_retry_bytes: usize,
     /// How long a replica's hold on a 2025-era session lasts without renewal (it renews
     /// every third of it): after a replica dies, its sessions move to another replica
     /// at their first request after this.
@@ -79,6 +84,8 @@ impl SessionSettings {
             self.maintenance_interval_secs,
         )?;
         positive("session.idempotency_ttl_secs", self.idempotency_ttl_secs)?;
+        positive("session.max_retry_records", self.max_retry_records as u64)?;
+        positive("session.max_retry_bytes", self.max_retry_bytes as u64)?;
         positive("session.lease_secs", self.lease_secs)?;
         positive("session.local_idle_secs", self.local_idle_secs)?;
         if self.timeout_secs > i64::MAX as u64 / 1000 {

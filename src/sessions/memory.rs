@@ -84,16 +84,16 @@ struct Entry {
     retries: HashMap<String, (String, Value, Instant)>,
 }
 
-/// Most idempotent replies one session keeps; beyond it the one closest to expiry goes.
-const MAX_RETRIES_PER_SESSION: usize = 1024;
-
-/// Runs `op` on `e` at most once per `retry` key (see [`super::Retry`]).
+/// Runs `op` on `e` at most once per `retry` key (see [`super::Retry`]), keeping at
+/// most `session.max_retry_records` replies of at most `session.max_retry_bytes` in
+/// all (the oldest go first).
 fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
     e: &mut Entry,
     retry: Option<&Retry>,
-    ttl: std::time::Duration,
+    limits: &SessionSettings,
     op: impl FnOnce(&mut Entry) -> Result<T, SessionError>,
 ) -> Result<T, SessionError> {
+    let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
     let Some(retry) = retry else {
         return op(e);
     };
@@ -108,18 +108,27 @@ fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
             .map_err(|err| SessionError::Invalid(format!("kept reply unreadable: {err}")));
     }
     let result = op(e)?;
+    let reply = serde_json::to_value(&result)
+        .map_err(|err| SessionError::Invalid(format!("reply not keepable: {err}")))?;
+    let size = |reply: &Value| reply.to_string().len();
     e.retries.retain(|_, (_, _, expires)| *expires > now);
-    if e.retries.len() >= MAX_RETRIES_PER_SESSION
-        && let Some(oldest) = e
+    let mut bytes: usize =
+        e.retries.values().map(|(_, r, _)| size(r)).sum::<usize>() + size(&reply);
+    while !e.retries.is_empty()
+        && (e.retries.len() >= limits.max_retry_records || bytes > limits.max_retry_bytes)
+    {
+        let Some(oldest) = e
             .retries
             .iter()
             .min_by_key(|(_, (_, _, expires))| *expires)
             .map(|(k, _)| k.clone())
-    {
-        e.retries.remove(&oldest);
+        else {
+            break;
+        };
+        if let Some((_, r, _)) = e.retries.remove(&oldest) {
+            bytes -= size(&r);
+        }
     }
-    let reply = serde_json::to_value(&result)
-        .map_err(|err| SessionError::Invalid(format!("reply not keepable: {err}")))?;
     e.retries.insert(
         retry.key.clone(),
         (retry.fingerprint.clone(), reply, now + ttl),
@@ -279,9 +288,8 @@ impl MemorySessions {
         retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<i64, SessionError> {
-        let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
         self.with_live(principal, id, |e| {
-            once(e, retry, ttl, |e| {
+            once(e, retry, limits, |e| {
                 // Reset needs no current value: it is how a caller recovers a counter that
                 // holds something other than an integer.
                 let current = || match e.session.data.get("counter") {
@@ -311,9 +319,8 @@ impl MemorySessions {
         retry: Option<&Retry>,
         limits: &SessionSettings,
     ) -> Result<Vec<String>, SessionError> {
-        let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
         self.with_live(principal, id, |e| {
-            once(e, retry, ttl, |e| {
+            once(e, retry, limits, |e| {
                 let mut entries: Vec<String> = e
                     .session
                     .data

@@ -172,7 +172,7 @@ impl RedisSessions {
         principal: &str,
         id: &str,
         args: &[&str],
-        retry: Option<(&Retry, u64)>,
+        retry: Option<(&Retry, &SessionSettings)>,
     ) -> Result<Reply, SessionError> {
         let mut conn = self.shared.pool.get().await?;
         let keys = &self.shared.keys;
@@ -186,11 +186,14 @@ impl RedisSessions {
         for a in args {
             invocation.arg(*a);
         }
-        if let Some((retry, ttl_secs)) = retry {
+        if let Some((retry, limits)) = retry {
             invocation
                 .key(keys.idempotency(id, &retry.key))
+                .key(keys.retry_index(id))
                 .arg(&retry.fingerprint)
-                .arg(ttl_secs.saturating_mul(1000));
+                .arg(limits.idempotency_ttl_secs.saturating_mul(1000))
+                .arg(limits.max_retry_records)
+                .arg(limits.max_retry_bytes);
         }
         let reply = Reply::parse(conn.invoke(&invocation).await?)?;
         match reply.status.as_str() {
@@ -332,7 +335,7 @@ impl RedisSessions {
                 principal,
                 id,
                 &[name, &amount, &max],
-                retry.map(|r| (r, limits.idempotency_ttl_secs)),
+                retry.map(|r| (r, limits)),
             )
             .await?;
         too_large(&reply, limits)?;
@@ -363,7 +366,7 @@ impl RedisSessions {
                 principal,
                 id,
                 &[name, entry, &keep, &max],
-                retry.map(|r| (r, limits.idempotency_ttl_secs)),
+                retry.map(|r| (r, limits)),
             )
             .await?;
         too_large(&reply, limits)?;

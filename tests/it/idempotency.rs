@@ -126,3 +126,91 @@ async fn an_unanswered_call_reports_an_unknown_outcome_and_its_retry_applies_onc
     .await;
     assert_eq!(value(&msg), 1, "{msg}");
 }
+
+/// What keyed calls leave in Redis is bounded per session: reads keep no record, and a
+/// session keeps at most `session.max_retry_records` records of at most
+/// `session.max_retry_bytes` in all, the oldest going first; the newest still replays.
+#[tokio::test]
+async fn a_sessions_retry_records_are_bounded_and_reads_keep_none() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("retry-records");
+    let replica = Replica::start(
+        redis.url(),
+        &prefix,
+        &[
+            ("STATEFUL_MCP__SESSION__MAX_RETRY_RECORDS", "8"),
+            ("STATEFUL_MCP__SESSION__MAX_RETRY_BYTES", "4096"),
+        ],
+    )
+    .await;
+    let url = replica.url();
+    let handle = create_handle(&reqwest::Client::new(), &url).await;
+    let records = async || {
+        redis
+            .keys(&format!("{prefix}:{{{handle}}}:idem:*"))
+            .await
+            .len()
+    };
+
+    // Reads: nothing kept, whatever their number.
+    for k in 0..20 {
+        let get = json!({"operation": "get", "session_id": handle});
+        call_with_key(&url, "counter", get, json!(format!("read-{k}"))).await;
+        let list = json!({"operation": "list", "session_id": handle});
+        call_with_key(&url, "history", list, json!(format!("list-{k}"))).await;
+    }
+    assert_eq!(records().await, 0, "reads keep no retry record");
+
+    // Changes: at most 8 records, the newest replayed.
+    let increment = json!({"operation": "increment", "session_id": handle});
+    for k in 0..30 {
+        call_with_key(
+            &url,
+            "counter",
+            increment.clone(),
+            json!(format!("inc-{k}")),
+        )
+        .await;
+    }
+    assert_eq!(records().await, 8, "at most session.max_retry_records");
+    let (_, msg) = call_with_key(&url, "counter", increment.clone(), json!("inc-29")).await;
+    assert_eq!(value(&msg), 30, "the newest key still replays: {msg}");
+    let (_, msg) = call_with_key(&url, "counter", increment.clone(), json!("inc-0")).await;
+    assert_eq!(
+        value(&msg),
+        31,
+        "the oldest key was evicted and applies again: {msg}"
+    );
+
+    // Large replies: the bytes bound evicts before the count does (each history reply
+    // carries every entry, about 600 bytes and growing).
+    let entry = "x".repeat(600);
+    for k in 0..8 {
+        let add = json!({"operation": "add", "command": entry, "session_id": handle});
+        let (_, msg) = call_with_key(&url, "history", add, json!(format!("add-{k}"))).await;
+        assert_ne!(msg["result"]["isError"], true, "{msg}");
+    }
+    let mut conn = redis.conn().await;
+    let mut total = 0;
+    for key in redis.keys(&format!("{prefix}:{{{handle}}}:idem:*")).await {
+        let len: usize = redis::cmd("STRLEN")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += len;
+    }
+    assert!(records().await < 8, "the bytes bound evicted first");
+    // One record may exceed the bound alone; together they stay within it plus that one.
+    assert!(total <= 4096 + 8 * 700, "{total} bytes kept");
+    let index: usize = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:{{{handle}}}:idem"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        index,
+        records().await,
+        "the index lists exactly the records kept"
+    );
+}

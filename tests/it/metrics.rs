@@ -7,6 +7,7 @@ use crate::support::{
     client::{call, create_handle, stateless_client},
     redis_server::{RedisServer, unique_prefix},
     replica::{Replica, metric_value as value},
+    wait::wait_until,
 };
 
 #[tokio::test]
@@ -15,7 +16,10 @@ async fn metrics_report_requests_tools_sessions_pool_and_cache() {
     let replica = Replica::start(
         redis.url(),
         &unique_prefix("metrics"),
-        &[("STATEFUL_MCP__SERVER__REPLICA_ID", "replica-m")],
+        &[
+            ("STATEFUL_MCP__SERVER__REPLICA_ID", "replica-m"),
+            ("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "1"),
+        ],
     )
     .await;
     let client = stateless_client(&replica.url()).await;
@@ -36,6 +40,11 @@ async fn metrics_report_requests_tools_sessions_pool_and_cache() {
     .await;
     call(&client, "prime_count", json!({"limit": 1000})).await;
 
+    // The live-session count is refreshed by the maintenance round, not by a scrape.
+    wait_until("the maintenance round counted the session", async || {
+        replica.metric(&["stateful_mcp_sessions_active{"]).await == Some(1.0)
+    })
+    .await;
     let response = reqwest::get(replica.endpoint("/metrics")).await.unwrap();
     assert!(
         response.headers()["content-type"]
@@ -148,4 +157,44 @@ async fn metrics_of_a_memory_replica_come_from_every_component_but_the_redis_poo
     );
     assert!(!text.contains("redis_pool"), "{text}");
     assert!(text.contains("backend=\"memory\""), "{text}");
+}
+
+/// `/metrics` needs no credentials, so a scrape must cost Redis nothing however many
+/// sessions there are (it used to read every session older than the timeout).
+#[tokio::test]
+async fn a_scrape_sends_redis_no_command() {
+    let redis = RedisServer::start().await;
+    let replica = Replica::start(
+        redis.url(),
+        &unique_prefix("metrics-scrape"),
+        &[("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let client = stateless_client(&replica.url()).await;
+    for _ in 0..20 {
+        create_handle(&client).await;
+    }
+    let (_, commands) = redis
+        .client_commands(async {
+            for _ in 0..5 {
+                let text = reqwest::get(replica.endpoint("/metrics"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(text.contains("stateful_mcp_sessions_active{"), "{text}");
+            }
+        })
+        .await;
+    // The replica's own background connections may speak meanwhile: the event
+    // reader's blocking XREAD and the bus subscriber's health PING.
+    let from_scrapes: Vec<_> = commands
+        .iter()
+        .filter(|line| !line.contains("\"XREAD\"") && !line.contains("\"PING\""))
+        .collect();
+    assert!(
+        from_scrapes.is_empty(),
+        "scrapes sent Redis {from_scrapes:?}"
+    );
 }

@@ -4,8 +4,10 @@
 -- owner, slides the expiry, records the access as the session's score in its owner's
 -- index (create.lua counts live sessions by that score) and defines set_data, which keeps
 -- the `bytes` total of data values and enforces its limit. An idempotent call adds
--- KEYS[3] (its record, in the session's slot) and, after the operation's arguments,
--- ARGV[#ARGV - 1] = the request's fingerprint and ARGV[#ARGV] = how long to keep it (ms).
+-- KEYS[3] (its record) and KEYS[4] (the session's index of records), both in the
+-- session's slot, and, after the operation's arguments, ARGV[#ARGV - 3] = the request's
+-- fingerprint, ARGV[#ARGV - 2] = how long to keep the record (ms), ARGV[#ARGV - 1] and
+-- ARGV[#ARGV] = the most records and bytes of records the session keeps.
 --
 -- Every call costs four commands (HMGET, TIME, PEXPIRE and the operation's own), since
 -- each `redis.call` costs about as much as the command it runs: the owner index score is
@@ -59,7 +61,7 @@ end
 -- An idempotent retry gets the first reply back and changes nothing; a key reused with
 -- other arguments is refused. `finish` keeps the reply of a call that succeeded.
 local idem = KEYS[3]
-local fingerprint = idem and ARGV[#ARGV - 1]
+local fingerprint = idem and ARGV[#ARGV - 3]
 if idem then
   local prior = redis.call('GET', idem)
   if prior then
@@ -68,9 +70,38 @@ if idem then
     return record.r
   end
 end
+-- The index (KEYS[4]) lists the session's records as '<bytes>:<key>' scored by when
+-- they were written, and the hash's `rbytes` field their total: expired ones leave it
+-- first, then the oldest until the session is within both limits, so what a session
+-- keeps is bounded whatever the rate of keyed calls.
+local function keep(record)
+  local ttl = tonumber(ARGV[#ARGV - 2])
+  redis.call('SET', idem, record, 'PX', ttl)
+  local index = KEYS[4]
+  local bytes = tonumber(redis.call('HGET', key, 'rbytes') or '0')
+  local cutoff = string.format('%.0f', now_ms - ttl)
+  for _, member in ipairs(redis.call('ZRANGE', index, '-inf', cutoff, 'BYSCORE')) do
+    bytes = bytes - tonumber(string.match(member, '^(%d+):'))
+  end
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
+  redis.call('ZADD', index, now, string.len(record) .. ':' .. idem)
+  bytes = bytes + string.len(record)
+  local max_records, max_bytes = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  local count = redis.call('ZCARD', index)
+  while count > 1 and (count > max_records or bytes > max_bytes) do
+    local oldest = redis.call('ZPOPMIN', index)[1]
+    local size, old = string.match(oldest, '^(%d+):(.*)$')
+    -- The record's key, in this session's slot: it was KEYS[3] of an earlier call.
+    redis.call('DEL', old)
+    bytes = bytes - tonumber(size)
+    count = count - 1
+  end
+  redis.call('HSET', key, 'rbytes', math.max(bytes, 0))
+  redis.call('PEXPIRE', index, ttl)
+end
 local function finish(reply)
   if idem and reply[1] == 'ok' then
-    redis.call('SET', idem, cjson.encode({f = fingerprint, r = reply}), 'PX', ARGV[#ARGV])
+    keep(cjson.encode({f = fingerprint, r = reply}))
   end
   return reply
 end
