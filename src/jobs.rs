@@ -1,10 +1,10 @@
 //! The replica's background jobs, started in one place and stopped in reverse.
 //!
 //! A component whose work goes on in the background (the bus subscriber, the event
-//! stream reader, the lease keeper, the upkeep of tasks, handles and sessions) adds its
-//! loop to the replica's [`Jobs`] where it is built, under a name. Nothing runs until
-//! [`Jobs::start`], which [`crate::startup`] calls once, when everything is built: the
-//! jobs start in the order they were added. [`Jobs::stop`] stops them in the reverse
+//! stream reader, the liveness mark, the lease keeper, the upkeep of tasks, handles and
+//! sessions) adds its loop to the replica's [`Jobs`] where it is built, under a name.
+//! Nothing runs until [`Jobs::start`], which [`crate::startup`] calls once, when
+//! everything is built: the jobs start in the order they were added. [`Jobs::stop`] stops them in the reverse
 //! order, each with a token of its own and awaited before the next, so no job outlives
 //! a job it depends on (the bus subscriber, added first, stops last).
 //!

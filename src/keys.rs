@@ -12,6 +12,7 @@
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
+//! | `<p>:replica:<r>:alive` | string | 2.5 s, renewed every 0.8 s | replica `r` is alive: without it, a holder that cannot be connected to is dead |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
 //! | `<p>:cache:lock:{<gen>:<key>}` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
@@ -102,6 +103,14 @@ impl Keys {
         format!("{}:replica:{replica_id}:wake", self.prefix)
     }
 
+    /// The liveness mark of one replica: present while the replica runs (renewed well
+    /// within its short TTL, deleted at the end of its drain). A replica that cannot
+    /// connect to a session's holder takes the session over at once when the holder's
+    /// mark is gone, rather than after the holder's lease runs out.
+    pub fn replica_alive(&self, replica_id: &str) -> String {
+        format!("{}:replica:{replica_id}:alive", self.prefix)
+    }
+
     /// The cache generation counter; bumping it empties the cache in O(1).
     pub fn cache_generation(&self) -> String {
         format!("{}:cache:gen", self.prefix)
@@ -158,6 +167,7 @@ mod tests {
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
         assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
+        assert_eq!(k.replica_alive("r1"), "app:replica:r1:alive");
         assert_eq!(k.task("abc"), "app:{task:abc}");
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");

@@ -50,6 +50,7 @@ use self::{
     handler::{StatefulServer, notify::Notifier, request_state::RequestStates},
     transport::{
         leases::LeaseKeeper,
+        liveness::Liveness,
         session_manager::ReplicatedSessionManager,
         session_store::{Restores, TransportStore},
     },
@@ -118,8 +119,9 @@ pub fn endpoint(mcp: &McpState) -> Router {
 /// rmcp calls `factory` once per 2025-era session and once per 2026-07-28 request: keep
 /// it cheap (clone a prebuilt handler, which may hold `mcp`'s
 /// [`request_states`](McpState::request_states) and [`notifier`](McpState::notifier)).
-/// It adds the keeper of this replica's session leases and, with the Redis backend, the
-/// event store's reader to [`AppState::jobs`]: they run once the jobs start.
+/// It adds the keeper of this replica's session leases, the renewal of its liveness mark
+/// and, with the Redis backend, the event store's reader to [`AppState::jobs`]: they run
+/// once the jobs start.
 pub fn endpoint_with<H, F>(mcp: &McpState, factory: F) -> Router
 where
     H: ServerHandler,
@@ -156,6 +158,13 @@ where
         lease.clone(),
         state.shutdown.clone(),
     ));
+    // Added before the keeper, so it stops after it: the mark goes last.
+    Liveness::new(
+        state.holder.clone(),
+        state.sessions.clone(),
+        state.metrics.clone(),
+    )
+    .start(&state.jobs);
     LeaseKeeper::new(
         lease.clone(),
         state.sessions.clone(),

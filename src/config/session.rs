@@ -35,7 +35,8 @@ pub struct SessionSettings {
     pub max_retry_bytes: usize,
     /// How long a replica's hold on a 2025-era session lasts without renewal (it renews
     /// every third of it): after a replica dies, its sessions move to another replica
-    /// at their first request after this.
+    /// at their first request after this at the latest, and sooner once the dead
+    /// replica's liveness mark has run out.
     pub lease_secs: u64,
     /// How long a replica keeps an idle 2025-era session's worker (no request, no open
     /// stream) before closing it; the session stays in the store and its next request

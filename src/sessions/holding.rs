@@ -6,6 +6,13 @@
 //! free or expired, in the same round trip), the holder renews its leases with
 //! [`Sessions::renew_leases`] and hands them over with [`Sessions::release_leases`]. On
 //! the memory backend one replica holds every live session.
+//!
+//! A holder that dies keeps its leases until they run out. So that its sessions move
+//! sooner, each replica keeps a short-lived liveness mark ([`Sessions::mark_alive`]);
+//! a replica that cannot connect to a session's holder asks whether the holder's mark
+//! is still there ([`Sessions::is_alive`]), and only when it is gone takes the session
+//! from exactly that holder ([`Sessions::take_over`]). A holder that is alive but slow
+//! keeps its mark, and a forward that connects waits for it, so it keeps its sessions.
 
 use serde_json::Value;
 
@@ -102,7 +109,58 @@ impl Sessions {
         if !crate::ids::is_well_formed(id) {
             return Ok(None);
         }
-        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take)))
+        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take), None))
+    }
+
+    /// [`Sessions::touch`] taking the session for `lease` from `dead` as well: a replica
+    /// that could not be connected to and whose liveness mark is gone. The lease is taken
+    /// only when `dead` still holds it (or nobody does), in the same script, so a session
+    /// another replica took meanwhile stays that replica's.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn take_over(
+        &self,
+        principal: &str,
+        id: &str,
+        lease: &Lease,
+        dead: &Holder,
+    ) -> Result<Option<Touched>, SessionError> {
+        if !crate::ids::is_well_formed(id) {
+            return Ok(None);
+        }
+        let dead = Some(dead.replica.as_str());
+        dispatch!(Backend: &self.backend => touch(principal, id, Some(lease), dead))
+    }
+
+    /// Sets `holder`'s liveness mark for `ttl` (one command; nothing on the memory
+    /// backend, whose one replica nobody else asks about).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn mark_alive(
+        &self,
+        holder: &Holder,
+        ttl: std::time::Duration,
+    ) -> Result<(), SessionError> {
+        dispatch!(Backend: &self.backend => mark_alive(&holder.replica, ttl))
+    }
+
+    /// Whether `holder`'s liveness mark is there (one command; always on the memory
+    /// backend).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn is_alive(&self, holder: &Holder) -> Result<bool, SessionError> {
+        dispatch!(Backend: &self.backend => is_alive(&holder.replica))
+    }
+
+    /// Deletes `holder`'s liveness mark (the end of a drain, its leases handed over).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`].
+    pub async fn mark_gone(&self, holder: &Holder) -> Result<(), SessionError> {
+        dispatch!(Backend: &self.backend => mark_gone(&holder.replica))
     }
 
     /// Renews `lease` on each of `sessions` it still holds, in one round trip per batch;

@@ -359,9 +359,11 @@ impl RedisServer {
         keys
     }
 
-    /// What `f` returns, and the commands clients sent this server while it ran, as
-    /// `MONITOR` lines (not the commands scripts ran). Meant for a private server: on a
-    /// shared one other tests' commands show too.
+    /// What `f` returns, and the commands clients sent this server while it ran and
+    /// until 300 ms passed without one (at most a second more), as `MONITOR` lines (not
+    /// the commands scripts ran). Meant for a private server: on a shared one other
+    /// tests' commands show too; replicas' periodic commands (their liveness beat, their
+    /// lease sweep) show when they fall in the window.
     pub async fn client_commands<T>(&self, f: impl Future<Output = T>) -> (T, Vec<String>) {
         let mut stream = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
         stream.write_all(b"MONITOR\r\n").await.unwrap();
@@ -369,8 +371,13 @@ impl RedisServer {
         assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
         let value = f.await;
         let mut seen = Vec::new();
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+        // Periodic commands of several replicas may never leave 300 ms quiet.
+        let end = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(
+            end.min(tokio::time::Instant::now() + Duration::from_millis(300)),
+            lines.next_line(),
+        )
+        .await
         {
             if !line.contains("[0 lua]") {
                 seen.push(line);

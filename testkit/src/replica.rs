@@ -135,6 +135,14 @@ impl Process {
         self.child.pid()
     }
 
+    /// Sends `signal` (`libc::SIGSTOP` freezes it, `libc::SIGCONT` resumes it).
+    ///
+    /// # Panics
+    /// When it has been killed, or the signal cannot be sent.
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child.signal(signal);
+    }
+
     /// Kills it with `SIGKILL`: no drain, no hand-over, its connections reset.
     pub fn kill(&mut self) {
         self.child.kill();

@@ -1,7 +1,8 @@
 //! 2025-era sessions across replicas: whichever replica a request of a session reaches,
 //! it is served by the replica holding the session, so a response to a server request,
 //! a cancellation and the GET stream all meet the session's one worker; DELETE ends it
-//! everywhere; a dead holder's sessions move; a draining one hands them over.
+//! everywhere; a dead holder's sessions move within seconds while a live or frozen one
+//! keeps them; a draining one hands them over.
 //!
 //! Requests are raw HTTP, sent to the replica each test names, so every hop is the one
 //! the test means.
@@ -10,9 +11,12 @@
 // 2025-era sessions still use.
 #![allow(deprecated)]
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use reqwest::StatusCode;
@@ -26,6 +30,7 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::{Value, json};
+use testkit::free_port;
 
 use crate::support::{
     http::{legacy_delete, legacy_get, legacy_post, legacy_session},
@@ -420,6 +425,103 @@ async fn when_the_holder_dies_the_next_request_on_another_replica_continues_the_
     .await;
     assert_eq!(text, "Counter increment: 2");
     assert_eq!(local_sessions(&b).await, 1.0, "B serves the session now");
+}
+
+/// A lease far longer than any wait of a test: a session that moves sooner moved because
+/// its holder was found dead, not because the lease ran out.
+const LONG_LEASE: (&str, &str) = ("STATEFUL_MCP__SESSION__LEASE_SECS", "60");
+
+#[tokio::test]
+async fn a_dead_holders_sessions_move_within_seconds_not_when_its_lease_runs_out() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-dead-holder");
+    let binary = env!("CARGO_BIN_EXE_stateful-mcp");
+    let mut a = Process::start(binary, redis.url(), &prefix, &[LONG_LEASE]).await;
+    let b = Replica::start(redis.url(), &prefix, &[LONG_LEASE]).await;
+    let http = reqwest::Client::new();
+    let session = counted_session(&http, &a.url()).await;
+
+    a.kill();
+    let killed = Instant::now();
+    // B answers 503 while A's liveness mark lasts, then takes the session from A.
+    let mut attempts = 0;
+    let text = retry("B takes the dead holder's session over", async || {
+        attempts += 1;
+        increment(&http, &b.url(), &session).await
+    })
+    .await;
+    let window = killed.elapsed();
+    println!("dead holder: first call served {window:?} after the kill, at attempt {attempts}");
+    assert_eq!(
+        text, "Counter increment: 2",
+        "the session's state is intact"
+    );
+    assert!(
+        window < Duration::from_secs(30),
+        "moved only as its lease ran out"
+    );
+    assert_eq!(local_sessions(&b).await, 1.0, "B serves the session now");
+    assert_eq!(forwards(&b, "taken_over").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_live_holder_that_cannot_be_connected_to_keeps_its_sessions() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-unreachable-holder");
+    // A advertises an address nobody listens on: forwards to it are refused, yet it
+    // lives and renews its liveness mark.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let advertise = ("STATEFUL_MCP__SERVER__ADVERTISE_URL", nowhere.as_str());
+    let a = Replica::start(redis.url(), &prefix, &[LONG_LEASE, advertise]).await;
+    let b = Replica::start(redis.url(), &prefix, &[LONG_LEASE]).await;
+    let http = reqwest::Client::new();
+    let session = counted_session(&http, &a.url()).await;
+
+    // For longer than a liveness mark lasts unless renewed.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let refused = increment(&http, &b.url(), &session).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("503")),
+            "{refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(forwards(&b, "taken_over").await, 0.0);
+    assert_eq!(local_sessions(&b).await, 0.0);
+    assert_eq!(
+        increment(&http, &a.url(), &session).await.unwrap(),
+        "Counter increment: 2",
+        "A still serves the session"
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_holder_keeps_its_sessions_and_answers_once_it_resumes() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("legacy-frozen-holder");
+    let binary = env!("CARGO_BIN_EXE_stateful-mcp");
+    let a = Process::start(binary, redis.url(), &prefix, &[LONG_LEASE]).await;
+    // B waits for A's answer longer than A stays frozen.
+    let patient = ("STATEFUL_MCP__SERVER__FORWARD_TIMEOUT_MS", "30000");
+    let b = Replica::start(redis.url(), &prefix, &[LONG_LEASE, patient]).await;
+    let http = reqwest::Client::new();
+    let session = counted_session(&http, &a.url()).await;
+
+    a.signal(libc::SIGSTOP);
+    let call = tokio::spawn({
+        let (http, url, session) = (http.clone(), b.url(), session.clone());
+        async move { increment(&http, &url, &session).await }
+    });
+    // Frozen for longer than its liveness mark lasts: the mark lapses, but the forward
+    // connected (the kernel accepts for a frozen process), so B waits for A's answer.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!call.is_finished(), "answered while the holder was frozen");
+    a.signal(libc::SIGCONT);
+    let text = within("the resumed holder answers", call).await.unwrap();
+    assert_eq!(text.unwrap(), "Counter increment: 2");
+    assert_eq!(forwards(&b, "taken_over").await, 0.0);
+    assert_eq!(local_sessions(&b).await, 0.0, "A still serves the session");
 }
 
 #[tokio::test]

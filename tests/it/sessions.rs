@@ -7,7 +7,9 @@ use stateful_mcp::{
     config::{SessionSettings, Settings},
     keys::Keys,
     redis_pool::RedisPool,
-    sessions::{CounterOp, HistoryOp, NewSession, RedisSessions, SessionError, Sessions},
+    sessions::{
+        CounterOp, HistoryOp, Holder, Lease, NewSession, RedisSessions, SessionError, Sessions,
+    },
 };
 
 use crate::support::redis_server::{RedisServer, RedisServerExt, unique_prefix};
@@ -603,5 +605,72 @@ async fn a_retried_create_gets_the_first_session_and_makes_no_other() {
             3,
             "{name}: three sessions, not five"
         );
+    }
+}
+
+/// A lease of `replica` for a minute: long enough that none runs out in a test.
+fn lease_of(replica: &str) -> Lease {
+    Lease {
+        holder: Holder {
+            replica: replica.into(),
+            url: format!("http://{replica}:8080"),
+        },
+        ttl: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn a_live_lease_is_taken_only_from_the_replica_named_dead() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let (a, b, c) = (lease_of("a"), lease_of("b"), lease_of("c"));
+        let id = s
+            .create(NewSession {
+                transport: Some(json!({"initialize": {}})),
+                lease: Some(a.clone()),
+                ..new("alice")
+            })
+            .await
+            .unwrap()
+            .id;
+        let holder = async |claim: &Lease, dead: &Lease| {
+            let touched = s.take_over("alice", &id, claim, &dead.holder).await;
+            touched.unwrap().expect("a live session").holder
+        };
+        if name == "memory" {
+            // One replica: nobody else holds anything.
+            assert_eq!(holder(&c, &a).await, None);
+            continue;
+        }
+        assert_eq!(holder(&c, &b).await, Some(a.holder.clone()), "a is not b");
+        assert_eq!(holder(&c, &a).await, Some(c.holder.clone()), "taken from a");
+        // a no longer holds it: naming a again takes nothing from c.
+        assert_eq!(holder(&b, &a).await, Some(c.holder.clone()));
+        // Nor does another principal's request.
+        let theirs = s.take_over("mallory", &id, &b, &c.holder).await.unwrap();
+        assert_eq!(theirs, None);
+        assert_eq!(holder(&c, &a).await, Some(c.holder.clone()));
+    }
+}
+
+#[tokio::test]
+async fn a_liveness_mark_lasts_its_ttl_unless_renewed_or_deleted() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let a = lease_of("a").holder;
+        if name == "memory" {
+            // The one replica is the one asking.
+            assert!(s.is_alive(&a).await.unwrap());
+            continue;
+        }
+        assert!(!s.is_alive(&a).await.unwrap(), "never marked");
+        s.mark_alive(&a, Duration::from_millis(300)).await.unwrap();
+        assert!(s.is_alive(&a).await.unwrap());
+        assert!(!s.is_alive(&lease_of("b").holder).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!s.is_alive(&a).await.unwrap(), "ran out");
+        s.mark_alive(&a, Duration::from_secs(60)).await.unwrap();
+        s.mark_gone(&a).await.unwrap();
+        assert!(!s.is_alive(&a).await.unwrap(), "deleted");
     }
 }

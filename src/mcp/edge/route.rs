@@ -15,8 +15,9 @@
 //! expiry then). An expired or deleted session, or one of another principal, gets 404
 //! on every replica, an unreachable store 503 with `Retry-After`. A session another
 //! replica holds is forwarded there (`forward.rs`) and answered from there; when that
-//! replica cannot be reached, this one takes the session over once its lease has run
-//! out, and answers 503 with `Retry-After` until then. A session held here marks the
+//! replica cannot be reached, this one takes the session over at once if it is dead (no
+//! connection and no liveness mark: `liveness.rs`), else once its lease has run out,
+//! and answers 503 with `Retry-After` until then. A session held here marks the
 //! request with the [`TransportSession`] the tools may bind to. A DELETE rmcp accepted
 //! then removes the stored session (for its owner only), evicts its workers on every
 //! replica through the bus and answers 204 ([`Routing::finish`]).
@@ -129,7 +130,7 @@ impl Routing<'_> {
         }
         let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
         let post = parts.method == Method::POST;
-        let holding = self.locate(principal, &id, forwarded, post).await?;
+        let holding = self.locate(principal, &id, forwarded, post, None).await?;
         // Only a request whose body is in hand can be sent on (a POST that is not JSON
         // is rmcp's to refuse, here).
         if let Holding::There(holder) = holding
@@ -153,8 +154,11 @@ impl Routing<'_> {
                         "forward failed"
                     );
                     self.metrics.forward("unreachable");
-                    // Take the session over if its holder's lease has run out.
-                    match self.locate(principal, &id, true, false).await {
+                    // Take the session over if its holder is dead (no connection and no
+                    // liveness mark) or its lease has run out.
+                    let dead = e.is_connect_failure() && self.is_dead(&holder).await;
+                    let dead = dead.then_some(&holder);
+                    match self.locate(principal, &id, true, false, dead).await {
                         Ok(Holding::Here) => self.metrics.forward("taken_over"),
                         Ok(Holding::There(_)) | Err(EdgeError::Moved) => {
                             return Err(EdgeError::HolderUnreachable);
@@ -209,12 +213,16 @@ impl Routing<'_> {
     ///
     /// A `forwarded` request was sent here as to the holder: it never goes on, and
     /// finding the session held by yet another replica is [`EdgeError::Moved`].
+    ///
+    /// With `dead` (a holder this replica could not connect to, whose liveness mark is
+    /// gone) the touch also takes the session from that holder, if it still holds it.
     async fn locate(
         &self,
         principal: &Principal,
         id: &str,
         forwarded: bool,
         post: bool,
+        dead: Option<&Holder>,
     ) -> Result<Holding, EdgeError> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
@@ -224,11 +232,19 @@ impl Routing<'_> {
         }
         let take = !self.draining.is_cancelled();
         let sent = tokio::time::Instant::now();
-        match self
-            .sessions
-            .touch(principal.as_str(), id, Some(self.lease), take)
-            .await
-        {
+        let touched = match dead {
+            Some(dead) if take => {
+                self.sessions
+                    .take_over(principal.as_str(), id, self.lease, dead)
+                    .await
+            }
+            _ => {
+                self.sessions
+                    .touch(principal.as_str(), id, Some(self.lease), take)
+                    .await
+            }
+        };
+        match touched {
             Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
                 Some(holder) if holder.replica != self.lease.holder.replica => {
                     if forwarded {
@@ -267,6 +283,19 @@ impl Routing<'_> {
             Ok(Some(touched)) if !touched.transport.is_null() => Ok(()),
             Ok(_) => Err(EdgeError::SessionNotFound),
             Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
+    /// Whether `holder`, which could not be connected to, is dead: its liveness mark is
+    /// gone. One command, on this failure path only; a store that cannot say leaves the
+    /// holder its lease.
+    async fn is_dead(&self, holder: &Holder) -> bool {
+        match self.sessions.is_alive(holder).await {
+            Ok(alive) => !alive,
+            Err(e) => {
+                tracing::warn!(target: LOG_TARGET, error = %e, "holder liveness unknown");
+                false
+            }
         }
     }
 

@@ -58,6 +58,15 @@ pub(crate) enum ForwardError {
     Timeout(Duration),
 }
 
+impl ForwardError {
+    /// Whether no connection to the holder could be made (refused, or not within
+    /// [`CONNECT_TIMEOUT`]): nothing reached it. A holder that accepted the connection
+    /// and then failed or was slow to answer is not one.
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(self, Self::Unreachable(e) if e.is_connect())
+    }
+}
+
 /// Sends requests on to other replicas over pooled HTTP/1.1 connections. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Forwarder {

@@ -1,5 +1,6 @@
 //! Holding on the memory backend: one replica holds every session, so a live session is
-//! always held by it and never taken over; a touch only slides the expiry.
+//! always held by it and never taken over; a touch only slides the expiry, and the
+//! replica's liveness mark is itself.
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -15,6 +16,7 @@ impl MemorySessions {
         principal: &str,
         id: &str,
         _claim: Option<&Lease>,
+        _dead: Option<&str>,
     ) -> Result<Option<Touched>, SessionError> {
         Ok(self
             .with_live(principal, id, |e| {
@@ -25,6 +27,25 @@ impl MemorySessions {
                 transport,
                 holder: None,
             }))
+    }
+
+    /// Nothing to mark: no other replica asks.
+    pub(in crate::sessions) async fn mark_alive(
+        &self,
+        _replica: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<(), SessionError> {
+        Ok(())
+    }
+
+    /// The one replica, the one asking, is alive.
+    pub(in crate::sessions) async fn is_alive(&self, _replica: &str) -> Result<bool, SessionError> {
+        Ok(true)
+    }
+
+    /// Nothing to delete.
+    pub(in crate::sessions) async fn mark_gone(&self, _replica: &str) -> Result<(), SessionError> {
+        Ok(())
     }
 
     /// A live session is held (its expiry slid when it was used since its last

@@ -1,7 +1,11 @@
 //! Holding on the Redis backend: the lease is three fields of the session's hash (the
 //! holding replica, its URL, the lease's end on Redis's clock), taken by the touch script
-//! and renewed or released by the lease script, one pipeline per batch of sessions.
+//! and renewed or released by the lease script, one pipeline per batch of sessions. Each
+//! replica's liveness mark is a string key with a short TTL ([`crate::keys::Keys::replica_alive`]).
 
+use std::time::Duration;
+
+use redis::AsyncCommands;
 use serde_json::Value as Json;
 
 use super::RedisSessions;
@@ -12,23 +16,28 @@ const LEASE_BATCH: usize = 500;
 
 impl RedisSessions {
     /// Runs the touch script: the session's transport state and holder, after taking the
-    /// lease for `claim` when it is free or expired (or renewing `claim`'s own once half
-    /// of it has run out).
+    /// lease for `claim` when it is free or expired, or held by the replica `dead`
+    /// (or renewing `claim`'s own once half of it has run out).
     pub(in crate::sessions) async fn touch(
         &self,
         principal: &str,
         id: &str,
         claim: Option<&Lease>,
+        dead: Option<&str>,
     ) -> Result<Option<Touched>, SessionError> {
         let ttl_ms = claim.map(|l| l.ttl_ms().to_string()).unwrap_or_default();
-        let args = match claim {
-            Some(lease) => [
+        let mut args = match claim {
+            Some(lease) => vec![
                 lease.holder.replica.as_str(),
                 lease.holder.url.as_str(),
                 ttl_ms.as_str(),
             ],
-            None => ["", "", "0"],
+            None => vec!["", "", "0"],
         };
+        // Only a claim takes a lease, from a dead holder as from nobody.
+        if let Some(dead) = dead.filter(|_| claim.is_some()) {
+            args.push(dead);
+        }
         match self
             .run(&self.shared.scripts.touch, principal, id, &args)
             .await
@@ -49,6 +58,33 @@ impl RedisSessions {
             Err(SessionError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets `replica`'s liveness mark for `ttl` (one `SET … PX`).
+    pub(in crate::sessions) async fn mark_alive(
+        &self,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<(), SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let () = conn
+            .pset_ex(self.shared.keys.replica_alive(replica), 1, ttl_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `replica`'s liveness mark is there (one `EXISTS`).
+    pub(in crate::sessions) async fn is_alive(&self, replica: &str) -> Result<bool, SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        Ok(conn.exists(self.shared.keys.replica_alive(replica)).await?)
+    }
+
+    /// Deletes `replica`'s liveness mark (one `DEL`).
+    pub(in crate::sessions) async fn mark_gone(&self, replica: &str) -> Result<(), SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        let _: i64 = conn.del(self.shared.keys.replica_alive(replica)).await?;
+        Ok(())
     }
 
     pub(in crate::sessions) async fn renew_leases(
