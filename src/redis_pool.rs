@@ -1,7 +1,7 @@
 //! The Redis connection pool every Redis-backed component shares.
 //!
 //! A deadpool pool of redis-rs multiplexed connections to the deployment's one writable
-//! node (see [`target`]: one node, or the primary the sentinels name), built with our
+//! node (`redis_pool/target.rs`: one node, or the primary the sentinels name), built with our
 //! own manager for
 //! two reasons: deadpool-redis's manager sends a `PING` on every checkout (one more
 //! round trip per request), and it cannot set redis-rs's command and connect timeouts.

@@ -1,5 +1,5 @@
-//! What the tests of the edge's steps build on: the edge of a memory-backed replica, and
-//! an authenticator that knows one API key.
+//! What the tests of the edge's steps build on: the edge of a memory-backed replica, an
+//! authenticator that knows one API key, and a bare rmcp service.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -79,4 +79,24 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A handler with nothing of its own: rmcp's transport is all that is under test.
+#[derive(Clone)]
+struct Bare;
+
+impl rmcp::ServerHandler for Bare {}
+
+/// rmcp's Streamable HTTP service over [`Bare`] handlers with `config`.
+pub(crate) fn bare_service(
+    config: rmcp::transport::streamable_http_server::StreamableHttpServerConfig,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    impl rmcp::ServerHandler,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        || Ok(Bare),
+        Arc::new(Default::default()),
+        config,
+    )
 }

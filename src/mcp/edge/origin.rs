@@ -47,32 +47,17 @@ impl HostCheck {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use rmcp::{
-        ServerHandler,
-        transport::streamable_http_server::{
-            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-        },
-    };
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 
     use super::*;
-
-    #[derive(Clone)]
-    struct Bare;
-
-    impl ServerHandler for Bare {}
+    use crate::mcp::edge::fixture::bare_service;
 
     /// rmcp's checks with its loopback defaults and one allowed browser origin.
     fn check() -> HostCheck {
         let config = StreamableHttpServerConfig::default()
             .with_allowed_origins(["http://localhost:*"])
             .enforce_origin_validation();
-        let service = StreamableHttpService::new(
-            || Ok(Bare),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
+        let service = bare_service(config);
         HostCheck::new(move |probe| {
             let service = service.clone();
             Box::pin(async move { service.handle(probe).await.map(Body::new) })

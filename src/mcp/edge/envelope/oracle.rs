@@ -6,26 +6,14 @@
 //! every message both accept: that is what keeps the edge's owner check and rmcp's
 //! routing one decision.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
-use rmcp::{
-    ServerHandler,
-    transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    },
-};
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use serde_json::{Map, Value, json};
 
 use super::Envelope;
-
-/// A handler with nothing of its own: the routing is all that is under test.
-#[derive(Clone)]
-struct Bare;
-
-impl ServerHandler for Bare {}
+use crate::mcp::edge::fixture::bare_service;
 
 /// How rmcp treated a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,11 +29,7 @@ enum Rmcp {
 /// Posts `body` (with `header` as `MCP-Protocol-Version`) to a bare rmcp service naming
 /// an unknown transport session.
 async fn rmcp_view(body: &str, header: Option<&str>) -> Rmcp {
-    let service = StreamableHttpService::new(
-        || Ok(Bare),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_json_response(true),
-    );
+    let service = bare_service(StreamableHttpServerConfig::default().with_json_response(true));
     let mut request = http::Request::post("/mcp")
         .header(http::header::HOST, "localhost")
         .header(http::header::CONTENT_TYPE, "application/json")
