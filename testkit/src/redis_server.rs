@@ -175,6 +175,38 @@ impl RedisServer {
         .await
     }
 
+    /// Whether `REDIS_TEST_ONE_NODE_CLUSTER` asks for private servers to be one-node
+    /// clusters (every slot on the one node, plain connections still work): Redis then
+    /// refuses any script or multi-key command whose keys span hash slots, so a suite run
+    /// this way proves the key layout fits Redis Cluster.
+    pub fn one_node_cluster() -> bool {
+        std::env::var("REDIS_TEST_ONE_NODE_CLUSTER").is_ok_and(|v| !v.is_empty() && v != "0")
+    }
+
+    /// Gives a fresh cluster-enabled node every slot (a restarted one already has them in
+    /// its `nodes.conf`) and waits until it reports the cluster up.
+    async fn own_every_slot(client: &redis::Client) {
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: Result<(), _> = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut conn)
+            .await;
+        for _ in 0..200 {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the one-node cluster did not come up");
+    }
+
     /// A server for tests that only need *a* Redis: `REDIS_URL` when the user set it,
     /// else a private one.
     pub async fn shared_or_start() -> Self {
@@ -219,6 +251,15 @@ impl RedisServer {
                 "noeviction",
             ])
             .args(&self.args);
+        let one_node_cluster = Self::one_node_cluster() && self.tls_ca.is_none();
+        if one_node_cluster {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
         let mut child = Child::spawn("redis", command, Some(dir), Stop::Kill);
         let client = self.client();
         child
@@ -236,6 +277,9 @@ impl RedisServer {
                 )
             })
             .await;
+        if one_node_cluster {
+            Self::own_every_slot(&client).await;
+        }
         self.child = Some(child);
     }
 
