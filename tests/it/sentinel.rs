@@ -14,22 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
+use reqwest::Client;
+use serde_json::json;
 use testkit::redis_sentinel::RedisSentinels;
 
 use crate::support::{
-    http::{call_2026, call_2026_keyed, create_handle},
+    http::{call_2026, create_handle},
+    keyed_load::{Seen, counter, keyed_clients, ready},
     redis_server::unique_prefix,
     replica::{Replica, RoundRobin},
-    wait::{retry, wait_until},
+    wait::wait_until,
 };
-
-/// Longer than any attempt may take while the primary moves: only a hang exceeds it.
-const HANG: Duration = Duration::from_secs(5);
-
-/// Clients calling at once, each on its own keys.
-const CLIENTS: usize = 4;
 
 /// `count` replicas on `sentinels`' primary under `prefix`, acknowledging state changes
 /// once `acks` replicas of Redis have them.
@@ -56,97 +51,6 @@ async fn replicas_on(
         replicas.push(Replica::start("redis://127.0.0.1:1", prefix, &extra).await);
     }
     replicas
-}
-
-/// What the clients saw while the primary moved.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Distinct keys, each retried until acknowledged.
-    keys: u64,
-    attempts: u64,
-    worst: Duration,
-    /// The first failed attempt and the first success after it.
-    first_failure: Option<Instant>,
-    recovered: Option<Instant>,
-}
-
-/// `CLIENTS` clients of `mcp` incrementing `handle`'s counter under keys of their own,
-/// each key retried until acknowledged, until `stop` is set.
-fn keyed_clients(
-    mcp: &str,
-    handle: &str,
-    stop: &Arc<AtomicBool>,
-    seen: &Arc<Mutex<Seen>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..CLIENTS)
-        .map(|n| {
-            let (mcp, handle, stop, seen) = (
-                mcp.to_owned(),
-                handle.to_owned(),
-                stop.clone(),
-                seen.clone(),
-            );
-            tokio::spawn(async move {
-                // A new connection per call, so the hop spreads calls over the replicas.
-                let http = Client::builder().pool_max_idle_per_host(0).build().unwrap();
-                let args = json!({"operation": "increment", "session_id": handle});
-                for k in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let key = format!("client-{n}-increment-{k}");
-                    seen.lock().unwrap().keys += 1;
-                    loop {
-                        let started = Instant::now();
-                        let call =
-                            call_2026_keyed(&http, &mcp, "counter", args.clone(), Some(&key));
-                        let answer = tokio::time::timeout(HANG, call)
-                            .await
-                            .unwrap_or_else(|_| panic!("{key}: no answer within {HANG:?}"));
-                        let took = started.elapsed();
-                        let done = {
-                            let mut seen = seen.lock().unwrap();
-                            seen.attempts += 1;
-                            seen.worst = seen.worst.max(took);
-                            if answer.is_ok() {
-                                if seen.first_failure.is_some() && seen.recovered.is_none() {
-                                    seen.recovered = Some(Instant::now());
-                                }
-                            } else {
-                                seen.first_failure.get_or_insert_with(Instant::now);
-                            }
-                            answer.is_ok()
-                        };
-                        if done {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-async fn counter(mcp: &str, handle: &str) -> u64 {
-    let value: Value = retry("the final counter can be read", async || {
-        call_2026(
-            &Client::new(),
-            mcp,
-            "counter",
-            json!({"operation": "get", "session_id": handle}),
-        )
-        .await
-    })
-    .await;
-    value["value"].as_i64().expect("a counter value") as u64
-}
-
-async fn ready(http: &Client, replica: &Replica) -> bool {
-    http.get(replica.endpoint("/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == StatusCode::OK)
 }
 
 #[tokio::test]
@@ -244,9 +148,7 @@ async fn increments_while_the_primary_moves(how: Move, acks: u32) -> (u64, Seen)
         seen.attempts,
         seen.keys.saturating_sub(value),
         seen.worst,
-        seen.recovered
-            .zip(seen.first_failure)
-            .map(|(r, f)| r.duration_since(f)),
+        seen.failing_for(),
         hop.served(),
     );
     (value, seen)
