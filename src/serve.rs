@@ -23,6 +23,7 @@
 use std::{
     convert::Infallible,
     io,
+    net::SocketAddr,
     pin::pin,
     sync::{
         Arc,
@@ -31,7 +32,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, serve::Listener};
+use axum::{Router, extract::ConnectInfo, serve::Listener};
 use hyper::service::Service as _;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -146,7 +147,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let limits = connections.shared.limits;
     loop {
-        let (io, _peer) = tokio::select! {
+        let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
@@ -160,7 +161,7 @@ pub async fn serve(
             continue;
         };
         let figures = connections.shared.clone();
-        let service = first_request_marked(router.clone());
+        let service = first_request_marked(router.clone(), peer);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _place = place;
@@ -209,6 +210,7 @@ pub async fn serve(
 /// the connection has brought its first request (an HTTP/1 head or an HTTP/2 stream).
 fn first_request_marked(
     router: Router,
+    peer: SocketAddr,
 ) -> (
     impl hyper::service::Service<
         http::Request<hyper::body::Incoming>,
@@ -223,8 +225,9 @@ fn first_request_marked(
     let requested = CancellationToken::new();
     let inner = TowerToHyperService::new(router);
     let marker = requested.clone();
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
         marker.cancel();
+        request.extensions_mut().insert(ConnectInfo(peer));
         inner.call(request)
     });
     (service, requested)

@@ -162,6 +162,7 @@ impl AppState {
         }
         handles.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
+        auth.failures().register_metrics(&metrics);
         task_manager.register_metrics(&metrics);
         cache.register_metrics(&metrics);
         let rate_limit = RateLimiter::new(

@@ -38,6 +38,11 @@ pub struct AuthSettings {
     /// Authorization servers that issue tokens for this resource (RFC 9728 metadata).
     #[serde(deserialize_with = "super::comma_list")]
     pub authorization_servers: Vec<String>,
+    /// Failed attempts one client address may make within `failure_window_secs` before
+    /// its requests are refused (429) without being checked; 0 = no limit.
+    pub max_failures_per_address: u32,
+    /// The window of `max_failures_per_address`, from an address's first failure.
+    pub failure_window_secs: u64,
 }
 
 impl AuthSettings {
@@ -56,6 +61,12 @@ impl AuthSettings {
             }
             Ok(())
         };
+        if self.max_failures_per_address > 0 && self.failure_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.failure_window_secs",
+                reason: "must be positive when auth.max_failures_per_address is".into(),
+            });
+        }
         let empty = |p: &Path| p.as_os_str().is_empty();
         match self.mode {
             AuthMode::None => return Ok(()),

@@ -49,6 +49,11 @@ pub struct ServerSettings {
     /// How long a forwarded request waits for the holding replica's response head
     /// (its body, an SSE stream, is not limited) before the forward fails.
     pub forward_timeout_ms: u64,
+    /// The header a trusted proxy in front of the replicas appends the client's address
+    /// to (`x-forwarded-for`), read from its last entry; empty = the connection's peer
+    /// is the client. Only set it when every request comes through such a proxy: a
+    /// client could otherwise name any address.
+    pub trusted_proxy_header: String,
 }
 
 impl ServerSettings {
@@ -100,6 +105,14 @@ impl ServerSettings {
             self.header_read_timeout_secs,
         )?;
         positive("server.max_connections", self.max_connections as u64)?;
+        if !self.trusted_proxy_header.is_empty()
+            && http::HeaderName::from_bytes(self.trusted_proxy_header.as_bytes()).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.trusted_proxy_header",
+                reason: "must be an HTTP header name".into(),
+            });
+        }
         positive("server.sse_keep_alive_secs", self.sse_keep_alive_secs)
     }
 }

@@ -119,6 +119,8 @@ pub(crate) struct Edge {
     pub(crate) events: Option<Arc<RedisEventStore>>,
     /// rmcp's Host and Origin checks, run first.
     pub(crate) hosts: HostCheck,
+    /// `server.trusted_proxy_header`: where a client's address is read, else its peer.
+    pub(crate) client_header: Option<http::HeaderName>,
 }
 
 impl Edge {
@@ -156,6 +158,8 @@ impl Edge {
             notifier: mcp.notifier.clone(),
             events,
             hosts,
+            client_header: http::HeaderName::from_bytes(server.trusted_proxy_header.as_bytes())
+                .ok(),
         }
     }
 }
@@ -191,7 +195,8 @@ impl Edge {
         meter: &mut Meter,
     ) -> Result<Response, EdgeError> {
         // 0. Who is asking.
-        let principal = authenticate::caller(&self.auth, &parts.headers)?;
+        let client = authenticate::client_address(&parts, self.client_header.as_ref());
+        let principal = authenticate::caller(&self.auth, client, &parts.headers)?;
         // 1. What is asked.
         let mut request = decode::read(&parts, body, self.max_body)
             .await

@@ -74,6 +74,16 @@ pub enum EdgeError {
         /// Whole seconds until a request is allowed again.
         retry_after_secs: u64,
     },
+    /// The client's address failed authentication too often: 429 with `Retry-After`,
+    /// its token unchecked.
+    #[error(
+        "Too Many Requests: too many failed authentication attempts from this address; \
+         retry after {retry_after_secs} s"
+    )]
+    TooManyFailures {
+        /// Whole seconds until the address's attempts are counted afresh.
+        retry_after_secs: u64,
+    },
     /// The session store is unreachable: 503 with `Retry-After`.
     #[error("Service Unavailable: the session store is unreachable; retry shortly")]
     Unavailable,
@@ -105,7 +115,9 @@ impl EdgeError {
             | Self::ClientMetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
-            Self::TooManySessions | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManySessions | Self::RateLimited { .. } | Self::TooManyFailures { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable | Self::HolderUnreachable | Self::Moved | Self::TooManyListeners => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -144,7 +156,8 @@ impl IntoResponse for EdgeError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs }
+            | Self::TooManyFailures { retry_after_secs } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

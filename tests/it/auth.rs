@@ -433,6 +433,63 @@ fn jwks(issuers: &[&JwtIssuer]) -> String {
     json!({"keys": issuers.iter().map(|i| i.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
+/// An address that keeps failing is refused unchecked (429 with Retry-After), even with
+/// a good key, while other addresses are not; behind a trusted proxy the address is the
+/// last entry the proxy appended, not the proxy's own.
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_refused_and_others_are_not() {
+    let dir = KeyDir::new("auth-failures");
+    let mut env = api_key_env(&api_keys_file(&dir, &[("alice", "key-a")]));
+    env.push(("STATEFUL_MCP__AUTH__MAX_FAILURES_PER_ADDRESS", "3".into()));
+    env.push((
+        "STATEFUL_MCP__SERVER__TRUSTED_PROXY_HEADER",
+        "x-forwarded-for".into(),
+    ));
+    let replica = Replica::memory(&as_refs(&env)).await;
+    let from = |address: &str, token: &str| {
+        tools_call_2026(
+            &bearer_client(token),
+            &replica.url(),
+            "session_create",
+            json!({}),
+        )
+        // The client's own claim first, the proxy's entry last: only the last counts.
+        .header("X-Forwarded-For", format!("203.0.113.250, {address}"))
+        .send()
+    };
+    for _ in 0..3 {
+        let response = from("198.51.100.7", "guess").await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    for token in ["guess", "key-a"] {
+        let refused = from("198.51.100.7", token).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "60");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("failed authentication attempts"), "{body}");
+    }
+    // Another address behind the same proxy (and the same first entry) is not refused.
+    assert_eq!(
+        from("198.51.100.8", "guess").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from("198.51.100.8", "key-a").await.unwrap().status(),
+        StatusCode::OK
+    );
+    let metrics = reqwest::get(replica.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stateful_mcp_auth_failures_refused_total{replica=")
+            && metrics.contains("} 2\n"),
+        "{metrics}"
+    );
+}
+
 async fn status_with(replica: &Replica, token: &str) -> StatusCode {
     let response = tools_call_2026(
         &bearer_client(token),
