@@ -29,9 +29,9 @@
 //! tag of its own; a task's record carries its bucket's tag (the bucket is a hash of the
 //! task id), so a task script touches one slot, and the sweep asks each bucket once, a
 //! constant number of commands however many tasks run. The bucket tags are chosen so that
-//! their hash slots are evenly spaced over the 16384 slots: a cluster whose shards own
-//! contiguous, equal slot ranges (what `redis-cli --cluster create` makes) gets an equal
-//! share of the buckets on every shard.
+//! their hash slots are evenly spaced over the 16384 slots: on a cluster whose shards own
+//! contiguous, equal slot ranges (what `redis-cli --cluster create` makes) every shard
+//! holds the same number of buckets, to within one.
 
 use std::sync::Arc;
 
@@ -170,9 +170,10 @@ impl Keys {
 }
 
 /// How many buckets the task lease index is split into: a sweep costs one command per
-/// bucket, and 16 spread evenly over clusters of 2, 4, 8 or 16 shards and within one
-/// bucket over 3, 5 or 6. Part of the key layout: a task's keys name its bucket, so
-/// replicas with another count would not find each other's tasks.
+/// bucket, and 16 give every shard of a cluster of 2 to 16 shards (contiguous equal slot
+/// ranges) the same number of buckets to within one. Part of the key layout: a task's
+/// keys name its bucket, so replicas with another count would not find each other's
+/// tasks.
 pub const TASK_BUCKETS: usize = 16;
 
 /// Hash slots of Redis Cluster.
@@ -184,17 +185,19 @@ fn task_bucket(id: &str) -> usize {
 }
 
 /// The hash tag of lease bucket `bucket`: `tasks:<bucket>:<n>` with the smallest `n`
-/// whose slot lies in the bucket's share of the slots (`bucket` × 16384 / buckets and
-/// up), so the buckets spread evenly over a cluster's shards.
+/// whose slot lies near the middle of the bucket's share of the slots (within a
+/// sixteenth of a share of it), so a shard boundary near a share's edge never decides
+/// which shard a bucket is on and the buckets spread evenly over a cluster's shards.
 fn task_tag(bucket: usize) -> &'static str {
     static TAGS: std::sync::LazyLock<[String; TASK_BUCKETS]> = std::sync::LazyLock::new(|| {
         std::array::from_fn(|bucket| {
             let share = usize::from(SLOTS) / TASK_BUCKETS;
-            let wanted = bucket * share..(bucket + 1) * share;
+            let middle = bucket * share + share / 2;
+            let near = middle - share / 16..middle + share / 16;
             (0u32..)
                 .map(|n| format!("tasks:{bucket}:{n}"))
-                .find(|tag| wanted.contains(&usize::from(slot_of_tag(tag))))
-                .expect("every share of the slots is hit by some tag")
+                .find(|tag| near.contains(&usize::from(slot_of_tag(tag))))
+                .expect("every range of slots is hit by some tag")
         })
     });
     &TAGS[bucket]
@@ -268,21 +271,26 @@ mod tests {
         }
         let buckets: Vec<String> = k.task_lease_buckets().collect();
         assert_eq!(buckets.len(), TASK_BUCKETS);
+        let slots: Vec<usize> = buckets
+            .iter()
+            .map(|key| usize::from(slot_of_tag(&tag(key))))
+            .collect();
         let share = usize::from(SLOTS) / TASK_BUCKETS;
-        for (bucket, key) in buckets.iter().enumerate() {
-            let slot = usize::from(slot_of_tag(&tag(key)));
-            assert_eq!(slot / share, bucket, "{key} in slot {slot}");
+        for (bucket, slot) in slots.iter().enumerate() {
+            assert_eq!(slot / share, bucket, "bucket {bucket} in slot {slot}");
         }
-        // Three shards with contiguous equal ranges get 6, 5 and 5 buckets.
-        let mut per_shard = [0; 3];
-        for key in &buckets {
-            let slot = usize::from(slot_of_tag(&tag(key)));
-            per_shard[slot * 3 / usize::from(SLOTS)] += 1;
+        // Shards owning contiguous equal ranges, as `redis-cli --cluster create` makes.
+        for shards in 2..=16 {
+            let mut per_shard = vec![0; shards];
+            for slot in &slots {
+                per_shard[slot * shards / usize::from(SLOTS)] += 1;
+            }
+            let (least, most) = (per_shard.iter().min(), per_shard.iter().max());
+            assert!(
+                most.unwrap() - least.unwrap() <= 1,
+                "{shards} shards: {per_shard:?}"
+            );
         }
-        assert!(
-            per_shard.iter().all(|&n| (5..=6).contains(&n)),
-            "{per_shard:?}"
-        );
     }
 
     #[test]
