@@ -16,15 +16,22 @@
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
 //! | `<p>:cache:lock:{<gen>:<key>}` | string | `cache.load_lock_ttl_ms` | one replica loads a missing entry |
-//! | `<p>:{task:<id>}` | hash | `tasks.ttl_secs`, slid on every change | one background task |
-//! | `<p>:tasks:leases` | sorted set | task TTL + lease, refreshed on add | running tasks by lease expiry |
+//! | `<p>:{<t>}:task:<id>` | hash | `tasks.ttl_secs`, slid on every change | one background task (`<t>`: its lease bucket's tag) |
+//! | `<p>:{<t>}:leases` | sorted set | task TTL + lease, refreshed on add | one bucket's running tasks by lease expiry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
-//! Everything one script touches shares a `{hash tag}`, with two exceptions: the session
+//! Everything one script touches shares a `{hash tag}`, with one exception: the session
 //! scripts touch a session and its owner's index (`{<id>}` and `{p:<principal>}`), so the
-//! index stays scored by last access in the same round trip, and the task scripts keep
-//! the lease index in step with a task's record. On Redis Cluster the session
+//! index stays scored by last access in the same round trip. On Redis Cluster the session
 //! key would have to carry its owner's tag instead.
+//!
+//! The task lease index is split into [`TASK_BUCKETS`] buckets, each a sorted set under a
+//! tag of its own; a task's record carries its bucket's tag (the bucket is a hash of the
+//! task id), so a task script touches one slot, and the sweep asks each bucket once, a
+//! constant number of commands however many tasks run. The bucket tags are chosen so that
+//! their hash slots are evenly spaced over the 16384 slots: on a cluster whose shards own
+//! contiguous, equal slot ranges (what `redis-cli --cluster create` makes) every shard
+//! holds the same number of buckets, to within one.
 
 use std::sync::Arc;
 
@@ -131,20 +138,87 @@ impl Keys {
         )
     }
 
-    /// The hash holding one background task's record.
+    /// The hash holding one background task's record, in the hash slot of its lease
+    /// bucket ([`Keys::task_leases_of`]).
     pub fn task(&self, id: &str) -> String {
-        format!("{}:{{task:{id}}}", self.prefix)
+        format!(
+            "{}:{{{}}}:task:{id}",
+            self.prefix,
+            task_tag(task_bucket(id))
+        )
     }
 
-    /// The sorted set of unfinished tasks scored by the end of their owner's lease.
-    pub fn task_leases(&self) -> String {
-        format!("{}:tasks:leases", self.prefix)
+    /// The lease bucket of task `id`: the sorted set of its bucket's unfinished tasks
+    /// scored by the end of their owner's lease, in the slot of the task's record.
+    pub fn task_leases_of(&self, id: &str) -> String {
+        self.task_leases(task_bucket(id))
+    }
+
+    /// Every lease bucket, the [`TASK_BUCKETS`] keys a sweep visits.
+    pub fn task_lease_buckets(&self) -> impl Iterator<Item = String> + '_ {
+        (0..TASK_BUCKETS).map(|bucket| self.task_leases(bucket))
+    }
+
+    fn task_leases(&self, bucket: usize) -> String {
+        format!("{}:{{{}}}:leases", self.prefix, task_tag(bucket))
     }
 
     /// The pub/sub channel of one bus topic.
     pub fn bus_channel(&self, topic: &str) -> String {
         format!("{}:bus:{topic}", self.prefix)
     }
+}
+
+/// How many buckets the task lease index is split into: a sweep costs one command per
+/// bucket, and 16 give every shard of a cluster of 2 to 16 shards (contiguous equal slot
+/// ranges) the same number of buckets to within one. Part of the key layout: a task's
+/// keys name its bucket, so replicas with another count would not find each other's
+/// tasks.
+pub const TASK_BUCKETS: usize = 16;
+
+/// Hash slots of Redis Cluster.
+const SLOTS: u16 = 16384;
+
+/// The bucket of task `id`.
+fn task_bucket(id: &str) -> usize {
+    usize::from(crc16(id.as_bytes())) % TASK_BUCKETS
+}
+
+/// The hash tag of lease bucket `bucket`: `tasks:<bucket>:<n>` with the smallest `n`
+/// whose slot lies near the middle of the bucket's share of the slots (within a
+/// sixteenth of a share of it), so a shard boundary near a share's edge never decides
+/// which shard a bucket is on and the buckets spread evenly over a cluster's shards.
+fn task_tag(bucket: usize) -> &'static str {
+    static TAGS: std::sync::LazyLock<[String; TASK_BUCKETS]> = std::sync::LazyLock::new(|| {
+        std::array::from_fn(|bucket| {
+            let share = usize::from(SLOTS) / TASK_BUCKETS;
+            let middle = bucket * share + share / 2;
+            let near = middle - share / 16..middle + share / 16;
+            (0u32..)
+                .map(|n| format!("tasks:{bucket}:{n}"))
+                .find(|tag| near.contains(&usize::from(slot_of_tag(tag))))
+                .expect("every range of slots is hit by some tag")
+        })
+    });
+    &TAGS[bucket]
+}
+
+/// The Redis Cluster hash slot of a key whose hash tag is `tag`.
+fn slot_of_tag(tag: &str) -> u16 {
+    crc16(tag.as_bytes()) % SLOTS
+}
+
+/// CRC16-XMODEM, the checksum Redis Cluster hashes keys with.
+fn crc16(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
+            if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            }
+        })
+    })
 }
 
 /// A caller-chosen key with braces replaced, so it cannot end the `{hash tag}` early.
@@ -158,7 +232,7 @@ fn tag_safe(key: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use super::*;
 
     #[test]
     fn keys_carry_prefix_and_hash_tag() {
@@ -168,9 +242,64 @@ mod tests {
         assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
         assert_eq!(k.replica_alive("r1"), "app:replica:r1:alive");
-        assert_eq!(k.task("abc"), "app:{task:abc}");
+        assert_eq!(
+            k.task("abc"),
+            format!("app:{{{}}}:task:abc", task_tag(task_bucket("abc")))
+        );
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");
         assert_eq!(k.cache_entry(0, "a}b{"), "app:cache:{0:a%7Db%7B}");
+    }
+
+    #[test]
+    fn the_checksum_is_redis_clusters() {
+        // The examples of the Redis Cluster specification.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot_of_tag("foo"), 12182);
+    }
+
+    #[test]
+    fn a_task_and_its_lease_bucket_share_a_slot_and_the_buckets_spread_evenly() {
+        let k = Keys::new("app");
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = key[open..].find('}').unwrap() + open;
+            key[open + 1..close].to_owned()
+        };
+        for id in ["abc", "x", "0123456789abcdef0123456789abcdef"] {
+            assert_eq!(tag(&k.task(id)), tag(&k.task_leases_of(id)), "{id}");
+        }
+        let buckets: Vec<String> = k.task_lease_buckets().collect();
+        assert_eq!(buckets.len(), TASK_BUCKETS);
+        let slots: Vec<usize> = buckets
+            .iter()
+            .map(|key| usize::from(slot_of_tag(&tag(key))))
+            .collect();
+        let share = usize::from(SLOTS) / TASK_BUCKETS;
+        for (bucket, slot) in slots.iter().enumerate() {
+            assert_eq!(slot / share, bucket, "bucket {bucket} in slot {slot}");
+        }
+        // Shards owning contiguous equal ranges, as `redis-cli --cluster create` makes.
+        for shards in 2..=16 {
+            let mut per_shard = vec![0; shards];
+            for slot in &slots {
+                per_shard[slot * shards / usize::from(SLOTS)] += 1;
+            }
+            let (least, most) = (per_shard.iter().min(), per_shard.iter().max());
+            assert!(
+                most.unwrap() - least.unwrap() <= 1,
+                "{shards} shards: {per_shard:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_ids_spread_over_every_bucket() {
+        let k = Keys::new("app");
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..1000 {
+            seen.insert(k.task_leases_of(&format!("task-{n}")));
+        }
+        assert_eq!(seen.len(), TASK_BUCKETS);
     }
 }

@@ -1,6 +1,8 @@
 //! The `redis` kind: a dedicated connection to the configured Redis, outside the pool,
 //! for blocking reads and other commands that must not hold a pooled connection.
-//! Ids name the purpose (one connection per id).
+//! Ids name the purpose (one connection per id). On Redis Cluster a connection reaches
+//! one node only: the one serving the hash slot of its id read as a key name, so name a
+//! connection after the key (or the `{hash tag}`) it will read.
 
 use std::sync::Mutex;
 
@@ -39,7 +41,8 @@ impl Factory for RedisConnectionFactory {
             id: id.to_owned(),
             reason,
         };
-        let conn = tokio::time::timeout(self.pool.connect_timeout(), self.pool.dedicated())
+        let connect = self.pool.dedicated_for(id);
+        let conn = tokio::time::timeout(self.pool.connect_timeout(), connect)
             .await
             .map_err(|_| failed("Redis did not answer in time".to_owned()))?
             .map_err(|e| failed(e.to_string()))?;

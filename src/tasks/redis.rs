@@ -1,10 +1,13 @@
 //! The Redis backend: one hash per task (`Keys::task`) whose every change is one Lua
-//! script (`lua/*.lua` after `lua/prelude.lua`), and a sorted set of unfinished tasks
-//! by lease expiry (`Keys::task_leases`) that the sweep walks.
+//! script (`lua/*.lua` after `lua/prelude.lua`), and the lease index of unfinished tasks
+//! by lease expiry, split into a fixed number of buckets (`Keys::task_leases_of`) that
+//! the sweep walks. A task's record and its bucket share a hash slot, so each script
+//! touches one slot (Redis Cluster); the sweep reads every bucket in one
+//! [`PooledConnection::each`](crate::redis_pool::PooledConnection::each).
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use redis::{Script, Value};
+use redis::{Cmd, Script, Value};
 use serde_json::Value as Json;
 
 use super::{
@@ -13,8 +16,8 @@ use super::{
 };
 use crate::{keys::Keys, redis_pool::RedisPool};
 
-/// Expired candidates one sweep round looks at.
-const SWEEP_BATCH: isize = 100;
+/// Expired candidates one sweep round looks at in each lease bucket.
+const SWEEP_BATCH: isize = 32;
 
 struct Scripts {
     create: Script,
@@ -129,11 +132,11 @@ impl RedisTasks {
         }
     }
 
-    /// Runs `script` on task `id`'s record and the lease index with `args`.
+    /// Runs `script` on task `id`'s record and its lease bucket with `args`.
     async fn run(&self, script: &Script, id: &str, args: &[&str]) -> Result<Reply, TaskError> {
         let keys = &self.shared.keys;
         let mut invocation = script.key(keys.task(id));
-        invocation.key(keys.task_leases());
+        invocation.key(keys.task_leases_of(id));
         for a in args {
             invocation.arg(*a);
         }
@@ -141,7 +144,7 @@ impl RedisTasks {
         Reply::parse(conn.invoke(&invocation).await?)
     }
 
-    /// How long the lease index lives: it must outlive every task it lists.
+    /// How long a lease bucket lives: it must outlive every task it lists.
     fn index_ttl(times: TaskTimes) -> String {
         times.ttl_ms.saturating_add(times.lease_ms).to_string()
     }
@@ -300,27 +303,37 @@ impl RedisTasks {
 
     pub(super) async fn sweep(&self) -> Result<u64, TaskError> {
         let now = chrono::Utc::now().timestamp_millis();
-        let candidates: Vec<String> = {
+        let expired: Vec<Cmd> = self
+            .shared
+            .keys
+            .task_lease_buckets()
+            .map(|bucket| {
+                let mut cmd = redis::cmd("ZRANGEBYSCORE");
+                cmd.arg(bucket)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH);
+                cmd
+            })
+            .collect();
+        let replies = {
             let mut conn = self.shared.pool.get().await?;
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(self.shared.keys.task_leases())
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SWEEP_BATCH)
-                .query_async(&mut conn)
-                .await?
+            conn.each(&expired).await?
         };
         let error = lease_lost_error().to_string();
         let mut failed = 0;
-        for id in candidates {
-            // The script decides on Redis's clock; the local one only picked candidates.
-            let reply = self
-                .run(&self.shared.scripts.expire, &id, &[&id, &error])
-                .await?;
-            if reply.word == "failed" {
-                failed += 1;
+        for reply in replies {
+            let candidates: Vec<String> = redis::from_redis_value(reply)?;
+            for id in candidates {
+                // The script decides on Redis's clock; the local one only picked candidates.
+                let reply = self
+                    .run(&self.shared.scripts.expire, &id, &[&id, &error])
+                    .await?;
+                if reply.word == "failed" {
+                    failed += 1;
+                }
             }
         }
         Ok(failed)

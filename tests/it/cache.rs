@@ -126,6 +126,11 @@ async fn writes_on_one_replica_are_never_served_stale_by_another() {
     let b_ = CacheNode::start(&redis, &prefix, "b", &settings()).await;
 
     a.cache.set("user:1", b("alice"), None).await.unwrap();
+    // Its invalidation, arriving after B's read, would empty B's L1 again.
+    wait_until("B hears of the first write", async || {
+        b_.cache.stats().invalidations_received >= 1
+    })
+    .await;
     assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alice")));
     assert_eq!(b_.cache.stats().hits_l2, 1);
     // Now in B's L1: a second read does not touch Redis.
@@ -133,15 +138,15 @@ async fn writes_on_one_replica_are_never_served_stale_by_another() {
     assert_eq!(b_.cache.stats().hits_l1, 1);
 
     a.cache.set("user:1", b("alicia"), None).await.unwrap();
-    wait_until("B hears of the first write", async || {
-        b_.cache.stats().invalidations_received >= 1
+    wait_until("B hears of the second write", async || {
+        b_.cache.stats().invalidations_received >= 2
     })
     .await;
     assert_eq!(b_.cache.get("user:1").await.unwrap(), Some(b("alicia")));
 
     a.cache.delete("user:1").await.unwrap();
     wait_until("B hears of the delete", async || {
-        b_.cache.stats().invalidations_received >= 2
+        b_.cache.stats().invalidations_received >= 3
     })
     .await;
     assert_eq!(b_.cache.get("user:1").await.unwrap(), None);

@@ -3,12 +3,15 @@
 //! answered and cancelled on another, a dead replica's task fails once its lease ran
 //! out, a draining replica hands back what it runs, and a full queue is refused.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use reqwest::Client;
 use serde_json::{Value, json};
 use stateful_mcp::{
-    keys::Keys,
+    keys::{Keys, TASK_BUCKETS},
     tasks::{
         Answers, Held, MemoryTasks, NewTask, RedisTasks, Settled, TaskStatus, TaskStore, TaskTimes,
     },
@@ -23,6 +26,7 @@ use crate::{
         wait::{retry, wait_until},
     },
 };
+use testkit::redis_cluster::key_slot;
 
 const TIMES: TaskTimes = TaskTimes {
     ttl_ms: 60_000,
@@ -165,6 +169,60 @@ async fn task_records_behave_the_same_on_memory_and_redis() {
             Held::Lost
         );
     }
+}
+
+/// The lease index is one sorted set per bucket, in the hash slot of its tasks' records
+/// (so on Redis Cluster no task script spans slots), every key has a TTL, and a sweep asks
+/// each bucket once, whatever the number of tasks: one command per bucket plus one script
+/// per task whose lease ran out.
+#[tokio::test]
+async fn the_sweep_asks_each_lease_bucket_once_and_fails_the_expired_tasks_of_all() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("task-buckets");
+    let keys = Keys::new(&prefix);
+    let store = TaskStore::Redis(RedisTasks::new(redis.pool(), keys.clone()));
+    let short = TaskTimes {
+        lease_ms: 1,
+        ..TIMES
+    };
+    let mut ids = Vec::new();
+    let mut buckets = HashSet::new();
+    while buckets.len() < TASK_BUCKETS {
+        let task = store.create(&new_task("alice"), short).await.unwrap();
+        buckets.insert(keys.task_leases_of(&task.id));
+        ids.push(task.id);
+    }
+    for id in &ids {
+        assert_eq!(
+            key_slot(keys.task(id).as_bytes()),
+            key_slot(keys.task_leases_of(id).as_bytes()),
+            "a task and its lease bucket share a slot"
+        );
+    }
+    let stored = redis.keys(&format!("{prefix}:*")).await;
+    assert_eq!(stored.len(), ids.len() + TASK_BUCKETS, "{stored:?}");
+    for key in &stored {
+        assert!(redis.pttl(key).await > 0, "{key} has a TTL");
+    }
+
+    // Every lease (1 ms) has run out.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (failed, commands) = redis.client_commands(store.sweep()).await;
+    assert_eq!(failed.unwrap(), ids.len() as u64);
+    let count = |name: &str| commands.iter().filter(|l| l.contains(name)).count();
+    assert_eq!(count("\"ZRANGEBYSCORE\""), TASK_BUCKETS, "{commands:#?}");
+    // The expiry script's first run is refused (NOSCRIPT), loaded and sent again.
+    let scripts = count("\"EVALSHA\"") - count("\"SCRIPT\" \"LOAD\"");
+    assert_eq!(scripts, ids.len(), "{commands:#?}");
+    for id in &ids {
+        let read = store.get("alice", id).await.unwrap().unwrap();
+        assert_eq!(read.status, TaskStatus::Failed);
+    }
+
+    // The failed tasks left their buckets: the next sweep asks the buckets only.
+    let (failed, commands) = redis.client_commands(store.sweep()).await;
+    assert_eq!(failed.unwrap(), 0);
+    assert_eq!(commands.len(), TASK_BUCKETS, "{commands:#?}");
 }
 
 /// The `_meta` of a 2026-07-28 request from a client of the tasks extension.

@@ -1,5 +1,6 @@
--- Shared head of every task script. KEYS[1] = the task's record (a hash), KEYS[2] = the
--- lease index (unfinished tasks scored by the end of their lease). A record's pending
+-- Shared head of every task script. KEYS[1] = the task's record (a hash), KEYS[2] = its
+-- lease bucket (the unfinished tasks of its bucket scored by the end of their lease, in
+-- the record's hash slot). A record's pending
 -- input requests are its fields `q:<key>`, the answers received for them `a:<key>`.
 local key = KEYS[1]
 local function now_ms()
@@ -21,7 +22,7 @@ local function clear_input()
   end
 end
 -- Ends the task with `status` and, unless `field` is '', its payload; the task leaves
--- the lease index.
+-- its lease bucket.
 local function settle(id, status, field, value)
   clear_input()
   redis.call('HSET', key, 'status', status, 'updated', ms(now_ms()))
