@@ -9,6 +9,7 @@ mod conformance;
 mod connections;
 mod cpu;
 mod decode;
+mod deploy_metrics;
 mod drain;
 mod edge;
 mod event_store;
