@@ -48,7 +48,7 @@
 #      dashboard deploy/grafana/stateful-mcp.json is JSON and well formed, and every
 #      metric and label it or the rules name is in deploy/prometheus/metrics.txt (the
 #      samples a replica exposes; tests/it/deploy_metrics.rs keeps that list equal to a
-#      real /metrics).
+#      real /metrics); the dashboard's queries parse (promtool, as recording rules).
 #
 # Exits non-zero when any check fails; all checks run either way.
 set -euo pipefail
@@ -254,7 +254,9 @@ run "deploy/prometheus/alerts.yml: promtool ${promtool_version} check rules" \
 run "deploy/prometheus/alerts_test.yml: promtool ${promtool_version} test rules" \
   promtool test rules deploy/prometheus/alerts_test.yml
 run "dashboard and rules: well formed, naming only exposed metrics and labels" \
-  "${PY}" scripts/check_monitoring.py
+  "${PY}" scripts/check_monitoring.py --queries "${tmp}/dashboard-queries.yml"
+run "deploy/grafana/stateful-mcp.json: its queries parse (promtool check rules)" \
+  promtool check rules "${tmp}/dashboard-queries.yml"
 
 echo
 if [ "${failed}" -gt 0 ]; then

@@ -14,11 +14,14 @@ check and exits non-zero when any fails:
 - every alert rule has `for:`, a severity, a summary and a description.
 
 promtool checks the rules' syntax and runs their unit tests; this script checks what
-promtool cannot know: which metrics exist.
+promtool cannot know: which metrics exist. With `--queries FILE` it also writes the
+dashboard's queries as a rule file (Grafana's `$replica` and `$__rate_interval` replaced by
+values), for `promtool check rules` to parse them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -81,12 +84,13 @@ def label_problems(expr: str, printed: set[str], exposed: dict[str, set[str]]) -
     return problems
 
 
-def check_dashboard(exposed: dict[str, set[str]]) -> None:
+def check_dashboard(exposed: dict[str, set[str]]) -> list[str]:
+    """Checks the dashboard; returns its queries."""
     try:
         dashboard = json.loads(DASHBOARD.read_text())
     except ValueError as e:
         check(False, f"{DASHBOARD.relative_to(ROOT)} is JSON", str(e))
-        return
+        return []
     check(True, f"{DASHBOARD.relative_to(ROOT)} is JSON")
     variables = {v.get("name"): v for v in dashboard.get("templating", {}).get("list", [])}
     source = variables.get("datasource", {})
@@ -138,6 +142,16 @@ def check_dashboard(exposed: dict[str, set[str]]) -> None:
         f"unknown: {unknown}",
     )
     print(f"     {len(panels)} panels, {len(queries)} queries")
+    return queries
+
+
+def write_queries(queries: list[str], path: Path) -> None:
+    """`queries` as recording rules, with Grafana's variables given values."""
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": q.replace("$replica", ".*").replace("$__rate_interval", "1m")}
+        for i, q in enumerate(queries)
+    ]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
 
 
 def check_rules(exposed: dict[str, set[str]]) -> None:
@@ -171,9 +185,14 @@ def check_rules(exposed: dict[str, set[str]]) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--queries", type=Path, help="write the dashboard's queries there as rules")
+    args = parser.parse_args()
     exposed = read_list()
     check(len(exposed) >= 10, f"{LIST.relative_to(ROOT)} lists {len(exposed)} samples")
-    check_dashboard(exposed)
+    queries = check_dashboard(exposed)
+    if args.queries:
+        write_queries(queries, args.queries)
     check_rules(exposed)
     print(f"monitoring: {len(failures)} failed" if failures else "monitoring: all passed")
     return 1 if failures else 0
