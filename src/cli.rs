@@ -96,9 +96,9 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
     }
 }
 
-/// `check-config`: what [`Application::build`] checks before it binds a port or sends
-/// Redis a command (the Redis addresses and TLS files, the authentication keys, the
-/// `requestState` keys, `resources.file_root`), on settings that already loaded. Prints
+/// `check-config`: the checks [`Application::build`] makes on settings that loaded (the
+/// Redis addresses and TLS files, the authentication keys, the `requestState` keys,
+/// `resources.file_root`), without binding its port or sending Redis a command. Prints
 /// one line and returns success, or the reason and 2.
 fn check_config(name: &str, settings: Settings) -> ExitCode {
     let backend = match settings.store.backend {
