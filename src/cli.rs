@@ -1,32 +1,54 @@
 //! The command line the crate's binaries share: `--config FILE`, the layered
 //! [`Settings`], telemetry, then the [`Application`] until SIGINT/SIGTERM. A binary
 //! differs from another only in the `/mcp` it serves.
+//!
+//! With no command a binary serves; `check-config` loads and validates the settings and
+//! exits (for CI and init containers).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use crate::{
-    config::Settings,
+    config::{Backend, Settings},
     mcp::McpState,
     startup::{Application, shutdown_signal},
+    state::AppState,
     telemetry,
 };
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Serve until SIGINT/SIGTERM (no command).
+    Serve,
+    /// Load and validate the settings, then exit: what a replica checks before it binds
+    /// its port or sends Redis a command (see `check_config`).
+    CheckConfig,
+}
 
 /// Runs the binary `name` with `/mcp` built by `mcp` from the replica's state
 /// ([`crate::mcp::endpoint`], or `|mcp| endpoint_with(mcp, factory)`): reads
 /// `--config FILE` from the command line, loads the settings over it, starts telemetry,
 /// builds the replica and serves until SIGINT/SIGTERM, then drains.
 ///
-/// Returns the exit code: success after a drain; 2 for a bad command line or settings
-/// (the reason on stderr, prefixed with `name`); failure when the replica cannot be
-/// built or stops serving for another reason.
+/// With the command `check-config` it only checks the settings, as a replica does before
+/// it binds its port or sends Redis a command, prints one line and exits.
+///
+/// Returns the exit code: success after a drain (or a passed check); 2 for a bad
+/// command line or settings (the reason on stderr, prefixed with `name`); failure when
+/// the replica cannot be built or stops serving for another reason.
 pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> ExitCode {
     let usage = format!(
-        "usage: {name} [--config FILE]\n\
+        "usage: {name} [--config FILE] [check-config]\n\
+         With no command, serves until SIGINT/SIGTERM.\n\
+         check-config: loads and validates the settings, then exits: 0 when they are \
+         valid, 2 with the reason on stderr otherwise (nothing is served and Redis is not \
+         contacted).\n\
          Settings: config/default.toml documents every key; STATEFUL_MCP__SECTION__KEY \
          environment variables override them."
     );
     let mut args = std::env::args().skip(1);
     let mut config_file: Option<PathBuf> = None;
+    let mut command = Command::Serve;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => match args.next() {
@@ -37,6 +59,7 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
                 println!("{usage}");
                 return ExitCode::SUCCESS;
             }
+            "check-config" if command == Command::Serve => command = Command::CheckConfig,
             other => return usage_error(name, &format!("unknown argument `{other}`"), &usage),
         }
     }
@@ -47,6 +70,9 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
             return ExitCode::from(2);
         }
     };
+    if command == Command::CheckConfig {
+        return check_config(name, settings);
+    }
     telemetry::init(&settings.telemetry);
     let app = match Application::build_with(settings, mcp).await {
         Ok(app) => app,
@@ -66,6 +92,31 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "server failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-config`: the checks [`Application::build`] makes on settings that loaded (the
+/// Redis addresses and TLS files, the authentication keys, the `requestState` keys,
+/// `resources.file_root`), without binding its port or sending Redis a command. Prints
+/// one line and returns success, or the reason and 2.
+fn check_config(name: &str, settings: Settings) -> ExitCode {
+    let backend = match settings.store.backend {
+        Backend::Memory => "memory",
+        Backend::Redis => "redis",
+    };
+    let bind = settings.server.bind;
+    // Built and dropped: its background jobs are only listed, never started, and its
+    // Redis pools connect on first use.
+    match AppState::build(settings) {
+        Ok(state) => {
+            drop(state);
+            println!("{name}: configuration ok (store.backend = {backend}, server.bind = {bind})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

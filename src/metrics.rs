@@ -113,6 +113,10 @@ pub struct MetricsInner {
     pub sessions_created: Counter,
     /// Expired sessions this replica removed from the session index.
     pub sessions_expired: Counter,
+    /// 1 when this replica's last session upkeep round reached the state store, 0 when
+    /// it failed (and until the first round ends): the one figure that says "Redis
+    /// unreachable" even while no request comes in.
+    pub store_reachable: Gauge,
     /// The listen streams.
     pub listen: ListenMetrics,
     /// 2025-era sessions whose worker runs on this replica.
@@ -150,6 +154,7 @@ impl Metrics {
         let sessions_active = Gauge::default();
         let sessions_created = Counter::default();
         let sessions_expired = Counter::default();
+        let store_reachable = Gauge::default();
         let local_sessions = Gauge::default();
         let forwards = Family::<ForwardLabels, Counter>::default();
         let store_errors = Family::<ComponentLabels, Counter>::default();
@@ -205,6 +210,12 @@ impl Metrics {
             sessions_expired.clone(),
         );
         registry.register(
+            "store_reachable",
+            "1 when the last session upkeep round (every session.maintenance_interval_secs) \
+             reached the state store, 0 when it failed",
+            store_reachable.clone(),
+        );
+        registry.register(
             "local_sessions",
             "2025-era sessions whose worker runs on this replica",
             local_sessions.clone(),
@@ -236,6 +247,7 @@ impl Metrics {
             sessions_active,
             sessions_created,
             sessions_expired,
+            store_reachable,
             listen,
             local_sessions,
             forwards,

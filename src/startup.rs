@@ -205,8 +205,10 @@ async fn maintenance_loop(state: AppState, interval: Duration, shutdown: Cancell
                 match state.sessions.maintain().await {
                     Ok(expired) => {
                         state.metrics.sessions_expired.inc_by(expired);
+                        state.metrics.store_reachable.set(1);
                     }
                     Err(e) => {
+                        state.metrics.store_reachable.set(0);
                         state.metrics.store_error("sessions");
                         tracing::warn!(error = %e, "session maintenance failed");
                     }
