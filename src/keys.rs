@@ -12,6 +12,7 @@
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
+//! | `<p>:{w<n>}:wake:<r>` | stream | short | on Redis Cluster, wakes replica `r`'s reader of the slot of tag `w<n>` |
 //! | `<p>:replica:<r>:alive` | string | 2.5 s, renewed every 0.8 s | replica `r` is alive: without it, a holder that cannot be connected to is dead |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
@@ -26,7 +27,11 @@
 //! the lease index in step with a task's record. On Redis Cluster the session
 //! key would have to carry its owner's tag instead.
 
+mod slot;
+
 use std::sync::Arc;
+
+pub use self::slot::{SLOTS, hash_slot};
 
 /// Cheap-clone key builder under the configured prefix.
 #[derive(Debug, Clone)]
@@ -103,6 +108,17 @@ impl Keys {
         format!("{}:replica:{replica_id}:wake", self.prefix)
     }
 
+    /// The stream whose entries wake one replica's blocking event reader of hash slot
+    /// `slot` (Redis Cluster, where a reader covers one slot): its tag puts it in that
+    /// slot, so the reader's `XREAD` names it with the streams it follows there.
+    pub fn slot_reader_wake(&self, slot: u16, replica_id: &str) -> String {
+        format!(
+            "{}:{{{}}}:wake:{replica_id}",
+            self.prefix,
+            slot::slot_tag(slot)
+        )
+    }
+
     /// The liveness mark of one replica: present while the replica runs (renewed well
     /// within its short TTL, deleted at the end of its drain). A replica that cannot
     /// connect to a session's holder takes the session over at once when the holder's
@@ -168,6 +184,13 @@ mod tests {
         assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
         assert_eq!(k.replica_alive("r1"), "app:replica:r1:alive");
+        let stream = k.event_stream("abc", "s1");
+        let wake = k.slot_reader_wake(super::hash_slot(&stream), "r1");
+        assert!(
+            wake.starts_with("app:{w") && wake.ends_with("}:wake:r1"),
+            "{wake}"
+        );
+        assert_eq!(super::hash_slot(&wake), super::hash_slot(&stream));
         assert_eq!(k.task("abc"), "app:{task:abc}");
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");
