@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::{ConfigError, positive};
 
-/// Largest `events.max_followers`: the hash slots of a Redis Cluster, so the reader
-/// connections a replica may open stay below what one Redis node accepts by default.
+/// Largest `events.max_followers`, the number of Redis Cluster hash slots: past it a
+/// replica's slot readers could not grow, only the followers' buffers.
 const MAX_FOLLOWERS: usize = 16_384;
 
 /// Settings of the Redis event store behind `Last-Event-ID` resumption.
