@@ -39,19 +39,19 @@
 //!   the stream until its final JSON-RPC response or error arrives, whichever replica
 //!   writes it. The standalone stream (`<session>:common`) has no final event: it is
 //!   followed until the consumer drops it or the replica shuts down.
-//! - **Following** costs one connection per replica, not per stream: a background reader
-//!   blocks in one `XREAD` over every followed stream and forwards new entries to the
-//!   followers' channels. A new follower wakes it through the replica's wake stream so it
-//!   re-issues `XREAD` with the new set of keys.
-//!
+//! - **Following** costs connections per replica, not per stream: a background reader
+//!   blocks in one `XREAD` over the streams it follows and forwards new entries to the
+//!   followers' channels. A new follower wakes it through its wake stream so it
+//!   re-issues `XREAD` with the new set of keys. On one node one reader covers every
+//!   followed stream; on Redis Cluster, where a multi-key `XREAD` stays in one hash
+//!   slot, there is a reader per slot with followers, on a connection to that slot's
+//!   node, that ends with its last follower.
 //!
 //! Layout: [`mod@format`] (ids, fields, entries), `open.rs` (the request streams started
-//! here), `reader.rs` (the blocking reader), `store.rs` ([`RedisEventStore`]). This
-//! module knows nothing of MCP: events are JSON text; the rmcp adapter is
-//! `mcp::event_store`.
-//!
-//! On Redis Cluster a multi-key `XREAD` needs all its keys in one slot; there the single
-//! reader has to become one reader per shard, each reading the streams of its slots.
+//! here), `reader.rs` (followers and how their streams are grouped into readers),
+//! `reader/connection.rs` (one reader's blocking reads), `store.rs`
+//! ([`RedisEventStore`]). This module knows nothing of MCP: events are JSON text; the
+//! rmcp adapter is `mcp::event_store`.
 
 pub mod format;
 mod open;

@@ -12,6 +12,7 @@
 //! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
+//! | `<p>:{w<n>}:wake:<r>` | stream | short | on Redis Cluster, wakes replica `r`'s reader of the slot of tag `w<n>` |
 //! | `<p>:replica:<r>:alive` | string | 2.5 s, renewed every 0.8 s | replica `r` is alive: without it, a holder that cannot be connected to is dead |
 //! | `<p>:cache:gen` | string | 2 × `cache.max_ttl_secs`, refreshed | cache generation |
 //! | `<p>:cache:{<gen>:<key>}` | string | the entry's TTL | one cache entry |
@@ -33,7 +34,11 @@
 //! contiguous, equal slot ranges (what `redis-cli --cluster create` makes) every shard
 //! holds the same number of buckets, to within one.
 
+mod slot;
+
 use std::sync::Arc;
+
+pub use self::slot::{SLOTS, hash_slot};
 
 /// Cheap-clone key builder under the configured prefix.
 #[derive(Debug, Clone)]
@@ -110,6 +115,17 @@ impl Keys {
         format!("{}:replica:{replica_id}:wake", self.prefix)
     }
 
+    /// The stream whose entries wake one replica's blocking event reader of hash slot
+    /// `slot` (Redis Cluster, where a reader covers one slot): its tag puts it in that
+    /// slot, so the reader's `XREAD` names it with the streams it follows there.
+    pub fn slot_reader_wake(&self, slot: u16, replica_id: &str) -> String {
+        format!(
+            "{}:{{{}}}:wake:{replica_id}",
+            self.prefix,
+            slot::slot_tag(slot)
+        )
+    }
+
     /// The liveness mark of one replica: present while the replica runs (renewed well
     /// within its short TTL, deleted at the end of its drain). A replica that cannot
     /// connect to a session's holder takes the session over at once when the holder's
@@ -176,12 +192,9 @@ impl Keys {
 /// tasks.
 pub const TASK_BUCKETS: usize = 16;
 
-/// Hash slots of Redis Cluster.
-const SLOTS: u16 = 16384;
-
 /// The bucket of task `id`.
 fn task_bucket(id: &str) -> usize {
-    usize::from(crc16(id.as_bytes())) % TASK_BUCKETS
+    usize::from(slot::crc16(id.as_bytes())) % TASK_BUCKETS
 }
 
 /// The hash tag of lease bucket `bucket`: `tasks:<bucket>:<n>` with the smallest `n`
@@ -205,20 +218,7 @@ fn task_tag(bucket: usize) -> &'static str {
 
 /// The Redis Cluster hash slot of a key whose hash tag is `tag`.
 fn slot_of_tag(tag: &str) -> u16 {
-    crc16(tag.as_bytes()) % SLOTS
-}
-
-/// CRC16-XMODEM, the checksum Redis Cluster hashes keys with.
-fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0u16, |crc, &byte| {
-        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
-            if crc & 0x8000 == 0 {
-                crc << 1
-            } else {
-                (crc << 1) ^ 0x1021
-            }
-        })
-    })
+    slot::crc16(tag.as_bytes()) % SLOTS
 }
 
 /// A caller-chosen key with braces replaced, so it cannot end the `{hash tag}` early.
@@ -246,6 +246,13 @@ mod tests {
             k.task("abc"),
             format!("app:{{{}}}:task:abc", task_tag(task_bucket("abc")))
         );
+        let stream = k.event_stream("abc", "s1");
+        let wake = k.slot_reader_wake(super::hash_slot(&stream), "r1");
+        assert!(
+            wake.starts_with("app:{w") && wake.ends_with("}:wake:r1"),
+            "{wake}"
+        );
+        assert_eq!(super::hash_slot(&wake), super::hash_slot(&stream));
         assert_eq!(k.cache_entry(3, "user:1"), "app:cache:{3:user:1}");
         assert_eq!(k.cache_lock(3, "user:1"), "app:cache:lock:{3:user:1}");
         assert_eq!(k.cache_entry(0, "a}b{"), "app:cache:{0:a%7Db%7B}");
@@ -254,7 +261,7 @@ mod tests {
     #[test]
     fn the_checksum_is_redis_clusters() {
         // The examples of the Redis Cluster specification.
-        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot::crc16(b"123456789"), 0x31C3);
         assert_eq!(slot_of_tag("foo"), 12182);
     }
 

@@ -60,7 +60,7 @@
 //! - [`managed`]: managed handles (files and dedicated connections tools hold open
 //!   across calls; not MCP resources) and their [`managed::HandleManager`].
 //! - [`events`]: resumable response streams on Redis Streams (append, replay, the
-//!   replica's one blocking reader, the retention of finished streams), for rmcp's
+//!   replica's blocking readers, the retention of finished streams), for rmcp's
 //!   event store in [`mcp::event_store`].
 //! - [`bus`]: one pub/sub subscriber per replica for cross-replica messages.
 //! - [`rate_limit`]: per-principal request budgets shared through Redis.

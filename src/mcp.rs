@@ -143,6 +143,8 @@ where
                 delivered_ttl: Duration::from_secs(settings.events.delivered_ttl_secs),
                 max_len: settings.events.max_len,
                 follow_idle_timeout: Duration::from_secs(settings.events.follow_idle_timeout_secs),
+                max_followers: settings.events.max_followers,
+                per_slot_readers: settings.events.per_slot_readers,
                 ..EventStoreSettings::default()
             },
             &state.jobs,

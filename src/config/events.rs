@@ -5,6 +5,10 @@ use serde::Deserialize;
 
 use super::{ConfigError, positive};
 
+/// Largest `events.max_followers`, the number of Redis Cluster hash slots: past it a
+/// replica's slot readers could not grow, only the followers' buffers.
+const MAX_FOLLOWERS: usize = 16_384;
+
 /// Settings of the Redis event store behind `Last-Event-ID` resumption.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventSettings {
@@ -25,6 +29,13 @@ pub struct EventSettings {
     /// Seconds a resumed stream waits for its next event before it ends (the client can
     /// resume again).
     pub follow_idle_timeout_secs: u64,
+    /// Most streams a replica follows at once (resumed streams waiting for events); on
+    /// Redis Cluster also the most reader connections it opens (one per hash slot
+    /// followed). A resumption past it gets the stored events and ends.
+    pub max_followers: usize,
+    /// Read followed streams per hash slot also when `redis.mode` is not `cluster`: for a
+    /// single node that refuses cross-slot commands.
+    pub per_slot_readers: bool,
 }
 
 impl EventSettings {
@@ -52,6 +63,14 @@ impl EventSettings {
         positive(
             "events.follow_idle_timeout_secs",
             self.follow_idle_timeout_secs,
-        )
+        )?;
+        positive("events.max_followers", self.max_followers as u64)?;
+        if self.max_followers > MAX_FOLLOWERS {
+            return Err(ConfigError::Invalid {
+                key: "events.max_followers",
+                reason: format!("must be at most {MAX_FOLLOWERS}"),
+            });
+        }
+        Ok(())
     }
 }

@@ -1,45 +1,61 @@
-//! The replica's one blocking stream reader: followers of streams register here, and a
-//! background task blocks in one `XREAD` over every followed stream (plus the replica's
-//! wake stream, through which a new follower makes it re-issue the read with the new key
-//! set) and hands new entries to the followers' channels. One connection per replica,
-//! not per stream; it reconnects with backoff when Redis goes away.
+//! The replica's blocking stream readers: followers of streams register here, and a
+//! reader blocks in `XREAD` over the streams of its *group* (plus the group's wake
+//! stream, through which a new follower makes it re-issue the read with the new key set)
+//! and hands new entries to the followers' channels (`reader/connection.rs`).
+//!
+//! How streams are grouped is the one difference between deployments; the reader of a
+//! group is the same code in both, and on one node it costs what a single reader did:
+//! - **one node** (standalone, Sentinel): one group of every followed stream, so one
+//!   `XREAD` and one connection per replica, running from start to shutdown and woken
+//!   through `<p>:replica:<r>:wake`. Grouping by slot there too would cost a
+//!   connection per slot followed for nothing.
+//! - **Redis Cluster** (or `events.per_slot_readers`): a multi-key `XREAD` must stay in
+//!   one hash slot, so there is one group per slot with followers, read on a connection
+//!   to the node serving that slot ([`RedisPool::dedicated_for`]) and woken through
+//!   `<p>:{w<n>}:wake:<r>`, a key of the same slot. A group starts with its first
+//!   follower and stops, closing its connection, when its last follower leaves. Groups
+//!   are slots rather than sessions because sessions of one slot can share a read:
+//!   a replica holds at most one reader connection per follower
+//!   ([`EventStoreSettings::max_followers`] caps both) and never more than one per slot.
+//!
+//! Each reader reconnects with backoff when its connection fails or a slot moved
+//! (`MOVED`/`ASK`: the new connection is opened to the slot's node as it is known then),
+//! and at once when [`RedisPool::topology`] changes.
+
+mod connection;
+mod registry;
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
-use redis::{
-    RedisError,
-    aio::MultiplexedConnection,
-    streams::{StreamId, StreamReadReply},
-};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::registry::{FollowedStream, Follower, Group, GroupId, Health, Registry, Start};
 
 use super::{
     EventStoreSettings, StoredEvent,
-    format::{DecodedEntry, EntryId, decode_entry, duration_ms},
+    format::{EntryId, duration_ms},
 };
 use crate::{
     jobs::Jobs,
-    redis_pool::{Backoff, RedisPool, RedisPoolError},
+    keys::{Keys, hash_slot},
+    redis_pool::{RedisPool, RedisPoolError},
 };
 
-/// Entries read per key per `XREAD`.
-const PAGE: usize = 128;
 /// Events a follower may have queued before the reader gives up on it.
 const FOLLOWER_BUFFER: usize = 256;
-/// Entries kept in a replica's wake stream: one unread entry is all a wake needs.
+/// Entries kept in a wake stream: one unread entry is all a wake needs.
 const WAKE_MAX_LEN: usize = 16;
-/// Lifetime of a replica's wake stream after its last wake.
-const WAKE_TTL: Duration = Duration::from_secs(60);
+/// Lifetime of a wake stream after its last wake.
+const WAKE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The reader of one replica; cheap to clone (one reference count).
+/// The readers of one replica; cheap to clone (one reference count).
 #[derive(Clone)]
 pub(super) struct Reader {
     inner: Arc<Inner>,
@@ -47,54 +63,97 @@ pub(super) struct Reader {
 
 struct Inner {
     pool: RedisPool,
+    keys: Keys,
     replica_id: String,
-    wake_key: String,
     settings: EventStoreSettings,
-    followers: Mutex<Followers>,
-    next_follower: AtomicU64,
-    connected: AtomicBool,
+    /// Whether streams are grouped by hash slot (else: one group of all).
+    per_slot: bool,
+    registry: Mutex<Registry>,
+    /// Ids of followers and of group instances.
+    next_id: AtomicU64,
+    /// Fires when the readers' job stops; every group's token is a child of it.
+    shutdown: CancellationToken,
+    /// The groups' reader tasks, awaited when the job stops.
+    tasks: TaskTracker,
 }
 
 impl Reader {
-    /// Adds the reader to `jobs` (the job `event stream reader`).
+    /// Adds the readers' job to `jobs` (the job `event stream reader`): streams are read
+    /// per hash slot when `pool` is a Redis Cluster or `settings.per_slot_readers` is set.
     pub(super) fn start(
         pool: RedisPool,
+        keys: Keys,
         replica_id: String,
-        wake_key: String,
         settings: EventStoreSettings,
         jobs: &Jobs,
     ) -> Self {
+        let per_slot = pool.is_cluster() || settings.per_slot_readers;
+        let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
+        if !per_slot {
+            // The one reader of a single node runs whether or not anything is followed.
+            let wake_key = keys.replica_wake(&replica_id);
+            registry
+                .groups
+                .insert(GroupId::All, Group::new(0, wake_key, &shutdown));
+        }
         let inner = Arc::new(Inner {
             pool,
+            keys,
             replica_id,
-            wake_key,
             settings,
-            followers: Mutex::new(Followers::default()),
-            next_follower: AtomicU64::new(0),
-            connected: AtomicBool::new(false),
+            per_slot,
+            registry: Mutex::new(registry),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            tasks: TaskTracker::new(),
         });
-        let reader = Arc::clone(&inner);
-        jobs.add("event stream reader", move |stop| reader.run(stop));
+        let job = Arc::clone(&inner);
+        jobs.add("event stream reader", move |stop| job.run(stop));
         Self { inner }
     }
 
-    /// Followers currently registered with the reader.
+    /// Followers currently registered with the readers.
     pub(super) fn follower_count(&self) -> usize {
         self.inner
-            .followers()
-            .streams
+            .registry()
+            .groups
             .values()
+            .flat_map(|group| group.streams.values())
             .map(|stream| stream.followers.len())
             .sum()
     }
 
-    /// Whether the reader holds a working connection (readiness).
-    pub(super) fn is_connected(&self) -> bool {
-        self.inner.connected.load(Ordering::Acquire)
+    /// Readers running or about to: the one of a single node, or one per hash slot
+    /// with followers.
+    pub(super) fn reader_count(&self) -> usize {
+        self.inner.registry().groups.len()
     }
 
-    /// Registers a follower of `key` from `cursor` and wakes the reader; `None` once the
-    /// reader has stopped.
+    /// Whether the readers are working (readiness): on a single node, its reader holds a
+    /// connection; per slot, no group's reader has lost its connection or failed to make
+    /// one (a group still making its first is not failing yet).
+    pub(super) fn is_connected(&self) -> bool {
+        let registry = self.inner.registry();
+        if registry.closed || !registry.running {
+            return false;
+        }
+        if self.inner.per_slot {
+            registry
+                .groups
+                .values()
+                .all(|group| group.health != Health::Failing)
+        } else {
+            registry
+                .groups
+                .get(&GroupId::All)
+                .is_some_and(|group| group.health == Health::Connected)
+        }
+    }
+
+    /// Registers a follower of `key` from `cursor`, and wakes its group's reader or
+    /// starts one; `None` once the readers have stopped, or when
+    /// [`EventStoreSettings::max_followers`] streams are followed already.
     pub(super) async fn follow(
         &self,
         key: String,
@@ -102,14 +161,34 @@ impl Reader {
         cursor: EntryId,
         ends_on_final: bool,
     ) -> Option<impl futures::Stream<Item = StoredEvent> + Send + Sync + 'static> {
+        let inner = &self.inner;
         let (tx, rx) = mpsc::channel(FOLLOWER_BUFFER);
-        let id = self.inner.next_follower.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut followers = self.inner.followers();
-            if followers.closed {
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let group_id = inner.group_of(&key);
+        let (wake_key, start) = {
+            let mut registry = inner.registry();
+            if registry.closed {
                 return None;
             }
-            followers
+            if registry.live >= inner.settings.max_followers {
+                drop(registry);
+                tracing::warn!(
+                    replica = %inner.replica_id,
+                    max_followers = inner.settings.max_followers,
+                    "too many followed streams; this one is replayed, not followed"
+                );
+                return None;
+            }
+            registry.live += 1;
+            let running = registry.running;
+            let mut start = None;
+            let group = registry.groups.entry(group_id).or_insert_with(|| {
+                let instance = inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let group = Group::new(instance, inner.wake_key(group_id), &inner.shutdown);
+                start = running.then(|| group.start(group_id));
+                group
+            });
+            group
                 .streams
                 .entry(key.clone())
                 .or_insert_with(|| FollowedStream {
@@ -125,22 +204,31 @@ impl Reader {
                         ends_on_final,
                     },
                 );
-        }
+            (group.wake_key.clone(), start)
+        };
         let guard = FollowerGuard {
-            shared: Arc::clone(&self.inner),
+            inner: Arc::clone(inner),
+            group: group_id,
             key,
             id,
         };
-        if let Err(error) = self.inner.wake().await {
-            // The reader still picks the follower up when its current XREAD times out.
-            tracing::warn!(
-                replica = %self.inner.replica_id,
-                stream = %crate::ids::fingerprint(stream_id),
-                error = %error,
-                "could not wake the stream reader"
-            );
+        match start {
+            // A new reader plans its first read with this follower in it: no wake.
+            Some(start) => inner.spawn(start),
+            None => {
+                if let Err(error) = inner.wake(&wake_key).await {
+                    // The reader still picks the follower up when its current XREAD
+                    // times out.
+                    tracing::warn!(
+                        replica = %inner.replica_id,
+                        stream = %crate::ids::fingerprint(stream_id),
+                        error = %error,
+                        "could not wake the stream reader"
+                    );
+                }
+            }
         }
-        let idle = ends_on_final.then_some(self.inner.settings.follow_idle_timeout);
+        let idle = ends_on_final.then_some(inner.settings.follow_idle_timeout);
         Some(futures::stream::unfold(
             (rx, guard),
             move |(mut rx, guard)| async move {
@@ -157,92 +245,110 @@ impl Reader {
     }
 }
 
-#[derive(Default)]
-struct Followers {
-    /// Followed streams by Redis key.
-    streams: HashMap<String, FollowedStream>,
-    /// Set when the reader stopped: nobody will feed new followers.
-    closed: bool,
-}
-
-struct FollowedStream {
-    stream_id: String,
-    followers: HashMap<u64, Follower>,
-}
-
-struct Follower {
-    /// The last entry this follower has (from the replay or from the reader).
-    cursor: EntryId,
-    tx: mpsc::Sender<StoredEvent>,
-    ends_on_final: bool,
-}
-
 /// Unregisters its follower when the consumer drops the stream.
 struct FollowerGuard {
-    shared: Arc<Inner>,
+    inner: Arc<Inner>,
+    group: GroupId,
     key: String,
     id: u64,
 }
 
 impl Drop for FollowerGuard {
     fn drop(&mut self) {
-        let mut followers = self.shared.followers();
-        if let Some(stream) = followers.streams.get_mut(&self.key) {
+        let mut registry = self.inner.registry();
+        registry.live = registry.live.saturating_sub(1);
+        let Some(group) = registry.groups.get_mut(&self.group) else {
+            return;
+        };
+        if let Some(stream) = group.streams.get_mut(&self.key) {
             stream.followers.remove(&self.id);
             if stream.followers.is_empty() {
-                followers.streams.remove(&self.key);
+                group.streams.remove(&self.key);
             }
         }
+        registry.end_if_idle(self.group);
     }
 }
 
-/// Closes the follower registry when the reader task ends, however it ends, so no
-/// follower waits on a reader that is gone.
+/// Closes the registry when the readers' job ends, however it ends, so no follower
+/// waits on a reader that is gone.
 struct CloseOnExit(Arc<Inner>);
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
-        self.0.connected.store(false, Ordering::Release);
-        let mut followers = self.0.followers();
-        followers.closed = true;
-        // Dropping the senders ends every follower's stream.
-        followers.streams.clear();
+        self.0.close();
     }
-}
-
-/// Why a reader connection ended.
-#[derive(Debug, thiserror::Error)]
-enum ReaderLost {
-    #[error("connecting timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("XREAD got no reply within {0:?}")]
-    ReadTimeout(Duration),
-    #[error("the Redis primary may have moved")]
-    Moved,
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-}
-
-/// One `XREAD` round: each followed key and the id it is read after.
-struct Plan {
-    keys: Vec<String>,
-    from: Vec<EntryId>,
 }
 
 impl Inner {
-    fn followers(&self) -> MutexGuard<'_, Followers> {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
         // Only map operations run under this lock; a poisoned lock leaves them consistent.
-        self.followers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes the reader's blocked `XREAD` return so it reads the new key set.
-    async fn wake(&self) -> Result<(), RedisPoolError> {
+    fn group_of(&self, key: &str) -> GroupId {
+        if self.per_slot {
+            GroupId::Slot(hash_slot(key))
+        } else {
+            GroupId::All
+        }
+    }
+
+    /// The wake stream of group `id`'s reader: a key of the group's slot on a cluster.
+    fn wake_key(&self, id: GroupId) -> String {
+        match id {
+            GroupId::All => self.keys.replica_wake(&self.replica_id),
+            GroupId::Slot(slot) => self.keys.slot_reader_wake(slot, &self.replica_id),
+        }
+    }
+
+    /// The readers' job: starts the reader of every group there is, waits for `stop`,
+    /// then ends every followed stream and waits for the readers to stop.
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let _close = CloseOnExit(Arc::clone(&self));
+        let starts: Vec<Start> = {
+            let mut registry = self.registry();
+            registry.running = true;
+            registry
+                .groups
+                .iter()
+                .map(|(&id, group)| group.start(id))
+                .collect()
+        };
+        for start in starts {
+            self.spawn(start);
+        }
+        stop.cancelled().await;
+        self.close();
+        self.tasks.close();
+        self.tasks.wait().await;
+        tracing::debug!(replica = %self.replica_id, "event stream readers stopped");
+    }
+
+    /// Starts the reader of a group.
+    fn spawn(self: &Arc<Self>, start: Start) {
+        self.tasks.spawn(Arc::clone(self).read_group(start));
+    }
+
+    /// Refuses new followers and ends every followed stream (dropping their senders)
+    /// and every group's reader.
+    fn close(&self) {
+        let groups = {
+            let mut registry = self.registry();
+            registry.closed = true;
+            registry.running = false;
+            std::mem::take(&mut registry.groups)
+        };
+        self.shutdown.cancel();
+        drop(groups);
+    }
+
+    /// Makes the reader blocked on `wake_key` return so it reads its new key set.
+    async fn wake(&self, wake_key: &str) -> Result<(), RedisPoolError> {
         let mut conn = self.pool.get().await?;
         redis::pipe()
             .cmd("XADD")
-            .arg(&self.wake_key)
+            .arg(wake_key)
             .arg("MAXLEN")
             .arg(WAKE_MAX_LEN)
             .arg("*")
@@ -250,7 +356,7 @@ impl Inner {
             .arg(1)
             .ignore()
             .cmd("PEXPIRE")
-            .arg(&self.wake_key)
+            .arg(wake_key)
             .arg(duration_ms(WAKE_TTL))
             .ignore()
             .query_async::<()>(&mut conn)
@@ -258,168 +364,9 @@ impl Inner {
         Ok(())
     }
 
-    /// The reader task: one dedicated connection at a time, until `shutdown`.
-    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let _close = CloseOnExit(Arc::clone(&self));
-        let mut backoff = Backoff::new(self.settings.min_backoff, self.settings.max_backoff);
-        loop {
-            let outcome = self.reader_connection(&shutdown, &mut backoff).await;
-            self.connected.store(false, Ordering::Release);
-            if !backoff
-                .reconnect_after(outcome, "event stream reader", &self.replica_id, &shutdown)
-                .await
-            {
-                break;
-            }
-        }
-        tracing::debug!(replica = %self.replica_id, "event stream reader stopped");
-    }
-
-    /// Reads on one connection: `Ok` on shutdown, `Err` when it has to be replaced.
-    async fn reader_connection(
-        &self,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Result<(), ReaderLost> {
-        let connect_timeout = self.pool.connect_timeout();
-        let mut topology = self.pool.topology();
-        topology.borrow_and_update();
-        let mut conn: MultiplexedConnection = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            conn = tokio::time::timeout(connect_timeout, self.pool.dedicated()) => {
-                conn.map_err(|_| ReaderLost::ConnectTimeout(connect_timeout))??
-            }
-        };
-        self.connected.store(true, Ordering::Release);
-        backoff.reset();
-        tracing::debug!(replica = %self.replica_id, "event stream reader connected");
-
-        // Starting below every wake entry costs one extra round on connect, but a wake
-        // sent between planning a round and issuing its XREAD is never missed (`$`
-        // would miss it and leave the new follower waiting for a whole block).
-        let mut wake_cursor = EntryId::ZERO;
-        // The connection has no response timeout (it blocks by design), so a dead peer is
-        // detected by the reply not arriving well after the block ends.
-        let reply_bound = self.settings.block + self.pool.command_timeout() * 2;
-        loop {
-            let plan = self.plan();
-            let mut xread = redis::cmd("XREAD");
-            xread
-                .arg("COUNT")
-                .arg(PAGE)
-                .arg("BLOCK")
-                .arg(duration_ms(self.settings.block))
-                .arg("STREAMS")
-                .arg(&self.wake_key)
-                .arg(&plan.keys)
-                .arg(wake_cursor.to_string())
-                .arg(
-                    plan.from
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>(),
-                );
-            let reply: Option<StreamReadReply> = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = topology.changed() => return Err(ReaderLost::Moved),
-                reply = tokio::time::timeout(reply_bound, xread.query_async(&mut conn)) => {
-                    reply.map_err(|_| ReaderLost::ReadTimeout(reply_bound))??
-                }
-            };
-            let read_from: HashMap<&str, EntryId> = plan
-                .keys
-                .iter()
-                .map(String::as_str)
-                .zip(plan.from.iter().copied())
-                .collect();
-            for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-                if stream.key == self.wake_key {
-                    if let Some(last) = stream.ids.last().and_then(|e| EntryId::parse(&e.id)) {
-                        wake_cursor = last;
-                    }
-                    continue;
-                }
-                if let Some(&from) = read_from.get(stream.key.as_str()) {
-                    self.dispatch(&stream.key, from, &stream.ids);
-                }
-            }
-        }
-    }
-
-    /// The next `XREAD`: every followed key, read after its slowest follower. Followers
-    /// whose consumer left are dropped here.
-    fn plan(&self) -> Plan {
-        let mut followers = self.followers();
-        let mut plan = Plan {
-            keys: Vec::new(),
-            from: Vec::new(),
-        };
-        followers.streams.retain(|key, stream| {
-            stream.followers.retain(|_, f| !f.tx.is_closed());
-            let Some(from) = stream.followers.values().map(|f| f.cursor).min() else {
-                return false;
-            };
-            plan.keys.push(key.clone());
-            plan.from.push(from);
-            true
-        });
-        plan
-    }
-
-    /// Hands the entries read after `read_from` to the followers of `key`.
-    fn dispatch(&self, key: &str, read_from: EntryId, entries: &[StreamId]) {
-        let Some(stream_id) = self
-            .followers()
-            .streams
-            .get(key)
-            .map(|s| s.stream_id.clone())
-        else {
-            return;
-        };
-        // Parse outside the lock: registrations and drops must not wait on JSON.
-        let decoded: Vec<DecodedEntry> = entries
-            .iter()
-            .filter_map(|entry| decode_entry(&stream_id, entry))
-            .collect();
-        let mut followers = self.followers();
-        let Some(stream) = followers.streams.get_mut(key) else {
-            return;
-        };
-        stream.followers.retain(|_, follower| {
-            // It joined after this round was planned with a later start: what it needs
-            // may precede `read_from`, so the next round (read from its cursor) serves it.
-            if follower.cursor < read_from {
-                return true;
-            }
-            for entry in &decoded {
-                if entry.id <= follower.cursor {
-                    continue;
-                }
-                {
-                    match follower.tx.try_send(entry.event.clone()) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            // Ending the stream is safe: the client resumes from the last
-                            // event it got, while blocking here would stall every stream.
-                            tracing::warn!(
-                                replica = %self.replica_id,
-                                stream = %crate::ids::fingerprint(&stream_id),
-                                "follower fell behind; ending its stream"
-                            );
-                            return false;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                    }
-                }
-                follower.cursor = entry.id;
-                if entry.is_final && follower.ends_on_final {
-                    return false;
-                }
-            }
-            true
-        });
-        if stream.followers.is_empty() {
-            followers.streams.remove(key);
+    fn set_health(&self, id: GroupId, instance: u64, health: Health) {
+        if let Some(group) = self.registry().group_mut(id, instance) {
+            group.health = health;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! [`RedisEventStore`]: appending events to a response stream (one script per event,
 //! none for a request stream's priming event), replaying a stream after an event id and
-//! following it through the replica's [`Reader`], and the retention of finished
+//! following it through the replica's readers ([`Reader`]), and the retention of finished
 //! streams (see the module docs of [`crate::events`]).
 
 use std::{
@@ -64,10 +64,20 @@ pub struct EventStoreSettings {
     /// never hangs on a stream whose writer died or while Redis is unreachable; the client
     /// then resumes with its last event id. Standalone streams have no such bound.
     pub follow_idle_timeout: Duration,
-    /// First delay before the reader reconnects after an error.
+    /// First delay before a reader reconnects after an error.
     pub min_backoff: Duration,
-    /// Largest delay between the reader's reconnection attempts.
+    /// Largest delay between a reader's reconnection attempts.
     pub max_backoff: Duration,
+    /// Most streams a replica follows at once (each follower holds a buffer of events
+    /// and, on Redis Cluster, may need a reader connection of its own: one per hash slot
+    /// followed). A resumption past it gets the stored events, then ends; its client
+    /// resumes again after its retry delay.
+    pub max_followers: usize,
+    /// Read the followed streams per hash slot, as on Redis Cluster (where it is always
+    /// so), also on a single node: for a node that refuses cross-slot commands (a
+    /// one-node cluster reached as a standalone node). Costs a connection per slot
+    /// followed instead of one per replica.
+    pub per_slot_readers: bool,
 }
 
 impl Default for EventStoreSettings {
@@ -81,6 +91,8 @@ impl Default for EventStoreSettings {
             follow_idle_timeout: Duration::from_secs(120),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_followers: 1024,
+            per_slot_readers: false,
         }
     }
 }
@@ -132,6 +144,7 @@ impl std::fmt::Debug for RedisEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEventStore")
             .field("followers", &self.follower_count())
+            .field("readers", &self.reader_count())
             .field("reader_connected", &self.is_reader_connected())
             .finish_non_exhaustive()
     }
@@ -149,9 +162,13 @@ impl RedisEventStore {
         settings: EventStoreSettings,
         jobs: &Jobs,
     ) -> Arc<Self> {
-        let replica_id = replica_id.into();
-        let wake_key = keys.replica_wake(&replica_id);
-        let reader = Reader::start(pool.clone(), replica_id, wake_key, settings.clone(), jobs);
+        let reader = Reader::start(
+            pool.clone(),
+            keys.clone(),
+            replica_id.into(),
+            settings.clone(),
+            jobs,
+        );
         Arc::new(Self {
             open: Mutex::new(OpenStreams::new(settings.delivered_ttl)),
             pool,
@@ -385,7 +402,15 @@ impl RedisEventStore {
         self.reader.follower_count()
     }
 
-    /// Whether the reader holds a working connection (readiness).
+    /// Blocking stream readers running, each on a connection of its own: the one of a
+    /// single node, or on Redis Cluster one per hash slot with followers.
+    pub fn reader_count(&self) -> usize {
+        self.reader.reader_count()
+    }
+
+    /// Whether the readers work (readiness): on a single node its reader holds a
+    /// connection; on Redis Cluster no slot's reader lost its connection or failed to
+    /// make one.
     pub fn is_reader_connected(&self) -> bool {
         self.reader.is_connected()
     }

@@ -31,6 +31,10 @@ pub fn redis_env<'a>(
         ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
         ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
     ];
+    if crate::redis_server::RedisServer::one_node_cluster() {
+        // A one-node cluster refuses the one cross-slot XREAD of a single node's reader.
+        env.push(("STATEFUL_MCP__EVENTS__PER_SLOT_READERS", "true"));
+    }
     env.extend_from_slice(extra);
     env
 }

@@ -1,6 +1,9 @@
 //! The Redis Streams event store: storing, replaying, following streams written by
 //! another replica, one reader connection for many followers, recovery after a crash,
-//! the short retention of finished streams, and streams replayed only by their session.
+//! the short retention of finished streams, and streams replayed only by their session;
+//! `event_store/readers.rs`: readers per hash slot (Redis Cluster) and the follower cap.
+
+mod readers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,6 +15,7 @@ use rmcp::{
 use serde_json::json;
 use stateful_mcp::{
     events::{EventStoreSettings, RedisEventStore, RedisEventStoreError},
+    keys::hash_slot,
     mcp::event_store::SessionEvents,
 };
 
@@ -36,12 +40,25 @@ struct EventStoreNode {
 }
 
 impl EventStoreNode {
+    /// A node whose readers group streams by hash slot on a one-node cluster (which
+    /// refuses a cross-slot `XREAD`), else as on any single node.
     fn start(server: &RedisServer, prefix: &str, replica_id: &str, pool_size: usize) -> Self {
+        Self::start_with(server, prefix, replica_id, pool_size, |_| {})
+    }
+
+    /// A node as [`EventStoreNode::start`], its settings changed by `change`.
+    fn start_with(
+        server: &RedisServer,
+        prefix: &str,
+        replica_id: &str,
+        pool_size: usize,
+        change: impl FnOnce(&mut EventStoreSettings),
+    ) -> Self {
         let base = NodeBase::new(
             quick_settings(server, pool_size, Duration::from_secs(5)),
             prefix,
         );
-        let settings = EventStoreSettings {
+        let mut settings = EventStoreSettings {
             ttl: TTL,
             completed_ttl: COMPLETED_TTL,
             delivered_ttl: DELIVERED_TTL,
@@ -50,7 +67,10 @@ impl EventStoreNode {
             follow_idle_timeout: Duration::from_secs(20),
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
+            max_followers: 1024,
+            per_slot_readers: RedisServer::one_node_cluster(),
         };
+        change(&mut settings);
         let store = RedisEventStore::start(
             base.pool.clone(),
             base.keys.clone(),
@@ -342,7 +362,13 @@ async fn many_followers_share_one_reader_connection() {
         "followers open no connections:\n{before}\n---\n{after}"
     );
     let blocked = after.lines().filter(|l| l.contains("cmd=xread")).count();
-    assert_eq!(blocked, 2, "one blocking reader per replica:\n{after}");
+    // One node: one reader per replica. Per slot: B's one reader of the session's slot.
+    assert_eq!(b.store.reader_count(), 1);
+    assert_eq!(
+        blocked,
+        a.store.reader_count() + b.store.reader_count(),
+        "one blocking reader for the streams of one session:\n{after}"
+    );
 
     let mut done = Vec::new();
     for stream in &streams {
@@ -405,16 +431,24 @@ async fn every_key_has_the_prefix_and_a_ttl() {
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let stream = stream_id();
     let primed = a.prime(&stream).await;
-    // Following makes the replica write its wake stream too.
+    // Following makes the replica write a wake stream too (a second follower wakes the
+    // reader of the first when readers are per slot).
     let follower = a.replay(&primed).await;
+    let second = a.replay(&primed).await;
     a.store(&stream, &response(1)).await;
     assert_eq!(drain(follower).await.len(), 1);
+    assert_eq!(drain(second).await.len(), 1);
 
     let keys = server.keys("*").await;
-    let mut expected = vec![
-        format!("{prefix}:{{{SESSION}}}:events:{stream}"),
-        format!("{prefix}:replica:replica-a:wake"),
-    ];
+    let events = format!("{prefix}:{{{SESSION}}}:events:{stream}");
+    let wake = if RedisServer::one_node_cluster() {
+        a.base
+            .keys
+            .slot_reader_wake(hash_slot(&events), "replica-a")
+    } else {
+        format!("{prefix}:replica:replica-a:wake")
+    };
+    let mut expected = vec![events, wake];
     expected.sort();
     assert_eq!(keys, expected);
     for key in &keys {
