@@ -87,7 +87,8 @@ pub struct NewSession {
     /// Transport state to restore a 2025-era session on another replica.
     pub transport: Option<Value>,
     /// An idempotent create: a retry with the same key and arguments gets the session
-    /// the first call created (live or not) instead of a new one.
+    /// the first call created (live or not) instead of a new one. A principal keeps the
+    /// records of its `session.max_retry_records` latest keyed creates at most.
     pub retry: Option<Retry>,
     /// The lease the creating replica takes on a 2025-era transport session.
     pub lease: Option<Lease>,
@@ -96,10 +97,9 @@ pub struct NewSession {
 /// Totals over every live session of the deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStats {
-    /// Live sessions.
+    /// Live sessions. On Redis this also counts sessions being created and those that
+    /// ended since the last maintenance round or two ([`Sessions::maintain`] finds them).
     pub total: u64,
-    /// The live session created first.
-    pub oldest: Option<SessionSummary>,
     /// Newest access to any session, in milliseconds since the Unix epoch. On Redis this
     /// includes other replicas' accesses up to the maintenance interval ago.
     pub most_recent_access_ms: Option<i64>,
@@ -287,7 +287,8 @@ impl Sessions {
         dispatch!(Backend: &self.backend => list(principal))
     }
 
-    /// Totals over every live session.
+    /// Totals over every live session (on Redis, a constant number of commands in one
+    /// round trip, whatever the number of sessions).
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
@@ -296,9 +297,10 @@ impl Sessions {
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
-    /// time, refreshes the TTL of the index of all sessions and prunes expired ids from it
-    /// (principals' indexes are kept by the scripts themselves); in memory, drops expired
-    /// sessions. Returns how many expired sessions it removed.
+    /// time and checks a bounded batch of each bucket of the index of all sessions
+    /// (entries whose score has passed: gone ones leave the bucket and their owner's
+    /// index, live ones are scored again); in memory, drops expired sessions. Returns
+    /// how many ended sessions it removed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
