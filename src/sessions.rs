@@ -147,7 +147,9 @@ impl Sessions {
     /// [`SessionError::TooManySessions`] at the per-principal limit,
     /// [`SessionError::ClientMetadataTooLarge`] when `client_info` and `transport`
     /// together exceed `session.max_client_metadata_bytes`,
-    /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`].
+    /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`] (on
+    /// Redis also when the store was too slow to write the session before its
+    /// reservation ran out: nothing was made).
     pub async fn create(&self, new: NewSession) -> Result<Session, SessionError> {
         if let Some(id) = &new.id
             && !crate::ids::is_well_formed(id)

@@ -30,8 +30,8 @@ pub struct MemorySessions {
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<String, Entry>,
-    /// Each principal's session ids ordered by expiry, as the Redis backend orders its
-    /// index by last access: a create drops the expired ones from the front and counts
+    /// Each principal's session ids ordered by expiry (the Redis backend's index holds
+    /// a lower bound of it): a create drops the expired ones from the front and counts
     /// the rest, without looking at other sessions.
     by_principal: HashMap<String, BTreeSet<(Instant, String)>>,
     /// First replies of idempotent creates by principal and retry key, at most
