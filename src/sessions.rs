@@ -13,7 +13,8 @@
 //! Files: this one is the handle ([`Sessions`]) and its record operations; `record.rs`
 //! the record and its tolerant decoding; `error.rs` the error; `holding.rs` the holding
 //! types and operations; `memory.rs` and `redis.rs` the backends, each with its holding
-//! operations in a `holding.rs` beside it (and Redis's indexes in `redis/index.rs`).
+//! operations in a `holding.rs` beside it (and Redis's create and delete steps in
+//! `redis/create.rs`, its indexes in `redis/index.rs`).
 //! Every operation checks here what both backends share, then forwards the call with
 //! the `dispatch!` of `src/backend.rs`.
 

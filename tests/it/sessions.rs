@@ -410,6 +410,17 @@ async fn redis_keys_carry_prefix_and_ttl() {
     s.history("gina", &id, HistoryOp::Add("x".into()))
         .await
         .unwrap();
+    // A keyed create (its record and the owner's index of records) and a delete within
+    // the reservation's grace (a tombstone).
+    let keyed = NewSession {
+        retry: Some(stateful_mcp::sessions::Retry {
+            key: "c1".into(),
+            fingerprint: "a".into(),
+        }),
+        ..new("gina")
+    };
+    let gone = s.create(keyed).await.unwrap().id;
+    assert!(s.delete("gina", &gone).await.unwrap());
     s.maintain().await.unwrap();
     let mut conn = redis.conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -417,7 +428,15 @@ async fn redis_keys_carry_prefix_and_ttl() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(keys.len() >= 3, "{keys:?}");
+    for part in [
+        ":gone",
+        ":creates",
+        ":create:",
+        ":{sessions:",
+        ":last_access",
+    ] {
+        assert!(keys.iter().any(|k| k.contains(part)), "{part} in {keys:?}");
+    }
     for key in keys {
         assert!(key.starts_with(&format!("{prefix}:")), "{key}");
         let ttl: i64 = redis::cmd("PTTL")

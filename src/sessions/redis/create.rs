@@ -142,7 +142,7 @@ impl RedisSessions {
         let keys = &self.shared.keys;
         let limit = limits.max_sessions_per_principal;
         let mut verdicts: Vec<(String, i64)> = Vec::new();
-        for _ in 0..=CHECK_ROUNDS {
+        for round in 0..=CHECK_ROUNDS {
             let mut invocation = self
                 .shared
                 .scripts
@@ -209,7 +209,7 @@ impl RedisSessions {
                 .into_iter()
                 .map(redis::from_redis_value)
                 .collect::<Result<Vec<String>, _>>()?;
-            if candidates.is_empty() {
+            if candidates.is_empty() || round == CHECK_ROUNDS {
                 break;
             }
             let lives = self.remaining_lives(&mut conn, &candidates).await?;
