@@ -41,8 +41,9 @@ use crate::{
 };
 
 /// The clock skew between Redis nodes the steps tolerate: a record is written only
-/// while its node's clock is this far short of the reservation's deadline, so the
-/// index's node (whose clock says when a deadline has passed) may run this far behind.
+/// while its node's clock is this far short of the reservation's deadline, so that node
+/// may run this far behind the one whose clock said the deadline had passed (before a
+/// check found the reservation gone).
 const CLOCK_SKEW_MS: i64 = 1000;
 
 /// The most candidates one reservation at the cap returns to be checked.
