@@ -5,11 +5,14 @@
 //! | key | type | TTL | what |
 //! |---|---|---|---|
 //! | `<p>:{<id>}:session` | hash | session timeout, slid on access | one session record |
-//! | `<p>:{p:<principal>}:sessions` | sorted set | refreshed on every access | a principal's session ids by last access |
+//! | `<p>:{<id>}:gone` | string | until its reservation's deadline | a session deleted while its create could still run (never made again) |
+//! | `<p>:{p:<principal>}:sessions` | sorted set | timeout + 5 min, refreshed on write | a principal's session ids (and pending reservations) by how long each is known to live |
+//! | `<p>:{p:<principal>}:create:<digest>` | string | `session.idempotency_ttl_secs` | the session a keyed `session_create` made (or reserved) |
+//! | `<p>:{p:<principal>}:creates` | sorted set | `session.idempotency_ttl_secs`, refreshed | a principal's keyed-create records by write time, at most `session.max_retry_records` |
 //! | `<p>:{<id>}:idem:<digest>` | string | `session.idempotency_ttl_secs` | the first reply of a keyed call that changed session `id` |
 //! | `<p>:{<id>}:idem` | sorted set | `session.idempotency_ttl_secs`, refreshed | session `id`'s retry records by write time, at most `session.max_retry_records` and `max_retry_bytes` |
-//! | `<p>:sessions` | sorted set | refreshed on create | all session ids by creation time (stats) |
-//! | `<p>:stats:last_access` | string | session timeout | newest access time flushed by replicas |
+//! | `<p>:{sessions:<b>}` | sorted set | timeout + 5 min, refreshed | bucket `b` (the id's first hex digit) of every session, `<id>:<owner>` by how long each is known to live (stats, upkeep) |
+//! | `<p>:{sessions:<b>}:last_access` | string | session timeout | newest access time replicas flushed into bucket `b` |
 //! | `<p>:{<session>}:events:<stream>` | stream | event TTL; short once a request's response is in | SSE events of one response stream of a session |
 //! | `<p>:replica:<r>:wake` | stream | short | wakes replica `r`'s blocking stream reader |
 //! | `<p>:{w<n>}:wake:<r>` | stream | short | on Redis Cluster, wakes replica `r`'s reader of the slot of tag `w<n>` |
@@ -21,10 +24,11 @@
 //! | `<p>:{<t>}:leases` | sorted set | task TTL + lease, refreshed on add | one bucket's running tasks by lease expiry |
 //! | channel `<p>:bus:<topic>` | pub/sub | — | cross-replica messages |
 //!
-//! Everything one script touches shares a `{hash tag}`, with one exception: the session
-//! scripts touch a session and its owner's index (`{<id>}` and `{p:<principal>}`), so the
-//! index stays scored by last access in the same round trip. On Redis Cluster the session
-//! key would have to carry its owner's tag instead.
+//! Everything one script, pipeline or multi-key command touches shares a `{hash tag}`,
+//! so every one fits Redis Cluster. Where one operation needs several slots it takes
+//! steps of one slot each: a session's keys are in three slots (the session `{<id>}`,
+//! which every per-session script touches alone; its owner `{p:<principal>}`; its
+//! bucket `{sessions:<b>}`), written in steps (`src/sessions/redis/create.rs`).
 //!
 //! The task lease index is split into [`TASK_BUCKETS`] buckets, each a sorted set under a
 //! tag of its own; a task's record carries its bucket's tag (the bucket is a hash of the
@@ -39,6 +43,10 @@ mod slot;
 use std::sync::Arc;
 
 pub use self::slot::{SLOTS, hash_slot};
+
+/// How many buckets the index of every session is split into (see
+/// [`Keys::session_bucket`]).
+pub const SESSION_BUCKETS: usize = 16;
 
 /// Cheap-clone key builder under the configured prefix.
 #[derive(Debug, Clone)]
@@ -77,7 +85,16 @@ impl Keys {
         format!("{}:{{{id}}}:session", self.prefix)
     }
 
-    /// The sorted set of one principal's session ids, scored by last access.
+    /// The mark of a session deleted while its create could still run (a retried keyed
+    /// create): in the session's slot, so the create script sees it and never makes the
+    /// session again.
+    pub fn session_tombstone(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:gone", self.prefix)
+    }
+
+    /// The sorted set of one principal's session ids and pending reservations, each
+    /// scored by how long it is known to live (milliseconds, Redis time): what the
+    /// per-principal cap counts.
     pub fn principal_sessions(&self, principal: &str) -> String {
         format!("{}:{{p:{principal}}}:sessions", self.prefix)
     }
@@ -88,19 +105,37 @@ impl Keys {
         format!("{}:{{p:{principal}}}:create:{digest}", self.prefix)
     }
 
+    /// The sorted set of one principal's keyed-create records by write time, which
+    /// bounds how many the principal keeps.
+    pub fn create_retries(&self, principal: &str) -> String {
+        format!("{}:{{p:{principal}}}:creates", self.prefix)
+    }
+
+    /// Which of the [`SESSION_BUCKETS`] buckets session `id` belongs to: its first hex
+    /// digit (ids are random, so the buckets fill evenly).
+    pub fn session_bucket_of(id: &str) -> usize {
+        id.bytes()
+            .next()
+            .and_then(|b| char::from(b).to_digit(16))
+            .map_or(0, |d| d as usize)
+    }
+
+    /// Bucket `bucket` of the index of every session: members `<id>:<owner>`, scored by
+    /// how long each session is known to live. Each bucket is its own hash slot, so no
+    /// key lists every session and the buckets spread over a cluster's shards.
+    pub fn session_bucket(&self, bucket: usize) -> String {
+        format!("{}:{{sessions:{bucket:x}}}", self.prefix)
+    }
+
+    /// The newest access time replicas flushed into bucket `bucket` (stats read all
+    /// of them).
+    pub fn bucket_last_access(&self, bucket: usize) -> String {
+        format!("{}:{{sessions:{bucket:x}}}:last_access", self.prefix)
+    }
+
     /// One principal's request budget (rate limiting), in the slot of its session index.
     pub fn rate_limit(&self, principal: &str) -> String {
         format!("{}:{{p:{principal}}}:rate", self.prefix)
-    }
-
-    /// The sorted set of every session id, scored by creation time.
-    pub fn all_sessions(&self) -> String {
-        format!("{}:sessions", self.prefix)
-    }
-
-    /// The newest access time any replica has flushed.
-    pub fn last_access(&self) -> String {
-        format!("{}:stats:last_access", self.prefix)
     }
 
     /// The Redis stream holding the SSE events of response stream `stream_id` of session
@@ -239,6 +274,12 @@ mod tests {
         let k = Keys::new("app");
         assert_eq!(k.session("abc"), "app:{abc}:session");
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
+        assert_eq!(k.session_tombstone("abc"), "app:{abc}:gone");
+        assert_eq!(k.create_retries("alice"), "app:{p:alice}:creates");
+        assert_eq!(k.session_bucket(10), "app:{sessions:a}");
+        assert_eq!(k.bucket_last_access(0), "app:{sessions:0}:last_access");
+        assert_eq!(Keys::session_bucket_of("f3"), 15);
+        assert_eq!(Keys::session_bucket_of("07"), 0);
         assert_eq!(k.event_stream("abc", "s1"), "app:{abc}:events:s1");
         assert_eq!(k.bus_channel("cache"), "app:bus:cache");
         assert_eq!(k.replica_alive("r1"), "app:replica:r1:alive");

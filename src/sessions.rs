@@ -13,7 +13,8 @@
 //! Files: this one is the handle ([`Sessions`]) and its record operations; `record.rs`
 //! the record and its tolerant decoding; `error.rs` the error; `holding.rs` the holding
 //! types and operations; `memory.rs` and `redis.rs` the backends, each with its holding
-//! operations in a `holding.rs` beside it (and Redis's indexes in `redis/index.rs`).
+//! operations in a `holding.rs` beside it (and Redis's create and delete steps in
+//! `redis/create.rs`, its indexes in `redis/index.rs`).
 //! Every operation checks here what both backends share, then forwards the call with
 //! the `dispatch!` of `src/backend.rs`.
 
@@ -87,7 +88,8 @@ pub struct NewSession {
     /// Transport state to restore a 2025-era session on another replica.
     pub transport: Option<Value>,
     /// An idempotent create: a retry with the same key and arguments gets the session
-    /// the first call created (live or not) instead of a new one.
+    /// the first call created (live or not) instead of a new one. A principal keeps the
+    /// records of its `session.max_retry_records` latest keyed creates at most.
     pub retry: Option<Retry>,
     /// The lease the creating replica takes on a 2025-era transport session.
     pub lease: Option<Lease>,
@@ -96,10 +98,9 @@ pub struct NewSession {
 /// Totals over every live session of the deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStats {
-    /// Live sessions.
+    /// Live sessions. On Redis this also counts sessions being created and those that
+    /// ended since the last maintenance round or two ([`Sessions::maintain`] finds them).
     pub total: u64,
-    /// The live session created first.
-    pub oldest: Option<SessionSummary>,
     /// Newest access to any session, in milliseconds since the Unix epoch. On Redis this
     /// includes other replicas' accesses up to the maintenance interval ago.
     pub most_recent_access_ms: Option<i64>,
@@ -147,7 +148,9 @@ impl Sessions {
     /// [`SessionError::TooManySessions`] at the per-principal limit,
     /// [`SessionError::ClientMetadataTooLarge`] when `client_info` and `transport`
     /// together exceed `session.max_client_metadata_bytes`,
-    /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`].
+    /// [`SessionError::Invalid`] for a malformed id, [`SessionError::Unavailable`] (on
+    /// Redis also when the store was too slow to write the session before its
+    /// reservation ran out: nothing was made).
     pub async fn create(&self, new: NewSession) -> Result<Session, SessionError> {
         if let Some(id) = &new.id
             && !crate::ids::is_well_formed(id)
@@ -287,7 +290,8 @@ impl Sessions {
         dispatch!(Backend: &self.backend => list(principal))
     }
 
-    /// Totals over every live session.
+    /// Totals over every live session (on Redis, a constant number of commands in one
+    /// round trip, whatever the number of sessions).
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
@@ -296,9 +300,10 @@ impl Sessions {
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access
-    /// time, refreshes the TTL of the index of all sessions and prunes expired ids from it
-    /// (principals' indexes are kept by the scripts themselves); in memory, drops expired
-    /// sessions. Returns how many expired sessions it removed.
+    /// time and checks a bounded batch of each bucket of the index of all sessions
+    /// (entries whose score has passed: gone ones leave the bucket and their owner's
+    /// index, live ones are scored again); in memory, drops expired sessions. Returns
+    /// how many ended sessions it removed.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].

@@ -28,7 +28,8 @@ pub struct SessionSettings {
     /// How long the first result of a call with an `idempotencyKey` is kept, so a retry
     /// with the same key gets it back instead of applying the change again.
     pub idempotency_ttl_secs: u64,
-    /// Most retry records one session keeps (the oldest go first).
+    /// Most retry records one session keeps, and most keyed-create records one
+    /// principal keeps (the oldest go first).
     pub max_retry_records: usize,
     /// Most bytes of retry records one session keeps (the oldest go first); a
     /// principal keeps at most `max_sessions_per_principal` times this.

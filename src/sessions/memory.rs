@@ -30,13 +30,22 @@ pub struct MemorySessions {
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<String, Entry>,
-    /// Each principal's session ids ordered by expiry, as the Redis backend orders its
-    /// index by last access: a create drops the expired ones from the front and counts
+    /// Each principal's session ids ordered by expiry (the Redis backend's index holds
+    /// a lower bound of it): a create drops the expired ones from the front and counts
     /// the rest, without looking at other sessions.
     by_principal: HashMap<String, BTreeSet<(Instant, String)>>,
-    /// First replies of idempotent creates by (principal, retry key): fingerprint,
-    /// session id, creation time, expiry.
-    creates: HashMap<(String, String), (String, String, i64, Instant)>,
+    /// First replies of idempotent creates by principal and retry key, at most
+    /// `session.max_retry_records` per principal.
+    creates: HashMap<String, HashMap<String, CreateRecord>>,
+}
+
+/// The first reply of an idempotent create.
+#[derive(Debug)]
+struct CreateRecord {
+    fingerprint: String,
+    id: String,
+    created_ms: i64,
+    expires_at: Instant,
 }
 
 impl Inner {
@@ -192,23 +201,25 @@ impl MemorySessions {
     ) -> Result<Session, SessionError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        if let Some(retry) = &new.retry {
-            inner.creates.retain(|_, (.., expires)| *expires > now);
-            let scope = (new.principal.clone(), retry.key.clone());
-            if let Some((fingerprint, id, created, _)) = inner.creates.get(&scope) {
-                if *fingerprint != retry.fingerprint {
-                    return Err(SessionError::RetryConflict);
-                }
-                return Ok(Session {
-                    id: id.clone(),
-                    owner: new.principal,
-                    created_at_ms: *created,
-                    last_accessed_ms: *created,
-                    data: Default::default(),
-                    client_info: new.client_info,
-                    version: SCHEMA_VERSION,
-                });
+        if let Some(retry) = &new.retry
+            && let Some(first) = inner
+                .creates
+                .get(&new.principal)
+                .and_then(|records| records.get(&retry.key))
+                .filter(|first| first.expires_at > now)
+        {
+            if first.fingerprint != retry.fingerprint {
+                return Err(SessionError::RetryConflict);
             }
+            return Ok(Session {
+                id: first.id.clone(),
+                owner: new.principal,
+                created_at_ms: first.created_ms,
+                last_accessed_ms: first.created_ms,
+                data: Default::default(),
+                client_info: new.client_info,
+                version: SCHEMA_VERSION,
+            });
         }
         if inner.live_count(&new.principal, now) >= limits.max_sessions_per_principal {
             return Err(SessionError::TooManySessions {
@@ -235,10 +246,27 @@ impl MemorySessions {
         };
         let expires_at = now + self.timeout;
         if let Some(retry) = new.retry {
-            let kept = now + std::time::Duration::from_secs(limits.idempotency_ttl_secs);
-            inner.creates.insert(
-                (session.owner.clone(), retry.key),
-                (retry.fingerprint, id.clone(), created, kept),
+            let records = inner.creates.entry(session.owner.clone()).or_default();
+            records.retain(|_, r| r.expires_at > now);
+            // The oldest go first, as on Redis.
+            while records.len() >= limits.max_retry_records {
+                let Some(oldest) = records
+                    .iter()
+                    .min_by_key(|(_, r)| r.expires_at)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                records.remove(&oldest);
+            }
+            records.insert(
+                retry.key,
+                CreateRecord {
+                    fingerprint: retry.fingerprint,
+                    id: id.clone(),
+                    created_ms: created,
+                    expires_at: now + Duration::from_secs(limits.idempotency_ttl_secs),
+                },
             );
         }
         inner
@@ -378,20 +406,13 @@ impl MemorySessions {
         let live = inner.sessions.values().filter(|e| e.expires_at > now);
         let mut stats = SessionStats {
             total: 0,
-            oldest: None,
             most_recent_access_ms: None,
         };
         for e in live {
             stats.total += 1;
-            let s = &e.session;
-            if stats
-                .oldest
-                .as_ref()
-                .is_none_or(|o| (s.created_at_ms, &s.id) < (o.created_at_ms, &o.id))
-            {
-                stats.oldest = Some(s.summary());
-            }
-            stats.most_recent_access_ms = stats.most_recent_access_ms.max(Some(s.last_accessed_ms));
+            stats.most_recent_access_ms = stats
+                .most_recent_access_ms
+                .max(Some(e.session.last_accessed_ms));
         }
         Ok(stats)
     }
@@ -405,6 +426,10 @@ impl MemorySessions {
         inner.by_principal.retain(|_, index| {
             index.retain(|(expires_at, _)| *expires_at > now);
             !index.is_empty()
+        });
+        inner.creates.retain(|_, records| {
+            records.retain(|_, r| r.expires_at > now);
+            !records.is_empty()
         });
         Ok((before - inner.sessions.len()) as u64)
     }

@@ -1,18 +1,19 @@
 //! The Redis backend: one hash per session whose TTL is the sliding expiry, changed only
 //! by Lua scripts that check the owner, slide the TTL and apply the operation in one
-//! round trip.
+//! round trip, touching nothing but the session's own hash slot.
 //!
-//! Each principal's index scores its sessions by last access: every script that slides a
-//! session's expiry also moves its index entry (same round trip), so the create script
-//! counts the principal's live sessions against the cap by dropping the entries older
-//! than the timeout and taking `ZCARD`, without reading any session. The index of all
-//! sessions (stats) is written on create and delete only; [`RedisSessions::maintain`]
-//! keeps it tidy.
+//! A session's other entries live in other slots, written in steps of one slot each:
+//! its owner's index (what the per-principal cap counts) and one of the buckets of the
+//! index of every session (stats, upkeep). Both score a session by how long it is known
+//! to live, which a call does not move; an entry whose score has passed is checked
+//! (`PTTL`) before it is dropped or scored again, at the cap or in upkeep.
 //!
-//! The record operations are here; `redis/holding.rs` takes, renews and releases the
-//! leases of 2025-era sessions, and `redis/index.rs` reads and tidies the indexes (list,
-//! stats, maintain).
+//! The record operations are here; `redis/create.rs` creates and deletes sessions
+//! (reservation, record, confirmation), `redis/holding.rs` takes, renews and releases
+//! the leases of 2025-era sessions, and `redis/index.rs` reads and keeps the indexes
+//! (list, stats, maintain).
 
+mod create;
 mod holding;
 mod index;
 
@@ -20,22 +21,27 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use redis::{Script, Value};
-use serde_json::Value as Json;
+use redis::{Cmd, Script, Value};
 
-use super::{
-    CounterOp, HistoryOp, NewSession, Retry, Session, SessionError, record::SCHEMA_VERSION,
+use super::{CounterOp, HistoryOp, Retry, Session, SessionError};
+use crate::{
+    config::SessionSettings,
+    keys::Keys,
+    redis_pool::{PooledConnection, RedisPool},
 };
-use crate::{config::SessionSettings, keys::Keys, redis_pool::RedisPool};
 
-/// Extra lifetime of index keys beyond the session timeout, so an index outlives the
-/// sessions it lists between two maintenance rounds.
+/// Extra lifetime of index keys beyond the longest score they can hold, so an index
+/// outlives its members while upkeep finds and scores them again.
 const INDEX_TTL_MARGIN_MS: i64 = 5 * 60 * 1000;
+
+/// How long a reservation waits for its session by default (see
+/// [`RedisSessions::with_reservation_grace`]).
+const RESERVATION_GRACE: Duration = Duration::from_secs(5);
 
 struct Scripts {
     get: Script,
@@ -43,6 +49,7 @@ struct Scripts {
     update: Script,
     counter: Script,
     history: Script,
+    reserve: Script,
     create: Script,
     delete: Script,
     raise: Script,
@@ -66,6 +73,7 @@ impl Scripts {
             update: with_prelude(include_str!("lua/update.lua"), None),
             counter: with_prelude(include_str!("lua/counter.lua"), Some("d:counter")),
             history: with_prelude(include_str!("lua/history.lua"), None),
+            reserve: Script::new(include_str!("lua/reserve.lua")),
             create: Script::new(include_str!("lua/create.lua")),
             delete: Script::new(include_str!("lua/delete.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),
@@ -84,10 +92,14 @@ struct Shared {
     pool: RedisPool,
     keys: Keys,
     timeout_ms: i64,
+    /// How long a reservation waits for its session record, in ms.
+    grace_ms: i64,
     scripts: Scripts,
     /// Newest access this replica made, flushed to Redis by `maintain` so stats see it
     /// without a global write on every request.
     newest_access_ms: AtomicI64,
+    /// Upkeep rounds run, which picks the bucket a round flushes the newest access to.
+    rounds: AtomicUsize,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -122,27 +134,95 @@ impl Reply {
     }
 
     fn string(&mut self, i: usize) -> Result<String, SessionError> {
-        let v = std::mem::replace(&mut self.values[i], Value::Nil);
+        let v = self
+            .values
+            .get_mut(i)
+            .map_or(Value::Nil, |v| std::mem::replace(v, Value::Nil));
         Ok(redis::from_redis_value::<Option<String>>(v)?.unwrap_or_default())
     }
+
+    /// Value `i` as a whole number (a time in ms, written by a script).
+    fn int(&mut self, i: usize) -> Result<i64, SessionError> {
+        self.string(i)?
+            .parse()
+            .map_err(|_| SessionError::Unavailable("unexpected script reply".into()))
+    }
+}
+
+/// Session `id`'s member in its bucket: the id and its owner, so upkeep that finds the
+/// session gone knows whose index to remove it from.
+fn bucket_member(id: &str, principal: &str) -> String {
+    format!("{id}:{principal}")
 }
 
 impl RedisSessions {
     /// A store on `pool` under `keys`, whose sessions expire after `timeout` without access.
     pub fn new(pool: RedisPool, keys: Keys, timeout: Duration) -> Self {
+        Self::build(pool, keys, timeout, RESERVATION_GRACE)
+    }
+
+    /// This store with reservations that wait `grace` (5 s by default) for their
+    /// session record: a create whose record is not written by then less the tolerated
+    /// clock skew between Redis nodes (1 s) is refused and tried again under a new id,
+    /// and a reservation whose replica died holds its place under the cap that long.
+    /// Shorter than the skew, every create comes too late (what tests of that case use).
+    pub fn with_reservation_grace(self, grace: Duration) -> Self {
+        let shared = &self.shared;
+        let timeout = Duration::from_millis(u64::try_from(shared.timeout_ms).unwrap_or(u64::MAX));
+        Self::build(shared.pool.clone(), shared.keys.clone(), timeout, grace)
+    }
+
+    fn build(pool: RedisPool, keys: Keys, timeout: Duration, grace: Duration) -> Self {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
             shared: Arc::new(Shared {
                 pool,
                 keys,
-                timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+                timeout_ms: millis(timeout),
+                grace_ms: millis(grace),
                 scripts: Scripts::new(),
                 newest_access_ms: AtomicI64::new(0),
+                rounds: AtomicUsize::new(0),
             }),
         }
     }
 
+    /// The TTL of an index key: longer than any score it holds (a session's remaining
+    /// life, at most the timeout, or a reservation's grace) by a margin.
     fn index_ttl_ms(&self) -> i64 {
-        self.shared.timeout_ms.saturating_add(INDEX_TTL_MARGIN_MS)
+        self.shared
+            .timeout_ms
+            .max(self.shared.grace_ms)
+            .saturating_add(INDEX_TTL_MARGIN_MS)
+    }
+
+    /// Runs `commands` (each of one hash slot, not all of the same one) on a pooled
+    /// connection.
+    async fn run_each(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, SessionError> {
+        let mut conn = self.shared.pool.get().await?;
+        Ok(conn.each(&commands).await?)
+    }
+
+    /// The remaining life (`PTTL`, ms; -2 when gone) of each session of `ids`, in one
+    /// round trip.
+    async fn remaining_lives(
+        &self,
+        conn: &mut PooledConnection,
+        ids: &[String],
+    ) -> Result<Vec<i64>, SessionError> {
+        let commands: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut pttl = redis::cmd("PTTL");
+                pttl.arg(self.shared.keys.session(id));
+                pttl
+            })
+            .collect();
+        let replies = conn.each(&commands).await?;
+        Ok(replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()?)
     }
 
     fn note_access(&self) {
@@ -152,8 +232,7 @@ impl RedisSessions {
             .fetch_max(now, Ordering::Relaxed);
     }
 
-    /// Runs a prelude script (owner check, touch, index score) and maps the shared
-    /// statuses.
+    /// Runs a prelude script (owner check, touch) and maps the shared statuses.
     async fn run(
         &self,
         script: &Script,
@@ -177,12 +256,7 @@ impl RedisSessions {
         let mut conn = self.shared.pool.get().await?;
         let keys = &self.shared.keys;
         let mut invocation = script.key(keys.session(id));
-        invocation
-            .key(keys.principal_sessions(principal))
-            .arg(principal)
-            .arg(self.shared.timeout_ms)
-            .arg(self.index_ttl_ms())
-            .arg(id);
+        invocation.arg(principal).arg(self.shared.timeout_ms);
         for a in args {
             invocation.arg(*a);
         }
@@ -209,79 +283,6 @@ impl RedisSessions {
             }
             _ => Ok(reply),
         }
-    }
-
-    pub(super) async fn create(
-        &self,
-        new: NewSession,
-        limits: &SessionSettings,
-    ) -> Result<Session, SessionError> {
-        let id = new.id.unwrap_or_else(crate::ids::mint);
-        let keys = &self.shared.keys;
-        let limit = limits.max_sessions_per_principal;
-        let client = new
-            .client_info
-            .as_ref()
-            .map(Json::to_string)
-            .unwrap_or_default();
-        let transport = new
-            .transport
-            .as_ref()
-            .map(Json::to_string)
-            .unwrap_or_default();
-        let (node, url, lease_ms) = match &new.lease {
-            Some(lease) => (
-                lease.holder.replica.as_str(),
-                lease.holder.url.as_str(),
-                lease.ttl_ms(),
-            ),
-            None => ("", "", 0),
-        };
-        let mut conn = self.shared.pool.get().await?;
-        let mut invocation = self
-            .shared
-            .scripts
-            .create
-            .key(keys.principal_sessions(&new.principal));
-        invocation
-            .key(keys.session(&id))
-            .key(keys.all_sessions())
-            .arg(&id)
-            .arg(limit)
-            .arg(self.shared.timeout_ms)
-            .arg(self.index_ttl_ms())
-            .arg(SCHEMA_VERSION)
-            .arg(&new.principal)
-            .arg(&client)
-            .arg(&transport)
-            .arg(node)
-            .arg(url)
-            .arg(lease_ms);
-        if let Some(retry) = &new.retry {
-            invocation
-                .key(keys.create_retry(&new.principal, &retry.key))
-                .arg(&retry.fingerprint)
-                .arg(limits.idempotency_ttl_secs.saturating_mul(1000));
-        }
-        let mut reply = Reply::parse(conn.invoke(&invocation).await?)?;
-        let (id, created_ms) = match reply.status.as_str() {
-            "ok" => (id, reply.string(0)?),
-            "replay" => (reply.string(0)?, reply.string(1)?),
-            "full" => return Err(SessionError::TooManySessions { limit }),
-            "retry_conflict" => return Err(SessionError::RetryConflict),
-            _ => return Err(SessionError::Invalid("session id already in use".into())),
-        };
-        let created_ms: i64 = created_ms.parse().unwrap_or_default();
-        self.note_access();
-        Ok(Session {
-            id,
-            owner: new.principal,
-            created_at_ms: created_ms,
-            last_accessed_ms: created_ms,
-            data: Default::default(),
-            client_info: new.client_info,
-            version: SCHEMA_VERSION,
-        })
     }
 
     pub(super) async fn get(&self, principal: &str, id: &str) -> Result<Session, SessionError> {
@@ -376,19 +377,6 @@ impl RedisSessions {
         }
         // cjson writes an empty array as `{}`; anything unexpected reads as no history.
         Ok(serde_json::from_str(&raw).unwrap_or_default())
-    }
-
-    pub(super) async fn delete(&self, principal: &str, id: &str) -> Result<bool, SessionError> {
-        let keys = &self.shared.keys;
-        let mut conn = self.shared.pool.get().await?;
-        let mut invocation = self.shared.scripts.delete.key(keys.session(id));
-        invocation
-            .key(keys.principal_sessions(principal))
-            .key(keys.all_sessions())
-            .arg(principal)
-            .arg(id);
-        let deleted: i64 = conn.invoke(&invocation).await?;
-        Ok(deleted == 1)
     }
 }
 

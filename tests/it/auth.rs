@@ -342,7 +342,7 @@ async fn the_holder_serves_only_the_owner_without_a_touch() {
     // Alice's ping went without a touch, so the session's worker was there to serve
     // one; bob's requests were each touched for him, and refused.
     let touches = |principal: &str| {
-        let touch = format!("{{p:{principal}}}:sessions\" \"{principal}\"");
+        let touch = format!("{{{session}}}:session\" \"{principal}\"");
         seen.iter().filter(|l| l.contains(&touch)).count()
     };
     assert_eq!(touches("alice"), 0, "{seen:#?}");

@@ -1,4 +1,10 @@
 //! What a tool call costs in Redis round trips, read off `MONITOR` on a private server.
+//!
+//! The contract: a stateful 2026-07-28 call is one script in its session's hash slot; a
+//! `session_create` three round trips, each of commands of one slot (two more per round
+//! of checks when the owner is at its cap, one for a retried keyed create whose first
+//! call completed); a 2025-era call one on its holder, three with the event store, two
+//! more when forwarded.
 
 use std::time::Duration;
 
@@ -65,22 +71,60 @@ async fn a_2026_tool_call_costs_one_round_trip() {
     }
 }
 
+/// The command name of each `MONITOR` line of `seen`, and the key it names first.
+fn names(seen: &[String]) -> Vec<(String, String)> {
+    seen.iter()
+        .map(|line| {
+            let mut quoted = line.split('"').skip(1).step_by(2);
+            let name = quoted.next().unwrap_or_default().to_owned();
+            // A script's first key follows its digest and key count.
+            let key = if name.starts_with("EVAL") {
+                quoted.nth(2)
+            } else {
+                quoted.next()
+            };
+            (name, key.unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_session_create_costs_one_round_trip() {
+async fn a_session_create_costs_three_round_trips_of_one_slot_each() {
     let redis = RedisServer::start().await;
     let replica = replica_without_upkeep(&redis).await;
     let client = stateless_client(&replica.url()).await;
-    // The first create on a server also loads its script.
+    // The first create on a server also loads its scripts.
     create_handle(&client).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ((), seen) = redis
-        .client_commands(async {
-            create_handle(&client).await;
-        })
+    let (id, seen) = redis
+        .client_commands(async { create_handle(&client).await })
         .await;
-    let seen = of_calls(seen);
-    assert_eq!(seen.len(), 1, "{seen:#?}");
-    assert!(seen[0].contains("EVAL"), "{seen:#?}");
+    let mut seen = names(&of_calls(seen));
+    // 1: the reservation, a script in the owner's slot.
+    let owner = seen.remove(0);
+    assert_eq!(owner.0, "EVALSHA", "{seen:#?}");
+    assert!(owner.1.ends_with(":{p:anonymous}:sessions"), "{owner:?}");
+    // 2: the record, a script in the session's slot, and beside it (same round trip)
+    // the session's bucket entry; 3: the confirmation, plain commands in the owner's
+    // and the bucket's slots. Steps 2's two halves may reach Redis in either order.
+    let bucket = format!(":{{sessions:{}}}", &id[..1]);
+    let session = format!(":{{{id}}}:session");
+    let mut expected = vec![
+        ("EVALSHA".to_owned(), session),
+        ("ZADD".to_owned(), bucket.clone()),
+        ("PEXPIRE".to_owned(), bucket.clone()),
+        ("ZADD".to_owned(), ":{p:anonymous}:sessions".to_owned()),
+        ("ZADD".to_owned(), bucket.clone()),
+        ("PEXPIRE".to_owned(), bucket),
+    ];
+    assert_eq!(seen.len(), expected.len(), "{seen:#?}");
+    for (name, key) in &seen {
+        let at = expected
+            .iter()
+            .position(|(n, k)| n == name && key.ends_with(k.as_str()))
+            .unwrap_or_else(|| panic!("unexpected {name} {key}: {seen:#?}"));
+        expected.remove(at);
+    }
 }
 
 /// The commands one 2025-era `counter` call sends, with the event store on or off

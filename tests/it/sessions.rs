@@ -354,6 +354,8 @@ async fn expiry_and_sliding(name: &str, s: Sessions, pass: impl AsyncFn(Duration
     );
     pass(Duration::from_millis(1300)).await;
     assert!(s.list("dave").await.unwrap().is_empty(), "{name}");
+    // Upkeep finds the ended sessions (on Redis: their bucket entries).
+    s.maintain().await.unwrap();
     assert_eq!(s.stats().await.unwrap().total, 0, "{name}");
 }
 
@@ -372,12 +374,12 @@ async fn sessions_expire_after_inactivity_and_access_slides_it_on_redis() {
 }
 
 #[tokio::test]
-async fn stats_report_total_oldest_and_latest_access() {
+async fn stats_report_total_and_latest_access() {
     let redis = RedisServer::shared_or_start().await;
     for (name, s) in backends(&redis, 60).await {
         let empty = s.stats().await.unwrap();
         assert_eq!(empty.total, 0, "{name}");
-        assert!(empty.oldest.is_none() && empty.most_recent_access_ms.is_none());
+        assert!(empty.most_recent_access_ms.is_none());
 
         let first = s.create(new("erin")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -388,15 +390,13 @@ async fn stats_report_total_oldest_and_latest_access() {
 
         let stats = s.stats().await.unwrap();
         assert_eq!(stats.total, 2, "{name}");
-        assert_eq!(stats.oldest.unwrap().id, first.id, "{name}");
         let latest = stats.most_recent_access_ms.unwrap();
         assert!(latest >= second.created_at_ms, "{name}");
         assert!(latest >= touched.last_accessed_ms - 1000, "{name}");
 
         s.delete("erin", &first.id).await.unwrap();
         let stats = s.stats().await.unwrap();
-        assert_eq!(stats.total, 1, "{name}");
-        assert_eq!(stats.oldest.unwrap().id, second.id, "{name}");
+        assert_eq!(stats.total, 1, "{name}: a delete leaves the count at once");
     }
 }
 
@@ -410,6 +410,17 @@ async fn redis_keys_carry_prefix_and_ttl() {
     s.history("gina", &id, HistoryOp::Add("x".into()))
         .await
         .unwrap();
+    // A keyed create (its record and the owner's index of records) and a delete within
+    // the reservation's grace (a tombstone).
+    let keyed = NewSession {
+        retry: Some(stateful_mcp::sessions::Retry {
+            key: "c1".into(),
+            fingerprint: "a".into(),
+        }),
+        ..new("gina")
+    };
+    let gone = s.create(keyed).await.unwrap().id;
+    assert!(s.delete("gina", &gone).await.unwrap());
     s.maintain().await.unwrap();
     let mut conn = redis.conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -417,7 +428,15 @@ async fn redis_keys_carry_prefix_and_ttl() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(keys.len() >= 3, "{keys:?}");
+    for part in [
+        ":gone",
+        ":creates",
+        ":create:",
+        ":{sessions:",
+        ":last_access",
+    ] {
+        assert!(keys.iter().any(|k| k.contains(part)), "{part} in {keys:?}");
+    }
     for key in keys {
         assert!(key.starts_with(&format!("{prefix}:")), "{key}");
         let ttl: i64 = redis::cmd("PTTL")
@@ -503,11 +522,277 @@ async fn the_cap_holds_exactly_under_concurrent_creates_from_two_stores() {
     // their three slots back.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     race_to_the_cap(&stores, "ivan0", 3).await;
+    a.maintain().await.unwrap();
     assert_eq!(
         a.stats().await.unwrap().total,
         3,
-        "every live session is indexed"
+        "every live session is indexed, and upkeep found the ended ones"
     );
+}
+
+/// Adds to `principal`'s index on `redis` the reservation of a replica that died before
+/// writing its session, good until `deadline` (ms; 1 = long past).
+async fn abandoned_reservation(redis: &RedisServer, keys: &Keys, principal: &str, deadline: i64) {
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys.principal_sessions(principal))
+        .arg(deadline)
+        .arg(stateful_mcp::ids::mint())
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn creates_racing_from_three_stores_never_pass_the_cap_whatever_the_index_holds() {
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("cap3"));
+    let stores: Vec<Sessions> = (0..3)
+        .map(|_| on_redis(redis.pool(), keys.clone(), 3))
+        .collect();
+    // Each principal's index holds a session kept alive, one that ends and the aged-out
+    // reservation of a replica that died before writing its session: the race gets
+    // exactly the two places of the last two.
+    let principals: Vec<String> = (0..4).map(|n| format!("judy{n}")).collect();
+    let mut kept = Vec::new();
+    for principal in &principals {
+        kept.push(stores[0].create(new(principal)).await.unwrap().id);
+        stores[1].create(new(principal)).await.unwrap();
+        abandoned_reservation(&redis, &keys, principal, 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (principal, id) in principals.iter().zip(&kept) {
+        stores[2].get(principal, id).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    for principal in &principals {
+        race_to_the_cap(&stores, principal, 2).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_that_aged_out_never_becomes_a_session() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("late");
+    let keys = Keys::new(&prefix);
+    let l = limits(60);
+    // Every reservation of this store ages out before its record is written.
+    let late = Sessions::redis(
+        RedisSessions::new(redis.pool(), keys.clone(), l.timeout())
+            .with_reservation_grace(Duration::ZERO),
+        l,
+    );
+    let on_time = on_redis(redis.pool(), keys.clone(), 60);
+    for _ in 0..4 {
+        assert!(matches!(
+            late.create(new("kim")).await,
+            Err(SessionError::Unavailable(_))
+        ));
+    }
+    assert!(on_time.list("kim").await.unwrap().is_empty());
+    assert_eq!(redis.keys(&format!("{prefix}:*:session")).await.len(), 0);
+    // Their places were given back: the cap is whole.
+    for _ in 0..3 {
+        on_time.create(new("kim")).await.unwrap();
+    }
+    assert!(matches!(
+        on_time.create(new("kim")).await,
+        Err(SessionError::TooManySessions { limit: 3 })
+    ));
+
+    // A keyed create whose records came too late: its retry on time makes one session.
+    let keyed = NewSession {
+        retry: Some(stateful_mcp::sessions::Retry {
+            key: "c1".into(),
+            fingerprint: "a".into(),
+        }),
+        ..new("lee")
+    };
+    assert!(matches!(
+        late.create(keyed.clone()).await,
+        Err(SessionError::Unavailable(_))
+    ));
+    let first = on_time.create(keyed.clone()).await.unwrap();
+    assert_eq!(on_time.create(keyed).await.unwrap().id, first.id);
+    assert_eq!(on_time.list("lee").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reservation_left_by_a_dead_replica_holds_its_place_until_its_deadline() {
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("abandoned"));
+    let s = on_redis(redis.pool(), keys.clone(), 60);
+    s.create(new("max")).await.unwrap();
+    s.create(new("max")).await.unwrap();
+    let in_an_hour = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    abandoned_reservation(&redis, &keys, "max", in_an_hour).await;
+    assert!(
+        matches!(
+            s.create(new("max")).await,
+            Err(SessionError::TooManySessions { limit: 3 })
+        ),
+        "a reservation within its grace may still become a session: it counts"
+    );
+    let mut conn = redis.conn().await;
+    let index = keys.principal_sessions("max");
+    let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
+        .arg(&index)
+        .arg(in_an_hour)
+        .arg(in_an_hour)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    abandoned_reservation(&redis, &keys, "max", 1).await;
+    s.create(new("max")).await.unwrap();
+    assert_eq!(s.list("max").await.unwrap().len(), 3);
+    let entries: u64 = redis::cmd("ZCARD")
+        .arg(&index)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries, 3, "the aged-out reservation was dropped");
+}
+
+#[tokio::test]
+async fn a_keyed_create_cut_off_before_its_confirmation_replays_its_session() {
+    use stateful_mcp::sessions::Retry;
+
+    let redis = RedisServer::shared_or_start().await;
+    let keys = Keys::new(&unique_prefix("unconfirmed"));
+    let s = on_redis(redis.pool(), keys.clone(), 60);
+    let keyed = NewSession {
+        retry: Some(Retry {
+            key: "c1".into(),
+            fingerprint: "a".into(),
+        }),
+        ..new("ned")
+    };
+    let mut conn = redis.conn().await;
+    // As if the replica died between writing the session and confirming it: the
+    // create's record still names a pending reservation (its own deadline).
+    let unconfirm = async |conn: &mut redis::aio::MultiplexedConnection, id: &str| {
+        let deadline: i64 = redis::cmd("HGET")
+            .arg(keys.session(id))
+            .arg("reserved")
+            .query_async(conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(keys.create_retry("ned", "c1"))
+            .arg(format!("a|{id}|p{deadline}"))
+            .arg("KEEPTTL")
+            .query_async(conn)
+            .await
+            .unwrap();
+    };
+    let first = s.create(keyed.clone()).await.unwrap();
+    unconfirm(&mut conn, &first.id).await;
+    let again = s.create(keyed.clone()).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.created_at_ms, first.created_at_ms);
+    assert_eq!(s.list("ned").await.unwrap().len(), 1);
+
+    // Deleted in between, the session is named again and never made a second time.
+    unconfirm(&mut conn, &first.id).await;
+    assert!(s.delete("ned", &first.id).await.unwrap());
+    let after_delete = s.create(keyed).await.unwrap();
+    assert_eq!(after_delete.id, first.id);
+    assert!(s.list("ned").await.unwrap().is_empty());
+    assert!(matches!(
+        s.get("ned", &first.id).await,
+        Err(SessionError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_principal_keeps_only_its_latest_keyed_create_records() {
+    use stateful_mcp::sessions::Retry;
+
+    let redis = RedisServer::shared_or_start().await;
+    let mut l = limits(60);
+    l.max_retry_records = 2;
+    l.max_sessions_per_principal = 10;
+    let backends = [
+        ("memory", Sessions::memory(l.clone())),
+        (
+            "redis",
+            Sessions::redis(
+                RedisSessions::new(
+                    redis.pool(),
+                    Keys::new(&unique_prefix("records")),
+                    l.timeout(),
+                ),
+                l.clone(),
+            ),
+        ),
+    ];
+    let keyed = |key: &str| NewSession {
+        retry: Some(Retry {
+            key: key.into(),
+            fingerprint: "a".into(),
+        }),
+        ..new("olga")
+    };
+    for (name, s) in backends {
+        let mut ids = Vec::new();
+        for key in ["k1", "k2", "k3"] {
+            ids.push(s.create(keyed(key)).await.unwrap().id);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(s.create(keyed("k3")).await.unwrap().id, ids[2], "{name}");
+        assert_eq!(s.create(keyed("k2")).await.unwrap().id, ids[1], "{name}");
+        let k1 = s.create(keyed("k1")).await.unwrap().id;
+        assert_ne!(k1, ids[0], "{name}: k1's record made room for k3's");
+        assert_eq!(s.list("olga").await.unwrap().len(), 4, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn upkeep_moves_on_past_sessions_that_outlive_their_score() {
+    let redis = RedisServer::shared_or_start().await;
+    let mut l = limits(6);
+    l.max_sessions_per_principal = 1000;
+    let s = Sessions::redis(
+        RedisSessions::new(
+            redis.pool(),
+            Keys::new(&unique_prefix("upkeep")),
+            l.timeout(),
+        ),
+        l,
+    );
+    // 300 sessions of one bucket (their ids start with the same digit) outlive their
+    // score; the last one created ends. More than one round's batch are checked before
+    // it, so upkeep finds it only if the live ones it checked move out of its way.
+    let mint = || format!("0{}", &stateful_mcp::ids::mint()[1..]);
+    let mut kept = Vec::new();
+    for _ in 0..300 {
+        let id = mint();
+        s.create(NewSession {
+            id: Some(id.clone()),
+            ..new("pat")
+        })
+        .await
+        .unwrap();
+        kept.push(id);
+    }
+    s.create(NewSession {
+        id: Some(mint()),
+        ..new("pat")
+    })
+    .await
+    .unwrap();
+    let ending_created = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &kept {
+        s.get("pat", id).await.unwrap();
+    }
+    tokio::time::sleep_until(ending_created + Duration::from_millis(6300)).await;
+    let mut removed = 0;
+    for _ in 0..3 {
+        removed += s.maintain().await.unwrap();
+    }
+    assert_eq!(removed, 1, "the ended session was found");
+    assert_eq!(s.stats().await.unwrap().total, 300);
+    assert_eq!(s.list("pat").await.unwrap().len(), 300);
 }
 
 #[tokio::test]

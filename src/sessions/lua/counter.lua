@@ -1,12 +1,12 @@
--- ARGV[5] = 'get' | 'add' | 'reset', ARGV[6] = amount, ARGV[7] = max bytes; `head[4]` is
+-- ARGV[3] = 'get' | 'add' | 'reset', ARGV[4] = amount, ARGV[5] = max bytes; `head[3]` is
 -- the counter's stored text (`peek` = 'd:counter'). HINCRBY does the arithmetic in 64-bit
 -- integers; Lua numbers are doubles, so its reply is exact below 2^53, formatted from it
 -- there and read back with HGET beyond.
 local field = peek
-local op = ARGV[5]
+local op = ARGV[3]
 if op == 'add' then
-  local before = head[4] and string.len(head[4]) or 0
-  local r = redis.pcall('HINCRBY', key, field, ARGV[6])
+  local before = head[3] and string.len(head[3]) or 0
+  local r = redis.pcall('HINCRBY', key, field, ARGV[4])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'overflow') then return {'overflow'} end
     return {'not_integer'}
@@ -20,11 +20,11 @@ if op == 'add' then
   local after = string.len(v)
   if after ~= before then
     local bytes = tonumber(redis.call('HGET', key, 'bytes') or '0')
-    if after > before and bytes - before + after > tonumber(ARGV[7]) then
+    if after > before and bytes - before + after > tonumber(ARGV[5]) then
       -- Undo inside the same script: nobody can observe the intermediate value. The
       -- amount is a canonical 64-bit decimal (never 0 here: the length changed); its
       -- negation is its text with the sign flipped, except for the smallest one.
-      local amount = ARGV[6]
+      local amount = ARGV[4]
       if before == 0 then
         redis.call('HDEL', key, field)
       elseif amount == '-9223372036854775808' then
@@ -42,9 +42,9 @@ if op == 'add' then
   return {'ok', v}
 end
 if op == 'reset' then
-  if not set_data(field, '0', tonumber(ARGV[7])) then return {'too_large'} end
+  if not set_data(field, '0', tonumber(ARGV[5])) then return {'too_large'} end
   return {'ok', '0'}
 end
-local v = head[4] or '0'
+local v = head[3] or '0'
 if not string.match(v, '^-?%d+$') then return {'not_integer'} end
 return {'ok', v}

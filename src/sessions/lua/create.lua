@@ -1,49 +1,35 @@
--- KEYS[1] = the owner's session index, KEYS[2] = session hash, KEYS[3] = index of all
--- sessions. ARGV: id, per-principal limit, session ttl ms, index ttl ms, schema version,
--- owner, client info JSON ('' = none), transport JSON ('' = none), the creating
+-- The second step of a create (src/sessions/redis/create.rs): writes the session record
+-- under a reservation its owner's index already counts. KEYS[1] = session hash, KEYS[2]
+-- = its tombstone (both in the session's slot). ARGV: the reservation's deadline (ms,
+-- Redis time), the clock skew tolerated between Redis nodes (ms), session ttl ms, schema
+-- version, owner, client info JSON ('' = none), transport JSON ('' = none), the creating
 -- replica ('' = no lease), its URL, lease ms.
--- Counts the owner's live sessions and creates the session unless that reaches the limit,
--- atomically. An index entry's score is its session's last access (the prelude keeps it
--- current to within its slack), so the entries older than the timeout and the slack are
--- expired sessions: they are dropped first, O(log n + expired), and ZCARD counts the rest.
--- With KEYS[4] (an idempotent create: ARGV[12] = the arguments' fingerprint, ARGV[13] =
--- how long the first reply is kept, ms) a retry replays the first call's session.
--- Replies 'full', 'exists' (never overwrites), 'retry_conflict' (the key was used with
--- other arguments), {'replay', id, creation time} or {'ok', creation time in ms}.
-if KEYS[4] then
-  local first = redis.call('GET', KEYS[4])
-  if first then
-    local fp, id, created = string.match(first, '^([^|]*)|([^|]*)|([^|]*)$')
-    if fp ~= ARGV[12] then return {'retry_conflict'} end
-    return {'replay', id, created}
-  end
+-- A reservation whose deadline has passed may have been found without a session and
+-- dropped from the count (the index is on another node, with its own clock): so the
+-- record is written only while this node's time is short of the deadline by the skew,
+-- and never for an id deleted since (a tombstone).
+-- Replies {'ok', creation time in ms}, {'exists', creation time} (the owner's session
+-- is already there: a retried create), {'taken'} (another owner's), {'gone', creation
+-- time} (made and deleted since) or {'late'}.
+local head = redis.call('HMGET', KEYS[1], 'owner', 'created')
+if head[1] then
+  if head[1] == ARGV[5] then return {'exists', head[2]} end
+  return {'taken'}
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
+local gone = redis.call('GET', KEYS[2])
+if gone then return {'gone', gone} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
--- A key expires once its TTL has passed (not at the instant it ends): keep the boundary.
--- A score may lag its session's last access by the prelude's index slack: the cutoff
--- moves back by as much, so a live session is always counted.
-local timeout = tonumber(ARGV[3])
-local slack = math.min(math.floor(timeout / 64), 15000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf',
-  '(' .. string.format('%.0f', now_ms - timeout - slack))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return {'full'} end
-redis.call('HSET', KEYS[2], 'v', ARGV[5], 'owner', ARGV[6], 'created', now,
-  'accessed', now, 'indexed', now, 'bytes', 0)
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'client', ARGV[7]) end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'init', ARGV[8]) end
-if ARGV[9] ~= '' then
-  redis.call('HSET', KEYS[2], 'node', ARGV[9], 'node_url', ARGV[10],
-    'lease', now_ms + tonumber(ARGV[11]))
+local deadline = tonumber(ARGV[1])
+if now_ms >= deadline - tonumber(ARGV[2]) then return {'late'} end
+local now = string.format('%.0f', now_ms)
+redis.call('HSET', KEYS[1], 'v', ARGV[4], 'owner', ARGV[5], 'created', now,
+  'accessed', now, 'bytes', 0, 'reserved', ARGV[1])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'client', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'init', ARGV[7]) end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'node', ARGV[8], 'node_url', ARGV[9],
+    'lease', now_ms + tonumber(ARGV[10]))
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[12] .. '|' .. ARGV[1] .. '|' .. now, 'PX', ARGV[13])
-end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {'ok', now}

@@ -1,7 +1,12 @@
--- KEYS[1] = session hash, KEYS[2] = the caller's session index, KEYS[3] = index of all
--- sessions; ARGV[1] = caller principal, ARGV[2] = session id. Deletes only the caller's
--- session, and its index entries with it.
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
+-- KEYS[1] = session hash, KEYS[2] = its tombstone; ARGV[1] = caller principal. Deletes
+-- only the caller's session (its index entries are removed next, in their own slots).
+-- A session deleted before its reservation's deadline (`reserved`) leaves a tombstone
+-- until then, so a retried create of the same reservation cannot make it again outside
+-- the count (create.lua).
+local head = redis.call('HMGET', KEYS[1], 'owner', 'created', 'reserved')
+if head[1] ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local left = (tonumber(head[3]) or 0) - now_ms
+if left > 0 then redis.call('SET', KEYS[2], head[2] or '0', 'PX', string.format('%.0f', left)) end
 return redis.call('DEL', KEYS[1])

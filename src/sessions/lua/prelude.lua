@@ -1,27 +1,24 @@
--- Shared head of every per-session script. KEYS[1] = session hash, KEYS[2] = the caller's
--- session index; ARGV[1] = caller principal, ARGV[2] = sliding timeout in ms, ARGV[3] =
--- index TTL in ms, ARGV[4] = session id; the operation's own arguments follow. Checks the
--- owner, slides the expiry, records the access as the session's score in its owner's
--- index (create.lua counts live sessions by that score) and defines set_data, which keeps
--- the `bytes` total of data values and enforces its limit. An idempotent call adds
--- KEYS[3] (its record) and KEYS[4] (the session's index of records), both in the
--- session's slot, and, after the operation's arguments, ARGV[#ARGV - 3] = the request's
--- fingerprint, ARGV[#ARGV - 2] = how long to keep the record (ms), ARGV[#ARGV - 1] and
--- ARGV[#ARGV] = the most records and bytes of records the session keeps.
+-- Shared head of every per-session script: KEYS[1] = session hash; ARGV[1] = caller
+-- principal, ARGV[2] = sliding timeout in ms; the operation's own arguments follow.
+-- Checks the owner, slides the expiry and defines set_data, which keeps the `bytes`
+-- total of data values and enforces its limit. An idempotent call adds KEYS[2] (its
+-- record) and KEYS[3] (the session's index of records) and, after the operation's
+-- arguments, ARGV[#ARGV - 3] = the request's fingerprint, ARGV[#ARGV - 2] = how long to
+-- keep the record (ms), ARGV[#ARGV - 1] and ARGV[#ARGV] = the most records and bytes of
+-- records the session keeps. Every key is in the session's hash slot: the owner's
+-- index is not touched here (it scores a session by how long it is known to live,
+-- which only creates, deletes and the checks at the cap and in upkeep move).
 --
 -- Every call costs four commands (HMGET, TIME, PEXPIRE and the operation's own), since
--- each `redis.call` costs about as much as the command it runs: the owner index score is
--- moved only when it lags the access by min(timeout / 64, 15 s) (the `indexed` field
--- says when it was last moved; create.lua widens its cutoff by the same slack, so a live
--- session is always counted), and `accessed` is written at most once a second. A script
--- that defines `peek` (a field name) before this head gets that field's value in
--- `head[4]` from the same HMGET.
+-- each `redis.call` costs about as much as the command it runs: `accessed` is written
+-- at most once a second. A script that defines `peek` (a field name) before this head
+-- gets that field's value in `head[3]` from the same HMGET.
 local key = KEYS[1]
 local head
 if peek then
-  head = redis.call('HMGET', key, 'owner', 'indexed', 'accessed', peek)
+  head = redis.call('HMGET', key, 'owner', 'accessed', peek)
 else
-  head = redis.call('HMGET', key, 'owner', 'indexed', 'accessed')
+  head = redis.call('HMGET', key, 'owner', 'accessed')
 end
 if head[1] ~= ARGV[1] then
   return {'unknown'}
@@ -30,13 +27,7 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = string.format('%.0f', now_ms)
 redis.call('PEXPIRE', key, ARGV[2])
-if now_ms - (tonumber(head[2]) or 0) >= math.min(math.floor(tonumber(ARGV[2]) / 64), 15000) then
-  redis.call('HSET', key, 'accessed', now, 'indexed', now)
-  -- ZADD without XX: a session missing from the index (pruned by a replica that did not
-  -- keep scores current) is listed and counted again from its next access.
-  redis.call('ZADD', KEYS[2], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-elseif now_ms - (tonumber(head[3]) or 0) >= 1000 then
+if now_ms - (tonumber(head[2]) or 0) >= 1000 then
   redis.call('HSET', key, 'accessed', now)
 end
 
@@ -60,7 +51,7 @@ end
 
 -- An idempotent retry gets the first reply back and changes nothing; a key reused with
 -- other arguments is refused. `finish` keeps the reply of a call that succeeded.
-local idem = KEYS[3]
+local idem = KEYS[2]
 local fingerprint = idem and ARGV[#ARGV - 3]
 if idem then
   local prior = redis.call('GET', idem)
@@ -70,14 +61,14 @@ if idem then
     return record.r
   end
 end
--- The index (KEYS[4]) lists the session's records as '<bytes>:<key>' scored by when
+-- The index (KEYS[3]) lists the session's records as '<bytes>:<key>' scored by when
 -- they were written, and the hash's `rbytes` field their total: expired ones leave it
 -- first, then the oldest until the session is within both limits, so what a session
 -- keeps is bounded whatever the rate of keyed calls.
 local function keep(record)
   local ttl = tonumber(ARGV[#ARGV - 2])
   redis.call('SET', idem, record, 'PX', ttl)
-  local index = KEYS[4]
+  local index = KEYS[3]
   local bytes = tonumber(redis.call('HGET', key, 'rbytes') or '0')
   local cutoff = string.format('%.0f', now_ms - ttl)
   for _, member in ipairs(redis.call('ZRANGE', index, '-inf', cutoff, 'BYSCORE')) do
@@ -91,7 +82,7 @@ local function keep(record)
   while count > 1 and (count > max_records or bytes > max_bytes) do
     local oldest = redis.call('ZPOPMIN', index)[1]
     local size, old = string.match(oldest, '^(%d+):(.*)$')
-    -- The record's key, in this session's slot: it was KEYS[3] of an earlier call.
+    -- The record's key, in this session's slot: it was KEYS[2] of an earlier call.
     redis.call('DEL', old)
     bytes = bytes - tonumber(size)
     count = count - 1

@@ -1,17 +1,18 @@
 //! Holding on the Redis backend: the lease is three fields of the session's hash (the
 //! holding replica, its URL, the lease's end on Redis's clock), taken by the touch script
-//! and renewed or released by the lease script, one pipeline per batch of sessions. Each
-//! replica's liveness mark is a string key with a short TTL ([`crate::keys::Keys::replica_alive`]).
+//! and renewed or released by the lease script, one round trip per batch of sessions
+//! (one command per session, each in its own hash slot). Each replica's liveness mark is
+//! a string key with a short TTL ([`crate::keys::Keys::replica_alive`]).
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Cmd, ErrorKind, ServerErrorKind};
 use serde_json::Value as Json;
 
 use super::RedisSessions;
 use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched};
 
-/// Sessions whose leases one pipeline renews or releases.
+/// Sessions whose leases one round trip renews or releases.
 const LEASE_BATCH: usize = 500;
 
 impl RedisSessions {
@@ -107,7 +108,7 @@ impl RedisSessions {
     }
 
     /// Renews (`ttl_ms` > 0) or releases (0) `replica`'s lease on each of `sessions`,
-    /// one pipeline per batch; a renewal of a used session also slides its expiry.
+    /// one round trip per batch; a renewal of a used session also slides its expiry.
     async fn leases(
         &self,
         replica: &str,
@@ -122,34 +123,38 @@ impl RedisSessions {
         let keys = &self.shared.keys;
         let script = &self.shared.scripts.lease;
         for batch in sessions.chunks(LEASE_BATCH) {
-            let mut pipe = redis::pipe();
-            // A pipelined script is not loaded on demand: load it first (idempotent).
-            pipe.load_script(script).ignore();
-            let invocations: Vec<_> = batch
+            // Each session is its own hash slot: one `EVALSHA` command per session.
+            let commands: Vec<Cmd> = batch
                 .iter()
                 .map(|session| {
-                    let mut invocation = script.key(keys.session(&session.id));
-                    invocation.arg(replica).arg(ttl_ms);
+                    let mut renew = redis::cmd("EVALSHA");
+                    renew
+                        .arg(script.get_hash())
+                        .arg(1)
+                        .arg(keys.session(&session.id))
+                        .arg(replica)
+                        .arg(ttl_ms);
                     if let Some(owner) = session.used_by.as_deref().filter(|_| ttl_ms > 0) {
-                        invocation
-                            .key(keys.principal_sessions(owner))
-                            .arg(owner)
-                            .arg(self.shared.timeout_ms)
-                            .arg(self.index_ttl_ms())
-                            .arg(&session.id);
+                        renew.arg(owner).arg(self.shared.timeout_ms);
                     }
-                    invocation
+                    renew
                 })
                 .collect();
-            for invocation in &invocations {
-                pipe.invoke_script(invocation);
+            let replies = match conn.each(&commands).await {
+                // A server that never ran the script (or lost its cache): nothing ran.
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    conn.each(&commands).await?
+                }
+                other => other?,
+            };
+            for reply in replies {
+                states.push(match redis::from_redis_value::<String>(reply)?.as_str() {
+                    "held" => LeaseState::Held,
+                    "gone" => LeaseState::Gone,
+                    _ => LeaseState::Lost,
+                });
             }
-            let replies: Vec<String> = pipe.query_async(&mut conn).await?;
-            states.extend(replies.iter().map(|r| match r.as_str() {
-                "held" => LeaseState::Held,
-                "gone" => LeaseState::Gone,
-                _ => LeaseState::Lost,
-            }));
         }
         if sessions.iter().any(|s| s.used_by.is_some()) && ttl_ms > 0 {
             self.note_access();

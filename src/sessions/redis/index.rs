@@ -1,149 +1,117 @@
-//! The indexes of the Redis backend, and what reads them: each principal's sessions by
-//! last access (kept by the scripts, read by [`RedisSessions::list`]) and every session
-//! by creation (written on create and delete, read by [`RedisSessions::stats`] and kept
-//! tidy by [`RedisSessions::maintain`]).
+//! The indexes of the Redis backend, and what reads and keeps them: each principal's
+//! sessions (read by [`RedisSessions::list`]) and the [`SESSION_BUCKETS`] buckets of
+//! every session (summed by [`RedisSessions::stats`], checked by
+//! [`RedisSessions::maintain`]). Each is one hash slot, read with
+//! [`PooledConnection::each`](crate::redis_pool::PooledConnection::each) where a step
+//! spans several.
+//!
+//! Upkeep checks, in each bucket, a bounded batch of the entries whose score has
+//! passed (`PTTL` of each session): a gone one leaves its bucket and its owner's index
+//! (the member names the owner), a live one is scored now + PTTL in both, so the next
+//! round's batch moves on to others. Its work follows the sessions that end or outlive
+//! their score, never the number of calls.
 
-use std::sync::atomic::Ordering;
+use std::{collections::BTreeMap, sync::atomic::Ordering};
+
+use redis::Cmd;
 
 use super::RedisSessions;
-use crate::sessions::{SessionError, SessionStats, SessionSummary};
+use crate::{
+    keys::SESSION_BUCKETS,
+    sessions::{SessionError, SessionStats, SessionSummary},
+};
 
-/// Ids checked per round trip when pruning indexes.
-const PRUNE_BATCH: isize = 500;
+/// Entries whose score has passed that one upkeep round checks per bucket.
+const CHECK_BATCH: usize = 256;
+
+/// What upkeep found of one owner's sessions: gone ids, and live ones with their new
+/// scores.
+#[derive(Default)]
+struct Verdicts<'a> {
+    gone: Vec<&'a str>,
+    live: Vec<(i64, &'a str)>,
+}
 
 impl RedisSessions {
-    /// The principal's live sessions, oldest first; ids of expired ones are removed from
-    /// its index on the way.
+    /// The principal's live sessions, oldest first: its index (which also lists
+    /// pending reservations and ended sessions not yet checked), then each session's
+    /// times in one round trip.
     pub(in crate::sessions) async fn list(
         &self,
         principal: &str,
     ) -> Result<Vec<SessionSummary>, SessionError> {
-        let index = self.shared.keys.principal_sessions(principal);
+        let keys = &self.shared.keys;
         let mut conn = self.shared.pool.get().await?;
         let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&index)
+            .arg(keys.principal_sessions(principal))
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await?;
-        let (mut live, dead) = self.check(&mut conn, ids, Some(principal)).await?;
-        if !dead.is_empty() {
-            let _: () = redis::cmd("ZREM")
-                .arg(&index)
-                .arg(&dead)
-                .query_async(&mut conn)
-                .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        // The index is ordered by last access.
+        let commands: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut fields = redis::cmd("HMGET");
+                fields
+                    .arg(keys.session(id))
+                    .arg("owner")
+                    .arg("created")
+                    .arg("accessed");
+                fields
+            })
+            .collect();
+        let rows = conn.each(&commands).await?;
+        let mut live = Vec::new();
+        for (id, row) in ids.into_iter().zip(rows) {
+            let (owner, created, accessed): (Option<String>, Option<i64>, Option<i64>) =
+                redis::from_redis_value(row)?;
+            if owner.as_deref() == Some(principal) {
+                let created_at_ms = created.unwrap_or_default();
+                live.push(SessionSummary {
+                    id,
+                    created_at_ms,
+                    last_accessed_ms: accessed.unwrap_or(created_at_ms),
+                });
+            }
+        }
         live.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         Ok(live)
     }
 
-    /// Splits ids into live sessions (with their times) and dead ids, one pipeline.
-    async fn check(
-        &self,
-        conn: &mut crate::redis_pool::PooledConnection,
-        ids: Vec<String>,
-        owner: Option<&str>,
-    ) -> Result<(Vec<SessionSummary>, Vec<String>), SessionError> {
-        if ids.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(self.shared.keys.session(id))
-                .arg("owner")
-                .arg("created")
-                .arg("accessed");
-        }
-        let rows: Vec<(Option<String>, Option<i64>, Option<i64>)> = pipe.query_async(conn).await?;
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for (id, (o, created, accessed)) in ids.into_iter().zip(rows) {
-            match o {
-                Some(o) if owner.is_none_or(|p| p == o) => {
-                    let created_at_ms = created.unwrap_or_default();
-                    live.push(SessionSummary {
-                        id,
-                        created_at_ms,
-                        last_accessed_ms: accessed.unwrap_or(created_at_ms),
-                    });
-                }
-                _ => dead.push(id),
-            }
-        }
-        Ok((live, dead))
-    }
-
+    /// The buckets' sizes and newest flushed accesses: a constant number of commands
+    /// in one round trip, whatever the number of sessions. The total counts live
+    /// sessions and pending reservations, and sessions that ended since upkeep last
+    /// checked their bucket entry (a round or two).
     pub(in crate::sessions) async fn stats(&self) -> Result<SessionStats, SessionError> {
-        let index = self.shared.keys.all_sessions();
-        let mut conn = self.shared.pool.get().await?;
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        let now_ms = secs * 1000 + micros / 1000;
-        // A session created within the last timeout cannot have expired (deletes also
-        // remove it from the index), so only older ids need checking.
-        let horizon = now_ms - self.shared.timeout_ms;
-        let recent: u64 = redis::cmd("ZCOUNT")
-            .arg(&index)
-            .arg(format!("({horizon}"))
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await?;
-        let mut total = recent;
-        let mut oldest: Option<SessionSummary> = None;
-        let mut offset = 0;
-        loop {
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg("-inf")
-                .arg(horizon)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(PRUNE_BATCH)
-                .query_async(&mut conn)
-                .await?;
-            let fetched = ids.len();
-            let (live, dead) = self.check(&mut conn, ids, None).await?;
-            total += live.len() as u64;
-            if oldest.is_none() {
-                oldest = live.into_iter().next();
-            }
-            if !dead.is_empty() {
-                let _: () = redis::cmd("ZREM")
-                    .arg(&index)
-                    .arg(&dead)
-                    .query_async(&mut conn)
-                    .await?;
-            }
-            offset += (fetched - dead.len()) as isize;
-            if (fetched as isize) < PRUNE_BATCH {
-                break;
+        let keys = &self.shared.keys;
+        let mut commands = Vec::with_capacity(2 * SESSION_BUCKETS);
+        for bucket in 0..SESSION_BUCKETS {
+            let mut size = redis::cmd("ZCARD");
+            size.arg(keys.session_bucket(bucket));
+            commands.push(size);
+        }
+        for bucket in 0..SESSION_BUCKETS {
+            let mut newest = redis::cmd("GET");
+            newest.arg(keys.bucket_last_access(bucket));
+            commands.push(newest);
+        }
+        let replies = self.run_each(commands).await?;
+        let mut total = 0u64;
+        let mut flushed: Option<i64> = None;
+        for (i, reply) in replies.into_iter().enumerate() {
+            if i < SESSION_BUCKETS {
+                total += redis::from_redis_value::<u64>(reply)?;
+            } else {
+                flushed = flushed.max(redis::from_redis_value::<Option<i64>>(reply)?);
             }
         }
-        if oldest.is_none() && recent > 0 {
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(format!("({horizon}"))
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1)
-                .query_async(&mut conn)
-                .await?;
-            oldest = self.check(&mut conn, ids, None).await?.0.into_iter().next();
-        }
-        let flushed: Option<i64> = redis::cmd("GET")
-            .arg(self.shared.keys.last_access())
-            .query_async(&mut conn)
-            .await?;
         let local = self.shared.newest_access_ms.load(Ordering::Relaxed);
         let most_recent_access_ms = flushed.max((local > 0).then_some(local));
         Ok(SessionStats {
             total,
-            oldest,
             most_recent_access_ms: if total == 0 {
                 None
             } else {
@@ -152,52 +120,130 @@ impl RedisSessions {
         })
     }
 
+    /// One upkeep round: flushes this replica's newest access into one bucket, then
+    /// checks a batch of each bucket's entries whose score has passed. Returns how many
+    /// ended sessions it removed (`ZREM` counts only what it removed, so replicas
+    /// checking the same entries never count one twice).
     pub(in crate::sessions) async fn maintain(&self) -> Result<u64, SessionError> {
         let keys = &self.shared.keys;
         let mut conn = self.shared.pool.get().await?;
+        let round = self.shared.rounds.fetch_add(1, Ordering::Relaxed);
         let newest = self.shared.newest_access_ms.load(Ordering::Relaxed);
         if newest > 0 {
             let _: i64 = self
                 .shared
                 .scripts
                 .raise
-                .key(keys.last_access())
+                .key(keys.bucket_last_access(round % SESSION_BUCKETS))
                 .arg(newest)
                 .arg(self.shared.timeout_ms)
                 .invoke_async(&mut conn)
                 .await?;
         }
-        // Principals' indexes need no refresh here: every access to one of their
-        // sessions refreshes them.
-        let _: () = redis::cmd("PEXPIRE")
-            .arg(keys.all_sessions())
-            .arg(self.index_ttl_ms())
-            .query_async(&mut conn)
-            .await?;
-        // Prune one batch of expired ids per round from the global index.
-        let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        let horizon = secs * 1000 - self.shared.timeout_ms;
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(keys.all_sessions())
-            .arg("-inf")
-            .arg(horizon)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(PRUNE_BATCH)
-            .query_async(&mut conn)
-            .await?;
-        let (_, dead) = self.check(&mut conn, ids, None).await?;
-        if !dead.is_empty() {
-            // ZREM counts only what it removed, so replicas pruning at once do not
-            // count an expiry twice.
-            let removed: u64 = redis::cmd("ZREM")
-                .arg(keys.all_sessions())
-                .arg(&dead)
-                .query_async(&mut conn)
-                .await?;
-            return Ok(removed);
+        // Any node's clock will do: a reservation's record is refused once any node's
+        // clock is past its deadline (less the tolerated skew), so an entry whose score
+        // has passed by this clock, read after this, is gone for good if absent.
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now = secs * 1000 + micros / 1000;
+        let listings: Vec<Cmd> = (0..SESSION_BUCKETS)
+            .map(|bucket| {
+                let mut passed = redis::cmd("ZRANGE");
+                passed
+                    .arg(keys.session_bucket(bucket))
+                    .arg("-inf")
+                    .arg(format!("({now}"))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(CHECK_BATCH);
+                passed
+            })
+            .collect();
+        let mut found: Vec<(usize, String)> = Vec::new();
+        for (bucket, listing) in conn.each(&listings).await?.into_iter().enumerate() {
+            let members: Vec<String> = redis::from_redis_value(listing)?;
+            found.extend(members.into_iter().map(|m| (bucket, m)));
         }
-        Ok(0)
+        let ids: Vec<String> = found
+            .iter()
+            .map(|(_, member)| member.split_once(':').map_or("", |(id, _)| id).to_owned())
+            .collect();
+        let lives = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.remaining_lives(&mut conn, &ids).await?
+        };
+
+        let mut buckets: Vec<Verdicts> =
+            (0..SESSION_BUCKETS).map(|_| Verdicts::default()).collect();
+        let mut owners: BTreeMap<&str, Verdicts> = BTreeMap::new();
+        for ((bucket, member), ttl) in found.iter().zip(lives) {
+            let (id, owner) = member.split_once(':').unwrap_or((member, ""));
+            let (in_bucket, in_index) = (&mut buckets[*bucket], owners.entry(owner).or_default());
+            if ttl == -2 {
+                in_bucket.gone.push(member);
+                in_index.gone.push(id);
+            } else {
+                let score = now + if ttl < 0 { self.shared.timeout_ms } else { ttl };
+                in_bucket.live.push((score, member));
+                in_index.live.push((score, id));
+            }
+        }
+        let ttl = self.index_ttl_ms();
+        let mut writes = Vec::new();
+        let mut removals = Vec::new();
+        for (bucket, verdicts) in buckets.iter().enumerate() {
+            let key = keys.session_bucket(bucket);
+            if !verdicts.gone.is_empty() {
+                removals.push(writes.len());
+            }
+            writes.extend(verdicts.commands(&key, None));
+            // Every bucket, checked or not: the buckets outlive their members.
+            let mut keep = redis::cmd("PEXPIRE");
+            keep.arg(&key).arg(ttl);
+            writes.push(keep);
+        }
+        for (owner, verdicts) in &owners {
+            if owner.is_empty() {
+                continue;
+            }
+            writes.extend(verdicts.commands(&keys.principal_sessions(owner), Some(ttl)));
+        }
+        let replies = conn.each(&writes).await?;
+        let mut removed = 0;
+        for i in removals {
+            if let Some(reply) = replies.get(i) {
+                removed += redis::from_redis_value::<u64>(reply.clone())?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Verdicts<'_> {
+    /// The commands that apply these verdicts to index `key`: remove the gone members,
+    /// score the live ones again (only those still there, only raising a score), and,
+    /// with `ttl`, refresh the key's TTL when a member lives on.
+    fn commands(&self, key: &str, ttl: Option<i64>) -> Vec<Cmd> {
+        let mut commands = Vec::new();
+        if !self.gone.is_empty() {
+            let mut remove = redis::cmd("ZREM");
+            remove.arg(key).arg(&self.gone);
+            commands.push(remove);
+        }
+        if !self.live.is_empty() {
+            let mut rescore = redis::cmd("ZADD");
+            rescore.arg(key).arg("XX").arg("GT");
+            for (score, member) in &self.live {
+                rescore.arg(*score).arg(*member);
+            }
+            commands.push(rescore);
+            if let Some(ttl) = ttl {
+                let mut keep = redis::cmd("PEXPIRE");
+                keep.arg(key).arg(ttl);
+                commands.push(keep);
+            }
+        }
+        commands
     }
 }
