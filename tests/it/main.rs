@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod bus;
 mod cache;
+mod cluster;
 mod conformance;
 mod connections;
 mod cpu;
