@@ -4,10 +4,11 @@
 //! node (`redis_pool/target.rs`: one node, or the primary the sentinels name), or of
 //! redis-rs cluster connections on a Redis Cluster (`redis_pool/cluster.rs`), handed out
 //! as a [`PooledConnection`] (`redis_pool/connection.rs`). It is built with our own
-//! manager for two reasons: deadpool-redis's manager sends a `PING` on every checkout (one more
-//! round trip per request), and it cannot set redis-rs's command and connect timeouts.
-//! Here a checkout costs nothing on a connection that worked, and a connection whose
-//! command failed at the transport level is dropped instead of going back to the pool.
+//! manager for two reasons: deadpool-redis's manager sends a `PING` on every checkout
+//! (one more round trip per request), and it cannot set redis-rs's command and connect
+//! timeouts. Here a checkout costs nothing on a connection that worked, and a node's
+//! connection whose command failed at the transport level is dropped instead of going
+//! back to the pool (a cluster connection repairs itself).
 //!
 //! deadpool bounds the wait for a free slot and the opening of a connection separately,
 //! so a checkout that got its slot just before the wait ran out could then spend the
@@ -29,7 +30,7 @@ use std::{
 use deadpool::managed;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use redis::{
-    AsyncConnectionConfig, ErrorKind, PushInfo, RedisError, Value,
+    AsyncConnectionConfig, ErrorKind, PushInfo, RedisError,
     aio::{MultiplexedConnection, PubSub},
 };
 use tokio::sync::{mpsc, watch};
@@ -263,8 +264,8 @@ impl RedisPool {
         self.shared.target.cluster().is_some()
     }
 
-    /// Which master serves each hash slot, as a node of the cluster says now (`CLUSTER
-    /// SLOTS` through the pool).
+    /// Which master serves each hash slot, as a master of the cluster says now
+    /// (`CLUSTER SLOTS` through the pool).
     ///
     /// # Errors
     /// [`RedisPoolError::Unavailable`] outside Redis Cluster or when no connection can be
@@ -276,9 +277,8 @@ impl RedisPool {
             ));
         }
         let mut conn = self.get().await?;
-        let reply: Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut conn)
+        let reply = conn
+            .on_a_master(&redis::cmd("CLUSTER").arg("SLOTS").clone())
             .await?;
         Ok(SlotMasters::parse(reply)?)
     }

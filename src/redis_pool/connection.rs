@@ -98,7 +98,10 @@ impl PooledConnection {
             pipe.cmd("WAIT").arg(wanted).arg(timeout_ms);
             wanted
         });
-        let route = pipe.cmd_iter().next().and_then(script_route);
+        let route = match self.inner.conn {
+            Connection::Cluster(_) => pipe.cmd_iter().next().and_then(script_route),
+            Connection::Node(_) => None,
+        };
         let mut loads = 0;
         let replies = loop {
             match self.send(&pipe, route).await {
@@ -172,6 +175,21 @@ impl PooledConnection {
             invocation.load_async(&mut there).await?;
         }
         Ok(())
+    }
+
+    /// Runs `cmd` on one master: any master of a cluster (masters learn a changed slot
+    /// map first), the one node otherwise.
+    pub(super) async fn on_a_master(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
+        match &mut self.inner.conn {
+            Connection::Cluster(conn) => conn
+                .route_command(
+                    cmd.clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
+                .and_then(Value::extract_error),
+            Connection::Node(_) => self.req_packed_command(cmd).await,
+        }
     }
 
     /// Runs `commands`, each touching keys of one hash slot but not all of the same one,

@@ -163,6 +163,31 @@ async fn scripts_and_each_reach_the_master_of_every_slot() {
     spanning.key(&keys[1]).arg("c");
     let err = conn.invoke::<i64>(&spanning).await.unwrap_err();
     assert!(err.to_string().contains("slot"), "{err}");
+    // A dedicated connection to one slot's master reads that slot's keys; another
+    // slot's key on it is a redirection, not a wrong answer.
+    let mut dedicated = pool.dedicated_for(&keys[0]).await.unwrap();
+    let value: i64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut dedicated)
+        .await
+        .unwrap();
+    assert_eq!(value, 0);
+    let owner = cluster.master_for_key(&keys[0]).await;
+    let mut elsewhere = Vec::new();
+    for key in &keys {
+        if cluster.master_for_key(key).await != owner {
+            elsewhere.push(key);
+        }
+    }
+    let moved = redis::cmd("GET")
+        .arg(elsewhere[0])
+        .query_async::<Option<i64>>(&mut dedicated)
+        .await
+        .unwrap_err();
+    assert!(
+        moved.to_string().contains("MOVED") || moved.to_string().contains("Moved"),
+        "{moved}"
+    );
     // Readiness: every slot served, every master answers.
     pool.ping().await.unwrap();
 }
@@ -182,6 +207,16 @@ async fn replica_acks_wait_on_the_master_of_the_scripts_slot() {
     for key in &keys {
         assert_eq!(once(&pool, &script, key, "a").await.unwrap(), 1, "{key}");
     }
+    // One round trip to one node: the script and its WAIT, pipelined to its master.
+    let master = cluster.master_for_key(&keys[1]).await;
+    let (outcome, seen) = cluster
+        .node(master)
+        .client_commands(once(&pool, &script, &keys[1], "z"))
+        .await;
+    assert_eq!(outcome.unwrap(), 2);
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert!(seen[0].contains("\"EVALSHA\""), "{seen:#?}");
+    assert!(seen[1].contains("\"WAIT\" \"1\" \"200\""), "{seen:#?}");
 
     // One master's replica stops acknowledging: only that master's writes fall short.
     // A WAIT sent anywhere else (another master, or every master) would not see it so.
@@ -329,6 +364,10 @@ async fn a_slot_migrated_under_keyed_writes_costs_retries_not_wrong_answers() {
     let keys = [key.clone()];
     let running = writers(&pool, &script, &keys, &stop, &seen);
 
+    assert!(
+        !pool.watch_slots().await.unwrap(),
+        "the first look is no change"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     // Importing and migrating: the source answers ASK for what it no longer has.
@@ -345,6 +384,10 @@ async fn a_slot_migrated_under_keyed_writes_costs_retries_not_wrong_answers() {
     }
 
     assert_eq!(cluster.master_for_key(&key).await, to, "the slot moved");
+    assert!(
+        pool.watch_slots().await.unwrap(),
+        "the slot watcher sees it moved"
+    );
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let counted = counted_once(&cluster, &keys).await;
     eprintln!(
