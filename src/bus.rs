@@ -1,16 +1,19 @@
 //! The replica's single Redis pub/sub subscriber, shared by every feature that needs
 //! cross-replica messages (cache invalidation, session eviction, ...).
 //!
-//! One background task owns the only subscriber connection of the replica. Features
-//! register a [`BusHandler`] per topic with [`Bus::subscribe`]; the task subscribes to
-//! `<prefix>:bus:<topic>` (see [`Keys::bus_channel`]) and hands every message to the
-//! topic's handlers. Publishing goes through the shared pool, so it never waits on the
-//! subscriber.
+//! One background task owns the subscriber connections of the replica (`bus/subscriber.rs`:
+//! one plain pub/sub connection, or on a Redis Cluster sharded pub/sub on the master of
+//! each channel's slot). Features register a [`BusHandler`] per topic with
+//! [`Bus::subscribe`]; the task subscribes to `<prefix>:bus:<topic>` (see
+//! [`Keys::bus_channel`]) and hands every message to the topic's handlers. Publishing
+//! (`PUBLISH`, or `SPUBLISH` on a cluster) goes through the shared pool, so it never
+//! waits on the subscriber.
 //!
 //! Pub/sub delivers at most once: while the subscriber is disconnected, messages are lost.
-//! The task reconnects by itself with capped backoff, subscribes every topic again and
-//! then calls [`BusHandler::on_gap`] on every handler, so a cache can drop whatever it may
-//! have missed invalidations for.
+//! The task reconnects by itself with capped backoff (after a lost connection, a moved
+//! primary or, on a cluster, a channel's slot moved to another master), subscribes every
+//! topic again and then calls [`BusHandler::on_gap`] on every handler, so a cache can
+//! drop whatever it may have missed invalidations for.
 //!
 //! Every message is wrapped in a small envelope naming the replica that published it:
 //! one version byte, the origin's length as a big-endian `u16`, the origin, the payload.
@@ -25,16 +28,18 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
-use redis::{Msg, RedisError, Value, aio::PubSubSink};
+use redis::{Msg, RedisError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use self::subscriber::Subscriber;
 use crate::{
     jobs::Jobs,
     keys::Keys,
     redis_pool::{Backoff, RedisPool, RedisPoolError},
 };
+
+mod subscriber;
 
 /// The envelope format this build writes and reads.
 const ENVELOPE_VERSION: u8 = 1;
@@ -173,11 +178,12 @@ impl Bus {
     /// Publishes `payload` on `topic` to every replica subscribed to it, this one included.
     ///
     /// # Errors
-    /// [`RedisPoolError`] when no pooled connection can be had or `PUBLISH` fails.
+    /// [`RedisPoolError`] when no pooled connection can be had or `PUBLISH` (`SPUBLISH`
+    /// on a cluster) fails.
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), RedisPoolError> {
         let envelope = encode(&self.shared.origin, payload);
         let mut conn = self.shared.pool.get().await?;
-        redis::cmd("PUBLISH")
+        redis::cmd(Subscriber::publish_command(&self.shared.pool))
             .arg(self.shared.keys.bus_channel(topic))
             .arg(envelope)
             .query_async::<i64>(&mut conn)
@@ -237,8 +243,14 @@ enum Lost {
     CommandTimeout(&'static str),
     #[error("the server closed the subscription connection")]
     Closed,
-    #[error("the Redis primary may have moved")]
+    #[error("the Redis primary or the cluster's slot map may have moved")]
     Moved,
+    #[error("a channel's slot moved to another master")]
+    SlotMoved,
+    #[error("no master serves a channel's slot")]
+    Unserved,
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Redis(#[from] RedisError),
 }
@@ -279,16 +291,15 @@ impl Shared {
         let connect_timeout = self.pool.connect_timeout();
         let mut topology = self.pool.topology();
         topology.borrow_and_update();
-        // redis-rs puts no timeout on opening a pub/sub connection.
-        let pubsub = tokio::select! {
+        let mut subscriber = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            pubsub = tokio::time::timeout(connect_timeout, self.pool.pubsub()) => {
-                pubsub.map_err(|_| Lost::ConnectTimeout(connect_timeout))??
+            subscriber = tokio::time::timeout(connect_timeout, Subscriber::connect(&self.pool)) => {
+                subscriber.map_err(|_| Lost::ConnectTimeout(connect_timeout))??
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let mut channels = HashMap::new();
-        self.sync_subscriptions(&mut sink, &mut channels).await?;
+        self.sync_subscriptions(&mut subscriber, &mut channels)
+            .await?;
         self.connected.store(true, Ordering::Release);
         backoff.reset();
         if *established_before {
@@ -308,19 +319,12 @@ impl Shared {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                msg = stream.next() => match msg {
-                    Some(msg) => self.dispatch(&channels, &msg),
-                    None => return Err(Lost::Closed),
-                },
+                msg = subscriber.next() => self.dispatch(&channels, &msg?),
                 _ = self.changed.notified() => {
-                    self.sync_subscriptions(&mut sink, &mut channels).await?;
+                    self.sync_subscriptions(&mut subscriber, &mut channels).await?;
                 }
                 _ = topology.changed() => return Err(Lost::Moved),
-                _ = health.tick() => {
-                    tokio::time::timeout(self.pool.command_timeout(), sink.ping::<Value>())
-                        .await
-                        .map_err(|_| Lost::CommandTimeout("PING"))??;
-                }
+                _ = health.tick() => subscriber.ping(self.pool.command_timeout()).await?,
             }
         }
     }
@@ -328,7 +332,7 @@ impl Shared {
     /// Subscribes every registered topic the connection does not have yet.
     async fn sync_subscriptions(
         &self,
-        sink: &mut PubSubSink,
+        subscriber: &mut Subscriber,
         channels: &mut HashMap<String, String>,
     ) -> Result<(), Lost> {
         let missing: Vec<String> = {
@@ -347,9 +351,7 @@ impl Shared {
             .iter()
             .map(|topic| self.keys.bus_channel(topic))
             .collect();
-        tokio::time::timeout(self.pool.command_timeout(), sink.subscribe(&names))
-            .await
-            .map_err(|_| Lost::CommandTimeout("SUBSCRIBE"))??;
+        subscriber.subscribe(&self.pool, &names).await?;
         tracing::debug!(replica = %self.origin, topics = ?missing, "bus subscribed");
         let mut state = self.state();
         for (channel, topic) in names.into_iter().zip(missing) {

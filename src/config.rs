@@ -371,6 +371,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("redis.cluster_urls"), "{err}");
+        let err = keyed(&[
+            ("STATEFUL_MCP__REDIS__MODE", "cluster"),
+            (
+                "STATEFUL_MCP__REDIS__CLUSTER_URLS",
+                "redis://a:7000,redis://b:7001/2",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("redis.cluster_urls") && err.contains("database 0"),
+            "{err}"
+        );
+        let cluster = keyed(&[
+            ("STATEFUL_MCP__REDIS__MODE", "cluster"),
+            (
+                "STATEFUL_MCP__REDIS__CLUSTER_URLS",
+                "rediss://app:pw@a:7000/0,redis://b:7001",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(cluster.redis.cluster_urls.len(), 2);
         let err = keyed(&[("STATEFUL_MCP__REDIS__MODE", "shards")])
             .unwrap_err()
             .to_string();

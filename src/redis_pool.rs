@@ -1,47 +1,55 @@
 //! The Redis connection pool every Redis-backed component shares.
 //!
 //! A deadpool pool of redis-rs multiplexed connections to the deployment's one writable
-//! node (`redis_pool/target.rs`: one node, or the primary the sentinels name), built with our
-//! own manager for
-//! two reasons: deadpool-redis's manager sends a `PING` on every checkout (one more
-//! round trip per request), and it cannot set redis-rs's command and connect timeouts.
-//! Here a checkout costs nothing on a connection that worked, and a connection whose
-//! command failed at the transport level is dropped instead of going back to the pool.
+//! node (`redis_pool/target.rs`: one node, or the primary the sentinels name), or of
+//! redis-rs cluster connections on a Redis Cluster (`redis_pool/cluster.rs`), handed out
+//! as a [`PooledConnection`] (`redis_pool/connection.rs`). It is built with our own
+//! manager for two reasons: deadpool-redis's manager sends a `PING` on every checkout
+//! (one more round trip per request), and it cannot set redis-rs's command and connect
+//! timeouts. Here a checkout costs nothing on a connection that worked, and a node's
+//! connection whose command failed at the transport level is dropped instead of going
+//! back to the pool (a cluster connection repairs itself).
 //!
 //! deadpool bounds the wait for a free slot and the opening of a connection separately,
 //! so a checkout that got its slot just before the wait ran out could then spend the
 //! whole connect timeout too; [`RedisPool::get`] bounds the checkout as a whole.
 
 mod backoff;
+mod cluster;
+mod connection;
 mod target;
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool::managed;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use redis::{
-    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture,
-    ScriptInvocation, Value,
-    aio::{ConnectionLike, MultiplexedConnection, PubSub},
+    AsyncConnectionConfig, ErrorKind, PushInfo, RedisError,
+    aio::{MultiplexedConnection, PubSub},
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-pub use self::backoff::Backoff;
-use self::target::Target;
+pub use self::{
+    backoff::Backoff,
+    cluster::{NodeAddr, SlotMasters, key_slot},
+    connection::PooledConnection,
+};
+use self::{connection::Manager, target::Target};
 use crate::{
     config::RedisSettings,
     jobs::Jobs,
     metrics::{encode_counter, encode_gauge},
 };
 
-/// How often a Sentinel deployment's watcher asks where the primary is.
-const SENTINEL_WATCH_PERIOD: Duration = Duration::from_secs(1);
+/// How often a Sentinel deployment's watcher asks where the primary is, and a cluster's
+/// watcher reads its slot map.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Failure to get a connection or to run a command.
 #[derive(Debug, thiserror::Error)]
@@ -198,11 +206,16 @@ impl RedisPool {
 
     /// Opens a connection outside the pool with no response timeout, for blocking
     /// reads that must not share a multiplexed pooled connection. Its owner should
-    /// replace it when [`RedisPool::topology`] changes.
+    /// replace it when [`RedisPool::topology`] changes. On a Redis Cluster it goes to the
+    /// master of slot 0 ([`RedisPool::dedicated_for`] the empty key): only keys of that
+    /// master's slots are reachable on it.
     ///
     /// # Errors
     /// When the connection cannot be established (or, with Sentinel, no primary found).
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(cluster) = self.shared.target.cluster() {
+            return self.dedicated_on_cluster(cluster, "").await;
+        }
         let config = self.connection_config.clone().set_response_timeout(None);
         let (client, epoch) = self.shared.target.node().await?;
         client
@@ -211,30 +224,109 @@ impl RedisPool {
             .inspect_err(|e| self.shared.target.saw_error(epoch, e))
     }
 
-    /// Opens a connection like [`RedisPool::dedicated`] to the node serving `key`'s hash
-    /// slot, for a blocking read of keys in that slot. Outside Redis Cluster every key is
-    /// on the one writable node.
+    /// Opens a connection like [`RedisPool::dedicated`] to the master serving `key`'s
+    /// hash slot, for a blocking read of keys in that slot. Outside Redis Cluster every
+    /// key is on the one writable node. On a cluster the slot's master is asked of the
+    /// cluster at each call (`CLUSTER SLOTS`): when the slot moves later, a command on the
+    /// connection answers `MOVED` (and [`RedisPool::topology`] changes within a second),
+    /// and its owner calls again.
     ///
     /// # Errors
     /// When the connection cannot be established (or no node is known for the slot).
     pub async fn dedicated_for(&self, key: &str) -> Result<MultiplexedConnection, RedisError> {
-        let _ = key;
-        self.dedicated().await
+        match self.shared.target.cluster() {
+            Some(cluster) => self.dedicated_on_cluster(cluster, key).await,
+            None => self.dedicated().await,
+        }
+    }
+
+    /// A connection without response timeout to the master of `key`'s slot.
+    async fn dedicated_on_cluster(
+        &self,
+        cluster: &cluster::ClusterTarget,
+        key: &str,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let masters = self.slot_masters().await.map_err(into_redis_error)?;
+        let node = masters.master_for(key.as_bytes()).ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::ClusterConnectionNotFound,
+                "no master serves the slot",
+                key_slot(key.as_bytes()).to_string(),
+            ))
+        })?;
+        let config = self.connection_config.clone().set_response_timeout(None);
+        cluster.connect_node(node, &config, false).await
     }
 
     /// Whether the deployment is a Redis Cluster: keys of different hash slots may live
     /// on different nodes, so no script, pipeline or multi-key command may span slots.
     pub fn is_cluster(&self) -> bool {
-        false
+        self.shared.target.cluster().is_some()
+    }
+
+    /// Which master serves each hash slot, as a master of the cluster says now
+    /// (`CLUSTER SLOTS` through the pool).
+    ///
+    /// # Errors
+    /// [`RedisPoolError::Unavailable`] outside Redis Cluster or when no connection can be
+    /// had; [`RedisPoolError::Command`] when the command fails or its reply is malformed.
+    pub async fn slot_masters(&self) -> Result<SlotMasters, RedisPoolError> {
+        if !self.is_cluster() {
+            return Err(RedisPoolError::Unavailable(
+                "slot masters are a Redis Cluster's".into(),
+            ));
+        }
+        let mut conn = self.get().await?;
+        let reply = conn
+            .on_a_master(&redis::cmd("CLUSTER").arg("SLOTS").clone())
+            .await?;
+        Ok(SlotMasters::parse(reply)?)
+    }
+
+    /// Opens a RESP3 connection to the cluster node `node` whose push messages (sharded
+    /// pub/sub messages, `sunsubscribe` when a channel's slot moves away, and a
+    /// disconnection notice when it is lost) go to `pushes`; no response timeout (its
+    /// owner bounds its commands). For the bus's sharded subscriptions.
+    ///
+    /// # Errors
+    /// Outside Redis Cluster, or when the connection cannot be established.
+    pub async fn push_connection(
+        &self,
+        node: &NodeAddr,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let cluster = self.shared.target.cluster().ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "push connections are to a Redis Cluster's nodes",
+            ))
+        })?;
+        let config = self
+            .connection_config
+            .clone()
+            .set_response_timeout(None)
+            .set_push_sender(pushes);
+        cluster.connect_node(node, &config, true).await
     }
 
     /// Opens a pub/sub connection (redis-rs puts no timeout on it: bound it with
     /// [`RedisPool::connect_timeout`]). Its owner should replace it when
-    /// [`RedisPool::topology`] changes.
+    /// [`RedisPool::topology`] changes. On a Redis Cluster it goes to the master of slot 0:
+    /// plain pub/sub reaches every node there (the bus uses sharded pub/sub instead).
     ///
     /// # Errors
     /// When the connection cannot be established (or, with Sentinel, no primary found).
     pub async fn pubsub(&self) -> Result<PubSub, RedisError> {
+        if let Some(cluster) = self.shared.target.cluster() {
+            let masters = self.slot_masters().await.map_err(into_redis_error)?;
+            let node = masters.master_of_slot(0).ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::ClusterConnectionNotFound,
+                    "no master serves slot 0",
+                ))
+            })?;
+            return cluster.client_for(node, false)?.get_async_pubsub().await;
+        }
         let (client, epoch) = self.shared.target.node().await?;
         client
             .get_async_pubsub()
@@ -243,32 +335,59 @@ impl RedisPool {
     }
 
     /// Changes whenever the deployment's writable node may have changed (a Sentinel
-    /// failover); never for a standalone node. Background loops holding a dedicated or
-    /// pub/sub connection select on it and reconnect.
+    /// failover) or a Redis Cluster's slot map did (a failover, a slot migrated); never
+    /// for a standalone node. Background loops holding a dedicated or pub/sub connection
+    /// select on it and reconnect.
     pub fn topology(&self) -> watch::Receiver<u64> {
         self.shared.target.subscribe()
     }
 
     /// Adds the pool's own background work to `jobs`: with Sentinel, the watcher that
     /// asks the sentinels where the primary is every second, so pooled connections to a
-    /// demoted primary are dropped even when nothing failed on them.
+    /// demoted primary are dropped even when nothing failed on them; on a Redis Cluster,
+    /// the watcher that reads the slot map every second (one `CLUSTER SLOTS`) and moves
+    /// [`RedisPool::topology`] when it changed.
     pub fn add_jobs(&self, jobs: &Jobs) {
-        if self.shared.target.sentinel().is_none() {
-            return;
-        }
-        let shared = self.shared.clone();
-        jobs.add("redis primary watcher", move |stop| async move {
-            let Some(sentinel) = shared.target.sentinel() else {
-                return;
-            };
-            let mut tick = tokio::time::interval(SENTINEL_WATCH_PERIOD);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while stop.run_until_cancelled(tick.tick()).await.is_some() {
-                if let Err(e) = sentinel.check().await {
-                    tracing::debug!(error = %e, "no sentinel answered");
+        if self.shared.target.sentinel().is_some() {
+            let shared = self.shared.clone();
+            jobs.add("redis primary watcher", move |stop| async move {
+                let Some(sentinel) = shared.target.sentinel() else {
+                    return;
+                };
+                let mut tick = tokio::time::interval(WATCH_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                    if let Err(e) = sentinel.check().await {
+                        tracing::debug!(error = %e, "no sentinel answered");
+                    }
                 }
-            }
-        });
+            });
+        }
+        if self.is_cluster() {
+            let pool = self.clone();
+            jobs.add("redis cluster slot watcher", move |stop| async move {
+                let mut tick = tokio::time::interval(WATCH_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                    if let Err(e) = pool.watch_slots().await {
+                        tracing::debug!(error = %e, "the cluster's slot map could not be read");
+                    }
+                }
+            });
+        }
+    }
+
+    /// One step of the cluster's slot watcher: reads the slot map and moves
+    /// [`RedisPool::topology`] when it differs from the one read before. `Ok(true)` when
+    /// it changed; always `Ok(false)` outside Redis Cluster.
+    ///
+    /// # Errors
+    /// When the slot map cannot be read (what was seen before is kept).
+    pub async fn watch_slots(&self) -> Result<bool, RedisPoolError> {
+        let Some(cluster) = self.shared.target.cluster() else {
+            return Ok(false);
+        };
+        Ok(cluster.observe(self.slot_masters().await?))
     }
 
     /// How long one command may take on a pooled connection (`redis.command_timeout_ms`).
@@ -282,14 +401,43 @@ impl RedisPool {
         self.connect_timeout
     }
 
-    /// `PING` through the pool: what readiness checks.
+    /// What readiness checks: `PING` through the pool; on a Redis Cluster, that every
+    /// slot has a master and every master answers `PING` (on a connection of its own, so
+    /// a master that stopped answering is seen whatever the pool's connections know).
     ///
     /// # Errors
-    /// When no connection can be had or the command fails.
+    /// When no connection can be had, a command fails, or a slot has no master.
     pub async fn ping(&self) -> Result<(), RedisPoolError> {
-        let mut conn = self.get().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
+        let Some(cluster) = self.shared.target.cluster() else {
+            let mut conn = self.get().await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            return Ok(());
+        };
+        let masters = self.slot_masters().await?;
+        if let Some(slot) = masters.unserved() {
+            return Err(RedisPoolError::Unavailable(format!(
+                "no master serves slot {slot}"
+            )));
+        }
+        let answers =
+            futures::future::join_all(masters.masters().into_iter().map(|node| async move {
+                let ping = async {
+                    let mut conn = cluster
+                        .connect_node(node, &self.connection_config, false)
+                        .await?;
+                    redis::cmd("PING").query_async::<()>(&mut conn).await
+                };
+                tokio::time::timeout(self.connect_timeout + self.command_timeout, ping)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        )))
+                    })
+                    .map_err(|e| RedisPoolError::Unavailable(format!("master {node}: {e}")))
+            }))
+            .await;
+        answers.into_iter().collect()
     }
 
     /// The pool's occupancy now.
@@ -373,163 +521,12 @@ impl Collector for PoolFigures {
     }
 }
 
-/// A pooled connection; use it wherever redis-rs takes a `ConnectionLike`.
-pub struct PooledConnection {
-    inner: managed::Object<Manager>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for PooledConnection {
-    fn drop(&mut self) {
-        self.shared
-            .counters
-            .returned
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl ConnectionLike for PooledConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let result = self.inner.conn.req_packed_command(cmd).await;
-            self.inner.note(&result, &self.shared);
-            result
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = self
-                .inner
-                .conn
-                .req_packed_commands(pipeline, offset, count)
-                .await;
-            self.inner.note(&result, &self.shared);
-            result
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.conn.get_db()
-    }
-}
-
-impl PooledConnection {
-    /// Runs a state-changing script and, with `redis.replica_acks` = N > 0, a `WAIT N`
-    /// pipelined behind it (one round trip): the reply counts only once N replicas
-    /// have its writes. A script that wrote nothing waits for nothing.
-    ///
-    /// # Errors
-    /// [`RedisPoolError::Command`] when the script fails (or its reply does not parse),
-    /// [`RedisPoolError::Unacknowledged`] when it ran but the wait fell short: the
-    /// caller answers "outcome unknown", and a retry with the same idempotency key
-    /// replays the first outcome (the script keeps its record with its writes).
-    pub async fn invoke<T: FromRedisValue>(
-        &mut self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, RedisPoolError> {
-        let Some((wanted, timeout_ms)) = self.shared.acks else {
-            return Ok(invocation.invoke_async(self).await?);
-        };
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(invocation)
-            .cmd("WAIT")
-            .arg(wanted)
-            .arg(timeout_ms);
-        let (reply, acked): (Value, u32) = match pipe.query_async(self).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // The script cache was emptied (a restart, a failover to a replica that
-                // never ran it): nothing ran, so load it and send the pair again.
-                invocation.load_async(self).await?;
-                pipe.query_async(self).await?
-            }
-            other => other?,
-        };
-        if acked < wanted {
-            return Err(RedisPoolError::Unacknowledged { acked, wanted });
-        }
-        Ok(T::from_redis_value(reply).map_err(RedisError::from)?)
-    }
-}
-
-impl PooledConnection {
-    /// Runs `commands`, each touching keys of one hash slot but not all of the same one,
-    /// and returns their replies in order: one pipeline on a single node; on Redis
-    /// Cluster, each command routed to its slot's node, all in flight at once.
-    ///
-    /// # Errors
-    /// The first command that fails.
-    pub async fn each(&mut self, commands: &[Cmd]) -> Result<Vec<Value>, RedisError> {
-        let mut pipe = redis::pipe();
-        for command in commands {
-            pipe.add_command(command.clone());
-        }
-        pipe.query_async(self).await
-    }
-}
-
-/// One pooled connection, the target epoch it was opened in, and whether an error has
-/// condemned it.
-struct Conn {
-    conn: MultiplexedConnection,
-    epoch: u64,
-    broken: AtomicBool,
-}
-
-impl Conn {
-    /// Condemns the connection after a transport error, or a `READONLY` refusal (its
-    /// node was demoted); tells the target, which may forget the node.
-    fn note<T>(&self, result: &Result<T, RedisError>, shared: &Shared) {
-        let Err(e) = result else { return };
-        if !(target::is_transport_error(e) || target::is_read_only(e)) {
-            return;
-        }
-        shared.target.saw_error(self.epoch, e);
-        if !self.broken.swap(true, Ordering::Relaxed) {
-            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-struct Manager {
-    shared: Arc<Shared>,
-    config: AsyncConnectionConfig,
-}
-
-impl managed::Manager for Manager {
-    type Type = Conn;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<Conn, RedisError> {
-        let target = &self.shared.target;
-        let (client, epoch) = target.node().await?;
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .inspect_err(|e| target.saw_error(epoch, e))?;
-        self.shared.counters.created.fetch_add(1, Ordering::Relaxed);
-        Ok(Conn {
-            conn,
-            epoch,
-            broken: AtomicBool::new(false),
-        })
-    }
-
-    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<RedisError> {
-        // A connection that timed out may still deliver the late reply; one that saw an
-        // I/O error is gone. Either way a fresh one is cheaper than guessing.
-        if conn.broken.load(Ordering::Relaxed) {
-            return Err(RecycleError::message("connection saw a transport error"));
-        }
-        if conn.epoch != self.shared.target.epoch() {
-            return Err(RecycleError::message("the primary may have moved"));
-        }
-        Ok(())
+/// A [`RedisPoolError`] where a redis-rs error is expected (the shared API of
+/// dedicated connections).
+fn into_redis_error(error: RedisPoolError) -> RedisError {
+    match error {
+        RedisPoolError::Command(e) => e,
+        other => RedisError::from((ErrorKind::Io, "redis unavailable", other.to_string())),
     }
 }
 

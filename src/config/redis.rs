@@ -152,7 +152,19 @@ impl RedisSettings {
         };
         match self.mode {
             RedisMode::Standalone => check_url(keys.url, &self.url),
-            RedisMode::Cluster => all(keys.cluster_urls, &self.cluster_urls),
+            RedisMode::Cluster => {
+                all(keys.cluster_urls, &self.cluster_urls)?;
+                // A cluster has database 0 only; a URL naming another would be refused
+                // by every node at connect time, long after start-up.
+                if self.cluster_urls.iter().any(|url| database(url) != 0) {
+                    return Err(ConfigError::Invalid {
+                        key: keys.cluster_urls,
+                        reason: "a Redis Cluster has database 0 only: drop the /N from the URLs"
+                            .into(),
+                    });
+                }
+                Ok(())
+            }
             RedisMode::Sentinel => {
                 all(keys.sentinel_urls, &self.sentinel_urls)?;
                 if self.sentinel_master.trim().is_empty() {
@@ -184,6 +196,13 @@ pub(super) const REDIS_ADDRESS_KEYS: AddressKeys = AddressKeys {
     sentinel_urls: "redis.sentinel_urls",
     sentinel_master: "redis.sentinel_master",
 };
+
+/// The database a valid Redis URL names (0 when it names none).
+fn database(url: &str) -> i64 {
+    use ::redis::IntoConnectionInfo;
+    url.into_connection_info()
+        .map_or(0, |info| info.redis_settings().db())
+}
 
 /// Checks that `url`, the value of `key`, is a `redis://` or `rediss://` (TLS) URL.
 ///

@@ -1,5 +1,6 @@
-//! Where the pool's connections go: one node (`redis.mode = "standalone"`), or the
-//! primary the sentinels name (`"sentinel"`), found again whenever it may have changed.
+//! Where the pool's connections go: one node (`redis.mode = "standalone"`), the
+//! primary the sentinels name (`"sentinel"`), found again whenever it may have changed,
+//! or a Redis Cluster (`"cluster"`, `redis_pool/cluster.rs`).
 //!
 //! A Sentinel deployment's primary is cached with an *epoch*. Whatever suggests the
 //! primary moved (a connection to it failed, it answered `READONLY` because it was
@@ -23,7 +24,7 @@ use redis::{
 };
 use tokio::sync::watch;
 
-use super::RedisPoolError;
+use super::{RedisPoolError, cluster::ClusterTarget};
 use crate::config::{RedisMode, RedisSettings};
 
 /// How the pool reaches the deployment.
@@ -35,6 +36,8 @@ pub(super) enum Target {
     Node(Client, watch::Sender<u64>),
     /// The primary of a Sentinel-monitored set.
     Sentinel(Sentinel),
+    /// A Redis Cluster: no one node; connections are cluster connections.
+    Cluster(ClusterTarget),
 }
 
 impl Target {
@@ -50,29 +53,33 @@ impl Target {
                 watch::channel(0).0,
             )),
             RedisMode::Sentinel => Ok(Self::Sentinel(Sentinel::new(settings, ca)?)),
-            RedisMode::Cluster => Err(RedisPoolError::Unavailable(
-                "redis.mode = \"cluster\" is not supported by this release".into(),
-            )),
+            RedisMode::Cluster => Ok(Self::Cluster(ClusterTarget::new(settings, ca)?)),
         }
     }
 
     /// The client of the node to connect to now, and the epoch it belongs to.
     ///
     /// # Errors
-    /// When the sentinels name no primary that answers as one within the bounds.
+    /// When the sentinels name no primary that answers as one within the bounds; always
+    /// for a cluster, which has no one node (its callers ask it for a slot's master).
     pub(super) async fn node(&self) -> Result<(Client, u64), RedisError> {
         match self {
             Self::Node(client, _) => Ok((client.clone(), 0)),
             // Boxed: the discovery's future is deep, and it runs only when the primary
             // is not cached; every pooled checkout's future would carry it otherwise.
             Self::Sentinel(sentinel) => Box::pin(sentinel.primary()).await,
+            Self::Cluster(_) => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has no one node to connect to",
+            ))),
         }
     }
 
-    /// The current epoch: connections of an older one are not reused.
+    /// The current epoch: connections of an older one are not reused. A cluster
+    /// connection follows the cluster by itself: its epoch never changes.
     pub(super) fn epoch(&self) -> u64 {
         match self {
-            Self::Node(..) => 0,
+            Self::Node(..) | Self::Cluster(_) => 0,
             Self::Sentinel(sentinel) => sentinel.epoch.load(Ordering::Acquire),
         }
     }
@@ -86,12 +93,14 @@ impl Target {
         }
     }
 
-    /// A receiver that changes whenever the epoch does (never for one node), so the
-    /// owners of dedicated connections can reconnect to the new primary.
+    /// A receiver that changes whenever the epoch does (never for one node), or a
+    /// cluster's slot map, so the owners of dedicated connections can reconnect to the
+    /// new primary or the slot's new master.
     pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
         match self {
             Self::Node(_, never) => never.subscribe(),
             Self::Sentinel(sentinel) => sentinel.changed.subscribe(),
+            Self::Cluster(cluster) => cluster.subscribe(),
         }
     }
 
@@ -99,7 +108,15 @@ impl Target {
     pub(super) fn sentinel(&self) -> Option<&Sentinel> {
         match self {
             Self::Sentinel(sentinel) => Some(sentinel),
-            Self::Node(..) => None,
+            Self::Node(..) | Self::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster, when the target is one.
+    pub(super) fn cluster(&self) -> Option<&ClusterTarget> {
+        match self {
+            Self::Cluster(cluster) => Some(cluster),
+            Self::Node(..) | Self::Sentinel(_) => None,
         }
     }
 }
@@ -293,19 +310,7 @@ impl Sentinel {
     }
 
     fn client_for(&self, (host, port): &(String, u16)) -> Result<Client, RedisError> {
-        let addr = match self.template.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host: host.clone(),
-                port: *port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host.clone(), *port),
-        };
+        let addr = addr_like(&self.template, host, *port);
         client(
             self.template.clone().set_addr(addr),
             self.root_cert.as_deref(),
@@ -348,8 +353,28 @@ fn root_cert(settings: &RedisSettings) -> Result<Option<Vec<u8>>, RedisPoolError
     })
 }
 
+/// `host:port` over the same transport as `template` (TLS or not, and its TLS settings).
+pub(super) fn addr_like(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionAddr {
+    match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    }
+}
+
 /// The client of `info`: TLS for a `rediss://` address, trusting `root_cert` when set.
-fn client(info: ConnectionInfo, root_cert: Option<&[u8]>) -> Result<Client, RedisPoolError> {
+pub(super) fn client(
+    info: ConnectionInfo,
+    root_cert: Option<&[u8]>,
+) -> Result<Client, RedisPoolError> {
     if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         return Ok(Client::open(info)?);
     }

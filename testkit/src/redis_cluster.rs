@@ -6,8 +6,17 @@
 //!
 //! `REDIS_SERVER_BIN` and `REDIS_CLI_BIN` choose the engine (Valkey's binaries from
 //! `scripts/ensure-valkey.sh` run the same cluster).
+//!
+//! `REDIS_TEST_CLUSTER=1` runs a test binary's replicas on a Redis Cluster instead of
+//! the private servers its tests start: [`shared_seed_urls`] starts one cluster for the
+//! whole binary on first use (the tests keep apart by their unique key prefixes), and
+//! the replicas' settings ([`crate::replica::redis_env`], the app's settings in
+//! `tests/it/support`) point at it.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Mutex, OnceLock, PoisonError},
+    time::{Duration, Instant},
+};
 
 use crate::{
     port::free_port,
@@ -562,6 +571,67 @@ impl SlotMigration {
                 panic!("CLUSTER SETSLOT {} {state} on node {node}: {e}", self.slot)
             });
     }
+}
+
+/// Whether `REDIS_TEST_CLUSTER` asks for the replicas of this test binary to run on a
+/// shared Redis Cluster ([`shared_seed_urls`]).
+pub fn shared_enabled() -> bool {
+    std::env::var("REDIS_TEST_CLUSTER").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The shared cluster of this test binary, once it runs.
+static SHARED: Mutex<Option<RedisCluster>> = Mutex::new(None);
+
+/// With `REDIS_TEST_CLUSTER` set, the seed URLs (every node, comma-separated) of the one
+/// Redis Cluster this test binary shares, started by the first caller (the others wait
+/// for it); `None` otherwise. Its nodes are stopped and their directories removed when
+/// the binary exits (and killed by the kernel should it die first).
+///
+/// # Panics
+/// When the cluster cannot be started (the reason is printed by the thread that tried).
+pub fn shared_seed_urls() -> Option<&'static str> {
+    static SEEDS: OnceLock<String> = OnceLock::new();
+    if !shared_enabled() {
+        return None;
+    }
+    Some(SEEDS.get_or_init(start_shared))
+}
+
+/// Starts the shared cluster on a thread of its own that lives as long as the binary:
+/// the kernel stops a child when the thread that started it ends
+/// (`PR_SET_PDEATHSIG`), and a test's thread ends with the test.
+fn start_shared() -> String {
+    let (started, seeds) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("shared-redis-cluster".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the shared cluster");
+            let cluster = runtime.block_on(RedisCluster::start());
+            let urls = cluster.seed_urls();
+            *SHARED.lock().unwrap_or_else(PoisonError::into_inner) = Some(cluster);
+            // SAFETY: atexit(3) only registers a function; the function it is given takes
+            // nothing and only drops what the static holds.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
+            let _ = started.send(urls);
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("a thread for the shared cluster");
+    seeds
+        .recv()
+        .expect("the shared Redis Cluster started (REDIS_TEST_CLUSTER)")
+}
+
+/// Stops the shared cluster's nodes and removes their directories, at exit.
+extern "C" fn stop_shared() {
+    let cluster = SHARED.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(cluster);
 }
 
 /// The hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the first

@@ -19,7 +19,10 @@ use crate::{
 pub const TEST_MRTR_KEYS: &str = "test:dGVzdC1yZXF1ZXN0LXN0YXRlLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
 
 /// The overrides of a Redis-backend replica on `redis_url` under `prefix` with the
-/// [`TEST_MRTR_KEYS`], then `extra`.
+/// [`TEST_MRTR_KEYS`], then `extra`. With `REDIS_TEST_CLUSTER` set, the replica runs on
+/// the test binary's shared Redis Cluster instead
+/// ([`shared_seed_urls`](crate::redis_cluster::shared_seed_urls)), unless `extra` names
+/// another mode.
 pub fn redis_env<'a>(
     redis_url: &'a str,
     prefix: &'a str,
@@ -34,6 +37,10 @@ pub fn redis_env<'a>(
     if crate::redis_server::RedisServer::one_node_cluster() {
         // A one-node cluster refuses the one cross-slot XREAD of a single node's reader.
         env.push(("STATEFUL_MCP__EVENTS__PER_SLOT_READERS", "true"));
+    }
+    if let Some(seeds) = crate::redis_cluster::shared_seed_urls() {
+        env.push(("STATEFUL_MCP__REDIS__MODE", "cluster"));
+        env.push(("STATEFUL_MCP__REDIS__CLUSTER_URLS", seeds));
     }
     env.extend_from_slice(extra);
     env

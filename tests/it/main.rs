@@ -5,6 +5,7 @@ mod bad_input;
 mod bus;
 mod cache;
 mod cli;
+mod cluster;
 mod conformance;
 mod connections;
 mod cpu;

@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use stateful_mcp::{config::RedisSettings, jobs::Jobs, keys::Keys, redis_pool::RedisPool};
 
-use super::{
-    redis_server::{RedisServer, RedisServerExt},
-    wait::within,
-};
+use super::{redis_server::RedisServerExt, wait::within};
 
 /// A pool, keys and background jobs; dropping it aborts the jobs still running.
 pub struct NodeBase {
@@ -20,17 +17,18 @@ pub struct NodeBase {
 }
 
 impl NodeBase {
-    /// A pool with `redis` settings and keys under `prefix`, with nothing running yet.
+    /// A pool with `redis` settings and keys under `prefix`, running the pool's own
+    /// jobs (the Sentinel or cluster watcher), as a replica does.
     pub fn new(mut redis: RedisSettings, prefix: &str) -> Self {
         redis.key_prefix = prefix.to_owned();
+        let pool = RedisPool::new(&redis).expect("valid settings");
+        let jobs = Jobs::new();
+        jobs.start();
+        pool.add_jobs(&jobs);
         Self {
-            pool: RedisPool::new(&redis).expect("valid settings"),
+            pool,
             keys: Keys::new(prefix),
-            jobs: {
-                let jobs = Jobs::new();
-                jobs.start();
-                jobs
-            },
+            jobs,
         }
     }
 
@@ -41,10 +39,10 @@ impl NodeBase {
     }
 }
 
-/// Settings for a pool of `pool_size` on `server` that notices a dead server quickly:
-/// one second to connect or to run a command, `pool_wait` for a free connection.
+/// Settings for a pool of `pool_size` on `server` (or cluster) that notices a dead server
+/// quickly: one second to connect or to run a command, `pool_wait` for a free connection.
 pub fn quick_settings(
-    server: &RedisServer,
+    server: &impl RedisServerExt,
     pool_size: usize,
     pool_wait: Duration,
 ) -> RedisSettings {
