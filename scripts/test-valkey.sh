@@ -4,7 +4,8 @@
 # (REDIS_SERVER_BIN). The suites chosen are the ones whose Redis use differs: the
 # session scripts and their round trips, both eras across replicas, retries under
 # idempotency keys, the event store's streams and resumption, tasks, the cache, the
-# bus, rate limits and the Sentinel deployment. The whole suite runs on Redis 7 in the
+# bus, rate limits, the Sentinel deployment and Redis Cluster (the pool, the bus and
+# keyed increments through a killed master and a migrated slot). The whole suite runs on Redis 7 in the
 # README's test command. Arguments replace the suite list.
 #
 #   scripts/test-valkey.sh
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-packages.sh
 valkey_bin=$(scripts/ensure-valkey.sh)
 suites=(sessions:: round_trips:: legacy:: replicas:: idempotency:: event_store:: streams::
-  tasks:: cache:: bus:: rate_limit:: sentinel::)
+  tasks:: cache:: bus:: rate_limit:: sentinel:: cluster:: cluster_faults::)
 if [ $# -gt 0 ]; then suites=("$@"); fi
 started=$(date +%s)
 REDIS_SERVER_BIN="${valkey_bin}/valkey-server" REDIS_CLI_BIN="${valkey_bin}/valkey-cli" \

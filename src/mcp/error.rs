@@ -156,8 +156,7 @@ impl IntoResponse for EdgeError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Self::RateLimited { retry_after_secs }
-            | Self::TooManyFailures { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs } | Self::TooManyFailures { retry_after_secs } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

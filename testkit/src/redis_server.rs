@@ -251,7 +251,14 @@ impl RedisServer {
                 "noeviction",
             ])
             .args(&self.args);
-        let one_node_cluster = Self::one_node_cluster() && self.tls_ca.is_none();
+        // Servers that are already cluster nodes, or replicas of another (a Sentinel
+        // set), stay what their test made them.
+        let one_node_cluster = Self::one_node_cluster()
+            && self.tls_ca.is_none()
+            && !self
+                .args
+                .iter()
+                .any(|a| a == "--cluster-enabled" || a == "--replicaof");
         if one_node_cluster {
             command.args([
                 "--cluster-enabled",

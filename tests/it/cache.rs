@@ -20,7 +20,7 @@ use stateful_mcp::{
 
 use crate::support::{
     node::NodeBase,
-    redis_server::{RedisServer, RedisServerExt, unique_prefix},
+    redis_server::{RedisServer, RedisServerExt, skipped_on_shared_cluster, unique_prefix},
     wait::{retry, wait_until, within},
 };
 
@@ -236,6 +236,9 @@ async fn load_recorded(node: &CacheNode, key: &str) -> (Bytes, bool) {
 
 #[tokio::test]
 async fn a_failed_load_releases_its_lock_for_every_replica() {
+    if skipped_on_shared_cluster("a_failed_load_releases_its_lock_for_every_replica") {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let (a, b_) = replicas_with_a_long_lock(&redis, "cache-failed-load").await;
 
@@ -255,6 +258,9 @@ async fn a_failed_load_releases_its_lock_for_every_replica() {
 
 #[tokio::test]
 async fn a_cancelled_load_releases_its_lock_for_every_replica() {
+    if skipped_on_shared_cluster("a_cancelled_load_releases_its_lock_for_every_replica") {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let (a, b_) = replicas_with_a_long_lock(&redis, "cache-cancelled-load").await;
 
@@ -282,6 +288,9 @@ async fn a_cancelled_load_releases_its_lock_for_every_replica() {
 
 #[tokio::test]
 async fn l1_answers_while_redis_is_down_and_l2_comes_back() {
+    if skipped_on_shared_cluster("l1_answers_while_redis_is_down_and_l2_comes_back") {
+        return;
+    }
     let mut redis = RedisServer::start().await;
     let prefix = unique_prefix("cache-outage");
     let mut cfg = settings();

@@ -21,7 +21,7 @@ use stateful_mcp::{
 
 use crate::support::{
     node::{NodeBase, quick_settings},
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
     wait::{retry, wait_until, within},
 };
 
@@ -311,6 +311,9 @@ async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
 
 #[tokio::test]
 async fn many_followers_share_one_reader_connection() {
+    if skipped_on_shared_cluster("many_followers_share_one_reader_connection") {
+        return;
+    }
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-many");
     let b = EventStoreNode::start(&server, &prefix, "replica-b", 1);
@@ -426,6 +429,9 @@ async fn malformed_and_unknown_event_ids_are_errors() {
 
 #[tokio::test]
 async fn every_key_has_the_prefix_and_a_ttl() {
+    if skipped_on_shared_cluster("every_key_has_the_prefix_and_a_ttl") {
+        return;
+    }
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-keys");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
@@ -463,6 +469,9 @@ async fn every_key_has_the_prefix_and_a_ttl() {
 
 #[tokio::test]
 async fn finished_request_streams_are_kept_only_for_the_short_window() {
+    if skipped_on_shared_cluster("finished_request_streams_are_kept_only_for_the_short_window") {
+        return;
+    }
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-retention");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
@@ -504,6 +513,11 @@ async fn finished_request_streams_are_kept_only_for_the_short_window() {
 
 #[tokio::test]
 async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_one_for_resumption() {
+    if skipped_on_shared_cluster(
+        "a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_one_for_resumption",
+    ) {
+        return;
+    }
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-delivery");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
@@ -614,6 +628,9 @@ async fn a_stream_is_replayed_only_for_its_own_session() {
 
 #[tokio::test]
 async fn the_reader_recovers_after_a_redis_crash() {
+    if skipped_on_shared_cluster("the_reader_recovers_after_a_redis_crash") {
+        return;
+    }
     let mut server = RedisServer::start().await;
     let prefix = unique_prefix("es-crash");
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::support::{
     http::{legacy_post, legacy_session, read_reply},
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
     replica::Replica,
     wait::wait_until,
 };
@@ -58,6 +58,11 @@ async fn redis_now_ms(redis: &RedisServer) -> i64 {
 
 #[tokio::test]
 async fn a_session_served_without_touches_lives_while_used_and_expires_once_idle() {
+    if skipped_on_shared_cluster(
+        "a_session_served_without_touches_lives_while_used_and_expires_once_idle",
+    ) {
+        return;
+    }
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("holder-slide");
     // A lease of 2 s: the keeper renews every 2/3 s, and a request goes without a touch
@@ -121,6 +126,11 @@ async fn a_session_served_without_touches_lives_while_used_and_expires_once_idle
 
 #[tokio::test]
 async fn an_idle_worker_goes_away_its_lease_runs_out_and_the_next_request_restores_it() {
+    if skipped_on_shared_cluster(
+        "an_idle_worker_goes_away_its_lease_runs_out_and_the_next_request_restores_it",
+    ) {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("holder-idle");
     let settings = [

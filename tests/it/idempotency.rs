@@ -9,7 +9,7 @@ use crate::support::{
     http::{
         create_handle, initialize_2025, meta_2026, post_json, read_reply, tools_call_2026_params,
     },
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
     replica::Replica,
 };
 
@@ -90,6 +90,11 @@ async fn a_retried_call_is_applied_once_on_any_replica() {
 
 #[tokio::test]
 async fn an_unanswered_call_reports_an_unknown_outcome_and_its_retry_applies_once() {
+    if skipped_on_shared_cluster(
+        "an_unanswered_call_reports_an_unknown_outcome_and_its_retry_applies_once",
+    ) {
+        return;
+    }
     let redis = RedisServer::start().await;
     let replica = Replica::start(redis.url(), &unique_prefix("unknown-outcome"), &[]).await;
     let handle = create_handle(&reqwest::Client::new(), &replica.url()).await;
@@ -132,6 +137,9 @@ async fn an_unanswered_call_reports_an_unknown_outcome_and_its_retry_applies_onc
 /// `session.max_retry_bytes` in all, the oldest going first; the newest still replays.
 #[tokio::test]
 async fn a_sessions_retry_records_are_bounded_and_reads_keep_none() {
+    if skipped_on_shared_cluster("a_sessions_retry_records_are_bounded_and_reads_keep_none") {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("retry-records");
     let replica = Replica::start(

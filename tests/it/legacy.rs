@@ -34,7 +34,7 @@ use testkit::free_port;
 
 use crate::support::{
     http::{legacy_delete, legacy_get, legacy_post, legacy_session},
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
     replica::{Process, Replica},
     sse::EventReader,
     wait::{retry, wait_until, within},
@@ -294,6 +294,10 @@ async fn a_delete_on_another_replica_ends_the_session_everywhere() {
 
 #[tokio::test]
 async fn a_delete_evicts_a_stale_copy_on_another_replica_through_the_bus() {
+    if skipped_on_shared_cluster("a_delete_evicts_a_stale_copy_on_another_replica_through_the_bus")
+    {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-evict");
     // Leases long enough that no sweep runs within the test's wait.
@@ -336,6 +340,10 @@ async fn a_delete_evicts_a_stale_copy_on_another_replica_through_the_bus() {
 
 #[tokio::test]
 async fn the_worker_of_a_session_gone_from_redis_is_closed_within_a_sweep() {
+    if skipped_on_shared_cluster("the_worker_of_a_session_gone_from_redis_is_closed_within_a_sweep")
+    {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("legacy-sweep");
     let short = [("STATEFUL_MCP__SESSION__LEASE_SECS", "1")];
@@ -358,6 +366,9 @@ async fn the_worker_of_a_session_gone_from_redis_is_closed_within_a_sweep() {
 
 #[tokio::test]
 async fn a_delete_while_redis_is_down_is_503_and_the_session_lives_on() {
+    if skipped_on_shared_cluster("a_delete_while_redis_is_down_is_503_and_the_session_lives_on") {
+        return;
+    }
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("legacy-delete-outage");
     let a = Replica::start(redis.url(), &prefix, &[]).await;

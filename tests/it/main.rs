@@ -6,6 +6,7 @@ mod bus;
 mod cache;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod conformance;
 mod connections;
 mod cpu;

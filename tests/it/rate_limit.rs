@@ -9,7 +9,7 @@ use crate::{
     auth::{KeyDir, api_key_env, api_keys_file, as_refs},
     support::{
         http::{bearer_client, meta_2026, post_json},
-        redis_server::{RedisServer, unique_prefix},
+        redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
         replica::Replica,
     },
 };
@@ -97,6 +97,11 @@ async fn concurrent_requests_share_one_lease_renewal_and_spend_the_whole_burst()
 
 #[tokio::test]
 async fn requests_waiting_for_a_lease_renewal_fail_together_when_redis_is_frozen() {
+    if skipped_on_shared_cluster(
+        "requests_waiting_for_a_lease_renewal_fail_together_when_redis_is_frozen",
+    ) {
+        return;
+    }
     // A renewal that times out marks the bucket unreachable for a moment: the requests
     // that waited for it fail (closed) at once, rather than each waiting a command
     // timeout of its own in turn.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::{
     http::{legacy_get, legacy_post, legacy_session, prime_count_2026_with_progress},
-    redis_server::{RedisServer, unique_prefix},
+    redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
     replica::Replica,
     sse::{Event, EventReader},
     wait::wait_until,
@@ -137,6 +137,9 @@ async fn another_sessions_event_id_replays_nothing() {
 
 #[tokio::test]
 async fn delivered_calls_leave_their_streams_for_seconds_only() {
+    if skipped_on_shared_cluster("delivered_calls_leave_their_streams_for_seconds_only") {
+        return;
+    }
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("retention");
     let replica = Replica::start(

@@ -21,7 +21,7 @@ use crate::{
     auth::{KeyDir, api_key_env, api_keys_file, as_refs},
     support::{
         http::{bearer_client, meta_2026, post_json, read_reply, tools_call_2026_with_meta},
-        redis_server::{RedisServer, RedisServerExt, unique_prefix},
+        redis_server::{RedisServer, RedisServerExt, skipped_on_shared_cluster, unique_prefix},
         replica::{CONFORMANCE_BINARY, Process, Replica},
         wait::{retry, wait_until},
     },
@@ -177,6 +177,11 @@ async fn task_records_behave_the_same_on_memory_and_redis() {
 /// per task whose lease ran out.
 #[tokio::test]
 async fn the_sweep_asks_each_lease_bucket_once_and_fails_the_expired_tasks_of_all() {
+    if skipped_on_shared_cluster(
+        "the_sweep_asks_each_lease_bucket_once_and_fails_the_expired_tasks_of_all",
+    ) {
+        return;
+    }
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("task-buckets");
     let keys = Keys::new(&prefix);
@@ -551,6 +556,9 @@ async fn another_principal_gets_the_answer_an_unknown_task_gets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_fail_with_a_clear_error_while_redis_is_down() {
+    if skipped_on_shared_cluster("tasks_fail_with_a_clear_error_while_redis_is_down") {
+        return;
+    }
     let mut redis = RedisServer::start().await;
     let replica = Replica::start(redis.url(), &unique_prefix("tasks-outage"), &[]).await;
     let http = Client::new();

@@ -33,6 +33,11 @@ fn view(node: &EventStoreNode, session: &str) -> SessionEvents {
 
 #[tokio::test]
 async fn followers_on_many_sessions_resume_and_follow_with_one_reader_per_slot() {
+    if skipped_on_shared_cluster(
+        "followers_on_many_sessions_resume_and_follow_with_one_reader_per_slot",
+    ) {
+        return;
+    }
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-slots");
     let a = EventStoreNode::start_with(&server, &prefix, "replica-a", 4, per_slot);
@@ -124,6 +129,11 @@ async fn followers_on_many_sessions_resume_and_follow_with_one_reader_per_slot()
 
 #[tokio::test]
 async fn a_slot_reader_that_loses_its_connection_reconnects_and_the_others_keep_theirs() {
+    if skipped_on_shared_cluster(
+        "a_slot_reader_that_loses_its_connection_reconnects_and_the_others_keep_theirs",
+    ) {
+        return;
+    }
     let server = RedisServer::start().await;
     let prefix = unique_prefix("es-slot-lost");
     let a = EventStoreNode::start_with(&server, &prefix, "replica-a", 4, per_slot);
