@@ -6,7 +6,7 @@
 //! local JWKS document, with `iss`, `aud`, `exp` and `nbf` checked; the principal is
 //! `sub`). Both files are re-read when they change ([`Authenticator::reload`]). Tokens
 //! are read from the `Authorization: Bearer` header only and never passed on. A client
-//! address that keeps failing is refused for a while ([`failures`]).
+//! address that keeps failing is refused for a while ([`FailedAttempts`]).
 
 mod failures;
 
