@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use self::{
     backoff::Backoff,
-    cluster::{NodeAddr, SlotMasters, key_slot},
+    cluster::{NodeAddr, SlotMasters, crc16, key_slot},
     connection::PooledConnection,
 };
 use self::{connection::Manager, target::Target};

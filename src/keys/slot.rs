@@ -10,17 +10,7 @@ pub const SLOTS: u16 = 16384;
 /// The hash slot of `key`, as Redis Cluster computes it: only the part between the
 /// first `{` and the first `}` after it counts when that part is not empty.
 pub fn hash_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let hashed = bytes
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &bytes[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(bytes);
-    crc16(hashed) % SLOTS
+    crate::redis_pool::key_slot(key.as_bytes())
 }
 
 /// A tag (the text between braces) whose key is in `slot`: `w<n>` for the smallest
@@ -53,20 +43,7 @@ fn tags() -> &'static [u32] {
     })
 }
 
-/// CRC16-CCITT (XModem), the checksum Redis Cluster hashes keys with.
-pub(super) fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |mut crc, &byte| {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-        crc
-    })
-}
+pub(super) use crate::redis_pool::crc16;
 
 #[cfg(test)]
 mod tests {

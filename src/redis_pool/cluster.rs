@@ -161,8 +161,12 @@ pub fn key_slot(key: &[u8]) -> u16 {
             (close > 0).then(|| &rest[..close])
         })
         .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &byte in tag {
+    crc16(tag) % SLOTS
+}
+
+/// CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |mut crc, &byte| {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {
@@ -171,8 +175,8 @@ pub fn key_slot(key: &[u8]) -> u16 {
                 crc << 1
             };
         }
-    }
-    crc % SLOTS
+        crc
+    })
 }
 
 /// The cluster the pool reaches, and what the watcher last saw of its slot map.
