@@ -7,17 +7,24 @@
 //! cargo bench --bench mcp_load -- --secs 2 --rounds 1 redis-2026 anchor-2026
 //! cargo bench --bench mcp_load -- --replica-bin old=/tmp/old --replica-bin new=target/release/stateful-mcp
 //! cargo bench --bench mcp_load -- --url http://127.0.0.1:8080/mcp --era 2026 --pid replica=1234
+//! cargo bench --bench mcp_load -- --sessions 32 redis-2026 cluster-2026 cluster-2026-acks1
+//! cargo bench --bench mcp_load -- cluster-round-trips
 //! ```
 //!
 //! Three modes:
-//! - by default it starts everything itself on free loopback ports (a private
-//!   `redis-server`; per scenario the anchor, one replica, or three replicas behind nginx
+//! - by default it starts everything itself on free loopback ports (the Redis
+//!   deployments its scenarios use: one node, a primary with a replica, a three-shard
+//!   cluster; per scenario the anchor, one replica, or three replicas behind nginx
 //!   configured from `deploy/nginx.conf`) and stops it all on exit; the children also die
 //!   with the benchmark (`PR_SET_PDEATHSIG`);
 //! - with `--url` it loads servers someone else started (`scripts/topology`), reading the
-//!   CPU of the `--pid`s given and Redis's figures with `--redis-url`;
+//!   CPU of the `--pid`s given and Redis's figures from every `--redis-url`;
 //! - `anchor --port P` serves the anchor (the first mode starts it so, as its own
 //!   process, so its CPU can be read from `/proc`).
+//!
+//! Two scenarios run alone instead of a load: `session-memory` (Redis memory per idle
+//! session) and `cluster-round-trips` ([`round_trips`]: the commands each kind of call
+//! sends each shard of a cluster, read off `MONITOR` on every master).
 //!
 //! The load: `--sessions` × `--workers` for `--secs` after a 1 s warm-up; each worker a
 //! task with its own keep-alive connection, looping `counter` `increment` and checking
@@ -25,9 +32,9 @@
 //! of every measured process, and Redis's commands, script time, CPU and bytes per call.
 //!
 //! Layout: [`load`] runs the load and [`wire`] speaks it; [`measure`] reads `/proc` (the
-//! processes' [`cpu`]) and Redis; [`servers`] starts and stops the processes (on
-//! `testkit`'s process wrapper and `redis-server` launcher); [`anchor`] is the anchor;
-//! [`report`] prints and writes the results.
+//! processes' [`cpu`]) and Redis; [`stores`] keeps the Redis deployments and [`servers`]
+//! starts and stops the rest (on `testkit`'s process wrapper, `redis-server` launcher and
+//! cluster); [`anchor`] is the anchor; [`report`] prints and writes the results.
 
 #[path = "mcp_load/anchor.rs"]
 mod anchor;
@@ -39,8 +46,12 @@ mod load;
 mod measure;
 #[path = "mcp_load/report.rs"]
 mod report;
+#[path = "mcp_load/round_trips.rs"]
+mod round_trips;
 #[path = "mcp_load/servers.rs"]
 mod servers;
+#[path = "mcp_load/stores.rs"]
+mod stores;
 #[path = "mcp_load/wire.rs"]
 mod wire;
 
@@ -51,17 +62,24 @@ use load::LoadSpec;
 use measure::Meter;
 use report::{Report, Row};
 use servers::{Backend, Fleet, Replicas, Server};
+use stores::{Deployment, Store, Stores};
 use wire::{Endpoint, Era};
 
 const USAGE: &str = "\
 usage: cargo bench --bench mcp_load -- [OPTIONS] [SCENARIO...]
-       cargo bench --bench mcp_load -- --url URL [--url URL...] --era 2026|2025 [--pid NAME=PID...] [--redis-url URL] [OPTIONS]
+       cargo bench --bench mcp_load -- --url URL [--url URL...] --era 2026|2025 [--pid NAME=PID...] [--redis-url URL...] [OPTIONS]
        cargo bench --bench mcp_load -- anchor --port PORT
 
 scenarios (default: all, in this order): anchor-2026 anchor-2025 redis-2026 redis-2025
-  redis-2025-noevents memory-2026 memory-2025 nginx-2026
+  redis-2025-noevents memory-2026 memory-2025 nginx-2026 redis-2026-replica
+  redis-2026-acks1 cluster-2026 cluster-2026-acks1 cluster-2025
+  (redis-*: one Redis node; -replica: a primary with one replica; cluster-*: three
+  masters with one replica each; -acks1: redis.replica_acks = 1)
   session-memory (alone): Redis memory per idle 2026-07-28 session, over --sessions
   (default 100000) sessions opened by --workers clients
+  cluster-round-trips (alone): the commands a session_create, a 2026-07-28 call and a
+  2025-era call send each master of the cluster (MONITOR), over --calls calls each,
+  with replica_acks 0 and 1
 
 options:
   --sessions S          sessions (handles, or 2025-era transport sessions); default 1
@@ -71,22 +89,23 @@ options:
   --driver-threads T    threads of the load driver's runtime; default 1
   --json FILE           also write every row (and the ratios) as JSON lines
   --replica-bin [NAME=]PATH  the replica binary to measure (default: this build's
-                        release binary); twice to compare two builds, interleaved";
+                        release binary); twice to compare two builds, interleaved
+  --calls N             calls of each kind cluster-round-trips counts; default 300
+  --redis-url URL       with --url: a Redis master to read (once per shard of a cluster)";
 
 /// The warm-up before each measured window, whose calls are not counted.
 const WARMUP: Duration = Duration::from_secs(1);
 
+/// One Redis node, acknowledged without waiting for replicas.
+const NODE: Backend = redis(Deployment::Node, 0);
+
 /// Every scenario: its name, era and server.
-const SCENARIOS: [(&str, Era, Server); 8] = [
+const SCENARIOS: [(&str, Era, Server); 13] = [
     ("anchor-2026", Era::V2026, Server::Anchor),
     ("anchor-2025", Era::V2025, Server::Anchor),
-    ("redis-2026", Era::V2026, replicas(1, Backend::Redis, true)),
-    ("redis-2025", Era::V2025, replicas(1, Backend::Redis, true)),
-    (
-        "redis-2025-noevents",
-        Era::V2025,
-        replicas(1, Backend::Redis, false),
-    ),
+    ("redis-2026", Era::V2026, replicas(1, NODE, true)),
+    ("redis-2025", Era::V2025, replicas(1, NODE, true)),
+    ("redis-2025-noevents", Era::V2025, replicas(1, NODE, false)),
     (
         "memory-2026",
         Era::V2026,
@@ -97,8 +116,39 @@ const SCENARIOS: [(&str, Era, Server); 8] = [
         Era::V2025,
         replicas(1, Backend::Memory, true),
     ),
-    ("nginx-2026", Era::V2026, replicas(3, Backend::Redis, true)),
+    ("nginx-2026", Era::V2026, replicas(3, NODE, true)),
+    // Against the one node: what a replica of Redis costs its primary, then what
+    // waiting for it costs the call.
+    (
+        "redis-2026-replica",
+        Era::V2026,
+        replicas(1, redis(Deployment::Pair, 0), true),
+    ),
+    (
+        "redis-2026-acks1",
+        Era::V2026,
+        replicas(1, redis(Deployment::Pair, 1), true),
+    ),
+    (
+        "cluster-2026",
+        Era::V2026,
+        replicas(1, redis(Deployment::Cluster, 0), true),
+    ),
+    (
+        "cluster-2026-acks1",
+        Era::V2026,
+        replicas(1, redis(Deployment::Cluster, 1), true),
+    ),
+    (
+        "cluster-2025",
+        Era::V2025,
+        replicas(1, redis(Deployment::Cluster, 0), true),
+    ),
 ];
+
+const fn redis(deployment: Deployment, acks: u32) -> Backend {
+    Backend::Redis { deployment, acks }
+}
 
 const fn replicas(count: usize, backend: Backend, events: bool) -> Server {
     Server::Replicas(Replicas {
@@ -121,8 +171,9 @@ struct Options {
     urls: Vec<String>,
     era: Option<Era>,
     pids: Vec<(String, u32)>,
-    redis_url: Option<String>,
+    redis_urls: Vec<String>,
     anchor_port: Option<u16>,
+    calls: usize,
 }
 
 impl Options {
@@ -139,8 +190,9 @@ impl Options {
             urls: Vec::new(),
             era: None,
             pids: Vec::new(),
-            redis_url: None,
+            redis_urls: Vec::new(),
             anchor_port: None,
+            calls: 300,
         };
         let mut args = args.into_iter();
         let mut anchor = false;
@@ -182,13 +234,14 @@ impl Options {
                     o.pids
                         .push((name.to_owned(), number("--pid", pid.to_owned())?));
                 }
-                "--redis-url" => o.redis_url = Some(value("--redis-url")?),
+                "--redis-url" => o.redis_urls.push(value("--redis-url")?),
+                "--calls" => o.calls = number("--calls", value("--calls")?)?,
                 "--port" if anchor => o.anchor_port = Some(number("--port", value("--port")?)?),
                 "anchor" if o.scenarios.is_empty() => anchor = true,
                 "-h" | "--help" => return Err(String::new()),
                 other if other.starts_with('-') => return Err(format!("unknown option {other}")),
                 name => {
-                    if name != "session-memory" && !SCENARIOS.iter().any(|(n, _, _)| *n == name) {
+                    if !ALONE.contains(&name) && !SCENARIOS.iter().any(|(n, _, _)| *n == name) {
                         return Err(format!("unknown scenario {name}"));
                     }
                     o.scenarios.push(name.to_owned());
@@ -201,8 +254,14 @@ impl Options {
         if !o.urls.is_empty() && o.era.is_none() {
             return Err("--url needs --era 2026|2025".into());
         }
-        if o.workers == 0 || o.rounds == 0 || o.driver_threads == 0 || o.secs <= 0.0 {
-            return Err("--workers, --rounds, --driver-threads and --secs must be positive".into());
+        if o.workers == 0 || o.rounds == 0 || o.driver_threads == 0 || o.secs <= 0.0 || o.calls == 0
+        {
+            return Err(
+                "--workers, --rounds, --driver-threads, --secs and --calls must be positive".into(),
+            );
+        }
+        if o.scenarios.len() > 1 && o.scenarios.iter().any(|s| ALONE.contains(&s.as_str())) {
+            return Err(format!("{} run alone", ALONE.join(" and ")));
         }
         Ok(o)
     }
@@ -306,6 +365,9 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// The scenarios that run alone, instead of a load.
+const ALONE: [&str; 2] = ["session-memory", "cluster-round-trips"];
+
 /// Sessions the `session-memory` scenario opens (`--sessions` overrides).
 const MEMORY_SESSIONS: usize = 100_000;
 
@@ -320,18 +382,19 @@ async fn session_memory(options: &Options) {
         MEMORY_SESSIONS
     };
     let era = options.era.unwrap_or(Era::V2026);
-    let redis = servers::start_redis().await;
+    let mut stores = Stores::default();
+    let store = stores.prepare(Deployment::Node).await;
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_stateful-mcp"));
     let replicas = Replicas {
         count: 1,
-        backend: Backend::Redis,
+        backend: NODE,
         events: true,
     };
-    let running = fleet.replicas(replicas, &binary, &redis).await;
+    let running = fleet.replicas(replicas, &binary, Some(&store)).await;
     let endpoint = Endpoint::parse(&running.urls[0]).expect("the replica's URL");
-    let client = redis::Client::open(redis.url()).expect("the Redis URL");
+    let client = redis::Client::open(store.masters[0].as_str()).expect("the Redis URL");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -388,6 +451,10 @@ async fn orchestrate(options: &Options) {
         session_memory(options).await;
         return;
     }
+    if options.scenarios.iter().any(|s| s == "cluster-round-trips") {
+        round_trips::run(options.calls, options.json.as_deref()).await;
+        return;
+    }
     let scenarios: Vec<_> = SCENARIOS
         .iter()
         .filter(|(name, _, _)| {
@@ -409,10 +476,18 @@ async fn orchestrate(options: &Options) {
             path.display()
         );
     }
-    let redis = servers::start_redis().await;
+    let mut stores = Stores::default();
     let mut fleet = Fleet::new();
     wire::set_bearer(&fleet.api_key);
-    let roles = ["replicas", "anchor", "redis", "nginx", "driver"].map(str::to_owned);
+    let roles = [
+        "replicas",
+        "anchor",
+        "redis",
+        "redis-rep",
+        "nginx",
+        "driver",
+    ]
+    .map(str::to_owned);
     let mut report = Report::new(roles.to_vec(), options.json.as_deref());
     for round in 1..=options.rounds {
         for &&(scenario, era, server) in &scenarios {
@@ -421,18 +496,23 @@ async fn orchestrate(options: &Options) {
                 Server::Replicas(_) => builds.iter().map(Some).collect(),
             };
             for build in runs {
-                // So no scenario pays for another's keys expiring.
-                redis.flush_all().await;
-                let (running, uses_redis) = match (server, build) {
-                    (Server::Replicas(replicas), Some((_, binary))) => (
-                        fleet.replicas(replicas, binary, &redis).await,
-                        replicas.backend == Backend::Redis,
-                    ),
-                    _ => (fleet.anchor().await, false),
+                let (running, store) = match (server, build) {
+                    (Server::Replicas(replicas), Some((_, binary))) => {
+                        let store: Option<Store> = match replicas.backend.deployment() {
+                            Some(deployment) => Some(stores.prepare(deployment).await),
+                            None => None,
+                        };
+                        (
+                            fleet.replicas(replicas, binary, store.as_ref()).await,
+                            store,
+                        )
+                    }
+                    _ => (fleet.anchor().await, None),
                 };
                 let mut measured = running.measured.clone();
                 measured.add("driver", std::process::id());
-                let mut meter = Meter::new(measured, uses_redis.then_some(redis.url())).await;
+                let masters = store.map(|s| s.masters).unwrap_or_default();
+                let mut meter = Meter::new(measured, &masters).await;
                 let outcome = load::run(&options.spec(&running.urls, era), &mut meter).await;
                 drop(running);
                 match outcome {
@@ -455,11 +535,11 @@ async fn orchestrate(options: &Options) {
 async fn external(options: &Options) {
     let era = options.era.expect("checked by Options::parse");
     let mut pids = options.pids.clone();
-    // The Redis named by --redis-url runs here (loopback): measure its process too.
-    if let Some(url) = &options.redis_url
-        && !pids.iter().any(|(name, _)| name == "redis")
-    {
-        pids.push(("redis".to_owned(), measure::redis_pid(url).await));
+    // The Redis masters named by --redis-url run here (loopback): measure them too.
+    if !pids.iter().any(|(name, _)| name == "redis") {
+        for url in &options.redis_urls {
+            pids.push(("redis".to_owned(), measure::redis_pid(url).await));
+        }
     }
     let mut measured = Measured::default();
     for (name, pid) in &pids {
@@ -476,7 +556,7 @@ async fn external(options: &Options) {
     let mut report = Report::new(roles, options.json.as_deref());
     let scenario = format!("external-{}", era.label());
     for round in 1..=options.rounds {
-        let mut meter = Meter::new(measured.clone(), options.redis_url.as_deref()).await;
+        let mut meter = Meter::new(measured.clone(), &options.redis_urls).await;
         match load::run(&options.spec(&options.urls, era), &mut meter).await {
             Ok(outcome) => report.add(options.row(round, &scenario, None, era, outcome)),
             Err(e) => eprintln!("{scenario}: {e}"),

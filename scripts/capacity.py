@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Past one machine: how far one Redis node carries stateful-mcp, on paper and by a
-small simulation, from per-call costs the load benchmark measured.
+"""Past one machine: how far one Redis node, or a Redis Cluster, carries stateful-mcp,
+on paper and by a small simulation, from per-call costs the load benchmark measured.
 
     scripts/capacity.py                       # the figures recorded in BENCHMARKS.md
     scripts/capacity.py --json /tmp/load.jsonl  # costs from `cargo bench --bench mcp_load -- --json F`
@@ -15,6 +15,14 @@ round trips, half after) and its Redis CPU on Redis's one command thread (split 
 over its round trips, served in arrival order), and reports calls/s and p99 as replicas
 are added, so the knee where Redis saturates is visible. Service times are exponential
 around the measured means; the run is seeded and bounded (--calls per point).
+
+Cluster rows (`cluster-*` scenarios, Redis figures summed over the masters with each
+master's share in `shards`) say what the shards carry: a call's Redis work lands on its
+session's shard, so the cluster saturates when its busiest master does, at 1e6 / (that
+master's CPU µs per call of the whole load) calls/s. Printed with the spread measured
+(a few sessions, so uneven by chance) and spread evenly (many sessions), against the
+one-node row of the same call (`redis-*`); the simulation runs each cluster row on as
+many Redis threads as it has shards, calls spread evenly.
 
 Standard library only. The costs measured on one 2-vCPU VM with the load driver on the
 same cores include loopback syscalls on both ends; a dedicated Redis host with its own
@@ -38,15 +46,15 @@ DEFAULTS = {
 
 
 def load_json(path, build):
-    """Mean costs per `redis-*` scenario of replica build `build` from the benchmark's
-    JSON lines."""
+    """Mean costs per `redis-*` and `cluster-*` scenario of replica build `build` from
+    the benchmark's JSON lines."""
     sums = {}
     with open(path) as f:
         for line in f:
             row = json.loads(line)
             name = row.get("scenario", "")
             redis = row.get("redis")
-            if row.get("kind") != "row" or not name.startswith("redis-") or not redis:
+            if row.get("kind") != "row" or not name.startswith(("redis-", "cluster-")) or not redis:
                 continue
             if row.get("build") != build:
                 continue
@@ -62,11 +70,21 @@ def load_json(path, build):
             acc["round_trips"] += per_call.get("evalsha", 0.0) + per_call.get("eval", 0.0)
             acc["bytes_in"] += redis.get("net_in_bytes_per_call", 0.0)
             acc["bytes_out"] += redis.get("net_out_bytes_per_call", 0.0)
+            shards = [s.get("cpu_us_per_call", 0.0) for s in redis.get("shards", [])]
+            if shards:
+                # Each master's CPU per call, by its index (the same masters all run);
+                # the busiest per row, since which master that is changes by chance.
+                acc.setdefault("shards", [0.0] * len(shards))
+                acc["shards"] = [a + b for a, b in zip(acc["shards"], shards)]
+                acc["busiest_us"] = acc.get("busiest_us", 0.0) + max(shards)
     costs = {}
     for name, acc in sums.items():
         n = acc.pop("n")
+        shards = acc.pop("shards", None)
         costs[name] = {k: v / n for k, v in acc.items()}
         costs[name]["round_trips"] = max(1, round(costs[name]["round_trips"]))
+        if shards:
+            costs[name]["shards"] = [v / n for v in shards]
     return costs
 
 
@@ -80,6 +98,29 @@ def paper(costs, replica_cores, redis_cores):
         print(f"{name:<22} {c['round_trips']:>3.0f} {c['commands']:>5.1f} "
               f"{c['bytes_in']:>5.0f}/{c['bytes_out']:<4.0f} {c['redis_us']:>9.1f} "
               f"{per_redis_core:>19,.0f} {per_replica_core:>21,.0f} {replicas:>21.1f}")
+
+
+def cluster(costs, replica_cores):
+    """What the cluster rows' shards carry, against the one-node row of the same call."""
+    rows = {name: c for name, c in costs.items() if c.get("shards")}
+    if not rows:
+        return
+    print(f"\n# Cluster: the shards saturate with their busiest master\n")
+    print(f"{'call':<20} {'shards':>6} {'Redis µs':>9} {'per master µs':>20} "
+          f"{'carried, measured':>18} {'carried, even':>14} {'one node':>9} {'× node':>7} "
+          f"{'2-core replicas':>16}")
+    for name, c in rows.items():
+        shards = c["shards"]
+        measured = 1e6 / c["busiest_us"]
+        even = len(shards) * 1e6 / c["redis_us"]
+        node = costs.get(name.replace("cluster-", "redis-", 1))
+        one = 1e6 / node["redis_us"] if node else None
+        replicas = even / (replica_cores * 1e6 / c["replica_us"])
+        per_master = " / ".join(f"{v:.1f}" for v in shards)
+        print(f"{name:<20} {len(shards):>6} {c['redis_us']:>9.1f} {per_master:>20} "
+              f"{measured:>18,.0f} {even:>14,.0f} "
+              f"{(f'{one:,.0f}' if one else '-'):>9} {(f'{even / one:.2f}' if one else '-'):>7} "
+              f"{replicas:>16.1f}")
 
 
 def simulate(c, replicas, replica_cores, redis_cores, clients_per_replica, calls, seed):
@@ -148,14 +189,16 @@ def main():
         sys.exit("capacity: no redis-* rows in the JSON lines")
     print(f"# Paper: {args.replica_cores} cores per replica, {args.redis_cores} Redis core(s)\n")
     paper(costs, args.replica_cores, args.redis_cores)
+    cluster(costs, args.replica_cores)
     print(f"\n# Simulation: {args.clients} clients per replica, "
-          f"{args.redis_cores} Redis command thread(s)\n")
+          f"{args.redis_cores} Redis command thread(s), a cluster row's shards each\n")
     for name, c in costs.items():
-        print(f"{name}:")
+        threads = len(c["shards"]) if c.get("shards") else args.redis_cores
+        print(f"{name} ({threads} Redis thread(s)):")
         for n in range(1, args.max_replicas + 1):
-            rate, p99 = simulate(c, n, args.replica_cores, args.redis_cores, args.clients,
+            rate, p99 = simulate(c, n, args.replica_cores, threads, args.clients,
                                  args.calls, args.seed)
-            util = rate * c["redis_us"] / 1e6 / args.redis_cores
+            util = rate * c["redis_us"] / 1e6 / threads
             print(f"  {n} replica(s): {rate:>9,.0f} calls/s  p99 {p99:6.2f} ms  Redis busy {util:4.0%}")
 
 

@@ -1,6 +1,7 @@
 //! What one measured window cost: CPU seconds of the measured processes (from `/proc`)
-//! and Redis's own figures (`INFO commandstats`, `cpu`, `stats`), read at both ends of
-//! the window and turned into costs per call.
+//! and Redis's own figures (`INFO commandstats`, `cpu`, `stats`) of every master (the
+//! one node, or each shard of a cluster), read at both ends of the window and turned
+//! into costs per call: summed over the masters, and per shard.
 
 use std::collections::BTreeMap;
 
@@ -23,10 +24,12 @@ pub struct RedisCounters {
 /// Everything read at one end of the window.
 pub struct Reading {
     cpu: Vec<(String, BTreeMap<u32, f64>)>,
-    redis: Option<RedisCounters>,
+    /// Per master, in the order the meter was given them.
+    redis: Vec<RedisCounters>,
 }
 
-/// Redis's cost per call over a window.
+/// Redis's cost per call over a window: summed over every master, and (with more
+/// than one) per master in `shards`.
 #[derive(Debug, Clone, Default)]
 pub struct RedisPerCall {
     /// Commands per call by name (`INFO` itself left out), largest first.
@@ -38,6 +41,9 @@ pub struct RedisPerCall {
     /// Bytes received and sent per call.
     pub net_in: f64,
     pub net_out: f64,
+    /// Each master's share of these figures (still per call of the whole load), when
+    /// there are several: a cluster's shards.
+    pub shards: Vec<RedisPerCall>,
 }
 
 /// The cost per call of a window.
@@ -52,38 +58,39 @@ pub struct Costs {
 /// Reads the measured processes and Redis.
 pub struct Meter {
     procs: Measured,
-    redis: Option<MultiplexedConnection>,
+    /// A connection to each master.
+    redis: Vec<MultiplexedConnection>,
 }
 
 /// The script commands whose time per execution is reported.
 const SCRIPT_COMMANDS: &[&str] = &["evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"];
 
 impl Meter {
-    /// Measures `procs` and, with a URL, the Redis at `redis_url`.
+    /// Measures `procs` and every Redis master at `redis_urls` (none: no Redis).
     ///
     /// # Panics
-    /// When Redis cannot be reached.
-    pub async fn new(procs: Measured, redis_url: Option<&str>) -> Self {
-        let redis = match redis_url {
-            Some(url) => Some(
-                redis::Client::open(url)
+    /// When a master cannot be reached.
+    pub async fn new(procs: Measured, redis_urls: &[String]) -> Self {
+        let mut redis = Vec::with_capacity(redis_urls.len());
+        for url in redis_urls {
+            redis.push(
+                redis::Client::open(url.as_str())
                     .expect("a Redis URL")
                     .get_multiplexed_async_connection()
                     .await
                     .unwrap_or_else(|e| panic!("connect to {url}: {e}")),
-            ),
-            None => None,
-        };
+            );
+        }
         Self { procs, redis }
     }
 
     /// Reads every counter now.
     pub async fn read(&mut self) -> Reading {
         let cpu = self.procs.read();
-        let redis = match &mut self.redis {
-            Some(conn) => Some(redis_counters(conn).await),
-            None => None,
-        };
+        let mut redis = Vec::with_capacity(self.redis.len());
+        for conn in &mut self.redis {
+            redis.push(redis_counters(conn).await);
+        }
         Reading { cpu, redis }
     }
 
@@ -94,35 +101,81 @@ impl Meter {
             .into_iter()
             .map(|(role, secs)| (role, per_call(secs * 1e6)))
             .collect();
-        let redis = match (&before.redis, &after.redis) {
-            (Some(b), Some(a)) => {
-                let mut commands = Vec::new();
-                let mut script_usec = Vec::new();
-                for (name, &(calls_after, usec_after)) in &a.commands {
-                    let (calls_before, usec_before) =
-                        b.commands.get(name).copied().unwrap_or_default();
-                    let n = calls_after.saturating_sub(calls_before);
-                    if n == 0 || name == "info" {
-                        continue;
-                    }
-                    commands.push((name.clone(), per_call(n as f64)));
-                    if SCRIPT_COMMANDS.contains(&name.as_str()) {
-                        let usec = usec_after.saturating_sub(usec_before);
-                        script_usec.push((name.clone(), usec as f64 / n as f64));
-                    }
+        let shards: Vec<RedisPerCall> = before
+            .redis
+            .iter()
+            .zip(&after.redis)
+            .map(|(b, a)| RedisPerCall::between(b, a, calls))
+            .collect();
+        let redis = match shards.len() {
+            0 => None,
+            1 => shards.into_iter().next(),
+            _ => {
+                let mut sum = RedisCounters::default();
+                let mut sum_before = RedisCounters::default();
+                for (b, a) in before.redis.iter().zip(&after.redis) {
+                    sum_before.add(b);
+                    sum.add(a);
                 }
-                commands.sort_by(|x, y| y.1.total_cmp(&x.1));
                 Some(RedisPerCall {
-                    commands,
-                    script_usec,
-                    cpu_us: per_call((a.cpu_secs - b.cpu_secs) * 1e6),
-                    net_in: per_call(a.net_in.saturating_sub(b.net_in) as f64),
-                    net_out: per_call(a.net_out.saturating_sub(b.net_out) as f64),
+                    shards,
+                    ..RedisPerCall::between(&sum_before, &sum, calls)
                 })
             }
-            _ => None,
         };
         Costs { cpu_us, redis }
+    }
+}
+
+impl RedisCounters {
+    /// Adds `other`'s counters to these (a cluster's masters summed).
+    fn add(&mut self, other: &RedisCounters) {
+        for (name, &(calls, usec)) in &other.commands {
+            let entry = self.commands.entry(name.clone()).or_default();
+            entry.0 += calls;
+            entry.1 += usec;
+        }
+        self.cpu_secs += other.cpu_secs;
+        self.net_in += other.net_in;
+        self.net_out += other.net_out;
+    }
+}
+
+impl RedisPerCall {
+    /// What one node did between readings `b` and `a`, per each of `calls` calls.
+    fn between(b: &RedisCounters, a: &RedisCounters, calls: u64) -> Self {
+        let per_call = |x: f64| if calls == 0 { 0.0 } else { x / calls as f64 };
+        let mut commands = Vec::new();
+        let mut script_usec = Vec::new();
+        for (name, &(calls_after, usec_after)) in &a.commands {
+            let (calls_before, usec_before) = b.commands.get(name).copied().unwrap_or_default();
+            let n = calls_after.saturating_sub(calls_before);
+            if n == 0 || name == "info" {
+                continue;
+            }
+            commands.push((name.clone(), per_call(n as f64)));
+            if SCRIPT_COMMANDS.contains(&name.as_str()) {
+                let usec = usec_after.saturating_sub(usec_before);
+                script_usec.push((name.clone(), usec as f64 / n as f64));
+            }
+        }
+        commands.sort_by(|x, y| y.1.total_cmp(&x.1));
+        Self {
+            commands,
+            script_usec,
+            cpu_us: per_call((a.cpu_secs - b.cpu_secs) * 1e6),
+            net_in: per_call(a.net_in.saturating_sub(b.net_in) as f64),
+            net_out: per_call(a.net_out.saturating_sub(b.net_out) as f64),
+            shards: Vec::new(),
+        }
+    }
+
+    /// Commands per call of `name` (lower case, as `INFO commandstats` names them).
+    pub fn per_call(&self, name: &str) -> f64 {
+        self.commands
+            .iter()
+            .find(|(c, _)| c == name)
+            .map_or(0.0, |(_, n)| *n)
     }
 }
 

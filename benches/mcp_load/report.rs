@@ -5,7 +5,7 @@ use std::{fmt::Write as _, io::Write as _};
 
 use serde_json::{Map, Value, json};
 
-use crate::{load::Outcome, wire::Era};
+use crate::{load::Outcome, measure::RedisPerCall, wire::Era};
 
 /// One scenario run.
 pub struct Row {
@@ -64,23 +64,11 @@ impl Row {
             .map(|(role, v)| (role.clone(), json!(round2(*v))))
             .collect();
         let redis = o.costs.redis.as_ref().map(|r| {
-            let commands: Map<String, Value> = r
-                .commands
-                .iter()
-                .map(|(c, v)| (c.clone(), json!(round2(*v))))
-                .collect();
-            let scripts: Map<String, Value> = r
-                .script_usec
-                .iter()
-                .map(|(c, v)| (c.clone(), json!(round2(*v))))
-                .collect();
-            json!({
-                "commands_per_call": commands,
-                "script_usec_per_call": scripts,
-                "cpu_us_per_call": round2(r.cpu_us),
-                "net_in_bytes_per_call": r.net_in.round(),
-                "net_out_bytes_per_call": r.net_out.round(),
-            })
+            let mut value = redis_json(r);
+            if !r.shards.is_empty() {
+                value["shards"] = r.shards.iter().map(redis_json).collect();
+            }
+            value
         });
         json!({
             "kind": "row",
@@ -108,6 +96,27 @@ impl Row {
             "loadavg_1m": self.loadavg,
         })
     }
+}
+
+/// Redis's figures per call as JSON (a cluster's `shards` are added by the caller).
+fn redis_json(r: &RedisPerCall) -> Value {
+    let commands: Map<String, Value> = r
+        .commands
+        .iter()
+        .map(|(c, v)| (c.clone(), json!(round2(*v))))
+        .collect();
+    let scripts: Map<String, Value> = r
+        .script_usec
+        .iter()
+        .map(|(c, v)| (c.clone(), json!(round2(*v))))
+        .collect();
+    json!({
+        "commands_per_call": commands,
+        "script_usec_per_call": scripts,
+        "cpu_us_per_call": round2(r.cpu_us),
+        "net_in_bytes_per_call": r.net_in.round(),
+        "net_out_bytes_per_call": r.net_out.round(),
+    })
 }
 
 fn round2(x: f64) -> f64 {
@@ -211,6 +220,17 @@ impl Report {
                 r.net_in,
                 r.net_out
             );
+            if !r.shards.is_empty() {
+                let each = |f: &dyn Fn(&RedisPerCall) -> String| {
+                    r.shards.iter().map(f).collect::<Vec<_>>().join(" / ")
+                };
+                println!(
+                    "      per master: Redis CPU {} µs; evalsha {}; commands {}",
+                    each(&|m| format!("{:.1}", m.cpu_us)),
+                    each(&|m| format!("{:.2}", m.per_call("evalsha"))),
+                    each(&|m| format!("{:.2}", m.commands.iter().map(|(_, n)| n).sum::<f64>())),
+                );
+            }
         }
         if let Some(e) = &o.first_error {
             println!("      first error: {e}");
@@ -225,8 +245,10 @@ impl Report {
         self.rows.push(row);
     }
 
-    /// Prints the ratios against the anchor, per round and over all rounds (means of
-    /// the rounds' figures), for every replica build; writes them as JSON lines too.
+    /// Prints the ratios against the anchor, and between the Redis deployments (calls/s,
+    /// Redis CPU and p99 of one node, a primary with a replica, a cluster; with and
+    /// without `replica_acks`), per round and over all rounds (means of the rounds'
+    /// figures), for every replica build; writes them as JSON lines too.
     pub fn ratios(&mut self) {
         let rounds: Vec<usize> = {
             let mut r: Vec<usize> = self.rows.iter().map(|r| r.round).collect();
@@ -261,7 +283,7 @@ impl Report {
         let speed = |r: &Row| Some(r.outcome.calls_per_sec());
         type Ratio<'a> = (&'a str, &'a str, &'a str, bool);
         // (label, numerator scenario, denominator scenario, whether both are replicas)
-        let ratios: [Ratio; 3] = [
+        let ratios: [Ratio; 6] = [
             (
                 "redis-2026 / anchor-2026 calls/s",
                 "redis-2026",
@@ -279,6 +301,112 @@ impl Report {
                 "nginx-2026",
                 "redis-2026",
                 true,
+            ),
+            (
+                "cluster-2026 / redis-2026 calls/s",
+                "cluster-2026",
+                "redis-2026",
+                true,
+            ),
+            (
+                "cluster-2026 / redis-2026-replica calls/s",
+                "cluster-2026",
+                "redis-2026-replica",
+                true,
+            ),
+            (
+                "cluster-2025 / redis-2025 calls/s",
+                "cluster-2025",
+                "redis-2025",
+                true,
+            ),
+        ];
+        let redis_cpu = |r: &Row| Some(r.outcome.costs.redis.as_ref()?.cpu_us);
+        let p99_ms = |r: &Row| Some(r.outcome.quantile(0.99).as_secs_f64() * 1e3);
+        // What one node, or the cluster's busiest master, spends per call of the
+        // whole load: the master that saturates first.
+        let busiest = |r: &Row| {
+            let redis = r.outcome.costs.redis.as_ref()?;
+            Some(if redis.shards.is_empty() {
+                redis.cpu_us
+            } else {
+                redis.shards.iter().map(|s| s.cpu_us).fold(0.0, f64::max)
+            })
+        };
+        type Metric<'a> = &'a dyn Fn(&Row) -> Option<f64>;
+        // (label, scenario a, scenario b, figure, a / b (else a − b), digits)
+        let between: [(&str, &str, &str, Metric, bool, usize); 9] = [
+            (
+                "redis-2026-replica − redis-2026 Redis CPU µs/call",
+                "redis-2026-replica",
+                "redis-2026",
+                &redis_cpu,
+                false,
+                1,
+            ),
+            (
+                "redis-2026-acks1 − redis-2026-replica Redis CPU µs/call",
+                "redis-2026-acks1",
+                "redis-2026-replica",
+                &redis_cpu,
+                false,
+                1,
+            ),
+            (
+                "redis-2026-acks1 − redis-2026-replica p99 ms",
+                "redis-2026-acks1",
+                "redis-2026-replica",
+                &p99_ms,
+                false,
+                2,
+            ),
+            (
+                "cluster-2026 / redis-2026-replica Redis CPU per call",
+                "cluster-2026",
+                "redis-2026-replica",
+                &redis_cpu,
+                true,
+                3,
+            ),
+            (
+                "redis-2026 / cluster-2026 busiest master CPU per call",
+                "redis-2026",
+                "cluster-2026",
+                &busiest,
+                true,
+                3,
+            ),
+            (
+                "cluster-2026-acks1 − cluster-2026 Redis CPU µs/call",
+                "cluster-2026-acks1",
+                "cluster-2026",
+                &redis_cpu,
+                false,
+                1,
+            ),
+            (
+                "cluster-2026-acks1 − cluster-2026 p99 ms",
+                "cluster-2026-acks1",
+                "cluster-2026",
+                &p99_ms,
+                false,
+                2,
+            ),
+            (
+                "cluster-2026-acks1 / cluster-2026 calls/s",
+                "cluster-2026-acks1",
+                "cluster-2026",
+                &speed,
+                true,
+                3,
+            ),
+            (
+                "cluster-2025 / redis-2025 Redis CPU per call",
+                "cluster-2025",
+                "redis-2025",
+                &redis_cpu,
+                true,
+                3,
             ),
         ];
         let mut columns: Vec<(String, Vec<usize>)> = rounds
@@ -312,18 +440,29 @@ impl Report {
                 values,
                 1,
             ));
+            for (label, a, b, metric, ratio, digits) in between {
+                let values: Vec<Option<f64>> = columns
+                    .iter()
+                    .map(|(_, rs)| {
+                        let a = mean(rs, a, Some(build), metric)?;
+                        let b = mean(rs, b, Some(build), metric)?;
+                        Some(if ratio { a / b } else { a - b })
+                    })
+                    .collect();
+                lines.push((format!("{label} [{build}]"), values, digits));
+            }
         }
         lines.retain(|(_, values, _)| values.iter().any(Option::is_some));
         if lines.is_empty() {
             return;
         }
-        let mut header = format!("\n{:<48}", "ratio");
+        let mut header = format!("\n{:<64}", "ratio");
         for (name, _) in &columns {
             let _ = write!(header, " {name:>9}");
         }
         println!("{header}");
         for (label, values, digits) in &lines {
-            let mut line = format!("{label:<48}");
+            let mut line = format!("{label:<64}");
             for v in values {
                 match v {
                     Some(v) => {

@@ -1,7 +1,7 @@
-//! The servers a scenario loads, started as processes on free loopback ports: a private
-//! `redis-server` for the whole run, and per scenario the anchor, one replica (the
-//! release binary or another build), or three replicas behind nginx configured from
-//! `deploy/nginx.conf` as `scripts/topology` does.
+//! The servers a scenario loads, started as processes on free loopback ports: per
+//! scenario the anchor, one replica (the release binary or another build), or three
+//! replicas behind nginx configured from `deploy/nginx.conf` as `scripts/topology` does,
+//! on the Redis deployment [`stores`](crate::stores) keeps for the run.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,11 +13,13 @@ use base64::Engine as _;
 use testkit::{
     free_port,
     process::{Child, Stop},
-    redis_server::RedisServer,
     temp_dir::TempDir,
 };
 
-use crate::cpu::Measured;
+use crate::{
+    cpu::Measured,
+    stores::{Deployment, Store},
+};
 
 /// What serves a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +42,23 @@ pub struct Replicas {
 /// A replica's store backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    Redis,
+    /// Redis: which deployment, and `redis.replica_acks` (how many replicas of Redis
+    /// must have a state change before the call is acknowledged).
+    Redis {
+        deployment: Deployment,
+        acks: u32,
+    },
     Memory,
 }
 
-/// Starts the run's private Redis, tuned as deployed (docker-compose.yml, k8s/redis.yaml).
-pub async fn start_redis() -> RedisServer {
-    RedisServer::start_with_args(&[
-        "--hash-max-listpack-value",
-        "1024",
-        "--stream-node-max-bytes",
-        "1024",
-    ])
-    .await
+impl Backend {
+    /// The Redis deployment it stores in, if any.
+    pub fn deployment(self) -> Option<Deployment> {
+        match self {
+            Self::Redis { deployment, .. } => Some(deployment),
+            Self::Memory => None,
+        }
+    }
 }
 
 /// The principal the load authenticates as, and the per-principal rate limit every
@@ -111,13 +117,17 @@ impl Fleet {
         running
     }
 
-    /// Starts `replicas` of `binary` (and nginx in front of several) on `redis`;
-    /// returns once every one is ready.
+    /// Starts `replicas` of `binary` (and nginx in front of several), on `store` for the
+    /// Redis backend; returns once every one is ready.
+    ///
+    /// # Panics
+    /// When a replica or nginx does not get ready, or the backend is Redis without a
+    /// `store`.
     pub async fn replicas(
         &mut self,
         replicas: Replicas,
         binary: &Path,
-        redis: &RedisServer,
+        store: Option<&Store>,
     ) -> Running {
         let mut running = self.running();
         let prefix = format!("load-{}-{}", std::process::id(), self.started);
@@ -161,10 +171,17 @@ impl Fleet {
                     "1000000",
                 );
             match replicas.backend {
-                Backend::Redis => command
-                    .env("STATEFUL_MCP__STORE__BACKEND", "redis")
-                    .env("STATEFUL_MCP__REDIS__URL", redis.url())
-                    .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix),
+                Backend::Redis { acks, .. } => {
+                    let store = store.expect("a Redis store for the Redis backend");
+                    command
+                        .env("STATEFUL_MCP__STORE__BACKEND", "redis")
+                        .envs(store.env())
+                        .env("STATEFUL_MCP__REDIS__KEY_PREFIX", &prefix);
+                    if acks > 0 {
+                        command.env("STATEFUL_MCP__REDIS__REPLICA_ACKS", acks.to_string());
+                    }
+                    &mut command
+                }
                 Backend::Memory => command.env("STATEFUL_MCP__STORE__BACKEND", "memory"),
             };
             let name = format!("replica-{i}");
@@ -182,10 +199,13 @@ impl Fleet {
                 .urls
                 .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
         }
-        if replicas.backend == Backend::Redis {
-            running
-                .measured
-                .add("redis", redis.pid().expect("the run's private Redis"));
+        if let (Backend::Redis { .. }, Some(store)) = (replicas.backend, store) {
+            for &pid in &store.master_pids {
+                running.measured.add("redis", pid);
+            }
+            for &pid in &store.replica_pids {
+                running.measured.add("redis-rep", pid);
+            }
         }
         running
     }
