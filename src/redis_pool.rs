@@ -17,6 +17,7 @@
 mod backoff;
 mod cluster;
 mod connection;
+mod node;
 mod target;
 
 use std::{

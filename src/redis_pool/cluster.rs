@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{
     RedisPoolError,
-    target::{addr_like, client},
+    node::{addr_like, client},
 };
 use crate::config::RedisSettings;
 
