@@ -7,20 +7,14 @@
 //!
 //! Each scenario prints its worst attempt and its recovery (run with `--nocapture`).
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use reqwest::Client;
 use testkit::redis_cluster::{RedisCluster, key_slot};
 
 use crate::support::{
     http::create_handle,
-    keyed_load::{HANG, Seen, counter, keyed_clients, ready},
+    keyed_load::{KeyedLoad, Seen, ready},
     redis_server::unique_prefix,
     replica::{Replica, RoundRobin},
     wait::wait_until,
@@ -79,9 +73,7 @@ async fn increments_while_the_cluster_changes(change: Change, acks: u32) -> (u64
     // The session record is `<prefix>:{<id>}:session`: its slot is its id's.
     let slot = key_slot(format!("{prefix}:{{{handle}}}:session").as_bytes());
     let owner = cluster.slot_owner(slot).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let clients = keyed_clients(&mcp, &handle, &stop, &seen);
+    let load = KeyedLoad::start(&mcp, &handle);
 
     tokio::time::sleep(Duration::from_millis(600)).await;
     let changed = Instant::now();
@@ -110,20 +102,7 @@ async fn increments_while_the_cluster_changes(change: Change, acks: u32) -> (u64
         }
     }
     let settled = changed.elapsed();
-    for replica in &replicas {
-        wait_until("readiness is green again", async || {
-            ready(&http, replica).await
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("no client panicked");
-    }
-
-    let value = counter(&mcp, &handle).await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let (value, seen) = load.finish(&replicas).await;
     eprintln!(
         "{change:?} with replica_acks = {acks}: {} keys, {} attempts, counter {value} ({} \
          lost), worst attempt {:?}; the cluster settled after {settled:?}; calls failed \
@@ -135,7 +114,6 @@ async fn increments_while_the_cluster_changes(change: Change, acks: u32) -> (u64
         seen.failing_for(),
         hop.served(),
     );
-    assert!(seen.worst < HANG, "an attempt took {:?}", seen.worst);
     (value, seen)
 }
 

@@ -6,13 +6,7 @@
 //!
 //! Each scenario prints its worst attempt and its recovery (run with `--nocapture`).
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use reqwest::Client;
 use serde_json::json;
@@ -20,7 +14,7 @@ use testkit::redis_sentinel::RedisSentinels;
 
 use crate::support::{
     http::{call_2026, create_handle},
-    keyed_load::{Seen, counter, keyed_clients, ready},
+    keyed_load::{KeyedLoad, Seen, counter, ready},
     redis_server::unique_prefix,
     replica::{Replica, RoundRobin},
     wait::wait_until,
@@ -95,9 +89,7 @@ async fn increments_while_the_primary_moves(how: Move, acks: u32) -> (u64, Seen)
     let hop = RoundRobin::start(replicas.iter().map(|r| r.addr).collect()).await;
     let mcp = hop.url();
     let handle = create_handle(&Client::new(), &mcp).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let clients = keyed_clients(&mcp, &handle, &stop, &seen);
+    let load = KeyedLoad::start(&mcp, &handle);
     let http = Client::new();
 
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -125,20 +117,7 @@ async fn increments_while_the_primary_moves(how: Move, acks: u32) -> (u64, Seen)
         Move::Kill => sentinels.restart(old).await,
     }
     let rejoined = moved.elapsed();
-    for replica in &replicas {
-        wait_until("readiness is green again", async || {
-            ready(&http, replica).await
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("no client panicked");
-    }
-
-    let value = counter(&mcp, &handle).await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let (value, seen) = load.finish(&replicas).await;
     eprintln!(
         "{how:?} with replica_acks = {acks}: {} keys, {} attempts, counter {value} ({} lost), \
          worst attempt {:?}; new primary named after {promoted:?}, old one following it \

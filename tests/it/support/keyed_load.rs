@@ -53,7 +53,7 @@ impl Seen {
 
 /// `CLIENTS` clients of `mcp` incrementing `handle`'s counter under keys of their own,
 /// each key retried until acknowledged, until `stop` is set.
-pub fn keyed_clients(
+fn keyed_clients(
     mcp: &str,
     handle: &str,
     stop: &Arc<AtomicBool>,
@@ -130,4 +130,52 @@ pub async fn ready(http: &Client, replica: &Replica) -> bool {
         .send()
         .await
         .is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+/// [`CLIENTS`] keyed clients running against one session, from [`KeyedLoad::start`]
+/// until [`KeyedLoad::finish`].
+pub struct KeyedLoad {
+    mcp: String,
+    handle: String,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KeyedLoad {
+    /// Starts the clients on `handle`'s counter through `mcp`.
+    pub fn start(mcp: &str, handle: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let clients = keyed_clients(mcp, handle, &stop, &seen);
+        Self {
+            mcp: mcp.to_owned(),
+            handle: handle.to_owned(),
+            stop,
+            seen,
+            clients,
+        }
+    }
+
+    /// Waits until every replica is ready again, lets the clients run one more second
+    /// on the healed deployment, stops them, and returns the final counter and what
+    /// they saw (the worst attempt checked against [`HANG`]).
+    pub async fn finish(self, replicas: &[Replica]) -> (u64, Seen) {
+        let http = Client::new();
+        for replica in replicas {
+            crate::support::wait::wait_until("readiness is green again", async || {
+                ready(&http, replica).await
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.expect("no client panicked");
+        }
+        let value = counter(&self.mcp, &self.handle).await;
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        assert!(seen.worst < HANG, "an attempt took {:?}", seen.worst);
+        (value, seen)
+    }
 }
