@@ -205,18 +205,9 @@ impl RedisPool {
         Err(checkout)
     }
 
-    /// Opens a connection outside the pool with no response timeout, for blocking
-    /// reads that must not share a multiplexed pooled connection. Its owner should
-    /// replace it when [`RedisPool::topology`] changes. On a Redis Cluster it goes to the
-    /// master of slot 0 ([`RedisPool::dedicated_for`] the empty key): only keys of that
-    /// master's slots are reachable on it.
-    ///
-    /// # Errors
-    /// When the connection cannot be established (or, with Sentinel, no primary found).
-    pub async fn dedicated(&self) -> Result<MultiplexedConnection, RedisError> {
-        if let Some(cluster) = self.shared.target.cluster() {
-            return self.dedicated_on_cluster(cluster, "").await;
-        }
+    /// A connection without response timeout to the one writable node (standalone or
+    /// Sentinel).
+    async fn dedicated_on_node(&self) -> Result<MultiplexedConnection, RedisError> {
         let config = self.connection_config.clone().set_response_timeout(None);
         let (client, epoch) = self.shared.target.node().await?;
         client
@@ -225,9 +216,11 @@ impl RedisPool {
             .inspect_err(|e| self.shared.target.saw_error(epoch, e))
     }
 
-    /// Opens a connection like [`RedisPool::dedicated`] to the master serving `key`'s
-    /// hash slot, for a blocking read of keys in that slot. Outside Redis Cluster every
-    /// key is on the one writable node. On a cluster the slot's master is asked of the
+    /// Opens a connection outside the pool with no response timeout, for blocking reads
+    /// (of keys in `key`'s hash slot) that must not share a multiplexed pooled
+    /// connection, to the master serving that slot; outside Redis Cluster every key is
+    /// on the one writable node. Its owner should replace it when
+    /// [`RedisPool::topology`] changes. On a cluster the slot's master is asked of the
     /// cluster at each call (`CLUSTER SLOTS`): when the slot moves later, a command on the
     /// connection answers `MOVED` (and [`RedisPool::topology`] changes within a second),
     /// and its owner calls again.
@@ -237,7 +230,7 @@ impl RedisPool {
     pub async fn dedicated_for(&self, key: &str) -> Result<MultiplexedConnection, RedisError> {
         match self.shared.target.cluster() {
             Some(cluster) => self.dedicated_on_cluster(cluster, key).await,
-            None => self.dedicated().await,
+            None => self.dedicated_on_node().await,
         }
     }
 
