@@ -71,9 +71,10 @@ usage: cargo bench --bench mcp_load -- [OPTIONS] [SCENARIO...]
        cargo bench --bench mcp_load -- anchor --port PORT
 
 scenarios (default: all, in this order): anchor-2026 anchor-2025 redis-2026 redis-2025
-  redis-2025-noevents memory-2026 memory-2025 nginx-2026 redis-2026-replica
-  redis-2026-acks1 cluster-2026 cluster-2026-acks1 cluster-2025
-  (redis-*: one Redis node; -replica: a primary with one replica; cluster-*: three
+  redis-2025-noevents memory-2026 memory-2025 nginx-2026 forwarded-2025
+  redis-2026-replica redis-2026-acks1 cluster-2026 cluster-2026-acks1 cluster-2025
+  (redis-*: one Redis node; forwarded-2025: two replicas, sessions on the first, every
+  call sent to the second; -replica: a primary with one replica; cluster-*: three
   masters with one replica each; -acks1: redis.replica_acks = 1)
   session-memory (alone): Redis memory per idle 2026-07-28 session, over --sessions
   (default 100000) sessions opened by --workers clients
@@ -100,7 +101,7 @@ const WARMUP: Duration = Duration::from_secs(1);
 const NODE: Backend = redis(Deployment::Node, 0);
 
 /// Every scenario: its name, era and server.
-const SCENARIOS: [(&str, Era, Server); 13] = [
+const SCENARIOS: [(&str, Era, Server); 14] = [
     ("anchor-2026", Era::V2026, Server::Anchor),
     ("anchor-2025", Era::V2025, Server::Anchor),
     ("redis-2026", Era::V2026, replicas(1, NODE, true)),
@@ -117,6 +118,16 @@ const SCENARIOS: [(&str, Era, Server); 13] = [
         replicas(1, Backend::Memory, true),
     ),
     ("nginx-2026", Era::V2026, replicas(3, NODE, true)),
+    (
+        "forwarded-2025",
+        Era::V2025,
+        Server::Replicas(Replicas {
+            count: 2,
+            backend: NODE,
+            events: true,
+            forwarded: true,
+        }),
+    ),
     // Against the one node: what a replica of Redis costs its primary, then what
     // waiting for it costs the call.
     (
@@ -155,6 +166,7 @@ const fn replicas(count: usize, backend: Backend, events: bool) -> Server {
         count,
         backend,
         events,
+        forwarded: false,
     })
 }
 
@@ -266,8 +278,9 @@ impl Options {
         Ok(o)
     }
 
-    fn spec(&self, urls: &[String], era: Era) -> LoadSpec {
+    fn spec(&self, urls: &[String], era: Era, forwarded: bool) -> LoadSpec {
         LoadSpec {
+            forwarded,
             endpoints: urls
                 .iter()
                 .map(|u| Endpoint::parse(u).unwrap_or_else(|e| panic!("{e}")))
@@ -391,6 +404,7 @@ async fn session_memory(options: &Options) {
         count: 1,
         backend: NODE,
         events: true,
+        forwarded: false,
     };
     let running = fleet.replicas(replicas, &binary, Some(&store)).await;
     let endpoint = Endpoint::parse(&running.urls[0]).expect("the replica's URL");
@@ -513,7 +527,9 @@ async fn orchestrate(options: &Options) {
                 measured.add("driver", std::process::id());
                 let masters = store.map(|s| s.masters).unwrap_or_default();
                 let mut meter = Meter::new(measured, &masters).await;
-                let outcome = load::run(&options.spec(&running.urls, era), &mut meter).await;
+                let forwarded = matches!(server, Server::Replicas(r) if r.forwarded);
+                let spec = options.spec(&running.urls, era, forwarded);
+                let outcome = load::run(&spec, &mut meter).await;
                 drop(running);
                 match outcome {
                     Ok(outcome) => report.add(options.row(
@@ -557,7 +573,7 @@ async fn external(options: &Options) {
     let scenario = format!("external-{}", era.label());
     for round in 1..=options.rounds {
         let mut meter = Meter::new(measured.clone(), &options.redis_urls).await;
-        match load::run(&options.spec(&options.urls, era), &mut meter).await {
+        match load::run(&options.spec(&options.urls, era, false), &mut meter).await {
             Ok(outcome) => report.add(options.row(round, &scenario, None, era, outcome)),
             Err(e) => eprintln!("{scenario}: {e}"),
         }

@@ -13,14 +13,20 @@
 //!   entry ids are unique within a stream and stream ids are unique. Stream and session
 //!   ids may only use `[A-Za-z0-9_.:-]`, so the `/` separator is unambiguous and neither
 //!   can break out of its key's `{hash tag}`.
-//! - **Storing** is one script per event: `XADD` with an approximate `MAXLEN`, then
-//!   `PEXPIRE`, so the event is committed (and bounded in time and size) before its id
-//!   goes to the client. The one exception costs no round trip: the priming event a
-//!   request stream starts with carries no message, so its id is minted here as
-//!   `<stream_id>/0-1`, below every id Redis gives, and nothing is written. Resuming
-//!   after it replays the whole stream; while the request runs here (its stream is
-//!   open) and nothing is stored yet, it follows the stream for what comes;
-//!   anywhere else, an empty stream is an unknown event as before.
+//! - **Storing** an event is one script: `XADD` with an approximate `MAXLEN`, then
+//!   `PEXPIRE`, so every stream is bounded in time and size. A request stream started
+//!   here costs its request no round trip: its priming event carries no message, so its
+//!   id is minted as `<stream_id>/0-1`, below every id Redis gives, and nothing is
+//!   written; its later events (progress, the response) get ids minted after it
+//!   (`0-2`, `0-3`, …), go to the client at once and are written behind, in batches,
+//!   by one job per replica (`writer.rs`), so a session's worker never waits for Redis
+//!   between its messages. Resuming after the priming id replays the whole stream;
+//!   while the request runs here (its stream is open) and nothing is stored yet, it
+//!   follows the stream for what comes; anywhere else, an empty stream is an unknown
+//!   event as before. Resuming after a later minted id waits up to a second for that
+//!   id's entry, which may still be on its way. The standalone
+//!   stream's events, and those of a stream this replica does not track, are stored
+//!   before their id goes out, under ids Redis gives.
 //! - **Retention** follows open streams, not calls: every event keeps its stream for
 //!   [`EventStoreSettings::ttl`]; the final response of a request stream shortens that
 //!   in the same script. A response that reaches its client needs no resumption, so a
@@ -48,7 +54,8 @@
 //!   node, that ends with its last follower.
 //!
 //! Layout: [`mod@format`] (ids, fields, entries), `open.rs` (the request streams started
-//! here), `reader.rs` (followers and how their streams are grouped into readers),
+//! here), `writer.rs` (their events written behind), `reader.rs` (followers and how
+//! their streams are grouped into readers),
 //! `reader/connection.rs` (one reader's blocking reads), `store.rs`
 //! ([`RedisEventStore`]). This module knows nothing of MCP: events are JSON text; the
 //! rmcp adapter is `mcp::event_store`.
@@ -57,6 +64,7 @@ pub mod format;
 mod open;
 mod reader;
 mod store;
+mod writer;
 
 use std::{pin::Pin, time::Duration};
 

@@ -22,13 +22,35 @@ use crate::{
 /// What to load and for how long.
 pub struct LoadSpec {
     /// Worker `w` sends to `endpoints[w % len]`; session `s` is opened on
-    /// `endpoints[s % len]`.
+    /// `endpoints[s % len]` (unless `forwarded`).
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Sessions are opened on the first endpoint and workers send to the others.
+    pub forwarded: bool,
     pub era: Era,
     pub sessions: usize,
     pub workers: usize,
     pub warmup: Duration,
     pub window: Duration,
+}
+
+impl LoadSpec {
+    /// Where session `s` is opened (and its counter read at the end).
+    fn session_endpoint(&self, s: usize) -> &Arc<Endpoint> {
+        if self.forwarded {
+            &self.endpoints[0]
+        } else {
+            &self.endpoints[s % self.endpoints.len()]
+        }
+    }
+
+    /// Where worker `w` sends its calls.
+    fn worker_endpoint(&self, w: usize) -> &Arc<Endpoint> {
+        if self.forwarded && self.endpoints.len() > 1 {
+            &self.endpoints[1 + w % (self.endpoints.len() - 1)]
+        } else {
+            &self.endpoints[w % self.endpoints.len()]
+        }
+    }
 }
 
 /// What the measured window saw.
@@ -81,14 +103,13 @@ const STOPPED: u8 = 2;
 pub async fn run(spec: &LoadSpec, meter: &mut Meter) -> Result<Outcome, String> {
     let mut sessions = Vec::with_capacity(spec.sessions);
     for s in 0..spec.sessions.max(1) {
-        let endpoint = &spec.endpoints[s % spec.endpoints.len()];
-        sessions.push(open_session(endpoint, spec.era).await?);
+        sessions.push(open_session(spec.session_endpoint(s), spec.era).await?);
     }
 
     let phase = Arc::new(AtomicU8::new(WARMING));
     let mut workers = Vec::with_capacity(spec.workers);
     for w in 0..spec.workers {
-        let conn = Conn::new(spec.endpoints[w % spec.endpoints.len()].clone());
+        let conn = Conn::new(spec.worker_endpoint(w).clone());
         let call = CallTemplate::counter_increment(&conn, spec.era, &sessions[w % sessions.len()]);
         let ids = Ids {
             first: w as u64 + 1,
@@ -120,9 +141,8 @@ pub async fn run(spec: &LoadSpec, meter: &mut Meter) -> Result<Outcome, String> 
     let costs = Meter::costs(&before, &after, ok);
     let mut counters = Vec::new();
     for (s, session) in sessions.iter().enumerate() {
-        let endpoint = &spec.endpoints[s % spec.endpoints.len()];
         counters.push((
-            counter_value(endpoint, spec.era, session).await?,
+            counter_value(spec.session_endpoint(s), spec.era, session).await?,
             acknowledged[s],
         ));
     }

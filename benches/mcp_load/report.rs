@@ -283,7 +283,7 @@ impl Report {
         let speed = |r: &Row| Some(r.outcome.calls_per_sec());
         type Ratio<'a> = (&'a str, &'a str, &'a str, bool);
         // (label, numerator scenario, denominator scenario, whether both are replicas)
-        let ratios: [Ratio; 6] = [
+        let ratios: [Ratio; 7] = [
             (
                 "redis-2026 / anchor-2026 calls/s",
                 "redis-2026",
@@ -295,6 +295,12 @@ impl Report {
                 "redis-2025",
                 "anchor-2025",
                 false,
+            ),
+            (
+                "forwarded-2025 / redis-2025 calls/s",
+                "forwarded-2025",
+                "redis-2025",
+                true,
             ),
             (
                 "nginx-2026 / redis-2026 calls/s",

@@ -373,6 +373,7 @@ pub async fn run(calls: usize, json: Option<&Path>) {
                 acks,
             },
             events: true,
+            forwarded: false,
         };
         let running = fleet.replicas(replicas, &binary, Some(&store)).await;
         let endpoint = Endpoint::parse(&running.urls[0]).expect("the replica's URL");

@@ -30,13 +30,17 @@ pub enum Server {
     Replicas(Replicas),
 }
 
-/// Replicas of a build: `count` of them (behind nginx when more than one).
+/// Replicas of a build: `count` of them (behind nginx when more than one, unless
+/// `forwarded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replicas {
     pub count: usize,
     pub backend: Backend,
     /// `events.enabled` (2025-era response streams stored in Redis).
     pub events: bool,
+    /// No balancer: sessions are opened on the first replica and every call is sent to
+    /// the others, which forward it to the session's holder.
+    pub forwarded: bool,
 }
 
 /// A replica's store backend.
@@ -192,12 +196,14 @@ impl Fleet {
             running.children.push(child);
             ports.push(port);
         }
-        if replicas.count > 1 {
+        if replicas.count > 1 && !replicas.forwarded {
             running.start_nginx(&ports).await;
         } else {
-            running
-                .urls
-                .push(format!("http://127.0.0.1:{}/mcp", ports[0]));
+            running.urls.extend(
+                ports
+                    .iter()
+                    .map(|port| format!("http://127.0.0.1:{port}/mcp")),
+            );
         }
         if let (Backend::Redis { .. }, Some(store)) = (replicas.backend, store) {
             for &pid in &store.master_pids {

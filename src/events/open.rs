@@ -1,11 +1,15 @@
 //! The request streams started on this replica whose retention is not settled yet: their
 //! priming id was minted without a write (a resume after it waits here for their
-//! events), and whether their response got through decides how long Redis keeps them.
+//! events), the ids of their later events are minted here too (they are written behind,
+//! `writer.rs`), and whether their response got through decides how long Redis keeps
+//! them.
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
+
+use super::format::{EntryId, PRIMED};
 
 /// Most request streams a replica tracks as open; beyond it priming events are stored.
 const MAX_OPEN_STREAMS: usize = 100_000;
@@ -24,6 +28,8 @@ pub(super) struct OpenStreams {
 
 struct OpenStream {
     key: String,
+    /// The sequence of the next entry id minted for it (`0-<next>`).
+    next: u64,
     /// Its body was dropped (or ended) before the final response: its client resumes.
     abandoned: bool,
     /// When the final response was stored with the delivered window.
@@ -56,6 +62,7 @@ impl OpenStreams {
             stream_id.to_owned(),
             OpenStream {
                 key: key.to_owned(),
+                next: PRIMED.seq + 1,
                 abandoned: false,
                 finished_at: None,
             },
@@ -68,6 +75,22 @@ impl OpenStreams {
         self.streams
             .get(stream_id)
             .is_some_and(|s| s.key == key && s.finished_at.is_none())
+    }
+
+    /// The entry id for the next event of `stream_id` (at `key`): minted here, after its
+    /// priming id, while the stream is open and its final event not stored; `None`
+    /// otherwise (the event is stored under an id Redis gives).
+    pub(super) fn mint(&mut self, stream_id: &str, key: &str) -> Option<EntryId> {
+        let stream = self.streams.get_mut(stream_id)?;
+        if stream.key != key || stream.finished_at.is_some() {
+            return None;
+        }
+        let id = EntryId {
+            ms: PRIMED.ms,
+            seq: stream.next,
+        };
+        stream.next += 1;
+        Some(id)
     }
 
     /// Whether the final response about to be stored in `stream_id` is still being read

@@ -19,6 +19,7 @@ use super::{
     },
     open::OpenStreams,
     reader::Reader,
+    writer::{Write, Writer},
 };
 use crate::{
     ids::fingerprint,
@@ -29,6 +30,10 @@ use crate::{
 
 /// Entries read per `XRANGE` page while replaying.
 const PAGE: usize = 128;
+/// How long a resumption after a minted event id waits for that event's write (it is
+/// written behind, usually within a millisecond), polling at [`PENDING_POLL`].
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+const PENDING_POLL: Duration = Duration::from_millis(20);
 
 /// `XADD` and `PEXPIRE` in one round trip; returns the new entry id.
 const STORE_SCRIPT: &str = r"
@@ -137,6 +142,8 @@ pub struct RedisEventStore {
     reader: Reader,
     /// The request streams started here whose retention is not settled yet.
     open: Mutex<OpenStreams>,
+    /// Writes the events of the request streams started here, behind their delivery.
+    writer: Writer,
     store_script: redis::Script,
 }
 
@@ -171,6 +178,7 @@ impl RedisEventStore {
         );
         Arc::new(Self {
             open: Mutex::new(OpenStreams::new(settings.delivered_ttl)),
+            writer: Writer::start(pool.clone(), settings.max_len, jobs),
             pool,
             keys,
             settings,
@@ -210,6 +218,7 @@ impl RedisEventStore {
         let key = self.keys.event_stream(session_id, stream_id);
         let finishing = request_stream && kind == KIND_FINAL;
         let mut delivered = false;
+        let mut minted = None;
         if request_stream {
             let mut open = lock(&self.open);
             if kind == KIND_BARE && open.start(stream_id, &key) {
@@ -218,6 +227,7 @@ impl RedisEventStore {
             if finishing {
                 delivered = open.being_delivered(stream_id, &key);
             }
+            minted = open.mint(stream_id, &key);
         }
         // Nothing follows a request's final response: only a client that lost it will
         // read the stream again, so it need not outlive the short window.
@@ -229,7 +239,22 @@ impl RedisEventStore {
                 .min(settings.completed_ttl)
                 .min(settings.ttl),
         };
-        let stored = self.store_entry(&key, kind, message, retry, ttl).await;
+        let stored = match minted {
+            Some(id) => {
+                self.writer
+                    .write(Write::Append {
+                        key: key.clone(),
+                        id,
+                        kind,
+                        message,
+                        retry,
+                        ttl,
+                    })
+                    .await;
+                Ok(id.to_string())
+            }
+            None => self.store_entry(&key, kind, message, retry, ttl).await,
+        };
         if finishing && lock(&self.open).finished(stream_id, stored.is_ok(), delivered) {
             // Its client left while the response was being stored.
             self.extend(key);
@@ -248,25 +273,17 @@ impl RedisEventStore {
     }
 
     /// Keeps stream `key`, already finished, for the resumption window (in the
-    /// background: the request that needed it is gone).
+    /// background: the request that needed it is gone), after its entries queued for
+    /// writing.
     fn extend(&self, key: String) {
-        let pool = self.pool.clone();
         let ttl = self.settings.completed_ttl.min(self.settings.ttl);
-        tokio::spawn(async move {
-            let outcome = async {
-                let mut conn = pool.get().await?;
-                redis::cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(duration_ms(ttl))
-                    .query_async::<()>(&mut conn)
-                    .await?;
-                Ok::<_, RedisEventStoreError>(())
-            }
-            .await;
-            if let Err(error) = outcome {
-                tracing::warn!(error = %error, "an abandoned response stream could not be kept for resumption");
-            }
-        });
+        self.writer.write_soon(Write::Extend { key, ttl });
+    }
+
+    /// Events whose write behind their delivery failed since start: while it grows,
+    /// what a replica knows of its sessions may no longer hold in Redis.
+    pub fn write_failures(&self) -> u64 {
+        self.writer.failures()
     }
 
     /// Appends one entry to stream `key`; returns its Redis entry id.
@@ -311,26 +328,31 @@ impl RedisEventStore {
         check_session_id(session_id)?;
         let key = self.keys.event_stream(session_id, stream_id);
         let ends_on_final = !stream_id.ends_with(COMMON_SUFFIX);
+        if ends_on_final && after.ms == PRIMED.ms {
+            // An id minted by a replica: if it was this one, the stream's events may
+            // still be on their way to Redis.
+            self.writer.settle(PENDING_WAIT).await;
+        }
         let mut conn = self.pool.get().await?;
-
-        // One round trip both checks the id and reads the first page: the entry at or
-        // before `after` must be `after` itself, unless trimming removed everything up
-        // to and past it (then all that is left comes after it).
-        let (at_or_before, mut page): (StreamRangeReply, StreamRangeReply) = redis::pipe()
-            .cmd("XREVRANGE")
-            .arg(&key)
-            .arg(after.to_string())
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&key)
-            .arg(after.next().to_string())
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await?;
+        let pending_since = tokio::time::Instant::now();
+        let (at_or_before, mut page) = loop {
+            let (at_or_before, page) = self.first_page(&mut conn, &key, after).await?;
+            // An id minted by a replica for an event written behind its delivery: its
+            // entry (or, after the priming id, the entries after it) may not be in
+            // Redis yet.
+            let found = if after == PRIMED {
+                !page.ids.is_empty() || lock(&self.open).is_open(stream_id, &key)
+            } else {
+                at_or_before
+                    .ids
+                    .first()
+                    .is_some_and(|entry| EntryId::parse(&entry.id) == Some(after))
+            };
+            if found || after.ms != PRIMED.ms || pending_since.elapsed() >= PENDING_WAIT {
+                break (at_or_before, page);
+            }
+            tokio::time::sleep(PENDING_POLL).await;
+        };
         match at_or_before.ids.first() {
             Some(entry) if EntryId::parse(&entry.id) == Some(after) => {
                 let kind: Option<String> = entry.get(FIELD_KIND);
@@ -395,6 +417,32 @@ impl RedisEventStore {
             return Ok(Box::pin(futures::stream::iter(events)));
         };
         Ok(Box::pin(futures::stream::iter(events).chain(follow)))
+    }
+
+    /// One round trip that both checks the id and reads the first page: the entry at
+    /// or before `after` must be `after` itself, unless trimming removed everything up
+    /// to and past it (then all that is left comes after it).
+    async fn first_page(
+        &self,
+        conn: &mut crate::redis_pool::PooledConnection,
+        key: &str,
+        after: EntryId,
+    ) -> Result<(StreamRangeReply, StreamRangeReply), RedisEventStoreError> {
+        Ok(redis::pipe()
+            .cmd("XREVRANGE")
+            .arg(key)
+            .arg(after.to_string())
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(key)
+            .arg(after.next().to_string())
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(conn)
+            .await?)
     }
 
     /// Followers currently registered with the reader.

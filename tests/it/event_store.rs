@@ -278,6 +278,42 @@ async fn another_replica_follows_the_stream_until_the_final_response() {
 }
 
 #[tokio::test]
+async fn a_resume_after_an_event_still_being_written_waits_for_it() {
+    let server = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("es-behind");
+    let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
+    let b = EventStoreNode::start(&server, &prefix, "replica-b", 4);
+    let stream = stream_id();
+    a.prime(&stream).await;
+    // Ids minted on A, after the priming id, for events A writes behind their delivery.
+    let first = a.store(&stream, &notification(1)).await;
+    let second = a.store(&stream, &notification(2)).await;
+    assert_eq!(first, format!("{stream}/0-2"));
+    assert_eq!(second, format!("{stream}/0-3"));
+    // A client that got the first event resumes on B at once: B waits for its entry
+    // rather than calling it unknown, then follows the stream.
+    let mut resumed = b.replay(&first).await;
+    let got = next(&mut resumed)
+        .await
+        .expect("the event after the resumed one");
+    assert_eq!(got.event_id.as_deref(), Some(second.as_str()));
+    let done = a.store(&stream, &response(1)).await;
+    let got = next(&mut resumed).await.expect("the final response");
+    assert_eq!(got.event_id.as_deref(), Some(done.as_str()));
+    assert!(next(&mut resumed).await.is_none());
+    // An id no replica minted is still unknown, once the wait is over.
+    assert!(matches!(
+        b.store
+            .replay(SESSION, &format!("{stream}/0-99"))
+            .await
+            .err(),
+        Some(RedisEventStoreError::UnknownEvent(_))
+    ));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn the_standalone_stream_is_followed_until_the_consumer_leaves() {
     let server = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("es-common");
@@ -523,6 +559,17 @@ async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_on
     let a = EventStoreNode::start(&server, &prefix, "replica-a", 4);
     let key = |stream: &str| a.base.keys.event_stream(SESSION, stream);
     let delivered_ms = DELIVERED_TTL.as_millis() as i64;
+    // A stream started here is written behind its events: its TTL once it is there.
+    let pttl = |key: String| {
+        let server = &server;
+        async move {
+            wait_until("the stream is written", async || {
+                server.pttl(&key).await > 0
+            })
+            .await;
+            server.pttl(&key).await
+        }
+    };
     let completed_ms = COMPLETED_TTL.as_millis() as i64;
 
     // Read to its end: the short window.
@@ -530,7 +577,7 @@ async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_on
     a.prime(&delivered).await;
     a.store(&delivered, &response(1)).await;
     a.store.stream_closed(&delivered, true);
-    let ttl = server.pttl(&key(&delivered)).await;
+    let ttl = pttl(key(&delivered)).await;
     assert!(0 < ttl && ttl <= delivered_ms, "delivered: {ttl}");
 
     // Its client left mid-call: what comes is kept for the resumption window.
@@ -539,7 +586,7 @@ async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_on
     a.store.stream_closed(&left_early, false);
     a.store(&left_early, &notification(1)).await;
     a.store(&left_early, &response(2)).await;
-    let ttl = server.pttl(&key(&left_early)).await;
+    let ttl = pttl(key(&left_early)).await;
     assert!(
         delivered_ms < ttl && ttl <= completed_ms,
         "left early: {ttl}"
@@ -552,7 +599,7 @@ async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_on
     a.prime(&ended_early).await;
     a.store.stream_closed(&ended_early, true);
     a.store(&ended_early, &response(3)).await;
-    let ttl = server.pttl(&key(&ended_early)).await;
+    let ttl = pttl(key(&ended_early)).await;
     assert!(
         delivered_ms < ttl && ttl <= completed_ms,
         "ended early: {ttl}"
@@ -563,7 +610,7 @@ async fn a_delivered_stream_is_kept_for_the_delivered_window_and_an_abandoned_on
     let lost = stream_id();
     let primed = a.prime(&lost).await;
     a.store(&lost, &response(4)).await;
-    assert!(server.pttl(&key(&lost)).await <= delivered_ms);
+    assert!(pttl(key(&lost)).await <= delivered_ms);
     a.store.stream_closed(&lost, false);
     wait_until("the lost response's stream is extended", || async {
         server.pttl(&key(&lost)).await > delivered_ms

@@ -205,10 +205,11 @@ impl Routing<'_> {
     /// touch returned, so the restore costs no second round trip and never reads a
     /// session the edge did not confirm for its caller.
     ///
-    /// A `post` that is not `forwarded` skips the touch when this replica runs the
-    /// session's worker for `principal` under a lease it knows is fresh
+    /// A `post` skips the touch when this replica runs the session's worker for
+    /// `principal` under a lease it knows is fresh
     /// ([`ReplicatedSessionManager::serve_without_touch`]): the keeper's next renewal
-    /// slides the expiry instead. GET and DELETE always touch (a GET stream may outlive
+    /// slides the expiry instead. A `forwarded` one too: the forwarding replica's touch
+    /// found this replica holding the session, which is what this one knows already. GET and DELETE always touch (a GET stream may outlive
     /// the lease; a DELETE must find the stored session).
     ///
     /// A `forwarded` request was sent here as to the holder: it never goes on, and
@@ -227,7 +228,7 @@ impl Routing<'_> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        if post && !forwarded && self.manager.serve_without_touch(id, principal).await {
+        if post && self.manager.serve_without_touch(id, principal).await {
             return Ok(Holding::Here);
         }
         let take = !self.draining.is_cancelled();

@@ -455,10 +455,10 @@ impl SessionManager for ReplicatedSessionManager {
             // The stream's priming event could not be stored: the store is down (rmcp
             // itself would answer a bare 500). A request stream's priming event is
             // written only past the event store's cap of open streams (below it its id
-            // is minted without a write), and with the event store on the holder never
-            // serves without a touch, so nothing here is for the fast path to learn.
+            // is minted without a write); the next requests touch the session again.
             Err(WorkerError::EventStore(e)) => {
                 tracing::warn!(error = %e, "could not store a stream's first event");
+                self.store_failed();
                 if let Some(slot) = slot {
                     self.metrics.store_error("transport");
                     slot.set(EdgeError::Unavailable);

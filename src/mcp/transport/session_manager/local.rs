@@ -4,7 +4,7 @@
 //! of the sessions served here ([`ReplicatedSessionManager::serve_without_touch`],
 //! [`ReplicatedSessionManager::renewals`], [`ReplicatedSessionManager::close_idle`]).
 //!
-//! The edge's fast path ([`LocalSession::serve`]; only with the event store off, see
+//! The edge's fast path ([`LocalSession::serve`], see
 //! [`ReplicatedSessionManager::serve_without_touch`]) needs three facts, each learnt from a
 //! round trip this replica made anyway: who owns the session (its create, or a touch
 //! here), until when this replica's lease on it lasts, and until when the stored session
@@ -194,6 +194,12 @@ pub(super) struct StoreHealth {
     failed: AtomicU64,
     /// [`Clock`] milliseconds + 1 at which the last renewal that succeeded was sent.
     renewed: AtomicU64,
+    /// The event writes that had failed when the keeper's round in flight was sent
+    /// ([`crate::events::RedisEventStore::write_failures`]: they fail behind the
+    /// requests, so they are counted rather than reported).
+    event_failures_sent: AtomicU64,
+    /// The same count when the last renewal that succeeded was sent.
+    event_failures_renewed: AtomicU64,
 }
 
 impl StoreHealth {
@@ -203,16 +209,28 @@ impl StoreHealth {
             .fetch_max(now.saturating_add(1), Ordering::AcqRel);
     }
 
+    /// A renewal round is sent while `event_failures` event writes have failed.
+    pub(super) fn sending(&self, event_failures: u64) {
+        self.event_failures_sent
+            .store(event_failures, Ordering::Release);
+    }
+
     /// A renewal sent at `sent` succeeded.
     pub(super) fn renewed(&self, sent: u64) {
         self.renewed
             .fetch_max(sent.saturating_add(1), Ordering::AcqRel);
+        self.event_failures_renewed.fetch_max(
+            self.event_failures_sent.load(Ordering::Acquire),
+            Ordering::AcqRel,
+        );
     }
 
-    /// No failure since the last renewal was sent.
-    pub(super) fn trusted(&self) -> bool {
+    /// No failure since the last renewal was sent, `event_failures` (the event writes
+    /// failed so far) included.
+    pub(super) fn trusted(&self, event_failures: u64) -> bool {
         let failed = self.failed.load(Ordering::Acquire);
-        failed == 0 || failed < self.renewed.load(Ordering::Acquire)
+        (failed == 0 || failed < self.renewed.load(Ordering::Acquire))
+            && event_failures <= self.event_failures_renewed.load(Ordering::Acquire)
     }
 }
 
@@ -226,13 +244,12 @@ impl ReplicatedSessionManager {
     /// [`LocalSession`]). The use is recorded for the keeper, whose next renewal slides
     /// the expiry.
     ///
-    /// Never with the event store: there the touch is the Redis step a request takes
-    /// before rmcp answers 200 (a stream's priming event is not written, see
-    /// [`crate::mcp::event_store`]), so a Redis that went away is a 503 rather than a
-    /// stream whose response cannot be stored; and the touch runs in the request,
-    /// outside the session's worker, which awaits each stored event in turn.
+    /// With the event store too: a request's events are written behind their delivery
+    /// ([`crate::events`]), so a Redis that went away costs the events' resumability,
+    /// not the response; the failed writes are counted and stop this fast path until
+    /// the keeper's next renewal succeeds, so the next request is a touch, and a 503.
     pub(crate) async fn serve_without_touch(&self, id: &str, principal: &Principal) -> bool {
-        if self.events.is_some() || self.draining.is_cancelled() || !self.store.trusted() {
+        if self.draining.is_cancelled() || !self.store.trusted(self.event_failures()) {
             return false;
         }
         let locals = self.locals.read().await;
@@ -270,6 +287,14 @@ impl ReplicatedSessionManager {
         true
     }
 
+    /// Event writes that failed behind their delivery since start (0 without the event
+    /// store).
+    fn event_failures(&self) -> u64 {
+        self.events
+            .as_ref()
+            .map_or(0, |events| events.write_failures())
+    }
+
     /// The store failed a request of this replica (a touch, a renewal, an event
     /// write): no request goes without a touch until the keeper's next renewal
     /// succeeds.
@@ -299,6 +324,7 @@ impl ReplicatedSessionManager {
     /// once it is stored), with its owner when it was served without a touch since the
     /// last round (taking that mark).
     pub(crate) async fn renewals(&self) -> Vec<Renewal> {
+        self.store.sending(self.event_failures());
         let locals = self.locals.read().await;
         locals
             .iter()
@@ -425,14 +451,34 @@ mod tests {
     #[test]
     fn a_store_failure_is_forgiven_only_by_a_renewal_sent_after_it() {
         let health = StoreHealth::default();
-        assert!(health.trusted());
+        assert!(health.trusted(0));
         health.renewed(5);
         health.failed(10);
-        assert!(!health.trusted());
+        assert!(!health.trusted(0));
         health.renewed(10);
-        assert!(!health.trusted(), "sent as the failure happened");
+        assert!(!health.trusted(0), "sent as the failure happened");
         health.renewed(11);
-        assert!(health.trusted());
+        assert!(health.trusted(0));
+    }
+
+    #[test]
+    fn a_failed_event_write_is_forgiven_only_by_a_renewal_sent_after_it() {
+        let health = StoreHealth::default();
+        assert!(health.trusted(0));
+        assert!(
+            !health.trusted(2),
+            "two writes failed behind their requests"
+        );
+        health.sending(0);
+        health.renewed(20);
+        assert!(
+            !health.trusted(2),
+            "the renewal was sent before the failures"
+        );
+        health.sending(2);
+        health.renewed(30);
+        assert!(health.trusted(2));
+        assert!(!health.trusted(3));
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! The write-behind of request-stream events: an event of a request stream started here
+//! gets its entry id minted on this replica (`0-2`, `0-3`, … after the priming `0-1`,
+//! see `open.rs`), goes to its client at once and is written by one background job,
+//! which sends whatever has queued meanwhile as one batch. A session's worker thus
+//! waits no round trip per event, and the events of concurrent calls share round trips
+//! (Redis reads many commands per read call).
+//!
+//! What that costs: an event id can reach a client a moment before its entry is in
+//! Redis. A resumption after such an id waits for it (`store.rs`); a write that fails
+//! is counted ([`Writer::failures`], which stops the holder's fast path until Redis
+//! answers again) and logged, and its event is simply not resumable, as an event that
+//! was never stored. Writes stay in order: one job, one batch at a time, each batch in
+//! order on its connection; an explicit id also makes a batch sent again after a
+//! missing script harmless (an entry already written is skipped by the script).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::Cmd;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::format::{EntryId, duration_ms};
+use crate::{
+    jobs::Jobs,
+    redis_pool::{RedisPool, RedisPoolError},
+};
+
+/// Writes queued before a sender waits for the job (a Redis slower than the calls).
+const QUEUE: usize = 4096;
+/// Most writes sent in one batch.
+const MAX_BATCH: usize = 256;
+/// The waits before a failed batch is sent again.
+const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
+
+/// `XADD` under the minted id and `PEXPIRE`, as one script; an entry whose id the
+/// stream already has (a batch sent again) is not written twice.
+const APPEND_SCRIPT: &str = r"
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2],
+    'k', ARGV[3], 'm', ARGV[4], 'r', ARGV[5])
+if type(added) == 'table' and added.err
+    and not string.find(added.err, 'equal or smaller', 1, true) then
+    return added
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+";
+
+/// One write of the job.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// Entry `id` of stream `key`, which then lives `ttl`.
+    Append {
+        key: String,
+        id: EntryId,
+        kind: &'static str,
+        message: String,
+        retry: String,
+        ttl: Duration,
+    },
+    /// Stream `key` lives `ttl` from now (a finished stream whose client left).
+    Extend { key: String, ttl: Duration },
+}
+
+/// The sending side of the write-behind job. Dropping it lets the job end.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Write>,
+    shared: Arc<Shared>,
+}
+
+/// What the job and the senders share.
+struct Shared {
+    pool: RedisPool,
+    max_len: usize,
+    script: redis::Script,
+    /// Writes that failed since start.
+    failures: AtomicU64,
+    /// Writes handed to the job (or written by their sender) since start.
+    queued: AtomicU64,
+    /// Writes done, stored or failed, since start.
+    done: watch::Sender<u64>,
+}
+
+impl Writer {
+    /// Starts the job on `jobs`; streams are trimmed to about `max_len` entries.
+    pub(super) fn start(pool: RedisPool, max_len: usize, jobs: &Jobs) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared {
+            pool,
+            max_len: max_len.max(1),
+            script: redis::Script::new(APPEND_SCRIPT),
+            failures: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            done: watch::Sender::new(0),
+        });
+        let job = Arc::clone(&shared);
+        jobs.add("event writer", move |stop| job.run(rx, stop));
+        Self { tx, shared }
+    }
+
+    /// Queues `write` (waiting while the queue is full); once the job has stopped
+    /// (shutdown), writes it at once.
+    pub(super) async fn write(&self, write: Write) {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(write)) = self.tx.send(write).await {
+            self.shared.write_batch(vec![write]).await;
+        }
+    }
+
+    /// Queues `write` without waiting; when the queue is full or the job stopped, the
+    /// write runs on a task of its own.
+    pub(super) fn write_soon(&self, write: Write) {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(write) {
+            Ok(()) => {}
+            Err(
+                mpsc::error::TrySendError::Full(write) | mpsc::error::TrySendError::Closed(write),
+            ) => {
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(async move { shared.write_batch(vec![write]).await });
+            }
+        }
+    }
+
+    /// Waits (at most `bound`) until the writes queued so far are done, stored or
+    /// failed, so that a read on this replica finds what it was told of.
+    pub(super) async fn settle(&self, bound: Duration) {
+        let queued = self.shared.queued.load(Ordering::Acquire);
+        let mut done = self.shared.done.subscribe();
+        let _ = tokio::time::timeout(bound, done.wait_for(|done| *done >= queued)).await;
+    }
+
+    /// Writes that failed since start.
+    pub(super) fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Sends batches of what is queued until `stop` fires, then what is left.
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Write>, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                write = rx.recv() => match write {
+                    Some(write) => write,
+                    None => return,
+                },
+                () = stop.cancelled() => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch).await;
+        }
+        // Shutdown: what is queued still goes out, and later senders write themselves.
+        rx.close();
+        let mut batch = Vec::new();
+        while let Some(write) = rx.recv().await {
+            batch.push(write);
+            if batch.len() == MAX_BATCH {
+                self.write_batch(std::mem::take(&mut batch)).await;
+            }
+        }
+        if !batch.is_empty() {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// Writes `batch` in one round trip (one per master on a cluster), sent again after
+    /// [`RETRIES`] when it fails (a connection Redis dropped, a failover): the explicit
+    /// ids make a second write of an entry a no-op.
+    async fn write_batch(&self, batch: Vec<Write>) {
+        let commands: Vec<Cmd> = batch.iter().map(|write| self.command(write)).collect();
+        let mut outcome = self.send(&commands).await;
+        for delay in RETRIES {
+            if outcome.is_ok() {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            outcome = self.send(&commands).await;
+        }
+        let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        self.done.send_modify(|done| *done += count);
+        if let Err(error) = outcome {
+            self.failures.fetch_add(count, Ordering::Relaxed);
+            tracing::warn!(
+                error = %error,
+                events = batch.len(),
+                "response stream events not stored; they cannot be resumed"
+            );
+        }
+    }
+
+    /// Sends `commands`; a node that did not know the script gets it loaded and the
+    /// commands again.
+    async fn send(&self, commands: &[Cmd]) -> Result<(), RedisPoolError> {
+        let mut conn = self.pool.get().await?;
+        match conn.each(commands).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.prepare_invoke().load_async(&mut conn).await?;
+                conn.each(commands).await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&self, write: &Write) -> Cmd {
+        match write {
+            Write::Append {
+                key,
+                id,
+                kind,
+                message,
+                retry,
+                ttl,
+            } => {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.script.get_hash())
+                    .arg(1)
+                    .arg(key)
+                    .arg(self.max_len)
+                    .arg(id.to_string())
+                    .arg(*kind)
+                    .arg(message)
+                    .arg(retry)
+                    .arg(duration_ms(*ttl));
+                cmd
+            }
+            Write::Extend { key, ttl } => {
+                let mut cmd = redis::cmd("PEXPIRE");
+                cmd.arg(key).arg(duration_ms(*ttl));
+                cmd
+            }
+        }
+    }
+}
