@@ -169,6 +169,7 @@ impl AppState {
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
         );
+        rate_limit.register_metrics(&metrics);
         let holder = Holder {
             replica: replica_id.to_string(),
             url: settings.server.advertised_url(None),
