@@ -160,6 +160,7 @@ impl AppState {
         if let Some(pool) = &redis {
             pool.register_metrics(&metrics);
         }
+        sessions.register_metrics(&metrics);
         handles.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         auth.failures().register_metrics(&metrics);

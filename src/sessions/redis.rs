@@ -28,7 +28,10 @@ use std::{
 
 use redis::{Cmd, Script, Value};
 
-use super::{CounterOp, HistoryOp, Retry, Session, SessionError};
+use super::{
+    CounterOp, HistoryOp, Retry, Session, SessionError,
+    retry_records::{RetryRecordCounts, RetryRecordFigures},
+};
 use crate::{
     config::SessionSettings,
     keys::Keys,
@@ -100,6 +103,8 @@ struct Shared {
     newest_access_ms: AtomicI64,
     /// Upkeep rounds run, which picks the bucket a round flushes the newest access to.
     rounds: AtomicUsize,
+    /// The retry records this store's scripts reported writing and dropping.
+    retry_records: RetryRecordCounts,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -147,6 +152,28 @@ impl Reply {
             .parse()
             .map_err(|_| SessionError::Unavailable("unexpected script reply".into()))
     }
+
+    /// Value `i` as a count (a Lua number, sent as an integer), 0 when there is none.
+    fn count(&self, i: usize) -> Result<u64, SessionError> {
+        match self.values.get(i) {
+            None | Some(Value::Nil) => Ok(0),
+            Some(Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            Some(_) => Err(SessionError::Unavailable("unexpected script reply".into())),
+        }
+    }
+
+    /// The operation's own reply inside the prelude's `{'kept', dropped, reply...}`,
+    /// and how many older records made room for the one kept; `None` when no record
+    /// was written (no key, a failed operation, or a replay).
+    fn unwrap_kept(self) -> Result<(Self, Option<u64>), SessionError> {
+        if self.status != "kept" {
+            return Ok((self, None));
+        }
+        let mut wrapper = self;
+        let dropped = wrapper.count(0)?;
+        let reply = Self::parse(Value::Array(wrapper.values.split_off(1)))?;
+        Ok((reply, Some(dropped)))
+    }
 }
 
 /// Session `id`'s member in its bucket: the id and its owner, so upkeep that finds the
@@ -183,6 +210,7 @@ impl RedisSessions {
                 scripts: Scripts::new(),
                 newest_access_ms: AtomicI64::new(0),
                 rounds: AtomicUsize::new(0),
+                retry_records: RetryRecordCounts::default(),
             }),
         }
     }
@@ -223,6 +251,10 @@ impl RedisSessions {
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn retry_records(&self) -> RetryRecordFigures {
+        self.shared.retry_records.figures()
     }
 
     fn note_access(&self) {
@@ -269,7 +301,10 @@ impl RedisSessions {
                 .arg(limits.max_retry_records)
                 .arg(limits.max_retry_bytes);
         }
-        let reply = Reply::parse(conn.invoke(&invocation).await?)?;
+        let (reply, kept) = Reply::parse(conn.invoke(&invocation).await?)?.unwrap_kept()?;
+        if let Some(dropped) = kept {
+            self.shared.retry_records.wrote(dropped);
+        }
         match reply.status.as_str() {
             "unknown" => Err(SessionError::NotFound(id.to_owned())),
             "retry_conflict" => Err(SessionError::RetryConflict),
