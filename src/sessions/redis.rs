@@ -30,7 +30,6 @@ use std::{
 use redis::{Cmd, Script, Value};
 
 use self::reply::Reply;
-
 use super::{
     CounterOp, HistoryOp, Retry, Session, SessionError,
     retry_records::{RetryRecordCounts, RetryRecordFigures},

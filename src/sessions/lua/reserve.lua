@@ -15,8 +15,9 @@
 -- creation time, or 'p' and the deadline of a reservation not known to be made), unless
 -- that reservation is the one that came too late (ARGV[7]), which this call replaces.
 -- Under the cap the id goes in with score now + grace, which the create must beat:
--- {'ok', deadline}, and for a keyed create the number of older records it dropped. At the cap: {'full', ids whose score has passed...} (possibly gone;
--- none means full for certain). A key used with other arguments: {'retry_conflict'}.
+-- {'ok', deadline} (a keyed create adds how many older records it dropped). At the cap:
+-- {'full', ids whose score has passed...} (possibly gone; none means full for
+-- certain). A key used with other arguments: {'retry_conflict'}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local index = KEYS[1]
