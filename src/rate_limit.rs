@@ -1,56 +1,45 @@
 //! [`RateLimiter`]: per-principal request budgets shared by every replica.
 //!
 //! One token bucket per principal lives in Redis (`rate_limit.requests_per_sec`,
-//! `rate_limit.burst`), changed by one script. A replica does not ask Redis on every
-//! request: it leases a batch of tokens (a fifth of the burst, at least one) and spends
-//! them locally for up to a second, so a request costs an extra round trip only when
-//! its replica's lease runs out. The price of the batch is precision: the replicas
-//! together may admit up to their unspent leases above the budget (at most replicas ×
-//! lease), and tokens left in an expired lease are lost. With the memory backend the
-//! bucket is in-process.
+//! `rate_limit.burst`), changed by one script (`rate_limit/bucket.rs`). A replica does
+//! not ask Redis on every request: it leases a block of tokens (a fifth of the burst,
+//! at least one) and spends them locally for up to a second (`rate_limit/lease.rs`).
+//! Once a spend leaves the lease at a quarter of a block or less, and the principal
+//! spends fast enough to use a new block within its lifetime, one renewal runs in the
+//! background and adds its block to what is left, so under steady load no request
+//! waits on Redis for its tokens; only a principal's first request, one after a pause,
+//! or one that outruns the renewal does. The price of the blocks is precision: the
+//! replicas together may admit up to their unspent leases above the budget (at most
+//! replicas × (block + a quarter block)), and tokens left in an expired lease are lost.
+//! With the memory backend the bucket is in-process.
+
+mod bucket;
+mod lease;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use moka::sync::Cache;
-// tokio's clock, so tests can run on paused time.
-use tokio::time::Instant;
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
+use self::{
+    bucket::{Buckets, Shape},
+    lease::{PrincipalGrant, Shortfall, Terms},
+};
 use crate::{
     config::{FailMode, RateLimitSettings},
     keys::Keys,
+    metrics::{Metrics, encode_counter},
     redis_pool::RedisPool,
 };
 
-/// How long leased tokens may be spent.
-const LEASE_LIFETIME: Duration = Duration::from_secs(1);
-/// How long after a failed renewal the bucket counts as unreachable without asking.
-const FAILURE_HOLD: Duration = Duration::from_secs(1);
 /// Most principals whose leases (or in-process buckets) a replica keeps.
 const MAX_PRINCIPALS: u64 = 100_000;
-
-/// The shared bucket: refill by elapsed time, grant up to ARGV[3] tokens, report how long
-/// until the next token when none is left.
-const TAKE_SCRIPT: &str = r"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-local granted = math.min(want, math.floor(tokens))
-tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-local wait = 0
-if granted == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
-return {granted, wait}
-";
 
 /// Why a request may not run now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +52,18 @@ pub enum RateLimitError {
     Unavailable,
 }
 
+/// How this replica's leases have served requests since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseFigures {
+    /// Requests that found their principal's lease empty or expired and waited for a
+    /// renewal (their own, or one in flight).
+    pub misses: u64,
+    /// Renewals started ahead of need, in the background.
+    pub renewals_ahead: u64,
+    /// Renewals ahead not landed yet.
+    pub renewals_ahead_running: u64,
+}
+
 /// Per-principal rate limiting. Cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -70,56 +71,14 @@ pub struct RateLimiter {
 }
 
 struct Inner {
-    rate: f64,
-    burst: u32,
-    lease: u32,
+    shape: Shape,
+    terms: Terms,
     fail: FailMode,
-    /// Redis and the key names, or `None` for an in-process bucket per principal.
-    shared: Option<(RedisPool, Keys, redis::Script)>,
+    buckets: Buckets,
     leases: Cache<String, Arc<PrincipalGrant>>,
-    buckets: Cache<String, Arc<Mutex<Bucket>>>,
-}
-
-/// One principal's lease on this replica, and the lock that lets one request at a time
-/// renew it: requests that find it empty while a renewal runs wait for that renewal and
-/// spend from it, rather than each taking a lease of its own from the shared bucket
-/// (which drained it, refusing requests while leased tokens sat unspent).
-#[derive(Debug, Default)]
-struct PrincipalGrant {
-    lease: Mutex<Grant>,
-    renewal: tokio::sync::Mutex<()>,
-}
-
-impl PrincipalGrant {
-    fn spend(&self) -> bool {
-        self.lease.lock().unwrap_or_else(|e| e.into_inner()).spend()
-    }
-
-    fn failed_recently(&self) -> bool {
-        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
-        lease
-            .failed_until
-            .is_some_and(|until| until > Instant::now())
-    }
-}
-
-/// Tokens this replica may spend without asking.
-#[derive(Debug)]
-struct Grant {
-    tokens: u32,
-    until: Instant,
-    /// Until when the shared bucket counts as unreachable after a failed renewal: the
-    /// requests that waited for that renewal apply `rate_limit.on_redis_error` at once
-    /// instead of each trying Redis again in turn (a frozen Redis would otherwise hold
-    /// the n-th of them n command timeouts long).
-    failed_until: Option<Instant>,
-}
-
-/// An in-process token bucket (memory backend).
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    misses: AtomicU64,
+    renewals_ahead: AtomicU64,
+    renewals_ahead_running: AtomicU64,
 }
 
 impl RateLimiter {
@@ -134,15 +93,23 @@ impl RateLimiter {
                 .time_to_idle(Duration::from_secs(60))
                 .build()
         }
+        let buckets = match redis {
+            Some((pool, keys)) => Buckets::redis(pool, keys),
+            None => Buckets::Memory(cache()),
+        };
         Self {
             inner: Some(Arc::new(Inner {
-                rate: f64::from(settings.requests_per_sec),
-                burst: settings.burst.max(1),
-                lease: (settings.burst / 5).max(1),
+                shape: Shape {
+                    rate: f64::from(settings.requests_per_sec),
+                    burst: settings.burst.max(1),
+                },
+                terms: Terms::for_burst(settings.burst),
                 fail: settings.on_redis_error,
-                shared: redis.map(|(pool, keys)| (pool, keys, redis::Script::new(TAKE_SCRIPT))),
+                buckets,
                 leases: cache(),
-                buckets: cache(),
+                misses: AtomicU64::new(0),
+                renewals_ahead: AtomicU64::new(0),
+                renewals_ahead_running: AtomicU64::new(0),
             })),
         }
     }
@@ -159,107 +126,119 @@ impl RateLimiter {
         let leased = inner
             .leases
             .get_with_by_ref(principal, || Arc::new(PrincipalGrant::default()));
-        if leased.spend() {
-            return Ok(());
-        }
-        let _renewing = leased.renewal.lock().await;
-        // Another request may have renewed the lease while this one waited, or found
-        // the bucket unreachable.
-        if leased.spend() {
-            return Ok(());
-        }
-        let unavailable = || match inner.fail {
-            FailMode::Open => Ok(()),
-            FailMode::Closed => Err(RateLimitError::Unavailable),
+        let renew_ahead = match leased.spend(inner.terms) {
+            Some(renew_ahead) => renew_ahead,
+            None => {
+                inner.misses.fetch_add(1, Ordering::Relaxed);
+                inner.renew_and_spend(principal, &leased).await?
+            }
         };
-        if leased.failed_recently() {
-            return unavailable();
+        if renew_ahead {
+            inner.renew_ahead(principal, leased);
         }
-        match inner.take(principal).await {
-            Ok((granted, _)) if granted > 0 => {
-                let mut lease = leased.lease.lock().unwrap_or_else(|e| e.into_inner());
-                lease.tokens = granted - 1;
-                lease.until = Instant::now() + LEASE_LIFETIME;
-                lease.failed_until = None;
-                Ok(())
-            }
-            Ok((_, wait)) => Err(RateLimitError::Limited(wait)),
-            Err(e) => {
-                tracing::warn!(error = %e, "rate limiter unavailable");
-                leased
-                    .lease
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .failed_until = Some(Instant::now() + FAILURE_HOLD);
-                unavailable()
-            }
+        Ok(())
+    }
+
+    /// This replica's lease figures (all zero when the limit is off).
+    pub fn figures(&self) -> LeaseFigures {
+        let Some(inner) = &self.inner else {
+            return LeaseFigures::default();
+        };
+        LeaseFigures {
+            misses: inner.misses.load(Ordering::Relaxed),
+            renewals_ahead: inner.renewals_ahead.load(Ordering::Relaxed),
+            renewals_ahead_running: inner.renewals_ahead_running.load(Ordering::Relaxed),
         }
     }
-}
 
-impl Default for Grant {
-    fn default() -> Self {
-        Self {
-            tokens: 0,
-            until: Instant::now(),
-            failed_until: None,
-        }
-    }
-}
-
-impl Grant {
-    fn spend(&mut self) -> bool {
-        if self.tokens > 0 && self.until > Instant::now() {
-            self.tokens -= 1;
-            return true;
-        }
-        false
+    /// Registers the `rate_limit_*` series with `metrics`, read from
+    /// [`RateLimiter::figures`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(LeaseCollector(self.clone()));
     }
 }
 
 impl Inner {
-    /// Takes up to a lease of tokens from the principal's bucket: how many, and how long
-    /// until the next one when none was left.
-    async fn take(&self, principal: &str) -> Result<(u32, Duration), String> {
-        let Some((pool, keys, script)) = &self.shared else {
-            let bucket = self.buckets.get_with_by_ref(principal, || {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: f64::from(self.burst),
-                    at: Instant::now(),
-                }))
-            });
-            let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
-            return Ok(bucket.take(self.rate, self.burst, self.lease));
+    /// The path of a request that found the lease empty: waits for the renewal in
+    /// flight or runs one, then spends from it. `Ok(renew ahead)`.
+    async fn renew_and_spend(
+        &self,
+        principal: &str,
+        leased: &PrincipalGrant,
+    ) -> Result<bool, RateLimitError> {
+        let _renewing = leased.renewal.lock().await;
+        // Another request (or a renewal ahead) may have renewed the lease while this
+        // one waited, or found the bucket unreachable.
+        if let Some(renew_ahead) = leased.spend(self.terms) {
+            return Ok(renew_ahead);
+        }
+        if !leased.failed_recently() {
+            let taken = self
+                .buckets
+                .take(principal, self.shape, self.terms.block)
+                .await;
+            match leased.settle(taken, Some(self.terms)) {
+                Ok(renew_ahead) => return Ok(renew_ahead),
+                Err(Shortfall::Empty(wait)) => return Err(RateLimitError::Limited(wait)),
+                Err(Shortfall::Unreachable) => {}
+            }
+        }
+        match self.fail {
+            FailMode::Open => Ok(false),
+            FailMode::Closed => Err(RateLimitError::Unavailable),
+        }
+    }
+
+    /// Starts one renewal of `principal`'s lease in the background, unless one (a
+    /// request's or another ahead) is in flight already.
+    fn renew_ahead(self: &Arc<Self>, principal: &str, leased: Arc<PrincipalGrant>) {
+        // Taken here, before the spawn, so a request that finds the lease empty in the
+        // meantime waits for this renewal instead of starting its own.
+        let Ok(renewing) = Arc::clone(&leased.renewal).try_lock_owned() else {
+            return;
         };
-        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        let (granted, wait_ms): (u32, u64) = script
-            .key(keys.rate_limit(principal))
-            .arg(self.rate)
-            .arg(self.burst)
-            .arg(self.lease)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((granted, Duration::from_millis(wait_ms)))
+        self.renewals_ahead.fetch_add(1, Ordering::Relaxed);
+        self.renewals_ahead_running.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::clone(self);
+        let principal = principal.to_owned();
+        tokio::spawn(async move {
+            let taken = inner
+                .buckets
+                .take(&principal, inner.shape, inner.terms.block)
+                .await;
+            // An empty or unreachable bucket is the next request's to report.
+            let _ = leased.settle(taken, None);
+            inner.renewals_ahead_running.fetch_sub(1, Ordering::Relaxed);
+            drop(renewing);
+        });
     }
 }
 
-impl Bucket {
-    /// The in-process twin of the Redis script.
-    fn take(&mut self, rate: f64, burst: u32, want: u32) -> (u32, Duration) {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * rate;
-        self.tokens = (self.tokens + refill).min(f64::from(burst));
-        self.at = now;
-        let granted = self.tokens.floor().min(f64::from(want)).max(0.0);
-        self.tokens -= granted;
-        let wait = if granted == 0.0 {
-            Duration::from_secs_f64((1.0 - self.tokens) / rate)
-        } else {
-            Duration::ZERO
-        };
-        // `granted` is a whole number between 0 and `want`.
-        (granted as u32, wait)
+/// The `rate_limit_*` counters.
+struct LeaseCollector(RateLimiter);
+
+impl std::fmt::Debug for LeaseCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for LeaseCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let figures = self.0.figures();
+        encode_counter(
+            &mut enc,
+            "rate_limit_lease_misses",
+            "Requests that found their principal's rate-limit lease on this replica empty \
+             or expired and waited for Redis (a renewal of their own or one in flight)",
+            figures.misses,
+        )?;
+        encode_counter(
+            &mut enc,
+            "rate_limit_renewals_ahead",
+            "Rate-limit lease renewals started in the background before the lease ran out",
+            figures.renewals_ahead,
+        )
     }
 }
 
@@ -292,6 +271,76 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         limiter.check("alice").await.unwrap();
         assert!(limiter.check("alice").await.is_err());
+    }
+
+    /// Spends one token, then lets a renewal ahead it started land.
+    async fn check_and_settle(limiter: &RateLimiter) -> Result<(), RateLimitError> {
+        let checked = limiter.check("alice").await;
+        while limiter.figures().renewals_ahead_running > 0 {
+            tokio::task::yield_now().await;
+        }
+        checked
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_waits_for_no_renewal_after_the_first_request() {
+        // Blocks of 10 tokens, renewed ahead once a spend leaves 2: at a request every
+        // 10 ms each renewal lands before the lease runs out.
+        let limiter = RateLimiter::new(&settings(1, 50), None);
+        for _ in 0..30 {
+            check_and_settle(&limiter).await.unwrap();
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let figures = limiter.figures();
+        assert_eq!(figures.misses, 1, "{figures:?}");
+        assert_eq!(figures.renewals_ahead, 3, "{figures:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_renewed_ahead_are_spent_before_the_budget_is_refused() {
+        // Blocks of 4 renewed ahead at 1 left: the burst of 20 is served exactly, and
+        // the request after it is refused.
+        let limiter = RateLimiter::new(&settings(1, 20), None);
+        for _ in 0..20 {
+            check_and_settle(&limiter).await.unwrap();
+        }
+        assert!(matches!(
+            check_and_settle(&limiter).await,
+            Err(RateLimitError::Limited(_))
+        ));
+        assert!(
+            limiter.figures().renewals_ahead >= 4,
+            "{:?}",
+            limiter.figures()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_stream_renews_nothing_ahead() {
+        // At a request every 100 ms the 2 tokens left and a renewed block of 10 would
+        // last 1.2 s, past their lifetime: part would be lost to the shared bucket. So
+        // each lease runs out (or expires) and the next request renews it.
+        let limiter = RateLimiter::new(&settings(100, 50), None);
+        for _ in 0..20 {
+            check_and_settle(&limiter).await.unwrap();
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let figures = limiter.figures();
+        assert_eq!(figures.renewals_ahead, 0, "{figures:?}");
+        assert_eq!(figures.misses, 2, "{figures:?}");
+    }
+
+    #[test]
+    fn register_metrics_exposes_the_lease_figures() {
+        let metrics = Metrics::new("r1", "memory");
+        RateLimiter::new(&settings(0, 1), None).register_metrics(&metrics);
+        let text = metrics.render();
+        for name in ["rate_limit_lease_misses", "rate_limit_renewals_ahead"] {
+            assert!(
+                text.contains(&format!("stateful_mcp_{name}_total{{replica=\"r1\"}} 0\n")),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@
 //!
 //! Files: this one is the handle ([`Sessions`]) and its record operations; `record.rs`
 //! the record and its tolerant decoding; `error.rs` the error; `holding.rs` the holding
-//! types and operations; `memory.rs` and `redis.rs` the backends, each with its holding
+//! types and operations; `retry_records.rs` the figures of keyed calls' retry records;
+//! `memory.rs` and `redis.rs` the backends, each with its holding
 //! operations in a `holding.rs` beside it (and Redis's create and delete steps in
 //! `redis/create.rs`, its indexes in `redis/index.rs`).
 //! Every operation checks here what both backends share, then forwards the call with
@@ -23,6 +24,7 @@ mod holding;
 mod memory;
 mod record;
 mod redis;
+mod retry_records;
 
 use std::sync::Arc;
 
@@ -33,7 +35,9 @@ pub use self::holding::{Holder, Lease, LeaseState, Renewal, Touched};
 pub use self::memory::MemorySessions;
 pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
 pub use self::redis::RedisSessions;
-use crate::{backend::dispatch, config::SessionSettings};
+use self::retry_records::RetryRecordCollector;
+pub use self::retry_records::RetryRecordFigures;
+use crate::{backend::dispatch, config::SessionSettings, metrics::Metrics};
 
 /// The principal of unauthenticated callers.
 pub const ANONYMOUS: &str = "anonymous";
@@ -140,6 +144,20 @@ impl Sessions {
     /// The limits in force.
     pub fn limits(&self) -> &SessionSettings {
         &self.limits
+    }
+
+    /// The retry records this replica wrote and dropped since start.
+    pub fn retry_records(&self) -> RetryRecordFigures {
+        match &self.backend {
+            Backend::Memory(backend) => backend.retry_records(),
+            Backend::Redis(backend) => backend.retry_records(),
+        }
+    }
+
+    /// Registers the `retry_records_*` series with `metrics`, read from
+    /// [`Sessions::retry_records`] at each scrape.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(RetryRecordCollector(self.clone()));
     }
 
     /// Creates a session owned by `new.principal`.

@@ -160,6 +160,7 @@ impl AppState {
         if let Some(pool) = &redis {
             pool.register_metrics(&metrics);
         }
+        sessions.register_metrics(&metrics);
         handles.register_metrics(&metrics);
         cpu.register_metrics(&metrics);
         auth.failures().register_metrics(&metrics);
@@ -169,6 +170,7 @@ impl AppState {
             &settings.rate_limit,
             redis.clone().map(|pool| (pool, keys.clone())),
         );
+        rate_limit.register_metrics(&metrics);
         let holder = Holder {
             replica: replica_id.to_string(),
             url: settings.server.advertised_url(None),

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::{
     CounterOp, HistoryOp, NewSession, Retry, Session, SessionError, SessionStats, SessionSummary,
     record::SCHEMA_VERSION,
+    retry_records::{RetryRecordCounts, RetryRecordFigures},
 };
 use crate::config::SessionSettings;
 
@@ -25,6 +26,7 @@ use crate::config::SessionSettings;
 pub struct MemorySessions {
     inner: Arc<Mutex<Inner>>,
     timeout: Duration,
+    retry_records: Arc<RetryRecordCounts>,
 }
 
 #[derive(Debug, Default)]
@@ -95,11 +97,12 @@ struct Entry {
 
 /// Runs `op` on `e` at most once per `retry` key (see [`super::Retry`]), keeping at
 /// most `session.max_retry_records` replies of at most `session.max_retry_bytes` in
-/// all (the oldest go first).
+/// all (the oldest go first), and counting them in `counts`.
 fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
     e: &mut Entry,
     retry: Option<&Retry>,
     limits: &SessionSettings,
+    counts: &RetryRecordCounts,
     op: impl FnOnce(&mut Entry) -> Result<T, SessionError>,
 ) -> Result<T, SessionError> {
     let ttl = std::time::Duration::from_secs(limits.idempotency_ttl_secs);
@@ -123,6 +126,7 @@ fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
     e.retries.retain(|_, (_, _, expires)| *expires > now);
     let mut bytes: usize =
         e.retries.values().map(|(_, r, _)| size(r)).sum::<usize>() + size(&reply);
+    let mut dropped = 0;
     while !e.retries.is_empty()
         && (e.retries.len() >= limits.max_retry_records || bytes > limits.max_retry_bytes)
     {
@@ -136,12 +140,14 @@ fn once<T: serde::Serialize + serde::de::DeserializeOwned>(
         };
         if let Some((_, r, _)) = e.retries.remove(&oldest) {
             bytes -= size(&r);
+            dropped += 1;
         }
     }
     e.retries.insert(
         retry.key.clone(),
         (retry.fingerprint.clone(), reply, now + ttl),
     );
+    counts.wrote(dropped);
     Ok(result)
 }
 
@@ -155,7 +161,12 @@ impl MemorySessions {
         Self {
             inner: Arc::default(),
             timeout,
+            retry_records: Arc::default(),
         }
+    }
+
+    pub(super) fn retry_records(&self) -> RetryRecordFigures {
+        self.retry_records.figures()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -249,6 +260,7 @@ impl MemorySessions {
             let records = inner.creates.entry(session.owner.clone()).or_default();
             records.retain(|_, r| r.expires_at > now);
             // The oldest go first, as on Redis.
+            let mut dropped = 0;
             while records.len() >= limits.max_retry_records {
                 let Some(oldest) = records
                     .iter()
@@ -258,7 +270,9 @@ impl MemorySessions {
                     break;
                 };
                 records.remove(&oldest);
+                dropped += 1;
             }
+            self.retry_records.wrote(dropped);
             records.insert(
                 retry.key,
                 CreateRecord {
@@ -317,7 +331,7 @@ impl MemorySessions {
         limits: &SessionSettings,
     ) -> Result<i64, SessionError> {
         self.with_live(principal, id, |e| {
-            once(e, retry, limits, |e| {
+            once(e, retry, limits, &self.retry_records, |e| {
                 // Reset needs no current value: it is how a caller recovers a counter that
                 // holds something other than an integer.
                 let current = || match e.session.data.get("counter") {
@@ -348,7 +362,7 @@ impl MemorySessions {
         limits: &SessionSettings,
     ) -> Result<Vec<String>, SessionError> {
         self.with_live(principal, id, |e| {
-            once(e, retry, limits, |e| {
+            once(e, retry, limits, &self.retry_records, |e| {
                 let mut entries: Vec<String> = e
                     .session
                     .data

@@ -10,12 +10,13 @@
 //!
 //! The record operations are here; `redis/create.rs` creates and deletes sessions
 //! (reservation, record, confirmation), `redis/holding.rs` takes, renews and releases
-//! the leases of 2025-era sessions, and `redis/index.rs` reads and keeps the indexes
-//! (list, stats, maintain).
+//! the leases of 2025-era sessions, `redis/index.rs` reads and keeps the indexes
+//! (list, stats, maintain), and `redis/reply.rs` reads the scripts' replies.
 
 mod create;
 mod holding;
 mod index;
+mod reply;
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,11 @@ use std::{
 
 use redis::{Cmd, Script, Value};
 
-use super::{CounterOp, HistoryOp, Retry, Session, SessionError};
+use self::reply::Reply;
+use super::{
+    CounterOp, HistoryOp, Retry, Session, SessionError,
+    retry_records::{RetryRecordCounts, RetryRecordFigures},
+};
 use crate::{
     config::SessionSettings,
     keys::Keys,
@@ -100,6 +105,8 @@ struct Shared {
     newest_access_ms: AtomicI64,
     /// Upkeep rounds run, which picks the bucket a round flushes the newest access to.
     rounds: AtomicUsize,
+    /// The retry records this store's scripts reported writing and dropping.
+    retry_records: RetryRecordCounts,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -107,45 +114,6 @@ impl std::fmt::Debug for RedisSessions {
         f.debug_struct("RedisSessions")
             .field("prefix", &self.shared.keys.prefix())
             .finish()
-    }
-}
-
-/// A script's reply: a status word and its values.
-struct Reply {
-    status: String,
-    values: Vec<Value>,
-}
-
-impl Reply {
-    fn parse(v: Value) -> Result<Self, SessionError> {
-        let Value::Array(mut items) = v else {
-            return Err(SessionError::Unavailable(
-                "unexpected script reply shape".into(),
-            ));
-        };
-        if items.is_empty() {
-            return Err(SessionError::Unavailable("empty script reply".into()));
-        }
-        let status = redis::from_redis_value(items.remove(0))?;
-        Ok(Self {
-            status,
-            values: items,
-        })
-    }
-
-    fn string(&mut self, i: usize) -> Result<String, SessionError> {
-        let v = self
-            .values
-            .get_mut(i)
-            .map_or(Value::Nil, |v| std::mem::replace(v, Value::Nil));
-        Ok(redis::from_redis_value::<Option<String>>(v)?.unwrap_or_default())
-    }
-
-    /// Value `i` as a whole number (a time in ms, written by a script).
-    fn int(&mut self, i: usize) -> Result<i64, SessionError> {
-        self.string(i)?
-            .parse()
-            .map_err(|_| SessionError::Unavailable("unexpected script reply".into()))
     }
 }
 
@@ -183,6 +151,7 @@ impl RedisSessions {
                 scripts: Scripts::new(),
                 newest_access_ms: AtomicI64::new(0),
                 rounds: AtomicUsize::new(0),
+                retry_records: RetryRecordCounts::default(),
             }),
         }
     }
@@ -223,6 +192,10 @@ impl RedisSessions {
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn retry_records(&self) -> RetryRecordFigures {
+        self.shared.retry_records.figures()
     }
 
     fn note_access(&self) {
@@ -269,7 +242,10 @@ impl RedisSessions {
                 .arg(limits.max_retry_records)
                 .arg(limits.max_retry_bytes);
         }
-        let reply = Reply::parse(conn.invoke(&invocation).await?)?;
+        let (reply, kept) = Reply::parse(conn.invoke(&invocation).await?)?.unwrap_kept()?;
+        if let Some(dropped) = kept {
+            self.shared.retry_records.wrote(dropped);
+        }
         match reply.status.as_str() {
             "unknown" => Err(SessionError::NotFound(id.to_owned())),
             "retry_conflict" => Err(SessionError::RetryConflict),

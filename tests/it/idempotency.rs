@@ -222,3 +222,33 @@ async fn a_sessions_retry_records_are_bounded_and_reads_keep_none() {
         "the index lists exactly the records kept"
     );
 }
+
+/// A replica counts the retry records it writes and drops at `/metrics`: keyed changes
+/// and creates write one each, replays and reads none, and past
+/// `session.max_retry_records` each new one drops the oldest.
+#[tokio::test]
+async fn the_retry_records_written_and_dropped_are_counted_at_metrics() {
+    let redis = RedisServer::shared_or_start().await;
+    let replica = Replica::start(
+        redis.url(),
+        &unique_prefix("retry-metrics"),
+        &[("STATEFUL_MCP__SESSION__MAX_RETRY_RECORDS", "2")],
+    )
+    .await;
+    let url = replica.url();
+    let handle = create_handle(&reqwest::Client::new(), &url).await;
+    let increment = json!({"operation": "increment", "session_id": handle});
+    for key in ["k1", "k2", "k3", "k3"] {
+        call_with_key(&url, "counter", increment.clone(), json!(key)).await;
+    }
+    let get = json!({"operation": "get", "session_id": handle});
+    call_with_key(&url, "counter", get, json!("k4")).await;
+    call_with_key(&url, "session_create", json!({}), json!("c1")).await;
+    let counted = async |name: &str| {
+        replica
+            .metric(&[&format!("stateful_mcp_retry_records_{name}_total{{")])
+            .await
+    };
+    assert_eq!(counted("written").await, Some(4.0));
+    assert_eq!(counted("dropped").await, Some(1.0));
+}

@@ -1,16 +1,23 @@
 //! Per-principal rate limits shared by the replicas: a burst, then 429 with
 //! `Retry-After`; other principals unaffected; requests still served while the
-//! limiter's Redis is down (`on_redis_error = "open"`).
+//! limiter's Redis is down (`on_redis_error = "open"`); leases renewed ahead, so a
+//! steady stream waits on Redis for its first request only.
 
 use reqwest::StatusCode;
 use serde_json::json;
+use stateful_mcp::{
+    config::{FailMode, RateLimitSettings},
+    keys::Keys,
+    rate_limit::RateLimiter,
+};
 
 use crate::{
     auth::{KeyDir, api_key_env, api_keys_file, as_refs},
     support::{
         http::{bearer_client, meta_2026, post_json},
-        redis_server::{RedisServer, skipped_on_shared_cluster, unique_prefix},
+        redis_server::{RedisServer, RedisServerExt, skipped_on_shared_cluster, unique_prefix},
         replica::Replica,
+        wait::wait_until,
     },
 };
 
@@ -93,6 +100,32 @@ async fn concurrent_requests_share_one_lease_renewal_and_spend_the_whole_burst()
         "{:?}",
         statuses.iter().map(|r| r.status()).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_steady_stream_waits_on_redis_for_its_first_request_only() {
+    // Blocks of 10 tokens of a burst of 50, renewed ahead in the background once a
+    // spend leaves 2: each renewal lands before the lease runs out (the stream lets it),
+    // so only the first request waits for a lease. Without the renewal ahead, each
+    // block's first request waited: 3 of these 30.
+    let redis = RedisServer::shared_or_start().await;
+    let settings = RateLimitSettings {
+        requests_per_sec: 1,
+        burst: 50,
+        on_redis_error: FailMode::Closed,
+    };
+    let keys = Keys::new(&unique_prefix("rate-ahead"));
+    let limiter = RateLimiter::new(&settings, Some((redis.pool(), keys)));
+    for _ in 0..30 {
+        limiter.check("alice").await.unwrap();
+        wait_until("the renewal ahead landed", async || {
+            limiter.figures().renewals_ahead_running == 0
+        })
+        .await;
+    }
+    let figures = limiter.figures();
+    assert_eq!(figures.misses, 1, "{figures:?}");
+    assert_eq!(figures.renewals_ahead, 3, "{figures:?}");
 }
 
 #[tokio::test]

@@ -910,6 +910,71 @@ async fn a_retried_create_gets_the_first_session_and_makes_no_other() {
     }
 }
 
+#[tokio::test]
+async fn the_retry_records_written_and_dropped_are_counted() {
+    use stateful_mcp::sessions::{Retry, RetryRecordFigures};
+
+    let retry = |key: &str| Retry {
+        key: key.into(),
+        fingerprint: "a".into(),
+    };
+    let redis = RedisServer::shared_or_start().await;
+    let mut l = limits(60);
+    l.max_retry_records = 2;
+    l.max_retry_bytes = 300;
+    l.max_data_bytes = 4096;
+    l.max_sessions_per_principal = 10;
+    let redis_store = RedisSessions::new(
+        redis.pool(),
+        Keys::new(&unique_prefix("counted")),
+        l.timeout(),
+    );
+    let backends = [
+        ("memory", Sessions::memory(l.clone())),
+        ("redis", Sessions::redis(redis_store, l.clone())),
+    ];
+    for (name, s) in backends {
+        let counted = |written, dropped| RetryRecordFigures { written, dropped };
+        let id = s.create(new("alice")).await.unwrap().id;
+        assert_eq!(
+            s.retry_records(),
+            counted(0, 0),
+            "{name}: no key, no record"
+        );
+
+        // Three keyed changes kept in two records; a replay and a read write none.
+        for key in ["k1", "k2", "k3", "k3"] {
+            s.counter_once("alice", &id, CounterOp::Add(1), Some(&retry(key)))
+                .await
+                .unwrap();
+        }
+        s.counter_once("alice", &id, CounterOp::Get, Some(&retry("k4")))
+            .await
+            .unwrap();
+        assert_eq!(s.retry_records(), counted(3, 1), "{name}: the record count");
+
+        // Replies of over 200 bytes: each new record leaves no room for another.
+        for key in ["h1", "h2"] {
+            let entry = HistoryOp::Add("x".repeat(200));
+            s.history_once("alice", &id, entry, Some(&retry(key)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.retry_records(), counted(5, 4), "{name}: the byte bound");
+
+        // Keyed creates: a principal keeps two records; the third drops the first.
+        for key in ["c1", "c2", "c3", "c3"] {
+            s.create(NewSession {
+                retry: Some(retry(key)),
+                ..new("alice")
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.retry_records(), counted(8, 5), "{name}: keyed creates");
+    }
+}
+
 /// A lease of `replica` for a minute: long enough that none runs out in a test.
 fn lease_of(replica: &str) -> Lease {
     Lease {

@@ -64,7 +64,7 @@ end
 -- The index (KEYS[3]) lists the session's records as '<bytes>:<key>' scored by when
 -- they were written, and the hash's `rbytes` field their total: expired ones leave it
 -- first, then the oldest until the session is within both limits, so what a session
--- keeps is bounded whatever the rate of keyed calls.
+-- keeps is bounded whatever the rate of keyed calls. Returns how many it dropped.
 local function keep(record)
   local ttl = tonumber(ARGV[#ARGV - 2])
   redis.call('SET', idem, record, 'PX', ttl)
@@ -79,6 +79,7 @@ local function keep(record)
   bytes = bytes + string.len(record)
   local max_records, max_bytes = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
   local count = redis.call('ZCARD', index)
+  local dropped = 0
   while count > 1 and (count > max_records or bytes > max_bytes) do
     local oldest = redis.call('ZPOPMIN', index)[1]
     local size, old = string.match(oldest, '^(%d+):(.*)$')
@@ -86,13 +87,18 @@ local function keep(record)
     redis.call('DEL', old)
     bytes = bytes - tonumber(size)
     count = count - 1
+    dropped = dropped + 1
   end
   redis.call('HSET', key, 'rbytes', math.max(bytes, 0))
   redis.call('PEXPIRE', index, ttl)
+  return dropped
 end
+-- A reply whose record was written comes wrapped: {'kept', records dropped, reply...}
+-- (its replay, the record itself, does not).
 local function finish(reply)
   if idem and reply[1] == 'ok' then
-    keep(cjson.encode({f = fingerprint, r = reply}))
+    local dropped = keep(cjson.encode({f = fingerprint, r = reply}))
+    return {'kept', dropped, unpack(reply)}
   end
   return reply
 end

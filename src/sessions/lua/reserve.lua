@@ -15,8 +15,9 @@
 -- creation time, or 'p' and the deadline of a reservation not known to be made), unless
 -- that reservation is the one that came too late (ARGV[7]), which this call replaces.
 -- Under the cap the id goes in with score now + grace, which the create must beat:
--- {'ok', deadline}. At the cap: {'full', ids whose score has passed...} (possibly gone;
--- none means full for certain). A key used with other arguments: {'retry_conflict'}.
+-- {'ok', deadline} (a keyed create adds how many older records it dropped). At the cap:
+-- {'full', ids whose score has passed...} (possibly gone; none means full for
+-- certain). A key used with other arguments: {'retry_conflict'}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local index = KEYS[1]
@@ -54,12 +55,15 @@ if KEYS[2] then
   redis.call('ZREMRANGEBYSCORE', records, '-inf', '(' .. string.format('%.0f', now - ttl))
   redis.call('ZREM', records, KEYS[2])
   local count = redis.call('ZCARD', records)
+  local dropped = 0
   while count >= tonumber(ARGV[10]) do
     redis.call('DEL', redis.call('ZPOPMIN', records)[1])
     count = count - 1
+    dropped = dropped + 1
   end
   redis.call('SET', KEYS[2], ARGV[8] .. '|' .. ARGV[1] .. '|p' .. deadline, 'PX', ttl)
   redis.call('ZADD', records, now, KEYS[2])
   redis.call('PEXPIRE', records, ttl)
+  return {'ok', deadline, dropped}
 end
 return {'ok', deadline}

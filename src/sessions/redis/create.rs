@@ -174,6 +174,9 @@ impl RedisSessions {
             let mut reply = Reply::parse(conn.invoke(&invocation).await?)?;
             match reply.status.as_str() {
                 "ok" => {
+                    if new.retry.is_some() {
+                        self.shared.retry_records.wrote(reply.count(1)?);
+                    }
                     return Ok(Reserved::Fresh {
                         deadline: reply.int(0)?,
                     });
