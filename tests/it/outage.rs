@@ -182,3 +182,37 @@ async fn the_holder_serves_without_redis_no_longer_than_its_lease_lasts() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_failed_event_write_makes_the_holder_touch_again() {
+    let mut redis = RedisServer::start().await;
+    // A lease renewal would also notice the outage: none runs within the test.
+    let settings = [("STATEFUL_MCP__SESSION__LEASE_SECS", "3600")];
+    let holder = Replica::start(redis.url(), &unique_prefix("outage-write"), &settings).await;
+    let session = legacy_session(&holder.url()).await;
+    let http = reqwest::Client::new();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let status = async || {
+        legacy_post(&http, &holder.url(), &session, &ping)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status().await, StatusCode::OK);
+    redis.kill();
+    // Served on the holder's lease; its response event cannot be written.
+    assert_eq!(status().await, StatusCode::OK);
+    // Once that write has failed, the holder touches the session again: a 503.
+    wait_until("the holder touches again", async || {
+        status().await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // A Redis restarted without persistence lost the session, and the holder, asking
+    // the store again, learns it.
+    redis.restart().await;
+    wait_until("the holder answers from the store again", async || {
+        status().await == StatusCode::NOT_FOUND
+    })
+    .await;
+}
