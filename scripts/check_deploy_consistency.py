@@ -12,6 +12,9 @@ per check and exits non-zero when any fails. Each check names the files it relat
 - shutdown timing: Kubernetes' terminationGracePeriodSeconds and Compose's
   stop_grace_period exceed preStop sleep + server.prestop_delay_secs +
   server.shutdown_timeout_secs, so a replica is never killed mid-drain;
+- the requestState key ring: every compose replica reads the same mrtr.keys_file from
+  the volume the one-shot key service writes (and waits for it), none has a key in the
+  file; the Deployment takes it from a required Secret, never the ConfigMap;
 - the Deployment loads the ConfigMap and Secret it names, probes /readyz and /healthz;
 - the ServiceMonitor selects the Service (its labels, namespace and a port it names) and
   scrapes /metrics.
@@ -180,12 +183,48 @@ def main() -> int:
             svc_env.get("STATEFUL_MCP__STORE__BACKEND") == "redis",
             f"compose {name}: STATEFUL_MCP__STORE__BACKEND=redis",
         )
-    mrtr_keys = {services[name].get("environment", {}).get("STATEFUL_MCP__MRTR__KEYS") for name in replicas}
+    # --- Compose requestState keys: drawn per stack by a one-shot service, never a literal
+    key_files = {services[name].get("environment", {}).get("STATEFUL_MCP__MRTR__KEYS_FILE") for name in replicas}
     check(
-        len(mrtr_keys) == 1 and None not in mrtr_keys,
-        "compose: every replica has the same STATEFUL_MCP__MRTR__KEYS",
-        f"{sorted(map(str, mrtr_keys))}",
+        len(key_files) == 1 and None not in key_files,
+        "compose: every replica has the same STATEFUL_MCP__MRTR__KEYS_FILE",
+        f"{sorted(map(str, key_files))}",
     )
+    check(
+        not any("STATEFUL_MCP__MRTR__KEYS" in services[name].get("environment", {}) for name in replicas),
+        "compose: no replica takes STATEFUL_MCP__MRTR__KEYS from the file (a key anyone could read)",
+    )
+    key_file = next(iter(key_files)) or ""
+    key_dir = key_file.rsplit("/", 1)[0]
+
+    def mounts(svc: dict) -> dict[str, str]:
+        # Short syntax `volume:/path[:mode]` -> {"/path": "volume"}.
+        return {
+            v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", []) if isinstance(v, str) and ":" in v
+        }
+
+    writers = [
+        name
+        for name, svc in services.items()
+        if name not in replicas and "STATEFUL_MCP_MRTR_KEYS" in svc.get("environment", {})
+    ]
+    check(len(writers) == 1, "compose: one service writes the requestState key ring", f"{writers}")
+    if len(writers) == 1:
+        writer = writers[0]
+        volume = mounts(services[writer]).get(key_dir)
+        check(
+            volume is not None and all(mounts(services[name]).get(key_dir) == volume for name in replicas),
+            f"compose: every replica mounts {writer}'s volume at {key_dir}",
+            f"{writer}: {volume}",
+        )
+        check(
+            all(
+                services[name].get("depends_on", {}).get(writer, {}).get("condition")
+                == "service_completed_successfully"
+                for name in replicas
+            ),
+            f"compose: every replica starts once {writer} has written the key ring",
+        )
 
     # --- Deployment wiring
     env_from = {

@@ -23,6 +23,8 @@ fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export STATEFUL_MCP_PORT=$port
+# The stack draws its own requestState key (compose_smoke.py checks that it did).
+unset STATEFUL_MCP_MRTR_KEYS
 project=stateful-mcp-smoke
 compose=(docker compose -p "$project")
 

@@ -1,12 +1,14 @@
 """Drives the compose stack through its balancer: both protocol eras, state shared by the
 replicas, and one replica stopped and started under continuous load with no failed call
-and no call slower than one second.
+and no call slower than one second. First, the requestState key ring: drawn for this
+stack, the same for every replica (it is never printed).
 
     python3 scripts/compose_smoke.py http://127.0.0.1:PORT/mcp "docker compose -p NAME"
 
 Standard library only. Every loop is bounded in count and time.
 """
 
+import base64
 import json
 import subprocess
 import sys
@@ -58,6 +60,19 @@ def check(condition, what):
     if not condition:
         raise SystemExit(f"FAILED: {what}")
     print(f"ok: {what}")
+
+
+def key_ring():
+    """The key ring every replica reads (mrtr.keys_file): the same, drawn for this stack."""
+    rings = set()
+    for replica in ("replica-1", "replica-2", "replica-3"):
+        read = subprocess.run(COMPOSE + ["exec", "-T", replica, "cat", "/run/stateful-mcp/mrtr-keys"],
+                              check=True, capture_output=True, text=True)
+        rings.add(read.stdout.strip())
+    check(len(rings) == 1, "every replica reads the same requestState key ring")
+    key_id, _, secret = next(iter(rings)).partition(":")
+    check(key_id == "stack" and len(base64.b64decode(secret)) == 32,
+          "the key ring is one key of 32 bytes drawn for this stack")
 
 
 def eras():
@@ -128,5 +143,6 @@ def failover():
     check(all(s[0] == s[3] for s in stats), "each counter equals its successful calls")
 
 
+key_ring()
 eras()
 failover()

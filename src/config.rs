@@ -235,6 +235,7 @@ mod tests {
         assert_eq!(s.store.backend, Backend::Memory);
         assert_eq!(s.session.timeout_secs, 1800);
         assert_eq!(s.session.local_idle_secs, 60);
+        assert_eq!(s.server.request_deadline_ms, 3000);
         assert_eq!(s.tools.cpu_concurrency, 0);
         assert!((1..=MAX_CPU_CONCURRENCY).contains(&s.tools.cpu_jobs()));
         assert!(s.server.allowed_hosts.is_empty());
@@ -489,6 +490,11 @@ mod tests {
                 "STATEFUL_MCP__SERVER__SSE_KEEP_ALIVE_SECS",
                 "0",
                 "server.sse_keep_alive_secs",
+            ),
+            (
+                "STATEFUL_MCP__SERVER__REQUEST_DEADLINE_MS",
+                "0",
+                "server.request_deadline_ms",
             ),
             (
                 "STATEFUL_MCP__TOOLS__PRIME_COUNT_MAX_LIMIT",

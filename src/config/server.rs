@@ -47,8 +47,15 @@ pub struct ServerSettings {
     /// [`ServerSettings::advertised_url`].
     pub advertise_url: String,
     /// How long a forwarded request waits for the holding replica's response head
-    /// (its body, an SSE stream, is not limited) before the forward fails.
+    /// (its body, an SSE stream, is not limited) before the forward fails; never past
+    /// the request's deadline.
     pub forward_timeout_ms: u64,
+    /// How long a request's Redis steps may take together, counted from its arrival
+    /// (its body read): the session touch, a forward to the holding replica, the rate
+    /// limit, a new session's writes and the tool's store calls. Past it the request
+    /// is answered 503 (or a tool call a JSON-RPC error) instead of taking one
+    /// `redis.command_timeout_ms` per step.
+    pub request_deadline_ms: u64,
     /// The header a trusted proxy in front of the replicas appends the client's address
     /// to (`x-forwarded-for`), read from its last entry; empty = the connection's peer
     /// is the client. Only set it when every request comes through such a proxy: a
@@ -100,6 +107,7 @@ impl ServerSettings {
         }
         positive("server.max_body_bytes", self.max_body_bytes as u64)?;
         positive("server.forward_timeout_ms", self.forward_timeout_ms)?;
+        positive("server.request_deadline_ms", self.request_deadline_ms)?;
         positive(
             "server.header_read_timeout_secs",
             self.header_read_timeout_secs,

@@ -14,9 +14,9 @@
 //!    down); a 2025-era one (classified as rmcp routes it) is forwarded to the replica
 //!    holding it, or served here marked with the [`TransportSession`];
 //! 4. `rate_limit.rs`: one token of the caller's budget, where it is served (429);
-//! 5. `admit.rs`: what it takes into rmcp (the caller and idempotency key in its
-//!    extensions, a listen stream's place: 503 when there is none) and holds until its
-//!    response ends (the drain's count of requests in flight, taken on arrival);
+//! 5. `admit.rs`: what it takes into rmcp (the caller, idempotency key and deadline in
+//!    its extensions, a listen stream's place: 503 when there is none) and holds until
+//!    its response ends (the drain's count of requests in flight, taken on arrival);
 //! 6. rmcp serves it; then `refusals.rs` answers what the session manager reported
 //!    through the request's `RefusalSlot` (rmcp would answer a bare 500) and turns
 //!    rmcp's 415 to a JSON POST into `-32600`, and a DELETE rmcp accepted ends its
@@ -35,8 +35,16 @@
 //! Every refusal is an [`EdgeError`], which maps to its HTTP status and, for the
 //! JSON-RPC ones, to a JSON-RPC error body; a request is counted once, refused or
 //! answered, under its label.
+//!
+//! Once its body is read a request has one [`Deadline`] for all its Redis steps
+//! (`server.request_deadline_ms`, or less when the replica that forwarded it had less
+//! left): routing with its forward, the rate limit and a DELETE's end run within it
+//! here ([`EdgeError::DeadlineExceeded`] past it), a new session's writes and the
+//! tools' store calls behind rmcp (they find it in the request's extensions). rmcp's
+//! own work is not bounded as a whole: a 2026-07-28 call's response head comes after
+//! its tool has run, however long that takes, and response bodies stream on.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -54,9 +62,12 @@ use self::{
 use super::{
     McpState,
     error::{DomainErrors, EdgeError},
+    extensions::Deadline,
     handler::notify::Notifier,
     transport::{
-        forward::Forwarder, session_manager::ReplicatedSessionManager, session_store::Restores,
+        forward::{self, Forwarder},
+        session_manager::ReplicatedSessionManager,
+        session_store::Restores,
     },
 };
 use crate::{
@@ -103,6 +114,8 @@ pub(crate) struct Edge {
     pub(crate) manager: Arc<ReplicatedSessionManager>,
     pub(crate) restores: Restores,
     pub(crate) max_body: usize,
+    /// `server.request_deadline_ms`: how long a request's Redis steps may take.
+    pub(crate) request_deadline: Duration,
     /// This replica's claim on the 2025-era sessions it serves.
     pub(crate) lease: Lease,
     /// Sends requests on to the replica holding their session.
@@ -146,11 +159,12 @@ impl Edge {
             manager,
             restores,
             max_body: server.max_body_bytes,
+            request_deadline: Duration::from_millis(server.request_deadline_ms),
             lease,
             forwarder: Forwarder::new(
                 &state.replica_id,
                 state.mcp_shutdown.clone(),
-                std::time::Duration::from_millis(server.forward_timeout_ms),
+                Duration::from_millis(server.forward_timeout_ms),
             ),
             draining: state.shutdown.clone(),
             bus: state.bus.clone(),
@@ -203,38 +217,55 @@ impl Edge {
             .map_err(|e| meter.invalid(e))?;
         // 2. Under which name it is counted and logged.
         meter.label(label::label(&request));
+        // From here on its Redis steps share one deadline.
+        let deadline = self.deadline(&parts);
         // 3. Where it is served.
-        let routing = self.routing();
-        let routed = routing
-            .route(
-                &principal,
-                &mut parts,
-                &request.envelope,
-                request.bytes.as_ref(),
-            )
-            .await?;
-        let deletion = match routed {
+        let routing = self.routing(deadline);
+        let route = routing.route(
+            &principal,
+            &mut parts,
+            &request.envelope,
+            request.bytes.as_ref(),
+        );
+        let deletion = match within(&self.metrics, deadline, "route", route).await?? {
             Routed::Forwarded(response) => return Ok(response),
             Routed::Here(deletion) => deletion,
         };
         // 4. What it costs the caller, here where it is served.
-        rate_limit::spend(&self.rate_limit, &principal).await?;
+        let spend = rate_limit::spend(&self.rate_limit, &principal);
+        within(&self.metrics, deadline, "rate limit", spend).await??;
         // 5. What it takes into rmcp.
-        admit::hand_over(&mut parts.extensions, principal, &mut request.envelope);
+        admit::hand_over(
+            &mut parts.extensions,
+            principal,
+            &mut request.envelope,
+            deadline,
+        );
         let place = admit::listen_place(&self.notifier, &request.envelope)?;
         // 6. rmcp, then the refusals it could not answer itself and a DELETE's end.
         let slot = refusals::slot(&mut parts.extensions);
         let response = next.run(Request::from_parts(parts, request.body)).await;
         let response = admit::keep_place(response, place);
         refusals::reported(&slot)?;
-        let response = routing.finish(deletion, response).await?;
+        let finish = routing.finish(deletion, response);
+        let response = within(&self.metrics, deadline, "finish", finish).await??;
         refusals::unreadable(request.json_post, response)
             .await
             .map_err(|e| meter.invalid(e))
     }
 
-    /// The handles routing works with.
-    fn routing(&self) -> Routing<'_> {
+    /// The deadline of a request that arrives now with `parts`: the replica's
+    /// budget, or what the replica that forwarded it had left when that is less.
+    fn deadline(&self, parts: &Parts) -> Deadline {
+        let budget = forward::forwarded_budget(&parts.headers)
+            .map_or(self.request_deadline, |left| {
+                left.min(self.request_deadline)
+            });
+        Deadline::after(budget)
+    }
+
+    /// The handles routing works with, for a request due by `deadline`.
+    fn routing(&self, deadline: Deadline) -> Routing<'_> {
         Routing {
             sessions: &self.sessions,
             manager: &self.manager,
@@ -245,6 +276,24 @@ impl Edge {
             metrics: &self.metrics,
             errors: &self.errors,
             bus: self.bus.as_ref(),
+            deadline,
         }
     }
+}
+
+/// `step`'s output, or [`EdgeError::DeadlineExceeded`] when `deadline` passes first:
+/// logged with the step's name and counted as a failure of the store the step waited
+/// on (`stateful_mcp_store_errors_total{component="transport"}`, as the session
+/// manager counts a new session's late writes).
+async fn within<T>(
+    metrics: &Metrics,
+    deadline: Deadline,
+    step: &'static str,
+    future: impl Future<Output = T>,
+) -> Result<T, EdgeError> {
+    deadline.bound(future).await.ok_or_else(|| {
+        metrics.store_error("transport");
+        tracing::warn!(target: LOG_TARGET, step, "request deadline passed");
+        EdgeError::DeadlineExceeded
+    })
 }

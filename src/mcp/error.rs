@@ -95,6 +95,14 @@ pub enum EdgeError {
     /// `Retry-After` (the retry is routed afresh).
     #[error("Service Unavailable: the session moved to another replica; retry")]
     Moved,
+    /// The request's Redis steps did not finish within `server.request_deadline_ms`
+    /// (a slow session store, or a slow replica holding the session): 503 with
+    /// `Retry-After`.
+    #[error(
+        "Service Unavailable: the session store (or the replica serving this session) did \
+         not answer within the request's deadline; retry shortly"
+    )]
+    DeadlineExceeded,
     /// This replica holds `listen.max_streams` listen streams: 503 with `Retry-After`,
     /// JSON-RPC `-32603`, before rmcp could acknowledge the stream.
     #[error(
@@ -118,9 +126,11 @@ impl EdgeError {
             Self::TooManySessions | Self::RateLimited { .. } | Self::TooManyFailures { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Unavailable | Self::HolderUnreachable | Self::Moved | Self::TooManyListeners => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable
+            | Self::HolderUnreachable
+            | Self::Moved
+            | Self::DeadlineExceeded
+            | Self::TooManyListeners => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -151,7 +161,11 @@ impl IntoResponse for EdgeError {
             None => (status, self.to_string()).into_response(),
         };
         match self {
-            Self::Unavailable | Self::HolderUnreachable | Self::Moved | Self::TooManyListeners => {
+            Self::Unavailable
+            | Self::HolderUnreachable
+            | Self::Moved
+            | Self::DeadlineExceeded
+            | Self::TooManyListeners => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -178,7 +192,10 @@ impl From<EdgeError> for McpError {
     /// The same refusal inside a request rmcp already accepted (a tool call).
     fn from(e: EdgeError) -> Self {
         match e {
-            EdgeError::Unavailable | EdgeError::HolderUnreachable | EdgeError::Moved => {
+            EdgeError::Unavailable
+            | EdgeError::HolderUnreachable
+            | EdgeError::Moved
+            | EdgeError::DeadlineExceeded => {
                 McpError::internal_error("session store unavailable; retry shortly", None)
             }
             other => McpError::invalid_request(other.to_string(), None),

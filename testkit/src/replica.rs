@@ -15,11 +15,17 @@ use crate::{
 };
 
 /// The `requestState` key ring every Redis replica of a test shares unless told
-/// otherwise (`STATEFUL_MCP__MRTR__KEYS` in `extra`), as a deployment's replicas do.
+/// otherwise (`STATEFUL_MCP__MRTR__KEYS` in `extra`), as a deployment's replicas do. It
+/// is published here, so a replica accepts it only with `mrtr.allow_public_keys`
+/// ([`ALLOW_PUBLIC_KEYS`]).
 pub const TEST_MRTR_KEYS: &str = "test:dGVzdC1yZXF1ZXN0LXN0YXRlLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
 
+/// The override that lets a replica seal with a published key such as
+/// [`TEST_MRTR_KEYS`].
+pub const ALLOW_PUBLIC_KEYS: (&str, &str) = ("STATEFUL_MCP__MRTR__ALLOW_PUBLIC_KEYS", "true");
+
 /// The overrides of a Redis-backend replica on `redis_url` under `prefix` with the
-/// [`TEST_MRTR_KEYS`], then `extra`. With `REDIS_TEST_CLUSTER` set, the replica runs on
+/// [`TEST_MRTR_KEYS`] (and [`ALLOW_PUBLIC_KEYS`]), then `extra`. With `REDIS_TEST_CLUSTER` set, the replica runs on
 /// the test binary's shared Redis Cluster instead
 /// ([`shared_seed_urls`](crate::redis_cluster::shared_seed_urls)), unless `extra` names
 /// another mode.
@@ -33,6 +39,7 @@ pub fn redis_env<'a>(
         ("STATEFUL_MCP__REDIS__URL", redis_url),
         ("STATEFUL_MCP__REDIS__KEY_PREFIX", prefix),
         ("STATEFUL_MCP__MRTR__KEYS", TEST_MRTR_KEYS),
+        ALLOW_PUBLIC_KEYS,
     ];
     if crate::redis_server::RedisServer::one_node_cluster() {
         // A one-node cluster refuses the one cross-slot XREAD of a single node's reader.

@@ -40,6 +40,7 @@ fn check_config_accepts_the_defaults_and_a_redis_deployment_without_reaching_red
             ("STATEFUL_MCP__STORE__BACKEND", "redis"),
             ("STATEFUL_MCP__REDIS__URL", "redis://127.0.0.1:1"),
             ("STATEFUL_MCP__MRTR__KEYS", testkit::replica::TEST_MRTR_KEYS),
+            testkit::replica::ALLOW_PUBLIC_KEYS,
             // A port already taken would not matter either: nothing is bound.
             ("STATEFUL_MCP__SERVER__BIND", "127.0.0.1:1"),
         ],
@@ -50,6 +51,23 @@ fn check_config_accepts_the_defaults_and_a_redis_deployment_without_reaching_red
         String::from_utf8_lossy(&output.stdout).contains("store.backend = redis"),
         "{output:?}"
     );
+
+    // The key ring from a file, as docker-compose.yml gives it to its replicas.
+    let dir = testkit::temp_dir::TempDir::new("check-config", "keys-file");
+    let file = dir.path().join("mrtr-keys");
+    std::fs::write(
+        &file,
+        "stack:ZHJhd24tcGVyLXN0YWNrLWluLWEtcmVhbC1vbmUtMDEyMw==\n",
+    )
+    .unwrap();
+    let output = check_config(
+        &[
+            ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+            ("STATEFUL_MCP__MRTR__KEYS_FILE", file.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
 
 #[test]
@@ -63,6 +81,28 @@ fn check_config_names_what_is_wrong_and_exits_2() {
     let output = check_config(&[("STATEFUL_MCP__STORE__BACKEND", "redis")], &[]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(stderr(&output).contains("mrtr.keys"), "{output:?}");
+
+    // A published example key: anyone could forge requestState with it.
+    let compose_example = "compose-local:Y29tcG9zZS1sb2NhbC1leGFtcGxlLWtleS1jaGFuZ2UtbWU=";
+    let redis = [
+        ("STATEFUL_MCP__STORE__BACKEND", "redis"),
+        ("STATEFUL_MCP__MRTR__KEYS", compose_example),
+    ];
+    let output = check_config(&redis, &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let refusal = stderr(&output);
+    assert!(
+        refusal.contains("mrtr.keys")
+            && refusal.contains("published")
+            && refusal.contains("mrtr.allow_public_keys"),
+        "{output:?}"
+    );
+    assert!(
+        !refusal.contains("Y29tcG9z"),
+        "the secret is not echoed: {output:?}"
+    );
+    let allowed = [redis[0], redis[1], testkit::replica::ALLOW_PUBLIC_KEYS];
+    assert_eq!(check_config(&allowed, &[]).status.code(), Some(0));
 
     // Only wiring finds it: a file root that does not exist.
     let output = check_config(

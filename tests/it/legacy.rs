@@ -513,9 +513,13 @@ async fn a_frozen_holder_keeps_its_sessions_and_answers_once_it_resumes() {
     let prefix = unique_prefix("legacy-frozen-holder");
     let binary = env!("CARGO_BIN_EXE_stateful-mcp");
     let a = Process::start(binary, redis.url(), &prefix, &[LONG_LEASE]).await;
-    // B waits for A's answer longer than A stays frozen.
-    let patient = ("STATEFUL_MCP__SERVER__FORWARD_TIMEOUT_MS", "30000");
-    let b = Replica::start(redis.url(), &prefix, &[LONG_LEASE, patient]).await;
+    // B waits for A's answer longer than A stays frozen (the forward's own bound and
+    // the request's deadline, which bounds the forward too).
+    let patient = [
+        ("STATEFUL_MCP__SERVER__FORWARD_TIMEOUT_MS", "30000"),
+        ("STATEFUL_MCP__SERVER__REQUEST_DEADLINE_MS", "30000"),
+    ];
+    let b = Replica::start(redis.url(), &prefix, &[LONG_LEASE, patient[0], patient[1]]).await;
     let http = reqwest::Client::new();
     let session = counted_session(&http, &a.url()).await;
 

@@ -10,6 +10,7 @@ mod cluster_faults;
 mod conformance;
 mod connections;
 mod cpu;
+mod deadline;
 mod decode;
 mod deploy_metrics;
 mod drain;

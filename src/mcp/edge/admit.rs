@@ -4,8 +4,9 @@
 //!   response ends ([`in_flight`], [`hold`]): a drain waits for those, and ends GET
 //!   streams instead (they last as long as their sessions). Such a response of a
 //!   2025-era stream also tells the event store whether it got through.
-//! - The handler learns the caller and the `idempotencyKey` from the request's
-//!   extensions ([`hand_over`]), never from headers or fields of its own.
+//! - The handler learns the caller, the `idempotencyKey` and the request's deadline
+//!   from the request's extensions ([`hand_over`]), never from headers or fields of its
+//!   own.
 //! - A 2026-07-28 `subscriptions/listen` takes one of the replica's
 //!   `listen.max_streams` places before rmcp acknowledges it (503 when there is none),
 //!   held until its response ends ([`listen_place`], [`keep_place`]).
@@ -24,7 +25,7 @@ use crate::{
     mcp::{
         error::EdgeError,
         event_store::track_delivery,
-        extensions::IdempotencyKey,
+        extensions::{Deadline, IdempotencyKey},
         handler::notify::{ListenPermit, Notifier},
         transport::inflight::hold_until_sent,
     },
@@ -56,13 +57,16 @@ pub(crate) fn hold(
     hold_until_sent(response, token)
 }
 
-/// Puts `principal` and `envelope`'s `idempotencyKey` in `extensions`, for the handler.
+/// Puts `principal`, `envelope`'s `idempotencyKey` and the request's `deadline` in
+/// `extensions`, for the session manager and the handler.
 pub(crate) fn hand_over(
     extensions: &mut Extensions,
     principal: Principal,
     envelope: &mut Envelope,
+    deadline: Deadline,
 ) {
     extensions.insert(principal);
+    extensions.insert(deadline);
     if let Some(key) = envelope.idempotency_key.take() {
         extensions.insert(IdempotencyKey(key));
     }
@@ -126,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn the_handler_gets_the_caller_and_the_idempotency_key() {
+    fn the_handler_gets_the_caller_the_idempotency_key_and_the_deadline() {
         let mut envelope = Envelope::parse(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
                 "params":{"name":"counter","idempotencyKey":"k-1"}}"#,
@@ -134,9 +138,16 @@ mod tests {
         )
         .unwrap();
         let mut extensions = Extensions::new();
-        hand_over(&mut extensions, Principal::anonymous(), &mut envelope);
+        let deadline = Deadline::after(std::time::Duration::from_secs(3));
+        hand_over(
+            &mut extensions,
+            Principal::anonymous(),
+            &mut envelope,
+            deadline,
+        );
         assert_eq!(extensions.get(), Some(&Principal::anonymous()));
         assert_eq!(extensions.get(), Some(&IdempotencyKey("k-1".into())));
+        assert_eq!(extensions.get(), Some(&deadline));
     }
 
     #[tokio::test]

@@ -49,6 +49,11 @@ pub(crate) fn edge(state: &AppState) -> Edge {
     Edge::new(&mcp, manager, Restores::default(), lease, None, hosts)
 }
 
+/// A deadline no step of these tests reaches.
+pub(crate) fn far() -> crate::mcp::extensions::Deadline {
+    crate::mcp::extensions::Deadline::after(std::time::Duration::from_secs(600))
+}
+
 /// An authenticator in API-key mode that knows [`API_KEY`]; keep the file while it is
 /// used.
 pub(crate) fn api_key_auth() -> (Authenticator, TempFile) {

@@ -21,6 +21,10 @@
 //! request with the [`TransportSession`] the tools may bind to. A DELETE rmcp accepted
 //! then removes the stored session (for its owner only), evicts its workers on every
 //! replica through the bus and answers 204 ([`Routing::finish`]).
+//!
+//! A forward waits for the holder's response head no longer than the request's
+//! [`Deadline`] allows, and hands the holder what is left of it; the edge bounds the
+//! rest of routing by the same deadline.
 
 use axum::{
     body::{Body, Bytes},
@@ -35,7 +39,7 @@ use crate::{
     bus::Bus,
     mcp::{
         error::{DomainErrors, EdgeError},
-        extensions::TransportSession,
+        extensions::{Deadline, TransportSession},
         transport::{
             forward::{FORWARDED_HEADER, Forwarder},
             leases::EVICT_TOPIC,
@@ -71,6 +75,8 @@ pub(crate) struct Routing<'a> {
     pub(crate) errors: &'a DomainErrors,
     /// Evictions of deleted sessions go to every replica (Redis backend).
     pub(crate) bus: Option<&'a Bus>,
+    /// The request's deadline, which a forward's wait for its head respects.
+    pub(crate) deadline: Deadline,
 }
 
 /// What routing decided for a request.
@@ -139,7 +145,7 @@ impl Routing<'_> {
             let body = bytes.cloned().map(Body::from).unwrap_or_else(Body::empty);
             match self
                 .forwarder
-                .forward(&holder.url, parts.clone(), body)
+                .forward(&holder.url, parts.clone(), body, self.deadline)
                 .await
             {
                 Ok(response) => {
@@ -374,7 +380,7 @@ mod tests {
     async fn a_live_session_is_confirmed_for_its_owner_and_no_one_else() {
         let state = fixture::state(&[]);
         let edge = fixture::edge(&state);
-        let routing = edge.routing();
+        let routing = edge.routing(fixture::far());
         let alice = Principal::new("alice").unwrap();
         let id = stored(&state, "alice").await;
 
@@ -400,7 +406,7 @@ mod tests {
     async fn a_message_rmcp_serves_statelessly_is_refused_a_session_not_its_callers() {
         let state = fixture::state(&[]);
         let edge = fixture::edge(&state);
-        let routing = edge.routing();
+        let routing = edge.routing(fixture::far());
         let alice = Principal::new("alice").unwrap();
         let bob = Principal::new("bob").unwrap();
         let id = stored(&state, "alice").await;
@@ -432,7 +438,7 @@ mod tests {
 
         let state = fixture::state(&[]);
         let edge = fixture::edge(&state);
-        let routing = edge.routing();
+        let routing = edge.routing(fixture::far());
         let id = stored(&state, "alice").await;
         // A worker restored for alice knows its owner only at her next touch.
         edge.manager
@@ -468,7 +474,7 @@ mod tests {
     async fn a_delete_ends_the_stored_session_once_rmcp_accepted_it() {
         let state = fixture::state(&[]);
         let edge = fixture::edge(&state);
-        let routing = edge.routing();
+        let routing = edge.routing(fixture::far());
         let alice = Principal::new("alice").unwrap();
         let id = stored(&state, "alice").await;
         let delete = async || {

@@ -13,7 +13,8 @@ use crate::{
     auth::Principal,
     mcp::{
         error::{EdgeError, RefusalSlot},
-        extensions::{IdempotencyKey, TransportSession},
+        extensions::{Deadline, IdempotencyKey, TransportSession},
+        transport::forward::DEADLINE_HEADER,
     },
     sessions::NewSession,
     state::AppState,
@@ -38,6 +39,7 @@ async fn rmcp(request: Request) -> axum::response::Response {
             "session": extensions.get::<TransportSession>().map(|s| &s.0),
             "key": extensions.get::<IdempotencyKey>().map(|k| &k.0),
             "slot": extensions.get::<RefusalSlot>().is_some(),
+            "deadline_ms": extensions.get::<Deadline>().map(|d| d.remaining().as_millis()),
         }))
         .into_response(),
     }
@@ -127,9 +129,12 @@ async fn each_step_refuses_before_the_next_runs() {
 
     let (status, seen) = send(&app, signed().body(stateless_call().into()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+    let deadline_ms = seen["deadline_ms"].as_u64().expect("a deadline");
+    assert!((1..=3000).contains(&deadline_ms), "{seen}");
     assert_eq!(
         seen,
-        json!({"principal": name, "session": null, "key": "k-1", "slot": true})
+        json!({"principal": name, "session": null, "key": "k-1", "slot": true,
+            "deadline_ms": deadline_ms})
     );
     let (status, _) = send(&app, signed().body(stateless_call().into()).unwrap()).await;
     assert_eq!(
@@ -225,4 +230,23 @@ async fn a_response_is_in_flight_until_read_and_a_get_stream_never_is() {
     let get = Request::get("/mcp").body(Body::empty()).unwrap();
     let _stream = app.oneshot(get).await.unwrap();
     assert!(state.requests.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_s_deadline_is_the_replica_s_budget_or_what_its_forwarder_had_left() {
+    let state = fixture::state(&[("STATEFUL_MCP__SERVER__REQUEST_DEADLINE_MS", "2000")]);
+    let app = app(fixture::edge(&state));
+    let deadline_ms = async |forwarded: Option<&str>| {
+        let mut request = post();
+        if let Some(left) = forwarded {
+            request = request.header(DEADLINE_HEADER, left);
+        }
+        let (status, seen) = send(&app, request.body(stateless_call().into()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{seen}");
+        seen["deadline_ms"].as_u64().expect("a deadline")
+    };
+    assert_eq!(deadline_ms(None).await, 2000);
+    assert_eq!(deadline_ms(Some("250")).await, 250);
+    assert_eq!(deadline_ms(Some("90000")).await, 2000, "never longer");
+    assert_eq!(deadline_ms(Some("soon")).await, 2000, "not a number");
 }

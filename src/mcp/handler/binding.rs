@@ -1,5 +1,6 @@
-//! Which state session a tool call acts on (`Binding`), and who is calling, so every
-//! tool finds its session (failing with a [`ToolFailure`]).
+//! Which state session a tool call acts on (`Binding`), who is calling and by when its
+//! store calls must be done, so every tool finds its session (failing with a
+//! [`ToolFailure`]).
 //!
 //! A call names its session with a `session_id` argument (the 2026-07-28 way: a handle
 //! minted by `session_create`). A 2025-era call may omit it and then uses its
@@ -13,17 +14,18 @@ use sha2::{Digest, Sha256};
 
 use crate::mcp::{
     error::ToolFailure,
-    extensions::{IdempotencyKey, TransportSession},
+    extensions::{Deadline, IdempotencyKey, TransportSession},
 };
 use crate::{auth::Principal, sessions::Retry};
 
 /// The state session of one call: its id, where the id came from (which decides how
-/// errors read), and the caller it must belong to.
+/// errors read), the caller it must belong to, and the request's deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Binding {
     id: String,
     source: Source,
     principal: Principal,
+    deadline: Option<Deadline>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +45,8 @@ impl Binding {
         ctx: &RequestContext<RoleServer>,
         explicit: Option<String>,
     ) -> Result<Self, ToolFailure> {
-        let principal = caller(ctx);
         if let Some(id) = explicit {
-            return Ok(Self::handle(id, principal));
+            return Ok(Self::handle(id, ctx));
         }
         let id = transport_session(ctx).ok_or_else(|| {
             ToolFailure::Refused(
@@ -57,16 +58,18 @@ impl Binding {
         Ok(Self {
             id,
             source: Source::Transport,
-            principal,
+            principal: caller(ctx),
+            deadline: deadline(ctx),
         })
     }
 
-    /// An explicit handle of `principal`.
-    pub(crate) fn handle(id: String, principal: Principal) -> Self {
+    /// An explicit handle, of the request's caller.
+    pub(crate) fn handle(id: String, ctx: &RequestContext<RoleServer>) -> Self {
         Self {
             id,
             source: Source::Handle,
-            principal,
+            principal: caller(ctx),
+            deadline: deadline(ctx),
         }
     }
 
@@ -78,6 +81,11 @@ impl Binding {
     /// The principal the session must belong to.
     pub(crate) fn principal(&self) -> &str {
         self.principal.as_str()
+    }
+
+    /// When the call's store operations must be done, if the edge set a deadline.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        self.deadline
     }
 
     /// What the caller sees when the session is unknown, phrased by how the call named
@@ -135,6 +143,15 @@ pub fn caller(ctx: &RequestContext<RoleServer>) -> Principal {
         .and_then(|parts| parts.extensions.get::<Principal>())
         .cloned()
         .unwrap_or_else(Principal::anonymous)
+}
+
+/// The request's deadline (the edge puts it there before rmcp runs): its store calls
+/// must be done by then.
+pub fn deadline(ctx: &RequestContext<RoleServer>) -> Option<Deadline> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Deadline>())
+        .copied()
 }
 
 /// The 2025-era transport session the edge confirmed for this request, if any: what a

@@ -8,8 +8,8 @@
 //! - `files.rs`: `file_read`.
 //!
 //! This file holds what the families share (the result type, the reply and time
-//! helpers, the session call) and `StatefulServer::tool_router`, which joins their
-//! routers.
+//! helpers, the session call within the request's deadline) and
+//! `StatefulServer::tool_router`, which joins their routers.
 
 mod diagnostics;
 mod files;
@@ -37,7 +37,7 @@ pub use self::{
 };
 use super::StatefulServer;
 use crate::{
-    mcp::{error::ToolFailure, handler::binding::Binding},
+    mcp::{error::ToolFailure, extensions::Deadline, handler::binding::Binding},
     sessions::SessionError,
 };
 
@@ -55,18 +55,37 @@ impl StatefulServer {
             + Self::files_tools()
     }
 
-    /// Awaits a session operation on `binding`'s session, phrasing its failure for the
-    /// caller.
+    /// Awaits a session operation on `binding`'s session within the request's deadline,
+    /// phrasing its failure for the caller.
     async fn in_session<T>(
         &self,
         binding: &Binding,
         op: impl Future<Output = Result<T, SessionError>>,
     ) -> Result<T, ToolFailure> {
-        op.await.map_err(|e| match e {
-            SessionError::NotFound(_) => binding.not_found(),
-            other => self.errors.session(other),
-        })
+        until_deadline(binding.deadline(), op)
+            .await
+            .map_err(|e| match e {
+                SessionError::NotFound(_) => binding.not_found(),
+                other => self.errors.session(other),
+            })
     }
+}
+
+/// `op`'s outcome, or, when `deadline` passes first, that of an operation sent without
+/// an answer in time: it may have been applied (a retry with the same
+/// `idempotencyKey` applies it at most once).
+async fn until_deadline<T>(
+    deadline: Option<Deadline>,
+    op: impl Future<Output = Result<T, SessionError>>,
+) -> Result<T, SessionError> {
+    let Some(deadline) = deadline else {
+        return op.await;
+    };
+    deadline.bound(op).await.unwrap_or_else(|| {
+        Err(SessionError::OutcomeUnknown(
+            "the request's deadline passed".to_owned(),
+        ))
+    })
 }
 
 fn iso(ms: i64) -> String {

@@ -11,8 +11,12 @@
 //!
 //! The client's `Content-Length` is not passed on (the body sent is the one the edge
 //! read, or none), and the holder's response head must come within
-//! `server.forward_timeout_ms`: a holder that accepts and never answers fails the
-//! forward as an unreachable one does.
+//! `server.forward_timeout_ms` and before the request's [`Deadline`]: a holder that
+//! accepts and never answers fails the forward as an unreachable one does. The
+//! forwarded request carries what is left of its deadline in [`DEADLINE_HEADER`], so
+//! the holder's steps (its touch, the tool's store calls) spend the same deadline
+//! rather than a new one ([`forwarded_budget`]). Like [`FORWARDED_HEADER`] it grants
+//! nothing: a client that sends it can only shorten its own request's deadline.
 
 use std::time::Duration;
 
@@ -26,10 +30,13 @@ use hyper_util::{
 use tokio_util::sync::CancellationToken;
 
 use super::inflight::end_on;
-use crate::telemetry::RequestId;
+use crate::{mcp::extensions::Deadline, telemetry::RequestId};
 
 /// Marks a request one replica forwarded to another; its value is the sender's id.
 pub const FORWARDED_HEADER: &str = "x-stateful-mcp-forwarded";
+
+/// The milliseconds left of a forwarded request's deadline when it was sent on.
+pub const DEADLINE_HEADER: &str = "x-stateful-mcp-deadline-ms";
 
 /// How long connecting to the holding replica may take before the forward fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -53,7 +60,8 @@ pub(crate) enum ForwardError {
     /// The holder could not be reached (refused, timed out, reset before a response).
     #[error("holding replica unreachable: {0}")]
     Unreachable(#[from] hyper_util::client::legacy::Error),
-    /// The holder's response head did not come within the forward's deadline.
+    /// The holder's response head did not come within `server.forward_timeout_ms`
+    /// or before the request's deadline, whichever came first.
     #[error("no response head from the holding replica within {0:?}")]
     Timeout(Duration),
 }
@@ -101,17 +109,20 @@ impl Forwarder {
     }
 
     /// Sends the request (`parts` and `body`) to the replica at `base` (`http://host:port`)
-    /// and returns its response, whose body streams from the holder as it comes.
+    /// with what is left of its `deadline`, and returns its response, whose body streams
+    /// from the holder as it comes.
     ///
     /// # Errors
     /// [`ForwardError::Unreachable`] when no response head came back (connection refused
     /// or timed out, or lost before the head), [`ForwardError::Timeout`] when it did not
-    /// come within the deadline; nothing is retried here.
+    /// come within `server.forward_timeout_ms` and before `deadline`; nothing is retried
+    /// here.
     pub(crate) async fn forward(
         &self,
         base: &str,
         mut parts: Parts,
         body: Body,
+        deadline: Deadline,
     ) -> Result<Response, ForwardError> {
         // Inside `nest_service("/mcp", …)` the URI lost its prefix; the original has it.
         let path = parts
@@ -136,15 +147,35 @@ impl Forwarder {
         {
             parts.headers.insert("x-request-id", value);
         }
+        let wait = self.head_timeout.min(deadline.remaining());
+        parts
+            .headers
+            .insert(DEADLINE_HEADER, HeaderValue::from(millis(wait)));
         let request = http::Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.head_timeout, self.client.request(request))
+        let response = tokio::time::timeout(wait, self.client.request(request))
             .await
-            .map_err(|_| ForwardError::Timeout(self.head_timeout))??;
+            .map_err(|_| ForwardError::Timeout(wait))??;
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = end_on(Body::new(incoming), self.streams.clone());
         Ok(Response::from_parts(head, body))
     }
+}
+
+/// The budget a request's deadline may have at most, by its [`DEADLINE_HEADER`]: what
+/// the replica that forwarded it had left, if it says so in whole milliseconds.
+pub(crate) fn forwarded_budget(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(DEADLINE_HEADER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_millis)
+}
+
+/// `duration` in whole milliseconds, rounded up so that a deadline with time left is
+/// never sent on as spent.
+fn millis(duration: Duration) -> u64 {
+    let whole = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    whole.saturating_add(u64::from(
+        !duration.subsec_nanos().is_multiple_of(1_000_000),
+    ))
 }
 
 /// Removes the headers that belong to one connection, and those its `Connection`
@@ -200,6 +231,11 @@ mod tests {
         Forwarder::new("a", CancellationToken::new(), head_timeout)
     }
 
+    /// A deadline no forward here reaches.
+    fn far() -> Deadline {
+        Deadline::after(Duration::from_secs(600))
+    }
+
     fn request(method: http::Method, content_length: &str) -> Parts {
         http::Request::builder()
             .method(method)
@@ -216,7 +252,8 @@ mod tests {
         for method in [http::Method::GET, http::Method::DELETE] {
             let (base, head) = holder(true).await;
             let forwarder = forwarder(Duration::from_secs(10));
-            let forward = forwarder.forward(&base, request(method.clone(), "5"), Body::empty());
+            let forward =
+                forwarder.forward(&base, request(method.clone(), "5"), Body::empty(), far());
             let response = tokio::time::timeout(Duration::from_secs(10), forward)
                 .await
                 .expect("the forward does not hang")
@@ -230,7 +267,7 @@ mod tests {
         let parts = request(http::Method::POST, "999");
         let body = Body::from("{}");
         forwarder(Duration::from_secs(10))
-            .forward(&base, parts, body)
+            .forward(&base, parts, body, far())
             .await
             .unwrap();
         assert!(head.await.unwrap().contains("content-length: 2\r\n"));
@@ -241,7 +278,8 @@ mod tests {
         let (base, head) = holder(false).await;
         let deadline = Duration::from_millis(200);
         let forwarder = forwarder(deadline);
-        let forward = forwarder.forward(&base, request(http::Method::GET, "0"), Body::empty());
+        let forward =
+            forwarder.forward(&base, request(http::Method::GET, "0"), Body::empty(), far());
         let outcome = tokio::time::timeout(Duration::from_secs(30), forward)
             .await
             .expect("the forward fails, not the test's patience");
@@ -250,6 +288,50 @@ mod tests {
             "{outcome:?}"
         );
         head.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_holder_gets_what_is_left_of_the_request_s_deadline_and_no_more() {
+        let (base, head) = holder(false).await;
+        let forwarder = forwarder(Duration::from_secs(600));
+        let deadline = Deadline::after(Duration::from_millis(300));
+        let mut parts = request(http::Method::GET, "0");
+        // A client's own value is replaced by what is left.
+        parts
+            .headers
+            .insert(DEADLINE_HEADER, HeaderValue::from_static("900000"));
+        let forward = forwarder.forward(&base, parts, Body::empty(), deadline);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), forward)
+            .await
+            .expect("the forward ends at the request's deadline");
+        assert!(
+            matches!(outcome, Err(ForwardError::Timeout(d)) if d <= Duration::from_millis(300)),
+            "{outcome:?}"
+        );
+        let head = head.await.unwrap();
+        let sent = head
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{DEADLINE_HEADER}: ")))
+            .and_then(|ms| ms.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no deadline in {head}"));
+        assert!((1..=300).contains(&sent), "{sent} ms of {head}");
+    }
+
+    #[test]
+    fn a_forwarded_budget_is_read_in_whole_milliseconds() {
+        let budget = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(DEADLINE_HEADER, HeaderValue::from_static(value));
+            forwarded_budget(&headers)
+        };
+        assert_eq!(budget("250"), Some(Duration::from_millis(250)));
+        assert_eq!(budget("0"), Some(Duration::ZERO));
+        for bad in ["-1", "1.5", "soon", ""] {
+            assert_eq!(budget(bad), None, "{bad}");
+        }
+        assert_eq!(forwarded_budget(&http::HeaderMap::new()), None);
+        assert_eq!(millis(Duration::from_micros(1500)), 2, "rounded up");
+        assert_eq!(millis(Duration::from_millis(7)), 7);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! What it adds to the local manager:
 //! - session ids with 160 random bits from the OS CSPRNG (rmcp's UUIDv4 has 122);
-//! - the session is persisted before `initialize` is answered, and a failed write is a
-//!   503 (a session limit, a 429; oversized client metadata, a 400), reported to the edge through the request's
+//! - the session is persisted before `initialize` is answered, within the request's
+//!   [`Deadline`], and a failed or late write is a 503 (a session limit, a 429;
+//!   oversized client metadata, a 400), reported to the edge through the request's
 //!   [`RefusalSlot`], so no client holds a session other replicas cannot restore;
 //! - it never touches the store in [`SessionManager::has_session`] (rmcp gives it no
 //!   request there): the edge slides the stored session's expiry on every request and
@@ -67,6 +68,7 @@ use crate::{
     mcp::{
         error::{DomainErrors, EdgeError, RefusalSlot},
         event_store::SessionEvents,
+        extensions::Deadline,
     },
 };
 
@@ -97,6 +99,9 @@ pub enum ReplicatedSessionError {
     /// empty stream).
     #[error(transparent)]
     Events(#[from] RedisEventStoreError),
+    /// The shared session store did not finish in time for the request's deadline.
+    #[error("session store too slow for the request's deadline")]
+    Deadline,
 }
 
 impl From<LocalSessionManagerError> for ReplicatedSessionError {
@@ -359,6 +364,7 @@ impl SessionManager for ReplicatedSessionManager {
         };
         let slot = from_request::<RefusalSlot>(&message);
         let principal = from_request::<Principal>(&message);
+        let deadline = from_request::<Deadline>(&message);
         let (local, session) = self.local(id).await?;
         session.active(self.clock.now());
         let response = local.initialize_session(id, message).await?;
@@ -373,21 +379,37 @@ impl SessionManager for ReplicatedSessionManager {
         let principal = principal.unwrap_or_else(Principal::anonymous);
         let lease = (!self.draining.is_cancelled()).then(|| self.lease.clone());
         let sent = self.clock.now();
-        let persisted = self
-            .sessions
-            .create(NewSession {
-                id: Some(id.to_string()),
-                principal: principal.as_str().to_owned(),
-                client_info: serde_json::to_value(&params.client_info).ok(),
-                transport: serde_json::to_value(&params).ok(),
-                retry: None,
-                lease: lease.clone(),
-            })
-            .await;
-        if let Err(e) = persisted {
-            tracing::warn!(error = %e, "could not persist new session");
-            let _ = self.close_session(id).await;
-            return Err(self.refuse(slot, e));
+        let create = self.sessions.create(NewSession {
+            id: Some(id.to_string()),
+            principal: principal.as_str().to_owned(),
+            client_info: serde_json::to_value(&params.client_info).ok(),
+            transport: serde_json::to_value(&params).ok(),
+            retry: None,
+            lease: lease.clone(),
+        });
+        // Its writes (three round trips) spend the request's deadline. Writes cut short
+        // leave what a crash between them would: a reservation that lapses, or a
+        // session no client knows of, which expires.
+        let persisted = match deadline {
+            Some(deadline) => deadline.bound(create).await,
+            None => Some(create.await),
+        };
+        match persisted {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not persist new session");
+                let _ = self.close_session(id).await;
+                return Err(self.refuse(slot, e));
+            }
+            None => {
+                tracing::warn!("new session not persisted within the request's deadline");
+                self.metrics.store_error("transport");
+                let _ = self.close_session(id).await;
+                if let Some(slot) = slot {
+                    slot.set(EdgeError::DeadlineExceeded);
+                }
+                return Err(ReplicatedSessionError::Deadline);
+            }
         }
         session.confirmed(
             principal.as_str(),

@@ -11,11 +11,11 @@ use rmcp::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ToolResult, iso, reply};
+use super::{ToolResult, iso, reply, until_deadline};
 use crate::{
     mcp::handler::{
         StatefulServer,
-        binding::{Binding, caller, retry_of},
+        binding::{Binding, caller, deadline, retry_of},
     },
     sessions::NewSession,
 };
@@ -92,17 +92,15 @@ impl StatefulServer {
             .and_then(|info| serde_json::to_value(info).ok());
         let principal = caller(&ctx).as_str().to_owned();
         let retry = retry_of(&ctx, &principal, "session_create", &args);
-        let created = self
-            .sessions
-            .create(NewSession {
-                id: None,
-                principal,
-                client_info,
-                transport: None,
-                retry,
-                lease: None,
-            })
-            .await;
+        let create = self.sessions.create(NewSession {
+            id: None,
+            principal,
+            client_info,
+            transport: None,
+            retry,
+            lease: None,
+        });
+        let created = until_deadline(deadline(&ctx), create).await;
         let session = created.map_err(|e| self.errors.session(e))?;
         self.metrics.sessions_created.inc();
         let out = CreateOutput {
@@ -128,7 +126,7 @@ impl StatefulServer {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<DeleteArgs>,
     ) -> ToolResult {
-        let binding = Binding::handle(args.session_id, caller(&ctx));
+        let binding = Binding::handle(args.session_id, &ctx);
         let deleted = self
             .in_session(
                 &binding,
