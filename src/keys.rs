@@ -28,7 +28,9 @@
 //! so every one fits Redis Cluster. Where one operation needs several slots it takes
 //! steps of one slot each: a session's keys are in three slots (the session `{<id>}`,
 //! which every per-session script touches alone; its owner `{p:<principal>}`; its
-//! bucket `{sessions:<b>}`), written in steps (`src/sessions/redis/create.rs`).
+//! bucket `{sessions:<b>}`), written in steps on a cluster
+//! (`src/sessions/redis/create.rs`). The one exception: on a single node, where no
+//! slot is another node's, one script creates a session in all three.
 //!
 //! The task lease index is split into [`TASK_BUCKETS`] buckets, each a sorted set under a
 //! tag of its own; a task's record carries its bucket's tag (the bucket is a hash of the
@@ -83,6 +85,12 @@ impl Keys {
     /// The hash holding one session record.
     pub fn session(&self, id: &str) -> String {
         format!("{}:{{{id}}}:session", self.prefix)
+    }
+
+    /// What comes before and after the id in [`Keys::session`]'s key, for a script on
+    /// a single node that reads the sessions an index names (`head .. id .. tail`).
+    pub fn session_around(&self) -> (String, &'static str) {
+        (format!("{}:{{", self.prefix), "}:session")
     }
 
     /// The mark of a session deleted while its create could still run (a retried keyed
@@ -273,6 +281,8 @@ mod tests {
     fn keys_carry_prefix_and_hash_tag() {
         let k = Keys::new("app");
         assert_eq!(k.session("abc"), "app:{abc}:session");
+        let (head, tail) = k.session_around();
+        assert_eq!(format!("{head}abc{tail}"), k.session("abc"));
         assert_eq!(k.principal_sessions("alice"), "app:{p:alice}:sessions");
         assert_eq!(k.session_tombstone("abc"), "app:{abc}:gone");
         assert_eq!(k.create_retries("alice"), "app:{p:alice}:creates");

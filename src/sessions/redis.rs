@@ -2,16 +2,17 @@
 //! by Lua scripts that check the owner, slide the TTL and apply the operation in one
 //! round trip, touching nothing but the session's own hash slot.
 //!
-//! A session's other entries live in other slots, written in steps of one slot each:
-//! its owner's index (what the per-principal cap counts) and one of the buckets of the
-//! index of every session (stats, upkeep). Both score a session by how long it is known
-//! to live, which a call does not move; an entry whose score has passed is checked
-//! (`PTTL`) before it is dropped or scored again, at the cap or in upkeep.
+//! A session's other entries live in other slots, written in steps of one slot each on
+//! Redis Cluster (with the record, in one script, on a single node): its owner's index
+//! (what the per-principal cap counts) and one of the buckets of the index of every
+//! session (stats, upkeep). Both score a session by how long it is known to live, which
+//! a call does not move; an entry whose score has passed is checked (`PTTL`) before it
+//! is dropped or scored again, at the cap or in upkeep.
 //!
-//! The record operations are here; `redis/create.rs` creates and deletes sessions
-//! (reservation, record, confirmation), `redis/holding.rs` takes, renews and releases
-//! the leases of 2025-era sessions, `redis/index.rs` reads and keeps the indexes
-//! (list, stats, maintain), and `redis/reply.rs` reads the scripts' replies.
+//! The record operations are here; `redis/create.rs` creates and deletes sessions,
+//! `redis/holding.rs` takes, renews and releases the leases of 2025-era sessions,
+//! `redis/index.rs` reads and keeps the indexes (list, stats, maintain), and
+//! `redis/reply.rs` reads the scripts' replies.
 
 mod create;
 mod holding;
@@ -22,7 +23,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -55,7 +56,8 @@ struct Scripts {
     counter: Script,
     history: Script,
     reserve: Script,
-    create: Script,
+    record: Script,
+    create_node: Script,
     delete: Script,
     raise: Script,
     lease: Script,
@@ -72,14 +74,19 @@ impl Scripts {
                 "local peek = {peek}\n{prelude}\nlocal function operation()\n{body}\nend\nreturn finish(operation())"
             ))
         };
+        // The create scripts share their parts: the steps and the script that does them
+        // all at once on a single node judge, count and write alike.
+        let parts = include_str!("lua/create_parts.lua");
+        let with_parts = |body: &str| Script::new(&format!("{parts}\n{body}"));
         Self {
             get: with_prelude(include_str!("lua/get.lua"), None),
             touch: with_prelude(include_str!("lua/touch.lua"), None),
             update: with_prelude(include_str!("lua/update.lua"), None),
             counter: with_prelude(include_str!("lua/counter.lua"), Some("d:counter")),
             history: with_prelude(include_str!("lua/history.lua"), None),
-            reserve: Script::new(include_str!("lua/reserve.lua")),
-            create: Script::new(include_str!("lua/create.lua")),
+            reserve: with_parts(include_str!("lua/reserve.lua")),
+            record: with_parts(include_str!("lua/record.lua")),
+            create_node: with_parts(include_str!("lua/create_node.lua")),
             delete: Script::new(include_str!("lua/delete.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
@@ -99,6 +106,9 @@ struct Shared {
     timeout_ms: i64,
     /// How long a reservation waits for its session record, in ms.
     grace_ms: i64,
+    /// Whether creates take steps of one hash slot each: on Redis Cluster, and from
+    /// the first create a node refused in one script (a cluster reached as one node).
+    in_steps: AtomicBool,
     scripts: Scripts,
     /// Newest access this replica made, flushed to Redis by `maintain` so stats see it
     /// without a global write on every request.
@@ -126,7 +136,8 @@ fn bucket_member(id: &str, principal: &str) -> String {
 impl RedisSessions {
     /// A store on `pool` under `keys`, whose sessions expire after `timeout` without access.
     pub fn new(pool: RedisPool, keys: Keys, timeout: Duration) -> Self {
-        Self::build(pool, keys, timeout, RESERVATION_GRACE)
+        let in_steps = pool.is_cluster();
+        Self::build(pool, keys, timeout, RESERVATION_GRACE, in_steps)
     }
 
     /// This store with reservations that wait `grace` (5 s by default) for their
@@ -134,13 +145,36 @@ impl RedisSessions {
     /// clock skew between Redis nodes (1 s) is refused and tried again under a new id,
     /// and a reservation whose replica died holds its place under the cap that long.
     /// Shorter than the skew, every create comes too late (what tests of that case use).
+    /// Only creates in steps take reservations (see
+    /// [`RedisSessions::with_creates_in_steps`]).
     pub fn with_reservation_grace(self, grace: Duration) -> Self {
         let shared = &self.shared;
         let timeout = Duration::from_millis(u64::try_from(shared.timeout_ms).unwrap_or(u64::MAX));
-        Self::build(shared.pool.clone(), shared.keys.clone(), timeout, grace)
+        let in_steps = shared.in_steps.load(Ordering::Relaxed);
+        Self::build(
+            shared.pool.clone(),
+            shared.keys.clone(),
+            timeout,
+            grace,
+            in_steps,
+        )
     }
 
-    fn build(pool: RedisPool, keys: Keys, timeout: Duration, grace: Duration) -> Self {
+    /// This store creating sessions in steps of one hash slot each on a single node
+    /// too, as it does on Redis Cluster (three round trips instead of one script; what
+    /// tests of the steps use).
+    pub fn with_creates_in_steps(self) -> Self {
+        self.shared.in_steps.store(true, Ordering::Relaxed);
+        self
+    }
+
+    fn build(
+        pool: RedisPool,
+        keys: Keys,
+        timeout: Duration,
+        grace: Duration,
+        in_steps: bool,
+    ) -> Self {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
             shared: Arc::new(Shared {
@@ -148,6 +182,7 @@ impl RedisSessions {
                 keys,
                 timeout_ms: millis(timeout),
                 grace_ms: millis(grace),
+                in_steps: AtomicBool::new(in_steps),
                 scripts: Scripts::new(),
                 newest_access_ms: AtomicI64::new(0),
                 rounds: AtomicUsize::new(0),

@@ -32,12 +32,27 @@ fn on_redis(pool: RedisPool, keys: Keys, timeout_secs: u64) -> Sessions {
     Sessions::redis(RedisSessions::new(pool, keys, l.timeout()), l)
 }
 
-/// Builds both backends; the Redis one on `redis` with a fresh prefix.
+/// The Redis backend on `pool` under `keys`, creating sessions in steps of one hash
+/// slot each on a single node too, as every store does on Redis Cluster.
+fn in_steps(pool: RedisPool, keys: Keys, timeout_secs: u64) -> Sessions {
+    let l = limits(timeout_secs);
+    Sessions::redis(
+        RedisSessions::new(pool, keys, l.timeout()).with_creates_in_steps(),
+        l,
+    )
+}
+
+/// Builds both backends, the Redis one creating in one script (on a single node) and in
+/// steps, each on `redis` with a fresh prefix.
 async fn backends(redis: &RedisServer, timeout_secs: u64) -> Vec<(&'static str, Sessions)> {
-    let keys = Keys::new(&unique_prefix("sessions"));
+    let keys = || Keys::new(&unique_prefix("sessions"));
     vec![
         ("memory", Sessions::memory(limits(timeout_secs))),
-        ("redis", on_redis(redis.pool(), keys, timeout_secs)),
+        ("redis", on_redis(redis.pool(), keys(), timeout_secs)),
+        (
+            "redis in steps",
+            in_steps(redis.pool(), keys(), timeout_secs),
+        ),
     ]
 }
 
@@ -410,22 +425,24 @@ async fn redis_keys_carry_prefix_and_ttl() {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("ttl");
     let s = on_redis(redis.pool(), Keys::new(&prefix), 60);
+    let steps = in_steps(redis.pool(), Keys::new(&prefix), 60);
     let id = s.create(new("gina")).await.unwrap().id;
     s.counter("gina", &id, CounterOp::Add(1)).await.unwrap();
     s.history("gina", &id, HistoryOp::Add("x".into()))
         .await
         .unwrap();
-    // A keyed create (its record and the owner's index of records) and a delete within
-    // the reservation's grace (a tombstone).
-    let keyed = NewSession {
+    // Keyed creates (their records and the owner's index of records) on both paths, and
+    // a delete within the reservation's grace of one made in steps (a tombstone).
+    let keyed = |key: &str| NewSession {
         retry: Some(stateful_mcp::sessions::Retry {
-            key: "c1".into(),
+            key: key.into(),
             fingerprint: "a".into(),
         }),
         ..new("gina")
     };
-    let gone = s.create(keyed).await.unwrap().id;
-    assert!(s.delete("gina", &gone).await.unwrap());
+    s.create(keyed("c0")).await.unwrap();
+    let gone = steps.create(keyed("c1")).await.unwrap().id;
+    assert!(steps.delete("gina", &gone).await.unwrap());
     s.maintain().await.unwrap();
     let mut conn = redis.conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -517,8 +534,9 @@ async fn race_to_the_cap(stores: &[Sessions], principal: &str, expected: usize) 
 async fn the_cap_holds_exactly_under_concurrent_creates_from_two_stores() {
     let redis = RedisServer::shared_or_start().await;
     let keys = Keys::new(&unique_prefix("cap"));
+    // One store creates in one script on a single node, the other in steps.
     let a = on_redis(redis.pool(), keys.clone(), 1);
-    let b = on_redis(redis.pool(), keys, 1);
+    let b = in_steps(redis.pool(), keys, 1);
     let stores = [a.clone(), b.clone()];
     for round in 0..10 {
         race_to_the_cap(&stores, &format!("ivan{round}"), 3).await;
@@ -551,9 +569,12 @@ async fn abandoned_reservation(redis: &RedisServer, keys: &Keys, principal: &str
 async fn creates_racing_from_three_stores_never_pass_the_cap_whatever_the_index_holds() {
     let redis = RedisServer::shared_or_start().await;
     let keys = Keys::new(&unique_prefix("cap3"));
-    let stores: Vec<Sessions> = (0..3)
-        .map(|_| on_redis(redis.pool(), keys.clone(), 3))
-        .collect();
+    // On a single node, the last store creates in steps and the others in one script.
+    let stores: Vec<Sessions> = vec![
+        on_redis(redis.pool(), keys.clone(), 3),
+        on_redis(redis.pool(), keys.clone(), 3),
+        in_steps(redis.pool(), keys.clone(), 3),
+    ];
     // Each principal's index holds a session kept alive, one that ends and the aged-out
     // reservation of a replica that died before writing its session: the race gets
     // exactly the two places of the last two.
@@ -585,7 +606,8 @@ async fn a_reservation_that_aged_out_never_becomes_a_session() {
     // Every reservation of this store ages out before its record is written.
     let late = Sessions::redis(
         RedisSessions::new(redis.pool(), keys.clone(), l.timeout())
-            .with_reservation_grace(Duration::ZERO),
+            .with_reservation_grace(Duration::ZERO)
+            .with_creates_in_steps(),
         l,
     );
     let on_time = on_redis(redis.pool(), keys.clone(), 60);
@@ -606,7 +628,9 @@ async fn a_reservation_that_aged_out_never_becomes_a_session() {
         Err(SessionError::TooManySessions { limit: 3 })
     ));
 
-    // A keyed create whose records came too late: its retry on time makes one session.
+    // A keyed create whose records came too late: its retry on time makes one session
+    // (on a single node, the retry's one script hands the pending reservation to the
+    // steps, which replace it).
     let keyed = NewSession {
         retry: Some(stateful_mcp::sessions::Retry {
             key: "c1".into(),
@@ -631,37 +655,47 @@ async fn a_reservation_left_by_a_dead_replica_holds_its_place_until_its_deadline
         return;
     }
     let redis = RedisServer::shared_or_start().await;
-    let keys = Keys::new(&unique_prefix("abandoned"));
-    let s = on_redis(redis.pool(), keys.clone(), 60);
-    s.create(new("max")).await.unwrap();
-    s.create(new("max")).await.unwrap();
-    let in_an_hour = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    abandoned_reservation(&redis, &keys, "max", in_an_hour).await;
-    assert!(
-        matches!(
-            s.create(new("max")).await,
-            Err(SessionError::TooManySessions { limit: 3 })
-        ),
-        "a reservation within its grace may still become a session: it counts"
-    );
-    let mut conn = redis.conn().await;
-    let index = keys.principal_sessions("max");
-    let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
-        .arg(&index)
-        .arg(in_an_hour)
-        .arg(in_an_hour)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    abandoned_reservation(&redis, &keys, "max", 1).await;
-    s.create(new("max")).await.unwrap();
-    assert_eq!(s.list("max").await.unwrap().len(), 3);
-    let entries: u64 = redis::cmd("ZCARD")
-        .arg(&index)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(entries, 3, "the aged-out reservation was dropped");
+    for steps in [false, true] {
+        let keys = Keys::new(&unique_prefix("abandoned"));
+        let s = if steps {
+            in_steps(redis.pool(), keys.clone(), 60)
+        } else {
+            on_redis(redis.pool(), keys.clone(), 60)
+        };
+        s.create(new("max")).await.unwrap();
+        s.create(new("max")).await.unwrap();
+        let in_an_hour = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        abandoned_reservation(&redis, &keys, "max", in_an_hour).await;
+        assert!(
+            matches!(
+                s.create(new("max")).await,
+                Err(SessionError::TooManySessions { limit: 3 })
+            ),
+            "in steps: {steps}: a reservation within its grace may still become a session: \
+             it counts"
+        );
+        let mut conn = redis.conn().await;
+        let index = keys.principal_sessions("max");
+        let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg(in_an_hour)
+            .arg(in_an_hour)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        abandoned_reservation(&redis, &keys, "max", 1).await;
+        s.create(new("max")).await.unwrap();
+        assert_eq!(s.list("max").await.unwrap().len(), 3, "in steps: {steps}");
+        let entries: u64 = redis::cmd("ZCARD")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            entries, 3,
+            "in steps: {steps}: the aged-out reservation was dropped"
+        );
+    }
 }
 
 #[tokio::test]
@@ -675,6 +709,9 @@ async fn a_keyed_create_cut_off_before_its_confirmation_replays_its_session() {
 
     let redis = RedisServer::shared_or_start().await;
     let keys = Keys::new(&unique_prefix("unconfirmed"));
+    // The first create in steps, the retries as a single node creates (in one script,
+    // which hands a pending reservation to the steps).
+    let steps = in_steps(redis.pool(), keys.clone(), 60);
     let s = on_redis(redis.pool(), keys.clone(), 60);
     let keyed = NewSession {
         retry: Some(Retry {
@@ -701,7 +738,7 @@ async fn a_keyed_create_cut_off_before_its_confirmation_replays_its_session() {
             .await
             .unwrap();
     };
-    let first = s.create(keyed.clone()).await.unwrap();
+    let first = steps.create(keyed.clone()).await.unwrap();
     unconfirm(&mut conn, &first.id).await;
     let again = s.create(keyed.clone()).await.unwrap();
     assert_eq!(again.id, first.id);

@@ -1,8 +1,8 @@
 -- KEYS[1] = session hash, KEYS[2] = its tombstone; ARGV[1] = caller principal. Deletes
 -- only the caller's session (its index entries are removed next, in their own slots).
--- A session deleted before its reservation's deadline (`reserved`) leaves a tombstone
--- until then, so a retried create of the same reservation cannot make it again outside
--- the count (create.lua).
+-- A session created in steps and deleted before its reservation's deadline (`reserved`)
+-- leaves a tombstone until then, so a retried create of the same reservation cannot make
+-- it again outside the count (record.lua). One made in one script had no reservation.
 local head = redis.call('HMGET', KEYS[1], 'owner', 'created', 'reserved')
 if head[1] ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')

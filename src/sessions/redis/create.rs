@@ -1,61 +1,46 @@
-//! Creating and deleting a session on the Redis backend, in steps that each touch one
-//! hash slot: on Redis Cluster a session, its owner's index and its bucket live on
-//! different nodes, and no script may span them.
+//! Creating and deleting a session on the Redis backend. A session's record, its
+//! owner's index (what the per-principal cap counts) and its bucket are in three hash
+//! slots: on Redis Cluster they live on different nodes, and no script may span them.
 //!
-//! 1. **Reserve** (the owner's slot, `reserve.lua`): the cap counts the owner's index.
-//!    Under it the new id goes in, scored by a deadline (now + the grace); at it, the
-//!    entries whose score has passed come back as candidates. The replica reads their
-//!    sessions' `PTTL` (one [`PooledConnection::each`]) and reserves again with the
-//!    verdicts: gone entries leave for good (ids are never reused), live ones are
-//!    scored now + PTTL. Only a create at the cap pays for this.
-//! 2. **Record** (the session's slot, `create.lua`), written only while the deadline,
-//!    less the clock skew tolerated between nodes, is ahead: a reservation that aged
-//!    out, and may have been found gone, can never become a session outside the count,
-//!    so the cap stays exact under concurrent creates on several replicas. Beside it, in
-//!    the same round trip, the session's bucket entry, scored by the deadline.
-//! 3. **Confirm** (plain commands in the owner's and the bucket's slots): both entries
-//!    scored by the session's expiry, and a keyed create's record marked as made.
+//! - **On a single node** (standalone or Sentinel's primary) one script does the whole
+//!   create (`create_node.lua`): a keyed create's record replayed, the cap counted, the
+//!   owner's entries whose score has passed checked right there (their sessions'
+//!   `PTTL`), the record written, and the entries in the owner's index and the bucket
+//!   scored by the session's expiry. One round trip, at the cap too.
+//! - **On Redis Cluster** a create takes steps of one slot each (`create/steps.rs`):
+//!   a reservation in the owner's slot, the record in the session's, a confirmation.
+//!   Three round trips, two more per round of checks at the cap.
 //!
-//! So a create costs three round trips, two more per round of checks at the cap, and a
-//! retried keyed create whose first call completed one. A keyed create's record is
-//! written with the reservation, so a retry after a failure between the steps finds
-//! it: a record marked made replays its session; one still pending runs step 2 again
-//! for the same id and deadline (the session is then made, found made, or found made
-//! and deleted since), and one whose deadline passed with no session is replaced by a
-//! new reservation. Concurrent retries make one session: the record names one id, and
-//! only one record script can write it.
+//! Both paths run the same Lua (`create_parts.lua`, ahead of each script), so they
+//! judge the owner's entries, keep keyed-create records and write the record alike, and
+//! a replica of either kind can finish what the other began. A keyed create whose
+//! record names a reservation made in steps and not known to be made goes on in steps
+//! from there. A node that refuses a script across slots (a cluster reached as one
+//! node) refuses it before running any of it: that store then creates in steps.
 //!
 //! A delete runs in the session's slot first (`delete.lua`), then removes the entries in
 //! the owner's index and the bucket: one a failure leaves behind is found gone later.
-//!
-//! [`PooledConnection::each`]: crate::redis_pool::PooledConnection::each
 
-use redis::{Cmd, Value};
+mod steps;
+
+use redis::{Cmd, ErrorKind, ScriptInvocation, ServerErrorKind};
 use serde_json::Value as Json;
 
 use super::{RedisSessions, Reply, bucket_member};
 use crate::{
     config::SessionSettings,
     keys::Keys,
+    redis_pool::RedisPoolError,
     sessions::{NewSession, Session, SessionError, record::SCHEMA_VERSION},
 };
 
-/// The clock skew between Redis nodes the steps tolerate: a record is written only
-/// while its node's clock is this far short of the reservation's deadline, so that node
-/// may run this far behind the one whose clock said the deadline had passed (before a
-/// check found the reservation gone).
-const CLOCK_SKEW_MS: i64 = 1000;
-
-/// The most candidates one reservation at the cap returns to be checked.
+/// The most candidates one round of checks at the cap takes.
 const MAX_CANDIDATES: usize = 64;
 
 /// Rounds of checks at the cap before a create is refused.
 const CHECK_ROUNDS: usize = 4;
 
-/// Reservations one create may take when its record comes too late.
-const ATTEMPTS: usize = 2;
-
-/// What step 1 found.
+/// A place for a session under its owner's cap, or a keyed create's earlier one.
 enum Reserved {
     /// A new reservation, good until `deadline` (ms, Redis time).
     Fresh { deadline: i64 },
@@ -65,18 +50,37 @@ enum Reserved {
     Pending { id: String, deadline: i64 },
 }
 
-/// What step 2 found.
-enum Written {
-    /// The record, made at this time (ms).
+impl Reserved {
+    /// What a `{'replay', id, state}` reply names: a session made at `state`, or a
+    /// reservation still pending until the deadline after `p`.
+    fn replayed(reply: &mut Reply) -> Result<Self, SessionError> {
+        let id = reply.string(0)?;
+        let state = reply.string(1)?;
+        let time = |text: &str| {
+            text.parse()
+                .map_err(|_| SessionError::Unavailable("unreadable create record".into()))
+        };
+        Ok(match state.strip_prefix('p') {
+            Some(deadline) => Self::Pending {
+                id,
+                deadline: time(deadline)?,
+            },
+            None => Self::Made {
+                id,
+                created: time(&state)?,
+            },
+        })
+    }
+}
+
+/// What the create in one script did.
+enum AtOnce {
+    /// Made the session at this time (ms).
     Created(i64),
-    /// The owner's session was already there, made at this time.
-    Exists(i64),
-    /// The session was made at this time and deleted since.
-    Gone(i64),
-    /// The reservation's deadline had passed: it can never be made.
-    Late,
-    /// Another owner's session has this id.
-    Taken,
+    /// Found a keyed create's earlier session or reservation.
+    Found(Reserved),
+    /// Nothing: the node refused a script across slots.
+    Refused,
 }
 
 impl RedisSessions {
@@ -85,154 +89,95 @@ impl RedisSessions {
         new: NewSession,
         limits: &SessionSettings,
     ) -> Result<Session, SessionError> {
-        let mut id = new.id.clone().unwrap_or_else(crate::ids::mint);
-        let mut late: Option<String> = None;
-        for _ in 0..ATTEMPTS {
-            let (target, deadline, retried) =
-                match self.reserve(&new, &id, late.as_deref(), limits).await? {
-                    Reserved::Fresh { deadline } => (id.clone(), deadline, false),
-                    Reserved::Made { id, created } => return Ok(made(new, id, created)),
-                    Reserved::Pending { id, deadline } => (id, deadline, true),
-                };
-            match self.write(&new, &target, deadline).await? {
-                Written::Created(created) => {
-                    self.confirm(&new, &target, created).await;
+        let id = new.id.clone().unwrap_or_else(crate::ids::mint);
+        let mut found = None;
+        if !self
+            .shared
+            .in_steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match self.create_at_once(&new, &id, limits).await? {
+                AtOnce::Created(created) => {
                     self.note_access();
-                    return Ok(made(new, target, created));
+                    return Ok(made(new, id, created));
                 }
-                Written::Exists(created) if retried => {
-                    self.confirm(&new, &target, created).await;
-                    return Ok(made(new, target, created));
-                }
-                Written::Gone(created) if retried => return Ok(made(new, target, created)),
-                // The id names a session of the caller's already (its index entry stays).
-                Written::Exists(_) => {
-                    return Err(SessionError::Invalid("session id already in use".into()));
-                }
-                Written::Late => {
-                    // It can never be made now: free its place, and never reserve that
-                    // id again (a check may have found it gone).
-                    self.release(&new.principal, &target).await;
-                    if new.id.is_some() {
-                        break;
-                    }
-                    late = Some(target);
-                    id = crate::ids::mint();
-                }
-                Written::Gone(_) | Written::Taken => {
-                    self.release(&new.principal, &target).await;
-                    return Err(SessionError::Invalid("session id already in use".into()));
-                }
+                AtOnce::Found(Reserved::Made { id, created }) => return Ok(made(new, id, created)),
+                AtOnce::Found(pending) => found = Some(pending),
+                AtOnce::Refused => {}
             }
         }
-        Err(SessionError::Unavailable(
-            "the session record was not written before its reservation ran out".into(),
-        ))
+        self.create_in_steps(new, id, found, limits).await
     }
 
-    /// Step 1: reserves a place for `id` under `new.principal`'s cap (or finds a keyed
-    /// create's earlier one), checking the entries whose score has passed when at the
-    /// cap. `late` names a reservation of the same key whose record came too late.
-    async fn reserve(
+    /// The whole create of session `id` in one script, on a single node.
+    async fn create_at_once(
         &self,
         new: &NewSession,
         id: &str,
-        late: Option<&str>,
         limits: &SessionSettings,
-    ) -> Result<Reserved, SessionError> {
+    ) -> Result<AtOnce, SessionError> {
         let keys = &self.shared.keys;
         let limit = limits.max_sessions_per_principal;
-        let mut verdicts: Vec<(String, i64)> = Vec::new();
-        for round in 0..=CHECK_ROUNDS {
-            let mut invocation = self
-                .shared
-                .scripts
-                .reserve
-                .key(keys.principal_sessions(&new.principal));
-            invocation
-                .arg(id)
-                .arg(limit)
-                .arg(self.shared.grace_ms)
-                .arg(self.index_ttl_ms())
-                .arg(MAX_CANDIDATES)
-                .arg(self.shared.timeout_ms)
-                .arg(late.unwrap_or(""));
-            if let Some(retry) = &new.retry {
-                invocation
-                    .key(keys.create_retry(&new.principal, &retry.key))
-                    .key(keys.create_retries(&new.principal))
-                    .arg(&retry.fingerprint)
-                    .arg(limits.idempotency_ttl_secs.saturating_mul(1000))
-                    .arg(limits.max_retry_records);
-            } else {
-                invocation.arg("").arg(0).arg(0);
+        let (head, tail) = keys.session_around();
+        let mut invocation = self
+            .shared
+            .scripts
+            .create_node
+            .key(keys.principal_sessions(&new.principal));
+        invocation
+            .key(keys.session(id))
+            .key(keys.session_tombstone(id))
+            .key(keys.session_bucket(Keys::session_bucket_of(id)))
+            .arg(id)
+            .arg(limit);
+        self.record_args(&mut invocation, new);
+        invocation
+            .arg(self.index_ttl_ms())
+            .arg(MAX_CANDIDATES)
+            .arg(CHECK_ROUNDS)
+            .arg(bucket_member(id, &new.principal))
+            .arg(head)
+            .arg(tail);
+        self.retry_args(&mut invocation, new, limits);
+        let mut conn = self.shared.pool.get().await?;
+        let mut reply = match conn.invoke(&invocation).await {
+            Err(RedisPoolError::Command(e))
+                if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
+            {
+                self.shared
+                    .in_steps
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    "the Redis node refuses scripts across hash slots (a cluster reached \
+                     as one node? set redis.mode = \"cluster\"): creating sessions in steps"
+                );
+                return Ok(AtOnce::Refused);
             }
-            for (candidate, ttl) in &verdicts {
-                invocation.arg(candidate).arg(*ttl);
-            }
-            let mut conn = self.shared.pool.get().await?;
-            let mut reply = Reply::parse(conn.invoke(&invocation).await?)?;
-            match reply.status.as_str() {
-                "ok" => {
-                    if new.retry.is_some() {
-                        self.shared.retry_records.wrote(reply.count(1)?);
-                    }
-                    return Ok(Reserved::Fresh {
-                        deadline: reply.int(0)?,
-                    });
+            other => Reply::parse(other?)?,
+        };
+        match reply.status.as_str() {
+            "ok" => {
+                if new.retry.is_some() {
+                    self.shared.retry_records.wrote(reply.count(1)?);
                 }
-                "replay" => {
-                    let id = reply.string(0)?;
-                    let state = reply.string(1)?;
-                    let time = |text: &str| {
-                        text.parse().map_err(|_| {
-                            SessionError::Unavailable("unreadable create record".into())
-                        })
-                    };
-                    return Ok(match state.strip_prefix('p') {
-                        Some(deadline) => Reserved::Pending {
-                            id,
-                            deadline: time(deadline)?,
-                        },
-                        None => Reserved::Made {
-                            id,
-                            created: time(&state)?,
-                        },
-                    });
-                }
-                "retry_conflict" => return Err(SessionError::RetryConflict),
-                "full" => {}
-                other => {
-                    return Err(SessionError::Unavailable(format!(
-                        "unexpected reservation reply `{other}`"
-                    )));
-                }
+                Ok(AtOnce::Created(reply.int(0)?))
             }
-            let candidates = reply
-                .values
-                .into_iter()
-                .map(redis::from_redis_value)
-                .collect::<Result<Vec<String>, _>>()?;
-            if candidates.is_empty() || round == CHECK_ROUNDS {
-                break;
+            "replay" => Ok(AtOnce::Found(Reserved::replayed(&mut reply)?)),
+            "retry_conflict" => Err(SessionError::RetryConflict),
+            "full" => Err(SessionError::TooManySessions { limit }),
+            "exists" | "gone" | "taken" => {
+                Err(SessionError::Invalid("session id already in use".into()))
             }
-            let lives = self.remaining_lives(&mut conn, &candidates).await?;
-            verdicts = candidates.into_iter().zip(lives).collect();
+            other => Err(SessionError::Unavailable(format!(
+                "unexpected create reply `{other}`"
+            ))),
         }
-        Err(SessionError::TooManySessions { limit })
     }
 
-    /// Step 2: the session record under the reservation good until `deadline`, and
-    /// beside it the session's bucket entry (a failed one is added by step 3).
-    async fn write(
-        &self,
-        new: &NewSession,
-        id: &str,
-        deadline: i64,
-    ) -> Result<Written, SessionError> {
-        let keys = &self.shared.keys;
+    /// Adds the eight values of a new session's record that `write_session`
+    /// (`create_parts.lua`) reads to `invocation`.
+    fn record_args(&self, invocation: &mut ScriptInvocation<'_>, new: &NewSession) {
         let json = |v: &Option<Json>| v.as_ref().map(Json::to_string).unwrap_or_default();
-        let (client, transport) = (json(&new.client_info), json(&new.transport));
         let (node, url, lease_ms) = match &new.lease {
             Some(lease) => (
                 lease.holder.replica.as_str(),
@@ -241,74 +186,39 @@ impl RedisSessions {
             ),
             None => ("", "", 0),
         };
-        let mut invocation = self.shared.scripts.create.key(keys.session(id));
         invocation
-            .key(keys.session_tombstone(id))
-            .arg(deadline)
-            .arg(CLOCK_SKEW_MS)
             .arg(self.shared.timeout_ms)
             .arg(SCHEMA_VERSION)
             .arg(&new.principal)
-            .arg(&client)
-            .arg(&transport)
+            .arg(json(&new.client_info))
+            .arg(json(&new.transport))
             .arg(node)
             .arg(url)
             .arg(lease_ms);
-        let record = async {
-            let mut conn = self.shared.pool.get().await?;
-            Ok::<Value, SessionError>(conn.invoke(&invocation).await?)
-        };
-        // GT: a retried create never moves a confirmed entry back to its deadline.
-        let bucket = self.run_each(self.bucket_entry(id, &new.principal, deadline, true));
-        let (record, bucket) = tokio::join!(record, bucket);
-        if let Err(e) = bucket {
-            tracing::debug!(error = %e, "bucket entry left to the confirmation");
-        }
-        let mut reply = Reply::parse(record?)?;
-        Ok(match reply.status.as_str() {
-            "ok" => Written::Created(reply.int(0)?),
-            "exists" => Written::Exists(reply.int(0)?),
-            "gone" => Written::Gone(reply.int(0)?),
-            "late" => Written::Late,
-            _ => Written::Taken,
-        })
     }
 
-    /// Step 3: the owner's and the bucket's entries scored by the expiry of the session
-    /// made at `created`, and a keyed create's record marked made. A failure costs a
-    /// check later (the entries keep their deadline), so it is logged, not returned:
-    /// the session exists.
-    async fn confirm(&self, new: &NewSession, id: &str, created: i64) {
+    /// Adds a keyed create's record keys and values to `invocation` (the fingerprint,
+    /// how long a record is kept in ms, the most records an owner keeps), or the empty
+    /// values of a create without a key.
+    fn retry_args(
+        &self,
+        invocation: &mut ScriptInvocation<'_>,
+        new: &NewSession,
+        limits: &SessionSettings,
+    ) {
         let keys = &self.shared.keys;
-        let expires = created.saturating_add(self.shared.timeout_ms);
-        let mut index = redis::cmd("ZADD");
-        index
-            .arg(keys.principal_sessions(&new.principal))
-            .arg("XX")
-            .arg(expires)
-            .arg(id);
-        let mut commands = vec![index];
-        // Without XX: adds the bucket entry when step 2's failed.
-        commands.extend(self.bucket_entry(id, &new.principal, expires, false));
-        if let Some(retry) = &new.retry {
-            let mut record = redis::cmd("SET");
-            record
-                .arg(keys.create_retry(&new.principal, &retry.key))
-                .arg(format!("{}|{id}|{created}", retry.fingerprint))
-                .arg("XX")
-                .arg("KEEPTTL");
-            commands.push(record);
-        }
-        if let Err(e) = self.run_each(commands).await {
-            tracing::warn!(error = %e, "session created; its index entries wait for a check");
-        }
-    }
-
-    /// Removes a reservation that will never be made from its owner's index and its
-    /// bucket (best effort: a check finds what is left gone after its deadline).
-    async fn release(&self, principal: &str, id: &str) {
-        if let Err(e) = self.run_each(self.unindex(principal, id)).await {
-            tracing::debug!(error = %e, "reservation left for a check to drop");
+        match &new.retry {
+            Some(retry) => {
+                invocation
+                    .key(keys.create_retry(&new.principal, &retry.key))
+                    .key(keys.create_retries(&new.principal))
+                    .arg(&retry.fingerprint)
+                    .arg(limits.idempotency_ttl_secs.saturating_mul(1000))
+                    .arg(limits.max_retry_records);
+            }
+            None => {
+                invocation.arg("").arg(0).arg(0);
+            }
         }
     }
 
