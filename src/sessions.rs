@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use self::error::SessionError;
-pub use self::holding::{Holder, Lease, LeaseState, Renewal, Touched};
+pub use self::holding::{Holder, Lease, LeaseState, Renewal, Touched, Transport};
 pub use self::memory::MemorySessions;
 pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
 pub use self::redis::RedisSessions;

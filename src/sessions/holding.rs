@@ -48,15 +48,33 @@ impl Lease {
     }
 }
 
-/// What [`Sessions::touch`] found for a live transport session.
+/// What [`Sessions::touch`] found for a live session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Touched {
-    /// The stored transport state (`null` for a session that has none: a 2026-07-28
-    /// handle).
-    pub transport: Value,
+    /// The session's transport state, or whether it has one.
+    pub transport: Transport,
     /// The replica holding the session under a live lease, if any (always `None` on the
     /// memory backend, where there is one replica).
     pub holder: Option<Holder>,
+}
+
+/// A touched session's transport state (the client's `initialize` parameters, which
+/// restore a 2025-era session's worker on another replica).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// None: the session is a 2026-07-28 handle, not a transport session.
+    Absent,
+    /// A transport session, whose state the touch was not asked to read.
+    Unread,
+    /// A transport session's stored state (on the memory backend, always read).
+    Read(Value),
+}
+
+impl Touched {
+    /// Whether the session is a 2025-era transport session.
+    pub fn is_transport(&self) -> bool {
+        !matches!(self.transport, Transport::Absent)
+    }
 }
 
 /// One session whose lease [`Sessions::renew_leases`] renews.
@@ -92,10 +110,13 @@ pub enum LeaseState {
 }
 
 impl Sessions {
-    /// Slides the expiry and, if the session is live, returns its transport state and
-    /// the replica holding it. With `lease`, in the same round trip: a session whose
-    /// lease is free or expired is taken for `lease` (when `take`), and one the lease's
-    /// replica already holds has its lease renewed (when `take`).
+    /// Slides the expiry and, if the session is live, says whether it is a transport
+    /// session and which replica holds it. With `lease`, in the same round trip: a
+    /// session whose lease is free or expired is taken for `lease` (when `take`), and
+    /// one the lease's replica already holds has its lease renewed (when `take`); and
+    /// when `read`, the stored transport state comes too if the session is left to
+    /// `lease`'s replica (it holds the lease, or nobody does). Only a replica about to
+    /// restore the session's worker needs the state, and it is most of a touch's reply.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`].
@@ -105,11 +126,13 @@ impl Sessions {
         id: &str,
         lease: Option<&Lease>,
         take: bool,
+        read: bool,
     ) -> Result<Option<Touched>, SessionError> {
         if !crate::ids::is_well_formed(id) {
             return Ok(None);
         }
-        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take), None))
+        let reader = lease.filter(|_| read).map(|l| l.holder.replica.as_str());
+        dispatch!(Backend: &self.backend => touch(principal, id, lease.filter(|_| take), None, reader))
     }
 
     /// [`Sessions::touch`] taking the session for `lease` from `dead` as well: a replica
@@ -125,12 +148,14 @@ impl Sessions {
         id: &str,
         lease: &Lease,
         dead: &Holder,
+        read: bool,
     ) -> Result<Option<Touched>, SessionError> {
         if !crate::ids::is_well_formed(id) {
             return Ok(None);
         }
         let dead = Some(dead.replica.as_str());
-        dispatch!(Backend: &self.backend => touch(principal, id, Some(lease), dead))
+        let reader = read.then_some(lease.holder.replica.as_str());
+        dispatch!(Backend: &self.backend => touch(principal, id, Some(lease), dead, reader))
     }
 
     /// Sets `holder`'s liveness mark for `ttl` (one command; nothing on the memory

@@ -205,8 +205,14 @@ pub async fn legacy_session(url: &str) -> String {
 
 /// [`legacy_session`] with `client` (e.g. a [`bearer_client`]).
 pub async fn legacy_session_with(client: &Client, url: &str) -> String {
+    legacy_session_as(client, url, "raw-test").await
+}
+
+/// [`legacy_session_with`] from a client called `client_name` (which the stored
+/// `initialize` parameters carry).
+pub async fn legacy_session_as(client: &Client, url: &str, client_name: &str) -> String {
     let client = client.clone();
-    let response = post_json(&client, url, &initialize_2025("raw-test"))
+    let response = post_json(&client, url, &initialize_2025(client_name))
         .send()
         .await
         .unwrap();

@@ -372,17 +372,27 @@ impl RedisServer {
 
     /// Clients connected to this server, not counting the connection that asks.
     pub async fn connected_clients(&self) -> usize {
+        let count = self.info_number("clients", "connected_clients").await;
+        usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1)
+    }
+
+    /// The number `field` of `INFO <section>` (`total_net_output_bytes` of `stats`: the
+    /// bytes the server has sent its clients).
+    ///
+    /// # Panics
+    /// When the section has no such whole number.
+    pub async fn info_number(&self, section: &str, field: &str) -> u64 {
         let info: String = redis::cmd("INFO")
-            .arg("clients")
+            .arg(section)
             .query_async(&mut self.conn().await)
             .await
             .unwrap();
-        let count = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .expect("INFO clients has connected_clients");
-        count.saturating_sub(1)
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO {section} has no number {field}"))
     }
 
     /// Every key matching `pattern` (a `SCAN MATCH` glob), sorted.

@@ -1,11 +1,13 @@
-//! What a tool call costs in Redis round trips, read off `MONITOR` on a private server.
+//! What a tool call costs in Redis round trips, read off `MONITOR` on a private server,
+//! and what a touch sends back (`INFO stats`).
 //!
 //! The contract: a stateful 2026-07-28 call is one script in its session's hash slot; a
 //! `session_create` one script on a single node, and on a cluster three round trips,
 //! each of commands of one slot (two more per round of checks when the owner is at its
 //! cap, one for a retried keyed create whose first call completed); a 2025-era call one
 //! on its holder, two with the event store (its response event, written behind it), one
-//! more when forwarded.
+//! more when forwarded. A touch sends back the session's `initialize` parameters only
+//! to a replica that will restore the session's worker.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use serde_json::json;
 
 use crate::support::{
     client::{call, create_handle, stateless_client},
-    http::{legacy_post, legacy_session},
+    http::{legacy_delete, legacy_post, legacy_session, legacy_session_as},
     redis_server::{RedisServer, unique_prefix},
     replica::Replica,
 };
@@ -131,6 +133,49 @@ async fn a_session_create_costs_one_round_trip_on_a_node_three_of_one_slot_each_
             .unwrap_or_else(|| panic!("unexpected {name} {key}: {seen:#?}"));
         expected.remove(at);
     }
+}
+
+#[tokio::test]
+async fn touches_send_back_no_initialize_parameters_to_a_replica_that_restores_nothing() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("rtt-touch");
+    let settings = [("STATEFUL_MCP__SESSION__MAINTENANCE_INTERVAL_SECS", "3600")];
+    let holder = Replica::start(redis.url(), &prefix, &settings).await;
+    let other = Replica::start(redis.url(), &prefix, &settings).await;
+    let http = reqwest::Client::new();
+    // Parameters this large would show in the bytes of any one touch that sent them.
+    let name = "c".repeat(6000);
+    let session = legacy_session_as(&http, &holder.url(), &name).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let ping = || async {
+        let response = legacy_post(&http, &other.url(), &session, &ping)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.text().await.unwrap()
+    };
+    // Warm up: the first touch on a server also loads its script.
+    ping().await;
+    let sent = || redis.info_number("stats", "total_net_output_bytes");
+    let before = sent().await;
+    // Each ping is touched by the replica that forwards it to the holder; the DELETE
+    // by the holder, which runs the session's worker.
+    for _ in 0..10 {
+        ping().await;
+    }
+    let deleted = legacy_delete(&http, &holder.url(), &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let during = sent().await - before;
+    // Eleven touches, ten pings' events, a delete and two `INFO` replies, in fewer bytes
+    // than the parameters once.
+    assert!(
+        during < 6000,
+        "{during} bytes sent for ten pings and a delete"
+    );
 }
 
 /// The commands one 2025-era `counter` call sends, with the event store on or off

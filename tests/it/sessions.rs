@@ -9,6 +9,7 @@ use stateful_mcp::{
     redis_pool::RedisPool,
     sessions::{
         CounterOp, HistoryOp, Holder, Lease, NewSession, RedisSessions, SessionError, Sessions,
+        Transport,
     },
 };
 
@@ -1038,7 +1039,7 @@ async fn a_live_lease_is_taken_only_from_the_replica_named_dead() {
             .unwrap()
             .id;
         let holder = async |claim: &Lease, dead: &Lease| {
-            let touched = s.take_over("alice", &id, claim, &dead.holder).await;
+            let touched = s.take_over("alice", &id, claim, &dead.holder, false).await;
             touched.unwrap().expect("a live session").holder
         };
         if name == "memory" {
@@ -1051,9 +1052,65 @@ async fn a_live_lease_is_taken_only_from_the_replica_named_dead() {
         // a no longer holds it: naming a again takes nothing from c.
         assert_eq!(holder(&b, &a).await, Some(c.holder.clone()));
         // Nor does another principal's request.
-        let theirs = s.take_over("mallory", &id, &b, &c.holder).await.unwrap();
+        let theirs = s
+            .take_over("mallory", &id, &b, &c.holder, false)
+            .await
+            .unwrap();
         assert_eq!(theirs, None);
         assert_eq!(holder(&c, &a).await, Some(c.holder.clone()));
+    }
+}
+
+#[tokio::test]
+async fn a_touch_reads_the_transport_state_only_for_a_replica_the_session_is_left_to() {
+    let redis = RedisServer::shared_or_start().await;
+    for (name, s) in backends(&redis, 60).await {
+        let (a, b) = (lease_of("a"), lease_of("b"));
+        let state = json!({"protocolVersion": "2025-11-25", "capabilities": {}});
+        let id = s
+            .create(NewSession {
+                transport: Some(state.clone()),
+                lease: Some(a.clone()),
+                ..new("alice")
+            })
+            .await
+            .unwrap()
+            .id;
+        let handle = s.create(new("alice")).await.unwrap().id;
+        // Touches that take no lease, by `by`'s replica, asking for the state or not.
+        let touch = async |id: &str, by: &Lease, read: bool| {
+            let touched = s.touch("alice", id, Some(by), false, read).await.unwrap();
+            touched.expect("a live session")
+        };
+        let holders = touch(&id, &a, true).await;
+        assert_eq!(holders.transport, Transport::Read(state.clone()), "{name}");
+        let unasked = touch(&id, &a, false).await;
+        assert!(unasked.is_transport(), "{name}");
+        let others = touch(&id, &b, true).await;
+        assert!(others.is_transport(), "{name}");
+        assert_eq!(
+            touch(&handle, &a, true).await.transport,
+            Transport::Absent,
+            "{name}"
+        );
+        assert!(!touch(&handle, &a, false).await.is_transport(), "{name}");
+        if name == "memory" {
+            // Nothing crosses a network: the state comes whether asked or not.
+            assert_eq!(unasked.transport, Transport::Read(state), "{name}");
+            continue;
+        }
+        assert_eq!(unasked.transport, Transport::Unread, "{name}");
+        // b forwards to a, which holds the session: b restores nothing.
+        assert_eq!(others.transport, Transport::Unread, "{name}");
+        for touched in [holders, unasked, others] {
+            assert_eq!(touched.holder, Some(a.holder.clone()), "{name}");
+        }
+        assert_eq!(touch(&handle, &a, false).await.holder, None, "{name}");
+        // Taken from a, presumed dead, b gets the state it restores a worker from.
+        let taken = s.take_over("alice", &id, &b, &a.holder, true).await;
+        let taken = taken.unwrap().expect("a live session");
+        assert_eq!(taken.holder, Some(b.holder.clone()), "{name}");
+        assert_eq!(taken.transport, Transport::Read(state), "{name}");
     }
 }
 

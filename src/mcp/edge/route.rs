@@ -48,7 +48,7 @@ use crate::{
         },
     },
     metrics::Metrics,
-    sessions::{Holder, Lease, SessionError, Sessions},
+    sessions::{Holder, Lease, SessionError, Sessions, Touched, Transport},
 };
 
 /// The header of the 2025-era transport session.
@@ -209,7 +209,8 @@ impl Routing<'_> {
     /// session that expired or was deleted elsewhere is closed. A session this replica
     /// serves but has no worker for yet is offered to rmcp's restore with the state the
     /// touch returned, so the restore costs no second round trip and never reads a
-    /// session the edge did not confirm for its caller.
+    /// session the edge did not confirm for its caller; a replica that runs the
+    /// session's worker has the touch leave the state out (most of its reply's bytes).
     ///
     /// A `post` skips the touch when this replica runs the session's worker for
     /// `principal` under a lease it knows is fresh
@@ -238,21 +239,23 @@ impl Routing<'_> {
             return Ok(Holding::Here);
         }
         let take = !self.draining.is_cancelled();
+        // Only a replica about to restore the session's worker needs its state.
+        let read = !self.manager.runs(id).await;
         let sent = tokio::time::Instant::now();
         let touched = match dead {
             Some(dead) if take => {
                 self.sessions
-                    .take_over(principal.as_str(), id, self.lease, dead)
+                    .take_over(principal.as_str(), id, self.lease, dead, read)
                     .await
             }
             _ => {
                 self.sessions
-                    .touch(principal.as_str(), id, Some(self.lease), take)
+                    .touch(principal.as_str(), id, Some(self.lease), take, read)
                     .await
             }
         };
         match touched {
-            Ok(Some(touched)) if !touched.transport.is_null() => match touched.holder {
+            Ok(Some(touched)) if touched.is_transport() => match touched.holder {
                 Some(holder) if holder.replica != self.lease.holder.replica => {
                     if forwarded {
                         self.metrics.forward("moved");
@@ -263,7 +266,7 @@ impl Routing<'_> {
                 holder => {
                     let holds_lease = holder.is_some();
                     if !self.manager.touched(id, principal, sent, holds_lease).await {
-                        self.restores.offer(id, touched.transport);
+                        self.offer_restore(principal, id, touched.transport).await?;
                     }
                     Ok(Holding::Here)
                 }
@@ -278,16 +281,48 @@ impl Routing<'_> {
         }
     }
 
+    /// Offers rmcp's restore the transport state of session `id`, which this replica
+    /// serves without a worker: the state the touch read, or when it did not (the
+    /// worker here was closed since the touch was sent), the state one more touch
+    /// reads. A session gone or moved by then is offered nothing, and its restore finds
+    /// none.
+    async fn offer_restore(
+        &self,
+        principal: &Principal,
+        id: &str,
+        transport: Transport,
+    ) -> Result<(), EdgeError> {
+        let state = match transport {
+            Transport::Read(state) => state,
+            Transport::Absent | Transport::Unread => {
+                match self
+                    .sessions
+                    .touch(principal.as_str(), id, Some(self.lease), false, true)
+                    .await
+                {
+                    Ok(Some(Touched {
+                        transport: Transport::Read(state),
+                        ..
+                    })) => state,
+                    Ok(_) => return Ok(()),
+                    Err(e) => return Err(self.unavailable(e)),
+                }
+            }
+        };
+        self.restores.offer(id, state);
+        Ok(())
+    }
+
     /// Confirms that `principal` owns the live transport session `id` (sliding its
     /// expiry), for a message rmcp serves without it: no lease is taken, no worker
     /// restored or closed.
     async fn confirm(&self, principal: &Principal, id: &str) -> Result<(), EdgeError> {
         match self
             .sessions
-            .touch(principal.as_str(), id, None, false)
+            .touch(principal.as_str(), id, None, false, false)
             .await
         {
-            Ok(Some(touched)) if !touched.transport.is_null() => Ok(()),
+            Ok(Some(touched)) if touched.is_transport() => Ok(()),
             Ok(_) => Err(EdgeError::SessionNotFound),
             Err(e) => Err(self.unavailable(e)),
         }

@@ -2,25 +2,28 @@
 //! always held by it and never taken over; a touch only slides the expiry, and the
 //! replica's liveness mark is itself.
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::MemorySessions;
-use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched};
+use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched, Transport};
 
 impl MemorySessions {
-    /// Slides the expiry of the caller's live session and returns its transport state;
-    /// there is no other replica to hold it, so no lease to take.
+    /// Slides the expiry of the caller's live session and returns its transport state
+    /// (read whether asked or not: it costs no copy over a network); there is no other
+    /// replica to hold it, so no lease to take.
     pub(in crate::sessions) async fn touch(
         &self,
         principal: &str,
         id: &str,
         _claim: Option<&Lease>,
         _dead: Option<&str>,
+        _reader: Option<&str>,
     ) -> Result<Option<Touched>, SessionError> {
         Ok(self
             .with_live(principal, id, |e| {
-                Ok(e.transport.clone().unwrap_or(Value::Null))
+                Ok(e.transport
+                    .clone()
+                    .map_or(Transport::Absent, Transport::Read))
             })
             .ok()
             .map(|transport| Touched {

@@ -10,21 +10,23 @@ use redis::{AsyncCommands, Cmd, ErrorKind, ServerErrorKind};
 use serde_json::Value as Json;
 
 use super::RedisSessions;
-use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched};
+use crate::sessions::{Holder, Lease, LeaseState, Renewal, SessionError, Touched, Transport};
 
 /// Sessions whose leases one round trip renews or releases.
 const LEASE_BATCH: usize = 500;
 
 impl RedisSessions {
-    /// Runs the touch script: the session's transport state and holder, after taking the
-    /// lease for `claim` when it is free or expired, or held by the replica `dead`
-    /// (or renewing `claim`'s own once half of it has run out).
+    /// Runs the touch script: whether the session is a transport session (its state
+    /// too, for the replica `reader` if the session is left to it) and its holder,
+    /// after taking the lease for `claim` when it is free or expired, or held by the
+    /// replica `dead` (or renewing `claim`'s own once half of it has run out).
     pub(in crate::sessions) async fn touch(
         &self,
         principal: &str,
         id: &str,
         claim: Option<&Lease>,
         dead: Option<&str>,
+        reader: Option<&str>,
     ) -> Result<Option<Touched>, SessionError> {
         let ttl_ms = claim.map(|l| l.ttl_ms().to_string()).unwrap_or_default();
         let mut args = match claim {
@@ -35,6 +37,7 @@ impl RedisSessions {
             ],
             None => vec!["", "", "0"],
         };
+        args.push(reader.unwrap_or_default());
         // Only a claim takes a lease, from a dead holder as from nobody.
         if let Some(dead) = dead.filter(|_| claim.is_some()) {
             args.push(dead);
@@ -44,16 +47,15 @@ impl RedisSessions {
             .await
         {
             Ok(mut reply) => {
-                let raw = reply.string(0)?;
-                let transport = serde_json::from_str(&raw).unwrap_or(Json::Null);
-                let holder = if reply.values.len() >= 3 {
-                    Some(Holder {
-                        replica: reply.string(1)?,
-                        url: reply.string(2)?,
-                    })
-                } else {
-                    None
+                let transport = match (reply.string(0)?.as_str(), reply.values.len()) {
+                    ("", _) => Transport::Absent,
+                    (_, 4) => Transport::Read(
+                        serde_json::from_str(&reply.string(3)?).unwrap_or(Json::Null),
+                    ),
+                    _ => Transport::Unread,
                 };
+                let (replica, url) = (reply.string(1)?, reply.string(2)?);
+                let holder = (!replica.is_empty()).then_some(Holder { replica, url });
                 Ok(Some(Touched { transport, holder }))
             }
             Err(SessionError::NotFound(_)) => Ok(None),

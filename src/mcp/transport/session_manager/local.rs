@@ -260,6 +260,11 @@ impl ReplicatedSessionManager {
         })
     }
 
+    /// Whether this replica runs a worker for session `id`.
+    pub(crate) async fn runs(&self, id: &str) -> bool {
+        self.locals.read().await.contains_key(id)
+    }
+
     /// Records what a touch by `principal` sent at `sent` confirmed of session `id`: its
     /// owner, the stored session's new expiry and, when `holds_lease`, this replica's
     /// lease. Returns whether this replica runs a worker for the session.
