@@ -10,13 +10,21 @@
 //! `cargo bench --bench load -- idle-memory` only the memory of a replica (the binary, in
 //! a process of its own) holding many 2025-era sessions, then idle
 //! (`LOAD_LOCAL_IDLE_SECS`, default 30: its `session.local_idle_secs`;
-//! `LOAD_IDLE_WAIT_SECS`, default that + 15: how long it idles).
+//! `LOAD_IDLE_WAIT_SECS`, default that + 15: how long it idles);
+//! `cargo bench --bench load -- creates` only session creates at the store on a private
+//! Redis, in one script against in steps.
 //! Loopback only; every scenario is bounded by its call count.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stateful_mcp::{config::Settings, startup::Application};
+use stateful_mcp::{
+    config::Settings,
+    keys::Keys,
+    redis_pool::RedisPool,
+    sessions::{NewSession, RedisSessions, Sessions},
+    startup::Application,
+};
 use testkit::{
     http::{call_2026, create_handle, legacy_post, legacy_session, legacy_session_with},
     redis_server::RedisServer,
@@ -413,16 +421,71 @@ async fn creates_at_the_cap(redis_url: &str) {
     );
 }
 
+/// Sessions one round of [`creates`] makes, 16 clients at a time.
+const CREATES: usize = 16_000;
+
+/// `CREATES` creates at the store by `CLIENTS` concurrent tasks under one principal (as
+/// anonymous `session_create` calls are), on a private Redis: alternately in one script
+/// (what a single node runs) and in steps of one hash slot (what a cluster runs, and
+/// every deployment did before), three rounds of each, each round under a fresh prefix.
+async fn creates() {
+    const _: () = assert!(CREATES.is_multiple_of(CLIENTS));
+    let redis = RedisServer::start().await;
+    let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+    settings.redis.url = redis.url().to_owned();
+    settings.session.max_sessions_per_principal = CREATES;
+    let pool = RedisPool::new(&settings.redis).unwrap();
+    let limits = settings.session;
+    println!("{CLIENTS} concurrent session creates at the store, {CREATES} per round");
+    for round in 0..3 {
+        for steps in [false, true] {
+            let keys = Keys::new(&format!("load-creates-{round}-{steps}"));
+            let store = RedisSessions::new(pool.clone(), keys, limits.timeout());
+            let store = if steps {
+                store.with_creates_in_steps()
+            } else {
+                store
+            };
+            let sessions = Sessions::redis(store, limits.clone());
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..CLIENTS {
+                let sessions = sessions.clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..CREATES / CLIENTS {
+                        let new = NewSession {
+                            principal: "anonymous".into(),
+                            ..Default::default()
+                        };
+                        sessions.create(new).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let rate = CREATES as f64 / started.elapsed().as_secs_f64();
+            let how = if steps { "in steps" } else { "one script" };
+            println!("  round {round}, {how:<10} {rate:>7.0} creates/s");
+        }
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; `at-the-cap`, `legacy` and `idle-memory` run those
-    // scenarios alone, and any other argument (a filter) is ignored.
+    // `cargo bench` passes `--bench`; `at-the-cap`, `legacy`, `idle-memory` and `creates`
+    // run those scenarios alone, and any other argument (a filter) is ignored.
     let only_cap = std::env::args().any(|a| a == "at-the-cap");
     let only_legacy = std::env::args().any(|a| a == "legacy");
     let only_idle_memory = std::env::args().any(|a| a == "idle-memory");
+    let only_creates = std::env::args().any(|a| a == "creates");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         if only_idle_memory {
             idle_memory().await;
+            return;
+        }
+        if only_creates {
+            creates().await;
             return;
         }
         let redis = RedisServer::shared_or_start().await;
@@ -469,5 +532,6 @@ fn main() {
         memory_per_legacy_calls(900, Duration::from_secs(5)).await;
         memory_per_legacy_calls(2, Duration::from_secs(5)).await;
         creates_at_the_cap(redis.url()).await;
+        creates().await;
     });
 }
