@@ -387,9 +387,10 @@ impl SessionManager for ReplicatedSessionManager {
             retry: None,
             lease: lease.clone(),
         });
-        // Its writes (three round trips) spend the request's deadline. Writes cut short
-        // leave what a crash between them would: a reservation that lapses, or a
-        // session no client knows of, which expires.
+        // Its writes (one script on a single node, three round trips on Redis Cluster)
+        // spend the request's deadline. Writes cut short leave what a crash between them
+        // would: a reservation that lapses, or a session no client knows of, which
+        // expires.
         let persisted = match deadline {
             Some(deadline) => deadline.bound(create).await,
             None => Some(create.await),
