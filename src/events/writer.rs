@@ -9,9 +9,11 @@
 //! Redis. A resumption after such an id waits for it (`store.rs`); a write that fails
 //! is counted ([`Writer::failures`], which stops the holder's fast path until Redis
 //! answers again) and logged, and its event is simply not resumable, as an event that
-//! was never stored. Writes stay in order: one job, one batch at a time, each batch in
-//! order on its connection; an explicit id also makes a batch sent again after a
-//! missing script harmless (an entry already written is skipped by the script).
+//! was never stored. Writes stay in order: one job, one batch at a time, and a batch's
+//! writes to one stream go as one script (on Redis Cluster the batch's commands travel
+//! concurrently, so separate commands of one stream could overtake each other, and an
+//! entry under a smaller id than the stream's last is refused). An explicit id also
+//! makes a batch sent again harmless: an entry already written is skipped.
 
 use std::{
     sync::{
@@ -38,16 +40,27 @@ const MAX_BATCH: usize = 256;
 /// The waits before a failed batch is sent again.
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 
-/// `XADD` under the minted id and `PEXPIRE`, as one script; an entry whose id the
-/// stream already has (a batch sent again) is not written twice.
+/// The writes of one stream in a batch, in order, as one script (so they reach Redis
+/// in order on a cluster too, where the batch's commands travel concurrently): `XADD`
+/// of each entry under its minted id, an entry the stream already has (a batch sent
+/// again) skipped, then `PEXPIRE` with the TTL of the stream's last write, also when an
+/// entry failed, so no stream is left without one. `ARGV`: the length to trim to, the
+/// TTL in ms, then id, kind, message and retry per entry.
 const APPEND_SCRIPT: &str = r"
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2],
-    'k', ARGV[3], 'm', ARGV[4], 'r', ARGV[5])
-if type(added) == 'table' and added.err
-    and not string.find(added.err, 'equal or smaller', 1, true) then
-    return added
+local failed
+for i = 3, #ARGV, 4 do
+    local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
+        'k', ARGV[i + 1], 'm', ARGV[i + 2], 'r', ARGV[i + 3])
+    if type(added) == 'table' and added.err
+        and not string.find(added.err, 'equal or smaller', 1, true) then
+        failed = added
+        break
+    end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if failed then
+    return failed
+end
 return 1
 ";
 
@@ -179,7 +192,7 @@ impl Shared {
     /// [`RETRIES`] when it fails (a connection Redis dropped, a failover): the explicit
     /// ids make a second write of an entry a no-op.
     async fn write_batch(&self, batch: Vec<Write>) {
-        let commands: Vec<Cmd> = batch.iter().map(|write| self.command(write)).collect();
+        let commands = self.commands(&batch);
         let mut outcome = self.send(&commands).await;
         for delay in RETRIES {
             if outcome.is_ok() {
@@ -216,33 +229,49 @@ impl Shared {
         Ok(())
     }
 
-    fn command(&self, write: &Write) -> Cmd {
-        match write {
-            Write::Append {
-                key,
+    /// One script per stream written in `batch`, its writes in their order.
+    fn commands(&self, batch: &[Write]) -> Vec<Cmd> {
+        /// A stream's entries in the batch and the TTL of its last write.
+        type Stream<'a> = (&'a str, Vec<(String, &'a str, &'a str, &'a str)>, Duration);
+        let mut streams: Vec<Stream<'_>> = Vec::new();
+        for write in batch {
+            let (key, ttl) = match write {
+                Write::Append { key, ttl, .. } | Write::Extend { key, ttl } => (key, *ttl),
+            };
+            let at = streams
+                .iter()
+                .position(|(k, ..)| *k == key.as_str())
+                .unwrap_or_else(|| {
+                    streams.push((key, Vec::new(), ttl));
+                    streams.len() - 1
+                });
+            let (_, entries, last_ttl) = &mut streams[at];
+            *last_ttl = ttl;
+            if let Write::Append {
                 id,
                 kind,
                 message,
                 retry,
-                ttl,
-            } => {
+                ..
+            } = write
+            {
+                entries.push((id.to_string(), kind, message, retry));
+            }
+        }
+        streams
+            .into_iter()
+            .map(|(key, entries, ttl)| {
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(self.script.get_hash())
                     .arg(1)
                     .arg(key)
                     .arg(self.max_len)
-                    .arg(id.to_string())
-                    .arg(*kind)
-                    .arg(message)
-                    .arg(retry)
-                    .arg(duration_ms(*ttl));
+                    .arg(duration_ms(ttl));
+                for (id, kind, message, retry) in entries {
+                    cmd.arg(id).arg(kind).arg(message).arg(retry);
+                }
                 cmd
-            }
-            Write::Extend { key, ttl } => {
-                let mut cmd = redis::cmd("PEXPIRE");
-                cmd.arg(key).arg(duration_ms(*ttl));
-                cmd
-            }
-        }
+            })
+            .collect()
     }
 }
