@@ -333,9 +333,9 @@ impl RedisEventStore {
             // still be on their way to Redis.
             self.writer.settle(PENDING_WAIT).await;
         }
-        let mut conn = self.pool.get().await?;
         let pending_since = tokio::time::Instant::now();
-        let (at_or_before, mut page) = loop {
+        let (mut conn, at_or_before, mut page) = loop {
+            let mut conn = self.pool.get().await?;
             let (at_or_before, page) = self.first_page(&mut conn, &key, after).await?;
             // An id minted by a replica for an event written behind its delivery: its
             // entry (or, after the priming id, the entries after it) may not be in
@@ -349,8 +349,10 @@ impl RedisEventStore {
                     .is_some_and(|entry| EntryId::parse(&entry.id) == Some(after))
             };
             if found || after.ms != PRIMED.ms || pending_since.elapsed() >= PENDING_WAIT {
-                break (at_or_before, page);
+                break (conn, at_or_before, page);
             }
+            // No pooled connection is held while waiting.
+            drop(conn);
             tokio::time::sleep(PENDING_POLL).await;
         };
         match at_or_before.ids.first() {
