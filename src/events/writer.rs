@@ -116,12 +116,23 @@ impl Writer {
         Self { tx, shared }
     }
 
-    /// Queues `write` (waiting while the queue is full); once the job has stopped
-    /// (shutdown), writes it at once.
+    /// Queues `write`, waiting while the queue is full for at most one command timeout:
+    /// past it (Redis far slower than the calls, or gone) the event is given up and
+    /// counted as failed, so a session's worker never stalls behind the queue. Once the
+    /// job has stopped (shutdown), writes it at once.
     pub(super) async fn write(&self, write: Write) {
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::error::SendError(write)) = self.tx.send(write).await {
-            self.shared.write_batch(vec![write]).await;
+        let bound = self.shared.pool.command_timeout();
+        match tokio::time::timeout(bound, self.tx.send(write)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(mpsc::error::SendError(write))) => self.shared.write_batch(vec![write]).await,
+            Err(_) => {
+                self.shared.done.send_modify(|done| *done += 1);
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "the event write queue stayed full; an event was not stored and cannot be resumed"
+                );
+            }
         }
     }
 
