@@ -189,12 +189,15 @@ impl RedisEventStore {
 
     /// Persists an event of `kind` (its JSON `message`, empty for
     /// [`EventKind::Bare`], and its SSE `retry` hint) in stream `stream_id` of session
-    /// `session_id`, and returns its event id.
+    /// `session_id`, and returns its event id. An event of a request stream started
+    /// here is queued and written behind (see the module docs of [`crate::events`]):
+    /// its write failing later is counted in [`Self::write_failures`], not returned.
     ///
     /// # Errors
     /// [`RedisEventStoreError::InvalidStreamId`] or
     /// [`RedisEventStoreError::InvalidSessionId`] for an id this store cannot key, or
-    /// [`RedisEventStoreError::Redis`] when the event could not be committed.
+    /// [`RedisEventStoreError::Redis`] when an event stored before its id goes out
+    /// could not be committed.
     pub async fn append(
         &self,
         session_id: &str,
