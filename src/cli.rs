@@ -73,11 +73,17 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
     if command == Command::CheckConfig {
         return check_config(name, settings);
     }
-    telemetry::init(&settings.telemetry);
+    let mut settings = settings;
+    if settings.server.replica_id.is_empty() {
+        // Minted here rather than by the replica's state, so its spans name it too.
+        settings.server.replica_id = crate::ids::mint()[..12].to_owned();
+    }
+    let telemetry = telemetry::init(&settings.telemetry, &settings.server.replica_id);
     let app = match Application::build_with(settings, mcp).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("{name}: {e:#}");
+            flush(telemetry).await;
             return ExitCode::FAILURE;
         }
     };
@@ -87,12 +93,23 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
         tracing::info!("shutdown signal received; draining");
         shutdown.cancel();
     });
-    match app.run_until_stopped().await {
+    let code = match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "server failed");
             ExitCode::FAILURE
         }
+    };
+    flush(telemetry).await;
+    code
+}
+
+/// Exports the spans still buffered (the drain's last ones among them) before the
+/// process exits; the exporter sends on this runtime, so the wait is on a blocking
+/// thread.
+async fn flush(telemetry: telemetry::Telemetry) {
+    if telemetry.exports_traces() {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }
 

@@ -16,7 +16,11 @@ use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{mcp::McpState, state::AppState, telemetry::RequestId};
+use crate::{
+    mcp::McpState,
+    state::AppState,
+    telemetry::{OTEL_TARGET, RequestId, propagation},
+};
 
 /// How long readiness waits for Redis before answering "not ready".
 const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -88,7 +92,19 @@ async fn request_frame(
     let value = http::HeaderValue::from_str(&id.0).ok();
     request.extensions_mut().insert(id);
     let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let server = server_span(&request);
+    let mut response = next
+        .run(request)
+        .instrument(server.clone())
+        .instrument(span.clone())
+        .await;
+    if !server.is_disabled() {
+        let status = response.status();
+        server.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            server.record("otel.status_code", "ERROR");
+        }
+    }
     span.in_scope(|| {
         tracing::debug!(
             status = response.status().as_u16(),
@@ -106,6 +122,42 @@ async fn request_frame(
         );
     }
     response
+}
+
+/// The exported span of an `/mcp` request (OpenTelemetry's HTTP server span; disabled
+/// while traces are not exported, and for the other paths, which probes and scrapers
+/// call all the time): a child of the `traceparent` its headers carry, if any. The
+/// edge gives it the parent of the request's `_meta` instead, once the body is read.
+fn server_span(request: &Request) -> tracing::Span {
+    if !request.uri().path().starts_with("/mcp") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: OTEL_TARGET,
+        "http.server",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = tracing::field::Empty,
+        http.route = "/mcp",
+        http.response.status_code = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    // Only the methods the endpoint serves: another is any token a client chose.
+    let (method, name) = match *request.method() {
+        http::Method::POST => ("POST", "POST /mcp"),
+        http::Method::GET => ("GET", "GET /mcp"),
+        http::Method::DELETE => ("DELETE", "DELETE /mcp"),
+        _ => ("_OTHER", "HTTP /mcp"),
+    };
+    span.record("otel.name", name);
+    span.record("http.request.method", method);
+    if let Some(parent) = propagation::from_headers(request.headers()) {
+        propagation::set_parent(&span, parent);
+    }
+    span
 }
 
 /// `/metrics`: renders every figure in the Prometheus text format. A scrape costs

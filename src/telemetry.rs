@@ -1,27 +1,108 @@
-//! The one tracing subscriber of the process: text or JSON lines, filtered by
-//! `RUST_LOG` or `telemetry.filter`.
+//! The one tracing subscriber of the process: log lines (text or JSON) filtered by
+//! `RUST_LOG` or `telemetry.filter`, and, when `telemetry.otlp_endpoint` is set,
+//! OpenTelemetry spans exported over OTLP/HTTP, filtered by `telemetry.trace_filter`
+//! alone (a quiet log keeps whole traces).
+//!
+//! The server's spans for traces are under the target [`OTEL_TARGET`], which the log
+//! filter always turns off: without the exporter no layer enables them, so their
+//! callsites stay disabled and a request builds none of them. `otlp.rs` builds the
+//! exporter, `propagation.rs` reads and writes W3C trace context (`traceparent`,
+//! `tracestate`, `baggage`) within bounds.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, filter::Directive, fmt, prelude::*};
 
 use crate::config::{LogFormat, TelemetrySettings};
 
-/// Installs the global subscriber. A second call (tests building several replicas in one
-/// process) is a no-op.
-pub fn init(settings: &TelemetrySettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(settings.filter.as_str()));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.format {
+mod otlp;
+pub(crate) mod propagation;
+
+/// The target of the spans exported as traces (HTTP request, MCP method, forward hop,
+/// Redis round trip, task run); the log lines never show them.
+pub const OTEL_TARGET: &str = "stateful_mcp::otel";
+
+/// The OpenTelemetry service name of the replicas.
+pub const SERVICE_NAME: &str = "stateful-mcp";
+
+/// Whether spans are exported (the layer exporting them is installed and its filter
+/// takes the server's spans): what is read only for them is left unread otherwise.
+pub fn traces_on() -> bool {
+    tracing::enabled!(target: OTEL_TARGET, tracing::Level::INFO)
+}
+
+/// What [`init`] started; [`Telemetry::shutdown`] flushes the spans not yet exported.
+#[must_use = "dropping it exports nothing more: call shutdown on a graceful stop"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exports_traces(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still buffered and stops the exporter (a graceful stop's last
+    /// step). Blocks until the collector answered or the export timed out: call it from
+    /// a blocking thread, not a runtime's worker.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "spans not exported at shutdown");
+        }
+    }
+}
+
+/// Installs the global subscriber for replica `replica_id` (`service.instance.id` of
+/// its spans). A second call (tests building several replicas in one process) installs
+/// nothing and exports nothing: the first subscriber stays.
+///
+/// Must run within a Tokio runtime when `telemetry.otlp_endpoint` is set: the exporter
+/// sends on it.
+pub fn init(settings: &TelemetrySettings, replica_id: &str) -> Telemetry {
+    let logs = log_filter(settings);
+    let registry = tracing_subscriber::registry();
+    let (traces, provider) = match otlp::layer(settings, replica_id) {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("stateful-mcp: traces are not exported: {e}");
+            (None, None)
+        }
+    };
+    let registry = registry.with(traces);
+    let installed = match settings.format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_filter(logs),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_filter(logs)).try_init(),
     };
+    match (installed, provider) {
+        (Ok(()), provider) => Telemetry { provider },
+        (Err(_), Some(provider)) => {
+            // Another subscriber was there first: this exporter would get no span.
+            let _ = provider.shutdown();
+            Telemetry { provider: None }
+        }
+        (Err(_), None) => Telemetry { provider: None },
+    }
+}
+
+/// The filter of the log lines: `RUST_LOG`, else `telemetry.filter`, and never the
+/// spans of [`OTEL_TARGET`].
+fn log_filter(settings: &TelemetrySettings) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(settings.filter.as_str()));
+    match format!("{OTEL_TARGET}=off").parse::<Directive>() {
+        Ok(off) => filter.add_directive(off),
+        Err(_) => filter,
+    }
 }
 
 /// The id of one HTTP request: the caller's `x-request-id` when it is a short visible

@@ -143,7 +143,8 @@ impl ServerHandler for Anchor {
 /// When the port cannot be bound or the server fails.
 pub async fn serve(port: u16) -> anyhow::Result<()> {
     let defaults = stateful_mcp::config::Settings::load_with_env(None, Vec::new())?;
-    stateful_mcp::telemetry::init(&defaults.telemetry);
+    // Traces stay off (the default): the anchor measures the request path without them.
+    let _telemetry = stateful_mcp::telemetry::init(&defaults.telemetry, "anchor");
 
     let handles = Arc::new(Mutex::new(HashMap::new()));
     let tool_router = Arc::new(Anchor::tool_router());

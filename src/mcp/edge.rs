@@ -9,6 +9,8 @@
 //!    `server.max_body_bytes`) into an envelope (`envelope.rs`; 400 with `-32700` or
 //!    `-32600` when it is not a JSON-RPC message);
 //! 2. `label.rs`: the name it is counted and logged under (known methods only);
+//!    `trace.rs`: the request's exported span takes the parent its `_meta` names, and
+//!    the MCP method's span begins (both only while traces are exported);
 //! 3. `route.rs`: where it is served; a message naming an `Mcp-Session-Id` has its
 //!    session confirmed for its caller whatever its era (404, or 503 while the store is
 //!    down); a 2025-era one (classified as rmcp routes it) is forwarded to the replica
@@ -54,6 +56,7 @@ use axum::{
 };
 use http::request::Parts;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use self::{
     label::Meter,
@@ -70,16 +73,16 @@ use super::{
         session_store::Restores,
     },
 };
+#[cfg(doc)]
+use crate::mcp::extensions::TransportSession;
 use crate::{
-    auth::Authenticator,
+    auth::{Authenticator, Principal},
     bus::Bus,
     events::RedisEventStore,
     metrics::Metrics,
     rate_limit::RateLimiter,
     sessions::{Lease, Sessions},
 };
-#[cfg(doc)]
-use crate::{auth::Principal, mcp::extensions::TransportSession};
 
 mod admit;
 mod authenticate;
@@ -94,6 +97,7 @@ mod refusals;
 mod route;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 #[doc(hidden)]
 pub use self::envelope::check_decoder;
@@ -203,7 +207,7 @@ impl Edge {
     /// 204), or the first refusal.
     async fn steps(
         &self,
-        mut parts: Parts,
+        parts: Parts,
         body: Body,
         next: Next,
         meter: &mut Meter,
@@ -212,11 +216,26 @@ impl Edge {
         let client = authenticate::client_address(&parts, self.client_header.as_ref());
         let principal = authenticate::caller(&self.auth, client, &parts.headers)?;
         // 1. What is asked.
-        let mut request = decode::read(&parts, body, self.max_body)
+        let request = decode::read(&parts, body, self.max_body)
             .await
             .map_err(|e| meter.invalid(e))?;
-        // 2. Under which name it is counted and logged.
+        // 2. Under which name it is counted and logged (and traced).
         meter.label(label::label(&request));
+        let span = trace::method_span(&parts, &request.envelope);
+        self.serve(parts, request, principal, next, meter)
+            .instrument(span)
+            .await
+    }
+
+    /// Steps 3 to 6 of the module docs, for the decoded `request` of `principal`.
+    async fn serve(
+        &self,
+        mut parts: Parts,
+        mut request: decode::Decoded,
+        principal: Principal,
+        next: Next,
+        meter: &mut Meter,
+    ) -> Result<Response, EdgeError> {
         // From here on its Redis steps share one deadline.
         let deadline = self.deadline(&parts);
         // 3. Where it is served.

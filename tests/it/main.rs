@@ -34,4 +34,5 @@ mod sessions;
 mod streams;
 mod support;
 mod tasks;
+mod telemetry;
 mod tool_cache;

@@ -7,6 +7,8 @@
 //!   round-robin TCP hop in front of several;
 //! - [`node`]: what a test node of one Redis-backed component (bus, event store, cache)
 //!   runs on;
+//! - [`collector`]: an OTLP/HTTP collector on loopback that keeps the spans replicas
+//!   export;
 //! - [`client`]: rmcp clients of both protocol eras and readers of their results;
 //! - [`http`]: raw HTTP requests, for what a client library would not send (`testkit`'s);
 //! - [`sse`]: server-sent events read from raw responses;
@@ -16,6 +18,7 @@
 //!   (`testkit`'s).
 
 pub mod client;
+pub mod collector;
 pub mod keyed_load;
 pub mod node;
 pub mod proxy;

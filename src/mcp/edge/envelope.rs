@@ -7,7 +7,10 @@
 //! their own, more precise errors); those shapes are in `envelope/wire.rs`.
 
 use self::wire::{Shape, Wire};
-use crate::mcp::error::EdgeError;
+use crate::{
+    mcp::error::EdgeError,
+    telemetry::propagation::{self, TraceCarrier},
+};
 
 #[cfg(test)]
 mod oracle;
@@ -74,6 +77,20 @@ pub struct Envelope {
     pub handle: Option<String>,
     /// `params.idempotencyKey` of a `tools/call` (SEP-3182).
     pub idempotency_key: Option<String>,
+    /// The JSON-RPC `id`: an integer always, a string (at most 128 bytes) only while
+    /// traces are exported (it is read for them alone).
+    pub id: Option<JsonRpcId>,
+    /// `params._meta`'s trace context, read only while traces are exported.
+    pub trace: TraceCarrier,
+}
+
+/// A request's JSON-RPC `id`, as far as the edge keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonRpcId {
+    /// An integer id.
+    Int(i64),
+    /// A string id.
+    Str(String),
 }
 
 impl Envelope {
@@ -113,6 +130,12 @@ impl Envelope {
             }
         };
         let has_id = !matches!(wire.id, Shape::Absent);
+        let traced = crate::telemetry::traces_on();
+        let id = match &wire.id {
+            Shape::Int(n) => Some(JsonRpcId::Int(*n)),
+            Shape::Str(s) if traced && s.len() <= MAX_FIELD => Some(JsonRpcId::Str(s.to_string())),
+            _ => None,
+        };
         if method.is_none() && !(has_id && (wire.result || wire.error)) {
             return Err(EdgeError::InvalidRequest(
                 "a message needs a `method`, or an `id` with a `result` or an `error`".to_owned(),
@@ -152,9 +175,21 @@ impl Envelope {
                 .filter(|s| s.len() <= MAX_FIELD)
                 .map(str::to_owned)
         };
+        let kept = |s: &Shape<'_>, key: &str| {
+            s.as_str()
+                .filter(|s| traced && s.len() <= propagation::max_len(key))
+                .map(str::to_owned)
+        };
+        let trace = TraceCarrier {
+            traceparent: kept(&meta.traceparent, propagation::TRACEPARENT),
+            tracestate: kept(&meta.tracestate, propagation::TRACESTATE),
+            baggage: kept(&meta.baggage, propagation::BAGGAGE),
+        };
         Ok(Self {
             method,
             has_id,
+            id,
+            trace,
             legacy,
             tool: short(params.name),
             handle: params

@@ -28,9 +28,13 @@ use hyper_util::{
 };
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::inflight::end_on;
-use crate::{mcp::extensions::Deadline, telemetry::RequestId};
+use crate::{
+    mcp::extensions::Deadline,
+    telemetry::{OTEL_TARGET, RequestId, propagation},
+};
 
 /// Marks a request one replica forwarded to another; its value is the sender's id.
 pub const FORWARDED_HEADER: &str = "x-stateful-mcp-forwarded";
@@ -151,10 +155,36 @@ impl Forwarder {
         parts
             .headers
             .insert(DEADLINE_HEADER, HeaderValue::from(millis(wait)));
+        // The hop is a client span whose context travels in `traceparent`, so the
+        // holder's spans join the request's trace (the client's own trace context is
+        // replaced: the holder takes it from this span).
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "mcp.forward",
+            otel.name = "forward to holder",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        propagation::inject(&span, &mut parts.headers);
         let request = http::Request::from_parts(parts, body);
-        let response = tokio::time::timeout(wait, self.client.request(request))
-            .await
-            .map_err(|_| ForwardError::Timeout(wait))??;
+        let sent = tokio::time::timeout(wait, self.client.request(request))
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            match &sent {
+                Ok(Ok(response)) => {
+                    span.record("http.response.status_code", response.status().as_u16());
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                _ => {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+        }
+        let response = sent.map_err(|_| ForwardError::Timeout(wait))??;
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = end_on(Body::new(incoming), self.streams.clone());

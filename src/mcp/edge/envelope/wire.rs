@@ -49,6 +49,13 @@ pub(super) struct Arguments<'a> {
 pub(super) struct Meta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", default, borrow)]
     pub(super) protocol_version: Shape<'a>,
+    /// W3C trace context (read only while traces are exported).
+    #[serde(default, borrow)]
+    pub(super) traceparent: Shape<'a>,
+    #[serde(default, borrow)]
+    pub(super) tracestate: Shape<'a>,
+    #[serde(default, borrow)]
+    pub(super) baggage: Shape<'a>,
     /// Whether the client capabilities are ones rmcp accepts: only then does rmcp route
     /// the request statelessly (an object of the wrong shape, such as `{"roots": 5}`,
     /// leaves it in its transport session), so they are decoded as rmcp decodes them.
@@ -77,6 +84,8 @@ pub(super) enum Shape<'a> {
     Absent,
     /// A string.
     Str(Cow<'a, str>),
+    /// An integer that fits an `i64`.
+    Int(i64),
     /// An object.
     Object,
     /// `null`, a number, a boolean or an array.
@@ -123,12 +132,12 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         Ok(Shape::Other)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Shape::Int(v))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Shape::Other, Shape::Int))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
