@@ -19,6 +19,7 @@ mod cluster;
 mod connection;
 mod node;
 mod target;
+mod trace;
 
 use std::{
     sync::{
@@ -93,6 +94,8 @@ struct Shared {
     counters: Counters,
     /// `redis.replica_acks` and `redis.replica_ack_timeout_ms`; `None` when 0.
     acks: Option<(u32, u64)>,
+    /// The names of the stores' scripts, for the spans of their round trips.
+    script_names: trace::ScriptNames,
 }
 
 /// Lifetime totals of the pool, for `/metrics` and `resource_stats`.
@@ -144,6 +147,7 @@ impl RedisPool {
             counters: Counters::default(),
             acks: (settings.replica_acks > 0)
                 .then_some((settings.replica_acks, settings.replica_ack_timeout_ms)),
+            script_names: trace::ScriptNames::default(),
         });
         let command_timeout = Duration::from_millis(settings.command_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
@@ -171,6 +175,14 @@ impl RedisPool {
             connect_timeout,
             checkout_timeout: wait.max(connect_timeout),
         })
+    }
+
+    /// Names the Lua `scripts` a store runs, for the exported spans of their round
+    /// trips (`redis {name}`); a script not named is shown as its command, `EVALSHA`.
+    pub fn name_scripts(&self, scripts: &[(&'static str, &redis::Script)]) {
+        for (name, script) in scripts {
+            self.shared.script_names.name(script, name);
+        }
     }
 
     /// Checks out a connection, within the longer of `redis.pool_wait_timeout_ms` and

@@ -36,7 +36,7 @@ pub(crate) struct L2 {
 
 impl L2 {
     pub(crate) fn new(pool: RedisPool, keys: Keys, max_ttl: Duration) -> Self {
-        Self {
+        let l2 = Self {
             pool,
             keys,
             generation: AtomicU64::new(UNKNOWN),
@@ -62,7 +62,13 @@ impl L2 {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
                  return 1",
             ),
-        }
+        };
+        l2.pool.name_scripts(&[
+            ("cache.lock_and_get", &l2.lock_and_get),
+            ("cache.store_and_unlock", &l2.store_and_unlock),
+            ("cache.unlock", &l2.unlock),
+        ]);
+        l2
     }
 
     /// The current generation, read from Redis on first use and after a gap.

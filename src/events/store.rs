@@ -176,6 +176,8 @@ impl RedisEventStore {
             settings.clone(),
             jobs,
         );
+        let store_script = redis::Script::new(STORE_SCRIPT);
+        pool.name_scripts(&[("events.store", &store_script)]);
         Arc::new(Self {
             open: Mutex::new(OpenStreams::new(settings.delivered_ttl)),
             writer: Writer::start(pool.clone(), settings.max_len, jobs),
@@ -183,7 +185,7 @@ impl RedisEventStore {
             keys,
             settings,
             reader,
-            store_script: redis::Script::new(STORE_SCRIPT),
+            store_script,
         })
     }
 

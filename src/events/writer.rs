@@ -103,10 +103,12 @@ impl Writer {
     /// Starts the job on `jobs`; streams are trimmed to about `max_len` entries.
     pub(super) fn start(pool: RedisPool, max_len: usize, jobs: &Jobs) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let script = redis::Script::new(APPEND_SCRIPT);
+        pool.name_scripts(&[("events.append", &script)]);
         let shared = Arc::new(Shared {
             pool,
             max_len: max_len.max(1),
-            script: redis::Script::new(APPEND_SCRIPT),
+            script,
             failures: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             done: watch::Sender::new(0),

@@ -65,7 +65,7 @@ use self::{
 use super::{
     McpState,
     error::{DomainErrors, EdgeError},
-    extensions::Deadline,
+    extensions::{Deadline, TraceSpan},
     handler::notify::Notifier,
     transport::{
         forward::{self, Forwarder},
@@ -222,7 +222,7 @@ impl Edge {
         // 2. Under which name it is counted and logged (and traced).
         meter.label(label::label(&request));
         let span = trace::method_span(&parts, &request.envelope);
-        self.serve(parts, request, principal, next, meter)
+        self.serve(parts, request, principal, next, meter, span.clone())
             .instrument(span)
             .await
     }
@@ -235,7 +235,11 @@ impl Edge {
         principal: Principal,
         next: Next,
         meter: &mut Meter,
+        span: tracing::Span,
     ) -> Result<Response, EdgeError> {
+        if !span.is_disabled() {
+            parts.extensions.insert(TraceSpan(span));
+        }
         // From here on its Redis steps share one deadline.
         let deadline = self.deadline(&parts);
         // 3. Where it is served.

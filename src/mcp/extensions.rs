@@ -17,6 +17,13 @@ pub struct IdempotencyKey(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportSession(pub String);
 
+/// The exported span of a request's MCP method, for the work rmcp runs on tasks of its
+/// own (a 2025-era session's worker, a tool call): the handler runs it under this span
+/// so its spans (Redis round trips, a task's start) join the request's trace. Present
+/// only while traces are exported.
+#[derive(Debug, Clone)]
+pub struct TraceSpan(pub tracing::Span);
+
 /// The instant by which a request's Redis steps must be done, whichever layer runs
 /// them (`server.request_deadline_ms` after its body was read, or sooner when the
 /// replica that forwarded it had less left). One deadline for all the steps: each

@@ -28,6 +28,7 @@ use rmcp::{
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub(crate) use self::tools::PrimeCounter;
 pub use self::tools::{
@@ -49,7 +50,7 @@ use crate::{
     config::ToolSettings,
     cpu::CpuPool,
     managed::HandleManager,
-    mcp::error::DomainErrors,
+    mcp::{error::DomainErrors, extensions::TraceSpan},
     metrics::Metrics,
     redis_pool::RedisPool,
     sessions::Sessions,
@@ -257,6 +258,12 @@ impl ServerHandler for StatefulServer {
         }
         let started = std::time::Instant::now();
         let cancelled = context.ct.clone();
+        // The request's exported span, if any: rmcp runs this on a task of its own.
+        let traced = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<TraceSpan>())
+            .map_or_else(tracing::Span::none, |s| s.0.clone());
         let call = async {
             if let Some(tool) = job_tool
                 && let Some(response) = self.call_job_tool(tool, &request, &context).await?
@@ -266,7 +273,8 @@ impl ServerHandler for StatefulServer {
             self.tool_router
                 .call(ToolCallContext::new(self, request, context))
                 .await
-        };
+        }
+        .instrument(traced);
         let Some(result) = until_cancelled(&cancelled, call).await else {
             // `timer` is dropped unfinished: counted as cancelled.
             return Err(McpError::internal_error("request cancelled", None));

@@ -56,11 +56,9 @@ pub(super) enum Buckets {
 impl Buckets {
     /// Buckets in Redis under `keys`.
     pub(super) fn redis(pool: RedisPool, keys: Keys) -> Self {
-        Self::Redis {
-            pool,
-            keys,
-            script: redis::Script::new(TAKE_SCRIPT),
-        }
+        let script = redis::Script::new(TAKE_SCRIPT);
+        pool.name_scripts(&[("rate_limit.take", &script)]);
+        Self::Redis { pool, keys, script }
     }
 
     /// Takes up to `want` tokens from `principal`'s bucket: how many, and how long until

@@ -19,7 +19,9 @@ use redis::{
     },
 };
 
-use super::{RedisPoolError, Shared, target};
+use tracing::Instrument;
+
+use super::{RedisPoolError, Shared, target, trace};
 
 /// How many times one call loads its script after a `NOSCRIPT`: on a cluster in the
 /// middle of a failover, the node a load reached may not be the one the call is sent to
@@ -44,11 +46,15 @@ impl Drop for PooledConnection {
 
 impl ConnectionLike for PooledConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let result = self.inner.conn.req_packed_command(cmd).await;
-            self.inner.note(&result, &self.shared);
-            result
-        })
+        let span = trace::round_trip(&self.shared.script_names, Some(cmd), 1);
+        Box::pin(
+            async move {
+                let result = self.inner.conn.req_packed_command(cmd).await;
+                self.inner.note(&result, &self.shared);
+                result
+            }
+            .instrument(span),
+        )
     }
 
     fn req_packed_commands<'a>(
@@ -57,15 +63,23 @@ impl ConnectionLike for PooledConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = self
-                .inner
-                .conn
-                .req_packed_commands(pipeline, offset, count)
-                .await;
-            self.inner.note(&result, &self.shared);
-            result
-        })
+        let span = trace::round_trip(
+            &self.shared.script_names,
+            pipeline.cmd_iter().next(),
+            pipeline.len(),
+        );
+        Box::pin(
+            async move {
+                let result = self
+                    .inner
+                    .conn
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                self.inner.note(&result, &self.shared);
+                result
+            }
+            .instrument(span),
+        )
     }
 
     fn get_db(&self) -> i64 {
@@ -136,7 +150,13 @@ impl PooledConnection {
     ) -> Result<Vec<Value>, RedisError> {
         let replies = match &mut self.inner.conn {
             Connection::Cluster(conn) => {
+                let span = trace::round_trip(
+                    &self.shared.script_names,
+                    pipe.cmd_iter().next(),
+                    pipe.len(),
+                );
                 conn.route_pipeline(pipe.clone(), 0, pipe.len(), single_node(route))
+                    .instrument(span)
                     .await
             }
             Connection::Node(_) => self.req_packed_commands(pipe, 0, pipe.len()).await,
@@ -186,6 +206,7 @@ impl PooledConnection {
                     cmd.clone(),
                     RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
                 )
+                .instrument(trace::round_trip(&self.shared.script_names, Some(cmd), 1))
                 .await
                 .and_then(Value::extract_error),
             Connection::Node(_) => self.req_packed_command(cmd).await,
@@ -206,6 +227,7 @@ impl PooledConnection {
             }
             return pipe.query_async(self).await;
         };
+        let names = &self.shared.script_names;
         let replies = futures::future::join_all(commands.iter().map(|command| {
             // A clone shares the cluster connection's routing and node connections.
             let mut conn = conn.clone();
@@ -214,6 +236,7 @@ impl PooledConnection {
                     .await
                     .and_then(Value::extract_error)
             }
+            .instrument(trace::round_trip(names, Some(command), 1))
         }))
         .await;
         replies.into_iter().collect()

@@ -64,7 +64,8 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts, named on `pool` for the spans of their round trips.
+    fn new(pool: &RedisPool) -> Self {
         let prelude = include_str!("lua/prelude.lua");
         // The operation runs as a function so the prelude's `finish` can keep its reply
         // for idempotent retries; `peek` names a field the prelude reads for it.
@@ -78,7 +79,7 @@ impl Scripts {
         // all at once on a single node judge, count and write alike.
         let parts = include_str!("lua/create_parts.lua");
         let with_parts = |body: &str| Script::new(&format!("{parts}\n{body}"));
-        Self {
+        let scripts = Self {
             get: with_prelude(include_str!("lua/get.lua"), None),
             touch: with_prelude(include_str!("lua/touch.lua"), None),
             update: with_prelude(include_str!("lua/update.lua"), None),
@@ -90,7 +91,21 @@ impl Scripts {
             delete: Script::new(include_str!("lua/delete.lua")),
             raise: Script::new(include_str!("lua/raise.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
-        }
+        };
+        pool.name_scripts(&[
+            ("session.get", &scripts.get),
+            ("session.touch", &scripts.touch),
+            ("session.update", &scripts.update),
+            ("session.counter", &scripts.counter),
+            ("session.history", &scripts.history),
+            ("session.reserve", &scripts.reserve),
+            ("session.record", &scripts.record),
+            ("session.create", &scripts.create_node),
+            ("session.delete", &scripts.delete),
+            ("session.raise", &scripts.raise),
+            ("session.lease", &scripts.lease),
+        ]);
+        scripts
     }
 }
 
@@ -176,6 +191,7 @@ impl RedisSessions {
         in_steps: bool,
     ) -> Self {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let scripts = Scripts::new(&pool);
         Self {
             shared: Arc::new(Shared {
                 pool,
@@ -183,7 +199,7 @@ impl RedisSessions {
                 timeout_ms: millis(timeout),
                 grace_ms: millis(grace),
                 in_steps: AtomicBool::new(in_steps),
-                scripts: Scripts::new(),
+                scripts,
                 newest_access_ms: AtomicI64::new(0),
                 rounds: AtomicUsize::new(0),
                 retry_records: RetryRecordCounts::default(),

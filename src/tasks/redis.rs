@@ -32,10 +32,11 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts, named on `pool` for the spans of their round trips.
+    fn new(pool: &RedisPool) -> Self {
         let prelude = include_str!("lua/prelude.lua");
         let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
-        Self {
+        let scripts = Self {
             create: script(include_str!("lua/create.lua")),
             get: script(include_str!("lua/get.lua")),
             update: script(include_str!("lua/update.lua")),
@@ -45,7 +46,19 @@ impl Scripts {
             take: script(include_str!("lua/take.lua")),
             finish: script(include_str!("lua/finish.lua")),
             expire: script(include_str!("lua/expire.lua")),
-        }
+        };
+        pool.name_scripts(&[
+            ("task.create", &scripts.create),
+            ("task.get", &scripts.get),
+            ("task.update", &scripts.update),
+            ("task.cancel", &scripts.cancel),
+            ("task.renew", &scripts.renew),
+            ("task.ask", &scripts.ask),
+            ("task.take", &scripts.take),
+            ("task.finish", &scripts.finish),
+            ("task.expire", &scripts.expire),
+        ]);
+        scripts
     }
 }
 
@@ -123,11 +136,12 @@ impl Reply {
 impl RedisTasks {
     /// Task records on `pool` under `keys`.
     pub fn new(pool: RedisPool, keys: Keys) -> Self {
+        let scripts = Scripts::new(&pool);
         Self {
             shared: Arc::new(Shared {
                 pool,
                 keys,
-                scripts: Scripts::new(),
+                scripts,
             }),
         }
     }

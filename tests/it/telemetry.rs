@@ -112,8 +112,22 @@ async fn a_forwarded_request_is_one_trace_across_both_replicas() {
         named(spans, "POST /mcp", "replica-a").is_some()
             && named(spans, "tools/call counter", "replica-a").is_some()
             && named(spans, "forward to holder", "replica-b").is_some()
+            && named(spans, "redis session.counter", "replica-a").is_some()
     })
     .await;
+    // The counter's script, under the call, in the slot of the session's keys.
+    let script = named(&spans, "redis session.counter", "replica-a").unwrap();
+    assert_eq!(script.kind, 3, "a client span");
+    assert_eq!(script.attribute("db.system.name"), Some("redis"));
+    assert_eq!(
+        script.attribute("db.stored_procedure.name"),
+        Some("session.counter")
+    );
+    let slot = stateful_mcp::redis_pool::key_slot(format!("{{{session}}}").as_bytes());
+    assert_eq!(
+        script.attribute("db.redis.hash_slot"),
+        Some(slot.to_string().as_str())
+    );
     let forward = named(&spans, "forward to holder", "replica-b").unwrap();
     assert_eq!(forward.kind, 3, "a client span");
     let holder = named(&spans, "POST /mcp", "replica-a").unwrap();
