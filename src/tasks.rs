@@ -105,6 +105,9 @@ pub struct TaskRecord {
     pub error: Option<Json>,
     /// The input requests still unanswered, by key (while `input_required`).
     pub input_requests: BTreeMap<String, Json>,
+    /// The W3C `traceparent` of the call that started it, while traces are exported:
+    /// a replica answering for it puts the answer in that trace.
+    pub trace: Option<String>,
 }
 
 impl TaskRecord {
@@ -124,6 +127,7 @@ impl TaskRecord {
             result: None,
             error: None,
             input_requests: BTreeMap::new(),
+            trace: new.trace.clone(),
         }
     }
 
@@ -144,6 +148,7 @@ impl TaskRecord {
             result: None,
             error: None,
             input_requests: BTreeMap::new(),
+            trace: None,
         };
         let json = |v: &str| serde_json::from_str(v).unwrap_or(Json::Null);
         for (field, value) in fields {
@@ -159,6 +164,7 @@ impl TaskRecord {
                 "poll" => r.poll_ms = value.parse().unwrap_or_default(),
                 "result" => r.result = Some(json(&value)),
                 "error" => r.error = Some(json(&value)),
+                "trace" if value.len() <= MAX_TRACE => r.trace = Some(value),
                 _ => {
                     if let Some(key) = field.strip_prefix("q:") {
                         r.input_requests.insert(key.to_owned(), json(&value));
@@ -181,7 +187,13 @@ pub struct NewTask {
     pub replica: String,
     /// The tool it runs.
     pub tool: String,
+    /// The W3C `traceparent` of the call starting it (at most [`MAX_TRACE`] bytes),
+    /// `None` while traces are not exported.
+    pub trace: Option<String>,
 }
+
+/// Longest `traceparent` a task record keeps.
+pub const MAX_TRACE: usize = 128;
 
 /// Timing every record carries: retention, polling hint, lease.
 #[derive(Debug, Clone, Copy)]

@@ -259,11 +259,7 @@ impl ServerHandler for StatefulServer {
         let started = std::time::Instant::now();
         let cancelled = context.ct.clone();
         // The request's exported span, if any: rmcp runs this on a task of its own.
-        let traced = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<TraceSpan>())
-            .map_or_else(tracing::Span::none, |s| s.0.clone());
+        let traced = request_span(&context);
         let call = async {
             if let Some(tool) = job_tool
                 && let Some(response) = self.call_job_tool(tool, &request, &context).await?
@@ -337,6 +333,7 @@ impl ServerHandler for StatefulServer {
             .await
             .map_err(|e| self.errors.task(e))?
             .ok_or_else(unknown_task)?;
+        tasks::answered_in_trace(&record, "tasks/get", &request_span(&context));
         Ok(GetTaskResult::new(detailed(record)))
     }
 
@@ -434,4 +431,14 @@ impl ServerHandler for StatefulServer {
                  On 2025-era connections the handle is optional: the connection's session is used.",
             )
     }
+}
+
+/// The exported span of the request `context` serves ([`TraceSpan`]), or a disabled
+/// one: rmcp runs handlers on tasks of its own, outside the request's span.
+fn request_span(context: &RequestContext<RoleServer>) -> tracing::Span {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<TraceSpan>())
+        .map_or_else(tracing::Span::none, |s| s.0.clone())
 }

@@ -188,6 +188,7 @@ impl RedisTasks {
                     &poll,
                     &lease,
                     &index_ttl,
+                    new.trace.as_deref().unwrap_or(""),
                 ],
             )
             .await?;

@@ -26,6 +26,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde_json::Value as Json;
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use super::{
     Held, NewTask, Settled, TaskContext, TaskError, TaskRecord, TaskStore, TaskTimes,
@@ -272,11 +273,23 @@ impl TaskManager {
             return Err(TaskError::Draining);
         }
         let slot = shared.admit(owner)?;
+        // The task's run is a span under the call starting it, and the record keeps
+        // that call's trace context so whichever replica answers for the task joins it.
+        let span = tracing::info_span!(
+            target: crate::telemetry::OTEL_TARGET,
+            "task",
+            otel.name = tracing::field::Empty,
+            gen_ai.tool.name = tool,
+        );
+        if !span.is_disabled() {
+            span.record("otel.name", format!("task {tool}"));
+        }
         let new = NewTask {
             id: crate::ids::mint(),
             owner: owner.to_owned(),
             replica: shared.replica.to_string(),
             tool: tool.to_owned(),
+            trace: crate::telemetry::propagation::traceparent(&span),
         };
         let record = shared.store.create(&new, shared.times).await?;
         let stop = CancellationToken::new();
@@ -291,7 +304,7 @@ impl TaskManager {
         let context = TaskContext::new(new.id.clone(), owner.into(), shared.clone(), stop, wake);
         shared
             .tracker
-            .spawn(run(shared.clone(), job, context, slot));
+            .spawn(run(shared.clone(), job, context, slot).instrument(span));
         tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
         Ok(record)
     }

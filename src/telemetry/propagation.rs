@@ -142,6 +142,40 @@ pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
     }
 }
 
+/// `span`'s W3C `traceparent`, to keep beside what outlives it (a task record); `None`
+/// when the span is not exported.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut out = Traceparent(None);
+    TraceContextPropagator::new().inject_context(&cx, &mut out);
+    out.0
+}
+
+/// The remote parent a kept `traceparent` names.
+pub fn from_traceparent(traceparent: &str) -> Option<Context> {
+    TraceCarrier {
+        traceparent: Some(traceparent.to_owned()),
+        ..TraceCarrier::default()
+    }
+    .context()
+}
+
+struct Traceparent(Option<String>);
+
+impl Injector for Traceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT && value.len() <= max_len(TRACEPARENT) {
+            self.0 = Some(value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ fn new_task(owner: &str) -> NewTask {
         owner: owner.to_owned(),
         replica: "r1".to_owned(),
         tool: "prime_count".to_owned(),
+        trace: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! `RUST_LOG=warn`, as `Process` starts them, export their spans over OTLP/HTTP to the
 //! test's collector: a quiet log keeps whole traces. A 2025-era request forwarded to
 //! the replica holding its session is one trace across both; a request's `_meta` trace
-//! context wins over its headers'; no session id is ever exported; the spans still
+//! context wins over its headers'; no session id is ever exported; a task started on
+//! one replica and polled on another shows in its start's trace; the spans still
 //! buffered at a graceful stop are exported before the process exits.
 
 use std::time::Duration;
@@ -11,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::support::{
     collector::{Collector, Span},
-    http::{legacy_post, legacy_session, read_reply},
+    http::{
+        legacy_post, legacy_session, meta_2026, post_json, read_reply, tools_call_2026_with_meta,
+    },
     redis_server::{RedisServer, unique_prefix},
     replica::Process,
     wait::{retry, within},
@@ -206,4 +209,68 @@ async fn the_spans_buffered_at_a_graceful_stop_are_exported_before_exit() {
         }
     })
     .await;
+}
+
+/// The `_meta` of a 2026-07-28 request from a client of the tasks extension.
+fn tasks_meta() -> Value {
+    let mut meta = meta_2026();
+    meta["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    meta
+}
+
+#[tokio::test]
+async fn a_task_polled_on_another_replica_shows_in_its_start_s_trace() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("otel-task");
+    let collector = Collector::start().await;
+    let a = traced_replica(&redis, &prefix, &collector, "replica-a", &[]).await;
+    let b = traced_replica(&redis, &prefix, &collector, "replica-b", &[]).await;
+    let http = reqwest::Client::new();
+
+    let mut meta = tasks_meta();
+    meta["traceparent"] = json!(traceparent(META_TRACE));
+    let args = json!({"limit": 1000});
+    let response = tools_call_2026_with_meta(&http, &a.url(), "prime_count", args, meta)
+        .send()
+        .await
+        .unwrap();
+    let (_, reply) = read_reply(response).await;
+    assert_eq!(reply["result"]["resultType"], "task", "{reply}");
+    let id = reply["result"]["taskId"].as_str().unwrap().to_owned();
+
+    // Polled on B, in a request of no trace of its own.
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "tasks/get",
+        "params": {"taskId": id, "_meta": tasks_meta()}});
+    let response = post_json(&http, &b.url(), &body)
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tasks/get")
+        .header("Mcp-Name", &id)
+        .send()
+        .await
+        .unwrap();
+    let (_, reply) = read_reply(response).await;
+    assert!(reply["result"].is_object(), "{reply}");
+
+    let spans = spans_of(&collector, META_TRACE, |spans| {
+        named(spans, "task prime_count", "replica-a").is_some()
+            && named(spans, "tasks/get", "replica-b").is_some()
+    })
+    .await;
+    let run = named(&spans, "task prime_count", "replica-a").unwrap();
+    let call = named(&spans, "tools/call prime_count", "replica-a").expect("the call");
+    assert_eq!(
+        run.parent_span_id, call.span_id,
+        "the run is under its call"
+    );
+    let answer = named(&spans, "tasks/get", "replica-b").unwrap();
+    assert_eq!(
+        answer.parent_span_id, run.span_id,
+        "B's answer is under the run"
+    );
+    for span in collector.spans() {
+        for (key, value) in &span.attributes {
+            assert!(!value.contains(&id), "{key} names the task: {span:?}");
+        }
+    }
 }

@@ -258,3 +258,35 @@ where
         Plan::Run(job(params.arguments.clone().unwrap_or_default()))
     })
 }
+
+/// Puts a replica's answer about `record` (to `method`) in the trace of the call that
+/// started the task, as a child of the task's run, linked to the answering request's
+/// own span (`request`): a task polled anywhere shows in its start's trace. Nothing
+/// while traces are not exported, or when the task kept no trace context.
+pub(super) fn answered_in_trace(
+    record: &crate::tasks::TaskRecord,
+    method: &'static str,
+    request: &tracing::Span,
+) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(parent) = record
+        .trace
+        .as_deref()
+        .and_then(crate::telemetry::propagation::from_traceparent)
+    else {
+        return;
+    };
+    let span = tracing::info_span!(
+        target: crate::telemetry::OTEL_TARGET,
+        parent: None,
+        "task.answer",
+        otel.name = method,
+        mcp.method.name = method,
+        gen_ai.tool.name = record.tool.as_str(),
+    );
+    crate::telemetry::propagation::set_parent(&span, parent);
+    if !span.is_disabled() && !request.is_disabled() {
+        use opentelemetry::trace::TraceContextExt;
+        span.add_link(request.context().span().span_context().clone());
+    }
+}
