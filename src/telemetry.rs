@@ -124,3 +124,55 @@ impl RequestId {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TelemetrySettings {
+        TelemetrySettings {
+            format: LogFormat::Text,
+            filter: "trace".to_owned(),
+            otlp_endpoint: String::new(),
+            trace_filter: "stateful_mcp::otel=info".to_owned(),
+        }
+    }
+
+    #[test]
+    fn without_the_exporter_the_exported_spans_are_disabled_callsites() {
+        let logs = fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(log_filter(&settings()));
+        let subscriber = tracing_subscriber::registry().with(logs);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: OTEL_TARGET, "request");
+            assert!(
+                span.is_disabled(),
+                "the log filter turned an exported span on"
+            );
+            assert!(!traces_on());
+            assert!(!tracing::error_span!("logged").is_disabled());
+        });
+    }
+
+    #[test]
+    fn the_trace_filter_alone_chooses_the_exported_spans() {
+        // A stand-in for the exporting layer, with the trace filter; the log filter
+        // quiet (a RUST_LOG=warn deployment).
+        let quiet = TelemetrySettings {
+            filter: "warn".to_owned(),
+            ..settings()
+        };
+        let traces = fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(EnvFilter::new(quiet.trace_filter.as_str()));
+        let logs = fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(log_filter(&quiet));
+        let subscriber = tracing_subscriber::registry().with(traces).with(logs);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::info_span!(target: OTEL_TARGET, "request").is_disabled());
+            assert!(traces_on());
+        });
+    }
+}

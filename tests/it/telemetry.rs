@@ -31,7 +31,8 @@ fn traceparent(trace: &str) -> String {
     format!("00-{trace}-00f067aa0ba902b7-01")
 }
 
-/// A replica `id` exporting to `collector` every 100 ms (`extra` overriding).
+/// A replica `id` exporting to `collector` every 100 ms, logging warnings only
+/// (`extra` overriding).
 async fn traced_replica(
     redis: &RedisServer,
     prefix: &str,
@@ -46,6 +47,8 @@ async fn traced_replica(
         ),
         ("STATEFUL_MCP__SERVER__REPLICA_ID", id),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        // A quiet log: the traces stay whole (`Process` sets it too).
+        ("RUST_LOG", "warn"),
     ];
     env.extend_from_slice(extra);
     Process::start(BINARY, redis.url(), prefix, &env).await

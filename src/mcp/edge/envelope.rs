@@ -259,6 +259,39 @@ pub fn check_decoder(body: &[u8], header_version: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A subscriber under which traces count as exported (a layer takes the server's
+    /// spans), as the OTLP layer makes them.
+    fn traced<T>(f: impl FnOnce() -> T) -> T {
+        use tracing_subscriber::{Layer, prelude::*};
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::EnvFilter::new(
+                "stateful_mcp::otel=info",
+            ));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f)
+    }
+
+    #[test]
+    fn meta_trace_context_is_read_only_while_traced_and_within_bounds() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"r-1","method":"ping","params":{{"_meta":{{
+            "traceparent":"{parent}","tracestate":"{}","baggage":"k=v"}}}}}}"#,
+            "a".repeat(600)
+        );
+        let env = traced(|| parse(&body)).unwrap();
+        assert_eq!(env.trace.traceparent.as_deref(), Some(parent));
+        assert_eq!(env.trace.tracestate, None, "longer than 512: ignored");
+        assert_eq!(env.trace.baggage.as_deref(), Some("k=v"));
+        assert_eq!(env.id, Some(JsonRpcId::Str("r-1".to_owned())));
+        // Not traced: nothing kept (nothing allocated for it), but an integer id.
+        let env = parse(&body).unwrap();
+        assert_eq!(env.trace, TraceCarrier::default());
+        assert_eq!(env.id, None);
+        let env = parse(r#"{"jsonrpc":"2.0","id":42,"method":"ping"}"#).unwrap();
+        assert_eq!(env.id, Some(JsonRpcId::Int(42)));
+    }
     use super::*;
 
     fn parse(body: &str) -> Result<Envelope, EdgeError> {
