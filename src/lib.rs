@@ -24,7 +24,9 @@
 //! - [`cli`]: the command line of the binaries: `stateful-mcp`, and
 //!   `stateful-mcp-conformance`, which serves the official conformance suite's fixtures
 //!   (`src/bin/`) in front of [`mcp::handler`]'s handler through [`mcp::endpoint_with`].
-//! - [`telemetry`]: the tracing subscriber and request ids.
+//! - [`telemetry`]: the tracing subscriber and request ids; the OpenTelemetry export of
+//!   the server's spans (off unless `telemetry.otlp_endpoint` is set) and the W3C trace
+//!   context read from requests and carried on the forward hop.
 //! - [`auth`]: bearer tokens (API keys or JWTs) to a [`auth::Principal`], and the
 //!   RFC 9728 metadata.
 //! - [`state`]: [`state::AppState`], the replica's cheap domain handles (settings, pool,

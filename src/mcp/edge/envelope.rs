@@ -221,9 +221,9 @@ impl Envelope {
 ///
 /// - decoding never panics, whatever the bytes;
 /// - a body that is not JSON is never accepted;
-/// - everything kept is bounded: method, tool and version strings at most
-///   [`MAX_FIELD`] bytes, an idempotency key 1..=255 characters, a handle only when it is
-///   a well-formed server id;
+/// - everything kept is bounded: method, tool and version strings (and a string id) at
+///   most [`MAX_FIELD`] bytes, an idempotency key 1..=255 characters, a handle only when
+///   it is a well-formed server id, `_meta`'s trace context within its bounds;
 /// - the metric label is a known method, `other` or `response`, never client text;
 /// - every refusal renders as an HTTP response with a 4xx status.
 #[doc(hidden)]
@@ -243,6 +243,21 @@ pub fn check_decoder(body: &[u8], header_version: Option<&str>) {
             }
             if let Some(handle) = &envelope.handle {
                 assert!(crate::ids::is_well_formed(handle));
+            }
+            let trace = &envelope.trace;
+            for (key, value) in [
+                (propagation::TRACEPARENT, &trace.traceparent),
+                (propagation::TRACESTATE, &trace.tracestate),
+                (propagation::BAGGAGE, &trace.baggage),
+            ] {
+                assert!(
+                    value
+                        .as_ref()
+                        .is_none_or(|v| v.len() <= propagation::max_len(key))
+                );
+            }
+            if let Some(JsonRpcId::Str(id)) = &envelope.id {
+                assert!(id.len() <= MAX_FIELD);
             }
             let label = envelope.method_label();
             assert!(
