@@ -6,7 +6,8 @@
 #    engine, and every replica and pool of the chosen suites runs on it with
 #    redis.mode = "cluster", each test under its own key prefix): the behavioural
 #    suites (sessions, both eras across replicas, the holder, cache, tasks, event-store
-#    resume, idempotency, rate limits, listen, the bus), plus cluster:: (the pool and
+#    resume, idempotency, rate limits, listen, the bus, the traces' Redis spans on
+#    cluster connections), plus cluster:: (the pool and
 #    the bus on clusters of their own: a slot migrated, a master killed) and
 #    cluster_faults:: (keyed increments from three replicas while a master is killed,
 #    with replica_acks 0 and 1, and while the busy session's slot migrates). Tests that
@@ -25,7 +26,8 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-packages.sh
 suites=(sessions:: legacy:: replicas:: holder:: cache:: tool_cache:: tasks:: event_store::
-  streams:: idempotency:: rate_limit:: listen:: request_state:: bus:: cluster:: cluster_faults::)
+  streams:: idempotency:: rate_limit:: listen:: request_state:: bus:: telemetry:: cluster::
+  cluster_faults::)
 if [ $# -gt 0 ]; then suites=("$@"); fi
 started=$(date +%s)
 REDIS_TEST_CLUSTER=1 cargo test --test it -- "${suites[@]}"
