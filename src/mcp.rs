@@ -151,6 +151,9 @@ where
         )),
         _ => None,
     };
+    if let Some(events) = &events {
+        events.register_metrics(&state.metrics);
+    }
     let lease = holder_lease(state);
     let manager = Arc::new(ReplicatedSessionManager::new(
         session_config,
