@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 pub use self::{
-    context::TaskContext,
+    context::{NoInput, TaskContext},
     memory::MemoryTasks,
     redis::RedisTasks,
     runner::{Job, Outcome, TaskManager},

@@ -66,6 +66,8 @@ pub(super) struct Shared {
     pub(super) replica: Arc<str>,
     pub(super) times: TaskTimes,
     pub(super) renew_interval: Duration,
+    /// How long a task waits for its input (`tasks.input_timeout_secs`).
+    pub(super) input_timeout: Duration,
     sweep_interval: Duration,
     /// Workers plus queue places.
     capacity: usize,
@@ -217,6 +219,7 @@ impl TaskManager {
             replica,
             times: settings.into(),
             renew_interval: settings.renew_interval(),
+            input_timeout: settings.input_timeout(),
             sweep_interval: settings.sweep_interval(),
             capacity: settings.workers.saturating_add(settings.queue),
             share: settings

@@ -397,6 +397,35 @@ async fn input_answered_on_one_replica_resumes_the_task_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_input_gives_up_after_the_input_timeout() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("tasks-input-timeout");
+    let a = Process::start(
+        CONFORMANCE_BINARY,
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__TASKS__INPUT_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let http = Client::new();
+
+    let id = start(
+        &http,
+        &a.url(),
+        "confirm_delete",
+        json!({"filename": "x.txt"}),
+    )
+    .await;
+    wait_for_status(&http, &a.url(), &id, "input_required").await;
+    // Nobody answers: the task fails and says why, and its place is free again.
+    let failed = wait_for_status(&http, &a.url(), &id, "failed").await;
+    assert!(
+        failed.to_string().contains("tasks.input_timeout_secs"),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("tasks-dead");
