@@ -48,9 +48,12 @@ cleanup() {
     git worktree prune
 }
 cleanup
+build=
 trap cleanup EXIT
-# A signal ends the script through exit, so the worktree is removed then too.
-trap 'exit 130' INT TERM HUP
+# A signal stops the build and ends the script through exit, so the worktree is
+# removed then too (the build runs in the background: bash runs a trap only once the
+# command in the foreground has ended).
+trap '[ -z "$build" ] || kill "$build" 2>/dev/null; exit 130' INT TERM HUP
 git worktree add --detach --quiet "$tree" "$sha" >&2
 if [ "$(version_of "$tree/Cargo.toml")" = "$(version_of Cargo.toml)" ]; then
     echo "the previous release $sha has this checkout's version ($(version_of Cargo.toml)):" \
@@ -63,8 +66,11 @@ started=$(date +%s)
 echo "building the previous release $sha (debug, target $target)" >&2
 (
     cd "$tree"
-    CARGO_TARGET_DIR="$target" cargo build --bin stateful-mcp --example embed >&2
-)
+    CARGO_TARGET_DIR="$target" exec cargo build --bin stateful-mcp --example embed >&2
+) &
+build=$!
+wait "$build"
+build=
 mkdir -p "$(dirname "$out")"
 # cargo copies the binary to <target>/debug/stateful-mcp (the next build of this
 # checkout puts its own back there): keep the previous release's under its sha.
