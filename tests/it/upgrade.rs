@@ -2,7 +2,8 @@
 //! `scripts/previous-release.sh` builds from the commit `CHANGELOG.md` names, its path in
 //! [`PREVIOUS_RELEASE_ENV`]) behind nginx are replaced one by one by this build, then
 //! rolled back the same way, while clients increment counters under idempotency keys on
-//! a 2026-07-28 handle and in a 2025-era session made before the upgrade. Each replica
+//! a 2026-07-28 handle and in a 2025-era session made by the previous release (and,
+//! through the rollback, on a handle and in a session made by this build). Each replica
 //! is drained (SIGTERM, exit 0) and the next release started on its port. No call may
 //! fail, and each counter must end equal to the increments acknowledged: nothing lost,
 //! nothing applied twice, whichever release wrote a record and whichever reads it.
@@ -126,11 +127,16 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
     nginx.wait_ready().await;
     let mcp = nginx.url();
 
-    // Sessions of both eras, made by the previous release.
-    let handle = create_handle(&Client::new(), &mcp).await;
-    let session = legacy_session(&mcp).await;
-    let load_2026 = KeyedLoad::start(&mcp, &handle);
-    let load_2025 = KeyedLoad::start_2025(&mcp, &session);
+    // Sessions of both eras made by the previous release, loaded through the upgrade
+    // and the rollback; then sessions made by this build, loaded through the rollback.
+    let mut loads = vec![(
+        "2026-07-28 handle of the previous release",
+        KeyedLoad::start(&mcp, &create_handle(&Client::new(), &mcp).await),
+    )];
+    loads.push((
+        "2025-era session of the previous release",
+        KeyedLoad::start_2025(&mcp, &legacy_session(&mcp).await),
+    ));
 
     let http = Client::new();
     for (binary, version) in [
@@ -153,19 +159,30 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
                 server_info_version(&replicas[0].url()).await,
                 stateful_mcp::VERSION
             );
+            loads.push((
+                "2026-07-28 handle of this build",
+                KeyedLoad::start(&mcp, &create_handle(&Client::new(), &mcp).await),
+            ));
+            loads.push((
+                "2025-era session of this build",
+                KeyedLoad::start_2025(&mcp, &legacy_session(&mcp).await),
+            ));
         }
     }
 
     let readyz: Vec<String> = replicas.iter().map(|r| r.endpoint("/readyz")).collect();
-    let handle_seen = load_2026.finish_when_ready(&readyz).await;
-    let session_seen = load_2025.finish_when_ready(&readyz).await;
+    let mut seen = Vec::new();
+    for (what, load) in loads {
+        seen.push((what, load.finish_when_ready(&readyz).await));
+    }
     assert!(
         !nginx.errors().contains("no live upstreams"),
         "nginx ran out of replicas:\n{}",
         nginx.errors()
     );
-    assert_exactly_once("2026-07-28 handle", &handle_seen);
-    assert_exactly_once("2025-era session", &session_seen);
+    for (what, seen) in &seen {
+        assert_exactly_once(what, seen);
+    }
 }
 
 #[tokio::test]
