@@ -24,6 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-packages.sh
+# The upgrade test of the whole suite below starts the previous release (built once).
+STATEFUL_MCP_PREVIOUS_RELEASE_BIN="$(scripts/previous-release.sh)"
+export STATEFUL_MCP_PREVIOUS_RELEASE_BIN
 suites=(sessions:: legacy:: replicas:: holder:: cache:: tool_cache:: tasks:: event_store::
   streams:: idempotency:: rate_limit:: listen:: request_state:: bus:: cluster:: cluster_faults::)
 if [ $# -gt 0 ]; then suites=("$@"); fi

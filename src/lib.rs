@@ -34,7 +34,8 @@
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
 //!   connections, at most `server.max_connections`, with a deadline on request heads.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
+//! - [`http`]: `/healthz` (with the release, [`VERSION`]), `/readyz`, `/metrics`, and the
+//!   mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request, over
 //!   [`mcp::McpState`] (the replica's state with the MCP layer's own handles: the MRTR
 //!   `requestState` codec and the `subscriptions/listen` streams):
@@ -93,6 +94,10 @@
 //! and applies the operation (at most once per idempotency key).
 
 #![warn(missing_docs)]
+
+/// The release this build is (`Cargo.toml`'s version): reported at `/healthz` and as the
+/// MCP `serverInfo.version`; `CHANGELOG.md` says what each release changed.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod auth;
 mod backend;

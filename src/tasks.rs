@@ -18,6 +18,8 @@ mod context;
 mod memory;
 mod redis;
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

@@ -416,10 +416,7 @@ impl ServerHandler for StatefulServer {
             .into(),
         );
         ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))
+            .with_server_info(Implementation::new(env!("CARGO_PKG_NAME"), crate::VERSION))
             .with_instructions(
                 "Stateful tools over Redis-backed sessions. Call `session_create` for a \
                  `session_id` handle and pass it to `counter`, `history` and `session_info`. \

@@ -35,3 +35,4 @@ mod streams;
 mod support;
 mod tasks;
 mod tool_cache;
+mod upgrade;
