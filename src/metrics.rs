@@ -90,7 +90,8 @@ pub struct ListenMetrics {
 pub struct ForwardLabels {
     /// `forwarded` (sent on to the replica holding the session), `unreachable` (that
     /// replica could not be reached), `taken_over` (this replica took the session
-    /// over after that) or `moved` (a forwarded request for a session held elsewhere).
+    /// over after that), `moved` (a forwarded request for a session held elsewhere) or
+    /// `rerouted` (the holder forwarded to answered `moved`: routed once more).
     pub outcome: &'static str,
 }
 

@@ -185,6 +185,43 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
     }
 }
 
+/// Concurrent calls of one 2025-era session meet its hand-over when its holder drains:
+/// a replica that forwarded a call to the holder a moment before it gave the session up
+/// is answered "moved", and routes the call again (to the new holder) rather than
+/// passing that 503 on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_concurrent_call_of_a_2025_era_session() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("restart-concurrent");
+    let env = [
+        ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "2"),
+        ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "10"),
+    ];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut replicas = Vec::new();
+    for &port in &ports {
+        replicas.push(Process::start_on(SERVER_BINARY, port, redis.url(), &prefix, &env).await);
+    }
+    let nginx = Nginx::start(&ports);
+    nginx.wait_ready().await;
+    let mcp = nginx.url();
+    let load = KeyedLoad::start_2025_concurrent(&mcp, &legacy_session(&mcp).await, 4);
+    for round in 0..2 {
+        for (replica, &port) in replicas.iter_mut().zip(&ports) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let status = replica.terminate(EXIT_LIMIT).await;
+            assert!(
+                status.success(),
+                "round {round}: a drained replica exits 0: {status}"
+            );
+            *replica = Process::start_on(SERVER_BINARY, port, redis.url(), &prefix, &env).await;
+        }
+    }
+    let readyz: Vec<String> = replicas.iter().map(|r| r.endpoint("/readyz")).collect();
+    let seen = load.finish_when_ready(&readyz).await;
+    assert_exactly_once("4 concurrent clients of a 2025-era session", &seen);
+}
+
 #[tokio::test]
 async fn this_build_reports_its_release_at_healthz_and_in_server_info() {
     let replica = Replica::memory(&[]).await;

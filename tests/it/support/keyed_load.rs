@@ -62,20 +62,18 @@ impl Seen {
 enum Target {
     /// A 2026-07-28 handle, passed as the `session_id` argument.
     Handle(String),
-    /// A 2025-era session, named by the `Mcp-Session-Id` header.
-    Session(String),
+    /// A 2025-era session, named by the `Mcp-Session-Id` header, and how many clients
+    /// call in it at once.
+    Session(String, usize),
 }
 
 impl Target {
-    /// How many clients call at once: [`CLIENTS`] on a handle; one, calling in turn,
-    /// in a 2025-era session, as a client of that era does (calls of one session at
-    /// once meet the session's hand-over between replicas, where the replica that gave
-    /// it up answers a forwarded call with the retryable 503 "moved" the README
-    /// describes, which is not what this load counts).
+    /// How many clients call at once: [`CLIENTS`] on a handle; in a 2025-era session
+    /// one, calling in turn as a client of that era does, unless a test asks for more.
     fn clients(&self) -> usize {
         match self {
             Self::Handle(_) => CLIENTS,
-            Self::Session(_) => 1,
+            Self::Session(_, clients) => *clients,
         }
     }
 
@@ -93,7 +91,7 @@ impl Target {
                 let args = json!({"operation": operation, "session_id": handle});
                 call_2026_keyed(http, mcp, "counter", args, key).await
             }
-            Self::Session(session) => {
+            Self::Session(session, _) => {
                 let args = json!({"operation": operation});
                 call_2025_keyed(http, mcp, session, id, "counter", args, key).await
             }
@@ -205,9 +203,16 @@ impl KeyedLoad {
         Self::on(mcp, Target::Handle(handle.to_owned()))
     }
 
-    /// Starts the clients on the counter of the 2025-era `session` through `mcp`.
+    /// Starts one client, calling in turn, on the counter of the 2025-era `session`
+    /// through `mcp`.
     pub fn start_2025(mcp: &str, session: &str) -> Self {
-        Self::on(mcp, Target::Session(session.to_owned()))
+        Self::start_2025_concurrent(mcp, session, 1)
+    }
+
+    /// Starts `clients` clients calling at once on the counter of the 2025-era
+    /// `session` through `mcp`.
+    pub fn start_2025_concurrent(mcp: &str, session: &str, clients: usize) -> Self {
+        Self::on(mcp, Target::Session(session.to_owned(), clients))
     }
 
     fn on(mcp: &str, target: Target) -> Self {
