@@ -96,6 +96,9 @@ impl McpState {
             &settings.listen,
             app.metrics.listen.clone(),
         );
+        // The first McpState of a replica is the one its endpoint serves.
+        app.task_manager
+            .observe(std::sync::Arc::new(notifier.task_publisher()));
         Ok(Self {
             app: app.clone(),
             request_states,
@@ -107,7 +110,7 @@ impl McpState {
 /// The `/mcp` service with this crate's tools and resources; mount it with
 /// `Router::nest_service("/mcp", endpoint(&mcp))`.
 pub fn endpoint(mcp: &McpState) -> Router {
-    let server = StatefulServer::new(&mcp.app);
+    let server = StatefulServer::new(mcp);
     endpoint_with(mcp, move || server.clone())
 }
 

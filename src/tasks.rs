@@ -16,6 +16,7 @@
 
 mod context;
 mod memory;
+mod observer;
 mod redis;
 mod runner;
 
@@ -26,6 +27,7 @@ use serde_json::Value as Json;
 pub use self::{
     context::TaskContext,
     memory::MemoryTasks,
+    observer::TaskObserver,
     redis::RedisTasks,
     runner::{Job, Outcome, TaskManager},
 };

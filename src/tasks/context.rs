@@ -16,6 +16,8 @@ pub struct TaskContext {
     id: String,
     /// The principal whose call started the job (empty inline: the replica's own).
     owner: Arc<str>,
+    /// Where the call that started it came from (see [`super::TaskObserver`]).
+    origin: Option<Arc<str>>,
     shared: Option<Arc<Shared>>,
     stop: CancellationToken,
     wake: Arc<Notify>,
@@ -26,6 +28,7 @@ impl TaskContext {
     pub(super) fn new(
         id: String,
         owner: Arc<str>,
+        origin: Option<Arc<str>>,
         shared: Arc<Shared>,
         stop: CancellationToken,
         wake: Arc<Notify>,
@@ -33,6 +36,7 @@ impl TaskContext {
         Self {
             id,
             owner,
+            origin,
             shared: Some(shared),
             stop,
             wake,
@@ -50,6 +54,11 @@ impl TaskContext {
         &self.owner
     }
 
+    /// Where the call that started the task came from, if it said.
+    pub(super) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
     /// The token that stops the job.
     pub(super) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -60,6 +69,7 @@ impl TaskContext {
         Self {
             id: String::new(),
             owner: "".into(),
+            origin: None,
             shared: None,
             stop: CancellationToken::new(),
             wake: Arc::new(Notify::new()),
@@ -93,7 +103,9 @@ impl TaskContext {
     pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
         let shared = self.shared.as_ref()?;
         match shared.store.ask(&self.id, &shared.replica, &requests).await {
-            Ok(Held::Running(_)) => {}
+            Ok(Held::Running(_)) => {
+                super::observer::status_changed(shared, &self.id, &self.owner, self.origin()).await;
+            }
             Ok(Held::Lost) => {
                 self.stop.cancel();
                 return None;
@@ -109,7 +121,11 @@ impl TaskContext {
                 () = tokio::time::sleep(shared.renew_interval) => {}
             }
             match shared.store.take(&self.id, &shared.replica).await {
-                Ok(Answers::Ready(answers)) => return Some(answers),
+                Ok(Answers::Ready(answers)) => {
+                    super::observer::status_changed(shared, &self.id, &self.owner, self.origin())
+                        .await;
+                    return Some(answers);
+                }
                 Ok(Answers::Waiting) => {}
                 Ok(Answers::Lost) => {
                     self.stop.cancel();

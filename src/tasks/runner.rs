@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Held, NewTask, Settled, TaskContext, TaskError, TaskRecord, TaskStore, TaskTimes,
-    handed_back_error,
+    Held, NewTask, Settled, TaskContext, TaskError, TaskObserver, TaskRecord, TaskStore, TaskTimes,
+    handed_back_error, observer,
 };
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
@@ -83,6 +83,8 @@ pub(super) struct Shared {
     /// Jobs stopped from now on were handed back, not cancelled by their caller.
     handing_back: AtomicBool,
     bus: Option<Bus>,
+    /// Hears every status change of the tasks run here (set once, by the MCP layer).
+    pub(super) observer: OnceLock<Arc<dyn TaskObserver>>,
 }
 
 /// A task this replica runs.
@@ -230,11 +232,18 @@ impl TaskManager {
             draining: AtomicBool::new(false),
             handing_back: AtomicBool::new(false),
             bus,
+            observer: OnceLock::new(),
         });
         if let Some(bus) = &shared.bus {
             bus.subscribe(TOPIC, Arc::new(Listener(shared.clone())));
         }
         Self { shared }
+    }
+
+    /// Has `observer` hear every status change of the tasks this replica runs from now
+    /// on. Only the first observer set is kept; `false` when one was set already.
+    pub fn observe(&self, observer: Arc<dyn TaskObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     /// The records, for reads and the caller's updates.
@@ -267,6 +276,21 @@ impl TaskManager {
     /// [`TaskError::Draining`] during a shutdown, [`TaskError::Unavailable`] when the
     /// store cannot take the record (nothing runs then).
     pub async fn submit(&self, owner: &str, tool: &str, job: Job) -> Result<TaskRecord, TaskError> {
+        self.submit_from(owner, tool, job, None).await
+    }
+
+    /// [`TaskManager::submit`] for a call that came from `origin` (an opaque name the
+    /// [`TaskObserver`] gets with every status change: the 2025-era session, if any).
+    ///
+    /// # Errors
+    /// As [`TaskManager::submit`].
+    pub async fn submit_from(
+        &self,
+        owner: &str,
+        tool: &str,
+        job: Job,
+        origin: Option<&str>,
+    ) -> Result<TaskRecord, TaskError> {
         let shared = &self.shared;
         if shared.draining.load(Ordering::Acquire) {
             return Err(TaskError::Draining);
@@ -288,11 +312,19 @@ impl TaskManager {
                 wake: wake.clone(),
             },
         );
-        let context = TaskContext::new(new.id.clone(), owner.into(), shared.clone(), stop, wake);
+        let origin: Option<Arc<str>> = origin.map(Into::into);
+        let context = TaskContext::new(
+            new.id.clone(),
+            owner.into(),
+            origin.clone(),
+            shared.clone(),
+            stop,
+            wake,
+        );
+        tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
         shared
             .tracker
-            .spawn(run(shared.clone(), job, context, slot));
-        tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
+            .spawn(run(shared.clone(), job, context, slot, record.clone()));
         Ok(record)
     }
 
@@ -414,8 +446,15 @@ impl TaskManager {
 }
 
 /// Runs one admitted job: waits for a worker, runs it unless stopped, records the end.
-async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
+async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot, created: TaskRecord) {
     let id = context.id().to_owned();
+    let owner = context.owner().to_owned();
+    let origin = context.origin().map(str::to_owned);
+    // Told here rather than before the call is answered: the answer waits for no
+    // notification, and every later change is told after this one, from this task.
+    if let Some(observer) = shared.observer.get() {
+        observer.status_changed(&created, origin.as_deref()).await;
+    }
     let stop = context.stop_token();
     let ended = async {
         let _permit = tokio::select! {
@@ -443,11 +482,24 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
         None => Settled::Cancelled,
     };
     let task = crate::ids::fingerprint(&id);
-    match shared.store.finish(&id, &shared.replica, &settled).await {
-        Ok(true) => tracing::info!(%task, status = ?settled_status(&settled), "task ended"),
-        Ok(false) => tracing::info!(%task, "task stopped; its record had already ended"),
+    let ended = match shared.store.finish(&id, &shared.replica, &settled).await {
+        Ok(true) => {
+            tracing::info!(%task, status = ?settled_status(&settled), "task ended");
+            true
+        }
+        Ok(false) => {
+            tracing::info!(%task, "task stopped; its record had already ended");
+            true
+        }
         // The lease runs out and a sweep records the failure.
-        Err(e) => tracing::warn!(%task, error = %e, "task end not recorded"),
+        Err(e) => {
+            tracing::warn!(%task, error = %e, "task end not recorded");
+            false
+        }
+    };
+    if ended {
+        // Whoever ended it (this job, its caller's cancel, a sweep), the record says how.
+        observer::status_changed(&shared, &id, &owner, origin.as_deref()).await;
     }
     shared.running().remove(&id);
     drop(slot);

@@ -33,5 +33,6 @@ mod sentinel;
 mod sessions;
 mod streams;
 mod support;
+mod task_status;
 mod tasks;
 mod tool_cache;
