@@ -62,6 +62,7 @@ use crate::{
 };
 
 pub use self::transport::forward::FORWARDED_HEADER;
+pub(crate) use self::transport::leases::end_session;
 
 /// The replica's [`AppState`] with what the MCP layer owns beside it: the handles a
 /// handler needs that speak rmcp. Cheap to clone.
