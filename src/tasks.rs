@@ -247,6 +247,15 @@ pub enum Settled {
     Cancelled,
 }
 
+/// A task a sweep failed because its replica stopped renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The task's id.
+    pub id: String,
+    /// Its owner principal.
+    pub owner: String,
+}
+
 /// Why a task operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -420,6 +429,14 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn sweep(&self) -> Result<u64, TaskError> {
+        Ok(self.sweep_failed().await?.len() as u64)
+    }
+
+    /// [`TaskStore::sweep`], naming the tasks it failed.
+    ///
+    /// # Errors
+    /// [`TaskError::Unavailable`].
+    pub async fn sweep_failed(&self) -> Result<Vec<Swept>, TaskError> {
         dispatch!(TaskStore: self => sweep())
     }
 }

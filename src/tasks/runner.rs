@@ -378,14 +378,19 @@ impl TaskManager {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn sweep_once(&self) -> Result<u64, TaskError> {
-        let failed = self.shared.store.sweep().await?;
-        if failed > 0 {
+        let swept = self.shared.store.sweep_failed().await?;
+        if !swept.is_empty() {
             tracing::warn!(
-                failed,
+                failed = swept.len(),
                 "tasks failed: their replica stopped renewing leases"
             );
         }
-        Ok(failed)
+        // Their replica cannot tell it: this one does (to the owners' listen streams;
+        // which session started each task died with that replica).
+        for task in &swept {
+            observer::status_changed(&self.shared, &task.id, &task.owner, None).await;
+        }
+        Ok(swept.len() as u64)
     }
 
     /// Renews leases and sweeps on their intervals until `shutdown`.

@@ -1,7 +1,8 @@
 //! Task status notifications (`notifications/tasks`) across replicas: the statuses of a
 //! task one replica runs reach its owner's listen streams on another replica, and no
-//! other principal's, at each change (input required, working again, ended, cancelled),
-//! and the 2025-era session that started a task gets them too.
+//! other principal's, at each change (input required, working again, ended, cancelled,
+//! failed by another replica's sweep once its replica died), and the 2025-era session
+//! that started a task gets them too.
 
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -14,7 +15,7 @@ use crate::{
             tools_call_2026,
         },
         redis_server::{RedisServer, unique_prefix},
-        replica::{CONFORMANCE_BINARY, Process, Replica},
+        replica::{CONFORMANCE_BINARY, Process, Replica, SERVER_BINARY},
         sse::{Event, EventReader},
         wait::{wait_until, within},
     },
@@ -241,4 +242,50 @@ async fn the_shipping_handlers_listen_streams_carry_task_statuses() {
     let seen = statuses_until_done(&mut events, &id).await;
     let statuses: Vec<&str> = seen.iter().filter_map(|t| t["status"].as_str()).collect();
     assert_eq!(statuses, ["working", "completed"], "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_task_is_told_failed_by_the_replica_that_sweeps_it() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("task-status-dead");
+    let mut a = Process::start(
+        SERVER_BINARY,
+        redis.url(),
+        &prefix,
+        &[
+            ("STATEFUL_MCP__TASKS__LEASE_MS", "1000"),
+            ("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let b = Replica::start(
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__TASKS__SWEEP_INTERVAL_MS", "100")],
+    )
+    .await;
+    ready(&a).await;
+    let http = Client::new();
+    let response = listen_2026_with(&http, &b.url(), 9, json!({})).await;
+    let mut events = EventReader::new(response);
+    let ack = next_message(&mut events, "the acknowledgement").await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    wait_until("the stream is registered", async || {
+        b.metric(&["stateful_mcp_listen_streams{"]).await == Some(1.0)
+    })
+    .await;
+
+    let id = start(&http, &a.url(), "prime_count", json!({"limit": ENDLESS})).await;
+    let working = next_message(&mut events, "working").await;
+    assert_eq!(working["params"]["status"], "working", "{working}");
+    a.kill();
+    let seen = statuses_until_done(&mut events, &id).await;
+    let failed = seen.last().unwrap();
+    assert_eq!(failed["status"], "failed", "{seen:?}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped")),
+        "{failed}"
+    );
 }
