@@ -76,9 +76,10 @@ async fn statuses_until_done(events: &mut EventReader, id: &str) -> Vec<Value> {
     }
 }
 
-/// Waits until `replica` is ready, i.e. its bus has subscribed every topic.
-async fn ready(replica: &Process) {
-    let url = replica.endpoint("/readyz");
+/// Waits until the replica at `readyz` is ready, i.e. its bus has subscribed every topic
+/// (a status published before would not reach it).
+async fn ready(readyz: String) {
+    let url = readyz;
     wait_until("the replica is ready", async || {
         reqwest::get(&url)
             .await
@@ -98,8 +99,8 @@ async fn a_task_on_one_replica_is_told_to_its_owners_streams_on_another_and_no_o
     let prefix = unique_prefix("task-status");
     let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &as_refs(&env)).await;
     let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &as_refs(&env)).await;
-    ready(&a).await;
-    ready(&b).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
     let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
 
     let mut alices = listen(&alice, &b.url(), 1).await;
@@ -134,6 +135,8 @@ async fn a_2025_session_gets_the_statuses_of_the_task_it_started() {
     let prefix = unique_prefix("task-status-2025");
     let a = Replica::start(redis.url(), &prefix, &[]).await;
     let b = Replica::start(redis.url(), &prefix, &[]).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
     let http = Client::new();
 
     let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -182,8 +185,8 @@ async fn each_change_is_told_waiting_for_input_working_again_and_cancelled() {
     let prefix = unique_prefix("task-status-changes");
     let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
     let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
-    ready(&a).await;
-    ready(&b).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
     let http = Client::new();
     let mut events = listen(&http, &b.url(), 1).await;
     tool_change(&http, &a.url()).await;
@@ -227,6 +230,8 @@ async fn the_shipping_handlers_listen_streams_carry_task_statuses() {
     let prefix = unique_prefix("task-status-shipping");
     let a = Replica::start(redis.url(), &prefix, &[]).await;
     let b = Replica::start(redis.url(), &prefix, &[]).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
     let http = Client::new();
     let response = listen_2026_with(&http, &b.url(), 5, json!({})).await;
     assert!(response.status().is_success(), "{}", response.status());
@@ -264,7 +269,8 @@ async fn a_dead_replicas_task_is_told_failed_by_the_replica_that_sweeps_it() {
         &[("STATEFUL_MCP__TASKS__SWEEP_INTERVAL_MS", "100")],
     )
     .await;
-    ready(&a).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
     let http = Client::new();
     let response = listen_2026_with(&http, &b.url(), 9, json!({})).await;
     let mut events = EventReader::new(response);
