@@ -77,11 +77,11 @@ fn digest(kind: &str, name: &str) -> String {
 
 /// One status change on the bus.
 #[derive(Debug, Serialize, Deserialize)]
-struct Notice {
-    owner: Owner,
+pub(super) struct Notice {
+    pub(super) owner: Owner,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    session: Option<String>,
-    task: DetailedTask,
+    pub(super) session: Option<String>,
+    pub(super) task: DetailedTask,
 }
 
 /// The task runner's observer: publishes each status change of a task this replica
@@ -166,7 +166,7 @@ impl Shared {
 
     /// Queues `notice` for the owner's streams here and for its session, when its
     /// worker is here. Never waits: it runs on the bus's subscriber task.
-    fn deliver_task(&self, notice: Notice) {
+    pub(super) fn deliver_task(&self, notice: Notice) {
         let params = Arc::new(TaskStatusNotificationParams::new(notice.task));
         self.streams().retain(|_, stream| {
             stream.owner != notice.owner || stream.offer(Delivery::Task(params.clone()))

@@ -121,3 +121,50 @@ async fn after_a_gap_a_stream_gets_everything_it_accepted() {
     );
     assert!(pending.try_recv().is_err(), "nothing it did not accept");
 }
+
+/// A task of `owner`'s as the bus would carry it.
+fn notice(owner: &str) -> tasks::Notice {
+    let new = crate::tasks::NewTask {
+        id: crate::ids::mint(),
+        owner: owner.into(),
+        replica: "r".into(),
+        tool: "t".into(),
+    };
+    let times = crate::tasks::TaskTimes {
+        ttl_ms: 1_000,
+        poll_ms: 100,
+        lease_ms: 1_000,
+    };
+    let record = crate::tasks::TaskRecord::working(&new, times, 0);
+    tasks::Notice {
+        owner: Owner::of(owner),
+        session: None,
+        task: crate::mcp::handler::tasks::detailed(record),
+    }
+}
+
+#[tokio::test]
+async fn a_task_status_goes_to_its_owners_streams_only_and_travels_as_json() {
+    let (shared, mut pending, _) = one_stream(SubscriptionFilter::default(), 4);
+    shared.deliver_task(notice("bob"));
+    assert!(pending.try_recv().is_err(), "bob's task, alice's stream");
+    let alices = notice("alice");
+    let bytes = serde_json::to_vec(&alices).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("alice"),
+        "the owner travels as a digest: {text}"
+    );
+    let read: tasks::Notice = serde_json::from_slice(&bytes).unwrap();
+    let id = read.task.task.task_id.clone();
+    shared.deliver_task(read);
+    match pending.try_recv() {
+        Ok(Delivery::Task(params)) => assert_eq!(params.task.task.task_id, id),
+        other => panic!("{other:?}"),
+    }
+    assert_ne!(
+        serde_json::to_value(Owner::of("x")).unwrap(),
+        tasks::session_key("x"),
+        "an owner and a session of one name never share a key"
+    );
+}
