@@ -46,6 +46,27 @@ pub struct SessionSummary {
     pub last_accessed_ms: i64,
 }
 
+/// One stored session as an operator reads it (`stateful-mcp sessions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The session id (never printed: a bearer credential for its state).
+    pub id: String,
+    /// The principal that owns it.
+    pub owner: String,
+    /// Whether it is a 2025-era transport session (else a 2026-07-28 handle).
+    pub transport: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last access time flushed to the record, milliseconds since the Unix epoch.
+    pub last_accessed_ms: i64,
+    /// What is left of its sliding expiry, ms (`PTTL`: -1 none, -2 just ended).
+    pub expires_in_ms: i64,
+    /// The replica holding its worker (2025-era sessions under a lease).
+    pub holder: Option<String>,
+    /// The end of that lease, milliseconds since the Unix epoch (Redis's clock).
+    pub lease_until_ms: Option<i64>,
+}
+
 impl Session {
     /// Builds a session from a stored hash; `None` when the hash is empty (no record).
     pub(crate) fn from_fields(id: &str, mut fields: HashMap<String, String>) -> Option<Self> {

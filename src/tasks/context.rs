@@ -47,6 +47,8 @@ pub struct TaskContext {
     id: String,
     /// The principal whose call started the job (empty inline: the replica's own).
     owner: Arc<str>,
+    /// Where the call that started it came from (see [`super::TaskObserver`]).
+    origin: Option<Arc<str>>,
     shared: Option<Arc<Shared>>,
     stop: CancellationToken,
     wake: Arc<Notify>,
@@ -57,6 +59,7 @@ impl TaskContext {
     pub(super) fn new(
         id: String,
         owner: Arc<str>,
+        origin: Option<Arc<str>>,
         shared: Arc<Shared>,
         stop: CancellationToken,
         wake: Arc<Notify>,
@@ -64,6 +67,7 @@ impl TaskContext {
         Self {
             id,
             owner,
+            origin,
             shared: Some(shared),
             stop,
             wake,
@@ -81,6 +85,11 @@ impl TaskContext {
         &self.owner
     }
 
+    /// Where the call that started the task came from, if it said.
+    pub(super) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
     /// The token that stops the job.
     pub(super) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -91,6 +100,7 @@ impl TaskContext {
         Self {
             id: String::new(),
             owner: "".into(),
+            origin: None,
             shared: None,
             stop: CancellationToken::new(),
             wake: Arc::new(Notify::new()),
@@ -131,7 +141,9 @@ impl TaskContext {
     ) -> Result<BTreeMap<String, Json>, NoInput> {
         let shared = self.shared.as_ref().ok_or(NoInput::Inline)?;
         match shared.store.ask(&self.id, &shared.replica, &requests).await {
-            Ok(Held::Running(_)) => {}
+            Ok(Held::Running(_)) => {
+                super::observer::status_changed(shared, &self.id, &self.owner, self.origin()).await;
+            }
             Ok(Held::Lost) => {
                 self.stop.cancel();
                 return Err(NoInput::Ended);
@@ -149,7 +161,11 @@ impl TaskContext {
                 () = tokio::time::sleep_until(give_up) => return Err(NoInput::TimedOut),
             }
             match shared.store.take(&self.id, &shared.replica).await {
-                Ok(Answers::Ready(answers)) => return Ok(answers),
+                Ok(Answers::Ready(answers)) => {
+                    super::observer::status_changed(shared, &self.id, &self.owner, self.origin())
+                        .await;
+                    return Ok(answers);
+                }
                 Ok(Answers::Waiting) => {}
                 Ok(Answers::Lost) => {
                     self.stop.cancel();

@@ -64,10 +64,20 @@ pub async fn mrtr_call(url: &str, tool: &str, extra: Value) -> Value {
 /// A raw 2026-07-28 `subscriptions/listen` with request id `id` for `notifications`
 /// (a `SubscriptionFilter`), sent: the response streams its events.
 pub async fn listen_2026(url: &str, id: u64, notifications: Value) -> reqwest::Response {
+    listen_2026_with(&Client::new(), url, id, notifications).await
+}
+
+/// [`listen_2026`] with `client` (e.g. a [`bearer_client`]).
+pub async fn listen_2026_with(
+    client: &Client,
+    url: &str,
+    id: u64,
+    notifications: Value,
+) -> reqwest::Response {
     let params = json!({"_meta": meta_2026(), "notifications": notifications});
     let body =
         json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params});
-    post_json(&Client::new(), url, &body)
+    post_json(client, url, &body)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "subscriptions/listen")
         .send()

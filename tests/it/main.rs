@@ -33,6 +33,7 @@ mod sentinel;
 mod sessions;
 mod streams;
 mod support;
+mod task_status;
 mod tasks;
 mod tool_cache;
 mod upgrade;

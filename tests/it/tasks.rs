@@ -35,7 +35,7 @@ const TIMES: TaskTimes = TaskTimes {
 };
 
 /// A sieve that runs for minutes: a task that is still working whenever a test looks.
-const ENDLESS: u64 = 2_000_000_000;
+pub(crate) const ENDLESS: u64 = 2_000_000_000;
 
 fn new_task(owner: &str) -> NewTask {
     NewTask {
@@ -230,11 +230,14 @@ async fn the_sweep_asks_each_lease_bucket_once_and_fails_the_expired_tasks_of_al
     assert_eq!(commands.len(), TASK_BUCKETS, "{commands:#?}");
 }
 
+/// The tasks extension's identifier, as clients declare it.
+pub(crate) const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
 /// The `_meta` of a 2026-07-28 request from a client of the tasks extension.
 fn tasks_meta() -> Value {
     let mut meta = meta_2026();
     meta["io.modelcontextprotocol/clientCapabilities"] =
-        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+        json!({"extensions": {TASKS_EXTENSION: {}}});
     meta
 }
 
@@ -248,14 +251,20 @@ async fn call_tool(http: &Client, url: &str, tool: &str, args: Value) -> Value {
 }
 
 /// Starts `tool` as a task; its id.
-async fn start(http: &Client, url: &str, tool: &str, args: Value) -> String {
+pub(crate) async fn start(http: &Client, url: &str, tool: &str, args: Value) -> String {
     let reply = call_tool(http, url, tool, args).await;
     assert_eq!(reply["result"]["resultType"], "task", "{reply}");
     reply["result"]["taskId"].as_str().unwrap().to_owned()
 }
 
 /// A `tasks/*` request for task `id` with `params`; the JSON-RPC reply.
-async fn task_call(http: &Client, url: &str, method: &str, id: &str, params: Value) -> Value {
+pub(crate) async fn task_call(
+    http: &Client,
+    url: &str,
+    method: &str,
+    id: &str,
+    params: Value,
+) -> Value {
     let mut params = params;
     params["taskId"] = json!(id);
     params["_meta"] = tasks_meta();

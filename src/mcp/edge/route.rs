@@ -45,7 +45,7 @@ use crate::{
         extensions::{Deadline, TransportSession},
         transport::{
             forward::{FORWARDED_HEADER, Forwarder},
-            leases::EVICT_TOPIC,
+            leases::end_session,
             session_manager::ReplicatedSessionManager,
             session_store::Restores,
         },
@@ -359,19 +359,11 @@ impl Routing<'_> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        match self.sessions.delete(principal.as_str(), id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(EdgeError::SessionNotFound),
-            Err(e) => return Err(self.unavailable(e)),
+        match end_session(self.sessions, self.bus, principal.as_str(), id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EdgeError::SessionNotFound),
+            Err(e) => Err(self.unavailable(e)),
         }
-        if let Some(bus) = self.bus
-            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
-        {
-            // The session is gone from the store: other replicas' sweeps close their
-            // copies within a third of the lease.
-            tracing::warn!(target: LOG_TARGET, error = %e, "session eviction not published");
-        }
-        Ok(())
     }
 
     fn unavailable(&self, e: SessionError) -> EdgeError {
