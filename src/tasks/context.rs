@@ -142,7 +142,9 @@ impl TaskContext {
         let shared = self.shared.as_ref().ok_or(NoInput::Inline)?;
         match shared.store.ask(&self.id, &shared.replica, &requests).await {
             Ok(Held::Running(_)) => {
-                super::observer::status_changed(shared, &self.id, &self.owner, self.origin()).await;
+                shared
+                    .status_changed(&self.id, &self.owner, self.origin())
+                    .await;
             }
             Ok(Held::Lost) => {
                 self.stop.cancel();
@@ -162,7 +164,8 @@ impl TaskContext {
             }
             match shared.store.take(&self.id, &shared.replica).await {
                 Ok(Answers::Ready(answers)) => {
-                    super::observer::status_changed(shared, &self.id, &self.owner, self.origin())
+                    shared
+                        .status_changed(&self.id, &self.owner, self.origin())
                         .await;
                     return Ok(answers);
                 }

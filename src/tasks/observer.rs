@@ -18,21 +18,3 @@ pub trait TaskObserver: Send + Sync {
     /// it should return quickly; a failure is the observer's to log.
     async fn status_changed(&self, record: &TaskRecord, origin: Option<&str>);
 }
-
-/// Tells `shared`'s observer, if it has one, of task `id`'s status as the store holds
-/// it now (one read; nothing when no observer is set or the record is gone).
-pub(super) async fn status_changed(
-    shared: &super::runner::Shared,
-    id: &str,
-    owner: &str,
-    origin: Option<&str>,
-) {
-    let Some(observer) = shared.observer.get() else {
-        return;
-    };
-    match shared.store.get(owner, id).await {
-        Ok(Some(record)) => observer.status_changed(&record, origin).await,
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "task status not read for its notification"),
-    }
-}

@@ -29,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Held, NewTask, Settled, TaskContext, TaskError, TaskObserver, TaskRecord, TaskStore, TaskTimes,
-    handed_back_error, observer,
+    handed_back_error,
 };
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
@@ -116,6 +116,19 @@ impl Drop for Slot {
 }
 
 impl Shared {
+    /// Tells the observer, if one is set, of task `id`'s status as the store holds it
+    /// now (one read; nothing when no observer is set or the record is gone).
+    pub(super) async fn status_changed(&self, id: &str, owner: &str, origin: Option<&str>) {
+        let Some(observer) = self.observer.get() else {
+            return;
+        };
+        match self.store.get(owner, id).await {
+            Ok(Some(record)) => observer.status_changed(&record, origin).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "task status not read for its notification"),
+        }
+    }
+
     fn admitted_by(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
         // Only counting runs under the lock.
         self.admitted_by
@@ -391,7 +404,9 @@ impl TaskManager {
         // Their replica cannot tell it: this one does (to the owners' listen streams;
         // which session started each task died with that replica).
         for task in &swept {
-            observer::status_changed(&self.shared, &task.id, &task.owner, None).await;
+            self.shared
+                .status_changed(&task.id, &task.owner, None)
+                .await;
         }
         Ok(swept.len() as u64)
     }
@@ -507,7 +522,7 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot, cr
     };
     if ended {
         // Whoever ended it (this job, its caller's cancel, a sweep), the record says how.
-        observer::status_changed(&shared, &id, &owner, origin.as_deref()).await;
+        shared.status_changed(&id, &owner, origin.as_deref()).await;
     }
     shared.running().remove(&id);
     drop(slot);
