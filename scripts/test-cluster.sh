@@ -5,9 +5,10 @@
 #    starts one cluster, testkit/src/redis_cluster.rs, Redis 7 or REDIS_SERVER_BIN's
 #    engine, and every replica and pool of the chosen suites runs on it with
 #    redis.mode = "cluster", each test under its own key prefix): the behavioural
-#    suites (sessions, both eras across replicas, the holder, cache, tasks, event-store
-#    resume, idempotency, rate limits, listen, the bus, the traces' Redis spans on
-#    cluster connections), plus cluster:: (the pool and
+#    suites (sessions, both eras across replicas, the holder, cache, tasks and their
+#    status notifications, event-store resume, idempotency, rate limits, listen, the bus,
+#    the sessions command, the traces' Redis spans on cluster connections), plus
+#    cluster:: (the pool and
 #    the bus on clusters of their own: a slot migrated, a master killed) and
 #    cluster_faults:: (keyed increments from three replicas while a master is killed,
 #    with replica_acks 0 and 1, and while the busy session's slot migrates). Tests that
@@ -25,9 +26,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-packages.sh
-suites=(sessions:: legacy:: replicas:: holder:: cache:: tool_cache:: tasks:: event_store::
-  streams:: idempotency:: rate_limit:: listen:: request_state:: bus:: telemetry:: cluster::
-  cluster_faults::)
+# The upgrade test of the whole suite below starts the previous release (built once).
+STATEFUL_MCP_PREVIOUS_RELEASE_BIN="$(scripts/previous-release.sh)"
+export STATEFUL_MCP_PREVIOUS_RELEASE_BIN
+suites=(sessions:: legacy:: replicas:: holder:: cache:: tool_cache:: tasks:: task_status::
+  event_store:: streams:: idempotency:: rate_limit:: listen:: request_state:: bus::
+  telemetry:: cli::sessions cluster:: cluster_faults::)
 if [ $# -gt 0 ]; then suites=("$@"); fi
 started=$(date +%s)
 REDIS_TEST_CLUSTER=1 cargo test --test it -- "${suites[@]}"

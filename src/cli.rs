@@ -3,10 +3,14 @@
 //! differs from another only in the `/mcp` it serves.
 //!
 //! With no command a binary serves; `check-config` loads and validates the settings and
-//! exits (for CI and init containers).
+//! exits (for CI and init containers); `sessions count|show FP|end FP` reads or ends the
+//! stored sessions in the configured Redis (`cli/sessions.rs`).
+
+mod sessions;
 
 use std::{path::PathBuf, process::ExitCode};
 
+use self::sessions::SessionsCommand;
 use crate::{
     config::{Backend, Settings},
     mcp::McpState,
@@ -16,13 +20,15 @@ use crate::{
 };
 
 /// What the command line asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
     /// Serve until SIGINT/SIGTERM (no command).
     Serve,
     /// Load and validate the settings, then exit: what a replica checks before it binds
     /// its port or sends Redis a command (see `check_config`).
     CheckConfig,
+    /// An operator's command on the stored sessions, then exit.
+    Sessions(SessionsCommand),
 }
 
 /// Runs the binary `name` with `/mcp` built by `mcp` from the replica's state
@@ -38,11 +44,17 @@ enum Command {
 /// the replica cannot be built or stops serving for another reason.
 pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> ExitCode {
     let usage = format!(
-        "usage: {name} [--config FILE] [check-config]\n\
+        "usage: {name} [--config FILE] [check-config | sessions count | sessions show FP | \
+         sessions end FP]\n\
          With no command, serves until SIGINT/SIGTERM.\n\
          check-config: loads and validates the settings, then exits: 0 when they are \
          valid, 2 with the reason on stderr otherwise (nothing is served and Redis is not \
          contacted).\n\
+         sessions count: live sessions by principal (fingerprints), and the total.\n\
+         sessions show FP: the record of the session whose fingerprint (as the logs print \
+         it) is FP.\n\
+         sessions end FP: ends that session everywhere, as a DELETE does.\n\
+         The sessions commands read the configured Redis directly (store.backend = redis).\n\
          Settings: config/default.toml documents every key; STATEFUL_MCP__SECTION__KEY \
          environment variables override them."
     );
@@ -60,6 +72,10 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
                 return ExitCode::SUCCESS;
             }
             "check-config" if command == Command::Serve => command = Command::CheckConfig,
+            "sessions" if command == Command::Serve => match SessionsCommand::parse(&mut args) {
+                Ok(sessions) => command = Command::Sessions(sessions),
+                Err(e) => return usage_error(name, e, &usage),
+            },
             other => return usage_error(name, &format!("unknown argument `{other}`"), &usage),
         }
     }
@@ -70,8 +86,10 @@ pub async fn run(name: &str, mcp: impl FnOnce(&McpState) -> axum::Router) -> Exi
             return ExitCode::from(2);
         }
     };
-    if command == Command::CheckConfig {
-        return check_config(name, settings);
+    match command {
+        Command::CheckConfig => return check_config(name, settings),
+        Command::Sessions(sessions) => return run_sessions(name, settings, sessions).await,
+        Command::Serve => {}
     }
     let mut settings = settings;
     if settings.server.replica_id.is_empty() {
@@ -131,6 +149,25 @@ fn check_config(name: &str, settings: Settings) -> ExitCode {
             println!("{name}: configuration ok (store.backend = {backend}, server.bind = {bind})");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `sessions ...`: the replica's state built (nothing served, no job started), then
+/// the command against its store. Exit 2 for settings it cannot run with.
+async fn run_sessions(name: &str, settings: Settings, command: SessionsCommand) -> ExitCode {
+    if settings.store.backend != Backend::Redis {
+        eprintln!(
+            "{name}: the sessions commands read the Redis backend (store.backend = redis); \
+             the memory backend's sessions live in the serving process only"
+        );
+        return ExitCode::from(2);
+    }
+    match AppState::build(settings) {
+        Ok(state) => sessions::run(name, &state, command).await,
         Err(e) => {
             eprintln!("{name}: {e:#}");
             ExitCode::from(2)

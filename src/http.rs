@@ -1,5 +1,5 @@
 //! The HTTP surface: `/mcp` (mounted from [`crate::mcp::endpoint`]), `/healthz`
-//! (liveness, no Redis), `/readyz` (Redis reachable when the backend is Redis, and not
+//! (liveness, no Redis; says which release answers), `/readyz` (Redis reachable when the backend is Redis, and not
 //! draining) and `/metrics`; request ids and spans; `Connection: close` while draining.
 
 use std::time::Duration;
@@ -182,8 +182,10 @@ async fn resource_metadata(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Liveness: 200 with `{"status":"ok","version":...}`, the release that answers (during
+/// a rolling upgrade, which replicas already run the new one). Probes read the status only.
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok")
+    axum::Json(serde_json::json!({"status": "ok", "version": crate::VERSION}))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -210,5 +212,22 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 "redis unreachable".to_owned(),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn healthz_names_the_release() {
+        let response = healthz().await.into_response();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     }
 }

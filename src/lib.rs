@@ -21,7 +21,8 @@
 //! Dependencies point one way: HTTP → MCP → domain → storage.
 //! - [`config`]: layered settings (`config/default.toml`, `--config FILE`, environment),
 //!   one file per section.
-//! - [`cli`]: the command line of the binaries: `stateful-mcp`, and
+//! - [`cli`]: the command line of the binaries: `stateful-mcp` (which also checks its
+//!   settings, and reads or ends the stored sessions for an operator), and
 //!   `stateful-mcp-conformance`, which serves the official conformance suite's fixtures
 //!   (`src/bin/`) in front of [`mcp::handler`]'s handler through [`mcp::endpoint_with`].
 //! - [`telemetry`]: the tracing subscriber and request ids; the OpenTelemetry export of
@@ -36,7 +37,8 @@
 //!   runs it until a shutdown signal, draining in order; [`listener`] is the accept loop
 //!   that lets a drain serve what the backlog already holds; [`serve`] serves its
 //!   connections, at most `server.max_connections`, with a deadline on request heads.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the mounting of `/mcp`.
+//! - [`http`]: `/healthz` (with the release, [`VERSION`]), `/readyz`, `/metrics`, and the
+//!   mounting of `/mcp`.
 //! - [`mcp`]: everything that speaks rmcp, in rooms that follow a request, over
 //!   [`mcp::McpState`] (the replica's state with the MCP layer's own handles: the MRTR
 //!   `requestState` codec and the `subscriptions/listen` streams):
@@ -48,7 +50,7 @@
 //!   [`mcp::error`] holds the one refusal type they share and the one conversion of
 //!   the domain's errors into what clients see (logged and counted there).
 //! - [`sessions`]: the session state layer (create, get, update, counter, history,
-//!   delete, list, stats) over the memory and Redis backends, one Lua script per
+//!   delete, list, stats, an operator's census) over the memory and Redis backends, one Lua script per
 //!   operation on Redis, and the holding of 2025-era sessions (which replica holds
 //!   each, under a lease).
 //! - [`cache`]: the two-level cache (moka L1 per replica, Redis L2, invalidations on the
@@ -57,7 +59,8 @@
 //! - [`tasks`]: background tasks any replica answers for: records in the store (one
 //!   Lua script per transition), the replica's bounded worker pool with a share per
 //!   principal, owner leases and the sweep that fails tasks whose replica died; cancels
-//!   and input over the bus. [`fair`]: the semaphore under the workers and the CPU pool
+//!   and input over the bus; each status change told to an observer (the MCP layer's
+//!   `notifications/tasks`). [`fair`]: the semaphore under the workers and the CPU pool
 //!   that hands a free permit to the principal holding fewest.
 //! - [`managed`]: managed handles (files and dedicated connections tools hold open
 //!   across calls; not MCP resources) and their [`managed::HandleManager`].
@@ -95,6 +98,10 @@
 //! and applies the operation (at most once per idempotency key).
 
 #![warn(missing_docs)]
+
+/// The release this build is (`Cargo.toml`'s version): reported at `/healthz` and as the
+/// MCP `serverInfo.version`; `CHANGELOG.md` says what each release changed.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod auth;
 mod backend;

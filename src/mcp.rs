@@ -62,6 +62,7 @@ use crate::{
 };
 
 pub use self::transport::forward::FORWARDED_HEADER;
+pub(crate) use self::transport::leases::end_session;
 
 /// The replica's [`AppState`] with what the MCP layer owns beside it: the handles a
 /// handler needs that speak rmcp. Cheap to clone.
@@ -96,6 +97,9 @@ impl McpState {
             &settings.listen,
             app.metrics.listen.clone(),
         );
+        // The first McpState of a replica is the one its endpoint serves.
+        app.task_manager
+            .observe(std::sync::Arc::new(notifier.task_publisher()));
         Ok(Self {
             app: app.clone(),
             request_states,
@@ -107,7 +111,7 @@ impl McpState {
 /// The `/mcp` service with this crate's tools and resources; mount it with
 /// `Router::nest_service("/mcp", endpoint(&mcp))`.
 pub fn endpoint(mcp: &McpState) -> Router {
-    let server = StatefulServer::new(&mcp.app);
+    let server = StatefulServer::new(mcp);
     endpoint_with(mcp, move || server.clone())
 }
 
@@ -151,6 +155,9 @@ where
         )),
         _ => None,
     };
+    if let Some(events) = &events {
+        events.register_metrics(&state.metrics);
+    }
     let lease = holder_lease(state);
     let manager = Arc::new(ReplicatedSessionManager::new(
         session_config,

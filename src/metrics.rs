@@ -64,6 +64,15 @@ pub struct ComponentLabels {
     pub component: &'static str,
 }
 
+/// Labels of `request_deadlines_expired_total`: the step that was waiting when the
+/// request's deadline passed (a name from the code, never from a client).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// `route` (the session touch and the forward), `rate_limit`, `finish`,
+    /// `session_create` (a 2025-era session's writes) or `tool`.
+    pub step: &'static str,
+}
+
 /// The figures of the replica's `subscriptions/listen` streams. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct ListenMetrics {
@@ -81,7 +90,8 @@ pub struct ListenMetrics {
 pub struct ForwardLabels {
     /// `forwarded` (sent on to the replica holding the session), `unreachable` (that
     /// replica could not be reached), `taken_over` (this replica took the session
-    /// over after that) or `moved` (a forwarded request for a session held elsewhere).
+    /// over after that), `moved` (a forwarded request for a session held elsewhere) or
+    /// `rerouted` (the holder forwarded to answered `moved`: routed once more).
     pub outcome: &'static str,
 }
 
@@ -123,6 +133,7 @@ pub struct MetricsInner {
     pub local_sessions: Gauge,
     forwards: Family<ForwardLabels, Counter>,
     store_errors: Family<ComponentLabels, Counter>,
+    deadlines_expired: Family<StepLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,6 +169,7 @@ impl Metrics {
         let local_sessions = Gauge::default();
         let forwards = Family::<ForwardLabels, Counter>::default();
         let store_errors = Family::<ComponentLabels, Counter>::default();
+        let deadlines_expired = Family::<StepLabels, Counter>::default();
         let listen = ListenMetrics::default();
         registry.register(
             "listen_streams",
@@ -231,6 +243,12 @@ impl Metrics {
             store_errors.clone(),
         );
         registry.register(
+            "request_deadlines_expired",
+            "Requests whose server.request_deadline_ms passed while a step waited on the \
+             store or on another replica, by step",
+            deadlines_expired.clone(),
+        );
+        registry.register(
             "build",
             "Version and backend of this replica",
             Info::new(vec![
@@ -252,6 +270,7 @@ impl Metrics {
             local_sessions,
             forwards,
             store_errors,
+            deadlines_expired,
         }))
     }
 
@@ -300,6 +319,13 @@ impl Metrics {
     pub fn store_error(&self, component: &'static str) {
         self.store_errors
             .get_or_create(&ComponentLabels { component })
+            .inc();
+    }
+
+    /// Counts a request whose deadline passed while `step` waited.
+    pub fn deadline_expired(&self, step: &'static str) {
+        self.deadlines_expired
+            .get_or_create(&StepLabels { step })
             .inc();
     }
 

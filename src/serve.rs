@@ -16,14 +16,22 @@
 //! the application, so nothing is lost. Later heads of an HTTP/1 connection are
 //! hyper's to time.
 //!
+//! Once it has brought a request, a connection is closed when no request has been in
+//! flight on it for `server.idle_timeout_secs` (a request is in flight from its head
+//! until its response body, an SSE stream included, is done): an HTTP/1 keep-alive
+//! connection is closed, an HTTP/2 one is sent `GOAWAY` (hyper's graceful shutdown, so
+//! a stream the client opened meanwhile still finishes). HTTP/2 has no idle bound of
+//! its own, and a client that made one request and went quiet would otherwise hold its
+//! place under the cap for as long as it likes.
+//!
 //! At most `server.max_connections` connections are open at once; one more is answered
 //! `503 Service Unavailable` with `Connection: close` and closed, and counted in
 //! `connections_refused_total` (a balancer retries it on another replica).
 
+mod activity;
+
 use std::{
-    convert::Infallible,
     io,
-    net::SocketAddr,
     pin::pin,
     sync::{
         Arc,
@@ -32,12 +40,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::ConnectInfo, serve::Listener};
-use hyper::service::Service as _;
+use activity::{Quiet, tracked};
+use axum::{Router, serve::Listener};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto::Builder,
-    service::TowerToHyperService,
 };
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use tokio::{
@@ -72,6 +79,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Most connections open at once (`server.max_connections`).
     pub max_connections: usize,
+    /// How long a connection may have no request in flight, once it has brought one
+    /// (`server.idle_timeout_secs`).
+    pub idle_timeout: Duration,
 }
 
 /// The replica's open connections and what was refused or closed for lack of a
@@ -87,6 +97,7 @@ struct Figures {
     open: AtomicUsize,
     refused: AtomicU64,
     closed_without_request: AtomicU64,
+    closed_idle: AtomicU64,
 }
 
 /// One open connection's place under the cap, given back when dropped.
@@ -107,6 +118,7 @@ impl Connections {
                 open: AtomicUsize::new(0),
                 refused: AtomicU64::new(0),
                 closed_without_request: AtomicU64::new(0),
+                closed_idle: AtomicU64::new(0),
             }),
         }
     }
@@ -161,11 +173,10 @@ pub async fn serve(
             continue;
         };
         let figures = connections.shared.clone();
-        let service = first_request_marked(router.clone(), peer);
+        let (service, activity) = tracked(router.clone(), peer);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _place = place;
-            let (service, requested) = service;
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -173,26 +184,28 @@ pub async fn serve(
                 .header_read_timeout(limits.header_read_timeout);
             let mut connection =
                 pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-            let no_request = async {
-                let deadline =
-                    tokio::time::timeout(limits.header_read_timeout, requested.cancelled());
-                if deadline.await.is_ok() {
-                    std::future::pending::<()>().await;
-                }
+            let ending = tokio::select! {
+                result = connection.as_mut() => Ending::Finished(result),
+                () = shutdown.cancelled() => Ending::Shutdown,
+                quiet = activity.quiet(limits) => Ending::Quiet(quiet),
             };
-            let finished = tokio::select! {
-                result = connection.as_mut() => Some(result),
-                () = shutdown.cancelled() => None,
-                () = no_request => {
+            let result = match ending {
+                Ending::Finished(result) => result,
+                Ending::Quiet(Quiet::NoRequest) => {
                     // Nothing of it reached the application: dropping it loses nothing.
-                    figures.closed_without_request.fetch_add(1, Ordering::Relaxed);
+                    figures
+                        .closed_without_request
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("connection closed: no request within the header read timeout");
                     return;
                 }
-            };
-            let result = match finished {
-                Some(result) => result,
-                None => {
+                Ending::Quiet(Quiet::Idle) => {
+                    figures.closed_idle.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("connection closed: idle for server.idle_timeout_secs");
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                Ending::Shutdown => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -206,31 +219,14 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// `router` as a hyper service, and a token that fires when it is first called: when
-/// the connection has brought its first request (an HTTP/1 head or an HTTP/2 stream).
-fn first_request_marked(
-    router: Router,
-    peer: SocketAddr,
-) -> (
-    impl hyper::service::Service<
-        http::Request<hyper::body::Incoming>,
-        Response = axum::response::Response,
-        Error = Infallible,
-        Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send + 'static,
-    > + Clone
-    + Send
-    + 'static,
-    CancellationToken,
-) {
-    let requested = CancellationToken::new();
-    let inner = TowerToHyperService::new(router);
-    let marker = requested.clone();
-    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
-        marker.cancel();
-        request.extensions_mut().insert(ConnectInfo(peer));
-        inner.call(request)
-    });
-    (service, requested)
+/// Why a connection's task stopped waiting on it.
+enum Ending<E> {
+    /// hyper finished serving it (the client closed it, or an error).
+    Finished(Result<(), E>),
+    /// The replica shuts down.
+    Shutdown,
+    /// It brought no request, or went idle.
+    Quiet(Quiet),
 }
 
 /// Tells a connection over the cap so, then closes it (within [`REFUSAL_BOUND`]).
@@ -276,6 +272,13 @@ impl Collector for ConnectionFigures {
             "HTTP connections closed because they brought no request within \
              server.header_read_timeout_secs",
             figures.closed_without_request.load(Ordering::Relaxed),
+        )?;
+        encode_counter(
+            &mut enc,
+            "connections_closed_idle",
+            "HTTP connections closed (HTTP/2: sent GOAWAY) because no request was in flight \
+             on them for server.idle_timeout_secs",
+            figures.closed_idle.load(Ordering::Relaxed),
         )
     }
 }

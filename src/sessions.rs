@@ -33,7 +33,7 @@ use serde_json::Value;
 pub use self::error::SessionError;
 pub use self::holding::{Holder, Lease, LeaseState, Renewal, Touched, Transport};
 pub use self::memory::MemorySessions;
-pub use self::record::{SCHEMA_VERSION, Session, SessionSummary};
+pub use self::record::{SCHEMA_VERSION, Session, SessionSummary, StoredSession};
 pub use self::redis::RedisSessions;
 use self::retry_records::RetryRecordCollector;
 pub use self::retry_records::RetryRecordFigures;
@@ -315,6 +315,25 @@ impl Sessions {
     /// [`SessionError::Unavailable`].
     pub async fn stats(&self) -> Result<SessionStats, SessionError> {
         dispatch!(Backend: &self.backend => stats())
+    }
+
+    /// Calls `visit` with every live session until it returns `false`: on Redis, the
+    /// buckets of the index of every session a page at a time (`ZSCAN`), each page's
+    /// records in one round trip, on a single node or a cluster alike.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`], also on the memory backend (its sessions live in
+    /// the serving process only).
+    pub async fn census(
+        &self,
+        visit: &mut (dyn FnMut(StoredSession) -> bool + Send),
+    ) -> Result<(), SessionError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.census(visit).await,
+            Backend::Memory(_) => Err(SessionError::Unavailable(
+                "the memory backend's sessions live in the serving process only".to_owned(),
+            )),
+        }
     }
 
     /// One round of background upkeep: on Redis, flushes this replica's newest access

@@ -62,6 +62,7 @@ impl Application {
                 state.settings.server.header_read_timeout_secs,
             ),
             max_connections: state.settings.server.max_connections,
+            idle_timeout: Duration::from_secs(state.settings.server.idle_timeout_secs),
         });
         connections.register_metrics(&state.metrics);
         let upkeep = state.clone();

@@ -16,16 +16,20 @@
 
 mod context;
 mod memory;
+mod observer;
 mod redis;
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
 pub use self::{
-    context::TaskContext,
+    context::{NoInput, TaskContext},
     memory::MemoryTasks,
+    observer::TaskObserver,
     redis::RedisTasks,
     runner::{Job, Outcome, TaskManager},
 };
@@ -257,6 +261,15 @@ pub enum Settled {
     Cancelled,
 }
 
+/// A task a sweep failed because its replica stopped renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The task's id.
+    pub id: String,
+    /// Its owner principal.
+    pub owner: String,
+}
+
 /// Why a task operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -430,6 +443,14 @@ impl TaskStore {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn sweep(&self) -> Result<u64, TaskError> {
+        Ok(self.sweep_failed().await?.len() as u64)
+    }
+
+    /// [`TaskStore::sweep`], naming the tasks it failed.
+    ///
+    /// # Errors
+    /// [`TaskError::Unavailable`].
+    pub async fn sweep_failed(&self) -> Result<Vec<Swept>, TaskError> {
         dispatch!(TaskStore: self => sweep())
     }
 }

@@ -38,6 +38,10 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head (line and headers) before
     /// its connection is closed.
     pub header_read_timeout_secs: u64,
+    /// How long a connection may stay open with no request in flight (after its first
+    /// request, or between two) before it is closed: an idle HTTP/1 keep-alive
+    /// connection is closed, an idle HTTP/2 one sent `GOAWAY`.
+    pub idle_timeout_secs: u64,
     /// Most HTTP connections open at once on a replica; one more is answered 503 and
     /// closed.
     pub max_connections: usize,
@@ -113,6 +117,7 @@ impl ServerSettings {
             self.header_read_timeout_secs,
         )?;
         positive("server.max_connections", self.max_connections as u64)?;
+        positive("server.idle_timeout_secs", self.idle_timeout_secs)?;
         if !self.trusted_proxy_header.is_empty()
             && http::HeaderName::from_bytes(self.trusted_proxy_header.as_bytes()).is_err()
         {

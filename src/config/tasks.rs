@@ -32,12 +32,20 @@ pub struct TaskSettings {
     pub renew_interval_ms: u64,
     /// Milliseconds between two sweeps for tasks whose lease ran out.
     pub sweep_interval_ms: u64,
+    /// Seconds a task waits for the answers to its input requests before it gives up
+    /// (and fails), freeing its place and its worker.
+    pub input_timeout_secs: u64,
 }
 
 impl TaskSettings {
     /// `renew_interval_ms` as a duration.
     pub fn renew_interval(&self) -> Duration {
         Duration::from_millis(self.renew_interval_ms)
+    }
+
+    /// `input_timeout_secs` as a duration.
+    pub fn input_timeout(&self) -> Duration {
+        Duration::from_secs(self.input_timeout_secs)
     }
 
     /// `sweep_interval_ms` as a duration.
@@ -56,6 +64,7 @@ impl TaskSettings {
         positive("tasks.poll_interval_ms", self.poll_interval_ms)?;
         positive("tasks.renew_interval_ms", self.renew_interval_ms)?;
         positive("tasks.sweep_interval_ms", self.sweep_interval_ms)?;
+        positive("tasks.input_timeout_secs", self.input_timeout_secs)?;
         if self.lease_ms < 2 * self.renew_interval_ms {
             return Err(ConfigError::Invalid {
                 key: "tasks.lease_ms",

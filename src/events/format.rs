@@ -211,4 +211,52 @@ mod tests {
         assert_eq!(id.next(), EntryId { ms: 6, seq: 0 });
         assert!(EntryId { ms: 5, seq: 10 } > EntryId { ms: 4, seq: 99 });
     }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: id.to_owned(),
+            map: fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        redis::Value::BulkString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Stream entries carry no version: what the previous release writes (`k`, `m`,
+    /// `r`) is read as it was, and an entry of a later release (an extra field, a kind
+    /// this one does not know) is replayed as a message rather than dropped.
+    #[test]
+    fn entries_of_the_previous_and_a_later_release_are_read() {
+        let written = entry(
+            "1700000000000-3",
+            &[
+                ("k", KIND_FINAL),
+                ("m", r#"{"jsonrpc":"2.0"}"#),
+                ("r", "1500"),
+            ],
+        );
+        let decoded = decode_entry("s1", &written).unwrap();
+        assert!(decoded.is_final);
+        assert_eq!(decoded.event.event_id, "s1/1700000000000-3");
+        assert_eq!(
+            decoded.event.message.as_deref(),
+            Some(r#"{"jsonrpc":"2.0"}"#)
+        );
+        assert_eq!(decoded.event.retry, Some(Duration::from_millis(1500)));
+
+        let bare = decode_entry("s1", &entry("1-0", &[("k", KIND_BARE), ("r", "10")])).unwrap();
+        assert_eq!(bare.event.message, None);
+
+        let later = entry("2-0", &[("k", "x"), ("m", "{}"), ("trace", "00-ab-cd-01")]);
+        let decoded = decode_entry("s1", &later).unwrap();
+        assert!(!decoded.is_final);
+        assert_eq!(decoded.event.message.as_deref(), Some("{}"));
+        assert_eq!(decoded.event.retry, None);
+    }
 }

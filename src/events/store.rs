@@ -25,6 +25,7 @@ use crate::{
     ids::fingerprint,
     jobs::Jobs,
     keys::Keys,
+    metrics::Metrics,
     redis_pool::{RedisPool, RedisPoolError},
 };
 
@@ -289,6 +290,12 @@ impl RedisEventStore {
     /// what a replica knows of its sessions may no longer hold in Redis.
     pub fn write_failures(&self) -> u64 {
         self.writer.failures()
+    }
+
+    /// Registers the `event_write*` series of the write-behind with `metrics`: writes
+    /// done and failed, and what is queued (count and bytes).
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        self.writer.register_metrics(metrics);
     }
 
     /// Appends one entry to stream `key`; returns its Redis entry id.

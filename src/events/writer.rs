@@ -14,6 +14,13 @@
 //! concurrently, so separate commands of one stream could overtake each other, and an
 //! entry under a smaller id than the stream's last is refused). An explicit id also
 //! makes a batch sent again harmless: an entry already written is skipped.
+//!
+//! The queue is bounded by count ([`QUEUE`] writes) and by the bytes of the messages it
+//! holds ([`QUEUE_BYTES`]), so large responses queued behind a slow Redis cannot hold
+//! more than that much memory; a sender waits for room at most one command timeout, as
+//! for a full queue. `/metrics` shows the writes done and failed and what is queued
+//! (`event_writes_total`, `event_writes_failed_total`, `event_write_queue`,
+//! `event_write_queue_bytes`).
 
 use std::{
     sync::{
@@ -23,18 +30,23 @@ use std::{
     time::Duration,
 };
 
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use redis::Cmd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::format::{EntryId, duration_ms};
 use crate::{
     jobs::Jobs,
+    metrics::{Metrics, encode_counter, encode_gauge},
     redis_pool::{RedisPool, RedisPoolError},
 };
 
 /// Writes queued before a sender waits for the job (a Redis slower than the calls).
 const QUEUE: usize = 4096;
+/// Bytes of messages queued before a sender waits for the job; a message larger than
+/// this takes the whole budget (it waits for an empty queue).
+const QUEUE_BYTES: usize = 16 << 20;
 /// Most writes sent in one batch.
 const MAX_BATCH: usize = 256;
 /// The waits before a failed batch is sent again.
@@ -80,9 +92,32 @@ pub(super) enum Write {
     Extend { key: String, ttl: Duration },
 }
 
+impl Write {
+    /// The bytes it holds in the queue, as counted against [`QUEUE_BYTES`] (at least 1,
+    /// so every write holds a share).
+    fn bytes(&self) -> u32 {
+        let len = match self {
+            Write::Append {
+                key,
+                message,
+                retry,
+                ..
+            } => key.len() + message.len() + retry.len(),
+            Write::Extend { key, .. } => key.len(),
+        };
+        u32::try_from(len.clamp(1, QUEUE_BYTES)).unwrap_or(u32::MAX)
+    }
+}
+
+/// A write in the queue with its share of [`QUEUE_BYTES`], given back once written.
+struct Queued {
+    write: Write,
+    bytes: OwnedSemaphorePermit,
+}
+
 /// The sending side of the write-behind job. Dropping it lets the job end.
 pub(super) struct Writer {
-    tx: mpsc::Sender<Write>,
+    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -97,6 +132,8 @@ struct Shared {
     queued: AtomicU64,
     /// Writes done, stored or failed, since start.
     done: watch::Sender<u64>,
+    /// The byte budget of the queue ([`QUEUE_BYTES`]).
+    bytes: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -112,22 +149,39 @@ impl Writer {
             failures: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             done: watch::Sender::new(0),
+            bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
         });
         let job = Arc::clone(&shared);
         jobs.add("event writer", move |stop| job.run(rx, stop));
         Self { tx, shared }
     }
 
-    /// Queues `write`, waiting while the queue is full for at most one command timeout:
-    /// past it (Redis far slower than the calls, or gone) the event is given up and
-    /// counted as failed, so a session's worker never stalls behind the queue. Once the
-    /// job has stopped (shutdown), writes it at once.
+    /// Queues `write`, waiting while the queue is full (by count or by bytes) for at
+    /// most one command timeout: past it (Redis far slower than the calls, or gone) the
+    /// event is given up and counted as failed, so a session's worker never stalls
+    /// behind the queue. Once the job has stopped (shutdown), writes it at once.
     pub(super) async fn write(&self, write: Write) {
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
         let bound = self.shared.pool.command_timeout();
-        match tokio::time::timeout(bound, self.tx.send(write)).await {
+        let bytes = write.bytes();
+        let queued = tokio::time::timeout(bound, async {
+            let Ok(permit) = Arc::clone(&self.shared.bytes)
+                .acquire_many_owned(bytes)
+                .await
+            else {
+                return Err(write);
+            };
+            self.tx
+                .send(Queued {
+                    write,
+                    bytes: permit,
+                })
+                .await
+                .map_err(|mpsc::error::SendError(queued)| queued.write)
+        });
+        match queued.await {
             Ok(Ok(())) => {}
-            Ok(Err(mpsc::error::SendError(write))) => self.shared.write_batch(vec![write]).await,
+            Ok(Err(write)) => self.shared.write_batch(vec![write]).await,
             Err(_) => {
                 self.shared.done.send_modify(|done| *done += 1);
                 self.shared.failures.fetch_add(1, Ordering::Relaxed);
@@ -138,19 +192,26 @@ impl Writer {
         }
     }
 
-    /// Queues `write` without waiting; when the queue is full or the job stopped, the
-    /// write runs on a task of its own.
+    /// Queues `write` without waiting; when the queue is full (by count or by bytes)
+    /// or the job stopped, the write runs on a task of its own.
     pub(super) fn write_soon(&self, write: Write) {
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
-        match self.tx.try_send(write) {
-            Ok(()) => {}
-            Err(
-                mpsc::error::TrySendError::Full(write) | mpsc::error::TrySendError::Closed(write),
-            ) => {
-                let shared = Arc::clone(&self.shared);
-                tokio::spawn(async move { shared.write_batch(vec![write]).await });
-            }
-        }
+        let permit = Arc::clone(&self.shared.bytes).try_acquire_many_owned(write.bytes());
+        let write = match permit {
+            Ok(permit) => match self.tx.try_send(Queued {
+                write,
+                bytes: permit,
+            }) {
+                Ok(()) => return,
+                Err(
+                    mpsc::error::TrySendError::Full(queued)
+                    | mpsc::error::TrySendError::Closed(queued),
+                ) => queued.write,
+            },
+            Err(_) => write,
+        };
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move { shared.write_batch(vec![write]).await });
     }
 
     /// Waits (at most `bound`) until the writes queued so far are done, stored or
@@ -165,40 +226,41 @@ impl Writer {
     pub(super) fn failures(&self) -> u64 {
         self.shared.failures.load(Ordering::Relaxed)
     }
+
+    /// Registers the `event_write*` series with `metrics`, read at each scrape.
+    pub(super) fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register_collector(WriterFigures(Arc::clone(&self.shared)));
+    }
 }
 
 impl Shared {
     /// Sends batches of what is queued until `stop` fires, then what is left.
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Write>, stop: CancellationToken) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let first = tokio::select! {
-                write = rx.recv() => match write {
-                    Some(write) => write,
-                    None => return,
+            tokio::select! {
+                received = rx.recv_many(&mut batch, MAX_BATCH) => if received == 0 {
+                    return;
                 },
                 () = stop.cancelled() => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(write) => batch.push(write),
-                    Err(_) => break,
-                }
             }
-            self.write_batch(batch).await;
+            self.write_queued(&mut batch).await;
         }
         // Shutdown: what is queued still goes out, and later senders write themselves.
         rx.close();
-        let mut batch = Vec::new();
-        while let Some(write) = rx.recv().await {
-            batch.push(write);
-            if batch.len() == MAX_BATCH {
-                self.write_batch(std::mem::take(&mut batch)).await;
-            }
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write_queued(&mut batch).await;
         }
-        if !batch.is_empty() {
-            self.write_batch(batch).await;
-        }
+    }
+
+    /// Writes the queued `batch`, then gives back its bytes and empties it.
+    async fn write_queued(&self, batch: &mut Vec<Queued>) {
+        let (writes, permits): (Vec<Write>, Vec<OwnedSemaphorePermit>) = batch
+            .drain(..)
+            .map(|queued| (queued.write, queued.bytes))
+            .unzip();
+        self.write_batch(writes).await;
+        drop(permits);
     }
 
     /// Writes `batch` in one round trip (one per master on a cluster), sent again after
@@ -240,6 +302,13 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Writes queued and not yet done.
+    fn pending(&self) -> u64 {
+        self.queued
+            .load(Ordering::Acquire)
+            .saturating_sub(*self.done.borrow())
     }
 
     /// One script per stream written in `batch`, its writes in their order.
@@ -286,5 +355,46 @@ impl Shared {
                 cmd
             })
             .collect()
+    }
+}
+
+/// The `event_write*` series: writes done and failed since start, and the queue.
+struct WriterFigures(Arc<Shared>);
+
+impl std::fmt::Debug for WriterFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterFigures").finish_non_exhaustive()
+    }
+}
+
+impl Collector for WriterFigures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let shared = &self.0;
+        encode_counter(
+            &mut enc,
+            "event_writes",
+            "Response stream events written behind their delivery, stored or failed",
+            *shared.done.borrow(),
+        )?;
+        encode_counter(
+            &mut enc,
+            "event_writes_failed",
+            "Response stream events written behind that were not stored (Redis failed, or \
+             the write queue stayed full for a command timeout): they cannot be resumed",
+            shared.failures.load(Ordering::Relaxed),
+        )?;
+        encode_gauge(
+            &mut enc,
+            "event_write_queue",
+            "Events waiting to be written behind their delivery",
+            shared.pending() as f64,
+        )?;
+        let free = shared.bytes.available_permits().min(QUEUE_BYTES);
+        encode_gauge(
+            &mut enc,
+            "event_write_queue_bytes",
+            "Bytes of the events waiting in the write queue",
+            (QUEUE_BYTES - free) as f64,
+        )
     }
 }

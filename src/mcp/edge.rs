@@ -256,7 +256,7 @@ impl Edge {
         };
         // 4. What it costs the caller, here where it is served.
         let spend = rate_limit::spend(&self.rate_limit, &principal);
-        within(&self.metrics, deadline, "rate limit", spend).await??;
+        within(&self.metrics, deadline, "rate_limit", spend).await??;
         // 5. What it takes into rmcp.
         admit::hand_over(
             &mut parts.extensions,
@@ -305,9 +305,10 @@ impl Edge {
 }
 
 /// `step`'s output, or [`EdgeError::DeadlineExceeded`] when `deadline` passes first:
-/// logged with the step's name and counted as a failure of the store the step waited
-/// on (`stateful_mcp_store_errors_total{component="transport"}`, as the session
-/// manager counts a new session's late writes).
+/// logged with the step's name, counted by step
+/// (`stateful_mcp_request_deadlines_expired_total`) and as a failure of the store the
+/// step waited on (`stateful_mcp_store_errors_total{component="transport"}`, as the
+/// session manager counts a new session's late writes).
 async fn within<T>(
     metrics: &Metrics,
     deadline: Deadline,
@@ -316,6 +317,7 @@ async fn within<T>(
 ) -> Result<T, EdgeError> {
     deadline.bound(future).await.ok_or_else(|| {
         metrics.store_error("transport");
+        metrics.deadline_expired(step);
         tracing::warn!(target: LOG_TARGET, step, "request deadline passed");
         EdgeError::DeadlineExceeded
     })

@@ -146,6 +146,12 @@ impl EdgeError {
     }
 }
 
+/// The header of a replica's [`EdgeError::Moved`] answer to a forwarded request: the
+/// forwarding replica, which chose that holder from a touch a moment older, looks the
+/// session up again and sends the request on once more instead of passing the 503 on.
+/// Only read on the answer of a replica this one forwarded to.
+pub const MOVED_HEADER: &str = "x-stateful-mcp-moved";
+
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -160,6 +166,11 @@ impl IntoResponse for EdgeError {
             }
             None => (status, self.to_string()).into_response(),
         };
+        if matches!(self, Self::Moved) {
+            response
+                .headers_mut()
+                .insert(MOVED_HEADER, HeaderValue::from_static("1"));
+        }
         match self {
             Self::Unavailable
             | Self::HolderUnreachable

@@ -22,9 +22,10 @@ use rmcp::{
         CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams,
         GetTaskResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
         ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
-        ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, Tool, UpdateTaskParams,
+        ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, SubscriptionFilter,
+        Tool, UpdateTaskParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,7 @@ pub use self::tools::{
 };
 use self::{
     binding::{caller, transport_session},
+    notify::Notifier,
     resources::Resources,
     schema::standard_schemas,
     tasks::{
@@ -50,7 +52,7 @@ use crate::{
     config::ToolSettings,
     cpu::CpuPool,
     managed::HandleManager,
-    mcp::{error::DomainErrors, extensions::TraceSpan},
+    mcp::{McpState, error::DomainErrors, extensions::TraceSpan},
     metrics::Metrics,
     redis_pool::RedisPool,
     sessions::Sessions,
@@ -90,17 +92,21 @@ pub struct Components {
     task_manager: TaskManager,
     /// Tools whose work can run as a task (and the fixtures that only run as jobs).
     job_tools: Arc<JobTools>,
+    /// Where task statuses go: it learns here which worker each 2025-era session with
+    /// tasks has on this replica.
+    notifier: Notifier,
 }
 
 impl StatefulServer {
     /// A handler over the replica's components. Build it once and clone it per request.
-    pub fn new(state: &AppState) -> Self {
-        Self::with_jobs(state, Vec::new())
+    pub fn new(mcp: &McpState) -> Self {
+        Self::with_jobs(mcp, Vec::new())
     }
 
     /// [`StatefulServer::new`] with `extra_jobs` beside the production tools (the tasks
     /// extension's fixtures of the `stateful-mcp-conformance` binary).
-    pub fn with_jobs(state: &AppState, extra_jobs: Vec<JobTool>) -> Self {
+    pub fn with_jobs(mcp: &McpState, extra_jobs: Vec<JobTool>) -> Self {
+        let state = &mcp.app;
         let tools = Arc::new(state.settings.tools.clone());
         Self(Arc::new(Components {
             sessions: state.sessions.clone(),
@@ -116,6 +122,7 @@ impl StatefulServer {
             tool_router: Arc::new(standard_schemas(Self::tool_router())),
             task_manager: state.task_manager.clone(),
             job_tools: Arc::new(Self::job_tools(state, &tools, extra_jobs)),
+            notifier: mcp.notifier.clone(),
             tools,
         }))
     }
@@ -169,12 +176,23 @@ impl StatefulServer {
             return response_of(job(TaskContext::inline()).await).map(Some);
         }
         let owner = caller(context);
+        let session = self.session_of(context);
         let record = self
             .task_manager
-            .submit(owner.as_str(), &request.name, job)
+            .submit_from(owner.as_str(), &request.name, job, session.as_deref())
             .await
             .map_err(|e| self.errors.task(e))?;
         Ok(Some(created(&record)))
+    }
+}
+
+impl StatefulServer {
+    /// The confirmed 2025-era session of a task request, if any, remembered with its
+    /// worker here so the statuses of its tasks reach it (see [`Notifier`]).
+    fn session_of(&self, context: &RequestContext<RoleServer>) -> Option<String> {
+        let session = transport_session(context)?;
+        self.notifier.remember_session(&session, &context.peer);
+        Some(session)
     }
 }
 
@@ -326,6 +344,7 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let id = task_id(&request.task_id)?;
+        self.session_of(&context);
         let record = self
             .task_manager
             .store()
@@ -343,6 +362,7 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let id = task_id(&request.task_id)?;
+        self.session_of(&context);
         let changed = self
             .task_manager
             .store()
@@ -362,6 +382,7 @@ impl ServerHandler for StatefulServer {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let id = task_id(&request.task_id)?;
+        self.session_of(&context);
         let changed = self
             .task_manager
             .store()
@@ -403,6 +424,19 @@ impl ServerHandler for StatefulServer {
             .await
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Nothing of the filter's kinds is advertised here (the lists change only with a
+        // deploy): a stream of this handler carries its principal's task statuses.
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.notifier.serve(context).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut capabilities = ServerCapabilities::builder()
             .enable_tools()
@@ -421,10 +455,7 @@ impl ServerHandler for StatefulServer {
             .into(),
         );
         ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))
+            .with_server_info(Implementation::new(env!("CARGO_PKG_NAME"), crate::VERSION))
             .with_instructions(
                 "Stateful tools over Redis-backed sessions. Call `session_create` for a \
                  `session_id` handle and pass it to `counter`, `history` and `session_info`. \

@@ -11,9 +11,11 @@
 //!
 //! The record operations are here; `redis/create.rs` creates and deletes sessions,
 //! `redis/holding.rs` takes, renews and releases the leases of 2025-era sessions,
-//! `redis/index.rs` reads and keeps the indexes (list, stats, maintain), and
+//! `redis/index.rs` reads and keeps the indexes (list, stats, maintain),
+//! `redis/census.rs` reads every session for an operator, and
 //! `redis/reply.rs` reads the scripts' replies.
 
+mod census;
 mod create;
 mod holding;
 mod index;

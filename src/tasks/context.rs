@@ -9,6 +9,37 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Answers, Held, runner::Shared};
 
+/// Why [`TaskContext::ask`] got no answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoInput {
+    /// The job runs inline, outside any task: it cannot ask.
+    Inline,
+    /// The store could not record the request.
+    NotRecorded,
+    /// The task ended meanwhile (cancelled, or failed by another replica); the job is
+    /// stopped.
+    Ended,
+    /// No answers came within `tasks.input_timeout_secs`.
+    TimedOut,
+}
+
+impl std::fmt::Display for NoInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoInput::Inline => {
+                "this tool asks for input while it runs: call it as a task \
+                 (declare the io.modelcontextprotocol/tasks extension)"
+            }
+            NoInput::NotRecorded => "the input request could not be recorded; start the task again",
+            NoInput::Ended => "the task ended while it waited for input",
+            NoInput::TimedOut => {
+                "no answer to the task's input requests came within tasks.input_timeout_secs; \
+                 start the task again"
+            }
+        })
+    }
+}
+
 /// What a running job can do with its task: report progress and ask the client for
 /// input. A context made by [`TaskContext::inline`] (a task tool called without the
 /// tasks extension) does neither.
@@ -16,6 +47,8 @@ pub struct TaskContext {
     id: String,
     /// The principal whose call started the job (empty inline: the replica's own).
     owner: Arc<str>,
+    /// Where the call that started it came from (see [`super::TaskObserver`]).
+    origin: Option<Arc<str>>,
     shared: Option<Arc<Shared>>,
     stop: CancellationToken,
     wake: Arc<Notify>,
@@ -26,6 +59,7 @@ impl TaskContext {
     pub(super) fn new(
         id: String,
         owner: Arc<str>,
+        origin: Option<Arc<str>>,
         shared: Arc<Shared>,
         stop: CancellationToken,
         wake: Arc<Notify>,
@@ -33,6 +67,7 @@ impl TaskContext {
         Self {
             id,
             owner,
+            origin,
             shared: Some(shared),
             stop,
             wake,
@@ -50,6 +85,11 @@ impl TaskContext {
         &self.owner
     }
 
+    /// Where the call that started the task came from, if it said.
+    pub(super) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
     /// The token that stops the job.
     pub(super) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -60,6 +100,7 @@ impl TaskContext {
         Self {
             id: String::new(),
             owner: "".into(),
+            origin: None,
             shared: None,
             stop: CancellationToken::new(),
             wake: Arc::new(Notify::new()),
@@ -87,33 +128,51 @@ impl TaskContext {
     }
 
     /// Parks the task as `input_required` with `requests` (keyed by ids unique within
-    /// the task) and waits until the client answered all of them with `tasks/update`.
-    /// `None` when the job cannot ask: it runs inline, the store could not record the
-    /// request, or its task ended meanwhile (the job is then stopped).
-    pub async fn ask(&self, requests: BTreeMap<String, Json>) -> Option<BTreeMap<String, Json>> {
-        let shared = self.shared.as_ref()?;
+    /// the task) and waits until the client answered all of them with `tasks/update`,
+    /// for at most `tasks.input_timeout_secs` (the task keeps its place and worker while
+    /// it waits).
+    ///
+    /// # Errors
+    /// [`NoInput`]: the job runs inline, the store could not record the request, its
+    /// task ended meanwhile (the job is then stopped), or no answer came in time.
+    pub async fn ask(
+        &self,
+        requests: BTreeMap<String, Json>,
+    ) -> Result<BTreeMap<String, Json>, NoInput> {
+        let shared = self.shared.as_ref().ok_or(NoInput::Inline)?;
         match shared.store.ask(&self.id, &shared.replica, &requests).await {
-            Ok(Held::Running(_)) => {}
+            Ok(Held::Running(_)) => {
+                shared
+                    .status_changed(&self.id, &self.owner, self.origin())
+                    .await;
+            }
             Ok(Held::Lost) => {
                 self.stop.cancel();
-                return None;
+                return Err(NoInput::Ended);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "task input request not recorded");
-                return None;
+                return Err(NoInput::NotRecorded);
             }
         }
+        let give_up = tokio::time::Instant::now() + shared.input_timeout;
         loop {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(shared.renew_interval) => {}
+                () = tokio::time::sleep_until(give_up) => return Err(NoInput::TimedOut),
             }
             match shared.store.take(&self.id, &shared.replica).await {
-                Ok(Answers::Ready(answers)) => return Some(answers),
+                Ok(Answers::Ready(answers)) => {
+                    shared
+                        .status_changed(&self.id, &self.owner, self.origin())
+                        .await;
+                    return Ok(answers);
+                }
                 Ok(Answers::Waiting) => {}
                 Ok(Answers::Lost) => {
                     self.stop.cancel();
-                    return None;
+                    return Err(NoInput::Ended);
                 }
                 // The store is down: keep waiting; the lease decides if it lasts.
                 Err(e) => tracing::warn!(error = %e, "task input not read"),

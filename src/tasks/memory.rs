@@ -9,7 +9,7 @@ use std::{
 use serde_json::Value as Json;
 
 use super::{
-    Answers, Changed, Held, NewTask, Settled, TaskError, TaskRecord, TaskStatus, TaskTimes,
+    Answers, Changed, Held, NewTask, Settled, Swept, TaskError, TaskRecord, TaskStatus, TaskTimes,
     lease_lost_error,
 };
 
@@ -243,15 +243,18 @@ impl MemoryTasks {
             .unwrap_or(false))
     }
 
-    pub(super) async fn sweep(&self) -> Result<u64, TaskError> {
+    pub(super) async fn sweep(&self) -> Result<Vec<Swept>, TaskError> {
         let now = now_ms();
         let mut tasks = self.lock();
         tasks.retain(|_, e| !e.expired(now));
-        let mut failed = 0;
+        let mut failed = Vec::new();
         for e in tasks.values_mut() {
             if !e.record.status.is_terminal() && e.lease_until <= now {
                 e.settle(&Settled::Failed(lease_lost_error()), now);
-                failed += 1;
+                failed.push(Swept {
+                    id: e.record.id.clone(),
+                    owner: e.record.owner.clone(),
+                });
             }
         }
         Ok(failed)

@@ -11,7 +11,7 @@ use redis::{Cmd, Script, Value};
 use serde_json::Value as Json;
 
 use super::{
-    Answers, Changed, Held, NewTask, Settled, TaskError, TaskRecord, TaskStatus, TaskTimes,
+    Answers, Changed, Held, NewTask, Settled, Swept, TaskError, TaskRecord, TaskStatus, TaskTimes,
     lease_lost_error,
 };
 use crate::{keys::Keys, redis_pool::RedisPool};
@@ -316,7 +316,7 @@ impl RedisTasks {
         Ok(reply.word == "ok")
     }
 
-    pub(super) async fn sweep(&self) -> Result<u64, TaskError> {
+    pub(super) async fn sweep(&self) -> Result<Vec<Swept>, TaskError> {
         let now = chrono::Utc::now().timestamp_millis();
         let expired: Vec<Cmd> = self
             .shared
@@ -338,7 +338,7 @@ impl RedisTasks {
             conn.each(&expired).await?
         };
         let error = lease_lost_error().to_string();
-        let mut failed = 0;
+        let mut failed = Vec::new();
         for reply in replies {
             let candidates: Vec<String> = redis::from_redis_value(reply)?;
             for id in candidates {
@@ -347,7 +347,8 @@ impl RedisTasks {
                     .run(&self.shared.scripts.expire, &id, &[&id, &error])
                     .await?;
                 if reply.word == "failed" {
-                    failed += 1;
+                    let owner = reply.rest.into_iter().next().unwrap_or_default();
+                    failed.push(Swept { id, owner });
                 }
             }
         }

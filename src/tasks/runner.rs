@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -29,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use super::{
-    Held, NewTask, Settled, TaskContext, TaskError, TaskRecord, TaskStore, TaskTimes,
+    Held, NewTask, Settled, TaskContext, TaskError, TaskObserver, TaskRecord, TaskStore, TaskTimes,
     handed_back_error,
 };
 use crate::{
@@ -67,6 +67,8 @@ pub(super) struct Shared {
     pub(super) replica: Arc<str>,
     pub(super) times: TaskTimes,
     pub(super) renew_interval: Duration,
+    /// How long a task waits for its input (`tasks.input_timeout_secs`).
+    pub(super) input_timeout: Duration,
     sweep_interval: Duration,
     /// Workers plus queue places.
     capacity: usize,
@@ -84,6 +86,8 @@ pub(super) struct Shared {
     /// Jobs stopped from now on were handed back, not cancelled by their caller.
     handing_back: AtomicBool,
     bus: Option<Bus>,
+    /// Hears every status change of the tasks run here (set once, by the MCP layer).
+    pub(super) observer: OnceLock<Arc<dyn TaskObserver>>,
 }
 
 /// A task this replica runs.
@@ -113,6 +117,19 @@ impl Drop for Slot {
 }
 
 impl Shared {
+    /// Tells the observer, if one is set, of task `id`'s status as the store holds it
+    /// now (one read; nothing when no observer is set or the record is gone).
+    pub(super) async fn status_changed(&self, id: &str, owner: &str, origin: Option<&str>) {
+        let Some(observer) = self.observer.get() else {
+            return;
+        };
+        match self.store.get(owner, id).await {
+            Ok(Some(record)) => observer.status_changed(&record, origin).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "task status not read for its notification"),
+        }
+    }
+
     fn admitted_by(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
         // Only counting runs under the lock.
         self.admitted_by
@@ -218,6 +235,7 @@ impl TaskManager {
             replica,
             times: settings.into(),
             renew_interval: settings.renew_interval(),
+            input_timeout: settings.input_timeout(),
             sweep_interval: settings.sweep_interval(),
             capacity: settings.workers.saturating_add(settings.queue),
             share: settings
@@ -231,11 +249,18 @@ impl TaskManager {
             draining: AtomicBool::new(false),
             handing_back: AtomicBool::new(false),
             bus,
+            observer: OnceLock::new(),
         });
         if let Some(bus) = &shared.bus {
             bus.subscribe(TOPIC, Arc::new(Listener(shared.clone())));
         }
         Self { shared }
+    }
+
+    /// Has `observer` hear every status change of the tasks this replica runs from now
+    /// on. Only the first observer set is kept; `false` when one was set already.
+    pub fn observe(&self, observer: Arc<dyn TaskObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     /// The records, for reads and the caller's updates.
@@ -268,6 +293,21 @@ impl TaskManager {
     /// [`TaskError::Draining`] during a shutdown, [`TaskError::Unavailable`] when the
     /// store cannot take the record (nothing runs then).
     pub async fn submit(&self, owner: &str, tool: &str, job: Job) -> Result<TaskRecord, TaskError> {
+        self.submit_from(owner, tool, job, None).await
+    }
+
+    /// [`TaskManager::submit`] for a call that came from `origin` (an opaque name the
+    /// [`TaskObserver`] gets with every status change: the 2025-era session, if any).
+    ///
+    /// # Errors
+    /// As [`TaskManager::submit`].
+    pub async fn submit_from(
+        &self,
+        owner: &str,
+        tool: &str,
+        job: Job,
+        origin: Option<&str>,
+    ) -> Result<TaskRecord, TaskError> {
         let shared = &self.shared;
         if shared.draining.load(Ordering::Acquire) {
             return Err(TaskError::Draining);
@@ -301,11 +341,19 @@ impl TaskManager {
                 wake: wake.clone(),
             },
         );
-        let context = TaskContext::new(new.id.clone(), owner.into(), shared.clone(), stop, wake);
+        let origin: Option<Arc<str>> = origin.map(Into::into);
+        let context = TaskContext::new(
+            new.id.clone(),
+            owner.into(),
+            origin.clone(),
+            shared.clone(),
+            stop,
+            wake,
+        );
+        tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
         shared
             .tracker
-            .spawn(run(shared.clone(), job, context, slot).instrument(span));
-        tracing::info!(task = %crate::ids::fingerprint(&new.id), tool, "task started");
+            .spawn(run(shared.clone(), job, context, slot, record.clone()).instrument(span));
         Ok(record)
     }
 
@@ -359,14 +407,21 @@ impl TaskManager {
     /// # Errors
     /// [`TaskError::Unavailable`].
     pub async fn sweep_once(&self) -> Result<u64, TaskError> {
-        let failed = self.shared.store.sweep().await?;
-        if failed > 0 {
+        let swept = self.shared.store.sweep_failed().await?;
+        if !swept.is_empty() {
             tracing::warn!(
-                failed,
+                failed = swept.len(),
                 "tasks failed: their replica stopped renewing leases"
             );
         }
-        Ok(failed)
+        // Their replica cannot tell it: this one does (to the owners' listen streams;
+        // which session started each task died with that replica).
+        for task in &swept {
+            self.shared
+                .status_changed(&task.id, &task.owner, None)
+                .await;
+        }
+        Ok(swept.len() as u64)
     }
 
     /// Renews leases and sweeps on their intervals until `shutdown`.
@@ -427,8 +482,15 @@ impl TaskManager {
 }
 
 /// Runs one admitted job: waits for a worker, runs it unless stopped, records the end.
-async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
+async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot, created: TaskRecord) {
     let id = context.id().to_owned();
+    let owner = context.owner().to_owned();
+    let origin = context.origin().map(str::to_owned);
+    // Told here rather than before the call is answered: the answer waits for no
+    // notification, and every later change is told after this one, from this task.
+    if let Some(observer) = shared.observer.get() {
+        observer.status_changed(&created, origin.as_deref()).await;
+    }
     let stop = context.stop_token();
     let ended = async {
         let _permit = tokio::select! {
@@ -456,11 +518,24 @@ async fn run(shared: Arc<Shared>, job: Job, context: TaskContext, slot: Slot) {
         None => Settled::Cancelled,
     };
     let task = crate::ids::fingerprint(&id);
-    match shared.store.finish(&id, &shared.replica, &settled).await {
-        Ok(true) => tracing::info!(%task, status = ?settled_status(&settled), "task ended"),
-        Ok(false) => tracing::info!(%task, "task stopped; its record had already ended"),
+    let ended = match shared.store.finish(&id, &shared.replica, &settled).await {
+        Ok(true) => {
+            tracing::info!(%task, status = ?settled_status(&settled), "task ended");
+            true
+        }
+        Ok(false) => {
+            tracing::info!(%task, "task stopped; its record had already ended");
+            true
+        }
         // The lease runs out and a sweep records the failure.
-        Err(e) => tracing::warn!(%task, error = %e, "task end not recorded"),
+        Err(e) => {
+            tracing::warn!(%task, error = %e, "task end not recorded");
+            false
+        }
+    };
+    if ended {
+        // Whoever ended it (this job, its caller's cancel, a sweep), the record says how.
+        shared.status_changed(&id, &owner, origin.as_deref()).await;
     }
     shared.running().remove(&id);
     drop(slot);
@@ -497,89 +572,4 @@ impl Collector for TaskFigures {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{config::Settings, tasks::MemoryTasks};
-
-    /// A job that says it started, then runs until stopped.
-    fn endless(
-        name: &'static str,
-        started: tokio::sync::mpsc::UnboundedSender<&'static str>,
-    ) -> Job {
-        Box::new(move |_| {
-            Box::pin(async move {
-                let _ = started.send(name);
-                std::future::pending::<Outcome>().await
-            })
-        })
-    }
-
-    #[tokio::test]
-    async fn alice_fills_her_share_and_bob_still_gets_his_task_and_the_next_worker() {
-        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().tasks;
-        settings.workers = 2;
-        settings.queue = 4;
-        settings.max_per_principal = 3;
-        let tasks = TaskManager::new(
-            TaskStore::Memory(MemoryTasks::new()),
-            "r".into(),
-            &settings,
-            None,
-        );
-        let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel();
-        let mut alices = Vec::new();
-        let refused = loop {
-            let name = [
-                "alice-1", "alice-2", "alice-3", "alice-4", "alice-5", "alice-6", "alice-7",
-            ][alices.len()];
-            match tasks
-                .submit("alice", "slow", endless(name, started.clone()))
-                .await
-            {
-                Ok(record) => alices.push(record.id),
-                Err(e) => break e,
-            }
-        };
-        assert!(
-            matches!(refused, TaskError::ShareFull { share: 3 }),
-            "{refused}"
-        );
-        assert_eq!(alices.len(), 3);
-        let first_two = [has_started.recv().await, has_started.recv().await];
-        assert_eq!(first_two, [Some("alice-1"), Some("alice-2")]);
-
-        tasks
-            .submit("bob", "slow", endless("bob", started.clone()))
-            .await
-            .expect("bob's task is admitted");
-        // A worker frees: bob runs none, alice one, so it is bob's though her third
-        // task waited longer.
-        tasks.notify_cancel(&alices[0], "r").await;
-        let next = tokio::time::timeout(Duration::from_secs(10), has_started.recv()).await;
-        assert_eq!(next.ok().flatten(), Some("bob"));
-        tasks.hand_back().await;
-    }
-
-    #[tokio::test]
-    async fn register_metrics_exposes_admissions_and_capacity() {
-        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap().tasks;
-        settings.workers = 2;
-        settings.queue = 3;
-        let tasks = TaskManager::new(
-            TaskStore::Memory(MemoryTasks::new()),
-            "r".into(),
-            &settings,
-            None,
-        );
-        let metrics = Metrics::new("r", "memory");
-        tasks.register_metrics(&metrics);
-        let text = metrics.render();
-        for line in [
-            "# TYPE stateful_mcp_tasks_admitted gauge\n",
-            "stateful_mcp_tasks_admitted{replica=\"r\"} 0.0\n",
-            "stateful_mcp_tasks_capacity{replica=\"r\"} 5.0\n",
-        ] {
-            assert!(text.contains(line), "{line} in {text}");
-        }
-    }
-}
+mod tests;

@@ -64,10 +64,20 @@ pub async fn mrtr_call(url: &str, tool: &str, extra: Value) -> Value {
 /// A raw 2026-07-28 `subscriptions/listen` with request id `id` for `notifications`
 /// (a `SubscriptionFilter`), sent: the response streams its events.
 pub async fn listen_2026(url: &str, id: u64, notifications: Value) -> reqwest::Response {
+    listen_2026_with(&Client::new(), url, id, notifications).await
+}
+
+/// [`listen_2026`] with `client` (e.g. a [`bearer_client`]).
+pub async fn listen_2026_with(
+    client: &Client,
+    url: &str,
+    id: u64,
+    notifications: Value,
+) -> reqwest::Response {
     let params = json!({"_meta": meta_2026(), "notifications": notifications});
     let body =
         json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params});
-    post_json(&Client::new(), url, &body)
+    post_json(client, url, &body)
         .header("MCP-Protocol-Version", "2026-07-28")
         .header("Mcp-Method", "subscriptions/listen")
         .send()
@@ -158,10 +168,35 @@ pub async fn call_2026_keyed(
     if let Some(key) = key {
         params["idempotencyKey"] = json!(key);
     }
-    let response = tools_call_2026_params(client, url, params)
-        .send()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+    let response = tools_call_2026_params(client, url, params).send().await;
+    tool_result(response).await
+}
+
+/// A `tools/call` of `tool` in the 2025-11-25 session `session` with JSON-RPC id `id`
+/// and an `idempotencyKey` when `key` is given: the structured content of a successful
+/// result; `Err` as [`call_2026`].
+pub async fn call_2025_keyed(
+    client: &Client,
+    url: &str,
+    session: &str,
+    id: u64,
+    tool: &str,
+    args: Value,
+    key: Option<&str>,
+) -> Result<Value, String> {
+    let mut params = json!({"name": tool, "arguments": args});
+    if let Some(key) = key {
+        params["idempotencyKey"] = json!(key);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+    let response = legacy_post(client, url, session, &body).send().await;
+    tool_result(response).await
+}
+
+/// The structured content of a sent `tools/call`'s successful result; `Err` describes
+/// any failure (transport, HTTP status, JSON-RPC error or tool error).
+async fn tool_result(response: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
+    let response = response.map_err(|e| format!("send: {e}"))?;
     match read_reply(response).await {
         (status, message) if status.is_success() => match message.get("result") {
             Some(result) if result["isError"] != true => Ok(result["structuredContent"].clone()),

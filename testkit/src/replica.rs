@@ -97,7 +97,22 @@ impl Process {
         prefix: &str,
         extra: &[(&str, &str)],
     ) -> Self {
-        Self::spawn(binary, &redis_env(redis_url, prefix, extra)).await
+        Self::start_on(binary, free_port(), redis_url, prefix, extra).await
+    }
+
+    /// [`Process::start`] on the loopback `port`: a replica that takes the place of
+    /// one stopped there (a balancer's upstream, a rolling upgrade's next release).
+    ///
+    /// # Panics
+    /// As [`Process::start`].
+    pub async fn start_on(
+        binary: impl AsRef<Path>,
+        port: u16,
+        redis_url: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(binary, port, &redis_env(redis_url, prefix, extra)).await
     }
 
     /// Starts `binary` with the memory backend; `extra` are `STATEFUL_MCP__*` overrides.
@@ -107,13 +122,12 @@ impl Process {
     pub async fn memory(binary: impl AsRef<Path>, extra: &[(&str, &str)]) -> Self {
         let mut env = vec![("STATEFUL_MCP__STORE__BACKEND", "memory")];
         env.extend_from_slice(extra);
-        Self::spawn(binary, &env).await
+        Self::spawn(binary, free_port(), &env).await
     }
 
-    /// Starts `binary` on a free loopback port with the `STATEFUL_MCP__*` overrides
+    /// Starts `binary` on the loopback `port` with the `STATEFUL_MCP__*` overrides
     /// `env`; returns once it answers `/healthz`.
-    async fn spawn(binary: impl AsRef<Path>, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+    async fn spawn(binary: impl AsRef<Path>, port: u16, env: &[(&str, &str)]) -> Self {
         let mut command = std::process::Command::new(binary.as_ref());
         command
             .env("STATEFUL_MCP__SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -164,5 +178,18 @@ impl Process {
     /// Kills it with `SIGKILL`: no drain, no hand-over, its connections reset.
     pub fn kill(&mut self) {
         self.child.kill();
+    }
+
+    /// Stops it as an orchestrator does: `SIGTERM`, then waits up to `limit` for the
+    /// drain to end; its exit status.
+    ///
+    /// # Panics
+    /// When it is still running after `limit` (it is then killed when dropped).
+    pub async fn terminate(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        self.child.signal(libc::SIGTERM);
+        self.child
+            .wait_for_exit(limit)
+            .await
+            .unwrap_or_else(|| panic!("the replica still runs {limit:?} after SIGTERM"))
     }
 }

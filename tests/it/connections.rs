@@ -1,11 +1,19 @@
 //! The replica's connection bounds, seen from raw TCP clients: a connection that brings
 //! no request within `server.header_read_timeout_secs` is closed whatever protocol it
-//! started, and `server.max_connections` caps the open ones with a clear refusal.
+//! started, one with no request in flight for `server.idle_timeout_secs` after its
+//! requests is closed too (an open SSE stream is in flight), and
+//! `server.max_connections` caps the open ones with a clear refusal.
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::http::{legacy_get, legacy_session};
 
 use crate::support::{
     replica::Replica,
@@ -107,4 +115,67 @@ async fn the_connection_cap_refuses_one_more_and_recovers_when_one_closes() {
     .await;
     let refused = replica.metric(&["connections_refused_total"]).await;
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+}
+
+#[tokio::test]
+async fn connections_idle_after_their_requests_are_closed_but_not_open_streams() {
+    let replica = Replica::memory(&[("STATEFUL_MCP__SERVER__IDLE_TIMEOUT_SECS", "1")]).await;
+
+    // HTTP/2 (prior knowledge): one stream, answered, then nothing.
+    let stream = TcpStream::connect(replica.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let h2 = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/healthz", replica.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+
+    // HTTP/1.1 keep-alive: one request, answered, then nothing.
+    let mut h1 = TcpStream::connect(replica.addr).await.unwrap();
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+
+    // A 2025-era session's GET stream on its own connection: quiet (no event, no
+    // keep-alive comment within the test) but in flight, so it stays open.
+    let session = legacy_session(&replica.url()).await;
+    let listener = reqwest::Client::new();
+    let response = legacy_get(&listener, &replica.url(), &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+
+    within("an idle HTTP/2 connection is sent GOAWAY and closed", h2)
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = within(
+        "an idle HTTP/1.1 keep-alive connection is closed",
+        until_closed(&mut h1),
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 "),
+        "the request was answered before the close"
+    );
+    let still_open = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(chunk) = body.next().await {
+            chunk?;
+        }
+        Ok::<_, reqwest::Error>(())
+    })
+    .await;
+    assert!(
+        still_open.is_err(),
+        "a GET stream past the idle timeout ended: {still_open:?}"
+    );
+    let closed = replica.metric(&["connections_closed_idle_total"]).await;
+    assert!(closed.is_some_and(|n| n >= 2.0), "{closed:?}");
 }

@@ -152,6 +152,21 @@ async fn requests_of_several_redis_steps_answer_within_their_deadline_under_a_sl
         stack.check(step, true).await;
     }
 
+    // Each refusal counted by the step that was waiting: the new session's writes and
+    // the forward's route (touch, then forward) on the other replica, the tool's create
+    // on the holder.
+    for (replica, step) in [
+        (&stack.other, "session_create"),
+        (&stack.other, "route"),
+        (&stack.holder, "tool"),
+    ] {
+        let label = format!("step=\"{step}\"");
+        let expired = replica
+            .metric(&["request_deadlines_expired_total", &label])
+            .await;
+        assert_eq!(expired, Some(1.0), "{step}");
+    }
+
     proxy.set(Mode::Pass);
     for step in steps {
         stack.check(step, false).await;

@@ -33,6 +33,8 @@ mod sentinel;
 mod sessions;
 mod streams;
 mod support;
+mod task_status;
 mod tasks;
 mod telemetry;
 mod tool_cache;
+mod upgrade;

@@ -200,6 +200,17 @@ async fn a_failed_event_write_makes_the_holder_touch_again() {
             .status()
     };
     assert_eq!(status().await, StatusCode::OK);
+    wait_until("the response event is written behind", async || {
+        holder
+            .metric(&["event_writes_total"])
+            .await
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        holder.metric(&["event_writes_failed_total"]).await,
+        Some(0.0)
+    );
     redis.kill();
     // Served on the holder's lease; its response event cannot be written.
     assert_eq!(status().await, StatusCode::OK);
@@ -208,11 +219,17 @@ async fn a_failed_event_write_makes_the_holder_touch_again() {
         status().await == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
+    let failed = holder.metric(&["event_writes_failed_total"]).await;
+    assert!(failed.is_some_and(|n| n >= 1.0), "{failed:?}");
     // A Redis restarted without persistence lost the session, and the holder, asking
     // the store again, learns it.
     redis.restart().await;
     wait_until("the holder answers from the store again", async || {
         status().await == StatusCode::NOT_FOUND
+    })
+    .await;
+    wait_until("the event write queue empties", async || {
+        holder.metric(&["event_write_queue{"]).await == Some(0.0)
     })
     .await;
 }

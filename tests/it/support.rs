@@ -13,6 +13,7 @@
 //! - [`http`]: raw HTTP requests, for what a client library would not send (`testkit`'s);
 //! - [`sse`]: server-sent events read from raw responses;
 //! - [`keyed_load`]: clients retrying keyed increments under a fault, and what they saw;
+//! - [`nginx`]: an nginx balancer in front of replicas on loopback ports;
 //! - [`proxy`]: a TCP proxy in front of a Redis that delays, blackholes or resets;
 //! - [`wait`]: the one way to wait: poll until a deadline, or bound a future by it
 //!   (`testkit`'s).
@@ -20,6 +21,7 @@
 pub mod client;
 pub mod collector;
 pub mod keyed_load;
+pub mod nginx;
 pub mod node;
 pub mod proxy;
 pub mod redis_server;

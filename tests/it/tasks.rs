@@ -35,7 +35,7 @@ const TIMES: TaskTimes = TaskTimes {
 };
 
 /// A sieve that runs for minutes: a task that is still working whenever a test looks.
-const ENDLESS: u64 = 2_000_000_000;
+pub(crate) const ENDLESS: u64 = 2_000_000_000;
 
 fn new_task(owner: &str) -> NewTask {
     NewTask {
@@ -231,11 +231,14 @@ async fn the_sweep_asks_each_lease_bucket_once_and_fails_the_expired_tasks_of_al
     assert_eq!(commands.len(), TASK_BUCKETS, "{commands:#?}");
 }
 
+/// The tasks extension's identifier, as clients declare it.
+pub(crate) const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
 /// The `_meta` of a 2026-07-28 request from a client of the tasks extension.
 fn tasks_meta() -> Value {
     let mut meta = meta_2026();
     meta["io.modelcontextprotocol/clientCapabilities"] =
-        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+        json!({"extensions": {TASKS_EXTENSION: {}}});
     meta
 }
 
@@ -249,14 +252,20 @@ async fn call_tool(http: &Client, url: &str, tool: &str, args: Value) -> Value {
 }
 
 /// Starts `tool` as a task; its id.
-async fn start(http: &Client, url: &str, tool: &str, args: Value) -> String {
+pub(crate) async fn start(http: &Client, url: &str, tool: &str, args: Value) -> String {
     let reply = call_tool(http, url, tool, args).await;
     assert_eq!(reply["result"]["resultType"], "task", "{reply}");
     reply["result"]["taskId"].as_str().unwrap().to_owned()
 }
 
 /// A `tasks/*` request for task `id` with `params`; the JSON-RPC reply.
-async fn task_call(http: &Client, url: &str, method: &str, id: &str, params: Value) -> Value {
+pub(crate) async fn task_call(
+    http: &Client,
+    url: &str,
+    method: &str,
+    id: &str,
+    params: Value,
+) -> Value {
     let mut params = params;
     params["taskId"] = json!(id);
     params["_meta"] = tasks_meta();
@@ -394,6 +403,35 @@ async fn input_answered_on_one_replica_resumes_the_task_on_the_other() {
     assert_eq!(
         done["result"]["content"][0]["text"], "Deleted x.txt",
         "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_input_gives_up_after_the_input_timeout() {
+    let redis = RedisServer::shared_or_start().await;
+    let prefix = unique_prefix("tasks-input-timeout");
+    let a = Process::start(
+        CONFORMANCE_BINARY,
+        redis.url(),
+        &prefix,
+        &[("STATEFUL_MCP__TASKS__INPUT_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let http = Client::new();
+
+    let id = start(
+        &http,
+        &a.url(),
+        "confirm_delete",
+        json!({"filename": "x.txt"}),
+    )
+    .await;
+    wait_for_status(&http, &a.url(), &id, "input_required").await;
+    // Nobody answers: the task fails and says why, and its place is free again.
+    let failed = wait_for_status(&http, &a.url(), &id, "failed").await;
+    assert!(
+        failed.to_string().contains("tasks.input_timeout_secs"),
+        "{failed}"
     );
 }
 

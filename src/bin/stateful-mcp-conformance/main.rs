@@ -78,7 +78,7 @@ use self::{session_state::SessionState, tasks::task_fixtures};
 #[tokio::main]
 async fn main() -> ExitCode {
     stateful_mcp::cli::run("stateful-mcp-conformance", |mcp| {
-        let production = StatefulServer::with_jobs(&mcp.app, task_fixtures());
+        let production = StatefulServer::with_jobs(mcp, task_fixtures());
         let server = ConformanceServer::new(mcp, production);
         endpoint_with(mcp, move || server.clone())
     })

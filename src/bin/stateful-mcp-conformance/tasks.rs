@@ -19,7 +19,7 @@ use rmcp::model::{
 };
 use serde_json::{Value as Json, json};
 use stateful_mcp::mcp::handler::tasks::{JobTool, Plan, Planner, TaskSupport, outcome_of, planner};
-use stateful_mcp::tasks::{Job, Outcome, TaskContext};
+use stateful_mcp::tasks::{Job, NoInput, Outcome, TaskContext};
 
 /// Longest `slow_compute` sleep, so a call cannot hold a worker for long.
 const MAX_SECONDS: u64 = 600;
@@ -106,8 +106,9 @@ pub(super) fn task_fixtures() -> Vec<JobTool> {
                         "confirm".to_owned(),
                         confirm_request(&format!("Delete {filename}?")),
                     )]);
-                    let Some(answers) = ctx.ask(asked).await else {
-                        return no_input(&ctx);
+                    let answers = match ctx.ask(asked).await {
+                        Ok(answers) => answers,
+                        Err(why) => return no_input(why),
                     };
                     if accepted(answers.get("confirm"), "confirm") {
                         done(format!("Deleted {filename}"))
@@ -130,8 +131,9 @@ pub(super) fn task_fixtures() -> Vec<JobTool> {
                         ("name".to_owned(), name_request("Your name?")),
                         ("confirm".to_owned(), confirm_request("Proceed?")),
                     ]);
-                    let Some(answers) = ctx.ask(asked).await else {
-                        return no_input(&ctx);
+                    let answers = match ctx.ask(asked).await {
+                        Ok(answers) => answers,
+                        Err(why) => return no_input(why),
                     };
                     done(format!("Received {} answers", answers.len()))
                 })
@@ -205,19 +207,15 @@ fn done(text: String) -> Outcome {
 }
 
 /// What a job that could not get its input answers: outside a task, a tool error that
-/// says how to call it; inside one, the store failed (a stopped task's answer is never
-/// recorded).
-fn no_input(ctx: &TaskContext) -> Outcome {
-    if ctx.is_task() {
-        return Outcome::Failed(json!({
-            "code": -32603,
-            "message": "the input request could not be recorded; start the task again",
-        }));
+/// says how to call it; inside one, a failed task that says why (a stopped task's
+/// answer is never recorded).
+fn no_input(why: NoInput) -> Outcome {
+    if why == NoInput::Inline {
+        return outcome_of(Ok(CallToolResult::error(vec![ContentBlock::text(
+            why.to_string(),
+        )])));
     }
-    outcome_of(Ok(CallToolResult::error(vec![ContentBlock::text(
-        "this tool asks for input while it runs: call it as a task \
-         (declare the io.modelcontextprotocol/tasks extension)",
-    )])))
+    Outcome::Failed(json!({"code": -32603, "message": why.to_string()}))
 }
 
 /// The string argument `key`, at most 100 characters, or `default`.

@@ -17,7 +17,10 @@
 //! replica holds is forwarded there (`forward.rs`) and answered from there; when that
 //! replica cannot be reached, this one takes the session over at once if it is dead (no
 //! connection and no liveness mark: `liveness.rs`), else once its lease has run out,
-//! and answers 503 with `Retry-After` until then. A session held here marks the
+//! and answers 503 with `Retry-After` until then. A holder that gave the session up
+//! between the touch and the forward (it drained) answers "moved"
+//! ([`MOVED_HEADER`]): the request is routed once more from a fresh touch rather than
+//! refused. A session held here marks the
 //! request with the [`TransportSession`] the tools may bind to. A DELETE rmcp accepted
 //! then removes the stored session (for its owner only), evicts its workers on every
 //! replica through the bus and answers 204 ([`Routing::finish`]).
@@ -38,11 +41,11 @@ use crate::{
     auth::Principal,
     bus::Bus,
     mcp::{
-        error::{DomainErrors, EdgeError},
+        error::{DomainErrors, EdgeError, MOVED_HEADER},
         extensions::{Deadline, TransportSession},
         transport::{
             forward::{FORWARDED_HEADER, Forwarder},
-            leases::EVICT_TOPIC,
+            leases::end_session,
             session_manager::ReplicatedSessionManager,
             session_store::Restores,
         },
@@ -136,10 +139,11 @@ impl Routing<'_> {
         }
         let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
         let post = parts.method == Method::POST;
-        let holding = self.locate(principal, &id, forwarded, post, None).await?;
+        let mut holding = self.locate(principal, &id, forwarded, post, None).await?;
+        let mut rerouted = false;
         // Only a request whose body is in hand can be sent on (a POST that is not JSON
         // is rmcp's to refuse, here).
-        if let Holding::There(holder) = holding
+        while let Holding::There(holder) = holding
             && (bytes.is_some() || !post)
         {
             let body = bytes.cloned().map(Body::from).unwrap_or_else(Body::empty);
@@ -148,6 +152,13 @@ impl Routing<'_> {
                 .forward(&holder.url, parts.clone(), body, self.deadline)
                 .await
             {
+                // The holder gave the session up between this replica's touch and the
+                // forward (it drained, or its lease ran out): once, look again.
+                Ok(response) if !rerouted && response.headers().contains_key(MOVED_HEADER) => {
+                    rerouted = true;
+                    self.metrics.forward("rerouted");
+                    holding = self.locate(principal, &id, false, post, None).await?;
+                }
                 Ok(response) => {
                     self.metrics.forward("forwarded");
                     return Ok(Routed::Forwarded(response));
@@ -171,6 +182,7 @@ impl Routing<'_> {
                         }
                         Err(e) => return Err(e),
                     }
+                    break;
                 }
             }
         }
@@ -347,19 +359,11 @@ impl Routing<'_> {
         if !crate::ids::is_well_formed(id) {
             return Err(EdgeError::SessionNotFound);
         }
-        match self.sessions.delete(principal.as_str(), id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(EdgeError::SessionNotFound),
-            Err(e) => return Err(self.unavailable(e)),
+        match end_session(self.sessions, self.bus, principal.as_str(), id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EdgeError::SessionNotFound),
+            Err(e) => Err(self.unavailable(e)),
         }
-        if let Some(bus) = self.bus
-            && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
-        {
-            // The session is gone from the store: other replicas' sweeps close their
-            // copies within a third of the lease.
-            tracing::warn!(target: LOG_TARGET, error = %e, "session eviction not published");
-        }
-        Ok(())
     }
 
     fn unavailable(&self, e: SessionError) -> EdgeError {

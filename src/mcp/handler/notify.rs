@@ -15,30 +15,46 @@
 //! `/metrics` counts the open streams, the refused ones and the ones closed for
 //! falling behind (`stateful_mcp_listen_*`). The bus delivers at most once: after the subscriber reconnects, every stream gets
 //! every notification it accepted (a list may have changed unseen; clients re-read).
+//!
+//! Task status notifications (`notifications/tasks`, `tasks.rs`) go the same way on
+//! their own topic, to the streams of the task's owner only, and to the 2025-era session
+//! that started the task on whichever replica holds its worker.
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use prometheus_client::metrics::counter::Counter;
 use rmcp::{
-    ErrorData as McpError,
-    model::SubscriptionFilter,
-    service::{SubscriptionContext, SubscriptionSendError, SubscriptionSink},
+    ErrorData as McpError, Peer, RoleServer,
+    model::{
+        GetMeta, ServerNotification, SubscriptionFilter, TaskStatusNotification,
+        TaskStatusNotificationParams,
+    },
+    service::{SubscriptionContext, SubscriptionSendError},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use self::tasks::{Owner, TaskReceiver};
 use crate::{
     bus::{Bus, BusHandler, BusMessage},
     config::ListenSettings,
+    mcp::handler::binding::caller,
     metrics::ListenMetrics,
     redis_pool::RedisPoolError,
+};
+
+mod tasks;
+
+pub use self::tasks::{
+    MAX_NOTICE_BYTES, SESSION_PEERS_MAX, SESSION_QUEUE, SESSION_SEND_TIMEOUT, TASK_TOPIC,
+    TaskStatusPublisher,
 };
 
 /// The bus topic notifications travel on.
@@ -140,16 +156,30 @@ impl std::fmt::Debug for Notifier {
 struct Shared {
     bus: Option<Bus>,
     streams: Mutex<HashMap<u64, Stream>>,
+    /// The workers of 2025-era sessions with tasks, by their key (a digest of the id):
+    /// at most [`tasks::SESSION_PEERS_MAX`], the closed ones dropped when it fills.
+    sessions: Mutex<HashMap<String, Peer<RoleServer>>>,
+    /// The queue of task statuses to those workers, started with its sender at first use.
+    session_sender: OnceLock<mpsc::Sender<(Peer<RoleServer>, Arc<TaskStatusNotificationParams>)>>,
     next: AtomicU64,
     places: Arc<Semaphore>,
     buffer: usize,
     metrics: ListenMetrics,
 }
 
+/// What a listen stream is sent: a change, or the status of one of its principal's tasks.
+#[derive(Debug, Clone, PartialEq)]
+enum Delivery {
+    Change(Change),
+    Task(Arc<TaskStatusNotificationParams>),
+}
+
 /// What the notifier keeps of one open stream.
 struct Stream {
     accepted: SubscriptionFilter,
-    queue: mpsc::Sender<Change>,
+    /// Whose stream it is: only this principal's task statuses go to it.
+    owner: Owner,
+    queue: mpsc::Sender<Delivery>,
     /// Fired when the stream fell `buffer` notifications behind.
     overflowed: CancellationToken,
     /// Counts that closing.
@@ -182,6 +212,8 @@ impl Notifier {
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             streams: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            session_sender: OnceLock::new(),
             next: AtomicU64::new(0),
             places: Arc::new(Semaphore::new(settings.max_streams)),
             buffer: settings.stream_buffer,
@@ -189,6 +221,7 @@ impl Notifier {
         });
         if let Some(bus) = bus {
             bus.subscribe(TOPIC, Arc::new(Receiver(Arc::clone(&shared))));
+            bus.subscribe(TASK_TOPIC, Arc::new(TaskReceiver(Arc::clone(&shared))));
         }
         Self { shared }
     }
@@ -243,6 +276,7 @@ impl Notifier {
             key,
             Stream {
                 accepted: context.accepted().clone(),
+                owner: Owner::of(caller(context.request_context()).as_str()),
                 queue,
                 overflowed: overflowed.clone(),
                 closed_behind: self.shared.metrics.closed_behind.clone(),
@@ -254,7 +288,6 @@ impl Notifier {
             shared: &self.shared,
             key,
         };
-        let sink = context.sink();
         loop {
             tokio::select! {
                 biased;
@@ -269,9 +302,9 @@ impl Notifier {
                         None,
                     ));
                 }
-                change = pending.recv() => match change {
-                    Some(change) => {
-                        if !send(sink, change).await {
+                delivery = pending.recv() => match delivery {
+                    Some(delivery) => {
+                        if !send(&context, delivery).await {
                             return Ok(());
                         }
                     }
@@ -282,13 +315,26 @@ impl Notifier {
     }
 }
 
-/// Writes `change` to the stream; `false` once the stream is gone.
-async fn send(sink: &SubscriptionSink, change: Change) -> bool {
-    let sent = match change {
-        Change::ToolsListChanged => sink.notify_tool_list_changed().await,
-        Change::PromptsListChanged => sink.notify_prompt_list_changed().await,
-        Change::ResourcesListChanged => sink.notify_resource_list_changed().await,
-        Change::ResourceUpdated(uri) => sink.notify_resource_updated(uri).await,
+/// Writes `delivery` to the stream; `false` once the stream is gone.
+async fn send(context: &SubscriptionContext, delivery: Delivery) -> bool {
+    let sink = context.sink();
+    let sent = match delivery {
+        Delivery::Change(Change::ToolsListChanged) => sink.notify_tool_list_changed().await,
+        Delivery::Change(Change::PromptsListChanged) => sink.notify_prompt_list_changed().await,
+        Delivery::Change(Change::ResourcesListChanged) => sink.notify_resource_list_changed().await,
+        Delivery::Change(Change::ResourceUpdated(uri)) => sink.notify_resource_updated(uri).await,
+        // rmcp's sink refuses task statuses (its filter has no field for them yet), so
+        // they go through the listen request's peer, tagged as the sink tags the rest.
+        Delivery::Task(params) => {
+            let request = context.request_context();
+            let mut notification = ServerNotification::TaskStatusNotification(
+                TaskStatusNotification::new(TaskStatusNotificationParams::clone(&params)),
+            );
+            notification
+                .get_meta_mut()
+                .set_subscription_id(request.id.clone());
+            return request.peer.send_notification(notification).await.is_ok();
+        }
     };
     match sent {
         // Filtered before it was queued; a refusal here changes nothing.
@@ -307,7 +353,7 @@ impl Shared {
     /// whose queue is full. Never waits: it runs on the bus's subscriber task.
     fn deliver(&self, change: &Change) {
         self.streams().retain(|_, stream| {
-            !change.wanted_by(&stream.accepted) || stream.offer(change.clone())
+            !change.wanted_by(&stream.accepted) || stream.offer(Delivery::Change(change.clone()))
         });
     }
 
@@ -317,16 +363,16 @@ impl Shared {
         self.streams().retain(|_, stream| {
             Change::all_wanted_by(&stream.accepted)
                 .into_iter()
-                .all(|change| stream.offer(change))
+                .all(|change| stream.offer(Delivery::Change(change)))
         });
     }
 }
 
 impl Stream {
-    /// Queues `change`; `false` when the stream is gone or just closed for falling
+    /// Queues `delivery`; `false` when the stream is gone or just closed for falling
     /// behind (the caller forgets it then).
-    fn offer(&self, change: Change) -> bool {
-        match self.queue.try_send(change) {
+    fn offer(&self, delivery: Delivery) -> bool {
+        match self.queue.try_send(delivery) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!("a listen stream fell behind its buffer; closing it");
@@ -352,117 +398,4 @@ impl Drop for Registration<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changes_travel_as_small_json() {
-        for change in [
-            Change::ToolsListChanged,
-            Change::ResourceUpdated("test://x".into()),
-        ] {
-            let bytes = serde_json::to_vec(&change).unwrap();
-            assert_eq!(serde_json::from_slice::<Change>(&bytes).unwrap(), change);
-        }
-        assert_eq!(
-            serde_json::to_string(&Change::PromptsListChanged).unwrap(),
-            r#"{"kind":"prompts_list_changed"}"#
-        );
-    }
-
-    #[test]
-    fn filters_pick_what_a_stream_gets() {
-        let mut filter = SubscriptionFilter::default();
-        filter.tools_list_changed = Some(true);
-        filter.resource_subscriptions = Some(vec!["test://a".into()]);
-        assert!(Change::ToolsListChanged.wanted_by(&filter));
-        assert!(!Change::PromptsListChanged.wanted_by(&filter));
-        assert!(Change::ResourceUpdated("test://a".into()).wanted_by(&filter));
-        assert!(!Change::ResourceUpdated("test://b".into()).wanted_by(&filter));
-        assert_eq!(
-            Change::all_wanted_by(&filter),
-            [
-                Change::ToolsListChanged,
-                Change::ResourceUpdated("test://a".into())
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn places_are_bounded_and_come_back() {
-        let notifier = Notifier::new(
-            None,
-            &ListenSettings {
-                max_streams: 2,
-                stream_buffer: 4,
-            },
-            ListenMetrics::default(),
-        );
-        let a = notifier.reserve().unwrap();
-        let _b = notifier.reserve().unwrap();
-        assert!(notifier.reserve().is_none());
-        assert_eq!(notifier.shared.metrics.refused.get(), 1);
-        drop(a);
-        assert!(notifier.reserve().is_some());
-    }
-
-    /// A notifier's shared part holding one stream that accepted `accepted`, with a
-    /// queue of `buffer`: the stream's receiving end and its overflow token.
-    fn one_stream(
-        accepted: SubscriptionFilter,
-        buffer: usize,
-    ) -> (Shared, mpsc::Receiver<Change>, CancellationToken) {
-        let shared = Shared {
-            bus: None,
-            streams: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(0),
-            places: Arc::new(Semaphore::new(1)),
-            buffer,
-            metrics: ListenMetrics::default(),
-        };
-        let (queue, pending) = mpsc::channel(buffer);
-        let overflowed = CancellationToken::new();
-        shared.streams().insert(
-            0,
-            Stream {
-                accepted,
-                queue,
-                overflowed: overflowed.clone(),
-                closed_behind: shared.metrics.closed_behind.clone(),
-            },
-        );
-        (shared, pending, overflowed)
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_closes_its_stream() {
-        let mut accepted = SubscriptionFilter::default();
-        accepted.tools_list_changed = Some(true);
-        let (shared, mut pending, overflowed) = one_stream(accepted, 1);
-        shared.deliver(&Change::PromptsListChanged);
-        assert!(!overflowed.is_cancelled(), "not asked for, not queued");
-        shared.deliver(&Change::ToolsListChanged);
-        assert!(!overflowed.is_cancelled());
-        shared.deliver(&Change::ToolsListChanged);
-        assert!(overflowed.is_cancelled(), "the second one did not fit");
-        assert!(shared.streams().is_empty());
-        assert_eq!(shared.metrics.closed_behind.get(), 1);
-        assert_eq!(pending.recv().await, Some(Change::ToolsListChanged));
-    }
-
-    #[tokio::test]
-    async fn after_a_gap_a_stream_gets_everything_it_accepted() {
-        let mut accepted = SubscriptionFilter::default();
-        accepted.prompts_list_changed = Some(true);
-        accepted.resource_subscriptions = Some(vec!["test://a".into()]);
-        let (shared, mut pending, overflowed) = one_stream(accepted, 4);
-        shared.deliver_everything();
-        assert!(!overflowed.is_cancelled());
-        assert_eq!(pending.recv().await, Some(Change::PromptsListChanged));
-        assert_eq!(
-            pending.recv().await,
-            Some(Change::ResourceUpdated("test://a".into()))
-        );
-        assert!(pending.try_recv().is_err(), "nothing it did not accept");
-    }
-}
+mod tests;

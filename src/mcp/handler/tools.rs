@@ -38,6 +38,7 @@ pub use self::{
 use super::StatefulServer;
 use crate::{
     mcp::{error::ToolFailure, extensions::Deadline, handler::binding::Binding},
+    metrics::Metrics,
     sessions::SessionError,
 };
 
@@ -62,7 +63,7 @@ impl StatefulServer {
         binding: &Binding,
         op: impl Future<Output = Result<T, SessionError>>,
     ) -> Result<T, ToolFailure> {
-        until_deadline(binding.deadline(), op)
+        until_deadline(&self.metrics, binding.deadline(), op)
             .await
             .map_err(|e| match e {
                 SessionError::NotFound(_) => binding.not_found(),
@@ -73,8 +74,9 @@ impl StatefulServer {
 
 /// `op`'s outcome, or, when `deadline` passes first, that of an operation sent without
 /// an answer in time: it may have been applied (a retry with the same
-/// `idempotencyKey` applies it at most once).
+/// `idempotencyKey` applies it at most once); counted in `metrics` (step `tool`).
 async fn until_deadline<T>(
+    metrics: &Metrics,
     deadline: Option<Deadline>,
     op: impl Future<Output = Result<T, SessionError>>,
 ) -> Result<T, SessionError> {
@@ -82,6 +84,7 @@ async fn until_deadline<T>(
         return op.await;
     };
     deadline.bound(op).await.unwrap_or_else(|| {
+        metrics.deadline_expired("tool");
         Err(SessionError::OutcomeUnknown(
             "the request's deadline passed".to_owned(),
         ))

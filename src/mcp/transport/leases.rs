@@ -39,6 +39,33 @@ use crate::{
 /// The bus topic of session evictions; the payload is the session id.
 pub const EVICT_TOPIC: &str = "sessions.evict";
 
+/// Ends `principal`'s stored session `id` everywhere, as an HTTP DELETE does: the
+/// store's delete (record, indexes, tombstone), then an eviction on the bus so the
+/// replica holding its worker closes it at once (without a bus, or when the publish
+/// fails, holders find it gone at their next sweep). `false` when there was no such
+/// session.
+///
+/// # Errors
+/// [`SessionError`] when the store could not delete it (nothing was published then).
+pub(crate) async fn end_session(
+    sessions: &Sessions,
+    bus: Option<&Bus>,
+    principal: &str,
+    id: &str,
+) -> Result<bool, SessionError> {
+    if !sessions.delete(principal, id).await? {
+        return Ok(false);
+    }
+    if let Some(bus) = bus
+        && let Err(e) = bus.publish(EVICT_TOPIC, id.as_bytes()).await
+    {
+        // The session is gone from the store: other replicas' sweeps close their
+        // copies within a third of the lease.
+        tracing::warn!(error = %e, "session eviction not published");
+    }
+    Ok(true)
+}
+
 /// Evictions waiting for the keeper; beyond it they are dropped (the next sweep closes
 /// those workers).
 const EVICT_QUEUE: usize = 1024;

@@ -405,6 +405,7 @@ impl SessionManager for ReplicatedSessionManager {
             None => {
                 tracing::warn!("new session not persisted within the request's deadline");
                 self.metrics.store_error("transport");
+                self.metrics.deadline_expired("session_create");
                 let _ = self.close_session(id).await;
                 if let Some(slot) = slot {
                     slot.set(EdgeError::DeadlineExceeded);

@@ -1,7 +1,7 @@
 -- ARGV: task id, error (JSON). The sweep: an unfinished task whose lease ended fails
 -- with this error; a finished or vanished one leaves the index; a renewed one keeps its
--- place. Replies {'failed'}, {'live'} or {'skip'}.
-local f = redis.call('HMGET', key, 'status', 'lease')
+-- place. Replies {'failed', owner}, {'live'} or {'skip'}.
+local f = redis.call('HMGET', key, 'status', 'lease', 'owner')
 if not f[1] or is_terminal(f[1]) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return {'skip'}
@@ -12,4 +12,4 @@ if lease > now_ms() then
   return {'live'}
 end
 settle(ARGV[1], 'failed', 'error', ARGV[2])
-return {'failed'}
+return {'failed', f[3] or ''}

@@ -100,7 +100,7 @@ impl StatefulServer {
             retry,
             lease: None,
         });
-        let created = until_deadline(deadline(&ctx), create).await;
+        let created = until_deadline(&self.metrics, deadline(&ctx), create).await;
         let session = created.map_err(|e| self.errors.session(e))?;
         self.metrics.sessions_created.inc();
         let out = CreateOutput {
