@@ -29,6 +29,27 @@ pub const PREVIOUS_RELEASE_ENV: &str = "STATEFUL_MCP_PREVIOUS_RELEASE_BIN";
 /// in-flight calls, well inside.
 const EXIT_LIMIT: Duration = Duration::from_secs(15);
 
+/// The settings of every replica these tests start: a short keep-alive drain, so a
+/// restart takes a few seconds.
+const ENV: [(&str, &str); 2] = [
+    ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "2"),
+    ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "10"),
+];
+
+/// Three replicas of `binary` on free ports, sharing `redis_url` under `prefix`.
+async fn three_replicas(
+    binary: impl AsRef<std::path::Path>,
+    redis_url: &str,
+    prefix: &str,
+) -> (Vec<u16>, Vec<Process>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut replicas = Vec::new();
+    for &port in &ports {
+        replicas.push(Process::start_on(binary.as_ref(), port, redis_url, prefix, &ENV).await);
+    }
+    (ports, replicas)
+}
+
 /// The previous release's binary.
 ///
 /// # Panics
@@ -107,15 +128,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
     let previous = previous_release();
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("upgrade");
-    let env = [
-        ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "2"),
-        ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "10"),
-    ];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut replicas = Vec::new();
-    for &port in &ports {
-        replicas.push(Process::start_on(&previous, port, redis.url(), &prefix, &env).await);
-    }
+    let (ports, mut replicas) = three_replicas(&previous, redis.url(), &prefix).await;
     let old_version = server_info_version(&replicas[0].url()).await;
     assert_ne!(
         old_version,
@@ -147,7 +160,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
             tokio::time::sleep(Duration::from_millis(500)).await;
             let status = replica.terminate(EXIT_LIMIT).await;
             assert!(status.success(), "a drained replica exits 0: {status}");
-            *replica = Process::start_on(&binary, port, redis.url(), &prefix, &env).await;
+            *replica = Process::start_on(&binary, port, redis.url(), &prefix, &ENV).await;
             assert_eq!(
                 healthz_version(&http, port).await.as_deref(),
                 version,
@@ -193,15 +206,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back_loses_and_repeats_
 async fn a_rolling_restart_fails_no_concurrent_call_of_a_2025_era_session() {
     let redis = RedisServer::shared_or_start().await;
     let prefix = unique_prefix("restart-concurrent");
-    let env = [
-        ("STATEFUL_MCP__SERVER__KEEPALIVE_DRAIN_SECS", "2"),
-        ("STATEFUL_MCP__SERVER__SHUTDOWN_TIMEOUT_SECS", "10"),
-    ];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut replicas = Vec::new();
-    for &port in &ports {
-        replicas.push(Process::start_on(SERVER_BINARY, port, redis.url(), &prefix, &env).await);
-    }
+    let (ports, mut replicas) = three_replicas(SERVER_BINARY, redis.url(), &prefix).await;
     let nginx = Nginx::start(&ports);
     nginx.wait_ready().await;
     let mcp = nginx.url();
@@ -214,7 +219,7 @@ async fn a_rolling_restart_fails_no_concurrent_call_of_a_2025_era_session() {
                 status.success(),
                 "round {round}: a drained replica exits 0: {status}"
             );
-            *replica = Process::start_on(SERVER_BINARY, port, redis.url(), &prefix, &env).await;
+            *replica = Process::start_on(SERVER_BINARY, port, redis.url(), &prefix, &ENV).await;
         }
     }
     let readyz: Vec<String> = replicas.iter().map(|r| r.endpoint("/readyz")).collect();
