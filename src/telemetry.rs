@@ -61,7 +61,6 @@ impl Telemetry {
 /// sends on it.
 pub fn init(settings: &TelemetrySettings, replica_id: &str) -> Telemetry {
     let logs = log_filter(settings);
-    let registry = tracing_subscriber::registry();
     let (traces, provider) = match otlp::layer(settings, replica_id) {
         Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
         Ok(None) => (None, None),
@@ -70,9 +69,24 @@ pub fn init(settings: &TelemetrySettings, replica_id: &str) -> Telemetry {
             (None, None)
         }
     };
-    let registry = registry.with(traces);
-    let installed = match settings.format {
-        LogFormat::Json => registry
+    let registry = tracing_subscriber::registry();
+    // Without the exporter, the log filter is the subscriber's global filter, as if
+    // traces did not exist: every callsite it turns off is disabled once and for all.
+    // With it, each layer has its own filter (a quiet log, whole traces), which costs a
+    // per-layer check on the callsites either enables.
+    let installed = match (traces, settings.format) {
+        (None, LogFormat::Json) => registry
+            .with(logs)
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
+            .try_init(),
+        (None, LogFormat::Text) => registry.with(logs).with(fmt::layer()).try_init(),
+        (Some(traces), LogFormat::Json) => registry
+            .with(traces)
             .with(
                 fmt::layer()
                     .json()
@@ -81,7 +95,10 @@ pub fn init(settings: &TelemetrySettings, replica_id: &str) -> Telemetry {
                     .with_filter(logs),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_filter(logs)).try_init(),
+        (Some(traces), LogFormat::Text) => registry
+            .with(traces)
+            .with(fmt::layer().with_filter(logs))
+            .try_init(),
     };
     match (installed, provider) {
         (Ok(()), provider) => Telemetry { provider },
@@ -140,6 +157,20 @@ mod tests {
 
     #[test]
     fn without_the_exporter_the_exported_spans_are_disabled_callsites() {
+        // As `init` builds it without the exporter: the log filter is global.
+        let subscriber = tracing_subscriber::registry()
+            .with(log_filter(&settings()))
+            .with(fmt::layer().with_writer(std::io::sink));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: OTEL_TARGET, "request");
+            assert!(
+                span.is_disabled(),
+                "the log filter turned an exported span on"
+            );
+            assert!(!traces_on());
+            assert!(!tracing::error_span!("logged").is_disabled());
+        });
+        // And as a layer's own filter, as beside the exporter.
         let logs = fmt::layer()
             .with_writer(std::io::sink)
             .with_filter(log_filter(&settings()));
