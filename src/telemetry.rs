@@ -155,35 +155,31 @@ mod tests {
         }
     }
 
+    /// Under the current subscriber, the exported spans are disabled and logged ones
+    /// are not.
+    fn exported_spans_are_off() {
+        let span = tracing::info_span!(target: OTEL_TARGET, "request");
+        assert!(
+            span.is_disabled(),
+            "the log filter turned an exported span on"
+        );
+        assert!(!traces_on());
+        assert!(!tracing::error_span!("logged").is_disabled());
+    }
+
     #[test]
     fn without_the_exporter_the_exported_spans_are_disabled_callsites() {
         // As `init` builds it without the exporter: the log filter is global.
-        let subscriber = tracing_subscriber::registry()
+        let global = tracing_subscriber::registry()
             .with(log_filter(&settings()))
             .with(fmt::layer().with_writer(std::io::sink));
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!(target: OTEL_TARGET, "request");
-            assert!(
-                span.is_disabled(),
-                "the log filter turned an exported span on"
-            );
-            assert!(!traces_on());
-            assert!(!tracing::error_span!("logged").is_disabled());
-        });
+        tracing::subscriber::with_default(global, exported_spans_are_off);
         // And as a layer's own filter, as beside the exporter.
         let logs = fmt::layer()
             .with_writer(std::io::sink)
             .with_filter(log_filter(&settings()));
-        let subscriber = tracing_subscriber::registry().with(logs);
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!(target: OTEL_TARGET, "request");
-            assert!(
-                span.is_disabled(),
-                "the log filter turned an exported span on"
-            );
-            assert!(!traces_on());
-            assert!(!tracing::error_span!("logged").is_disabled());
-        });
+        let per_layer = tracing_subscriber::registry().with(logs);
+        tracing::subscriber::with_default(per_layer, exported_spans_are_off);
     }
 
     #[test]

@@ -15,11 +15,11 @@ use crate::{
             tools_call_2026,
         },
         redis_server::{RedisServer, unique_prefix},
-        replica::{CONFORMANCE_BINARY, Process, Replica, SERVER_BINARY},
+        replica::{CONFORMANCE_BINARY, Process, Replica},
         sse::{Event, EventReader},
         wait::{wait_until, within},
     },
-    tasks::{ENDLESS, TASKS_EXTENSION, start, task_call},
+    tasks::{ENDLESS, TASKS_EXTENSION, runner_and_sweeper, start, task_call},
 };
 
 /// The JSON-RPC message of `event`.
@@ -252,23 +252,7 @@ async fn the_shipping_handlers_listen_streams_carry_task_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_task_is_told_failed_by_the_replica_that_sweeps_it() {
     let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("task-status-dead");
-    let mut a = Process::start(
-        SERVER_BINARY,
-        redis.url(),
-        &prefix,
-        &[
-            ("STATEFUL_MCP__TASKS__LEASE_MS", "1000"),
-            ("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200"),
-        ],
-    )
-    .await;
-    let b = Replica::start(
-        redis.url(),
-        &prefix,
-        &[("STATEFUL_MCP__TASKS__SWEEP_INTERVAL_MS", "100")],
-    )
-    .await;
+    let (mut a, b) = runner_and_sweeper(redis.url(), &unique_prefix("task-status-dead")).await;
     ready(a.endpoint("/readyz")).await;
     ready(b.endpoint("/readyz")).await;
     let http = Client::new();

@@ -435,26 +435,33 @@ async fn a_task_waiting_for_input_gives_up_after_the_input_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
-    let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("tasks-dead");
-    let mut a = Process::start(
+/// A replica run as the binary (so a test can kill it) whose tasks' leases last 1 s,
+/// and an in-process one that sweeps for expired leases every 100 ms, on `redis_url`
+/// under `prefix`.
+pub(crate) async fn runner_and_sweeper(redis_url: &str, prefix: &str) -> (Process, Replica) {
+    let runner = Process::start(
         env!("CARGO_BIN_EXE_stateful-mcp"),
-        redis.url(),
-        &prefix,
+        redis_url,
+        prefix,
         &[
             ("STATEFUL_MCP__TASKS__LEASE_MS", "1000"),
             ("STATEFUL_MCP__TASKS__RENEW_INTERVAL_MS", "200"),
         ],
     )
     .await;
-    let b = Replica::start(
-        redis.url(),
-        &prefix,
+    let sweeper = Replica::start(
+        redis_url,
+        prefix,
         &[("STATEFUL_MCP__TASKS__SWEEP_INTERVAL_MS", "100")],
     )
     .await;
+    (runner, sweeper)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_task_fails_once_its_lease_ran_out() {
+    let redis = RedisServer::shared_or_start().await;
+    let (mut a, b) = runner_and_sweeper(redis.url(), &unique_prefix("tasks-dead")).await;
     let http = Client::new();
     let a_url = a.url();
     retry("A starts", async || {
