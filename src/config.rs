@@ -162,6 +162,7 @@ impl Settings {
         self.tasks.validate()?;
         self.mrtr.validate()?;
         self.listen.validate()?;
+        self.telemetry.validate()?;
         if self.tools.prime_count_cache_ttl_secs > self.cache.max_ttl_secs {
             return Err(ConfigError::Invalid {
                 key: "tools.prime_count_cache_ttl_secs",
