@@ -3,7 +3,8 @@
 //! A deadpool pool of redis-rs multiplexed connections to the deployment's one writable
 //! node (`redis_pool/target.rs`: one node, or the primary the sentinels name), or of
 //! redis-rs cluster connections on a Redis Cluster (`redis_pool/cluster.rs`), handed out
-//! as a [`PooledConnection`] (`redis_pool/connection.rs`). It is built with our own
+//! as a [`PooledConnection`] (`redis_pool/connection.rs`). Checkouts share a node's
+//! connection (their commands pipelined on it) unless `redis.replica_acks` is set. It is built with our own
 //! manager for two reasons: deadpool-redis's manager sends a `PING` on every checkout
 //! (one more round trip per request), and it cannot set redis-rs's command and connect
 //! timeouts. Here a checkout costs nothing on a connection that worked, and a node's
@@ -81,11 +82,6 @@ pub enum RedisPoolError {
 pub struct RedisPool {
     pool: managed::Pool<Manager>,
     shared: Arc<Shared>,
-    connection_config: AsyncConnectionConfig,
-    command_timeout: Duration,
-    connect_timeout: Duration,
-    /// The most a checkout may take, waiting and connecting together.
-    checkout_timeout: Duration,
 }
 
 /// What the pool, its manager and its connections share.
@@ -96,6 +92,18 @@ struct Shared {
     acks: Option<(u32, u64)>,
     /// The names of the stores' scripts, for the spans of their round trips.
     script_names: trace::ScriptNames,
+    connection_config: AsyncConnectionConfig,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    /// The most a checkout may take, waiting and connecting together.
+    checkout_timeout: Duration,
+    /// Whether a checkout holds its connection alone: with `redis.replica_acks` (a `WAIT`
+    /// blocks the connection it is sent on) and on a Redis Cluster (see
+    /// `redis_pool/connection.rs`).
+    exclusive: bool,
+    /// Held by a shared checkout that finds no idle connection, so a burst of them on
+    /// an empty pool opens one connection that they all share, not one each.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// Lifetime totals of the pool, for `/metrics` and `resource_stats`.
@@ -142,39 +150,43 @@ impl RedisPool {
     /// # Errors
     /// When a URL is not a valid Redis URL, or `redis.tls_ca_file` cannot be read.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisPoolError> {
-        let shared = Arc::new(Shared {
-            target: Target::new(settings)?,
-            counters: Counters::default(),
-            acks: (settings.replica_acks > 0)
-                .then_some((settings.replica_acks, settings.replica_ack_timeout_ms)),
-            script_names: trace::ScriptNames::default(),
-        });
+        let target = Target::new(settings)?;
         let command_timeout = Duration::from_millis(settings.command_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let connection_config = AsyncConnectionConfig::new()
             .set_response_timeout(Some(command_timeout))
             .set_connection_timeout(Some(connect_timeout));
-        let manager = Manager {
-            shared: shared.clone(),
-            config: connection_config.clone(),
-        };
         let wait = Duration::from_millis(settings.pool_wait_timeout_ms);
-        let pool = managed::Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .wait_timeout(Some(wait))
-            .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
-            .recycle_timeout(Some(wait))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| RedisPoolError::Unavailable(e.to_string()))?;
-        Ok(Self {
-            pool,
-            shared,
-            connection_config,
+        let shared = Arc::new(Shared {
+            exclusive: settings.replica_acks > 0 || target.cluster().is_some(),
+            target,
+            counters: Counters::default(),
+            acks: (settings.replica_acks > 0)
+                .then_some((settings.replica_acks, settings.replica_ack_timeout_ms)),
+            script_names: trace::ScriptNames::default(),
+            connection_config: connection_config.clone(),
             command_timeout,
             connect_timeout,
             checkout_timeout: wait.max(connect_timeout),
-        })
+            opening: tokio::sync::Mutex::new(()),
+        });
+        let manager = Manager {
+            shared: shared.clone(),
+            config: connection_config,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(wait))
+            // The connection given back last is handed out first: shared checkouts
+            // return theirs at once, so one connection carries the load while it
+            // suffices and another opens only for checkouts that overlap.
+            .queue_mode(managed::QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| RedisPoolError::Unavailable(e.to_string()))?;
+        Ok(Self { pool, shared })
     }
 
     /// Names the Lua `scripts` a store runs, for the exported spans of their round
@@ -186,7 +198,8 @@ impl RedisPool {
     }
 
     /// Checks out a connection, within the longer of `redis.pool_wait_timeout_ms` and
-    /// `redis.connect_timeout_ms` in all, so a request that needs Redis answers within
+    /// `redis.connect_timeout_ms` in all (a shared checkout waits only while another
+    /// opens the connection it will share), so a request that needs Redis answers within
     /// that plus `redis.command_timeout_ms` per command.
     ///
     /// # Errors
@@ -196,21 +209,28 @@ impl RedisPool {
     /// Cancel safe: a connection being opened for a cancelled checkout is dropped and
     /// its slot freed.
     pub async fn get(&self) -> Result<PooledConnection, RedisPoolError> {
-        let checkout = match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
+        let exclusive = self.shared.exclusive;
+        // Boxed: deadpool's checkout holds the opening of a connection (redis-rs's
+        // connect) inline, 7 KiB that every caller's future would carry, and copy.
+        let checkout: futures::future::BoxFuture<'_, _> = Box::pin(async {
+            if exclusive || self.pool.status().available > 0 {
+                return self.pool.get().await;
+            }
+            let _opening = self.shared.opening.lock().await;
+            self.pool.get().await
+        });
+        let checkout = match tokio::time::timeout(self.shared.checkout_timeout, checkout).await {
             Ok(Ok(inner)) => {
                 self.shared
                     .counters
                     .borrowed
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(PooledConnection {
-                    inner,
-                    shared: self.shared.clone(),
-                });
+                return Ok(PooledConnection::new(inner, exclusive, self.shared.clone()));
             }
             Ok(Err(e)) => RedisPoolError::Unavailable(e.to_string()),
             Err(_) => RedisPoolError::Unavailable(format!(
                 "no connection within {:?}",
-                self.checkout_timeout
+                self.shared.checkout_timeout
             )),
         };
         self.shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +240,11 @@ impl RedisPool {
     /// A connection without response timeout to the one writable node (standalone or
     /// Sentinel).
     async fn dedicated_on_node(&self) -> Result<MultiplexedConnection, RedisError> {
-        let config = self.connection_config.clone().set_response_timeout(None);
+        let config = self
+            .shared
+            .connection_config
+            .clone()
+            .set_response_timeout(None);
         let (client, epoch) = self.shared.target.node().await?;
         client
             .get_multiplexed_async_connection_with_config(&config)
@@ -260,7 +284,11 @@ impl RedisPool {
                 key_slot(key.as_bytes()).to_string(),
             ))
         })?;
-        let config = self.connection_config.clone().set_response_timeout(None);
+        let config = self
+            .shared
+            .connection_config
+            .clone()
+            .set_response_timeout(None);
         cluster.connect_node(node, &config, false).await
     }
 
@@ -308,6 +336,7 @@ impl RedisPool {
             ))
         })?;
         let config = self
+            .shared
             .connection_config
             .clone()
             .set_response_timeout(None)
@@ -398,13 +427,13 @@ impl RedisPool {
 
     /// How long one command may take on a pooled connection (`redis.command_timeout_ms`).
     pub fn command_timeout(&self) -> Duration {
-        self.command_timeout
+        self.shared.command_timeout
     }
 
     /// How long establishing a connection may take (`redis.connect_timeout_ms`); also the
     /// bound for connections redis-rs opens without a timeout of its own (pub/sub).
     pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+        self.shared.connect_timeout
     }
 
     /// What readiness checks: `PING` through the pool; on a Redis Cluster, that every
@@ -429,18 +458,21 @@ impl RedisPool {
             futures::future::join_all(masters.masters().into_iter().map(|node| async move {
                 let ping = async {
                     let mut conn = cluster
-                        .connect_node(node, &self.connection_config, false)
+                        .connect_node(node, &self.shared.connection_config, false)
                         .await?;
                     redis::cmd("PING").query_async::<()>(&mut conn).await
                 };
-                tokio::time::timeout(self.connect_timeout + self.command_timeout, ping)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(RedisError::from(std::io::Error::from(
-                            std::io::ErrorKind::TimedOut,
-                        )))
-                    })
-                    .map_err(|e| RedisPoolError::Unavailable(format!("master {node}: {e}")))
+                tokio::time::timeout(
+                    self.shared.connect_timeout + self.shared.command_timeout,
+                    ping,
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                })
+                .map_err(|e| RedisPoolError::Unavailable(format!("master {node}: {e}")))
             }))
             .await;
         answers.into_iter().collect()

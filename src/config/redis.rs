@@ -55,7 +55,10 @@ pub struct RedisSettings {
     pub tls_ca_file: std::path::PathBuf,
     /// Prefix of every key and channel this deployment writes.
     pub key_prefix: String,
-    /// Largest number of pooled multiplexed connections.
+    /// Largest number of pooled multiplexed connections. Requests share them (their
+    /// commands pipelined on one socket), so one carries the load until checkouts
+    /// overlap; with `replica_acks` (`WAIT` blocks the connection it is sent on) and in
+    /// `cluster` mode each request holds one alone.
     pub pool_size: usize,
     /// How long a request waits for a free pooled connection; waiting and connecting
     /// together take at most the longer of this and `connect_timeout_ms`.

@@ -2,6 +2,15 @@
 //! connection or a cluster connection, the state-changing scripts it runs (with their
 //! `WAIT`), the commands of several slots it runs at once, and the deadpool manager that
 //! opens and recycles the connections.
+//!
+//! A checkout is a clone of a pooled connection: the commands of every request that
+//! holds one share its socket, so Redis reads and answers many of them per system call
+//! (redis-rs writes what is queued in one write and matches replies in order). A
+//! checkout holds its connection alone with `redis.replica_acks`, since `WAIT` blocks the
+//! connection it is sent on and every command queued behind it would wait too, and on a
+//! Redis Cluster: a redis-rs 1.8 cluster connection shared by concurrent callers let
+//! `MOVED` replies through to some of them during a slot migration (spending its retries
+//! while the slot map is rebuilt), where connections held alone followed every one.
 
 use std::sync::{
     Arc,
@@ -31,8 +40,12 @@ const MAX_LOADS: u32 = 2;
 /// A pooled connection; use it wherever redis-rs takes a `ConnectionLike`. On a Redis
 /// Cluster each command goes to the master of its key's slot.
 pub struct PooledConnection {
-    pub(super) inner: managed::Object<Manager>,
-    pub(super) shared: Arc<Shared>,
+    conn: Connection,
+    health: Arc<Health>,
+    /// The pooled object, kept for the whole checkout when the connection may not be
+    /// shared (`WAIT` behind scripts); `None` when it went back to the pool at once.
+    _held: Option<managed::Object<Manager>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for PooledConnection {
@@ -49,8 +62,8 @@ impl ConnectionLike for PooledConnection {
         let span = trace::round_trip(&self.shared.script_names, Some(cmd), 1);
         Box::pin(
             async move {
-                let result = self.inner.conn.req_packed_command(cmd).await;
-                self.inner.note(&result, &self.shared);
+                let result = self.conn.req_packed_command(cmd).await;
+                self.note(&result);
                 result
             }
             .instrument(span),
@@ -70,12 +83,8 @@ impl ConnectionLike for PooledConnection {
         );
         Box::pin(
             async move {
-                let result = self
-                    .inner
-                    .conn
-                    .req_packed_commands(pipeline, offset, count)
-                    .await;
-                self.inner.note(&result, &self.shared);
+                let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+                self.note(&result);
                 result
             }
             .instrument(span),
@@ -83,11 +92,45 @@ impl ConnectionLike for PooledConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.conn.get_db()
+        self.conn.get_db()
     }
 }
 
 impl PooledConnection {
+    /// A checkout of `object`: shared (a clone of its connection, the object back in
+    /// the pool when this returns) unless `exclusive`.
+    pub(super) fn new(
+        object: managed::Object<Manager>,
+        exclusive: bool,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            conn: object.conn.clone(),
+            health: object.health.clone(),
+            _held: exclusive.then_some(object),
+            shared,
+        }
+    }
+
+    /// Condemns a node's connection after a transport error, or a `READONLY` refusal
+    /// (its node was demoted), so the pool opens a new one at its next checkout (the
+    /// other requests sharing it finish on it); tells the target, which may forget the
+    /// node. A cluster connection is never condemned: it reconnects to a node it lost,
+    /// and refreshes its slot map when redirected, by itself (opening a new one would
+    /// connect to every node again, the one that is down included).
+    fn note<T>(&self, result: &Result<T, RedisError>) {
+        let Err(e) = result else { return };
+        if matches!(self.conn, Connection::Cluster(_))
+            || !(target::is_transport_error(e) || target::is_read_only(e))
+        {
+            return;
+        }
+        self.shared.target.saw_error(self.health.epoch, e);
+        if !self.health.broken.swap(true, Ordering::Relaxed) {
+            self.shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Runs a state-changing script and, with `redis.replica_acks` = N > 0, a `WAIT N`
     /// pipelined behind it (one round trip): the reply counts only once N replicas
     /// have its writes. A script that wrote nothing waits for nothing. On a Redis
@@ -112,7 +155,7 @@ impl PooledConnection {
             pipe.cmd("WAIT").arg(wanted).arg(timeout_ms);
             wanted
         });
-        let route = match self.inner.conn {
+        let route = match self.conn {
             Connection::Cluster(_) => pipe.cmd_iter().next().and_then(script_route),
             Connection::Node(_) => None,
         };
@@ -148,7 +191,7 @@ impl PooledConnection {
         pipe: &Pipeline,
         route: Option<Route>,
     ) -> Result<Vec<Value>, RedisError> {
-        let replies = match &mut self.inner.conn {
+        let replies = match &mut self.conn {
             Connection::Cluster(conn) => {
                 let span = trace::round_trip(
                     &self.shared.script_names,
@@ -175,7 +218,7 @@ impl PooledConnection {
         invocation: &ScriptInvocation<'_>,
         route: Option<Route>,
     ) -> Result<(), RedisError> {
-        let Connection::Cluster(conn) = &self.inner.conn else {
+        let Connection::Cluster(conn) = &self.conn else {
             invocation.load_async(self).await?;
             return Ok(());
         };
@@ -200,7 +243,7 @@ impl PooledConnection {
     /// Runs `cmd` on one master: any master of a cluster (masters learn a changed slot
     /// map first), the one node otherwise.
     pub(super) async fn on_a_master(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
-        match &mut self.inner.conn {
+        match &mut self.conn {
             Connection::Cluster(conn) => conn
                 .route_command(
                     cmd.clone(),
@@ -220,7 +263,7 @@ impl PooledConnection {
     /// # Errors
     /// The first command that fails.
     pub async fn each(&mut self, commands: &[Cmd]) -> Result<Vec<Value>, RedisError> {
-        let Connection::Cluster(conn) = &self.inner.conn else {
+        let Connection::Cluster(conn) = &self.conn else {
             let mut pipe = redis::pipe();
             for command in commands {
                 pipe.add_command(command.clone());
@@ -308,7 +351,8 @@ impl ConnectionLike for OnNodes {
 }
 
 /// One node's multiplexed connection, or a cluster connection (a multiplexed connection
-/// per node, routing by slot).
+/// per node, routing by slot); a clone shares the original's sockets.
+#[derive(Clone)]
 pub(super) enum Connection {
     Node(MultiplexedConnection),
     Cluster(ClusterConnection),
@@ -342,32 +386,17 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// One pooled connection, the target epoch it was opened in, and whether an error has
-/// condemned it.
+/// One pooled connection and its health, which its checkouts share.
 pub(super) struct Conn {
     conn: Connection,
-    epoch: u64,
-    broken: AtomicBool,
+    health: Arc<Health>,
 }
 
-impl Conn {
-    /// Condemns a node's connection after a transport error, or a `READONLY` refusal
-    /// (its node was demoted); tells the target, which may forget the node. A cluster
-    /// connection is never condemned: it reconnects to a node it lost, and refreshes its
-    /// slot map when redirected, by itself (opening a new one would connect to every node
-    /// again, the one that is down included).
-    fn note<T>(&self, result: &Result<T, RedisError>, shared: &Shared) {
-        let Err(e) = result else { return };
-        if matches!(self.conn, Connection::Cluster(_))
-            || !(target::is_transport_error(e) || target::is_read_only(e))
-        {
-            return;
-        }
-        shared.target.saw_error(self.epoch, e);
-        if !self.broken.swap(true, Ordering::Relaxed) {
-            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+/// The target epoch a pooled connection was opened in, and whether an error on it (on
+/// any checkout) has condemned it.
+struct Health {
+    epoch: u64,
+    broken: AtomicBool,
 }
 
 /// Opens the pool's connections (to the target's node, or to the cluster) and decides
@@ -397,18 +426,20 @@ impl managed::Manager for Manager {
         self.shared.counters.created.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             conn,
-            epoch,
-            broken: AtomicBool::new(false),
+            health: Arc::new(Health {
+                epoch,
+                broken: AtomicBool::new(false),
+            }),
         })
     }
 
     async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<RedisError> {
         // A connection that timed out may still deliver the late reply; one that saw an
         // I/O error is gone. Either way a fresh one is cheaper than guessing.
-        if conn.broken.load(Ordering::Relaxed) {
+        if conn.health.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message("connection saw a transport error"));
         }
-        if conn.epoch != self.shared.target.epoch() {
+        if conn.health.epoch != self.shared.target.epoch() {
             return Err(RecycleError::message("the primary may have moved"));
         }
         Ok(())

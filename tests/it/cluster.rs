@@ -392,8 +392,8 @@ async fn a_slot_migrated_under_keyed_writes_costs_retries_not_wrong_answers() {
     let counted = counted_once(&cluster, &keys).await;
     eprintln!(
         "slot {slot} migrated in {moved:?} under {WRITERS} writers: {} ids, {} attempts, \
-         {} failed, worst attempt {:?}",
-        seen.acknowledged, seen.attempts, seen.failures, seen.worst
+         {} failed, worst attempt {:?}, errors {:?}",
+        seen.acknowledged, seen.attempts, seen.failures, seen.worst, seen.errors
     );
     assert_eq!(
         counted, seen.acknowledged,

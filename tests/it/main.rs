@@ -25,6 +25,7 @@ mod listen;
 mod metrics;
 mod outage;
 mod rate_limit;
+mod redis_pool;
 mod redis_tls;
 mod replicas;
 mod request_state;
