@@ -309,16 +309,22 @@ impl Edge {
 /// (`stateful_mcp_request_deadlines_expired_total`) and as a failure of the store the
 /// step waited on (`stateful_mcp_store_errors_total{component="transport"}`, as the
 /// session manager counts a new session's late writes).
-async fn within<T>(
-    metrics: &Metrics,
+///
+/// A combinator rather than an `async fn`, which would keep `future` as an argument
+/// beside the deadline's timeout holding it: the request's future would carry each
+/// step twice (and copy it).
+fn within<'a, T>(
+    metrics: &'a Metrics,
     deadline: Deadline,
     step: &'static str,
-    future: impl Future<Output = T>,
-) -> Result<T, EdgeError> {
-    deadline.bound(future).await.ok_or_else(|| {
-        metrics.store_error("transport");
-        metrics.deadline_expired(step);
-        tracing::warn!(target: LOG_TARGET, step, "request deadline passed");
-        EdgeError::DeadlineExceeded
+    future: impl Future<Output = T> + 'a,
+) -> impl Future<Output = Result<T, EdgeError>> + 'a {
+    futures::FutureExt::map(deadline.bound(future), move |output| {
+        output.ok_or_else(|| {
+            metrics.store_error("transport");
+            metrics.deadline_expired(step);
+            tracing::warn!(target: LOG_TARGET, step, "request deadline passed");
+            EdgeError::DeadlineExceeded
+        })
     })
 }

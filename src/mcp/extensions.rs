@@ -53,8 +53,10 @@ impl Deadline {
     /// # Cancel safety
     /// As `step`'s own: a store call dropped after it was sent may still have been
     /// applied, which is why a tool reports such a call's outcome as unknown.
-    pub async fn bound<F: Future>(self, step: F) -> Option<F::Output> {
-        tokio::time::timeout_at(self.0, step).await.ok()
+    pub fn bound<F: Future>(self, step: F) -> impl Future<Output = Option<F::Output>> {
+        // A combinator, not an `async fn`: one would keep `step` as an argument beside
+        // the timeout that holds it, doubling what every caller's future carries.
+        futures::FutureExt::map(tokio::time::timeout_at(self.0, step), Result::ok)
     }
 }
 
