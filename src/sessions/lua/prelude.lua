@@ -9,9 +9,11 @@
 -- index is not touched here (it scores a session by how long it is known to live,
 -- which only creates, deletes and the checks at the cap and in upkeep move).
 --
--- Every call costs four commands (HMGET, TIME, PEXPIRE and the operation's own), since
--- each `redis.call` costs about as much as the command it runs: `accessed` is written
--- at most once a second. A script that defines `peek` (a field name) before this head
+-- Every call costs three commands (HMGET, TIME and the operation's own), since each
+-- `redis.call` costs about as much as the command it runs: `accessed` is written and
+-- the expiry slid together, at most once a second (a quarter of the timeout when that
+-- is shorter), so a session's key lives at least three quarters of its sliding
+-- timeout, and all of it less a second, after its last call. A script that defines `peek` (a field name) before this head
 -- gets that field's value in `head[3]` from the same HMGET.
 local key = KEYS[1]
 local head
@@ -26,9 +28,9 @@ end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = string.format('%.0f', now_ms)
-redis.call('PEXPIRE', key, ARGV[2])
-if now_ms - (tonumber(head[2]) or 0) >= 1000 then
+if now_ms - (tonumber(head[2]) or 0) >= math.min(1000, tonumber(ARGV[2]) / 4) then
   redis.call('HSET', key, 'accessed', now)
+  redis.call('PEXPIRE', key, ARGV[2])
 end
 
 -- Sets (value ~= nil) or deletes one data field; false when the limit would be exceeded.
