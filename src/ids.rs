@@ -1,7 +1,5 @@
 //! Unguessable identifiers for sessions and handles.
 
-use std::fmt::Write;
-
 /// Random bytes in every minted id: 160 bits, above the 128 the MCP security rules ask for.
 const ID_BYTES: usize = 20;
 
@@ -19,12 +17,13 @@ pub fn mint() -> String {
 
 /// `bytes` as lowercase hex: how ids, fingerprints and key digests are written.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Whether `id` has the shape [`mint`] produces; anything else is rejected before it
@@ -52,6 +51,12 @@ mod tests {
         assert_eq!(fingerprint(&id).len(), 12);
         assert!(!id.contains(&fingerprint(&id)));
         assert_ne!(fingerprint(&id), fingerprint(&mint()));
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]

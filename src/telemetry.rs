@@ -137,14 +137,41 @@ impl RequestId {
             {
                 Self(v.to_owned())
             }
-            _ => Self(crate::ids::mint()[..16].to_owned()),
+            _ => Self::mint(),
         }
+    }
+
+    /// 16 hex digits: 32 random bits drawn once per process, then a counter. A request
+    /// id only tells requests apart in logs (a caller may pick its own), so it needs no
+    /// secret; minting each from the operating system's random source cost a system
+    /// call per request.
+    fn mint() -> Self {
+        static PROCESS: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| crate::ids::mint()[..8].to_owned());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(format!("{}{n:08x}", *PROCESS))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_the_callers_when_usable_else_distinct_minted_ones() {
+        assert_eq!(RequestId::from_header(Some("abc-1")).0, "abc-1");
+        let a = RequestId::from_header(None).0;
+        let b = RequestId::from_header(Some("bad id")).0;
+        let long = "x".repeat(65);
+        let c = RequestId::from_header(Some(&long)).0;
+        for id in [&a, &b, &c] {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        assert!(a != b && b != c && a != c);
+        assert_eq!(a[..8], b[..8], "one process, one prefix");
+    }
 
     fn settings() -> TelemetrySettings {
         TelemetrySettings {
