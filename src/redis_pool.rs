@@ -97,13 +97,18 @@ struct Shared {
     connect_timeout: Duration,
     /// The most a checkout may take, waiting and connecting together.
     checkout_timeout: Duration,
-    /// Whether a checkout holds its connection alone: with `redis.replica_acks` (a `WAIT`
-    /// blocks the connection it is sent on) and on a Redis Cluster (see
-    /// `redis_pool/connection.rs`).
-    exclusive: bool,
     /// Held by a shared checkout that finds no idle connection, so a burst of them on
     /// an empty pool opens one connection that they all share, not one each.
     opening: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// Whether a checkout holds its connection alone: with `redis.replica_acks` (a
+    /// `WAIT` blocks the connection it is sent on) and on a Redis Cluster (see
+    /// `redis_pool/connection.rs`).
+    fn exclusive(&self) -> bool {
+        self.acks.is_some() || self.target.cluster().is_some()
+    }
 }
 
 /// Lifetime totals of the pool, for `/metrics` and `resource_stats`.
@@ -158,7 +163,6 @@ impl RedisPool {
             .set_connection_timeout(Some(connect_timeout));
         let wait = Duration::from_millis(settings.pool_wait_timeout_ms);
         let shared = Arc::new(Shared {
-            exclusive: settings.replica_acks > 0 || target.cluster().is_some(),
             target,
             counters: Counters::default(),
             acks: (settings.replica_acks > 0)
@@ -209,7 +213,7 @@ impl RedisPool {
     /// Cancel safe: a connection being opened for a cancelled checkout is dropped and
     /// its slot freed.
     pub async fn get(&self) -> Result<PooledConnection, RedisPoolError> {
-        let exclusive = self.shared.exclusive;
+        let exclusive = self.shared.exclusive();
         // Boxed: deadpool's checkout holds the opening of a connection (redis-rs's
         // connect) inline, 7 KiB that every caller's future would carry, and copy.
         let checkout: futures::future::BoxFuture<'_, _> = Box::pin(async {
@@ -225,7 +229,7 @@ impl RedisPool {
                     .counters
                     .borrowed
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(PooledConnection::new(inner, exclusive, self.shared.clone()));
+                return Ok(PooledConnection::new(inner, self.shared.clone()));
             }
             Ok(Err(e)) => RedisPoolError::Unavailable(e.to_string()),
             Err(_) => RedisPoolError::Unavailable(format!(

@@ -43,7 +43,8 @@ pub struct PooledConnection {
     conn: Connection,
     health: Arc<Health>,
     /// The pooled object, kept for the whole checkout when the connection may not be
-    /// shared (`WAIT` behind scripts); `None` when it went back to the pool at once.
+    /// shared (`WAIT` behind scripts, a cluster); `None` when it went back to the pool
+    /// at once.
     _held: Option<managed::Object<Manager>>,
     shared: Arc<Shared>,
 }
@@ -98,16 +99,12 @@ impl ConnectionLike for PooledConnection {
 
 impl PooledConnection {
     /// A checkout of `object`: shared (a clone of its connection, the object back in
-    /// the pool when this returns) unless `exclusive`.
-    pub(super) fn new(
-        object: managed::Object<Manager>,
-        exclusive: bool,
-        shared: Arc<Shared>,
-    ) -> Self {
+    /// the pool when this returns) unless the pool's checkouts are exclusive.
+    pub(super) fn new(object: managed::Object<Manager>, shared: Arc<Shared>) -> Self {
         Self {
             conn: object.conn.clone(),
             health: object.health.clone(),
-            _held: exclusive.then_some(object),
+            _held: shared.exclusive().then_some(object),
             shared,
         }
     }
