@@ -88,6 +88,32 @@ async fn ready(readyz: String) {
     .await;
 }
 
+/// Two replicas of the shipped binary on `redis` sharing a new key prefix named after
+/// `test`, both ready.
+async fn two_replicas(redis: &RedisServer, test: &str) -> (Replica, Replica) {
+    let prefix = unique_prefix(test);
+    let a = Replica::start(redis.url(), &prefix, &[]).await;
+    let b = Replica::start(redis.url(), &prefix, &[]).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
+    (a, b)
+}
+
+/// Two replicas of the conformance binary (which serves the task tools) with `env`,
+/// as [`two_replicas`].
+async fn two_conformance_replicas(
+    redis: &RedisServer,
+    test: &str,
+    env: &[(&str, &str)],
+) -> (Process, Process) {
+    let prefix = unique_prefix(test);
+    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, env).await;
+    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, env).await;
+    ready(a.endpoint("/readyz")).await;
+    ready(b.endpoint("/readyz")).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_on_one_replica_is_told_to_its_owners_streams_on_another_and_no_one_elses() {
     let dir = KeyDir::new("task-status");
@@ -96,11 +122,7 @@ async fn a_task_on_one_replica_is_told_to_its_owners_streams_on_another_and_no_o
         &[("alice", "key-a"), ("bob", "key-b")],
     ));
     let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("task-status");
-    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &as_refs(&env)).await;
-    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &as_refs(&env)).await;
-    ready(a.endpoint("/readyz")).await;
-    ready(b.endpoint("/readyz")).await;
+    let (a, b) = two_conformance_replicas(&redis, "task-status", &as_refs(&env)).await;
     let (alice, bob) = (bearer_client("key-a"), bearer_client("key-b"));
 
     let mut alices = listen(&alice, &b.url(), 1).await;
@@ -132,11 +154,7 @@ async fn a_task_on_one_replica_is_told_to_its_owners_streams_on_another_and_no_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2025_session_gets_the_statuses_of_the_task_it_started() {
     let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("task-status-2025");
-    let a = Replica::start(redis.url(), &prefix, &[]).await;
-    let b = Replica::start(redis.url(), &prefix, &[]).await;
-    ready(a.endpoint("/readyz")).await;
-    ready(b.endpoint("/readyz")).await;
+    let (a, b) = two_replicas(&redis, "task-status-2025").await;
     let http = Client::new();
 
     let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -182,11 +200,7 @@ async fn a_2025_session_gets_the_statuses_of_the_task_it_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_is_told_waiting_for_input_working_again_and_cancelled() {
     let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("task-status-changes");
-    let a = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
-    let b = Process::start(CONFORMANCE_BINARY, redis.url(), &prefix, &[]).await;
-    ready(a.endpoint("/readyz")).await;
-    ready(b.endpoint("/readyz")).await;
+    let (a, b) = two_conformance_replicas(&redis, "task-status-changes", &[]).await;
     let http = Client::new();
     let mut events = listen(&http, &b.url(), 1).await;
     tool_change(&http, &a.url()).await;
@@ -227,11 +241,7 @@ async fn each_change_is_told_waiting_for_input_working_again_and_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipping_handlers_listen_streams_carry_task_statuses() {
     let redis = RedisServer::shared_or_start().await;
-    let prefix = unique_prefix("task-status-shipping");
-    let a = Replica::start(redis.url(), &prefix, &[]).await;
-    let b = Replica::start(redis.url(), &prefix, &[]).await;
-    ready(a.endpoint("/readyz")).await;
-    ready(b.endpoint("/readyz")).await;
+    let (a, b) = two_replicas(&redis, "task-status-shipping").await;
     let http = Client::new();
     let response = listen_2026_with(&http, &b.url(), 5, json!({})).await;
     assert!(response.status().is_success(), "{}", response.status());
